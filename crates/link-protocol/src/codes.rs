@@ -1,0 +1,193 @@
+//! Stable wire vocabulary: message types, RPC error codes (SPEC §7), close
+//! codes (§13) and the hub feature list.
+
+use std::fmt;
+
+/// Message type strings (SPEC §6).
+pub mod msg_type {
+    /// Client → hub handshake.
+    pub const HELLO: &str = "hello";
+    /// Hub → client handshake answer.
+    pub const HELLO_ACK: &str = "hello.ack";
+    /// Hub → client peer list.
+    pub const PEERS_UPDATE: &str = "peers.update";
+    /// Hub → new client: last status of every peer.
+    pub const STATUS_SNAPSHOT: &str = "status.snapshot";
+    /// Client → hub status push, and hub → client fan-out.
+    pub const STATUS_UPDATE: &str = "status.update";
+    /// RPC call.
+    pub const RPC_REQUEST: &str = "rpc.request";
+    /// RPC answer.
+    pub const RPC_RESPONSE: &str = "rpc.response";
+    /// RPC cancellation.
+    pub const RPC_CANCEL: &str = "rpc.cancel";
+    /// Topic subscription.
+    pub const TOPIC_SUBSCRIBE: &str = "topic.subscribe";
+    /// Topic unsubscription.
+    pub const TOPIC_UNSUBSCRIBE: &str = "topic.unsubscribe";
+    /// Publish (client → hub) and delivery (hub → client).
+    pub const TOPIC_MESSAGE: &str = "topic.message";
+    /// Directed fire-and-forget.
+    pub const DIRECT: &str = "direct";
+}
+
+/// The `from`/`to` name of the hub itself.
+pub const SERVER: &str = "server";
+
+/// Features a v1 hub advertises in `hello.ack`.
+pub const HUB_FEATURES: [&str; 2] = [Feature::Topics.as_str(), Feature::Direct.as_str()];
+
+/// An optional hub capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// Pub/sub topics.
+    Topics,
+    /// Directed messages.
+    Direct,
+}
+
+impl Feature {
+    /// Wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Topics => "topics",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// RPC error codes carried in `rpc.response` `data.code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RpcErrorCode {
+    /// `to` missing or falsy.
+    BadRequest,
+    /// Target not connected.
+    NoTarget,
+    /// Target's outbox overflowed.
+    TargetUnavailable,
+    /// Denied by an ACL.
+    Forbidden,
+    /// No handler for the rpcType.
+    UnknownType,
+    /// Too many handlers in flight.
+    Overloaded,
+    /// A handler failed (sanitised).
+    HandlerError,
+    /// A handler returned a value that is not wire-safe.
+    ResultNotSerializable,
+}
+
+impl RpcErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [Self; 8] = [
+        Self::BadRequest,
+        Self::NoTarget,
+        Self::TargetUnavailable,
+        Self::Forbidden,
+        Self::UnknownType,
+        Self::Overloaded,
+        Self::HandlerError,
+        Self::ResultNotSerializable,
+    ];
+
+    /// Wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "RPC_BAD_REQUEST",
+            Self::NoTarget => "RPC_NO_TARGET",
+            Self::TargetUnavailable => "RPC_TARGET_UNAVAILABLE",
+            Self::Forbidden => "RPC_FORBIDDEN",
+            Self::UnknownType => "RPC_UNKNOWN_TYPE",
+            Self::Overloaded => "RPC_OVERLOADED",
+            Self::HandlerError => "RPC_HANDLER_ERROR",
+            Self::ResultNotSerializable => "RPC_RESULT_NOT_SERIALIZABLE",
+        }
+    }
+
+    /// Parses a wire string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for RpcErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error texts the reference puts in hub- and client-made error responses.
+pub mod rpc_error_text {
+    /// `RPC_BAD_REQUEST`.
+    pub const MISSING_TO: &str = "rpc.request missing \"to\"";
+    /// `RPC_NO_TARGET` prefix (followed by the target).
+    pub const NO_TARGET: &str = "Target not connected: ";
+    /// `RPC_TARGET_UNAVAILABLE` prefix.
+    pub const TARGET_UNAVAILABLE: &str = "Target backpressured or send failed: ";
+    /// Default `RPC_FORBIDDEN` text.
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// Hub `RPC_UNKNOWN_TYPE` prefix.
+    pub const UNKNOWN_SERVER_TYPE: &str = "Unknown server rpcType: ";
+    /// Client `RPC_UNKNOWN_TYPE` prefix.
+    pub const UNKNOWN_TYPE: &str = "Unknown rpcType: ";
+    /// Hub `RPC_OVERLOADED`.
+    pub const SERVER_OVERLOADED: &str = "Server overloaded - too many concurrent RPCs";
+    /// Client `RPC_OVERLOADED`.
+    pub const HANDLER_OVERLOADED: &str = "Handler overloaded - too many concurrent RPCs";
+    /// Sanitised `RPC_HANDLER_ERROR`.
+    pub const INTERNAL: &str = "Internal handler error";
+    /// `RPC_RESULT_NOT_SERIALIZABLE`.
+    pub const NOT_SERIALIZABLE: &str = "RPC handler returned a non-serializable result";
+    /// Fallback message for an error response without `error`.
+    pub const GENERIC: &str = "RPC error";
+    /// Fallback code for an error response without `code`.
+    pub const REMOTE_CODE: &str = "RPC_REMOTE";
+}
+
+/// WebSocket close codes and reasons (SPEC §13).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Going away (hub stopped, server shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// No status (what a peer sees for a close without a code).
+    pub const NO_STATUS: u16 = 1005;
+    /// Abnormal (terminated without a close frame).
+    pub const ABNORMAL: u16 = 1006;
+    /// Policy violation (bad hello, hello timeout, pending cap).
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+    /// Displaced by a newer socket of the same kind.
+    pub const REPLACED: u16 = 4000;
+
+    /// Reason sent with [`REPLACED`].
+    pub const REASON_REPLACED: &str = "replaced by new connection";
+    /// Reason for a hello timeout.
+    pub const REASON_HELLO_TIMEOUT: &str = "hello timeout";
+    /// Reason for pending-cap eviction.
+    pub const REASON_PENDING_CAP: &str = "pending cap";
+    /// Reason when `Hub::stop` closes pending sockets.
+    pub const REASON_HUB_STOPPED: &str = "hub stopped";
+    /// Reason when the hub server shuts down.
+    pub const REASON_SERVER_SHUTDOWN: &str = "server shutdown";
+    /// Reason when a client closes after a rejected hello and will retry.
+    pub const REASON_REJECTED_RETRY: &str = "hello rejected - will retry";
+    /// Reason on a keepalive termination (event only; no frame is sent).
+    pub const REASON_KEEPALIVE: &str = "keepalive timeout";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_codes_round_trip() {
+        for code in RpcErrorCode::ALL {
+            assert_eq!(RpcErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(RpcErrorCode::parse("RPC_REMOTE"), None);
+        assert_eq!(HUB_FEATURES, ["topics", "direct"]);
+    }
+}

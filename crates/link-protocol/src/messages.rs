@@ -1,0 +1,623 @@
+//! Typed payloads of every message type (SPEC §6): constructors that build
+//! the `data` the reference sends, and lenient parsers that read what the
+//! reference accepts.
+//!
+//! [`Message::parse`] turns a verified [`Envelope`] into a typed value;
+//! unknown types become [`Message::Unknown`] (the hub ignores them), and a
+//! known type whose payload does not fit becomes [`Message::Malformed`].
+//! Each payload type's `to_value` gives the exact `data` object to send.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::codes::{RpcErrorCode, msg_type, rpc_error_text};
+use crate::envelope::Envelope;
+use crate::error::KindError;
+use crate::validate::{self, MAX_NAME_LEN, js_string, js_trim, js_truncate, js_truthy};
+
+fn obj(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn finite(v: Option<&Value>) -> Option<f64> {
+    v.and_then(Value::as_f64).filter(|f| f.is_finite())
+}
+
+fn num(f: Option<f64>) -> Value {
+    f.and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, |n| {
+            // Integral values go on the wire as integers, as JavaScript prints them.
+            if n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            {
+                Value::from(n.as_f64().unwrap_or_default() as i64)
+            } else {
+                Value::Number(n)
+            }
+        })
+}
+
+/// `hello` data: `{kind, name, pid, startedAt}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hello {
+    /// The claimed kind.
+    pub kind: String,
+    /// Display name (defaults to the kind).
+    pub name: String,
+    /// Process id, if a finite number.
+    pub pid: Option<f64>,
+    /// Wall clock ms at socket open, if a finite number.
+    pub started_at: Option<f64>,
+}
+
+impl Hello {
+    /// The `data` object.
+    pub fn to_value(&self) -> Value {
+        obj([
+            ("kind", Value::from(self.kind.as_str())),
+            ("name", Value::from(self.name.as_str())),
+            ("pid", num(self.pid)),
+            ("startedAt", num(self.started_at)),
+        ])
+    }
+
+    /// The hub's sanitisation (SPEC §5.1): `String(kind ?? '').trim()` checked
+    /// against the kind rules, `name` trimmed and cut to 256, `pid` and
+    /// `startedAt` kept only when finite numbers.
+    pub fn sanitize(data: Option<&Value>) -> Result<Self, KindError> {
+        let field = |name: &str| data.and_then(|d| d.get(name)).filter(|v| !v.is_null());
+        let kind = field("kind").map(js_string).unwrap_or_default();
+        let kind = js_trim(&kind);
+        validate::check_kind(kind)?;
+        let name = field("name").map(js_string).unwrap_or_default();
+        let name = js_truncate(js_trim(&name), MAX_NAME_LEN);
+        Ok(Self {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            pid: finite(field("pid")),
+            started_at: finite(field("startedAt")),
+        })
+    }
+}
+
+/// `hello.ack` data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HelloAck {
+    /// False only for an explicit `ok:false`.
+    pub ok: bool,
+    /// Hub wall clock ms.
+    pub server_time: Option<f64>,
+    /// The kind the hub registered.
+    pub kind: Option<String>,
+    /// Advertised features (empty when absent or not an array).
+    pub features: Vec<String>,
+    /// Rejection reason (`data.error`) when `ok` is false.
+    pub error: Option<String>,
+}
+
+impl HelloAck {
+    /// A successful ack as the v1 hub sends it.
+    pub fn accepted(server_time: u64, kind: &str, features: &[&str]) -> Self {
+        Self {
+            ok: true,
+            server_time: Some(server_time as f64),
+            kind: Some(kind.to_owned()),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+            error: None,
+        }
+    }
+
+    /// The `data` object.
+    pub fn to_value(&self) -> Value {
+        if !self.ok {
+            let mut m = Map::new();
+            m.insert("ok".into(), Value::Bool(false));
+            if let Some(e) = &self.error {
+                m.insert("error".into(), Value::from(e.as_str()));
+            }
+            return Value::Object(m);
+        }
+        obj([
+            ("ok", Value::Bool(true)),
+            ("serverTime", num(self.server_time)),
+            (
+                "kind",
+                self.kind.as_deref().map_or(Value::Null, Value::from),
+            ),
+            ("features", Value::from(self.features.clone())),
+        ])
+    }
+
+    /// Reads an ack as the client does: ready unless `ok === false`.
+    pub fn parse(data: Option<&Value>) -> Self {
+        let get = |k: &str| data.and_then(|d| d.get(k));
+        let features = match get("features") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            ok: get("ok") != Some(&Value::Bool(false)),
+            server_time: get("serverTime").and_then(Value::as_f64),
+            kind: get("kind").and_then(Value::as_str).map(str::to_owned),
+            features,
+            error: get("error")
+                .filter(|v| !v.is_null())
+                .map(|v| js_string(v).into_owned()),
+        }
+    }
+}
+
+/// One entry of `peers.update`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerInfo {
+    /// Peer kind.
+    pub kind: String,
+    /// Its sanitised hello, if known.
+    pub hello: Option<Hello>,
+    /// Hub wall clock ms at registration.
+    pub connected_at: Option<f64>,
+    /// Whether the socket is registered and open.
+    pub connected: bool,
+}
+
+impl PeerInfo {
+    /// The entry object.
+    pub fn to_value(&self) -> Value {
+        obj([
+            ("kind", Value::from(self.kind.as_str())),
+            (
+                "hello",
+                self.hello.as_ref().map_or(Value::Null, Hello::to_value),
+            ),
+            ("connectedAt", num(self.connected_at)),
+            ("connected", Value::Bool(self.connected)),
+        ])
+    }
+
+    fn parse(v: &Value) -> Option<Self> {
+        let kind = v.get("kind")?.as_str()?.to_owned();
+        let hello = v.get("hello").filter(|h| h.is_object()).map(|h| Hello {
+            kind: h
+                .get("kind")
+                .map(js_string)
+                .unwrap_or_default()
+                .into_owned(),
+            name: h
+                .get("name")
+                .map(js_string)
+                .unwrap_or_default()
+                .into_owned(),
+            pid: finite(h.get("pid")),
+            started_at: finite(h.get("startedAt")),
+        });
+        Some(Self {
+            kind,
+            hello,
+            connected_at: finite(v.get("connectedAt")),
+            connected: v.get("connected").is_some_and(js_truthy),
+        })
+    }
+}
+
+/// `peers.update` data: `{peers:[…]}`.
+pub fn peers_update_value(peers: &[PeerInfo]) -> Value {
+    obj([(
+        "peers",
+        Value::Array(peers.iter().map(PeerInfo::to_value).collect()),
+    )])
+}
+
+/// The last status of one peer, as kept by the hub and sent in snapshots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusEntry {
+    /// The status as the peer sent it.
+    pub status: Value,
+    /// Hub wall clock ms when it was stored.
+    pub at: f64,
+}
+
+/// `status.snapshot` data: `{<kind>:{status, at}}`.
+pub fn status_snapshot_value<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a StatusEntry)>,
+) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, e)| {
+                (
+                    k.to_owned(),
+                    obj([("status", e.status.clone()), ("at", num(Some(e.at)))]),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Hub → client `status.update` data: `{from, status, at}`.
+pub fn status_fanout_value(from: &str, status: &Value, at: u64) -> Value {
+    obj([
+        ("from", Value::from(from)),
+        ("status", status.clone()),
+        ("at", Value::from(at)),
+    ])
+}
+
+/// `rpc.request` data: `{rpcType, rpcData?}`.
+pub fn rpc_request_value(rpc_type: &str, rpc_data: Option<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("rpcType".into(), Value::from(rpc_type));
+    if let Some(d) = rpc_data {
+        m.insert("rpcData".into(), d);
+    }
+    Value::Object(m)
+}
+
+/// An RPC outcome as carried by `rpc.response`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RpcResponse {
+    /// `{ok:true, result?}`.
+    Ok {
+        /// The result; omitted on the wire when `None`.
+        result: Option<Value>,
+    },
+    /// `{ok:false, error, code, data?}`.
+    Err {
+        /// Human-readable message.
+        error: String,
+        /// Stable code (`RPC_*` or an application code).
+        code: String,
+        /// Optional structured detail.
+        data: Option<Value>,
+    },
+}
+
+impl RpcResponse {
+    /// A failure with one of the protocol's codes.
+    pub fn error(code: RpcErrorCode, error: impl Into<String>) -> Self {
+        Self::Err {
+            error: error.into(),
+            code: code.as_str().to_owned(),
+            data: None,
+        }
+    }
+
+    /// The `data` object.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        match self {
+            Self::Ok { result } => {
+                m.insert("ok".into(), Value::Bool(true));
+                if let Some(r) = result {
+                    m.insert("result".into(), r.clone());
+                }
+            }
+            Self::Err { error, code, data } => {
+                m.insert("ok".into(), Value::Bool(false));
+                m.insert("error".into(), Value::from(error.as_str()));
+                m.insert("code".into(), Value::from(code.as_str()));
+                if let Some(d) = data {
+                    m.insert("data".into(), d.clone());
+                }
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// Reads a response as the caller does: success when `ok` is truthy;
+    /// otherwise `error || 'RPC error'` and `code || 'RPC_REMOTE'`.
+    pub fn parse(data: Option<&Value>) -> Self {
+        let get = |k: &str| data.and_then(|d| d.get(k));
+        if get("ok").is_some_and(js_truthy) {
+            return Self::Ok {
+                result: get("result").cloned(),
+            };
+        }
+        let text = |k: &str, fallback: &str| {
+            get(k)
+                .filter(|v| js_truthy(v))
+                .map_or_else(|| fallback.to_owned(), |v| js_string(v).into_owned())
+        };
+        Self::Err {
+            error: text("error", rpc_error_text::GENERIC),
+            code: text("code", rpc_error_text::REMOTE_CODE),
+            data: get("data").cloned(),
+        }
+    }
+
+    /// True for a success.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok { .. })
+    }
+}
+
+/// `rpc.cancel` data: `{id}`.
+pub fn rpc_cancel_value(id: &str) -> Value {
+    obj([("id", Value::from(id))])
+}
+
+/// `topic.subscribe` / `topic.unsubscribe` data: `{topic}`.
+pub fn topic_value(topic: &str) -> Value {
+    obj([("topic", Value::from(topic))])
+}
+
+/// `topic.message` data: `{topic, payload?}`.
+pub fn topic_message_value(topic: &str, payload: Option<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("topic".into(), Value::from(topic));
+    if let Some(p) = payload {
+        m.insert("payload".into(), p);
+    }
+    Value::Object(m)
+}
+
+/// `direct` data: `{directType, directData?}`.
+pub fn direct_value(direct_type: &str, direct_data: Option<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("directType".into(), Value::from(direct_type));
+    if let Some(d) = direct_data {
+        m.insert("directData".into(), d);
+    }
+    Value::Object(m)
+}
+
+/// A verified envelope read as one of the protocol's messages.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Message {
+    /// `hello` (raw data; the hub sanitises it with [`Hello::sanitize`]).
+    Hello(Option<Value>),
+    /// `hello.ack`.
+    HelloAck(HelloAck),
+    /// `peers.update`.
+    PeersUpdate(Vec<PeerInfo>),
+    /// `status.snapshot`.
+    StatusSnapshot(BTreeMap<String, StatusEntry>),
+    /// `status.update` from a client (any JSON, `None` when absent).
+    StatusPush(Option<Value>),
+    /// `status.update` fan-out from the hub.
+    StatusFanout {
+        /// Originating peer.
+        from: String,
+        /// Its status.
+        status: Value,
+        /// Hub time.
+        at: f64,
+    },
+    /// `rpc.request`.
+    RpcRequest {
+        /// Handler name.
+        rpc_type: String,
+        /// Argument, if any.
+        rpc_data: Option<Value>,
+    },
+    /// `rpc.response`.
+    RpcResponse(RpcResponse),
+    /// `rpc.cancel` for the given request id.
+    RpcCancel {
+        /// Id of the request to cancel.
+        id: String,
+    },
+    /// `topic.subscribe`.
+    Subscribe {
+        /// Topic (not yet validated).
+        topic: Option<String>,
+    },
+    /// `topic.unsubscribe`; `None` means "all topics".
+    Unsubscribe {
+        /// Topic, or `None` for a falsy topic.
+        topic: Option<String>,
+    },
+    /// `topic.message`.
+    TopicMessage {
+        /// Topic (not yet validated).
+        topic: Option<String>,
+        /// Payload, if any.
+        payload: Option<Value>,
+    },
+    /// `direct`.
+    Direct {
+        /// Application message type.
+        direct_type: String,
+        /// Payload, if any.
+        direct_data: Option<Value>,
+    },
+    /// A known type whose payload does not fit.
+    Malformed(&'static str),
+    /// A type this protocol does not know (ignored by the hub).
+    Unknown,
+}
+
+impl Message {
+    /// Reads `env`'s payload according to its type.
+    pub fn parse(env: &Envelope) -> Self {
+        let data = env.data();
+        let get = |k: &str| data.and_then(|d| d.get(k)).filter(|v| !v.is_null());
+        let string = |k: &str| get(k).and_then(Value::as_str).map(str::to_owned);
+        let Some(t) = env.msg_type() else {
+            return Self::Unknown;
+        };
+        match t {
+            msg_type::HELLO => Self::Hello(data.cloned()),
+            msg_type::HELLO_ACK => Self::HelloAck(HelloAck::parse(data)),
+            msg_type::PEERS_UPDATE => match get("peers") {
+                Some(Value::Array(items)) => {
+                    Self::PeersUpdate(items.iter().filter_map(PeerInfo::parse).collect())
+                }
+                _ => Self::Malformed(msg_type::PEERS_UPDATE),
+            },
+            msg_type::STATUS_SNAPSHOT => match data {
+                Some(Value::Object(m)) => Self::StatusSnapshot(
+                    m.iter()
+                        .map(|(k, v)| {
+                            let entry = StatusEntry {
+                                status: v.get("status").cloned().unwrap_or(Value::Null),
+                                at: finite(v.get("at")).unwrap_or(0.0),
+                            };
+                            (k.clone(), entry)
+                        })
+                        .collect(),
+                ),
+                _ => Self::Malformed(msg_type::STATUS_SNAPSHOT),
+            },
+            msg_type::STATUS_UPDATE => {
+                if env.from() == Some(crate::codes::SERVER) {
+                    match string("from") {
+                        Some(from) => Self::StatusFanout {
+                            from,
+                            status: get("status").cloned().unwrap_or(Value::Null),
+                            at: finite(get("at")).unwrap_or(0.0),
+                        },
+                        None => Self::Malformed(msg_type::STATUS_UPDATE),
+                    }
+                } else {
+                    Self::StatusPush(data.cloned())
+                }
+            }
+            msg_type::RPC_REQUEST => match get("rpcType").and_then(Value::as_str) {
+                Some(rpc_type) => Self::RpcRequest {
+                    rpc_type: rpc_type.to_owned(),
+                    rpc_data: data.and_then(|d| d.get("rpcData")).cloned(),
+                },
+                None => Self::Malformed(msg_type::RPC_REQUEST),
+            },
+            msg_type::RPC_RESPONSE => Self::RpcResponse(RpcResponse::parse(data)),
+            msg_type::RPC_CANCEL => match string("id").filter(|s| !s.is_empty()) {
+                Some(id) => Self::RpcCancel { id },
+                None => Self::Malformed(msg_type::RPC_CANCEL),
+            },
+            msg_type::TOPIC_SUBSCRIBE => Self::Subscribe {
+                topic: topic_of(get("topic")),
+            },
+            msg_type::TOPIC_UNSUBSCRIBE => Self::Unsubscribe {
+                topic: get("topic")
+                    .filter(|v| js_truthy(v))
+                    .map(|v| js_string(v).into_owned()),
+            },
+            msg_type::TOPIC_MESSAGE => Self::TopicMessage {
+                topic: topic_of(get("topic")),
+                payload: data.and_then(|d| d.get("payload")).cloned(),
+            },
+            msg_type::DIRECT => match string("directType").filter(|s| !s.is_empty()) {
+                Some(direct_type) => Self::Direct {
+                    direct_type,
+                    direct_data: data.and_then(|d| d.get("directData")).cloned(),
+                },
+                None => Self::Malformed(msg_type::DIRECT),
+            },
+            _ => Self::Unknown,
+        }
+    }
+}
+
+fn topic_of(v: Option<&Value>) -> Option<String> {
+    v.map(|v| js_string(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Header;
+    use serde_json::json;
+
+    fn env(t: &str, from: Option<&str>, data: Value) -> Envelope {
+        Envelope::new(
+            &Header {
+                id: "i",
+                ts: 1,
+                msg_type: t,
+                from,
+                to: None,
+            },
+            Some(data),
+        )
+    }
+
+    #[test]
+    fn hello_sanitisation_follows_the_hub() {
+        let h = Hello::sanitize(Some(
+            &json!({"kind": " alpha ", "name": 5, "pid": "x", "startedAt": 12}),
+        ))
+        .unwrap();
+        assert_eq!(h.kind, "alpha");
+        assert_eq!(h.name, "5");
+        assert_eq!(h.pid, None);
+        assert_eq!(h.started_at, Some(12.0));
+        assert_eq!(
+            h.to_value(),
+            json!({"kind":"alpha","name":"5","pid":null,"startedAt":12})
+        );
+        assert_eq!(Hello::sanitize(None), Err(KindError::Missing));
+        assert_eq!(
+            Hello::sanitize(Some(&json!({"kind": "server"}))),
+            Err(KindError::Reserved)
+        );
+        assert_eq!(
+            Hello::sanitize(Some(&json!({"kind": {"a": 1}}))),
+            Err(KindError::Invalid)
+        );
+    }
+
+    #[test]
+    fn rpc_response_fallbacks() {
+        assert_eq!(
+            RpcResponse::parse(Some(&json!({"ok": false}))),
+            RpcResponse::Err {
+                error: "RPC error".into(),
+                code: "RPC_REMOTE".into(),
+                data: None
+            }
+        );
+        assert_eq!(
+            RpcResponse::parse(Some(&json!({"ok": 1}))),
+            RpcResponse::Ok { result: None }
+        );
+        let e = RpcResponse::error(RpcErrorCode::NoTarget, "Target not connected: ghost");
+        assert_eq!(
+            e.to_value(),
+            json!({"ok":false,"error":"Target not connected: ghost","code":"RPC_NO_TARGET"})
+        );
+    }
+
+    #[test]
+    fn parses_each_type() {
+        assert_eq!(
+            Message::parse(&env("direct", Some("a"), json!({"directType": "ping"}))),
+            Message::Direct {
+                direct_type: "ping".into(),
+                direct_data: None
+            }
+        );
+        assert_eq!(
+            Message::parse(&env("direct", Some("a"), json!({"directType": ""}))),
+            Message::Malformed("direct")
+        );
+        assert_eq!(
+            Message::parse(&env("topic.unsubscribe", Some("a"), json!({"topic": ""}))),
+            Message::Unsubscribe { topic: None }
+        );
+        assert_eq!(
+            Message::parse(&env(
+                "status.update",
+                Some("server"),
+                json!({"from": "a", "status": 1, "at": 5})
+            )),
+            Message::StatusFanout {
+                from: "a".into(),
+                status: json!(1),
+                at: 5.0
+            }
+        );
+        assert_eq!(
+            Message::parse(&env("weird", None, json!(1))),
+            Message::Unknown
+        );
+        let ack = HelloAck::parse(Some(&json!({"ok": true, "features": "nope"})));
+        assert!(ack.ok && ack.features.is_empty());
+        assert!(!HelloAck::parse(Some(&json!({"ok": false, "error": "no"}))).ok);
+    }
+}
