@@ -1,1 +1,396 @@
-fn main() {}
+//! # xtask
+//!
+//! Workspace automation, run through the cargo alias in `.cargo/config.toml`:
+//!
+//! ```text
+//! cargo xtask ci               every check CI runs, in order, stopping at the first failure
+//! cargo xtask fmt              format the workspace (cargo fmt --all)
+//! cargo xtask deny-advisories  cargo deny check advisories (needs github.com)
+//! cargo xtask help             this list
+//! ```
+//!
+//! `ci` runs these steps; every cargo call that resolves dependencies passes
+//! `--locked`, so a stale `Cargo.lock` fails instead of being rewritten:
+//!
+//! ```text
+//! fmt        cargo fmt --all -- --check
+//! clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
+//! test       cargo nextest run --workspace --locked   (cargo test if nextest is absent)
+//! doctest    cargo test --doc --workspace --locked
+//! rustdoc    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+//! sans-io    cargo tree -p link-protocol -e normal: no tokio, mio or socket2
+//! deny       cargo deny --locked check bans licenses sources
+//! bench      cargo bench -p link-protocol --locked --bench envelope -- --test
+//! ```
+//!
+//! The advisories check is not part of `ci`: it clones the RustSec database
+//! from github.com, which the CI machines cannot reach (they see crates.io
+//! only). Run `cargo xtask deny-advisories` where GitHub is reachable.
+//!
+//! Only std is used, so the tool builds in seconds and adds nothing to the
+//! dependency tree that `cargo deny` audits.
+
+use std::env;
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T = (), E = Box<dyn Error>> = std::result::Result<T, E>;
+
+/// Crates that must never appear in the protocol crate's normal dependencies:
+/// the I/O runtime and the socket layers under it.
+const FORBIDDEN_IN_PROTOCOL: [&str; 3] = ["tokio", "mio", "socket2"];
+
+/// The criterion bench smoke-run by `ci`, relative to the workspace root.
+const BENCH_SOURCE: &str = "crates/link-protocol/benches/envelope.rs";
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci               run every check CI runs (fmt, clippy, tests, doctests, rustdoc,
+                   sans-io dependency check, cargo deny, bench smoke run)
+  fmt              format the whole workspace (cargo fmt --all)
+  deny-advisories  cargo deny check advisories (fetches the RustSec database
+                   from github.com; not part of `ci`, see README.md)
+  help             show this message";
+
+/// One named step of a command.
+struct Step {
+    name: &'static str,
+    run: fn(&Path) -> Result,
+}
+
+const CI_STEPS: &[Step] = &[
+    Step {
+        name: "fmt",
+        run: fmt_check,
+    },
+    Step {
+        name: "clippy",
+        run: clippy,
+    },
+    Step {
+        name: "test",
+        run: test,
+    },
+    Step {
+        name: "doctest",
+        run: doctest,
+    },
+    Step {
+        name: "rustdoc",
+        run: rustdoc,
+    },
+    Step {
+        name: "sans-io",
+        run: sans_io,
+    },
+    Step {
+        name: "deny",
+        run: deny,
+    },
+    Step {
+        name: "bench",
+        run: bench_smoke,
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let steps: &[Step] = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["ci"] => CI_STEPS,
+        ["fmt"] => &[Step {
+            name: "fmt",
+            run: fmt,
+        }],
+        ["deny-advisories"] => &[Step {
+            name: "advisories",
+            run: deny_advisories,
+        }],
+        [] | ["help" | "-h" | "--help"] => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("xtask: unknown arguments {args:?}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_steps(steps, &workspace_root()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(()) => ExitCode::FAILURE,
+    }
+}
+
+/// Runs `steps` in order, printing each name and duration; stops at the
+/// first failure.
+fn run_steps(steps: &[Step], root: &Path) -> std::result::Result<(), ()> {
+    let started = Instant::now();
+    let count = steps.len();
+    for (i, step) in steps.iter().enumerate() {
+        println!("\n==> [{}/{count}] {}", i + 1, step.name);
+        let t = Instant::now();
+        let outcome = (step.run)(root);
+        let took = secs(t.elapsed());
+        match outcome {
+            Ok(()) => println!("==> {} ok ({took})", step.name),
+            Err(e) => {
+                eprintln!("\nxtask: step `{}` FAILED after {took}: {e}", step.name);
+                return Err(());
+            }
+        }
+    }
+    println!(
+        "\n==> all {count} step(s) passed in {}",
+        secs(started.elapsed())
+    );
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// A `cargo` command in `root`: the cargo that launched us (`$CARGO`), so the
+/// toolchain matches, else the one on `PATH`.
+fn cargo(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args).current_dir(root);
+    cmd
+}
+
+/// Runs a command with inherited output; a non-zero exit is an error that
+/// names the command.
+fn run(mut cmd: Command) -> Result {
+    let shown = describe(&cmd);
+    println!("$ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` exited with {status}").into())
+    }
+}
+
+/// Runs a command and returns its stdout; stderr passes through.
+fn capture(mut cmd: Command) -> Result<String> {
+    let shown = describe(&cmd);
+    println!("$ {shown}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{shown}` exited with {}", out.status).into());
+    }
+    Ok(String::from_utf8(out.stdout).map_err(|e| format!("`{shown}` printed non-UTF-8: {e}"))?)
+}
+
+/// True when `cargo <subcommand> --version` runs successfully.
+fn has_subcommand(root: &Path, subcommand: &str) -> bool {
+    cargo(root, &[subcommand, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo` plus its arguments, with any environment we set, for logs.
+fn describe(cmd: &Command) -> String {
+    let envs = cmd.get_envs().filter_map(|(k, v)| {
+        v.map(|v| format!("{}=\"{}\"", k.to_string_lossy(), v.to_string_lossy()))
+    });
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .map_or_else(|| "cargo".into(), |p| p.to_string_lossy().into_owned());
+    let args = cmd.get_args().map(|a| a.to_string_lossy().into_owned());
+    envs.chain([program])
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn fmt(root: &Path) -> Result {
+    run(cargo(root, &["fmt", "--all"]))
+}
+
+fn fmt_check(root: &Path) -> Result {
+    run(cargo(root, &["fmt", "--all", "--", "--check"]))
+        .map_err(|e| format!("{e}\n  run `cargo xtask fmt` to fix the formatting").into())
+}
+
+fn clippy(root: &Path) -> Result {
+    run(cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))
+}
+
+fn test(root: &Path) -> Result {
+    if has_subcommand(root, "nextest") {
+        run(cargo(root, &["nextest", "run", "--workspace", "--locked"]))
+    } else {
+        println!("cargo-nextest not found: falling back to cargo test");
+        run(cargo(root, &["test", "--workspace", "--locked"]))
+    }
+}
+
+/// Doctests: nextest does not run them, and `cargo test` already did when it
+/// was the runner, but running them again costs seconds and keeps one path.
+fn doctest(root: &Path) -> Result {
+    run(cargo(root, &["test", "--doc", "--workspace", "--locked"]))
+}
+
+fn rustdoc(root: &Path) -> Result {
+    let mut cmd = cargo(root, &["doc", "--workspace", "--no-deps", "--locked"]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    run(cmd)
+}
+
+/// The protocol crate must stay sans-I/O: no async runtime or socket crate
+/// among its normal (non-dev) dependencies.
+fn sans_io(root: &Path) -> Result {
+    let tree = capture(cargo(
+        root,
+        &[
+            "tree",
+            "-p",
+            "link-protocol",
+            "-e",
+            "normal",
+            "--locked",
+            "--prefix",
+            "none",
+        ],
+    ))?;
+    let offending: Vec<&str> = tree
+        .lines()
+        .filter(|line| is_forbidden_in_protocol(line))
+        .collect();
+    if offending.is_empty() {
+        println!(
+            "link-protocol depends on none of: {}",
+            FORBIDDEN_IN_PROTOCOL.join(", ")
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "link-protocol must stay sans-I/O (docs/adr/0001-sans-io-protocol-crate.md) \
+             but depends on:\n  {}",
+            offending.join("\n  ")
+        )
+        .into())
+    }
+}
+
+/// True for a `cargo tree --prefix none` line naming a forbidden crate:
+/// anything starting with `tokio` (tokio, tokio-util, …), or exactly `mio` /
+/// `socket2`.
+fn is_forbidden_in_protocol(line: &str) -> bool {
+    let name = line.split_whitespace().next().unwrap_or_default();
+    name.starts_with("tokio") || FORBIDDEN_IN_PROTOCOL.contains(&name)
+}
+
+fn require_cargo_deny(root: &Path) -> Result {
+    if has_subcommand(root, "deny") {
+        Ok(())
+    } else {
+        Err(
+            "cargo-deny is not installed; install it with `cargo install cargo-deny --locked` \
+             (.ci/run does this automatically)"
+                .into(),
+        )
+    }
+}
+
+/// Bans, licences and sources: everything cargo-deny checks from the lock
+/// file and crates.io metadata alone.
+fn deny(root: &Path) -> Result {
+    require_cargo_deny(root)?;
+    println!("(advisories are skipped here: run `cargo xtask deny-advisories` with GitHub access)");
+    run(cargo(
+        root,
+        &["deny", "--locked", "check", "bans", "licenses", "sources"],
+    ))
+}
+
+fn deny_advisories(root: &Path) -> Result {
+    require_cargo_deny(root)?;
+    run(cargo(root, &["deny", "--locked", "check", "advisories"])).map_err(|e| {
+        format!(
+            "{e}\n  this check clones https://github.com/RustSec/advisory-db; \
+             it fails where github.com is unreachable"
+        )
+        .into()
+    })
+}
+
+/// Runs each criterion bench once (`--test` mode) so a broken bench fails
+/// CI without paying for a measurement.
+fn bench_smoke(root: &Path) -> Result {
+    if !root.join(BENCH_SOURCE).is_file() {
+        println!("skipped: {BENCH_SOURCE} does not exist yet");
+        return Ok(());
+    }
+    run(cargo(
+        root,
+        &[
+            "bench",
+            "-p",
+            "link-protocol",
+            "--locked",
+            "--bench",
+            "envelope",
+            "--",
+            "--test",
+        ],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_crates_are_matched_by_name() {
+        assert!(is_forbidden_in_protocol("tokio v1.48.0"));
+        assert!(is_forbidden_in_protocol("tokio-util v0.7.16"));
+        assert!(is_forbidden_in_protocol("mio v1.0.4"));
+        assert!(is_forbidden_in_protocol("socket2 v0.6.0"));
+        assert!(!is_forbidden_in_protocol(
+            "link-protocol v0.1.0 (/work/main)"
+        ));
+        assert!(!is_forbidden_in_protocol("miow v0.6.0"));
+        assert!(!is_forbidden_in_protocol("serde_json v1.0.145 (*)"));
+        assert!(!is_forbidden_in_protocol(""));
+    }
+
+    #[test]
+    fn describe_shows_env_and_args() {
+        let mut cmd = Command::new("/usr/bin/cargo");
+        cmd.args(["doc", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        assert_eq!(
+            describe(&cmd),
+            "RUSTDOCFLAGS=\"-D warnings\" cargo doc --locked"
+        );
+    }
+}
