@@ -142,13 +142,10 @@ pub fn write_number(n: &Number, out: &mut String) {
             out.push_str(itoa::Buffer::new().format(u));
             return;
         }
-    } else if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() <= MAX_SAFE {
-            // JavaScript has no negative zero in integer text: `-0` parses as
-            // u64 0 above, so `i` is never zero here.
-            out.push_str(itoa::Buffer::new().format(i));
-            return;
-        }
+    } else if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= MAX_SAFE) {
+        // `-0` parses as u64 0 above, so `i` is never a negative zero here.
+        out.push_str(itoa::Buffer::new().format(i));
+        return;
     }
     // Any other number is read as the nearest double, exactly as JSON.parse
     // does (serde_json's `float_roundtrip` gives a correctly rounded f64, and

@@ -74,13 +74,13 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
     let text = String::from_utf8_lossy(bytes);
     let value: Value = serde_json::from_str(&text).map_err(|e| ProtocolError {
         size: Some(size),
-        error: Some(e.to_string()),
+        error: Some(e.to_string().into()),
         ..ProtocolError::new(DropReason::ParseError)
     })?;
     let Value::Object(mut body) = value else {
         return Err(ProtocolError::new(DropReason::MissingId));
     };
-    let msg_type = body.get("type").and_then(Value::as_str).map(str::to_owned);
+    let msg_type = body.get("type").and_then(Value::as_str).map(Into::into);
     match body.get("id") {
         Some(Value::String(id)) if !id.is_empty() => {
             if validate::js_len(id) > MAX_ID_LEN {

@@ -81,22 +81,22 @@ impl fmt::Display for DropReason {
 }
 
 /// A dropped frame: the reason plus the reference's optional details.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProtocolError {
-    /// Why the frame was dropped; `None` only in `Default`.
-    pub reason: Option<DropReason>,
+    /// Why the frame was dropped.
+    pub reason: DropReason,
     /// Sender kind, when known.
-    pub kind: Option<String>,
+    pub kind: Option<Box<str>>,
     /// The frame's `type`, when known.
-    pub msg_type: Option<String>,
-    /// Frame size in bytes (`oversize`).
+    pub msg_type: Option<Box<str>>,
+    /// Frame size in bytes (`oversize`, `parse-error`).
     pub size: Option<usize>,
     /// `now - ts` in ms (`replay-window`, `clock-skew`).
     pub skew: Option<f64>,
     /// Sub-reason (`bad-hello`: `missing-kind` …; `duplicate-hello`: `concurrent-hello`).
-    pub detail: Option<String>,
+    pub detail: Option<&'static str>,
     /// Underlying error text (`parse-error`).
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     /// (client `no-ack`) whether the hub's frames verified.
     pub verified: Option<bool>,
 }
@@ -105,38 +105,44 @@ impl ProtocolError {
     /// A bare error with only a reason.
     pub fn new(reason: DropReason) -> Self {
         Self {
-            reason: Some(reason),
-            ..Self::default()
+            reason,
+            kind: None,
+            msg_type: None,
+            size: None,
+            skew: None,
+            detail: None,
+            error: None,
+            verified: None,
         }
     }
 
-    /// The reason (`parse-error` for a defaulted value).
+    /// The reason.
     pub fn reason(&self) -> DropReason {
-        self.reason.unwrap_or(DropReason::ParseError)
+        self.reason
     }
 
     /// Sets the sender kind.
-    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+    pub fn with_kind(mut self, kind: impl Into<Box<str>>) -> Self {
         self.kind = Some(kind.into());
         self
     }
 
     /// Sets the frame type.
     pub fn with_type(mut self, msg_type: Option<&str>) -> Self {
-        self.msg_type = msg_type.map(str::to_owned);
+        self.msg_type = msg_type.map(Into::into);
         self
     }
 
     /// Sets the detail text.
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+    pub fn with_detail(mut self, detail: &'static str) -> Self {
+        self.detail = Some(detail);
         self
     }
 }
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason().code())?;
+        f.write_str(self.reason.code())?;
         if let Some(detail) = &self.detail {
             write!(f, " ({detail})")?;
         }

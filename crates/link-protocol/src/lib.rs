@@ -46,6 +46,7 @@
 
 pub mod canonical;
 pub mod codes;
+pub mod conn;
 pub mod envelope;
 pub mod error;
 pub mod messages;

@@ -65,7 +65,7 @@ macro_rules! ok_scalars {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut FloatProbe {
+impl ser::Serializer for &mut FloatProbe {
     type Ok = ();
     type Error = ProbeError;
     type SerializeSeq = Self;

@@ -1,6 +1,8 @@
 //! Golden vectors produced by the reference implementation (link-core 0.6.0).
 //! `tests/data/` holds verbatim copies of `shared/protocol/vectors/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use link_protocol::envelope::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use link_protocol::{HashAlgo, Key, Value, canonical};
 

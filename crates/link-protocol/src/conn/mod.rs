@@ -1,0 +1,119 @@
+//! Connection state machines in the quinn shape: [`ClientConn`] for a
+//! client's link to its hub, [`HubConn`] for one socket on the hub.
+//!
+//! Both are driven the same way. Call order, on every wake-up:
+//!
+//! 1. feed inputs: `handle_frame(now, bytes)`, `handle_pong(now)`,
+//!    `handle_close(..)`, `handle_timeout(now)`, or an application command;
+//! 2. drain outputs: `poll_transmit()` until `None` (write those to the
+//!    socket), `poll_event()` until `None` (act on them);
+//! 3. sleep until `poll_timeout()`, or until the next input.
+//!
+//! Nothing here reads a clock or a random source: time comes in as [`Now`],
+//! ids from an [`IdSource`], jitter from the `random` argument of
+//! [`Backoff::next_delay`]. Extra `handle_timeout` calls are harmless.
+
+mod backoff;
+mod client;
+mod hub;
+mod timers;
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use client::{ClientConn, ClientConnConfig, ClientEvent, ClientState, Disconnect};
+pub use hub::{HubConn, HubConnConfig, HubConnEvent, HubConnState, TERMINATE_GRACE};
+
+use std::time::Instant;
+
+/// The current time, as both clocks the protocol needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub instant: Instant,
+    /// Wall clock in ms since the Unix epoch, for `ts` and the replay window.
+    pub wall_ms: u64,
+}
+
+impl Now {
+    /// Both clocks at once.
+    pub fn new(instant: Instant, wall_ms: u64) -> Self {
+        Self { instant, wall_ms }
+    }
+}
+
+/// Something the driver must do to the socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// Write a text frame.
+    Frame(String),
+    /// Send a WebSocket ping.
+    Ping,
+    /// Start a close handshake; `None` sends a close frame without a code
+    /// (the peer sees 1005).
+    Close {
+        /// Close code, if any.
+        code: Option<u16>,
+        /// Close reason.
+        reason: String,
+    },
+    /// Drop the socket without a handshake (the peer sees 1006).
+    Terminate,
+}
+
+/// A source of fresh message ids (UUID v4 text in production).
+pub trait IdSource: Send {
+    /// Returns a new id, never returned before.
+    fn next_id(&mut self) -> String;
+}
+
+/// Ids `prefix-1`, `prefix-2`, … for tests and simulations.
+#[derive(Clone, Debug)]
+pub struct SeqIds {
+    prefix: String,
+    next: u64,
+}
+
+impl SeqIds {
+    /// Starts a sequence.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            next: 1,
+        }
+    }
+}
+
+impl IdSource for SeqIds {
+    fn next_id(&mut self) -> String {
+        let id = format!("{}-{}", self.prefix, self.next);
+        self.next += 1;
+        id
+    }
+}
+
+/// Formats 16 random bytes as a lowercase UUID v4 (as `crypto.randomUUID`).
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_shape() {
+        let id = uuid_v4([0xff; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+    }
+}
