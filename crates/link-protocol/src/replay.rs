@@ -67,6 +67,34 @@ struct SenderIds {
     horizon: Option<f64>,
 }
 
+/// Anything that can run the replay checks for a frame: a [`ReplayGuard`],
+/// or a driver's wrapper around several (e.g. shards behind locks).
+pub trait ReplayCheck {
+    /// Runs the window and id checks for a frame from `sender` and records
+    /// its id (see [`ReplayGuard::check`]).
+    fn check(
+        &mut self,
+        sender: &str,
+        id: &str,
+        ts: f64,
+        exempt_id: bool,
+        now_ms: f64,
+    ) -> Result<(), ProtocolError>;
+}
+
+impl ReplayCheck for ReplayGuard {
+    fn check(
+        &mut self,
+        sender: &str,
+        id: &str,
+        ts: f64,
+        exempt_id: bool,
+        now_ms: f64,
+    ) -> Result<(), ProtocolError> {
+        ReplayGuard::check(self, sender, id, ts, exempt_id, now_ms)
+    }
+}
+
 /// Replay window and per-sender id cache.
 #[derive(Debug)]
 pub struct ReplayGuard {

@@ -17,7 +17,8 @@
 //! are `pre-hello-message` drops).
 //!
 //! Replay state is hub-wide: each call that verifies frames borrows the
-//! hub's [`ReplayGuard`].
+//! hub's replay state (anything implementing [`ReplayCheck`], usually a
+//! [`ReplayGuard`](crate::ReplayGuard)).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use crate::codes::{close, msg_type};
 use crate::envelope::{self, DEFAULT_MAX_MESSAGE_BYTES, Envelope, Received};
 use crate::error::{ConfigError, DropReason, ProtocolError};
 use crate::messages::Hello;
-use crate::replay::ReplayGuard;
+use crate::replay::ReplayCheck;
 use crate::signing::Key;
 
 /// Grace between a policy close and the hard terminate.
@@ -194,7 +195,7 @@ impl HubConn {
     // ----- inputs --------------------------------------------------------
 
     /// A frame arrived.
-    pub fn handle_frame(&mut self, now: Now, bytes: &[u8], replay: &mut ReplayGuard) {
+    pub fn handle_frame(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
         if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
             return;
         }
@@ -210,7 +211,7 @@ impl HubConn {
 
     /// The answer to [`HubConnEvent::KeyNeeded`]: the key for the claimed
     /// kind, or `None` when the kind is unknown.
-    pub fn key_resolved(&mut self, now: Now, key: Option<Key>, replay: &mut ReplayGuard) {
+    pub fn key_resolved(&mut self, now: Now, key: Option<Key>, replay: &mut dyn ReplayCheck) {
         if self.state != HubConnState::Resolving {
             return; // closed meanwhile: drop silently
         }
@@ -338,7 +339,7 @@ impl HubConn {
 
     // ----- internals -----------------------------------------------------
 
-    fn handle_received(&mut self, now: Now, received: Received, replay: &mut ReplayGuard) {
+    fn handle_received(&mut self, now: Now, received: Received, replay: &mut dyn ReplayCheck) {
         match self.state {
             HubConnState::Authenticated => self.on_authenticated_frame(now, received, replay),
             HubConnState::Resolving => {
@@ -378,7 +379,12 @@ impl HubConn {
         }
     }
 
-    fn on_authenticated_frame(&mut self, now: Now, received: Received, replay: &mut ReplayGuard) {
+    fn on_authenticated_frame(
+        &mut self,
+        now: Now,
+        received: Received,
+        replay: &mut dyn ReplayCheck,
+    ) {
         let Some(key) = &self.key else { return };
         let kind = self.kind.clone().unwrap_or_default();
         if let Err(mut e) = verify_and_check(&received, key, &kind, now, replay) {
@@ -414,7 +420,7 @@ fn verify_and_check(
     key: &Key,
     sender: &str,
     now: Now,
-    replay: &mut ReplayGuard,
+    replay: &mut dyn ReplayCheck,
 ) -> Result<(), ProtocolError> {
     if !received.verify(key) {
         return Err(ProtocolError::new(DropReason::BadSignature));
