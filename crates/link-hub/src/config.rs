@@ -1,0 +1,352 @@
+//! Hub configuration: the key source, limits and hooks, with the
+//! reference's defaults (API-CHECKLIST §2.1), validated once by
+//! [`HubConfigBuilder::build`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use link_protocol::replay::{
+    DEFAULT_MAX_RECENT_IDS, DEFAULT_MAX_TOTAL_IDS, DEFAULT_REPLAY_WINDOW_MS,
+};
+use link_protocol::{ConfigError, HashAlgo, Key};
+
+use crate::acl::Acl;
+use crate::server_rpc::{ServerRpcHandler, ServerRpcRequest};
+
+/// A boxed future, as returned by async hooks.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+type Resolver = Arc<dyn Fn(&str) -> BoxFuture<Option<String>> + Send + Sync>;
+
+/// Where the hub finds the key for a claimed kind.
+#[derive(Clone)]
+pub enum KeySource {
+    /// One shared secret for every kind.
+    Shared(Key),
+    /// A fixed key per kind; other kinds are `unknown-kind`.
+    PerKind(Arc<HashMap<String, Key>>),
+    /// An async lookup; `None` (or an empty key) means `unknown-kind`.
+    Resolver(Resolver),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shared(_) => f.write_str("KeySource::Shared(<redacted>)"),
+            Self::PerKind(map) => {
+                let mut kinds: Vec<&String> = map.keys().collect();
+                kinds.sort();
+                write!(f, "KeySource::PerKind({kinds:?})")
+            }
+            Self::Resolver(_) => f.write_str("KeySource::Resolver(..)"),
+        }
+    }
+}
+
+/// How to build a [`KeySource`]; keys are turned into [`Key`]s at build time
+/// with the configured hash algorithm.
+#[derive(Clone)]
+pub enum Secret {
+    /// One shared secret.
+    Shared(String),
+    /// kind → key.
+    PerKind(HashMap<String, String>),
+    /// Async lookup of a kind's key.
+    Resolver(Resolver),
+}
+
+impl Secret {
+    /// A shared secret.
+    pub fn shared(secret: impl Into<String>) -> Self {
+        Self::Shared(secret.into())
+    }
+
+    /// Per-kind keys.
+    pub fn per_kind<K: Into<String>, V: Into<String>>(
+        keys: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self::PerKind(
+            keys.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// An async resolver.
+    pub fn resolver<F, Fut>(f: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        Self::Resolver(Arc::new(move |kind: &str| Box::pin(f(kind.to_owned()))))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shared(_) => f.write_str("Secret::Shared(<redacted>)"),
+            Self::PerKind(m) => write!(f, "Secret::PerKind({} kinds)", m.len()),
+            Self::Resolver(_) => f.write_str("Secret::Resolver(..)"),
+        }
+    }
+}
+
+/// Validated hub settings. Build with [`HubConfig::builder`].
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub(crate) keys: KeySource,
+    pub(crate) hash: HashAlgo,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) hello_timeout: Option<Duration>,
+    pub(crate) max_pending_sockets: usize,
+    pub(crate) replay_window: Duration,
+    pub(crate) max_recent_ids: usize,
+    pub(crate) max_total_replay_ids: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) max_outbox_bytes: usize,
+    pub(crate) max_concurrent_rpc: usize,
+    pub(crate) expose_rpc_errors: bool,
+    pub(crate) handlers: HashMap<String, ServerRpcHandler>,
+    pub(crate) acl: Acl,
+}
+
+impl HubConfig {
+    /// Starts a builder; the secret is the one mandatory input.
+    pub fn builder(secret: Secret) -> HubConfigBuilder {
+        HubConfigBuilder {
+            secret,
+            hash: HashAlgo::Sha256,
+            keepalive_interval: Duration::from_millis(15_000),
+            hello_timeout: Duration::from_millis(10_000),
+            max_pending_sockets: 1024,
+            replay_window: Duration::from_millis(DEFAULT_REPLAY_WINDOW_MS),
+            max_recent_ids: DEFAULT_MAX_RECENT_IDS,
+            max_total_replay_ids: DEFAULT_MAX_TOTAL_IDS,
+            max_message_bytes: link_protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES,
+            max_buffered_bytes: 4 * 1024 * 1024,
+            max_outbox_bytes: 16 * 1024 * 1024,
+            max_concurrent_rpc: 256,
+            expose_rpc_errors: false,
+            handlers: HashMap::new(),
+            acl: Acl::default(),
+        }
+    }
+
+    /// Frame cap; also the WebSocket max frame and message size.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Per-socket write buffer cap.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
+
+    /// Hash algorithm for every key.
+    pub fn hash(&self) -> HashAlgo {
+        self.hash
+    }
+
+    /// The key source.
+    pub fn keys(&self) -> &KeySource {
+        &self.keys
+    }
+
+    /// Keepalive ping interval.
+    pub fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval
+    }
+
+    /// Hello timeout (`None`: disabled).
+    pub fn hello_timeout(&self) -> Option<Duration> {
+        self.hello_timeout
+    }
+}
+
+/// Builder for [`HubConfig`]; every setter documents its default.
+#[must_use]
+pub struct HubConfigBuilder {
+    secret: Secret,
+    hash: HashAlgo,
+    keepalive_interval: Duration,
+    hello_timeout: Duration,
+    max_pending_sockets: usize,
+    replay_window: Duration,
+    max_recent_ids: usize,
+    max_total_replay_ids: usize,
+    max_message_bytes: usize,
+    max_buffered_bytes: usize,
+    max_outbox_bytes: usize,
+    max_concurrent_rpc: usize,
+    expose_rpc_errors: bool,
+    handlers: HashMap<String, ServerRpcHandler>,
+    acl: Acl,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $( $(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.$name = value; self } )*
+    };
+}
+
+impl HubConfigBuilder {
+    setters! {
+        /// HMAC hash (default sha256).
+        hash: HashAlgo,
+        /// Ping interval for authenticated sockets (default 15 s; must be positive).
+        keepalive_interval: Duration,
+        /// Time a socket has to authenticate (default 10 s; zero disables).
+        hello_timeout: Duration,
+        /// Unauthenticated sockets allowed at once; the oldest is evicted beyond it (default 1024).
+        max_pending_sockets: usize,
+        /// Replay window (default 300 s; zero disables replay protection).
+        replay_window: Duration,
+        /// Ids remembered per sender (default 10 000).
+        max_recent_ids: usize,
+        /// Ids remembered across all senders, departed ones included (default 262 144).
+        max_total_replay_ids: usize,
+        /// Largest frame, also the WebSocket frame/message cap (default 1 MiB).
+        max_message_bytes: usize,
+        /// Per-socket WebSocket write buffer before the outbox queues (default 4 MiB).
+        max_buffered_bytes: usize,
+        /// Per-socket outbox queue cap (default 16 MiB).
+        max_outbox_bytes: usize,
+        /// Server RPC handlers in flight (default 256; zero means unlimited).
+        max_concurrent_rpc: usize,
+        /// Send every server handler error as is, not sanitised (default false).
+        expose_rpc_errors: bool,
+        /// Access-control hooks (default: none, zero overhead).
+        acl: Acl,
+    }
+
+    /// Registers a server RPC handler for `to: "server"` requests of
+    /// `rpc_type`. User handlers override the built-ins (`link.topic.list`,
+    /// `link.health`).
+    pub fn handler<F, Fut>(mut self, rpc_type: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(ServerRpcRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::server_rpc::ServerRpcResult> + Send + 'static,
+    {
+        self.handlers
+            .insert(rpc_type.into(), ServerRpcHandler::new(f));
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<HubConfig, ConfigError> {
+        let positive = |option: &'static str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::InvalidOption {
+                    option,
+                    reason: "must be positive",
+                })
+            }
+        };
+        positive("keepalive_interval", !self.keepalive_interval.is_zero())?;
+        positive("max_pending_sockets", self.max_pending_sockets > 0)?;
+        positive("max_recent_ids", self.max_recent_ids > 0)?;
+        positive("max_total_replay_ids", self.max_total_replay_ids > 0)?;
+        positive("max_message_bytes", self.max_message_bytes > 0)?;
+        positive("max_buffered_bytes", self.max_buffered_bytes > 0)?;
+        positive("max_outbox_bytes", self.max_outbox_bytes > 0)?;
+        let hash = self.hash;
+        let keys = match self.secret {
+            Secret::Shared(s) => KeySource::Shared(Key::new(&s, hash)?),
+            Secret::PerKind(map) => {
+                let mut keys = HashMap::with_capacity(map.len());
+                for (kind, secret) in map {
+                    link_protocol::validate::check_kind(&kind)?;
+                    // An empty key counts as no key (unknown-kind), as in the reference.
+                    if let Ok(key) = Key::new(&secret, hash) {
+                        keys.insert(kind, key);
+                    }
+                }
+                KeySource::PerKind(Arc::new(keys))
+            }
+            Secret::Resolver(r) => KeySource::Resolver(r),
+        };
+        Ok(HubConfig {
+            keys,
+            hash,
+            keepalive_interval: self.keepalive_interval,
+            hello_timeout: (!self.hello_timeout.is_zero()).then_some(self.hello_timeout),
+            max_pending_sockets: self.max_pending_sockets,
+            replay_window: self.replay_window,
+            max_recent_ids: self.max_recent_ids,
+            max_total_replay_ids: self.max_total_replay_ids,
+            max_message_bytes: self.max_message_bytes,
+            max_buffered_bytes: self.max_buffered_bytes,
+            max_outbox_bytes: self.max_outbox_bytes,
+            max_concurrent_rpc: self.max_concurrent_rpc,
+            expose_rpc_errors: self.expose_rpc_errors,
+            handlers: self.handlers,
+            acl: self.acl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = HubConfig::builder(Secret::shared("s")).build().unwrap();
+        assert_eq!(c.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(c.hello_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.max_pending_sockets, 1024);
+        assert_eq!(c.replay_window, Duration::from_secs(300));
+        assert_eq!(c.max_recent_ids, 10_000);
+        assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.max_buffered_bytes, 4 << 20);
+        assert_eq!(c.max_outbox_bytes, 16 << 20);
+        assert_eq!(c.max_concurrent_rpc, 256);
+        assert!(!c.expose_rpc_errors);
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        let err = HubConfig::builder(Secret::shared("s"))
+            .max_outbox_bytes(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::InvalidOption {
+                option: "max_outbox_bytes",
+                reason: "must be positive"
+            }
+        );
+        assert_eq!(
+            HubConfig::builder(Secret::shared("")).build().unwrap_err(),
+            ConfigError::EmptySecret
+        );
+        assert!(
+            HubConfig::builder(Secret::per_kind([("bad kind", "k")]))
+                .build()
+                .is_err()
+        );
+        let c = HubConfig::builder(Secret::shared("s"))
+            .hello_timeout(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(c.hello_timeout, None);
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let c = HubConfig::builder(Secret::per_kind([("alpha", "key-alpha-secret")]))
+            .build()
+            .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("key-alpha-secret"));
+        assert!(shown.contains("alpha"));
+    }
+}

@@ -1,0 +1,137 @@
+//! [`Hub`]: the handle to a running hub (the reference's `createHub`).
+//! Cheap to clone; every clone talks to the same router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::config::HubConfig;
+use crate::events::{HubEvent, HubHealth, HubState};
+use crate::router::{Router, RouterMsg};
+use crate::shared::Shared;
+
+/// Capacity of the event channel; a listener further behind misses events.
+const EVENT_CAPACITY: usize = 4096;
+/// Capacity of the router's mailbox (readers wait when it is full).
+const ROUTER_CAPACITY: usize = 8192;
+
+/// A running hub. Create it inside a tokio runtime.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl Hub {
+    /// Starts the hub's router task.
+    pub fn new(config: HubConfig) -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
+        let shared = Arc::new(Shared::new(config, events, tx));
+        tokio::spawn(Router::new(shared.clone()).run(rx));
+        Self { shared }
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// WebSocket settings to accept sockets with: frame and message caps of
+    /// `max_message_bytes` (never tungstenite's 64 MiB default).
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        websocket_config(&self.shared.config)
+    }
+
+    /// Serves an already-upgraded WebSocket (any `Stream`/`Sink` of
+    /// tungstenite messages: a raw tokio-tungstenite accept, hyper, axum…).
+    /// The task ends when the socket closes.
+    pub fn attach<S>(&self, ws: S, remote: Option<SocketAddr>) -> JoinHandle<()>
+    where
+        S: Stream<Item = Result<Message, WsError>>
+            + Sink<Message, Error = WsError>
+            + Send
+            + 'static,
+    {
+        tokio::spawn(crate::connection::run(self.shared.clone(), ws, remote))
+    }
+
+    /// Runs the WebSocket handshake on a raw stream (e.g. an accepted
+    /// `TcpStream`) with [`Hub::websocket_config`], then attaches it.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        remote: Option<SocketAddr>,
+    ) -> Result<JoinHandle<()>, WsError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ws =
+            tokio_tungstenite::accept_async_with_config(io, Some(self.websocket_config())).await?;
+        Ok(self.attach(ws, remote))
+    }
+
+    /// Subscribes to hub events. Nothing is built while nobody listens; a
+    /// receiver that falls more than 4096 events behind skips ahead.
+    pub fn events(&self) -> broadcast::Receiver<Arc<HubEvent>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Counters, as the reference's `health()`.
+    pub async fn health(&self) -> HubHealth {
+        self.ask(RouterMsg::Health).await.unwrap_or_default()
+    }
+
+    /// Peers and last statuses, as the reference's `getState()`.
+    pub async fn state(&self) -> HubState {
+        self.ask(RouterMsg::State).await.unwrap_or_default()
+    }
+
+    /// Closes every socket with `code`/`reason` (e.g. 1001 `server
+    /// shutdown`); returns how many sockets were asked to close.
+    pub async fn close_all(&self, code: Option<u16>, reason: &str) -> usize {
+        let reason = reason.to_owned();
+        self.ask(|done| RouterMsg::CloseAll { code, reason, done })
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Drops every socket still attached, without a close handshake.
+    pub async fn terminate_all(&self) {
+        let _ = self.ask(RouterMsg::TerminateAll).await;
+    }
+
+    /// Stops serving: pending sockets are closed with 1001 `hub stopped`,
+    /// authenticated ones with a close without code; all state is cleared.
+    pub async fn stop(&self) {
+        let _ = self.ask(RouterMsg::Stop).await;
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> RouterMsg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.router.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+pub(crate) fn websocket_config(config: &HubConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
+        .max_write_buffer_size(
+            config.max_buffered_bytes.max(config.max_message_bytes) + config.max_message_bytes,
+        )
+}

@@ -1,0 +1,367 @@
+//! Per-socket outbox (SPEC §11): a bounded FIFO of messages to build, sign
+//! and write, shared by the router (producer) and the socket's writer task
+//! (consumer) under a per-socket lock — never a global one.
+//!
+//! - Items are built and signed at flush (fresh `ts`), by the writer, with
+//!   the recipient's key: signing runs on as many tasks as there are sockets.
+//! - The queue is capped by `max_outbox_bytes` using the reference's size
+//!   estimate; a refused push is an `outbox-overflow`.
+//! - `backpressure` is edge-triggered: the first push while the writer is
+//!   stalled on a full socket, once per episode (until the queue drains).
+//! - A queued `status.update` is replaced in place by a newer one from the
+//!   same originating peer (conflation); a queued `rpc.request` can be
+//!   removed by its caller's `rpc.cancel`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use link_protocol::{CanonicalData, Key, msg_type};
+use tokio::sync::Notify;
+
+/// One message waiting to be written.
+#[derive(Clone, Debug)]
+pub(crate) struct OutItem {
+    /// `None`: a fresh id is made at flush.
+    pub(crate) id: Option<Arc<str>>,
+    pub(crate) msg_type: &'static str,
+    pub(crate) from: Arc<str>,
+    pub(crate) to: Arc<str>,
+    pub(crate) data: Option<Arc<CanonicalData>>,
+    /// Conflation key for `status.update` (the originating peer).
+    pub(crate) origin: Option<Arc<str>>,
+    size: usize,
+}
+
+impl OutItem {
+    pub(crate) fn new(
+        id: Option<Arc<str>>,
+        msg_type: &'static str,
+        from: Arc<str>,
+        to: Arc<str>,
+        data: Option<Arc<CanonicalData>>,
+    ) -> Self {
+        // The reference's estimate: 200 + id + type + to + from + JSON(data ?? null).
+        let size = 200
+            + id.as_deref().map_or(36, str::len)
+            + msg_type.len()
+            + to.len()
+            + from.len()
+            + data.as_deref().map_or(4, CanonicalData::len);
+        Self {
+            id,
+            msg_type,
+            from,
+            to,
+            data,
+            origin: None,
+            size,
+        }
+    }
+}
+
+/// Socket-level instructions that bypass the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    Ping,
+    Close { code: Option<u16>, reason: String },
+    Terminate,
+}
+
+/// Outcome of a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// Queued; `backpressure` is set on the first push of a stall episode.
+    Queued { backpressure: Option<Backpressure> },
+    /// Refused: the queue is full.
+    Overflow { outbox_bytes: usize },
+    /// The socket is gone.
+    Closed,
+}
+
+impl Push {
+    pub(crate) fn delivered(self) -> bool {
+        matches!(self, Self::Queued { .. })
+    }
+}
+
+/// Figures for a `backpressure` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Backpressure {
+    pub(crate) buffered_amount: usize,
+    pub(crate) outbox_size: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<OutItem>,
+    bytes: usize,
+    control: VecDeque<Control>,
+    closed: bool,
+    backpressure_episode: bool,
+}
+
+/// The outbox of one socket.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    key: OnceLock<Key>,
+    max_bytes: usize,
+    /// The writer is waiting on a full socket.
+    stalled: AtomicBool,
+    /// Bytes handed to the WebSocket since the last completed flush.
+    buffered: AtomicUsize,
+    /// Mirror of `state.bytes` for lock-free health reads.
+    queued_bytes: AtomicUsize,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            key: OnceLock::new(),
+            max_bytes,
+            stalled: AtomicBool::new(false),
+            buffered: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue half-updated
+        // in a way that matters more than losing the socket; keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the key every frame to this socket is signed with (once).
+    pub(crate) fn set_key(&self, key: Key) {
+        let _ = self.key.set(key);
+    }
+
+    pub(crate) fn key(&self) -> Option<&Key> {
+        self.key.get()
+    }
+
+    /// Queues a message.
+    pub(crate) fn push(&self, item: OutItem) -> Push {
+        let mut st = self.lock();
+        if st.closed {
+            return Push::Closed;
+        }
+        let conflate = match (&item.origin, item.msg_type == msg_type::STATUS_UPDATE) {
+            (Some(origin), true) => st.queue.iter().position(|q| {
+                q.msg_type == msg_type::STATUS_UPDATE && q.origin.as_ref() == Some(origin)
+            }),
+            _ => None,
+        };
+        if let Some(pos) = conflate {
+            let new = item.size;
+            let old = std::mem::replace(&mut st.queue[pos], item).size;
+            st.bytes = st.bytes - old + new;
+            self.queued_bytes.store(st.bytes, Ordering::Relaxed);
+            return Push::Queued { backpressure: None };
+        }
+        if st.bytes + item.size > self.max_bytes {
+            return Push::Overflow {
+                outbox_bytes: st.bytes,
+            };
+        }
+        let was_empty = st.queue.is_empty();
+        st.bytes += item.size;
+        st.queue.push_back(item);
+        self.queued_bytes.store(st.bytes, Ordering::Relaxed);
+        let backpressure = if self.stalled.load(Ordering::Relaxed) && !st.backpressure_episode {
+            st.backpressure_episode = true;
+            Some(Backpressure {
+                buffered_amount: self.buffered.load(Ordering::Relaxed),
+                outbox_size: st.queue.len(),
+            })
+        } else {
+            None
+        };
+        drop(st);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued { backpressure }
+    }
+
+    /// Removes a queued `rpc.request` with this id from this caller.
+    pub(crate) fn cancel_request(&self, id: &str, from: &str) -> bool {
+        let mut st = self.lock();
+        let pos = st.queue.iter().position(|q| {
+            q.msg_type == msg_type::RPC_REQUEST && q.id.as_deref() == Some(id) && &*q.from == from
+        });
+        match pos.and_then(|p| st.queue.remove(p)) {
+            Some(item) => {
+                st.bytes -= item.size;
+                self.queued_bytes.store(st.bytes, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues a socket-level instruction ahead of any message.
+    pub(crate) fn control(&self, c: Control) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.control.push_back(c);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Discards everything; later pushes are refused.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue.clear();
+        st.bytes = 0;
+        self.queued_bytes.store(0, Ordering::Relaxed);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Moves up to `max` items into `batch` and returns pending controls.
+    pub(crate) fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
+        let mut st = self.lock();
+        let controls: Vec<Control> = st.control.drain(..).collect();
+        let n = st.queue.len().min(max);
+        let mut freed = 0;
+        for item in st.queue.drain(..n) {
+            freed += item.size;
+            batch.push(item);
+        }
+        st.bytes -= freed;
+        if st.queue.is_empty() {
+            st.backpressure_episode = false;
+        }
+        self.queued_bytes.store(st.bytes, Ordering::Relaxed);
+        Taken {
+            controls,
+            closed: st.closed,
+            more: !st.queue.is_empty(),
+        }
+    }
+
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_buffered(&self, n: usize) {
+        self.buffered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn flushed(&self) {
+        self.buffered.store(0, Ordering::Relaxed);
+    }
+
+    /// Bytes queued (health).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+/// What the writer took.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) controls: Vec<Control>,
+    pub(crate) closed: bool,
+    pub(crate) more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(msg_type: &'static str, id: &str, from: &str, n: usize) -> OutItem {
+        let data = CanonicalData::new(&serde_json::json!({"n": "x".repeat(n)}));
+        OutItem::new(
+            Some(id.into()),
+            msg_type,
+            from.into(),
+            "beta".into(),
+            Some(Arc::new(data)),
+        )
+    }
+
+    #[test]
+    fn overflow_refuses_and_reports() {
+        let ob = Outbox::new(1000);
+        assert!(ob.push(item("direct", "1", "a", 100)).delivered());
+        let used = ob.queued_bytes();
+        assert!(
+            matches!(ob.push(item("direct", "2", "a", 900)), Push::Overflow { outbox_bytes } if outbox_bytes == used)
+        );
+        assert_eq!(ob.queued_bytes(), used);
+    }
+
+    #[test]
+    fn backpressure_fires_once_per_stall_episode() {
+        let ob = Outbox::new(1 << 20);
+        assert_eq!(
+            ob.push(item("direct", "1", "a", 1)),
+            Push::Queued { backpressure: None }
+        );
+        ob.set_stalled(true);
+        assert!(
+            matches!(ob.push(item("direct", "2", "a", 1)), Push::Queued { backpressure: Some(b) } if b.outbox_size == 2)
+        );
+        assert_eq!(
+            ob.push(item("direct", "3", "a", 1)),
+            Push::Queued { backpressure: None }
+        );
+        let mut batch = Vec::new();
+        ob.take(&mut batch, 100);
+        assert!(matches!(
+            ob.push(item("direct", "4", "a", 1)),
+            Push::Queued {
+                backpressure: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn status_updates_conflate_per_origin() {
+        let ob = Outbox::new(1 << 20);
+        let mut s1 = item("status.update", "1", "server", 1);
+        s1.origin = Some("alpha".into());
+        let mut s2 = item("status.update", "2", "server", 5);
+        s2.origin = Some("alpha".into());
+        let mut s3 = item("status.update", "3", "server", 1);
+        s3.origin = Some("gamma".into());
+        ob.push(s1);
+        ob.push(item("direct", "d", "a", 1));
+        ob.push(s2);
+        ob.push(s3);
+        let mut batch = Vec::new();
+        ob.take(&mut batch, 100);
+        let ids: Vec<&str> = batch.iter().map(|i| i.id.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["2", "d", "3"], "replaced in place, FIFO kept");
+        assert_eq!(ob.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn cancel_removes_only_the_callers_queued_request() {
+        let ob = Outbox::new(1 << 20);
+        ob.push(item("rpc.request", "r1", "alpha", 1));
+        assert!(!ob.cancel_request("r1", "mallory"));
+        assert!(ob.cancel_request("r1", "alpha"));
+        assert!(!ob.cancel_request("r1", "alpha"));
+        assert_eq!(ob.queued_bytes(), 0);
+    }
+}

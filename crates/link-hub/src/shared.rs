@@ -1,0 +1,179 @@
+//! State shared by every task of one hub: the configuration, the event
+//! channel, the router's mailbox, the replay shards and the id generator.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use link_protocol::conn::{HubConnConfig, Now};
+use link_protocol::{ProtocolError, ReplayCheck, ReplayConfig, ReplayGuard};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::HubConfig;
+use crate::events::HubEvent;
+use crate::ids::IdGen;
+use crate::router::RouterMsg;
+
+/// Identifies one attached socket for the life of the hub.
+pub(crate) type ConnId = u64;
+
+const REPLAY_SHARDS: usize = 16;
+
+pub(crate) struct Shared {
+    pub(crate) config: HubConfig,
+    pub(crate) conn_config: HubConnConfig,
+    pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
+    pub(crate) router: mpsc::Sender<RouterMsg>,
+    pub(crate) replay: ReplayShards,
+    pub(crate) ids: IdGen,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: HubConfig,
+        events: broadcast::Sender<Arc<HubEvent>>,
+        router: mpsc::Sender<RouterMsg>,
+    ) -> Self {
+        let conn_config = HubConnConfig {
+            max_message_bytes: config.max_message_bytes,
+            hello_timeout: config.hello_timeout,
+            keepalive_interval: Some(config.keepalive_interval),
+            ..HubConnConfig::default()
+        };
+        let replay = ReplayShards::new(ReplayConfig {
+            window_ms: u64::try_from(config.replay_window.as_millis()).unwrap_or(u64::MAX),
+            max_recent_ids: config.max_recent_ids,
+            max_total_ids: config.max_total_replay_ids,
+        });
+        Self {
+            config,
+            conn_config,
+            events,
+            router,
+            replay,
+            ids: IdGen::new(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True when someone listens to events (so building them is worth it).
+    pub(crate) fn listening(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    /// Emits an event built only if someone listens.
+    pub(crate) fn emit(&self, build: impl FnOnce() -> HubEvent) {
+        if self.listening() {
+            let _ = self.events.send(Arc::new(build()));
+        }
+    }
+
+    pub(crate) fn protocol_error(
+        &self,
+        error: ProtocolError,
+        remote: Option<std::net::SocketAddr>,
+    ) {
+        tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
+        self.emit(|| HubEvent::ProtocolError {
+            error,
+            remote_addr: remote,
+        });
+    }
+}
+
+/// The current time for the protocol state machines. The monotonic clock is
+/// tokio's, so paused test time drives the timers.
+pub(crate) fn now() -> Now {
+    Now::new(tokio::time::Instant::now().into_std(), wall_ms())
+}
+
+/// Wall clock in ms since the epoch.
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Std instant → tokio instant (for `sleep_until`).
+pub(crate) fn tokio_instant(at: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
+}
+
+/// Replay state split into shards by sender kind, each behind its own
+/// short-held lock: no global lock on the relay path.
+pub(crate) struct ReplayShards {
+    shards: Box<[Mutex<ReplayGuard>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl ReplayShards {
+    fn new(config: ReplayConfig) -> Self {
+        let per_shard = ReplayConfig {
+            max_total_ids: (config.max_total_ids / REPLAY_SHARDS)
+                .max(config.max_recent_ids.min(config.max_total_ids)),
+            ..config
+        };
+        Self {
+            shards: (0..REPLAY_SHARDS)
+                .map(|_| Mutex::new(ReplayGuard::new(per_shard)))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, sender: &str) -> std::sync::MutexGuard<'_, ReplayGuard> {
+        let idx = (self.hasher.hash_one(sender) as usize) % self.shards.len();
+        self.shards[idx]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ids held across shards.
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Expires old ids in every shard.
+    pub(crate) fn sweep(&self, now_ms: f64) {
+        for s in self.shards.iter() {
+            s.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sweep(now_ms);
+        }
+    }
+
+    /// A [`ReplayCheck`] view for the protocol state machines.
+    pub(crate) fn checker(&self) -> ShardChecker<'_> {
+        ShardChecker(self)
+    }
+}
+
+pub(crate) struct ShardChecker<'a>(&'a ReplayShards);
+
+impl ReplayCheck for ShardChecker<'_> {
+    fn check(
+        &mut self,
+        sender: &str,
+        id: &str,
+        ts: f64,
+        exempt_id: bool,
+        now_ms: f64,
+    ) -> Result<(), ProtocolError> {
+        self.0
+            .shard(sender)
+            .check(sender, id, ts, exempt_id, now_ms)
+    }
+}
