@@ -50,6 +50,7 @@ mod hub;
 mod ids;
 mod outbox;
 mod router;
+pub mod server;
 pub mod server_rpc;
 mod shared;
 

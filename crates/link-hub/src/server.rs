@@ -1,0 +1,1 @@
+//! HubServer: HTTP and WebSocket on one port (the reference's `createHubServer`).
