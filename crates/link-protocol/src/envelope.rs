@@ -182,7 +182,9 @@ pub fn encode(key: &Key, header: &Header<'_>, data: Option<&CanonicalData>) -> S
     out.push_str(",\"to\":");
     write_opt_str(header.to, &mut out);
     out.push_str(",\"ts\":");
-    out.push_str(itoa::Buffer::new().format(header.ts));
+    // Through the canonical number writer: a ts above 2^53 must print as
+    // the double a receiver will read it as.
+    canonical::write_number(&serde_json::Number::from(header.ts), &mut out);
     out.push_str(",\"type\":");
     canonical::write_str(header.msg_type, &mut out);
     out.push_str(",\"v\":1}");
@@ -355,6 +357,14 @@ mod tests {
             Envelope::new(&h, Some(json!({"a": 1}))).encode(&key("k")),
             wire
         );
+    }
+
+    #[test]
+    fn encode_ts_above_2_pow_53_verifies() {
+        let h = Header { id: "x", ts: (1 << 53) + 1, msg_type: "t", from: None, to: None };
+        let wire = encode(&key("k"), &h, None);
+        assert!(parse_frame(wire.as_bytes(), 1 << 20).unwrap().verify(&key("k")));
+        assert_eq!(Envelope::new(&h, None).encode(&key("k")), wire);
     }
 
     #[test]
