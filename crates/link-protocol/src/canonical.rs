@@ -106,9 +106,11 @@ fn keys_in_utf16_order(map: &Map<String, Value>) -> bool {
 ///
 /// UTF-8 byte order equals code point order, and code point order equals
 /// UTF-16 order except when a BMP character at or above U+E000 meets an
-/// astral one (whose surrogates, D800–DFFF, sort below it). At the first
-/// differing byte both strings sit on a character boundary, so looking at the
-/// two lead bytes decides that case without transcoding.
+/// astral one (whose surrogates, D800–DFFF, sort below it). Up to the first
+/// differing byte both strings hold the same characters; if that byte is a
+/// lead byte in both, its class (0xEE–0xEF: U+E000–U+FFFF, 0xF0+: astral)
+/// decides the special case; if it is a continuation byte, the two
+/// characters share a lead byte and hence a class, so byte order is right.
 ///
 /// ```
 /// use std::cmp::Ordering;

@@ -177,7 +177,9 @@ impl ReplayGuard {
         if entry.horizon.is_some_and(|h| ts <= h) || entry.ids.peek(id).is_some() {
             return Err(ProtocolError::new(DropReason::ReplayId).with_kind(sender));
         }
-        entry.ids.push(id.into(), Seen { ts, at: now_ms });
+        // Remembered until the frame could no longer pass the window check:
+        // a frame stamped ahead of our clock stays valid until ts + window.
+        entry.ids.push(id.into(), Seen { ts, at: now_ms.max(ts) });
         self.total += 1;
         while entry.ids.len() > max_per_sender {
             evict_oldest(entry);
@@ -211,11 +213,15 @@ impl ReplayGuard {
     }
 
     /// Evicts oldest ids of the least recently active senders until the
-    /// total fits the budget.
+    /// total fits the budget. A sender left without ids keeps its entry (and
+    /// horizon) until `sweep` finds the horizon expired, so budget churn
+    /// never reopens a replay.
     fn enforce_total(&mut self, now_ms: f64) {
         let window = self.config.window_ms as f64;
         while self.total > self.config.max_total_ids.max(1) {
-            let Some(key) = self.senders.peek_lru().map(|(k, _)| k.clone()) else {
+            // Least recently active sender that still holds ids.
+            let Some(key) = self.senders.iter().rev().find(|(_, e)| !e.ids.is_empty()).map(|(k, _)| k.clone())
+            else {
                 return;
             };
             let Some(entry) = self.senders.peek_mut(&key) else {
@@ -224,14 +230,8 @@ impl ReplayGuard {
             let expired = expire(entry, now_ms, window);
             self.total -= expired;
             if expired == 0 {
-                if entry.ids.is_empty() {
-                    if self.senders.pop_lru().is_none() {
-                        return;
-                    }
-                } else {
-                    evict_oldest(entry);
-                    self.total -= 1;
-                }
+                evict_oldest(entry);
+                self.total -= 1;
             }
         }
     }
@@ -362,6 +362,31 @@ mod tests {
             Some(DropReason::ReplayId)
         );
         assert_eq!(g.check("old", "new", 20.0, false, 20.0), Ok(()));
+    }
+
+    #[test]
+    fn budget_churn_keeps_a_departed_senders_horizon() {
+        let mut g = guard(10_000, 100, 2);
+        g.check("old", "hello", 1.0, false, 1.0).unwrap();
+        // Two busy senders push "old" out of the id budget entirely...
+        for i in 0..6 {
+            let t = 10.0 + f64::from(i);
+            g.check(if i % 2 == 0 { "b1" } else { "b2" }, &format!("m{i}"), t, false, t).unwrap();
+        }
+        assert!(g.len() <= 2);
+        // ...but its horizon still refuses the captured hello.
+        assert_eq!(reason(g.check("old", "hello", 1.0, false, 20.0)), Some(DropReason::ReplayId));
+    }
+
+    #[test]
+    fn future_stamped_ids_live_until_their_ts_leaves_the_window() {
+        let mut g = guard(1000, 10, 100);
+        // Stamped 900 ms ahead of our clock: valid until now = 1900.
+        g.check("a", "x", 900.0, false, 0.0).unwrap();
+        assert_eq!(reason(g.check("a", "x", 900.0, false, 1500.0)), Some(DropReason::ReplayId));
+        assert_eq!(reason(g.check("a", "x", 900.0, false, 1900.0)), Some(DropReason::ReplayId));
+        // Past that the window check refuses it anyway.
+        assert_eq!(reason(g.check("a", "x", 900.0, false, 1901.0)), Some(DropReason::ReplayWindow));
     }
 
     #[test]
