@@ -543,7 +543,7 @@ async fn write_loop<K>(
                 let id = match &item.id {
                     Some(id) => &**id,
                     None => {
-                        fresh = shared.ids.next();
+                        fresh = shared.ids.next_id();
                         fresh.as_str()
                     }
                 };

@@ -12,7 +12,6 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::HubConfig;
 use crate::events::HubEvent;
-use crate::ids::IdGen;
 use crate::router::RouterMsg;
 
 /// Identifies one attached socket for the life of the hub.
@@ -26,7 +25,7 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
     pub(crate) router: mpsc::Sender<RouterMsg>,
     pub(crate) replay: ReplayShards,
-    pub(crate) ids: IdGen,
+    pub(crate) ids: link_protocol::conn::IdGen,
     next_conn: AtomicU64,
 }
 
@@ -53,7 +52,7 @@ impl Shared {
             events,
             router,
             replay,
-            ids: IdGen::new(),
+            ids: crate::ids::id_gen(),
             next_conn: AtomicU64::new(1),
         }
     }

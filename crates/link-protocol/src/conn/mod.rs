@@ -90,6 +90,44 @@ impl IdSource for SeqIds {
     }
 }
 
+/// Fresh ids for a whole process: UUID-v4-shaped text from a random prefix
+/// (supplied by the driver, which owns the randomness) and a counter, so
+/// minting an id costs no system call. Unique for 2^48 ids per generator;
+/// generators with different prefixes do not collide in practice. Safe to
+/// share between threads.
+#[derive(Debug)]
+pub struct IdGen {
+    prefix: [u8; 10],
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl IdGen {
+    /// A generator with the given random prefix.
+    pub fn new(prefix: [u8; 10]) -> Self {
+        Self {
+            prefix,
+            counter: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// The next id.
+    pub fn next_id(&self) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut bytes = [0u8; 16];
+        bytes[..10].copy_from_slice(&self.prefix);
+        bytes[10..].copy_from_slice(&n.to_be_bytes()[2..]);
+        uuid_v4(bytes)
+    }
+}
+
+impl IdSource for std::sync::Arc<IdGen> {
+    fn next_id(&mut self) -> String {
+        IdGen::next_id(self)
+    }
+}
+
 /// Formats 16 random bytes as a lowercase UUID v4 (as `crypto.randomUUID`).
 pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
@@ -109,6 +147,14 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_gen_counts_under_a_fixed_prefix() {
+        let g = IdGen::new([0xab; 10]);
+        let (a, b) = (g.next_id(), g.next_id());
+        assert_eq!(a, "abababab-abab-4bab-abab-000000000001");
+        assert_eq!(b, "abababab-abab-4bab-abab-000000000002");
+    }
 
     #[test]
     fn uuid_shape() {
