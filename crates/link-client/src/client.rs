@@ -1,0 +1,570 @@
+//! [`LinkClient`]: the cheap, cloneable handle a service uses to talk on
+//! the bus (the reference's `LinkClient`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use link_protocol::codes::msg_type;
+use link_protocol::{CanonicalData, Feature, PeerInfo, StatusEntry, validate, wire_safe};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::error::LinkError;
+use crate::events::{ClientHealth, LinkEvent, RpcOutcome};
+use crate::handler::{HandlerResult, RpcCall, RpcHandler};
+use crate::inner::{Cmd, Inner, PendingRpc, Phase, Sink};
+use crate::streams::{DirectStream, Subscription};
+
+/// Capacity of each subscription and direct stream.
+const STREAM_CAPACITY: usize = 1024;
+
+/// What `ready()` resolves with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyInfo {
+    /// The kind the hub registered.
+    pub kind: String,
+    /// Features the hub advertises.
+    pub features: Vec<String>,
+}
+
+/// Per-call RPC options.
+#[derive(Clone, Debug, Default)]
+pub struct RpcOptions {
+    /// Timeout; `None` uses the configured default, `Some(ZERO)` waits forever.
+    pub timeout: Option<Duration>,
+    /// Cancels the call (and sends `rpc.cancel`) when fired.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// A handle to one link. Clones share the link, which runs from `start()`
+/// (or the first `ready()`) until `stop()`.
+#[derive(Clone)]
+pub struct LinkClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LinkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkClient")
+            .field("config", &self.inner.config)
+            .field("phase", &self.inner.phase())
+            .finish()
+    }
+}
+
+impl LinkClient {
+    /// A client that is not started yet.
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner::new(config)),
+        }
+    }
+
+    /// This client's kind (empty when disabled for lack of one).
+    pub fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+
+    /// True when url, secret or kind was missing: every operation fails
+    /// with `LINK_NOT_READY`.
+    pub fn is_disabled(&self) -> bool {
+        self.inner.config.is_disabled()
+    }
+
+    /// Starts connecting (idempotent; restarts a stopped link). In disabled
+    /// mode it only logs a warning. Needs a tokio runtime.
+    pub fn start(&self) {
+        if self.is_disabled() {
+            tracing::warn!("link disabled (url, secret or kind missing): not connecting");
+            return;
+        }
+        let mut cmd = self
+            .inner
+            .cmd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cmd.as_ref().is_some_and(|c| !c.is_closed()) {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        *cmd = Some(tx);
+        self.inner.core().stopped = false;
+        self.inner.set_phase(Phase::Connecting);
+        tokio::spawn(crate::driver::run(self.inner.clone(), rx));
+    }
+
+    /// Waits until the link is ready (starting it if needed).
+    pub async fn ready(&self, timeout: Option<Duration>) -> Result<ReadyInfo, LinkError> {
+        if self.is_disabled() {
+            return Err(LinkError::NotReady { op: "ready" });
+        }
+        if matches!(self.inner.phase(), Phase::Idle) {
+            self.start();
+        }
+        let mut rx = self.inner.phase.subscribe();
+        let wait = async {
+            loop {
+                match rx.borrow_and_update().clone() {
+                    Phase::Ready { kind, features } => return Ok(ReadyInfo { kind, features }),
+                    Phase::Rejected { reason } => return Err(LinkError::HelloRejected { reason }),
+                    Phase::Stopped | Phase::Disabled => {
+                        return Err(LinkError::NotReady { op: "ready" });
+                    }
+                    Phase::Idle | Phase::Connecting => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(LinkError::NotReady { op: "ready" });
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| LinkError::ReadyTimeout(t))?,
+            None => wait.await,
+        }
+    }
+
+    /// Graceful stop: drains the outbox and waits for pending RPCs (up to
+    /// `stop_drain`), then closes. Idempotent; never fails.
+    pub async fn stop(&self) {
+        let cmd = self
+            .inner
+            .cmd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.inner.core().stopped = true;
+        let Some(cmd) = cmd else {
+            if !self.is_disabled() {
+                self.inner.set_phase(Phase::Stopped);
+            }
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if cmd.send(Cmd::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// A socket is open.
+    pub fn is_connected(&self) -> bool {
+        self.inner.core().connected
+    }
+
+    /// `hello.ack` was received on the current connection.
+    pub fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+
+    /// Features of the last `hello.ack` (`None` before the first).
+    pub fn hub_features(&self) -> Option<Vec<String>> {
+        self.inner.core().features.clone()
+    }
+
+    /// Counters, with the reference's fields.
+    pub fn health(&self) -> ClientHealth {
+        let (outbox_size, outbox_bytes) = self.inner.outbox.size();
+        let core = self.inner.core();
+        ClientHealth {
+            ready: self.inner.is_ready(),
+            stopped: core.stopped,
+            verified: core.verified,
+            peer_count: core.peers.len(),
+            pending_rpc_count: core.pending.len(),
+            connected: core.connected,
+            last_verified_at: core.last_verified_at,
+            reconnect_attempt: core.reconnect_attempt,
+            subscription_count: core.subs.len(),
+            buffered_amount: self.inner.outbox.buffered(),
+            outbox_size,
+            outbox_bytes,
+            in_flight_rpc: core.inflight.len(),
+        }
+    }
+
+    /// Peers of the last `peers.update`.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.inner.core().peers.clone()
+    }
+
+    /// Last status of a peer.
+    pub fn peer_status(&self, kind: &str) -> Option<StatusEntry> {
+        self.inner.core().statuses.get(kind).cloned()
+    }
+
+    /// Subscribes to link events.
+    pub fn events(&self) -> broadcast::Receiver<Arc<LinkEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Waits for the first event matching `pred` (from now on).
+    pub async fn wait_for(
+        &self,
+        mut pred: impl FnMut(&LinkEvent) -> bool,
+        timeout: Option<Duration>,
+    ) -> Option<Arc<LinkEvent>> {
+        let mut rx = self.events();
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if pred(&e) => return Some(e),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait).await.ok().flatten(),
+            None => wait.await,
+        }
+    }
+
+    // ----- RPC -----------------------------------------------------------
+
+    /// Calls `rpc_type` on `to` (a kind, or `"server"` for hub RPCs) with
+    /// the default timeout. Dropping the future cancels the call.
+    pub async fn rpc(
+        &self,
+        to: &str,
+        rpc_type: &str,
+        data: Option<Value>,
+    ) -> Result<Value, LinkError> {
+        self.rpc_with(to, rpc_type, data, RpcOptions::default())
+            .await
+    }
+
+    /// Typed convenience: serialises the argument and deserialises the result.
+    pub async fn rpc_typed<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        to: &str,
+        rpc_type: &str,
+        data: &Req,
+    ) -> Result<Resp, LinkError> {
+        let data =
+            wire_safe::to_value(data).map_err(|e| LinkError::InvalidArgument(e.to_string()))?;
+        let result = self.rpc(to, rpc_type, Some(data)).await?;
+        serde_json::from_value(result).map_err(|e| LinkError::Decode(e.to_string()))
+    }
+
+    /// Calls with per-call options (timeout, cancellation token).
+    pub async fn rpc_with(
+        &self,
+        to: &str,
+        rpc_type: &str,
+        data: Option<Value>,
+        opts: RpcOptions,
+    ) -> Result<Value, LinkError> {
+        if to.is_empty() || rpc_type.is_empty() {
+            return Err(LinkError::InvalidArgument(
+                "rpc needs a non-empty target and rpcType".into(),
+            ));
+        }
+        let (to_s, rpc_type_s) = (to.to_owned(), rpc_type.to_owned());
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return Err(LinkError::RpcAbort {
+                to: to_s,
+                rpc_type: rpc_type_s,
+            });
+        }
+        if self.is_disabled() || self.inner.core().stopped || !self.inner.is_ready() {
+            return Err(LinkError::NotReady { op: "rpc" });
+        }
+        let started = Instant::now();
+        let id = self.inner.ids.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.inner.core().pending.insert(
+            id.clone(),
+            PendingRpc {
+                to: to_s.clone(),
+                tx,
+            },
+        );
+        let payload =
+            CanonicalData::new(&link_protocol::messages::rpc_request_value(rpc_type, data));
+        let item = self.inner.item(
+            Some(id.clone()),
+            msg_type::RPC_REQUEST,
+            Some(to_s.clone()),
+            Some(payload),
+        );
+        if let Err(e) = self.inner.enqueue(item) {
+            self.inner.core().pending.remove(&id);
+            self.complete(
+                &id,
+                &to_s,
+                &rpc_type_s,
+                RpcOutcome::Backpressure,
+                started,
+                Some(e.to_string()),
+            );
+            return Err(e);
+        }
+        let mut guard = CancelGuard {
+            client: self,
+            id: id.clone(),
+            to: to_s.clone(),
+            armed: true,
+        };
+        let timeout = match opts.timeout {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => self.inner.config.rpc_timeout,
+        };
+        let cancel = opts.cancel.unwrap_or_default();
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            r = rx => Some(r),
+            () = sleep => None,
+            () = cancel.cancelled() => {
+                guard.armed = false;
+                self.cancel_call(&id, &to_s);
+                let e = LinkError::RpcAbort { to: to_s.clone(), rpc_type: rpc_type_s.clone() };
+                self.complete(&id, &to_s, &rpc_type_s, RpcOutcome::Abort, started, Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        guard.armed = false;
+        let result = match outcome {
+            None => {
+                self.cancel_call(&id, &to_s);
+                let e = LinkError::RpcTimeout {
+                    to: to_s.clone(),
+                    rpc_type: rpc_type_s.clone(),
+                    timeout: timeout.unwrap_or_default(),
+                };
+                self.complete(
+                    &id,
+                    &to_s,
+                    &rpc_type_s,
+                    RpcOutcome::Timeout,
+                    started,
+                    Some(e.to_string()),
+                );
+                return Err(e);
+            }
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(LinkError::RpcDisconnect {
+                to: to_s.clone(),
+                rpc_type: String::new(),
+                reason: "link stopped".into(),
+            }),
+        };
+        // Fill in what only the caller knows.
+        let result = result.map_err(|e| match e {
+            LinkError::RpcRemote(mut r) => {
+                r.rpc_type.clone_from(&rpc_type_s);
+                LinkError::RpcRemote(r)
+            }
+            LinkError::RpcDisconnect { reason, .. } => LinkError::RpcDisconnect {
+                to: to_s.clone(),
+                rpc_type: rpc_type_s.clone(),
+                reason,
+            },
+            other => other,
+        });
+        let outcome = match &result {
+            Ok(_) => RpcOutcome::Ok,
+            Err(LinkError::RpcRemote(_)) => RpcOutcome::RemoteError,
+            Err(_) => RpcOutcome::Disconnect,
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.complete(&id, &to_s, &rpc_type_s, outcome, started, error);
+        result
+    }
+
+    /// Abandons a call: forgets it, removes it from the outbox if still
+    /// queued, and sends `rpc.cancel` if the link is ready.
+    fn cancel_call(&self, id: &str, to: &str) {
+        self.inner.core().pending.remove(id);
+        self.inner.outbox.remove_request(id);
+        if self.inner.is_ready() {
+            let data = CanonicalData::new(&link_protocol::messages::rpc_cancel_value(id));
+            let _ = self.inner.enqueue(self.inner.item(
+                None,
+                msg_type::RPC_CANCEL,
+                Some(to.to_owned()),
+                Some(data),
+            ));
+        }
+    }
+
+    fn complete(
+        &self,
+        id: &str,
+        to: &str,
+        rpc_type: &str,
+        outcome: RpcOutcome,
+        started: Instant,
+        error: Option<String>,
+    ) {
+        let (id, to, rpc_type) = (id.to_owned(), to.to_owned(), rpc_type.to_owned());
+        let duration = started.elapsed();
+        self.inner.emit(|| LinkEvent::RpcComplete {
+            id,
+            to,
+            rpc_type,
+            outcome,
+            duration,
+            error,
+        });
+    }
+
+    // ----- handlers ------------------------------------------------------
+
+    /// Registers (or replaces) an RPC handler; returns the previous one.
+    pub fn handle<F, Fut>(&self, rpc_type: impl Into<String>, f: F) -> Option<RpcHandler>
+    where
+        F: Fn(RpcCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.inner
+            .core()
+            .handlers
+            .insert(rpc_type.into(), RpcHandler::new(f))
+    }
+
+    /// Removes a handler; true if there was one.
+    pub fn unhandle(&self, rpc_type: &str) -> bool {
+        self.inner.core().handlers.remove(rpc_type).is_some()
+    }
+
+    // ----- fire-and-forget ------------------------------------------------
+
+    fn check_sendable(&self, feature: Feature, op: &'static str) -> Result<(), LinkError> {
+        let core = self.inner.core();
+        if self.is_disabled() || core.stopped {
+            return Err(LinkError::NotReady { op });
+        }
+        if core
+            .features
+            .as_ref()
+            .is_some_and(|f| !f.iter().any(|x| x == feature.as_str()))
+        {
+            return Err(LinkError::FeatureUnsupported {
+                feature: feature.as_str(),
+                op,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a direct message to `to`. Queues while (re)connecting; fails
+    /// only when stopped, unsupported, or the outbox is full.
+    pub fn send(&self, to: &str, direct_type: &str, data: Option<Value>) -> Result<(), LinkError> {
+        if to.is_empty() || direct_type.is_empty() {
+            return Err(LinkError::InvalidArgument(
+                "send needs a non-empty target and type".into(),
+            ));
+        }
+        self.check_sendable(Feature::Direct, "send")?;
+        let payload = CanonicalData::new(&link_protocol::messages::direct_value(direct_type, data));
+        self.inner.enqueue(self.inner.item(
+            None,
+            msg_type::DIRECT,
+            Some(to.to_owned()),
+            Some(payload),
+        ))
+    }
+
+    /// Publishes on `topic`. Same queueing rules as [`send`](Self::send).
+    pub fn publish(&self, topic: &str, payload: Value) -> Result<(), LinkError> {
+        if !validate::is_valid_topic(topic) {
+            return Err(LinkError::InvalidArgument(format!(
+                "invalid topic {topic:?}"
+            )));
+        }
+        self.check_sendable(Feature::Topics, "publish")?;
+        let data = CanonicalData::new(&link_protocol::messages::topic_message_value(
+            topic,
+            Some(payload),
+        ));
+        self.inner.enqueue(
+            self.inner
+                .item(None, msg_type::TOPIC_MESSAGE, None, Some(data)),
+        )
+    }
+
+    /// Serialises any value and publishes it.
+    pub fn publish_typed<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        payload: &T,
+    ) -> Result<(), LinkError> {
+        let v =
+            wire_safe::to_value(payload).map_err(|e| LinkError::InvalidArgument(e.to_string()))?;
+        self.publish(topic, v)
+    }
+
+    /// Subscribes to `topic`. Several subscriptions to one topic share one
+    /// hub subscription; dropping the last one unsubscribes. Subscriptions
+    /// are replayed on every reconnect.
+    pub fn subscribe(&self, topic: &str) -> Result<Subscription, LinkError> {
+        if !validate::is_valid_topic(topic) {
+            return Err(LinkError::InvalidArgument(format!(
+                "invalid topic {topic:?}"
+            )));
+        }
+        self.check_sendable(Feature::Topics, "subscribe")?;
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let id = self.inner.next_sink_id();
+        let first = {
+            let mut core = self.inner.core();
+            let sinks = core.subs.entry(topic.to_owned()).or_default();
+            sinks.push(Sink { id, tx, dropped: 0 });
+            sinks.len() == 1
+        };
+        if first && self.inner.is_ready() {
+            let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
+            self.inner.enqueue(self.inner.item(
+                None,
+                msg_type::TOPIC_SUBSCRIBE,
+                None,
+                Some(data),
+            ))?;
+        }
+        Ok(Subscription::new(
+            self.inner.clone(),
+            topic.to_owned(),
+            id,
+            rx,
+        ))
+    }
+
+    /// A stream of every direct message this client receives.
+    pub fn directs(&self) -> DirectStream {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let id = self.inner.next_sink_id();
+        self.inner.core().directs.push(Sink { id, tx, dropped: 0 });
+        DirectStream::new(rx)
+    }
+}
+
+/// Cancels an RPC whose future is dropped mid-flight.
+struct CancelGuard<'a> {
+    client: &'a LinkClient,
+    id: String,
+    to: String,
+    armed: bool,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.cancel_call(&self.id, &self.to);
+        }
+    }
+}

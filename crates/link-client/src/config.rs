@@ -1,0 +1,369 @@
+//! Client configuration with the reference's options, defaults and
+//! validation (API-CHECKLIST §1.1). Missing url, secret or kind gives a
+//! *disabled* client: it starts with a warning and every operation fails
+//! with `LINK_NOT_READY`, so a service can run without a bus.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use link_protocol::conn::BackoffConfig;
+use link_protocol::replay::{DEFAULT_MAX_RECENT_IDS, DEFAULT_REPLAY_WINDOW_MS};
+use link_protocol::{ConfigError, HashAlgo, Key, validate};
+use serde_json::Value;
+
+use crate::handler::{HandlerResult, RpcCall, RpcHandler};
+
+/// Produces the status pushed at ready and every status interval.
+pub type StatusProvider = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Validated client settings. Build with [`ClientConfig::builder`].
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub(crate) url: Option<String>,
+    pub(crate) key: Option<Key>,
+    pub(crate) kind: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) status: Option<StatusProvider>,
+    pub(crate) status_interval: Duration,
+    pub(crate) handlers: HashMap<String, RpcHandler>,
+    pub(crate) rpc_timeout: Option<Duration>,
+    pub(crate) reconnect: BackoffConfig,
+    pub(crate) reconnect_on_rejection: bool,
+    pub(crate) hello_ack_diagnostic: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) replay_window: Duration,
+    pub(crate) max_recent_ids: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) max_outbox_bytes: usize,
+    pub(crate) max_concurrent_rpc: usize,
+    pub(crate) expose_rpc_errors: bool,
+    pub(crate) stop_drain: Duration,
+    pub(crate) hash: HashAlgo,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("secret", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// A builder with every default.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder::default()
+    }
+
+    /// True when url, secret or kind is missing.
+    pub fn is_disabled(&self) -> bool {
+        self.url.is_none() || self.key.is_none() || self.kind.is_none()
+    }
+
+    /// The kind (None when disabled for lack of one).
+    pub fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+
+    /// The hub URL.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The HMAC hash algorithm.
+    pub fn hash(&self) -> HashAlgo {
+        self.hash
+    }
+}
+
+/// Builder for [`ClientConfig`]; each setter documents its default.
+#[must_use]
+pub struct ClientConfigBuilder {
+    url: Option<String>,
+    secret: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    status: Option<StatusProvider>,
+    status_interval: Duration,
+    handlers: HashMap<String, RpcHandler>,
+    rpc_timeout: Duration,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    reconnect_growth: f64,
+    reconnect_jitter: f64,
+    max_reconnect_attempts: Option<u32>,
+    reconnect_on_rejection: bool,
+    hello_ack_diagnostic: Duration,
+    keepalive: Duration,
+    replay_window: Duration,
+    max_recent_ids: usize,
+    max_message_bytes: usize,
+    max_buffered_bytes: usize,
+    max_outbox_bytes: usize,
+    max_concurrent_rpc: usize,
+    expose_rpc_errors: bool,
+    stop_drain: Duration,
+    hash: HashAlgo,
+    per_message_deflate: bool,
+}
+
+impl Default for ClientConfigBuilder {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            kind: None,
+            name: None,
+            status: None,
+            status_interval: Duration::from_secs(10),
+            handlers: HashMap::new(),
+            rpc_timeout: Duration::from_secs(5),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(10),
+            reconnect_growth: 1.5,
+            reconnect_jitter: 0.5,
+            max_reconnect_attempts: None,
+            reconnect_on_rejection: false,
+            hello_ack_diagnostic: Duration::from_secs(5),
+            keepalive: Duration::from_secs(30),
+            replay_window: Duration::from_millis(DEFAULT_REPLAY_WINDOW_MS),
+            max_recent_ids: DEFAULT_MAX_RECENT_IDS,
+            max_message_bytes: link_protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES,
+            max_buffered_bytes: 4 * 1024 * 1024,
+            max_outbox_bytes: 16 * 1024 * 1024,
+            max_concurrent_rpc: 256,
+            expose_rpc_errors: false,
+            stop_drain: Duration::from_secs(5),
+            hash: HashAlgo::Sha256,
+            per_message_deflate: false,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $( $(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.$name = value; self } )*
+    };
+}
+
+impl ClientConfigBuilder {
+    /// Hub URL, e.g. `ws://127.0.0.1:8080` (none: disabled).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Shared secret or this peer's key (none: disabled).
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// This service's kind (none: disabled).
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Display name in the hello (default: the kind).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Status pushed at ready and every `status_interval` (default: none).
+    pub fn status<F: Fn() -> Value + Send + Sync + 'static>(mut self, f: F) -> Self {
+        self.status = Some(Arc::new(f));
+        self
+    }
+
+    /// Registers an RPC handler (also possible at runtime with `handle`).
+    pub fn handler<F, Fut>(mut self, rpc_type: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(RpcCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.handlers.insert(rpc_type.into(), RpcHandler::new(f));
+        self
+    }
+
+    setters! {
+        /// Status push interval (default 10 s).
+        status_interval: Duration,
+        /// Default RPC timeout (default 5 s; zero means none).
+        rpc_timeout: Duration,
+        /// First reconnect delay (default 1 s).
+        reconnect_initial: Duration,
+        /// Largest reconnect base delay (default 10 s).
+        reconnect_max: Duration,
+        /// Reconnect growth factor, ≥ 1 (default 1.5).
+        reconnect_growth: f64,
+        /// Reconnect jitter in 0..=1 (default 0.5).
+        reconnect_jitter: f64,
+        /// Consecutive reconnect attempts before giving up (default unlimited).
+        max_reconnect_attempts: Option<u32>,
+        /// Reconnect after a rejected hello instead of stopping (default false).
+        reconnect_on_rejection: bool,
+        /// Delay before the no-ack diagnostic (default 5 s; zero disables).
+        hello_ack_diagnostic: Duration,
+        /// Keepalive ping interval (default 30 s; zero disables).
+        keepalive: Duration,
+        /// Replay window (default 300 s; zero disables replay protection).
+        replay_window: Duration,
+        /// Ids remembered per sender (default 10 000).
+        max_recent_ids: usize,
+        /// Largest inbound frame (default 1 MiB).
+        max_message_bytes: usize,
+        /// WebSocket write buffer before the outbox queues (default 4 MiB).
+        max_buffered_bytes: usize,
+        /// Outbox cap (default 16 MiB).
+        max_outbox_bytes: usize,
+        /// Inbound handlers in flight (default 256; zero means unlimited).
+        max_concurrent_rpc: usize,
+        /// Send every handler error as is (default false: sanitised).
+        expose_rpc_errors: bool,
+        /// Budget of a graceful stop (default 5 s).
+        stop_drain: Duration,
+        /// HMAC hash (default sha256).
+        hash: HashAlgo,
+        /// permessage-deflate (default false; true is refused: unsupported).
+        per_message_deflate: bool,
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+        let bad = |option, reason| Err(ConfigError::InvalidOption { option, reason });
+        if self.url.as_deref().is_some_and(str::is_empty) {
+            return bad("url", "must be a non-empty string");
+        }
+        if let Some(kind) = &self.kind {
+            validate::check_own_kind(kind)?;
+        }
+        if self.name.as_deref().is_some_and(str::is_empty) {
+            return bad("name", "must be a non-empty string");
+        }
+        for (option, ok) in [
+            ("status_interval", !self.status_interval.is_zero()),
+            ("max_recent_ids", self.max_recent_ids > 0),
+            ("max_message_bytes", self.max_message_bytes > 0),
+            ("max_buffered_bytes", self.max_buffered_bytes > 0),
+            ("max_outbox_bytes", self.max_outbox_bytes > 0),
+        ] {
+            if !ok {
+                return bad(option, "must be positive");
+            }
+        }
+        if self.max_reconnect_attempts == Some(0) {
+            return bad(
+                "max_reconnect_attempts",
+                "must be positive (None: unlimited)",
+            );
+        }
+        if self.per_message_deflate {
+            return bad(
+                "per_message_deflate",
+                "is not supported by this client's WebSocket stack",
+            );
+        }
+        let reconnect = BackoffConfig {
+            initial: self.reconnect_initial,
+            max: self.reconnect_max,
+            growth: self.reconnect_growth,
+            jitter: self.reconnect_jitter,
+            max_attempts: self.max_reconnect_attempts,
+        };
+        reconnect.validate()?;
+        let key = match &self.secret {
+            Some(s) => Some(Key::new(s, self.hash)?),
+            None => None,
+        };
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        Ok(ClientConfig {
+            url: self.url,
+            key,
+            kind: self.kind,
+            name: self.name,
+            status: self.status,
+            status_interval: self.status_interval,
+            handlers: self.handlers,
+            rpc_timeout: nonzero(self.rpc_timeout),
+            reconnect,
+            reconnect_on_rejection: self.reconnect_on_rejection,
+            hello_ack_diagnostic: nonzero(self.hello_ack_diagnostic),
+            keepalive: nonzero(self.keepalive),
+            replay_window: self.replay_window,
+            max_recent_ids: self.max_recent_ids,
+            max_message_bytes: self.max_message_bytes,
+            max_buffered_bytes: self.max_buffered_bytes,
+            max_outbox_bytes: self.max_outbox_bytes,
+            max_concurrent_rpc: self.max_concurrent_rpc,
+            expose_rpc_errors: self.expose_rpc_errors,
+            stop_drain: self.stop_drain,
+            hash: self.hash,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_essentials_means_disabled() {
+        let c = ClientConfig::builder()
+            .url("ws://127.0.0.1:1")
+            .kind("a")
+            .build()
+            .unwrap();
+        assert!(c.is_disabled());
+        let c = ClientConfig::builder()
+            .url("ws://x")
+            .kind("a")
+            .secret("s")
+            .build()
+            .unwrap();
+        assert!(!c.is_disabled());
+        assert_eq!(c.rpc_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.keepalive, Some(Duration::from_secs(30)));
+        assert_eq!(c.max_concurrent_rpc, 256);
+        assert_eq!(c.max_outbox_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        assert!(matches!(
+            ClientConfig::builder().kind(" a").build(),
+            Err(ConfigError::InvalidKind(_))
+        ));
+        assert!(matches!(
+            ClientConfig::builder().reconnect_jitter(2.0).build(),
+            Err(ConfigError::InvalidOption {
+                option: "reconnect_jitter",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ClientConfig::builder().per_message_deflate(true).build(),
+            Err(ConfigError::InvalidOption {
+                option: "per_message_deflate",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ClientConfig::builder().secret("").build(),
+            Err(ConfigError::EmptySecret)
+        ));
+        let shown = format!(
+            "{:?}",
+            ClientConfig::builder().secret("hunter2").build().unwrap()
+        );
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,791 @@
+//! The driver task: owns the socket and the [`ClientConn`] state machine,
+//! dispatches what arrives (responses, inbound RPCs, topic messages, direct
+//! messages, peers and statuses), and runs a writer task per connection
+//! that drains the outbox, signing each frame at flush.
+//!
+//! ```text
+//!  hub ──frames──► driver: ClientConn ──► pending RPCs / handlers / streams / events
+//!  hub ◄──frames── writer: Outbox ◄── LinkClient handles (send, publish, rpc…)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Transmit};
+use link_protocol::envelope::{self, Header};
+use link_protocol::messages::Message as Msg;
+use link_protocol::{
+    CanonicalData, DropReason, Envelope, Feature, HandlerError, PeerInfo, ProtocolError,
+    ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, codes::rpc_error_text, msg_type,
+};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{LinkError, RemoteError};
+use crate::events::LinkEvent;
+use crate::handler::RpcCall;
+use crate::inner::{
+    Cmd, DirectMessage, InFlight, Inner, Phase, TopicMessage, now, tokio_instant, wall_ms,
+};
+use crate::outbox::{Control, Outbox};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const BATCH: usize = 256;
+
+struct Socket {
+    stream: SplitStream<Ws>,
+    writer: JoinHandle<()>,
+    gone: oneshot::Receiver<()>,
+}
+
+/// Runs the link until it stops.
+pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
+    let Some(mut conn) = client_conn(&inner) else {
+        inner.set_phase(Phase::Disabled);
+        return;
+    };
+    let mut socket: Option<Socket> = None;
+    let mut stop_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut close_sent = false;
+    let mut next_status: Option<tokio::time::Instant> = None;
+    conn.start(now());
+    inner.set_phase(Phase::Connecting);
+    loop {
+        pump(
+            &inner,
+            &mut conn,
+            &mut socket,
+            &mut next_status,
+            stop_deadline.is_some(),
+        )
+        .await;
+        if let (Some(deadline), false) = (stop_deadline, close_sent) {
+            let drained = inner.outbox.is_empty() && inner.core().pending.is_empty();
+            if drained || tokio::time::Instant::now() >= deadline {
+                close_sent = true;
+                conn.stop(now());
+                // Bound the close handshake too.
+                stop_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                continue;
+            }
+        }
+        if conn.state() == link_protocol::conn::ClientState::Stopped && socket.is_none() {
+            break;
+        }
+        let timer = [
+            conn.poll_timeout().map(tokio_instant),
+            next_status,
+            stop_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        tokio::select! {
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Cmd::Stop(done)) => {
+                    stop_waiters.push(done);
+                    inner.core().stopped = true;
+                    if stop_deadline.is_none() {
+                        stop_deadline = Some(tokio::time::Instant::now() + inner.config.stop_drain);
+                    }
+                }
+                None => {
+                    // Every handle dropped: stop without draining.
+                    inner.core().stopped = true;
+                    stop_deadline.get_or_insert_with(tokio::time::Instant::now);
+                }
+            },
+            ev = socket_event(&mut socket) => match ev {
+                SocketEvent::Frame(msg) => on_socket(&inner, &mut conn, &mut socket, msg),
+                SocketEvent::WriterGone => {
+                    close_socket(&mut socket);
+                    conn.handle_close(now(), Some(1006), "");
+                }
+            },
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
+                conn.handle_timeout(now());
+                if next_status.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                    push_status(&inner);
+                    next_status = Some(tokio::time::Instant::now() + inner.config.status_interval);
+                }
+                if stop_deadline.is_some_and(|t| t <= tokio::time::Instant::now()) && close_sent {
+                    // The hub never finished the close handshake: drop the socket.
+                    close_socket(&mut socket);
+                    conn.handle_close(now(), None, "");
+                }
+            }
+        }
+    }
+    hard_stop(&inner, "Link stopped before RPC completed");
+    inner.set_phase(Phase::Stopped);
+    for w in stop_waiters {
+        let _ = w.send(());
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
+fn client_conn(inner: &Inner) -> Option<ClientConn> {
+    let c = &inner.config;
+    let mut cfg = ClientConnConfig::new(c.kind.as_deref()?, c.key.clone()?).ok()?;
+    cfg.name = c.name.clone().unwrap_or_else(|| cfg.kind.clone());
+    cfg.pid = std::process::id();
+    cfg.replay = ReplayConfig {
+        window_ms: u64::try_from(c.replay_window.as_millis()).unwrap_or(u64::MAX),
+        max_recent_ids: c.max_recent_ids,
+        ..ReplayConfig::default()
+    };
+    cfg.max_message_bytes = c.max_message_bytes;
+    cfg.keepalive_interval = c.keepalive;
+    cfg.hello_ack_diagnostic = c.hello_ack_diagnostic;
+    cfg.reconnect = c.reconnect;
+    cfg.reconnect_on_rejection = c.reconnect_on_rejection;
+    let rng = ring::rand::SystemRandom::new();
+    let random = move || {
+        let mut b = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&rng, &mut b);
+        (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    ClientConn::new(cfg, Box::new(inner.ids.clone()), Box::new(random)).ok()
+}
+
+enum SocketEvent {
+    Frame(Option<Result<Message, WsError>>),
+    WriterGone,
+}
+
+/// The next thing the socket has to say (a frame, or its writer ending).
+async fn socket_event(socket: &mut Option<Socket>) -> SocketEvent {
+    match socket {
+        Some(s) => tokio::select! {
+            msg = s.stream.next() => SocketEvent::Frame(msg),
+            _ = &mut s.gone => SocketEvent::WriterGone,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn close_socket(socket: &mut Option<Socket>) {
+    if let Some(s) = socket.take() {
+        s.writer.abort();
+    }
+}
+
+fn on_socket(
+    inner: &Inner,
+    conn: &mut ClientConn,
+    socket: &mut Option<Socket>,
+    msg: Option<Result<Message, WsError>>,
+) {
+    match msg {
+        Some(Ok(Message::Text(t))) => conn.handle_frame(now(), t.as_bytes()),
+        Some(Ok(Message::Binary(b))) => conn.handle_frame(now(), &b),
+        Some(Ok(Message::Pong(_))) => conn.handle_pong(now()),
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame.map_or((None, String::new()), |f| {
+                (Some(u16::from(f.code)), f.reason.to_string())
+            });
+            close_socket(socket);
+            conn.handle_close(now(), code, &reason);
+        }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            let text = e.to_string();
+            inner.emit(|| LinkEvent::WsError(text));
+            close_socket(socket);
+            conn.handle_close(now(), Some(1006), "");
+        }
+        None => {
+            close_socket(socket);
+            conn.handle_close(now(), Some(1006), "");
+        }
+    }
+}
+
+/// Acts on everything the state machine produced.
+async fn pump(
+    inner: &Arc<Inner>,
+    conn: &mut ClientConn,
+    socket: &mut Option<Socket>,
+    next_status: &mut Option<tokio::time::Instant>,
+    stopping: bool,
+) {
+    loop {
+        let mut progressed = false;
+        while let Some(t) = conn.poll_transmit() {
+            progressed = true;
+            inner.outbox.control(match t {
+                Transmit::Frame(f) => Control::Frame(f),
+                Transmit::Ping => Control::Ping,
+                Transmit::Close { code, reason } => Control::Close { code, reason },
+                Transmit::Terminate => Control::Terminate,
+            });
+        }
+        while let Some(ev) = conn.poll_event() {
+            progressed = true;
+            match ev {
+                ClientEvent::Connect { .. } => connect(inner, conn, socket).await,
+                ClientEvent::Connected => {
+                    inner.core().connected = true;
+                    let (url, kind) = (
+                        inner.config.url.clone().unwrap_or_default(),
+                        inner.kind().to_owned(),
+                    );
+                    inner.emit(|| LinkEvent::Connect { url, kind });
+                }
+                ClientEvent::Verified => {
+                    {
+                        let mut core = inner.core();
+                        core.verified = true;
+                        core.last_verified_at = Some(wall_ms());
+                    }
+                    let kind = inner.kind().to_owned();
+                    inner.emit(|| LinkEvent::Verified { kind });
+                }
+                ClientEvent::Ready { kind, features } => {
+                    on_ready(inner, &kind, &features);
+                    *next_status = inner.config.status.as_ref().map(|_| {
+                        push_status(inner);
+                        tokio::time::Instant::now() + inner.config.status_interval
+                    });
+                }
+                ClientEvent::Rejected { reason } => {
+                    inner.set_phase(Phase::Rejected {
+                        reason: reason.clone(),
+                    });
+                    inner.emit(|| LinkEvent::Rejected { reason });
+                }
+                ClientEvent::Message { envelope, message } => on_message(inner, envelope, message),
+                ClientEvent::ProtocolError(e) => {
+                    tracing::debug!(reason = e.reason.code(), "protocol error");
+                    inner.emit(|| LinkEvent::ProtocolError(e));
+                }
+                ClientEvent::Disconnected(d) => {
+                    close_socket(socket);
+                    *next_status = None;
+                    on_disconnect(inner, d.displaced || !d.will_reconnect);
+                    let reason = if stopping {
+                        "stopped".to_owned()
+                    } else {
+                        d.reason
+                    };
+                    inner.emit(|| LinkEvent::Disconnect {
+                        code: Some(d.code),
+                        reason,
+                        will_reconnect: d.will_reconnect,
+                        was_ready: d.was_ready,
+                        displaced: d.displaced,
+                    });
+                    if d.will_reconnect {
+                        inner.set_phase(Phase::Connecting);
+                    }
+                }
+                ClientEvent::ReconnectScheduled { delay, attempt } => {
+                    inner.core().reconnect_attempt = attempt;
+                    inner.emit(|| LinkEvent::Reconnecting { delay, attempt });
+                }
+                ClientEvent::ReconnectExhausted { attempts } => {
+                    inner.core().stopped = true;
+                    inner.outbox.clear();
+                    let max_reconnect_attempts = inner.config.reconnect.max_attempts;
+                    inner.emit(|| LinkEvent::ReconnectExhausted {
+                        attempts,
+                        max_reconnect_attempts,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if !progressed {
+            return;
+        }
+    }
+}
+
+async fn connect(inner: &Arc<Inner>, conn: &mut ClientConn, socket: &mut Option<Socket>) {
+    close_socket(socket);
+    let url = inner.config.url.clone().unwrap_or_default();
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(inner.config.max_message_bytes))
+        .max_frame_size(Some(inner.config.max_message_bytes))
+        .max_write_buffer_size(inner.config.max_buffered_bytes + inner.config.max_message_bytes);
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true),
+    )
+    .await;
+    match attempt {
+        Ok(Ok((ws, _resp))) => {
+            let (sink, stream) = ws.split();
+            let (gone_tx, gone) = oneshot::channel();
+            let writer = tokio::spawn(write_loop(sink, inner.clone(), gone_tx));
+            *socket = Some(Socket {
+                stream,
+                writer,
+                gone,
+            });
+            conn.handle_open(now());
+        }
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            inner.emit(|| LinkEvent::WsError(text));
+            conn.handle_close(now(), Some(1006), "connect failed");
+        }
+        Err(_) => {
+            inner.emit(|| LinkEvent::WsError("connect timed out".to_owned()));
+            conn.handle_close(now(), Some(1006), "connect timed out");
+        }
+    }
+}
+
+fn on_ready(inner: &Inner, kind: &str, features: &[String]) {
+    let has = |f: Feature| features.iter().any(|x| x == f.as_str());
+    inner.outbox.purge(|q| q.feature.is_some_and(|f| !has(f)));
+    let topics: Vec<String> = {
+        let mut core = inner.core();
+        core.features = Some(features.to_vec());
+        core.reconnect_attempt = 0;
+        if has(Feature::Topics) {
+            core.subs.keys().cloned().collect()
+        } else {
+            Vec::new()
+        }
+    };
+    for topic in topics {
+        let data = CanonicalData::new(&link_protocol::messages::topic_value(&topic));
+        let _ = inner.enqueue(inner.item(None, msg_type::TOPIC_SUBSCRIBE, None, Some(data)));
+    }
+    inner.outbox.set_ready(true);
+    inner.set_phase(Phase::Ready {
+        kind: kind.to_owned(),
+        features: features.to_vec(),
+    });
+    let (kind, features) = (kind.to_owned(), features.to_vec());
+    inner.emit(|| LinkEvent::Ready { kind, features });
+}
+
+fn push_status(inner: &Inner) {
+    let Some(provider) = &inner.config.status else {
+        return;
+    };
+    let status = provider();
+    let data = CanonicalData::new(&status);
+    let _ = inner.enqueue(inner.item(None, msg_type::STATUS_UPDATE, None, Some(data)));
+}
+
+/// Connection gone: fail pending RPCs, abort inbound handlers, purge what
+/// only made sense on that connection.
+fn on_disconnect(inner: &Inner, terminal: bool) {
+    inner.outbox.set_ready(false);
+    inner
+        .outbox
+        .purge(|q| matches!(q.msg_type, msg_type::RPC_REQUEST | msg_type::RPC_CANCEL));
+    if terminal {
+        inner.outbox.clear();
+    }
+    let (pending, inflight) = {
+        let mut core = inner.core();
+        core.connected = false;
+        core.verified = false;
+        if terminal {
+            core.stopped = true;
+        }
+        (
+            std::mem::take(&mut core.pending),
+            std::mem::take(&mut core.inflight),
+        )
+    };
+    for (_, h) in inflight {
+        h.cancel.cancel();
+    }
+    for (_, p) in pending {
+        let _ = p.tx.send(Err(LinkError::RpcDisconnect {
+            to: p.to,
+            rpc_type: String::new(),
+            reason: "connection closed before the response".into(),
+        }));
+    }
+    if terminal {
+        inner.set_phase(Phase::Stopped);
+    }
+}
+
+fn hard_stop(inner: &Inner, reason: &str) {
+    inner.outbox.clear();
+    let (pending, inflight) = {
+        let mut core = inner.core();
+        core.stopped = true;
+        core.connected = false;
+        (
+            std::mem::take(&mut core.pending),
+            std::mem::take(&mut core.inflight),
+        )
+    };
+    for (_, h) in inflight {
+        h.cancel.cancel();
+    }
+    for (_, p) in pending {
+        let _ = p.tx.send(Err(LinkError::RpcDisconnect {
+            to: p.to,
+            rpc_type: String::new(),
+            reason: reason.into(),
+        }));
+    }
+}
+
+fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
+    if inner.listening() {
+        let e = env.clone();
+        inner.emit(|| LinkEvent::Message(e));
+    }
+    let from = env.from().unwrap_or(SERVER).to_owned();
+    match message {
+        Msg::RpcResponse(resp) => on_response(inner, &env, &from, resp),
+        Msg::RpcRequest { rpc_type, rpc_data } => on_request(inner, env, from, rpc_type, rpc_data),
+        Msg::RpcCancel { id } => {
+            let cancelled = {
+                let mut core = inner.core();
+                match core.inflight.get(&id) {
+                    // A peer can only cancel its own requests.
+                    Some(h) if h.from == from => core.inflight.remove(&id),
+                    _ => None,
+                }
+            };
+            if let Some(h) = cancelled {
+                h.cancel.cancel();
+                let rpc_type = h.rpc_type;
+                inner.emit(|| LinkEvent::RpcCancel { id, from, rpc_type });
+            }
+        }
+        Msg::TopicMessage {
+            topic: Some(topic),
+            payload,
+        } => {
+            let msg = TopicMessage {
+                topic: topic.clone(),
+                from,
+                payload,
+                envelope: env,
+            };
+            let mut core = inner.core();
+            if let Some(sinks) = core.subs.get_mut(&topic) {
+                deliver(inner, sinks, &msg, &format!("topic:{topic}"));
+            }
+        }
+        Msg::Direct {
+            direct_type,
+            direct_data,
+        } => {
+            let msg = DirectMessage {
+                from: from.clone(),
+                msg_type: direct_type.clone(),
+                data: direct_data.clone(),
+                envelope: env,
+            };
+            {
+                let mut core = inner.core();
+                deliver(inner, &mut core.directs, &msg, "direct");
+            }
+            inner.emit(|| LinkEvent::Direct {
+                from,
+                msg_type: direct_type,
+                data: direct_data,
+            });
+        }
+        Msg::PeersUpdate(peers) => on_peers(inner, peers),
+        Msg::StatusSnapshot(map) => {
+            let mut core = inner.core();
+            for (k, e) in map {
+                core.statuses.insert(k, e);
+            }
+        }
+        Msg::StatusFanout { from, status, at } => {
+            inner.core().statuses.insert(
+                from.clone(),
+                StatusEntry {
+                    status: status.clone(),
+                    at,
+                },
+            );
+            inner.emit(|| LinkEvent::PeerStatus { from, status, at });
+        }
+        _ => {}
+    }
+}
+
+/// Hands a message to every live stream; a full stream loses the message
+/// (counted, reported) instead of stalling the link; closed ones are pruned.
+fn deliver<T: Clone>(inner: &Inner, sinks: &mut Vec<crate::inner::Sink<T>>, msg: &T, stream: &str) {
+    sinks.retain_mut(|s| match s.tx.try_send(msg.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            s.dropped += 1;
+            let dropped = s.dropped;
+            inner.emit(|| LinkEvent::SlowConsumer {
+                stream: stream.to_owned(),
+                dropped,
+            });
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+}
+
+fn on_response(inner: &Inner, env: &Envelope, from: &str, resp: link_protocol::RpcResponse) {
+    let mut core = inner.core();
+    let Some(p) = core.pending.get(env.id()) else {
+        return;
+    };
+    if from != SERVER && from != p.to {
+        drop(core);
+        let e = ProtocolError::new(DropReason::RpcResponseMismatch)
+            .with_kind(from)
+            .with_type(Some(msg_type::RPC_RESPONSE));
+        inner.emit(|| LinkEvent::ProtocolError(e));
+        return;
+    }
+    let Some(p) = core.pending.remove(env.id()) else {
+        return;
+    };
+    drop(core);
+    let result = match resp {
+        RpcResponse::Ok { result } => Ok(result.unwrap_or(Value::Null)),
+        RpcResponse::Err { error, code, data } => {
+            Err(LinkError::RpcRemote(Box::new(RemoteError {
+                code,
+                message: error,
+                data,
+                to: p.to.clone(),
+                rpc_type: String::new(),
+            })))
+        }
+    };
+    let _ = p.tx.send(result);
+}
+
+fn on_request(
+    inner: &Arc<Inner>,
+    env: Envelope,
+    from: String,
+    rpc_type: String,
+    data: Option<Value>,
+) {
+    let id = env.id().to_owned();
+    if inner.listening() {
+        let (f, i, t, d) = (from.clone(), id.clone(), rpc_type.clone(), data.clone());
+        inner.emit(|| LinkEvent::RpcRequest {
+            from: f,
+            id: i,
+            rpc_type: t,
+            data: d,
+        });
+    }
+    let cap = inner.config.max_concurrent_rpc;
+    let (handler, cancel) = {
+        let mut core = inner.core();
+        let Some(handler) = core.handlers.get(&rpc_type).cloned() else {
+            drop(core);
+            let resp = RpcResponse::error(
+                RpcErrorCode::UnknownType,
+                format!("{}{rpc_type}", rpc_error_text::UNKNOWN_TYPE),
+            );
+            return respond(inner, &id, &from, &resp);
+        };
+        if cap > 0 && core.inflight.len() >= cap {
+            drop(core);
+            let resp =
+                RpcResponse::error(RpcErrorCode::Overloaded, rpc_error_text::HANDLER_OVERLOADED);
+            return respond(inner, &id, &from, &resp);
+        }
+        let cancel = CancellationToken::new();
+        core.inflight.insert(
+            id.clone(),
+            InFlight {
+                from: from.clone(),
+                rpc_type: rpc_type.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        (handler, cancel)
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let call = RpcCall {
+            id: id.clone(),
+            from: from.clone(),
+            rpc_type: rpc_type.clone(),
+            data,
+            cancel: cancel.clone(),
+            envelope: env,
+        };
+        let result = match std::panic::AssertUnwindSafe(handler.call(call))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(HandlerError::internal("handler panicked")),
+        };
+        // Cancelled (by the caller, a disconnect or stop): never answer.
+        let still_ours = {
+            let mut core = inner.core();
+            core.inflight.remove(&id).is_some()
+        };
+        if !still_ours || cancel.is_cancelled() {
+            return;
+        }
+        let resp = match result {
+            Ok(v) => RpcResponse::Ok { result: Some(v) },
+            Err(e) => {
+                if !e.is_exposed() {
+                    let (t, f, i, err) = (
+                        rpc_type.clone(),
+                        from.clone(),
+                        id.clone(),
+                        e.text().to_owned(),
+                    );
+                    tracing::warn!(rpc_type = %t, from = %f, "RPC handler failed: {err}");
+                    inner.emit(|| LinkEvent::RpcHandlerError {
+                        rpc_type: t,
+                        from: f,
+                        id: i,
+                        error: err,
+                    });
+                }
+                e.to_response(inner.config.expose_rpc_errors)
+            }
+        };
+        respond(&inner, &id, &from, &resp);
+    });
+}
+
+fn respond(inner: &Inner, id: &str, to: &str, resp: &RpcResponse) {
+    let data = CanonicalData::new(&resp.to_value());
+    let _ = inner.enqueue(inner.item(
+        Some(id.to_owned()),
+        msg_type::RPC_RESPONSE,
+        Some(to.to_owned()),
+        Some(data),
+    ));
+}
+
+fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {
+    let prev: HashMap<String, PeerInfo> = {
+        let mut core = inner.core();
+        let prev = std::mem::replace(&mut core.peers, peers.clone());
+        for gone in prev
+            .iter()
+            .filter(|p| !peers.iter().any(|n| n.kind == p.kind))
+        {
+            core.statuses.remove(&gone.kind);
+        }
+        prev.into_iter().map(|p| (p.kind.clone(), p)).collect()
+    };
+    for p in &peers {
+        match prev.get(&p.kind) {
+            None => {
+                let p = p.clone();
+                inner.emit(|| LinkEvent::PeerConnect(p));
+            }
+            Some(old) if old.connected_at != p.connected_at => {
+                let (kind, prev, peer) = (p.kind.clone(), old.clone(), p.clone());
+                inner.emit(|| LinkEvent::PeerReplaced { kind, prev, peer });
+            }
+            Some(_) => {}
+        }
+    }
+    for (kind, old) in prev {
+        if !peers.iter().any(|p| p.kind == kind) {
+            inner.emit(|| LinkEvent::PeerDisconnect(old));
+        }
+    }
+}
+
+/// Drains the outbox into the socket; builds and signs at flush.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    inner: Arc<Inner>,
+    gone: oneshot::Sender<()>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let outbox: &Outbox = &inner.outbox;
+    let (Some(key), kind) = (inner.config.key.clone(), inner.kind().to_owned()) else {
+        let _ = gone.send(());
+        return;
+    };
+    let result: Result<(), WsError> = async {
+        loop {
+            let taken = outbox.take(&mut batch, BATCH);
+            for c in taken.controls {
+                match c {
+                    Control::Frame(f) => sink.feed(Message::text(f)).await?,
+                    Control::Ping => sink.feed(Message::Ping(Default::default())).await?,
+                    Control::Close { code, reason } => {
+                        let frame = CloseFrame {
+                            code: code.map_or(CloseCode::Status, CloseCode::from),
+                            reason: reason.into(),
+                        };
+                        let frame = code.map(|_| frame);
+                        sink.send(Message::Close(frame)).await?;
+                    }
+                    Control::Terminate => return Ok(()),
+                }
+            }
+            if taken.drained {
+                inner.emit(|| LinkEvent::OutboxDrained);
+            }
+            if batch.is_empty() {
+                sink.flush().await?;
+                outbox.flushed();
+                outbox.wait().await;
+                continue;
+            }
+            let ts = wall_ms();
+            for item in batch.drain(..) {
+                let id = item.id.unwrap_or_else(|| inner.ids.next_id());
+                let header = Header {
+                    id: &id,
+                    ts,
+                    msg_type: item.msg_type,
+                    from: Some(&kind),
+                    to: item.to.as_deref(),
+                };
+                let frame = envelope::encode(&key, &header, item.data.as_ref());
+                outbox.add_buffered(frame.len());
+                if let Some(r) =
+                    futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never()
+                {
+                    r?;
+                } else {
+                    outbox.set_stalled(true);
+                    let r = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await;
+                    outbox.set_stalled(false);
+                    r?;
+                }
+                sink.start_send_unpin(Message::text(frame))?;
+            }
+            if !taken.more {
+                sink.flush().await?;
+                outbox.flushed();
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("link write failed: {e}");
+    }
+    let _ = gone.send(());
+}

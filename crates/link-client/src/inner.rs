@@ -1,0 +1,243 @@
+//! State shared by the [`LinkClient`](crate::LinkClient) handles and the
+//! driver task: what callers may read or change synchronously (pending
+//! RPCs, handlers, subscriptions, peers) under one short-held lock, the
+//! outbox under its own, and the link phase on a watch channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use link_protocol::conn::{IdGen, Now};
+use link_protocol::{Envelope, PeerInfo, StatusEntry};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::error::LinkError;
+use crate::events::LinkEvent;
+use crate::handler::RpcHandler;
+use crate::outbox::{OutItem, Outbox, Push};
+
+/// Where the link stands, as seen by `ready()`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Phase {
+    Idle,
+    Connecting,
+    Ready { kind: String, features: Vec<String> },
+    Rejected { reason: Option<String> },
+    Stopped,
+    Disabled,
+}
+
+/// An outgoing RPC waiting for its response.
+pub(crate) struct PendingRpc {
+    pub(crate) to: String,
+    pub(crate) tx: oneshot::Sender<Result<Value, LinkError>>,
+}
+
+/// An inbound RPC whose handler is running.
+pub(crate) struct InFlight {
+    pub(crate) from: String,
+    pub(crate) rpc_type: String,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// A message delivered to a topic subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicMessage {
+    /// Topic.
+    pub topic: String,
+    /// Publisher kind.
+    pub from: String,
+    /// Payload, if any.
+    pub payload: Option<Value>,
+    /// The verified envelope.
+    pub envelope: Envelope,
+}
+
+/// A direct message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectMessage {
+    /// Sender kind.
+    pub from: String,
+    /// directType.
+    pub msg_type: String,
+    /// directData.
+    pub data: Option<Value>,
+    /// The verified envelope.
+    pub envelope: Envelope,
+}
+
+pub(crate) struct Sink<T> {
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<T>,
+    pub(crate) dropped: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Core {
+    pub(crate) pending: HashMap<String, PendingRpc>,
+    pub(crate) inflight: HashMap<String, InFlight>,
+    pub(crate) handlers: HashMap<String, RpcHandler>,
+    pub(crate) subs: HashMap<String, Vec<Sink<TopicMessage>>>,
+    pub(crate) directs: Vec<Sink<DirectMessage>>,
+    pub(crate) peers: Vec<PeerInfo>,
+    pub(crate) statuses: HashMap<String, StatusEntry>,
+    /// Features of the last `hello.ack` (None before the first).
+    pub(crate) features: Option<Vec<String>>,
+    pub(crate) connected: bool,
+    pub(crate) verified: bool,
+    pub(crate) last_verified_at: Option<u64>,
+    pub(crate) reconnect_attempt: u32,
+    /// `stop()` was called (or the link stopped by itself).
+    pub(crate) stopped: bool,
+}
+
+/// Driver commands.
+pub(crate) enum Cmd {
+    Stop(oneshot::Sender<()>),
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) outbox: Outbox,
+    pub(crate) events: broadcast::Sender<Arc<LinkEvent>>,
+    pub(crate) phase: watch::Sender<Phase>,
+    pub(crate) ids: Arc<IdGen>,
+    pub(crate) cmd: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
+    pub(crate) next_sink: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn new(config: ClientConfig) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let phase = if config.is_disabled() {
+            Phase::Disabled
+        } else {
+            Phase::Idle
+        };
+        let (phase, _) = watch::channel(phase);
+        let mut prefix = [0u8; 10];
+        if SystemRandom::new().fill(&mut prefix).is_err() {
+            tracing::warn!("system RNG unavailable; message ids use a fixed prefix");
+        }
+        let mut core = Core {
+            handlers: config.handlers.clone(),
+            ..Core::default()
+        };
+        core.stopped = config.is_disabled();
+        Self {
+            outbox: Outbox::new(config.max_outbox_bytes),
+            config,
+            core: Mutex::new(core),
+            events,
+            phase,
+            ids: Arc::new(IdGen::new(prefix)),
+            cmd: Mutex::new(None),
+            next_sink: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn kind(&self) -> &str {
+        self.config.kind.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) fn listening(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    pub(crate) fn emit(&self, build: impl FnOnce() -> LinkEvent) {
+        if self.listening() {
+            let _ = self.events.send(Arc::new(build()));
+        }
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase.borrow().clone()
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(*self.phase.borrow(), Phase::Ready { .. })
+    }
+
+    pub(crate) fn next_sink_id(&self) -> u64 {
+        self.next_sink.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a message, emitting backpressure/overflow events.
+    pub(crate) fn enqueue(&self, item: OutItem) -> Result<(), LinkError> {
+        let (t, to) = (item.msg_type, item.to.clone());
+        match self.outbox.push(item) {
+            Push::Queued {
+                backpressure: Some(outbox_size),
+            } => {
+                let buffered_amount = self.outbox.buffered();
+                self.emit(|| LinkEvent::Backpressure {
+                    msg_type: t.to_owned(),
+                    to,
+                    buffered_amount,
+                    outbox_size,
+                });
+                Ok(())
+            }
+            Push::Queued { backpressure: None } => Ok(()),
+            Push::Overflow { outbox_bytes } => {
+                let max_outbox_bytes = self.outbox.max_bytes();
+                let to2 = to.clone();
+                self.emit(|| LinkEvent::OutboxOverflow {
+                    msg_type: t.to_owned(),
+                    to: to2,
+                    outbox_bytes,
+                    max_outbox_bytes,
+                });
+                Err(LinkError::Backpressure {
+                    msg_type: t.to_owned(),
+                    to: to.unwrap_or_default(),
+                    outbox_bytes,
+                    max_outbox_bytes,
+                })
+            }
+        }
+    }
+
+    /// An item from this client.
+    pub(crate) fn item(
+        &self,
+        id: Option<String>,
+        msg_type: &'static str,
+        to: Option<String>,
+        data: Option<link_protocol::CanonicalData>,
+    ) -> OutItem {
+        OutItem::new(id, msg_type, to, data, self.kind().len())
+    }
+}
+
+/// The current time for the protocol state machine (tokio's monotonic
+/// clock, so paused test time drives timers).
+pub(crate) fn now() -> Now {
+    Now::new(tokio::time::Instant::now().into_std(), wall_ms())
+}
+
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn tokio_instant(at: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
+}
