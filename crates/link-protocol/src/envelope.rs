@@ -361,9 +361,19 @@ mod tests {
 
     #[test]
     fn encode_ts_above_2_pow_53_verifies() {
-        let h = Header { id: "x", ts: (1 << 53) + 1, msg_type: "t", from: None, to: None };
+        let h = Header {
+            id: "x",
+            ts: (1 << 53) + 1,
+            msg_type: "t",
+            from: None,
+            to: None,
+        };
         let wire = encode(&key("k"), &h, None);
-        assert!(parse_frame(wire.as_bytes(), 1 << 20).unwrap().verify(&key("k")));
+        assert!(
+            parse_frame(wire.as_bytes(), 1 << 20)
+                .unwrap()
+                .verify(&key("k"))
+        );
         assert_eq!(Envelope::new(&h, None).encode(&key("k")), wire);
     }
 

@@ -179,7 +179,13 @@ impl ReplayGuard {
         }
         // Remembered until the frame could no longer pass the window check:
         // a frame stamped ahead of our clock stays valid until ts + window.
-        entry.ids.push(id.into(), Seen { ts, at: now_ms.max(ts) });
+        entry.ids.push(
+            id.into(),
+            Seen {
+                ts,
+                at: now_ms.max(ts),
+            },
+        );
         self.total += 1;
         while entry.ids.len() > max_per_sender {
             evict_oldest(entry);
@@ -220,7 +226,12 @@ impl ReplayGuard {
         let window = self.config.window_ms as f64;
         while self.total > self.config.max_total_ids.max(1) {
             // Least recently active sender that still holds ids.
-            let Some(key) = self.senders.iter().rev().find(|(_, e)| !e.ids.is_empty()).map(|(k, _)| k.clone())
+            let Some(key) = self
+                .senders
+                .iter()
+                .rev()
+                .find(|(_, e)| !e.ids.is_empty())
+                .map(|(k, _)| k.clone())
             else {
                 return;
             };
@@ -371,11 +382,21 @@ mod tests {
         // Two busy senders push "old" out of the id budget entirely...
         for i in 0..6 {
             let t = 10.0 + f64::from(i);
-            g.check(if i % 2 == 0 { "b1" } else { "b2" }, &format!("m{i}"), t, false, t).unwrap();
+            g.check(
+                if i % 2 == 0 { "b1" } else { "b2" },
+                &format!("m{i}"),
+                t,
+                false,
+                t,
+            )
+            .unwrap();
         }
         assert!(g.len() <= 2);
         // ...but its horizon still refuses the captured hello.
-        assert_eq!(reason(g.check("old", "hello", 1.0, false, 20.0)), Some(DropReason::ReplayId));
+        assert_eq!(
+            reason(g.check("old", "hello", 1.0, false, 20.0)),
+            Some(DropReason::ReplayId)
+        );
     }
 
     #[test]
@@ -383,10 +404,19 @@ mod tests {
         let mut g = guard(1000, 10, 100);
         // Stamped 900 ms ahead of our clock: valid until now = 1900.
         g.check("a", "x", 900.0, false, 0.0).unwrap();
-        assert_eq!(reason(g.check("a", "x", 900.0, false, 1500.0)), Some(DropReason::ReplayId));
-        assert_eq!(reason(g.check("a", "x", 900.0, false, 1900.0)), Some(DropReason::ReplayId));
+        assert_eq!(
+            reason(g.check("a", "x", 900.0, false, 1500.0)),
+            Some(DropReason::ReplayId)
+        );
+        assert_eq!(
+            reason(g.check("a", "x", 900.0, false, 1900.0)),
+            Some(DropReason::ReplayId)
+        );
         // Past that the window check refuses it anyway.
-        assert_eq!(reason(g.check("a", "x", 900.0, false, 1901.0)), Some(DropReason::ReplayWindow));
+        assert_eq!(
+            reason(g.check("a", "x", 900.0, false, 1901.0)),
+            Some(DropReason::ReplayWindow)
+        );
     }
 
     #[test]
