@@ -1,1 +1,0 @@
-//! HubServer: HTTP and WebSocket on one port (the reference's `createHubServer`).
