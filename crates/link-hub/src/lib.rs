@@ -60,4 +60,5 @@ pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;
 pub use ids::random_secret;
 pub use link_protocol::HandlerError;
+pub use server::{HubServer, HubServerBuilder, ServerError};
 pub use server_rpc::{ServerRpcRequest, ServerRpcResult};

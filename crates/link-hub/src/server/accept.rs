@@ -1,0 +1,123 @@
+//! The accept loop and one task per HTTP connection.
+//!
+//! Every task holds a receiver of the shutdown channel: sending `true`
+//! stops the accept loop and asks each connection for a graceful shutdown
+//! (idle keep-alive connections close, in-flight requests finish), and the
+//! sender's `closed()` resolves once every task has ended.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::Service;
+use super::routes::{Body, normalize, text};
+use super::upgrade::{Guard, is_upgrade_request, upgrade_with};
+
+/// Time a client has to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after an accept error that is not about one connection (e.g. out
+/// of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub(crate) async fn run(
+    listener: TcpListener,
+    service: Arc<Service>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let for_conns = shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = stopping(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    tokio::spawn(serve(service.clone(), tcp, remote, for_conns.clone()));
+                }
+                Err(error) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accept failed for one connection");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+}
+
+/// Resolves when shutdown is requested, or when every handle is gone.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn is_per_connection(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+async fn serve(
+    service: Arc<Service>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let svc = {
+        let service = service.clone();
+        service_fn(move |req| {
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.handle(req, remote).await) }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%remote, %error, "http connection ended with an error");
+    }
+}
+
+impl Service {
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        if !is_upgrade_request(&req) {
+            return self.http(req).await;
+        }
+        if let Some(path) = &self.settings.path
+            && normalize(req.uri().path()) != path
+        {
+            tracing::debug!(%remote, uri = %req.uri(), "websocket upgrade on another path");
+            return text(StatusCode::BAD_REQUEST, "bad websocket path");
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        }
+        let guard = Guard {
+            _tracker: self.upgrades.subscribe(),
+            stopping: self.stopping.clone(),
+        };
+        upgrade_with(&self.hub, req, Some(remote), Some(guard))
+    }
+}
