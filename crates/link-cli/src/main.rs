@@ -15,6 +15,7 @@
 //! - [`key`]: the `--secret` / `LINK_SECRET` and `--hash` options.
 //! - [`input`]: reading one document or one document per line from stdin.
 //! - [`exit`]: the exit status convention shared by every subcommand.
+//! - [`hub`]: `hub`, which runs a hub server until SIGINT/SIGTERM.
 //!
 //! ## Getting started
 //!
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod exit;
+mod hub;
 mod input;
 mod key;
 mod offline;
@@ -42,7 +44,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "link-cli",
     version,
-    about = "Operator CLI for link: canonicalise, sign and verify frames.",
+    about = "Operator CLI for link: canonicalise, sign and verify frames; run a hub.",
     after_help = "Exit status: 0 success, 1 a check failed (verify), 2 unusable input or usage."
 )]
 struct Cli {
@@ -59,6 +61,8 @@ enum Command {
     Sign(offline::SignArgs),
     /// Check the signature of a wire frame.
     Verify(offline::VerifyArgs),
+    /// Run a hub: HTTP and WebSocket on one port, until SIGINT/SIGTERM.
+    Hub(hub::HubArgs),
 }
 
 impl Command {
@@ -68,6 +72,7 @@ impl Command {
             Self::Canon(_) => "canon",
             Self::Sign(_) => "sign",
             Self::Verify(_) => "verify",
+            Self::Hub(_) => "hub",
         }
     }
 }
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Canon(args) => offline::canon(args),
         Command::Sign(args) => offline::sign(args),
         Command::Verify(args) => offline::verify(args),
+        Command::Hub(args) => hub::run(args),
     };
     exit::finish(name, result)
 }
