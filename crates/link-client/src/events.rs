@@ -117,7 +117,7 @@ pub enum LinkEvent {
         /// Originating peer.
         from: String,
         /// Its status.
-        status: Value,
+        status: Option<Value>,
         /// Hub time (ms).
         at: f64,
     },

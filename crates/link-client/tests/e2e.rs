@@ -386,11 +386,11 @@ async fn direct_messages_peers_and_status() {
     .await
     .unwrap();
     assert!(
-        matches!(&*ev, LinkEvent::PeerStatus { from, status, .. } if from == "alpha" && status == &json!({"state":"idle","load":0.25}))
+        matches!(&*ev, LinkEvent::PeerStatus { from, status, .. } if from == "alpha" && status == &Some(json!({"state":"idle","load":0.25})))
     );
     assert_eq!(
         beta.peer_status("alpha").unwrap().status,
-        json!({"state": "idle", "load": 0.25})
+        Some(json!({"state": "idle", "load": 0.25}))
     );
     assert_eq!(
         beta.peers()

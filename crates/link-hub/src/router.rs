@@ -407,7 +407,7 @@ impl Router {
             return;
         }
         match Msg::parse(&env) {
-            Msg::StatusPush(status) => self.status_update(&kind, status.unwrap_or(Value::Null)),
+            Msg::StatusPush(status) => self.status_update(&kind, status),
             Msg::RpcRequest { rpc_type, rpc_data } => {
                 self.rpc_request(&kind, &env, rpc_type, rpc_data)
             }
@@ -429,10 +429,12 @@ impl Router {
         }
     }
 
-    fn status_update(&mut self, kind: &Arc<str>, status: Value) {
+    fn status_update(&mut self, kind: &Arc<str>, status: Option<Value>) {
         let at = wall_ms();
         let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
-            kind, &status, at,
+            kind,
+            status.as_ref(),
+            at,
         )));
         self.statuses.insert(
             kind.clone(),

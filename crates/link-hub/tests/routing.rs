@@ -73,7 +73,6 @@ async fn status_update_fans_out_to_every_other_peer_and_feeds_snapshots() {
 }
 
 #[tokio::test]
-#[ignore = "hub bug: status.update without data fans out/snapshots `status: null` where the reference omits `status` (undefined)"]
 async fn status_update_without_data_has_no_status_field() {
     // SPEC §6.1 stores `{status: data, at}` and fans out `{from, status, at}`;
     // with no `data` the reference's status is `undefined`, which its

@@ -215,8 +215,9 @@ pub fn peers_update_value(peers: &[PeerInfo]) -> Value {
 /// The last status of one peer, as kept by the hub and sent in snapshots.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusEntry {
-    /// The status as the peer sent it.
-    pub status: Value,
+    /// The status as the peer sent it (`None`: the `status.update` had no
+    /// `data`, and the key is omitted on the wire, as the reference does).
+    pub status: Option<Value>,
     /// Hub wall clock ms when it was stored.
     pub at: f64,
 }
@@ -229,22 +230,27 @@ pub fn status_snapshot_value<'a>(
         entries
             .into_iter()
             .map(|(k, e)| {
-                (
-                    k.to_owned(),
-                    obj([("status", e.status.clone()), ("at", num(Some(e.at)))]),
-                )
+                let mut m = Map::new();
+                if let Some(s) = &e.status {
+                    m.insert("status".into(), s.clone());
+                }
+                m.insert("at".into(), num(Some(e.at)));
+                (k.to_owned(), Value::Object(m))
             })
             .collect(),
     )
 }
 
-/// Hub → client `status.update` data: `{from, status, at}`.
-pub fn status_fanout_value(from: &str, status: &Value, at: u64) -> Value {
-    obj([
-        ("from", Value::from(from)),
-        ("status", status.clone()),
-        ("at", Value::from(at)),
-    ])
+/// Hub → client `status.update` data: `{from, status, at}` (`status`
+/// omitted when the peer sent none).
+pub fn status_fanout_value(from: &str, status: Option<&Value>, at: u64) -> Value {
+    let mut m = Map::new();
+    m.insert("from".into(), Value::from(from));
+    if let Some(s) = status {
+        m.insert("status".into(), s.clone());
+    }
+    m.insert("at".into(), Value::from(at));
+    Value::Object(m)
 }
 
 /// `rpc.request` data: `{rpcType, rpcData?}`.
@@ -383,8 +389,8 @@ pub enum Message {
     StatusFanout {
         /// Originating peer.
         from: String,
-        /// Its status.
-        status: Value,
+        /// Its status (`None` when the key was absent).
+        status: Option<Value>,
         /// Hub time.
         at: f64,
     },
@@ -455,7 +461,7 @@ impl Message {
                     m.iter()
                         .map(|(k, v)| {
                             let entry = StatusEntry {
-                                status: v.get("status").cloned().unwrap_or(Value::Null),
+                                status: v.get("status").cloned(),
                                 at: finite(v.get("at")).unwrap_or(0.0),
                             };
                             (k.clone(), entry)
@@ -469,7 +475,7 @@ impl Message {
                     match string("from") {
                         Some(from) => Self::StatusFanout {
                             from,
-                            status: get("status").cloned().unwrap_or(Value::Null),
+                            status: data.and_then(|d| d.get("status")).cloned(),
                             at: finite(get("at")).unwrap_or(0.0),
                         },
                         None => Self::Malformed(msg_type::STATUS_UPDATE),
@@ -608,7 +614,7 @@ mod tests {
             )),
             Message::StatusFanout {
                 from: "a".into(),
-                status: json!(1),
+                status: Some(json!(1)),
                 at: 5.0
             }
         );
