@@ -166,6 +166,36 @@ impl HubConfig {
     pub fn hello_timeout(&self) -> Option<Duration> {
         self.hello_timeout
     }
+
+    /// Per-socket outbox cap.
+    pub fn max_outbox_bytes(&self) -> usize {
+        self.max_outbox_bytes
+    }
+
+    /// Unauthenticated sockets allowed at once.
+    pub fn max_pending_sockets(&self) -> usize {
+        self.max_pending_sockets
+    }
+
+    /// Server RPCs in flight (0: unlimited).
+    pub fn max_concurrent_rpc(&self) -> usize {
+        self.max_concurrent_rpc
+    }
+
+    /// Replay window (zero: replay protection off).
+    pub fn replay_window(&self) -> Duration {
+        self.replay_window
+    }
+
+    /// Ids remembered per sender.
+    pub fn max_recent_ids(&self) -> usize {
+        self.max_recent_ids
+    }
+
+    /// Ids remembered across all senders.
+    pub fn max_total_replay_ids(&self) -> usize {
+        self.max_total_replay_ids
+    }
 }
 
 /// Builder for [`HubConfig`]; every setter documents its default.

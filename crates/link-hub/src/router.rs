@@ -131,6 +131,8 @@ pub(crate) struct Router {
     subscriptions: HashMap<Arc<str>, HashSet<String>>,
     server_rpc_in_flight: usize,
     server: Arc<str>,
+    /// `stop()` ran: sockets attached from now on are closed at once.
+    stopped: bool,
 }
 
 impl Router {
@@ -146,6 +148,7 @@ impl Router {
             subscriptions: HashMap::new(),
             server_rpc_in_flight: 0,
             server: SERVER.into(),
+            stopped: false,
         }
     }
 
@@ -221,6 +224,7 @@ impl Router {
                 self.statuses.clear();
                 self.topics.clear();
                 self.subscriptions.clear();
+                self.stopped = true;
                 let _ = done.send(());
             }
         }
@@ -235,6 +239,22 @@ impl Router {
         ctl: mpsc::UnboundedSender<ConnCtl>,
         remote: Option<SocketAddr>,
     ) {
+        if self.stopped {
+            let _ = ctl.send(ConnCtl::Close {
+                code: Some(link_protocol::close::GOING_AWAY),
+                reason: link_protocol::close::REASON_HUB_STOPPED.to_owned(),
+            });
+            self.conns.insert(
+                conn,
+                ConnEntry {
+                    outbox,
+                    ctl,
+                    remote,
+                    kind: None,
+                },
+            );
+            return;
+        }
         self.conns.insert(
             conn,
             ConnEntry {

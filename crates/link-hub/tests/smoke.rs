@@ -68,3 +68,24 @@ async fn two_peers_rpc_publish_direct() {
     assert_eq!(h.data().unwrap()["result"]["peerCount"], 2);
     assert_eq!(h.data().unwrap()["result"]["serverRpcInFlight"], 1);
 }
+
+#[tokio::test]
+async fn sockets_attached_after_stop_are_closed_1001() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = TestHub::shared("demo-secret").await;
+    hub.hub.stop().await;
+    let mut ws = hub.raw().await;
+    let msg = tokio::time::timeout(support::WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Close(Some(frame)) = msg else {
+        panic!("expected a close frame, got {msg:?}")
+    };
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1001, "hub stopped")
+    );
+}
