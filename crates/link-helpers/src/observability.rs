@@ -1,0 +1,658 @@
+//! Standard `tracing` logs for a client's or a hub's event stream.
+//!
+//! | what | level |
+//! |---|---|
+//! | membership: ready, disconnect, peer join/leave/replace | `info` |
+//! | security: rejected hello, ACL denial, *concerning* protocol errors | `warn` |
+//! | backpressure, overflow, slow consumers, handler failures | `warn` |
+//! | *noisy* protocol errors, reconnects, socket errors, per-RPC trace | `debug` |
+//! | topic traffic, direct messages | `trace` |
+//!
+//! Whether a protocol error is concerning (someone may be probing or
+//! misconfigured: `bad-signature`, `replay-*`, `bad-hello`,
+//! `unknown-kind`…) or noisy (`oversize`, `parse-error`,
+//! `keepalive-timeout`…) is decided by a [`Classifier`] the caller can
+//! extend or replace.
+//!
+//! ```no_run
+//! use link_client::{ClientConfig, LinkClient};
+//! use link_helpers::observability::{spawn_client_logger, Classifier};
+//!
+//! # async fn demo(client: LinkClient) {
+//! let classifier = Classifier::default().noisy("clock-skew");
+//! let _logger = spawn_client_logger(&client, classifier); // stops when dropped
+//! # }
+//! ```
+//!
+//! Log lines use the target `link_helpers::observability` with fields
+//! `event` (the reference's event name) and `link` (the client's kind or
+//! `hub`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use link_client::{LinkClient, LinkEvent, RpcOutcome};
+use link_protocol::ProtocolError;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::Level;
+
+/// How a protocol error is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Logged at `warn`.
+    Concerning,
+    /// Logged at `debug`.
+    Noisy,
+}
+
+type Override = Arc<dyn Fn(&ProtocolError) -> Option<Severity> + Send + Sync>;
+
+/// Sorts protocol errors into concerning and noisy, by reason code.
+#[derive(Clone)]
+pub struct Classifier {
+    concerning: HashSet<String>,
+    custom: Option<Override>,
+}
+
+/// Reason codes that are concerning by default.
+pub const DEFAULT_CONCERNING: &[&str] = &[
+    "bad-signature",
+    "replay-window",
+    "replay-id",
+    "bad-hello",
+    "unknown-kind",
+    "duplicate-hello",
+    "pre-hello-message",
+    "bad-version",
+    "rpc-response-mismatch",
+    "clock-skew",
+];
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self {
+            concerning: DEFAULT_CONCERNING.iter().map(|s| (*s).to_owned()).collect(),
+            custom: None,
+        }
+    }
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut codes: Vec<&String> = self.concerning.iter().collect();
+        codes.sort();
+        f.debug_struct("Classifier")
+            .field("concerning", &codes)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// Nothing is concerning.
+    pub fn empty() -> Self {
+        Self {
+            concerning: HashSet::new(),
+            custom: None,
+        }
+    }
+
+    /// Also treat `code` (e.g. `"oversize"`) as concerning.
+    #[must_use]
+    pub fn concerning(mut self, code: impl Into<String>) -> Self {
+        self.concerning.insert(code.into());
+        self
+    }
+
+    /// Treat `code` as noisy.
+    #[must_use]
+    pub fn noisy(mut self, code: &str) -> Self {
+        self.concerning.remove(code);
+        self
+    }
+
+    /// A function consulted first; `None` falls back to the code sets.
+    /// Replaces any earlier override.
+    #[must_use]
+    pub fn with_override<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&ProtocolError) -> Option<Severity> + Send + Sync + 'static,
+    {
+        self.custom = Some(Arc::new(f));
+        self
+    }
+
+    /// The severity of `error`.
+    pub fn classify(&self, error: &ProtocolError) -> Severity {
+        if let Some(s) = self.custom.as_ref().and_then(|f| f(error)) {
+            return s;
+        }
+        if self.concerning.contains(error.reason.code()) {
+            Severity::Concerning
+        } else {
+            Severity::Noisy
+        }
+    }
+
+    fn level(&self, error: &ProtocolError) -> Level {
+        match self.classify(error) {
+            Severity::Concerning => Level::WARN,
+            Severity::Noisy => Level::DEBUG,
+        }
+    }
+}
+
+/// A running logger task; dropping it (or [`stop`](Self::stop)) ends the task.
+#[derive(Debug)]
+#[must_use = "the logger stops when its handle is dropped"]
+pub struct LoggerHandle {
+    task: JoinHandle<()>,
+}
+
+impl LoggerHandle {
+    /// Stops logging.
+    pub fn stop(self) {}
+
+    /// True once the task ended (stopped, or the event source closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for LoggerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One log line: level and message (fields are rendered into the message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Line {
+    pub(crate) level: Level,
+    pub(crate) event: &'static str,
+    pub(crate) text: String,
+}
+
+fn line(level: Level, event: &'static str, text: String) -> Option<Line> {
+    Some(Line { level, event, text })
+}
+
+fn emit(link: &str, l: &Line) {
+    let (event, text) = (l.event, l.text.as_str());
+    match l.level {
+        Level::ERROR => tracing::error!(event, link, "{text}"),
+        Level::WARN => tracing::warn!(event, link, "{text}"),
+        Level::INFO => tracing::info!(event, link, "{text}"),
+        Level::DEBUG => tracing::debug!(event, link, "{text}"),
+        Level::TRACE => tracing::trace!(event, link, "{text}"),
+    }
+}
+
+/// What to log for a client event, if anything.
+pub(crate) fn describe_client(e: &LinkEvent, c: &Classifier) -> Option<Line> {
+    let name = e.name();
+    match e {
+        LinkEvent::Ready { kind, features } => line(
+            Level::INFO,
+            name,
+            format!(
+                "link ready as {kind} (hub features: {})",
+                features.join(", ")
+            ),
+        ),
+        LinkEvent::Rejected { reason } => line(
+            Level::WARN,
+            name,
+            format!(
+                "hub rejected the hello: {}",
+                reason.as_deref().unwrap_or("no reason given")
+            ),
+        ),
+        LinkEvent::Disconnect {
+            code,
+            reason,
+            will_reconnect,
+            displaced,
+            ..
+        } => {
+            let level = if *displaced { Level::WARN } else { Level::INFO };
+            let code = code.map_or_else(|| "-".to_owned(), |c| c.to_string());
+            let what = if *displaced {
+                "displaced by another socket of this kind"
+            } else {
+                "disconnected"
+            };
+            line(
+                level,
+                name,
+                format!("{what} (code {code}, reason {reason:?}, will_reconnect {will_reconnect})"),
+            )
+        }
+        LinkEvent::Reconnecting { delay, attempt } => line(
+            Level::DEBUG,
+            name,
+            format!("reconnecting in {delay:?} (attempt {attempt})"),
+        ),
+        LinkEvent::ReconnectExhausted { attempts, .. } => line(
+            Level::WARN,
+            name,
+            format!("gave up reconnecting after {attempts} attempts; link stopped"),
+        ),
+        LinkEvent::WsError(text) => line(Level::DEBUG, name, format!("socket error: {text}")),
+        LinkEvent::ProtocolError(pe) => line(c.level(pe), name, protocol_text(pe, None)),
+        LinkEvent::PeerConnect(p) => line(Level::INFO, name, format!("peer {} joined", p.kind)),
+        LinkEvent::PeerDisconnect(p) => line(Level::INFO, name, format!("peer {} left", p.kind)),
+        LinkEvent::PeerReplaced { kind, .. } => line(
+            Level::INFO,
+            name,
+            format!("peer {kind} reconnected (replaced)"),
+        ),
+        LinkEvent::RpcRequest {
+            from, id, rpc_type, ..
+        } => line(
+            Level::DEBUG,
+            name,
+            format!("rpc {rpc_type} from {from} (id {id})"),
+        ),
+        LinkEvent::RpcCancel { id, from, rpc_type } => line(
+            Level::DEBUG,
+            name,
+            format!("rpc {rpc_type} from {from} cancelled by caller (id {id})"),
+        ),
+        LinkEvent::RpcHandlerError {
+            rpc_type,
+            from,
+            id,
+            error,
+        } => line(
+            Level::WARN,
+            name,
+            format!("handler {rpc_type} failed for {from} (id {id}): {error}"),
+        ),
+        LinkEvent::RpcComplete {
+            id,
+            to,
+            rpc_type,
+            outcome,
+            duration,
+            error,
+        } => {
+            let how = match outcome {
+                RpcOutcome::Ok => "ok".to_owned(),
+                other => format!(
+                    "{}: {}",
+                    other.reason().unwrap_or("failed"),
+                    error.as_deref().unwrap_or("")
+                ),
+            };
+            line(
+                Level::DEBUG,
+                name,
+                format!("rpc {rpc_type} to {to} (id {id}) {how} in {duration:?}"),
+            )
+        }
+        LinkEvent::Backpressure {
+            msg_type,
+            outbox_size,
+            buffered_amount,
+            ..
+        } => line(
+            Level::WARN,
+            name,
+            format!(
+                "backpressure: {msg_type} queued ({outbox_size} queued, {buffered_amount} bytes unflushed)"
+            ),
+        ),
+        LinkEvent::OutboxOverflow {
+            msg_type,
+            outbox_bytes,
+            max_outbox_bytes,
+            ..
+        } => line(
+            Level::WARN,
+            name,
+            format!("outbox full: {msg_type} refused ({outbox_bytes}/{max_outbox_bytes} bytes)"),
+        ),
+        LinkEvent::OutboxDrained => line(Level::DEBUG, name, "outbox drained".to_owned()),
+        LinkEvent::SlowConsumer { stream, dropped } => line(
+            Level::WARN,
+            name,
+            format!("slow consumer on {stream}: {dropped} messages dropped"),
+        ),
+        LinkEvent::Direct { from, msg_type, .. } => {
+            line(Level::TRACE, name, format!("direct {msg_type} from {from}"))
+        }
+        LinkEvent::Connect { url, .. } => line(Level::DEBUG, name, format!("connected to {url}")),
+        _ => None,
+    }
+}
+
+fn protocol_text(pe: &ProtocolError, remote: Option<std::net::SocketAddr>) -> String {
+    let mut s = format!("protocol error: {pe}");
+    if let Some(k) = &pe.kind {
+        s.push_str(&format!(" kind={k}"));
+    }
+    if let Some(t) = &pe.msg_type {
+        s.push_str(&format!(" type={t}"));
+    }
+    if let Some(skew) = pe.skew {
+        s.push_str(&format!(" skew_ms={skew}"));
+    }
+    if let Some(a) = remote {
+        s.push_str(&format!(" remote={a}"));
+    }
+    s
+}
+
+async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, describe: F)
+where
+    F: Fn(&E) -> Option<Line>,
+{
+    loop {
+        match rx.recv().await {
+            Ok(e) => {
+                if let Some(l) = describe(&e) {
+                    emit(&link, &l);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(link = %link, "observability fell behind: {n} events not logged");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Logs `client`'s events until the handle is dropped. Needs a tokio runtime.
+pub fn spawn_client_logger(client: &LinkClient, classifier: Classifier) -> LoggerHandle {
+    let rx = client.events();
+    let link = client.kind().to_owned();
+    LoggerHandle {
+        task: tokio::spawn(pump(rx, link, move |e: &LinkEvent| {
+            describe_client(e, &classifier)
+        })),
+    }
+}
+
+#[cfg(feature = "hub")]
+pub use hub_logger::spawn_hub_logger;
+
+#[cfg(feature = "hub")]
+mod hub_logger {
+    use link_hub::{Hub, HubEvent, TimeoutReason};
+    use tracing::Level;
+
+    use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
+
+    /// What to log for a hub event, if anything.
+    pub(crate) fn describe_hub(e: &HubEvent, c: &Classifier) -> Option<Line> {
+        let name = e.name();
+        match e {
+            HubEvent::PeerConnect { kind, replaced, .. } => line(
+                Level::INFO,
+                name,
+                if *replaced {
+                    format!("peer {kind} connected, replacing its previous socket")
+                } else {
+                    format!("peer {kind} connected")
+                },
+            ),
+            HubEvent::PeerDisconnect {
+                kind, code, reason, ..
+            } => line(
+                Level::INFO,
+                name,
+                format!(
+                    "peer {kind} disconnected (code {}, reason {reason:?})",
+                    code.map_or_else(|| "-".to_owned(), |c| c.to_string())
+                ),
+            ),
+            HubEvent::PeerReplaced { kind, .. } => {
+                line(Level::INFO, name, format!("peer {kind} replaced"))
+            }
+            HubEvent::PeerTimeout {
+                remote_addr,
+                reason,
+                ..
+            } => line(
+                if *reason == TimeoutReason::PendingCap {
+                    Level::WARN
+                } else {
+                    Level::DEBUG
+                },
+                name,
+                format!(
+                    "pending socket {} closed: {}",
+                    remote_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                    reason.as_str()
+                ),
+            ),
+            HubEvent::ProtocolError { error, remote_addr } => {
+                line(c.level(error), name, protocol_text(error, *remote_addr))
+            }
+            HubEvent::AclDenied {
+                op,
+                from,
+                code,
+                error,
+                ..
+            } => line(
+                Level::WARN,
+                name,
+                format!("acl denied {op:?} from {from}: {error} ({code})"),
+            ),
+            HubEvent::TopicSubscribe { kind, topic } => {
+                line(Level::DEBUG, name, format!("{kind} subscribed to {topic}"))
+            }
+            HubEvent::TopicUnsubscribe { kind, topic } => line(
+                Level::DEBUG,
+                name,
+                format!("{kind} unsubscribed from {topic}"),
+            ),
+            HubEvent::TopicPublish {
+                from,
+                topic,
+                delivered,
+                ..
+            } => line(
+                Level::TRACE,
+                name,
+                format!("{from} published on {topic} ({delivered} delivered)"),
+            ),
+            HubEvent::RpcForwarded {
+                id,
+                from,
+                to,
+                rpc_type,
+            } => line(
+                Level::DEBUG,
+                name,
+                format!("rpc {rpc_type} {from} -> {to} (id {id})"),
+            ),
+            HubEvent::RpcResponseForwarded { id, from, to, ok } => line(
+                Level::DEBUG,
+                name,
+                format!("rpc response {from} -> {to} (id {id}, ok {ok})"),
+            ),
+            HubEvent::RpcServer {
+                id,
+                from,
+                rpc_type,
+                ok,
+                error,
+                duration_ms,
+            } => line(
+                Level::DEBUG,
+                name,
+                format!(
+                    "server rpc {rpc_type} from {from} (id {id}) ok {ok} in {duration_ms} ms{}",
+                    error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            HubEvent::RpcCancelled {
+                id,
+                from,
+                to,
+                found,
+                ..
+            } => line(
+                Level::DEBUG,
+                name,
+                format!("rpc {id} {from} -> {to} cancelled (still queued: {found})"),
+            ),
+            HubEvent::Direct {
+                from, to, msg_type, ..
+            } => line(
+                Level::TRACE,
+                name,
+                format!("direct {msg_type} {from} -> {to}"),
+            ),
+            HubEvent::Backpressure {
+                kind,
+                msg_type,
+                outbox_size,
+                ..
+            } => line(
+                Level::WARN,
+                name,
+                format!("backpressure to {kind}: {msg_type} queued ({outbox_size} queued)"),
+            ),
+            HubEvent::OutboxOverflow {
+                kind,
+                msg_type,
+                outbox_bytes,
+                max_outbox_bytes,
+                ..
+            } => line(
+                Level::WARN,
+                name,
+                format!(
+                    "outbox to {kind} full: {msg_type} refused ({outbox_bytes}/{max_outbox_bytes} bytes)"
+                ),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Logs `hub`'s events until the handle is dropped. Needs a tokio runtime.
+    pub fn spawn_hub_logger(hub: &Hub, classifier: Classifier) -> LoggerHandle {
+        let rx = hub.events();
+        LoggerHandle {
+            task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
+                describe_hub(e, &classifier)
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use link_protocol::{DropReason, PeerInfo};
+
+    use super::*;
+
+    fn pe(reason: DropReason) -> ProtocolError {
+        ProtocolError::new(reason).with_kind("mallory")
+    }
+
+    #[test]
+    fn default_classifier_splits_concerning_from_noisy() {
+        let c = Classifier::default();
+        for r in [
+            DropReason::BadSignature,
+            DropReason::ReplayId,
+            DropReason::ReplayWindow,
+            DropReason::BadHello,
+            DropReason::UnknownKind,
+        ] {
+            assert_eq!(c.classify(&pe(r)), Severity::Concerning, "{r}");
+        }
+        for r in [
+            DropReason::Oversize,
+            DropReason::ParseError,
+            DropReason::KeepaliveTimeout,
+            DropReason::InvalidTopic,
+        ] {
+            assert_eq!(c.classify(&pe(r)), Severity::Noisy, "{r}");
+        }
+    }
+
+    #[test]
+    fn classifier_can_be_extended_and_replaced() {
+        let c = Classifier::default()
+            .concerning("oversize")
+            .noisy("bad-signature");
+        assert_eq!(c.classify(&pe(DropReason::Oversize)), Severity::Concerning);
+        assert_eq!(c.classify(&pe(DropReason::BadSignature)), Severity::Noisy);
+
+        let c = Classifier::empty().with_override(|e| {
+            (e.kind.as_deref() == Some("mallory")).then_some(Severity::Concerning)
+        });
+        assert_eq!(
+            c.classify(&pe(DropReason::ParseError)),
+            Severity::Concerning
+        );
+        assert_eq!(
+            c.classify(&ProtocolError::new(DropReason::BadSignature)),
+            Severity::Noisy
+        );
+        assert!(format!("{c:?}").contains("custom: true"));
+    }
+
+    #[test]
+    fn client_events_map_to_levels() {
+        let c = Classifier::default();
+        let peer = PeerInfo {
+            kind: "beta".into(),
+            hello: None,
+            connected_at: Some(1.0),
+            connected: true,
+        };
+        let lvl = |e: LinkEvent| describe_client(&e, &c).map(|l| l.level);
+        assert_eq!(lvl(LinkEvent::PeerConnect(peer.clone())), Some(Level::INFO));
+        assert_eq!(lvl(LinkEvent::PeerDisconnect(peer)), Some(Level::INFO));
+        assert_eq!(
+            lvl(LinkEvent::ProtocolError(pe(DropReason::BadSignature))),
+            Some(Level::WARN)
+        );
+        assert_eq!(
+            lvl(LinkEvent::ProtocolError(pe(DropReason::Oversize))),
+            Some(Level::DEBUG)
+        );
+        assert_eq!(lvl(LinkEvent::Rejected { reason: None }), Some(Level::WARN));
+        assert_eq!(
+            lvl(LinkEvent::RpcComplete {
+                id: "1".into(),
+                to: "beta".into(),
+                rpc_type: "x".into(),
+                outcome: RpcOutcome::Timeout,
+                duration: std::time::Duration::from_millis(5),
+                error: Some("timed out".into()),
+            }),
+            Some(Level::DEBUG)
+        );
+        assert_eq!(
+            lvl(LinkEvent::Message(
+                link_protocol::envelope::parse_frame(
+                    br#"{"v":1,"id":"a","ts":1,"type":"x","sig":"00"}"#,
+                    1024
+                )
+                .unwrap()
+                .envelope
+            )),
+            None
+        );
+        let text = describe_client(&LinkEvent::ProtocolError(pe(DropReason::BadSignature)), &c)
+            .unwrap()
+            .text;
+        assert!(
+            text.contains("bad-signature") && text.contains("kind=mallory"),
+            "{text}"
+        );
+    }
+}
