@@ -158,6 +158,7 @@ impl Peer {
     /// Reads until `pred` matches a ClientConn event; panics on timeout.
     pub async fn until(&mut self, mut pred: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
         tokio::time::timeout(WAIT, async {
+            let mut ended = false;
             loop {
                 while let Some(e) = self.conn.poll_event() {
                     if let ClientEvent::Ready { features, .. } = &e {
@@ -181,7 +182,13 @@ impl Peer {
                         self.conn.handle_close(now(), code, &reason);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => self.conn.handle_close(now(), Some(1006), ""),
+                    Some(Err(_)) | None => {
+                        // A finished stream answers at once, forever: stop
+                        // rather than spin past the timeout.
+                        assert!(!ended, "{}: socket ended while waiting", self.kind);
+                        ended = true;
+                        self.conn.handle_close(now(), Some(1006), "");
+                    }
                 }
             }
         })
@@ -550,6 +557,14 @@ impl Raw {
     pub async fn connect(url: &str) -> Self {
         Self {
             ws: tokio_tungstenite::connect_async(url).await.unwrap().0,
+        }
+    }
+
+    /// This end's address (what the hub reports as the remote address).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
+            _ => unreachable!("plain TCP only"),
         }
     }
 
