@@ -213,14 +213,19 @@ impl Peer {
     }
 
     /// Waits for the socket to close; returns (code, reason).
+    /// Reading on after the close frame sends the automatic close reply
+    /// and lets the hub finish the handshake (a peer that stops reading
+    /// would be terminated instead, and seen by the hub as 1006).
     pub async fn closed(&mut self) -> (u16, String) {
-        match self
+        let closed = match self
             .until(|e| matches!(e, ClientEvent::Disconnected(_)))
             .await
         {
             ClientEvent::Disconnected(d) => (d.code, d.reason),
             _ => unreachable!(),
-        }
+        };
+        finish(&mut self.ws).await;
+        closed
     }
 
     /// Signs and sends a message; returns its id.
@@ -611,15 +616,18 @@ impl Raw {
 
     /// Reads until the hub closes: the close frame's (code, reason), or
     /// 1006 when the socket ended without one. Text frames are skipped.
+    /// As [`Peer::closed`], the close handshake is completed.
     pub async fn closed(&mut self) -> (u16, String) {
-        loop {
+        let closed = loop {
             match self.next().await {
-                Some(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
-                Some(Message::Close(None)) => return (1005, String::new()),
+                Some(Message::Close(Some(f))) => break (u16::from(f.code), f.reason.to_string()),
+                Some(Message::Close(None)) => break (1005, String::new()),
                 Some(_) => {}
                 None => return (1006, String::new()),
             }
-        }
+        };
+        finish(&mut self.ws).await;
+        closed
     }
 
     /// Sends a hello for `kind` and returns the `hello.ack`.
@@ -689,4 +697,12 @@ pub async fn stall(hub: &Hub, from: &mut Peer, to: &str, chunk: usize) -> usize 
         prev = queued;
     }
     panic!("{to} never stalled");
+}
+
+/// Reads a socket to its end (after a close frame: sends the automatic
+/// reply and waits for the other side to drop the connection).
+pub async fn finish(ws: &mut Ws) {
+    tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} })
+        .await
+        .expect("timed out finishing a close handshake");
 }
