@@ -16,6 +16,7 @@
 //! - [`input`]: reading one document or one document per line from stdin.
 //! - [`exit`]: the exit status convention shared by every subcommand.
 //! - [`hub`]: `hub`, which runs a hub server until SIGINT/SIGTERM.
+//! - [`bench`](mod@bench): `bench`, the load generator (see docs/perf.md).
 //!
 //! ## Getting started
 //!
@@ -29,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod exit;
 mod hub;
 mod input;
@@ -63,6 +65,8 @@ enum Command {
     Verify(offline::VerifyArgs),
     /// Run a hub: HTTP and WebSocket on one port, until SIGINT/SIGTERM.
     Hub(hub::HubArgs),
+    /// Load-test a hub (embedded, child or any URL), optionally beside nats-server.
+    Bench(Box<bench::BenchArgs>),
 }
 
 impl Command {
@@ -73,6 +77,7 @@ impl Command {
             Self::Sign(_) => "sign",
             Self::Verify(_) => "verify",
             Self::Hub(_) => "hub",
+            Self::Bench(_) => "bench",
         }
     }
 }
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => offline::sign(args),
         Command::Verify(args) => offline::verify(args),
         Command::Hub(args) => hub::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     exit::finish(name, result)
 }

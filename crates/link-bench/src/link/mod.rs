@@ -1,0 +1,173 @@
+//! The scenarios against a link hub, on [`link_client::LinkClient`] (and
+//! raw WebSockets driving a [`ClientConn`](link_protocol::conn::ClientConn)
+//! where a full client would weigh on the measurement: idle connections
+//! and subscribers that stop reading).
+
+mod connections;
+mod raw;
+pub(crate) mod rpc;
+pub(crate) mod stream;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use link_client::{ClientConfig, LinkClient, LinkError};
+use serde_json::{Value, json};
+
+use crate::context::Ctx;
+use crate::error::BenchError;
+use crate::options::Scenario;
+use crate::report::Outcome;
+use crate::target::HubTarget;
+
+/// The echo RPC the responder registers.
+const ECHO: &str = "echo";
+/// Consecutive backpressure retries that only yield before sleeping 1 ms.
+const SPIN_RETRIES: u32 = 16;
+
+/// Runs one scenario once against the hub.
+pub(crate) async fn run(
+    ctx: &Ctx<'_>,
+    hub: &HubTarget,
+    scenario: Scenario,
+) -> Result<Vec<Outcome>, BenchError> {
+    match scenario {
+        Scenario::RpcSeq => rpc::sequential(ctx, hub).await.map(|o| vec![o]),
+        Scenario::RpcConc => rpc::concurrent(ctx, hub).await.map(|o| vec![o]),
+        Scenario::Send => stream::send(ctx, hub).await.map(|o| vec![o]),
+        Scenario::Publish => stream::publish(ctx, hub).await.map(|o| vec![o]),
+        Scenario::Fanout => stream::fanout(ctx, hub).await,
+        Scenario::Connections => connections::run(ctx, hub).await.map(|o| vec![o]),
+    }
+}
+
+/// A ready client of kind `kind`; with `echo`, it answers the `echo` RPC
+/// with its argument.
+async fn peer(
+    hub: &HubTarget,
+    scenario: Scenario,
+    kind: &str,
+    echo: bool,
+) -> Result<LinkClient, BenchError> {
+    let fail = |reason: String| BenchError::Peer {
+        scenario: scenario.as_str(),
+        kind: kind.to_owned(),
+        reason,
+    };
+    let mut builder = ClientConfig::builder()
+        .url(hub.url())
+        .secret(hub.secret())
+        .kind(kind)
+        .rpc_timeout(Duration::from_secs(30))
+        // rpc-conc may run more than the default 256 handlers at once.
+        .max_concurrent_rpc(0)
+        .max_reconnect_attempts(Some(2));
+    if echo {
+        builder = builder.handler(
+            ECHO,
+            |call| async move { Ok(call.data.unwrap_or(Value::Null)) },
+        );
+    }
+    let config = builder.build().map_err(|e| fail(e.to_string()))?;
+    let client = LinkClient::new(config);
+    client
+        .ready(Some(Duration::from_secs(30)))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(client)
+}
+
+/// Retries `op` while the outbox is full: yields first, then sleeps 1 ms
+/// per retry so that a blocked producer does not take a core from the hub.
+/// Returns how many retries it took.
+async fn paced(
+    scenario: Scenario,
+    mut op: impl FnMut() -> Result<(), LinkError>,
+) -> Result<u64, BenchError> {
+    let mut retries = 0u32;
+    loop {
+        match op() {
+            Ok(()) => return Ok(u64::from(retries)),
+            Err(LinkError::Backpressure { .. }) => {
+                retries += 1;
+                if retries <= SPIN_RETRIES {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Err(e) => return Err(BenchError::op(scenario.as_str(), e)),
+        }
+    }
+}
+
+/// Waits until the hub lists every kind of `kinds` as a subscriber of
+/// `topic` (the `link.topic.list` server RPC, which the reference hub has
+/// too), so that no publish races a subscription.
+async fn wait_subscribed(
+    client: &LinkClient,
+    scenario: Scenario,
+    topic: &str,
+    kinds: &[String],
+    timeout: Duration,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let listed = client
+            .rpc(
+                link_protocol::SERVER,
+                "link.topic.list",
+                Some(json!({ "topic": topic })),
+            )
+            .await
+            .map_err(|e| BenchError::op(scenario.as_str(), e))?;
+        let subs: Vec<&str> = listed["subscribers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if kinds.iter().all(|k| subs.contains(&k.as_str())) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Stalled {
+                scenario: scenario.as_str(),
+                idle: timeout,
+                what: format!(
+                    "{} of {} subscriptions to {topic} registered",
+                    subs.len(),
+                    kinds.len()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a receiving peer counted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Counted {
+    pub(crate) got: u64,
+    /// When the last message arrived.
+    pub(crate) last: Option<Instant>,
+}
+
+/// Counts up to `n` items of a stream; gives up after `idle` without one.
+pub(crate) async fn count<S: Stream + Unpin>(
+    mut stream: S,
+    n: u64,
+    idle: Duration,
+    on_item: impl Fn(u64),
+) -> Counted {
+    let mut c = Counted { got: 0, last: None };
+    while c.got < n {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(_)) => {
+                c.got += 1;
+                c.last = Some(Instant::now());
+                on_item(c.got);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    c
+}

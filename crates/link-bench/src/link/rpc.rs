@@ -1,0 +1,127 @@
+//! `rpc-seq` and `rpc-conc`: a caller and an echo responder.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::{ECHO, peer};
+use crate::context::Ctx;
+use crate::error::BenchError;
+use crate::options::Scenario;
+use crate::report::{Metric, Outcome, System};
+use crate::stats::Latencies;
+
+/// Untimed calls before the measurement (connections warm, caches filled).
+pub(crate) fn warmup_calls(n: u64) -> u64 {
+    (n / 10).clamp(1, 200)
+}
+
+pub(super) async fn sequential(
+    ctx: &Ctx<'_>,
+    hub: &crate::target::HubTarget,
+) -> Result<Outcome, BenchError> {
+    let sc = Scenario::RpcSeq;
+    let n = ctx.opts.count_for(sc);
+    let (caller_kind, echo_kind) = (ctx.name("caller"), ctx.name("echo"));
+    let echo = peer(hub, sc, &echo_kind, true).await?;
+    let caller = peer(hub, sc, &caller_kind, false).await?;
+    let call = || caller.rpc(&echo_kind, ECHO, Some(ctx.payload.clone()));
+    for _ in 0..warmup_calls(n) {
+        call().await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    }
+    let bar = ctx.progress.bar("link rpc-seq", n);
+    let mut lat = Latencies::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        call().await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+        lat.record(t.elapsed());
+        bar.tick(i + 1);
+    }
+    let elapsed = start.elapsed();
+    drop(bar);
+    caller.stop().await;
+    echo.stop().await;
+    Ok(rpc_outcome(sc, System::Link, n, elapsed, &lat, true))
+}
+
+pub(super) async fn concurrent(
+    ctx: &Ctx<'_>,
+    hub: &crate::target::HubTarget,
+) -> Result<Outcome, BenchError> {
+    let sc = Scenario::RpcConc;
+    let n = ctx.opts.count_for(sc);
+    let c = ctx.opts.concurrency;
+    let (caller_kind, echo_kind) = (ctx.name("caller"), ctx.name("echo"));
+    let echo = peer(hub, sc, &echo_kind, true).await?;
+    let caller = peer(hub, sc, &caller_kind, false).await?;
+    let call = || async {
+        let t = Instant::now();
+        let r = caller
+            .rpc(&echo_kind, ECHO, Some(ctx.payload.clone()))
+            .await;
+        (t.elapsed(), r)
+    };
+    for _ in 0..warmup_calls(n) {
+        call().await.1.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    }
+    let bar = ctx.progress.bar("link rpc-conc", n);
+    let mut lat = Latencies::new();
+    let mut in_flight = FuturesUnordered::new();
+    let (mut issued, mut done) = (0u64, 0u64);
+    let start = Instant::now();
+    while done < n {
+        while issued < n && in_flight.len() < c {
+            in_flight.push(call());
+            issued += 1;
+        }
+        let Some((took, result)) = in_flight.next().await else {
+            break;
+        };
+        result.map_err(|e| BenchError::op(sc.as_str(), e))?;
+        lat.record(took);
+        done += 1;
+        bar.tick(done);
+    }
+    let elapsed = start.elapsed();
+    drop(bar);
+    drop(in_flight);
+    caller.stop().await;
+    echo.stop().await;
+    let mut o = rpc_outcome(sc, System::Link, n, elapsed, &lat, false);
+    o.notes.push(format!("{c} calls in flight"));
+    o.notes.dedup();
+    Ok(o)
+}
+
+/// The figures of an RPC scenario: the full distribution for `rpc-seq`,
+/// rate, p50 and p99 for `rpc-conc`.
+pub(crate) fn rpc_outcome(
+    sc: Scenario,
+    system: System,
+    n: u64,
+    elapsed: Duration,
+    lat: &Latencies,
+    full: bool,
+) -> Outcome {
+    let s = lat.summary();
+    let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut o = Outcome::new(sc.as_str(), system, n);
+    o.completed = lat.len();
+    o.elapsed_s = secs;
+    o.metrics
+        .push(Metric::higher("calls/s", lat.len() as f64 / secs));
+    if full {
+        o.metrics.push(Metric::lower("mean µs", s.mean_us));
+    }
+    o.metrics.push(Metric::lower("p50 µs", s.p50_us));
+    if full {
+        o.metrics.push(Metric::lower("p90 µs", s.p90_us));
+    }
+    o.metrics.push(Metric::lower("p99 µs", s.p99_us));
+    if full {
+        o.metrics.push(Metric::lower("max µs", s.max_us));
+    }
+    o
+}

@@ -1,0 +1,255 @@
+//! `send`, `publish` and `fanout` (with its slow-subscriber variant):
+//! fire-and-forget traffic timed from the first message sent until the
+//! receivers counted them all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use link_client::LinkClient;
+
+use super::{count, paced, peer, raw, wait_subscribed};
+use crate::context::Ctx;
+use crate::error::BenchError;
+use crate::options::Scenario;
+use crate::report::{Metric, Outcome, System};
+use crate::target::HubTarget;
+
+/// The producer yields this often even without backpressure.
+const YIELD_EVERY: u64 = 256;
+
+pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, BenchError> {
+    let sc = Scenario::Send;
+    let n = ctx.opts.count_for(sc);
+    let (a_kind, b_kind) = (ctx.name("a"), ctx.name("b"));
+    let b = peer(hub, sc, &b_kind, false).await?;
+    let a = peer(hub, sc, &a_kind, false).await?;
+    let directs = b.directs();
+    let bar = Arc::new(ctx.progress.bar("link send", n));
+    let counter = {
+        let (bar, idle) = (bar.clone(), ctx.opts.idle_timeout);
+        tokio::spawn(async move { count(directs, n, idle, |i| bar.tick(i)).await })
+    };
+    let start = Instant::now();
+    let mut retries = 0;
+    for i in 0..n {
+        retries += paced(sc, || a.send(&b_kind, "bench", Some(ctx.payload.clone()))).await?;
+        if i % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let sent = start.elapsed();
+    let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    drop(bar);
+    a.stop().await;
+    b.stop().await;
+    Ok(stream_outcome(
+        sc,
+        System::Link,
+        n,
+        counted.got,
+        start,
+        counted.last,
+        sent,
+        retries,
+    ))
+}
+
+pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, BenchError> {
+    let sc = Scenario::Publish;
+    let n = ctx.opts.count_for(sc);
+    let (a_kind, b_kind, topic) = (ctx.name("pub"), ctx.name("sub"), ctx.name("topic"));
+    let b = peer(hub, sc, &b_kind, false).await?;
+    let a = peer(hub, sc, &a_kind, false).await?;
+    let sub = b
+        .subscribe(&topic)
+        .map_err(|e| BenchError::op(sc.as_str(), e))?;
+    wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
+    let bar = Arc::new(ctx.progress.bar("link publish", n));
+    let counter = {
+        let (bar, idle) = (bar.clone(), ctx.opts.idle_timeout);
+        tokio::spawn(async move { count(sub, n, idle, |i| bar.tick(i)).await })
+    };
+    let start = Instant::now();
+    let retries = produce(sc, &a, &topic, n, ctx).await?;
+    let sent = start.elapsed();
+    let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    drop(bar);
+    a.stop().await;
+    b.stop().await;
+    Ok(stream_outcome(
+        sc,
+        System::Link,
+        n,
+        counted.got,
+        start,
+        counted.last,
+        sent,
+        retries,
+    ))
+}
+
+async fn produce(
+    sc: Scenario,
+    a: &LinkClient,
+    topic: &str,
+    n: u64,
+    ctx: &Ctx<'_>,
+) -> Result<u64, BenchError> {
+    let mut retries = 0;
+    for i in 0..n {
+        retries += paced(sc, || a.publish(topic, ctx.payload.clone())).await?;
+        if i % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(retries)
+}
+
+/// `fanout`, then (with `--slow`) the same with subscribers that stop
+/// reading, in one call so that the two are measured back to back.
+pub(super) async fn fanout(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, BenchError> {
+    let base = fanout_once(ctx, hub, 0).await?;
+    let mut out = vec![base.clone()];
+    if ctx.opts.slow > 0 {
+        let mut slow = fanout_once(ctx, hub, ctx.opts.slow).await?;
+        add_impact(&mut slow, &base);
+        out.push(slow);
+    }
+    Ok(out)
+}
+
+/// Adds `impact %`: how much lower the others' delivered rate was with
+/// slow subscribers than without.
+pub(crate) fn add_impact(slow: &mut Outcome, base: &Outcome) {
+    if let (Some(b), Some(s)) = (base.metric("delivered/s"), slow.metric("delivered/s"))
+        && b > 0.0
+    {
+        slow.metrics
+            .push(Metric::lower("impact %", ((b - s) / b * 100.0).max(0.0)));
+    }
+}
+
+async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outcome, BenchError> {
+    let sc = Scenario::Fanout;
+    let n = ctx.opts.count_for(sc);
+    let s = ctx.opts.subscribers;
+    let topic = ctx.name(if slow > 0 { "topic-slow" } else { "topic" });
+    let publisher_kind = ctx.name(if slow > 0 { "pub-slow" } else { "pub" });
+    let kinds: Vec<String> = (0..s)
+        .map(|i| ctx.name(&format!("{}sub{i}", if slow > 0 { "s" } else { "" })))
+        .collect();
+    let subs =
+        futures_util::future::try_join_all(kinds.iter().map(|k| peer(hub, sc, k, false))).await?;
+    let publisher = peer(hub, sc, &publisher_kind, false).await?;
+    let mut streams = Vec::with_capacity(s);
+    for c in &subs {
+        streams.push(
+            c.subscribe(&topic)
+                .map_err(|e| BenchError::op(sc.as_str(), e))?,
+        );
+    }
+    let mut slow_peers = Vec::with_capacity(slow);
+    let mut all_kinds = kinds.clone();
+    for i in 0..slow {
+        let kind = ctx.name(&format!("slow{i}"));
+        slow_peers.push(
+            raw::slow_subscriber(hub, &kind, &topic)
+                .await
+                .map_err(|reason| BenchError::Peer {
+                    scenario: sc.as_str(),
+                    kind: kind.clone(),
+                    reason,
+                })?,
+        );
+        all_kinds.push(kind);
+    }
+    wait_subscribed(&publisher, sc, &topic, &all_kinds, ctx.opts.idle_timeout).await?;
+
+    let total = n * s as u64;
+    let label = if slow > 0 {
+        "link fanout-slow"
+    } else {
+        "link fanout"
+    };
+    let bar = Arc::new(ctx.progress.bar(label, total));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let counters: Vec<_> = streams
+        .into_iter()
+        .map(|sub| {
+            let (bar, delivered, idle) = (bar.clone(), delivered.clone(), ctx.opts.idle_timeout);
+            tokio::spawn(async move {
+                count(sub, n, idle, |_| {
+                    let d = delivered.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.tick(d);
+                })
+                .await
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let retries = produce(sc, &publisher, &topic, n, ctx).await?;
+    let sent = start.elapsed();
+    let mut got = 0;
+    let mut last: Option<Instant> = None;
+    for c in counters {
+        let counted = c.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+        got += counted.got;
+        last = last.max(counted.last);
+    }
+    drop(bar);
+    drop(slow_peers);
+    publisher.stop().await;
+    for c in &subs {
+        c.stop().await;
+    }
+    let mut o = stream_outcome(sc, System::Link, total, got, start, last, sent, retries);
+    o.metrics[0].name = "delivered/s";
+    o.metrics.push(Metric::higher(
+        "per sub msgs/s",
+        o.metrics[0].value / s as f64,
+    ));
+    if slow > 0 {
+        o.scenario = "fanout-slow".into();
+        o.notes.push(format!(
+            "{slow} more subscriber(s) stopped reading; figures are the other {s}'s"
+        ));
+    }
+    Ok(o)
+}
+
+/// The figures of a stream scenario.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stream_outcome(
+    sc: Scenario,
+    system: System,
+    expected: u64,
+    got: u64,
+    start: Instant,
+    last: Option<Instant>,
+    sent: Duration,
+    retries: u64,
+) -> Outcome {
+    let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
+    let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut o = Outcome::new(sc.as_str(), system, expected);
+    o.completed = got;
+    o.elapsed_s = secs;
+    o.metrics.push(Metric::higher("msgs/s", got as f64 / secs));
+    o.metrics.push(Metric::higher(
+        "sent/s",
+        expected as f64 / sent.as_secs_f64().max(f64::MIN_POSITIVE),
+    ));
+    if got < expected {
+        o.notes.push(format!(
+            "{} of {expected} messages never arrived (dropped or still queued when the idle timeout ended the wait)",
+            expected - got
+        ));
+    }
+    if retries > 0 {
+        o.notes.push(
+            "the producer was paced by outbox backpressure (BACKPRESSURE, retried)".to_owned(),
+        );
+    }
+    o
+}

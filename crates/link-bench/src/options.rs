@@ -1,0 +1,233 @@
+//! What to run: [`Scenario`]s and the knobs shared by every scenario
+//! ([`BenchOptions`]), with the defaults of issue 6.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::BenchError;
+
+/// One benchmark scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// N sequential RPCs between two peers (echo handler).
+    RpcSeq,
+    /// N RPCs with C in flight.
+    RpcConc,
+    /// N directed messages a → b, timed until b counted them all.
+    Send,
+    /// N publishes to one subscriber, timed until delivered.
+    Publish,
+    /// One publisher, S subscribers (plus, with `--slow`, a variant with
+    /// subscribers that stop reading).
+    Fanout,
+    /// K idle authenticated peers: hub memory per connection and hello rate.
+    Connections,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `all` runs them.
+    pub const ALL: [Self; 6] = [
+        Self::RpcSeq,
+        Self::RpcConc,
+        Self::Send,
+        Self::Publish,
+        Self::Fanout,
+        Self::Connections,
+    ];
+
+    /// The name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RpcSeq => "rpc-seq",
+            Self::RpcConc => "rpc-conc",
+            Self::Send => "send",
+            Self::Publish => "publish",
+            Self::Fanout => "fanout",
+            Self::Connections => "connections",
+        }
+    }
+
+    /// N when `--count` is not given: a run of a few seconds on 2 cores.
+    pub fn default_count(self) -> u64 {
+        match self {
+            Self::RpcSeq => 5_000,
+            Self::RpcConc => 50_000,
+            Self::Send | Self::Publish => 100_000,
+            Self::Fanout => 1_000,
+            Self::Connections => 10_000,
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| BenchError::InvalidOption {
+                option: "scenario",
+                reason: format!(
+                    "unknown scenario {s:?} (expected one of rpc-seq, rpc-conc, send, publish, fanout, connections, all)"
+                ),
+            })
+    }
+}
+
+/// Parses a `--scenario` list: names separated by commas, `all` for every
+/// scenario; duplicates are removed and the canonical order kept.
+pub fn parse_scenarios(list: &[String]) -> Result<Vec<Scenario>, BenchError> {
+    let mut out = Vec::new();
+    for item in list.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        if item == "all" {
+            out.extend(Scenario::ALL);
+        } else {
+            out.push(item.parse()?);
+        }
+    }
+    if out.is_empty() {
+        out.extend(Scenario::ALL);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Knobs shared by the scenarios. `Default` gives the issue's defaults.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Scenarios to run, in order.
+    pub scenarios: Vec<Scenario>,
+    /// N (messages or calls) for every scenario but `connections`; `None`
+    /// uses [`Scenario::default_count`].
+    pub count: Option<u64>,
+    /// RPCs in flight for `rpc-conc` (default 64).
+    pub concurrency: usize,
+    /// Subscribers for `fanout` (default 100).
+    pub subscribers: usize,
+    /// Subscribers that stop reading in the `fanout` slow variant (default
+    /// 0: no slow variant).
+    pub slow: usize,
+    /// Idle peers for `connections` (default 10 000).
+    pub connections: usize,
+    /// Hellos in flight while opening connections (default 64).
+    pub hello_concurrency: usize,
+    /// Serialised size of the JSON payload in bytes (default 80).
+    pub payload_bytes: usize,
+    /// Runs of each scenario; reports give the median (default 1).
+    pub runs: usize,
+    /// A scenario that makes no progress for this long ends (default 10 s).
+    pub idle_timeout: Duration,
+    /// Longest time spent opening connections (default 120 s).
+    pub max_connect_time: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            scenarios: Scenario::ALL.to_vec(),
+            count: None,
+            concurrency: 64,
+            subscribers: 100,
+            slow: 0,
+            connections: 10_000,
+            hello_concurrency: 64,
+            payload_bytes: 80,
+            runs: 1,
+            idle_timeout: Duration::from_secs(10),
+            max_connect_time: Duration::from_secs(120),
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Checks every knob once; names the first bad one.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |option, reason: &str| {
+            Err(BenchError::InvalidOption {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.scenarios.is_empty() {
+            return bad("scenario", "at least one scenario is needed");
+        }
+        for (option, ok) in [
+            ("count", self.count != Some(0)),
+            ("concurrency", self.concurrency > 0),
+            ("subscribers", self.subscribers > 0),
+            ("connections", self.connections > 0),
+            ("hello-concurrency", self.hello_concurrency > 0),
+            ("runs", self.runs > 0),
+            ("idle-timeout", !self.idle_timeout.is_zero()),
+            ("max-connect-time", !self.max_connect_time.is_zero()),
+        ] {
+            if !ok {
+                return bad(option, "must be positive");
+            }
+        }
+        if self.payload_bytes < crate::payload::MIN_BYTES {
+            return Err(BenchError::InvalidOption {
+                option: "payload-bytes",
+                reason: format!("must be at least {}", crate::payload::MIN_BYTES),
+            });
+        }
+        Ok(())
+    }
+
+    /// N for a scenario.
+    pub fn count_for(&self, scenario: Scenario) -> u64 {
+        match scenario {
+            Scenario::Connections => self.connections as u64,
+            s => self.count.unwrap_or_else(|| s.default_count()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_lists_parse() {
+        let all = parse_scenarios(&["all".into()]).unwrap();
+        assert_eq!(all, Scenario::ALL);
+        let two = parse_scenarios(&["send,rpc-seq".into(), "send".into()]).unwrap();
+        assert_eq!(two, [Scenario::RpcSeq, Scenario::Send]);
+        assert!(parse_scenarios(&["nope".into()]).is_err());
+        assert_eq!(parse_scenarios(&[]).unwrap(), Scenario::ALL);
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        let o = BenchOptions {
+            concurrency: 0,
+            ..BenchOptions::default()
+        };
+        assert!(matches!(
+            o.validate(),
+            Err(BenchError::InvalidOption {
+                option: "concurrency",
+                ..
+            })
+        ));
+        assert!(BenchOptions::default().validate().is_ok());
+        let o = BenchOptions {
+            count: Some(7),
+            ..BenchOptions::default()
+        };
+        assert_eq!(o.count_for(Scenario::Send), 7);
+        assert_eq!(o.count_for(Scenario::Connections), 10_000);
+    }
+}

@@ -1,0 +1,109 @@
+//! Runs the chosen scenarios against the hub (and nats-server), each
+//! `runs` times, link and NATS back to back, and folds the runs into
+//! medians.
+
+use crate::context::Ctx;
+use crate::error::BenchError;
+use crate::nats_spec::NatsSpec;
+use crate::options::{BenchOptions, Scenario};
+use crate::progress::Progress;
+use crate::report::{BenchReport, Outcome, medians};
+use crate::sys::{Machine, ensure_open_files};
+use crate::target::{HubSpec, HubTarget};
+
+/// Descriptors beyond the peers' sockets (listeners, files, the runtime).
+const SPARE_FILES: u64 = 512;
+
+/// Runs a benchmark: starts the hub (and nats-server) as asked, runs every
+/// scenario `runs` times, stops what it started, and reports the medians.
+pub async fn run(
+    opts: &BenchOptions,
+    hub: &HubSpec,
+    nats: Option<&NatsSpec>,
+    progress: &Progress,
+) -> Result<BenchReport, BenchError> {
+    opts.validate()?;
+    if nats.is_some() && !cfg!(feature = "nats") {
+        return Err(BenchError::Nats(
+            "this build has no NATS support: rebuild with `--features nats`".into(),
+        ));
+    }
+    ensure_open_files(files_needed(opts, hub))?;
+    let target = HubTarget::start(hub).await?;
+    let payload = crate::payload::payload(opts.payload_bytes);
+    #[cfg(feature = "nats")]
+    let nats_target = match nats {
+        Some(spec) => match crate::nats::NatsTarget::start(spec).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                target.stop().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let mut all: Vec<Outcome> = Vec::new();
+    let mut failure = None;
+    'scenarios: for &scenario in &opts.scenarios {
+        for _ in 0..opts.runs {
+            let ctx = Ctx::new(opts, &payload, progress);
+            match crate::link::run(&ctx, &target, scenario).await {
+                Ok(o) => all.extend(o),
+                Err(e) => {
+                    failure = Some(e);
+                    break 'scenarios;
+                }
+            }
+            #[cfg(feature = "nats")]
+            if let Some(n) = &nats_target {
+                let ctx = Ctx::new(opts, &payload, progress);
+                match crate::nats::run(&ctx, n, scenario).await {
+                    Ok(o) => all.extend(o),
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'scenarios;
+                    }
+                }
+            }
+        }
+    }
+    let info = target.info();
+    target.stop().await;
+    #[cfg(feature = "nats")]
+    let nats_url = match nats_target {
+        Some(n) => {
+            let url = n.url.clone();
+            n.stop().await;
+            Some(url)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "nats"))]
+    let nats_url: Option<String> = None;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(BenchReport {
+        hub: info,
+        nats: nats_url,
+        machine: Machine::current(),
+        payload_bytes: opts.payload_bytes,
+        runs: opts.runs,
+        results: medians(&all),
+    })
+}
+
+/// Open files the run may need: both ends of every socket when the hub is
+/// in this process, one end otherwise.
+fn files_needed(opts: &BenchOptions, hub: &HubSpec) -> u64 {
+    let ends = if matches!(hub, HubSpec::Embedded) {
+        2
+    } else {
+        1
+    };
+    let mut peers = (opts.subscribers + opts.slow + 2) as u64;
+    if opts.scenarios.contains(&Scenario::Connections) {
+        peers = peers.max(opts.connections as u64);
+    }
+    peers * ends + SPARE_FILES
+}

@@ -1,0 +1,210 @@
+//! The link hub under test: any hub at a URL (ours or a Node.js one), our
+//! hub embedded in this process, or our hub as a child process
+//! (`link-cli hub --bind 127.0.0.1:0`, whose stdout announces
+//! `LINK_SECRET=` and `listening=`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use link_hub::{HubConfig, HubServer, Secret};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::error::BenchError;
+use crate::report::TargetInfo;
+
+/// How long a child hub has to announce itself.
+const CHILD_START: Duration = Duration::from_secs(30);
+
+/// Where the hub comes from.
+#[derive(Clone, Debug)]
+pub enum HubSpec {
+    /// A running hub at `url` with its shared secret (any protocol-v1 hub).
+    Url {
+        /// `ws://…`
+        url: String,
+        /// The shared secret.
+        secret: String,
+    },
+    /// Our hub inside this process, on 127.0.0.1 and a free port.
+    Embedded,
+    /// Our hub as a child process: `program hub --bind 127.0.0.1:0`.
+    Child {
+        /// The `link-cli` executable.
+        program: PathBuf,
+    },
+}
+
+enum Running {
+    External,
+    Embedded(HubServer),
+    Child(Box<ChildHub>),
+}
+
+struct ChildHub {
+    child: Child,
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// A hub ready for peers.
+pub struct HubTarget {
+    url: String,
+    secret: String,
+    mode: &'static str,
+    pid: Option<u32>,
+    running: Running,
+}
+
+impl std::fmt::Debug for HubTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubTarget")
+            .field("url", &self.url)
+            .field("mode", &self.mode)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubTarget {
+    /// Starts (or just names) the hub.
+    pub async fn start(spec: &HubSpec) -> Result<Self, BenchError> {
+        match spec {
+            HubSpec::Url { url, secret } => Ok(Self {
+                url: url.clone(),
+                secret: secret.clone(),
+                mode: "url",
+                pid: None,
+                running: Running::External,
+            }),
+            HubSpec::Embedded => embedded().await,
+            HubSpec::Child { program } => child(program).await,
+        }
+    }
+
+    /// The hub URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The shared secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// `embedded`, `child` or `url`.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// The process whose memory is the hub's (this process when embedded).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// For reports.
+    pub fn info(&self) -> TargetInfo {
+        TargetInfo {
+            mode: self.mode,
+            url: self.url.clone(),
+        }
+    }
+
+    /// Stops what we started (a URL hub is left alone).
+    pub async fn stop(self) {
+        match self.running {
+            Running::External => {}
+            Running::Embedded(server) => {
+                let _ = server.stop().await;
+            }
+            Running::Child(mut hub) => {
+                let _ = hub.child.start_kill();
+                let _ = hub.child.wait().await;
+            }
+        }
+    }
+}
+
+async fn embedded() -> Result<HubTarget, BenchError> {
+    let secret = link_hub::random_secret()
+        .ok_or_else(|| BenchError::Hub("cannot generate a random secret".into()))?;
+    let config = HubConfig::builder(Secret::shared(secret.clone()))
+        .build()
+        .map_err(|e| BenchError::Hub(e.to_string()))?;
+    let server = HubServer::builder(config)
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .handle_signals(false)
+        .build()
+        .map_err(|e| BenchError::Hub(e.to_string()))?;
+    server
+        .start()
+        .await
+        .map_err(|e| BenchError::Hub(e.to_string()))?;
+    let url = server
+        .url()
+        .ok_or_else(|| BenchError::Hub("the embedded hub has no address".into()))?;
+    Ok(HubTarget {
+        url,
+        secret,
+        mode: "embedded",
+        pid: Some(std::process::id()),
+        running: Running::Embedded(server),
+    })
+}
+
+async fn child(program: &PathBuf) -> Result<HubTarget, BenchError> {
+    let mut child = Command::new(program)
+        .args(["hub", "--bind", "127.0.0.1:0"])
+        // The child generates its secret and prints it: never pass ours.
+        .env_remove("LINK_SECRET")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::io(format!("starting {} hub", program.display()), e))?;
+    let pid = child.id();
+    let Some(stdout) = child.stdout.take() else {
+        return Err(BenchError::Hub("the child hub has no stdout".into()));
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let announced = tokio::time::timeout(CHILD_START, async {
+        let (mut secret, mut url) = (None, None);
+        while secret.is_none() || url.is_none() {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(s) = line.strip_prefix("LINK_SECRET=") {
+                        secret = Some(s.trim().to_owned());
+                    } else if let Some(u) = line.strip_prefix("listening=") {
+                        url = Some(u.trim().to_owned());
+                    }
+                }
+                Ok(None) => return Err("the child hub exited before announcing itself".into()),
+                Err(e) => return Err(format!("reading the child hub's stdout: {e}")),
+            }
+        }
+        Ok((secret.unwrap_or_default(), url.unwrap_or_default()))
+    })
+    .await;
+    let (secret, url) = match announced {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return Err(BenchError::Hub(e)),
+        Err(_) => {
+            return Err(BenchError::Hub(format!(
+                "the child hub did not print LINK_SECRET= and listening= within {CHILD_START:?}"
+            )));
+        }
+    };
+    Ok(HubTarget {
+        url,
+        secret,
+        mode: "child",
+        pid,
+        running: Running::Child(Box::new(ChildHub {
+            child,
+            _stdout: lines,
+        })),
+    })
+}

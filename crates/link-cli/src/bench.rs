@@ -1,0 +1,283 @@
+//! `link-cli bench`: the load generator of `link-bench` on the command
+//! line. It targets any hub URL with its secret (so it runs unchanged
+//! against a Node.js hub), or starts our hub in this process (`--embedded`,
+//! the default) or as a child process (`--child`), and with `--compare
+//! nats` runs the same scenarios through nats-server.
+//!
+//! ```text
+//!   flags ──► BenchOptions + HubSpec (+ NatsSpec) ──► link_bench::run ──► table on stdout
+//!                                                        │ progress bars on stderr
+//!                                                        └──► --json: one JSON document
+//! ```
+//!
+//! Exit status: 0 when every scenario ran, 1 when one failed midway, 2 for
+//! unusable options.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use link_bench::{BenchError, BenchOptions, HubSpec, NatsSpec, Progress, parse_scenarios};
+
+use crate::exit::{Failure, Status};
+
+/// What to compare with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Compare {
+    /// nats-server 2.9+ through async-nats (needs the `nats` feature).
+    Nats,
+}
+
+/// Arguments of `link-cli bench`.
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// A running hub to measure (any protocol-v1 hub, ours or Node's).
+    /// Needs --secret or LINK_SECRET.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["embedded", "child"])]
+    url: Option<String>,
+
+    /// The hub's shared secret, for --url. Prefer LINK_SECRET.
+    #[arg(
+        long,
+        env = "LINK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    secret: Option<String>,
+
+    /// Run our hub inside this process (the default without --url).
+    #[arg(long, conflicts_with = "child")]
+    embedded: bool,
+
+    /// Run our hub as a child process (`link-cli hub --bind 127.0.0.1:0`):
+    /// memory figures are then the hub's alone.
+    #[arg(long)]
+    child: bool,
+
+    /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
+    /// fanout, connections, or all.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    scenario: Vec<String>,
+
+    /// Calls or messages per scenario (default: rpc-seq 5000, rpc-conc
+    /// 50000, send and publish 100000, fanout 1000 per subscriber).
+    #[arg(short = 'n', long = "count", value_name = "N")]
+    count: Option<u64>,
+
+    /// RPCs in flight for rpc-conc.
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    concurrency: usize,
+
+    /// Subscribers for fanout.
+    #[arg(long, value_name = "S", default_value_t = 100)]
+    subscribers: usize,
+
+    /// Also run fanout with this many extra subscribers that stop reading,
+    /// and report the others' rate against the run without them.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    slow: usize,
+
+    /// Idle authenticated peers for the connections scenario.
+    #[arg(long, value_name = "K", default_value_t = 10_000)]
+    connections: usize,
+
+    /// Hellos in flight while opening connections.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    hello_concurrency: usize,
+
+    /// Serialised size of the JSON payload (about 270 bytes more once signed).
+    #[arg(long, value_name = "BYTES", default_value_t = 80)]
+    payload_bytes: usize,
+
+    /// Runs of each scenario; figures are medians.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    runs: usize,
+
+    /// End a scenario when nothing arrives for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    idle_timeout: u64,
+
+    /// Stop opening connections after this long.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    max_connect_time: u64,
+
+    /// Run the same scenarios through another bus and print both columns.
+    #[arg(long, value_enum, value_name = "BUS")]
+    compare: Option<Compare>,
+
+    /// A running nats-server (default: start `--nats-server` on a free port).
+    #[arg(long, value_name = "URL", requires = "compare")]
+    nats_url: Option<String>,
+
+    /// The process id of the --nats-url server, for its memory figures.
+    #[arg(long, value_name = "PID", requires = "nats_url")]
+    nats_pid: Option<u32>,
+
+    /// The nats-server executable to start.
+    #[arg(long, value_name = "PATH", default_value = "nats-server")]
+    nats_server: PathBuf,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl std::fmt::Debug for BenchArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchArgs")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("scenario", &self.scenario)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BenchArgs {
+    fn options(&self) -> Result<BenchOptions, Failure> {
+        let scenarios = parse_scenarios(&self.scenario).map_err(Failure::unusable)?;
+        let opts = BenchOptions {
+            scenarios,
+            count: self.count,
+            concurrency: self.concurrency,
+            subscribers: self.subscribers,
+            slow: self.slow,
+            connections: self.connections,
+            hello_concurrency: self.hello_concurrency,
+            payload_bytes: self.payload_bytes,
+            runs: self.runs,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connect_time: Duration::from_secs(self.max_connect_time),
+        };
+        opts.validate().map_err(Failure::unusable)?;
+        Ok(opts)
+    }
+
+    fn hub(&self) -> Result<HubSpec, Failure> {
+        match (&self.url, self.child) {
+            (Some(url), _) => {
+                let secret = self.secret.clone().ok_or_else(|| {
+                    Failure::unusable("--url needs the hub's secret: --secret or LINK_SECRET")
+                })?;
+                Ok(HubSpec::Url {
+                    url: url.clone(),
+                    secret,
+                })
+            }
+            (None, true) => {
+                let program = std::env::current_exe().map_err(|e| {
+                    Failure::unusable(format_args!("cannot find this executable: {e}"))
+                })?;
+                Ok(HubSpec::Child { program })
+            }
+            (None, false) => Ok(HubSpec::Embedded),
+        }
+    }
+
+    fn nats(&self) -> Option<NatsSpec> {
+        self.compare?;
+        Some(match &self.nats_url {
+            Some(url) => NatsSpec::Url {
+                url: url.clone(),
+                pid: self.nats_pid,
+            },
+            None => NatsSpec::Spawn {
+                program: self.nats_server.clone(),
+            },
+        })
+    }
+}
+
+/// Runs the benchmark and prints the table (or JSON) on stdout.
+pub(crate) fn run(args: &BenchArgs) -> Result<Status, Failure> {
+    let opts = args.options()?;
+    let hub = args.hub()?;
+    let nats = args.nats();
+    let progress = Progress::new(!args.quiet && io::stderr().is_terminal());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))?;
+    let report = runtime
+        .block_on(link_bench::run(&opts, &hub, nats.as_ref(), &progress))
+        .map_err(|e| match e {
+            BenchError::InvalidOption { .. } => Failure::unusable(e),
+            e => Failure::rejected(e),
+        })?;
+    // Sockets and tasks of the peers are gone; do not wait for stragglers.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?
+    } else {
+        report.table()
+    };
+    let mut out = io::stdout().lock();
+    writeln!(out, "{}", text.trim_end())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::write(&e))?;
+    Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn defaults_are_the_issue_defaults() {
+        let a = parse(&[]).unwrap();
+        let o = a.options().ok().unwrap();
+        assert_eq!(o.concurrency, 64);
+        assert_eq!(o.subscribers, 100);
+        assert_eq!(o.connections, 10_000);
+        assert_eq!(o.payload_bytes, 80);
+        assert_eq!(o.scenarios.len(), 6);
+        assert!(matches!(a.hub().ok().unwrap(), HubSpec::Embedded));
+        assert!(a.nats().is_none());
+    }
+
+    #[test]
+    fn url_needs_a_secret_and_excludes_embedded() {
+        let mut a = parse(&["--url", "ws://127.0.0.1:1"]).unwrap();
+        a.secret = None;
+        assert!(a.hub().is_err());
+        a.secret = Some("s".into());
+        assert!(matches!(a.hub().ok().unwrap(), HubSpec::Url { .. }));
+        assert!(parse(&["--url", "ws://x", "--embedded"]).is_err());
+        assert!(parse(&["--embedded", "--child"]).is_err());
+    }
+
+    #[test]
+    fn scenario_lists_and_compare() {
+        let a = parse(&["--scenario", "send,publish", "--compare", "nats"]).unwrap();
+        assert_eq!(a.options().ok().unwrap().scenarios.len(), 2);
+        assert!(matches!(a.nats(), Some(NatsSpec::Spawn { .. })));
+        assert!(parse(&["--scenario", "bogus"]).unwrap().options().is_err());
+        assert!(
+            parse(&["--nats-url", "nats://x"]).is_err(),
+            "needs --compare"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let a = parse(&["--secret", "hunter2"]).unwrap();
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+}

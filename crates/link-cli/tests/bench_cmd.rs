@@ -1,0 +1,154 @@
+//! Smoke runs of `link-cli bench`: every scenario with a tiny N against the
+//! embedded hub, and one against a child hub, checking the `--json`
+//! document's shape and that every call, message and connection was
+//! counted. Never a timing assertion: the figures themselves are not
+//! checked, only that they are there.
+
+// Tests may unwrap; clippy's `allow-unwrap-in-tests` does not reach the
+// helper functions of an integration test file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
+
+/// Runs `link-cli bench --json -q <args>` and parses stdout.
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(["--json", "--quiet", "--idle-timeout", "20"])
+        .args(args)
+        .env_remove("LINK_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn result<'a>(report: &'a Value, scenario: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["scenario"] == scenario && r["system"] == "link")
+        .unwrap_or_else(|| panic!("no {scenario} result in {report:#}"))
+}
+
+fn metric(result: &Value, name: &str) -> f64 {
+    result["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["value"].as_f64())
+        .unwrap_or_else(|| panic!("no metric {name:?} in {result:#}"))
+}
+
+#[test]
+fn every_scenario_counts_every_message_on_the_embedded_hub() {
+    let report = bench(&[
+        "--embedded",
+        "--scenario",
+        "all",
+        "-n",
+        "40",
+        "--concurrency",
+        "8",
+        "--subscribers",
+        "3",
+        "--slow",
+        "1",
+        "--connections",
+        "50",
+    ]);
+    assert_eq!(report["hub"]["mode"], "embedded");
+    assert!(
+        report["hub"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("ws://127.0.0.1:")
+    );
+    assert!(report["machine"]["nproc"].as_u64().unwrap() >= 1);
+    assert_eq!(report["payload_bytes"], 80);
+    assert_eq!(report["runs"], 1);
+    assert!(report["nats"].is_null());
+
+    for (scenario, expected) in [
+        ("rpc-seq", 40),
+        ("rpc-conc", 40),
+        ("send", 40),
+        ("publish", 40),
+        ("fanout", 40 * 3),
+        ("fanout-slow", 40 * 3),
+        ("connections", 50),
+    ] {
+        let r = result(&report, scenario);
+        assert_eq!(r["expected"], expected, "{scenario}: {r:#}");
+        assert_eq!(r["completed"], expected, "{scenario}: {r:#}");
+        assert!(r["elapsed_s"].as_f64().unwrap() >= 0.0);
+        for m in r["metrics"].as_array().unwrap() {
+            assert!(m["name"].is_string(), "{m}");
+            assert!(m["value"].as_f64().is_some_and(f64::is_finite), "{m}");
+            assert!(m["higher_is_better"].is_boolean(), "{m}");
+        }
+    }
+    let seq = result(&report, "rpc-seq");
+    for name in ["calls/s", "mean µs", "p50 µs", "p90 µs", "p99 µs", "max µs"] {
+        metric(seq, name);
+    }
+    let conc = result(&report, "rpc-conc");
+    for name in ["calls/s", "p50 µs", "p99 µs"] {
+        metric(conc, name);
+    }
+    metric(result(&report, "send"), "msgs/s");
+    metric(result(&report, "publish"), "msgs/s");
+    metric(result(&report, "fanout"), "delivered/s");
+    assert!(metric(result(&report, "fanout-slow"), "impact %") >= 0.0);
+    let conns = result(&report, "connections");
+    metric(conns, "hellos/s");
+    metric(conns, "hub KiB/conn");
+}
+
+#[test]
+fn a_child_hub_is_started_and_measured() {
+    let report = bench(&[
+        "--child",
+        "--scenario",
+        "rpc-seq,connections",
+        "-n",
+        "20",
+        "--connections",
+        "20",
+    ]);
+    assert_eq!(report["hub"]["mode"], "child");
+    assert_eq!(result(&report, "rpc-seq")["completed"], 20);
+    let conns = result(&report, "connections");
+    assert_eq!(conns["completed"], 20);
+    assert!(metric(conns, "hub RSS MiB") > 0.0);
+}
+
+#[test]
+fn unusable_options_exit_2() {
+    let out = Command::new(BIN)
+        .args(["bench", "--scenario", "bogus"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["bench", "--url", "ws://127.0.0.1:9"])
+        .env_remove("LINK_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
