@@ -6,6 +6,7 @@
 //! cargo xtask ci               every check CI runs, in order, stopping at the first failure
 //! cargo xtask fmt              format the workspace (cargo fmt --all)
 //! cargo xtask deny-advisories  cargo deny check advisories (needs github.com)
+//! cargo xtask bench [ARGS]     link-cli bench beside nats-server (see docs/perf.md)
 //! cargo xtask help             this list
 //! ```
 //!
@@ -54,6 +55,10 @@ commands:
   fmt              format the whole workspace (cargo fmt --all)
   deny-advisories  cargo deny check advisories (fetches the RustSec database
                    from github.com; not part of `ci`, see README.md)
+  bench [ARGS]     release-build link-cli with the `nats` feature, start
+                   nats-server on 127.0.0.1 (installing it with apt-get if
+                   missing), run `link-cli bench --compare nats ARGS`
+                   (default ARGS: --runs 3), stop nats-server
   help             show this message";
 
 /// One named step of a command.
@@ -109,6 +114,15 @@ fn main() -> ExitCode {
             name: "advisories",
             run: deny_advisories,
         }],
+        ["bench", ref rest @ ..] => {
+            return match bench(&workspace_root(), rest) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask: bench FAILED: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         [] | ["help" | "-h" | "--help"] => {
             println!("{HELP}");
             return ExitCode::SUCCESS;
@@ -363,6 +377,104 @@ fn bench_smoke(root: &Path) -> Result {
             "--test",
         ],
     ))
+}
+
+/// `cargo xtask bench [ARGS]`: `link-cli bench --compare nats` against a
+/// nats-server we start on 127.0.0.1 and a free port, and stop afterwards.
+fn bench(root: &Path, args: &[&str]) -> Result {
+    let program = ensure_nats_server()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = Command::new(program)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not start {program}: {e}"))?;
+    let result = wait_for_port(port).and_then(|()| {
+        let url = format!("nats://127.0.0.1:{port}");
+        let pid = server.id().to_string();
+        let mut cmd = cargo(
+            root,
+            &[
+                "run",
+                "--release",
+                "--locked",
+                "-q",
+                "-p",
+                "link-cli",
+                "--features",
+                "nats",
+                "--",
+                "bench",
+                "--compare",
+                "nats",
+                "--nats-url",
+                &url,
+                "--nats-pid",
+                &pid,
+            ],
+        );
+        cmd.args(if args.is_empty() {
+            &["--runs", "3"][..]
+        } else {
+            args
+        });
+        run(cmd)
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// `nats-server` on PATH, installed with apt-get (after an `apt-get update`
+/// if the first attempt fails) when missing.
+fn ensure_nats_server() -> Result<&'static str> {
+    const NATS: &str = "nats-server";
+    let present = || {
+        Command::new(NATS)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return Ok(NATS);
+    }
+    println!("{NATS} not found: installing the Debian package");
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", NATS]);
+        run(cmd)
+    };
+    if install().is_err() {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        run(update)?;
+        install()?;
+    }
+    if present() {
+        Ok(NATS)
+    } else {
+        Err(format!("{NATS} is still not runnable after apt-get install").into())
+    }
+}
+
+/// Waits (up to 10 s) until something accepts connections on the port.
+fn wait_for_port(port: u16) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(
+                format!("nats-server did not listen on 127.0.0.1:{port} within 10 s").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
