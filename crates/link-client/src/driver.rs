@@ -318,6 +318,8 @@ async fn pump(
 
 async fn connect(inner: &Arc<Inner>, conn: &mut ClientConn, socket: &mut Option<Socket>) {
     close_socket(socket);
+    // Pings, closes or a terminate still queued were meant for the old socket.
+    inner.outbox.clear_controls();
     let url = inner.config.url.clone().unwrap_or_default();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(inner.config.max_message_bytes))

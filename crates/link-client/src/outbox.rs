@@ -194,6 +194,12 @@ impl Outbox {
         self.purge(|q| q.msg_type == msg_type::RPC_REQUEST && q.id.as_deref() == Some(id)) > 0
     }
 
+    /// Drops pending socket controls: they belonged to a socket that is
+    /// gone (a `Terminate` left for a dead socket would kill the next one).
+    pub(crate) fn clear_controls(&self) {
+        self.lock().control.clear();
+    }
+
     /// Drops every queued message and control.
     pub(crate) fn clear(&self) {
         let mut st = self.lock();
