@@ -750,7 +750,7 @@ async fn write_loop(
                 inner.emit(|| LinkEvent::OutboxDrained);
             }
             if batch.is_empty() {
-                sink.flush().await?;
+                flush(&mut sink, outbox).await?;
                 outbox.flushed();
                 outbox.wait().await;
                 continue;
@@ -780,7 +780,7 @@ async fn write_loop(
                 sink.start_send_unpin(Message::text(frame))?;
             }
             if !taken.more {
-                sink.flush().await?;
+                flush(&mut sink, outbox).await?;
                 outbox.flushed();
             }
         }
@@ -790,4 +790,17 @@ async fn write_loop(
         tracing::debug!("link write failed: {e}");
     }
     let _ = gone.send(());
+}
+
+/// Flushes the socket; while the flush waits (the hub is not reading), the
+/// outbox counts as stalled, so new messages queue with a `backpressure`
+/// event instead of looking like the fast path.
+async fn flush(sink: &mut SplitSink<Ws, Message>, outbox: &Outbox) -> Result<(), WsError> {
+    if let Some(r) = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).now_or_never() {
+        return r;
+    }
+    outbox.set_stalled(true);
+    let r = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).await;
+    outbox.set_stalled(false);
+    r
 }
