@@ -269,7 +269,10 @@ async fn pump(
                     });
                     inner.emit(|| LinkEvent::Rejected { reason });
                 }
-                ClientEvent::Message { envelope, message } => on_message(inner, envelope, message),
+                ClientEvent::Message { envelope, message } => {
+                    inner.core().last_verified_at = Some(wall_ms());
+                    on_message(inner, envelope, message);
+                }
                 ClientEvent::ProtocolError(e) => {
                     tracing::debug!(reason = e.reason.code(), "protocol error");
                     inner.emit(|| LinkEvent::ProtocolError(e));
@@ -361,6 +364,7 @@ fn on_ready(inner: &Inner, kind: &str, features: &[String]) {
         let mut core = inner.core();
         core.features = Some(features.to_vec());
         core.reconnect_attempt = 0;
+        core.last_verified_at = Some(wall_ms());
         if has(Feature::Topics) {
             core.subs.keys().cloned().collect()
         } else {
