@@ -521,13 +521,15 @@ impl LinkClient {
         self.check_sendable(Feature::Topics, "subscribe")?;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let id = self.inner.next_sink_id();
-        let first = {
+        // Decided under the lock `on_ready` takes its topic snapshot under:
+        // either that snapshot has this topic or we send it now, not both.
+        let send_now = {
             let mut core = self.inner.core();
             let sinks = core.subs.entry(topic.to_owned()).or_default();
             sinks.push(Sink { id, tx, dropped: 0 });
-            sinks.len() == 1
+            sinks.len() == 1 && self.inner.is_ready()
         };
-        if first && self.inner.is_ready() {
+        if send_now {
             let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
             self.inner.enqueue(self.inner.item(
                 None,

@@ -293,9 +293,6 @@ async fn pump(
                         was_ready: d.was_ready,
                         displaced: d.displaced,
                     });
-                    if d.will_reconnect {
-                        inner.set_phase(Phase::Connecting);
-                    }
                 }
                 ClientEvent::ReconnectScheduled { delay, attempt } => {
                     inner.core().reconnect_attempt = attempt;
@@ -359,27 +356,30 @@ async fn connect(inner: &Arc<Inner>, conn: &mut ClientConn, socket: &mut Option<
 
 fn on_ready(inner: &Inner, kind: &str, features: &[String]) {
     let has = |f: Feature| features.iter().any(|x| x == f.as_str());
-    inner.outbox.purge(|q| q.feature.is_some_and(|f| !has(f)));
+    // Features, phase and the topic snapshot change in one critical section
+    // with `subscribe()`, which decides under the same lock whether to send
+    // its own `topic.subscribe`: every topic is subscribed exactly once.
     let topics: Vec<String> = {
         let mut core = inner.core();
         core.features = Some(features.to_vec());
         core.reconnect_attempt = 0;
         core.last_verified_at = Some(wall_ms());
+        inner.set_phase(Phase::Ready {
+            kind: kind.to_owned(),
+            features: features.to_vec(),
+        });
         if has(Feature::Topics) {
             core.subs.keys().cloned().collect()
         } else {
             Vec::new()
         }
     };
+    inner.outbox.purge(|q| q.feature.is_some_and(|f| !has(f)));
     for topic in topics {
         let data = CanonicalData::new(&link_protocol::messages::topic_value(&topic));
         let _ = inner.enqueue(inner.item(None, msg_type::TOPIC_SUBSCRIBE, None, Some(data)));
     }
     inner.outbox.set_ready(true);
-    inner.set_phase(Phase::Ready {
-        kind: kind.to_owned(),
-        features: features.to_vec(),
-    });
     let (kind, features) = (kind.to_owned(), features.to_vec());
     inner.emit(|| LinkEvent::Ready { kind, features });
 }
@@ -395,21 +395,28 @@ fn push_status(inner: &Inner) {
 
 /// Connection gone: fail pending RPCs, abort inbound handlers, purge what
 /// only made sense on that connection.
+///
+/// The phase changes and the purge happen under the core lock, the one
+/// `rpc()` holds while it checks readiness and queues its request, so a
+/// request is either failed here or never queued for this connection.
 fn on_disconnect(inner: &Inner, terminal: bool) {
-    inner.outbox.set_ready(false);
-    inner
-        .outbox
-        .purge(|q| matches!(q.msg_type, msg_type::RPC_REQUEST | msg_type::RPC_CANCEL));
-    if terminal {
-        inner.outbox.clear();
-    }
     let (pending, inflight) = {
         let mut core = inner.core();
-        core.connected = false;
-        core.verified = false;
+        inner.set_phase(if terminal {
+            Phase::Stopped
+        } else {
+            Phase::Connecting
+        });
+        inner.outbox.set_ready(false);
+        inner
+            .outbox
+            .purge(|q| matches!(q.msg_type, msg_type::RPC_REQUEST | msg_type::RPC_CANCEL));
         if terminal {
+            inner.outbox.clear();
             core.stopped = true;
         }
+        core.connected = false;
+        core.verified = false;
         (
             std::mem::take(&mut core.pending),
             std::mem::take(&mut core.inflight),
@@ -424,9 +431,6 @@ fn on_disconnect(inner: &Inner, terminal: bool) {
             rpc_type: String::new(),
             reason: "connection closed before the response".into(),
         }));
-    }
-    if terminal {
-        inner.set_phase(Phase::Stopped);
     }
 }
 

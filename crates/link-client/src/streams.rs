@@ -77,9 +77,9 @@ impl Drop for Subscription {
             if last {
                 core.subs.remove(&self.topic);
             }
-            last && !core.stopped
+            last && !core.stopped && self.inner.is_ready()
         };
-        if last && self.inner.is_ready() {
+        if last {
             let data = CanonicalData::new(&link_protocol::messages::topic_value(&self.topic));
             let _ = self.inner.enqueue(self.inner.item(
                 None,
