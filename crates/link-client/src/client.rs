@@ -106,15 +106,27 @@ impl LinkClient {
             self.start();
         }
         let mut rx = self.inner.phase.subscribe();
+        // A rejection is also recorded outside the phase: the phase may
+        // already have moved on (to Stopped, or Connecting for a retry) by
+        // the time this task looks at it.
+        let rejections = self.inner.core().rejections;
+        let rejected_since = || {
+            let core = self.inner.core();
+            (core.rejections != rejections).then(|| core.rejection.clone())
+        };
         let wait = async {
             loop {
-                match rx.borrow_and_update().clone() {
+                let phase = rx.borrow_and_update().clone();
+                match phase {
                     Phase::Ready { kind, features } => return Ok(ReadyInfo { kind, features }),
                     Phase::Rejected { reason } => return Err(LinkError::HelloRejected { reason }),
-                    Phase::Stopped | Phase::Disabled => {
-                        return Err(LinkError::NotReady { op: "ready" });
-                    }
-                    Phase::Idle | Phase::Connecting => {}
+                    Phase::Stopped | Phase::Disabled | Phase::Idle | Phase::Connecting => {}
+                }
+                if let Some(reason) = rejected_since() {
+                    return Err(LinkError::HelloRejected { reason });
+                }
+                if matches!(phase, Phase::Stopped | Phase::Disabled) {
+                    return Err(LinkError::NotReady { op: "ready" });
                 }
                 if rx.changed().await.is_err() {
                     return Err(LinkError::NotReady { op: "ready" });

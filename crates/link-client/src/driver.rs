@@ -264,6 +264,14 @@ async fn pump(
                     });
                 }
                 ClientEvent::Rejected { reason } => {
+                    {
+                        // Recorded before the phase changes, so a `ready()`
+                        // that wakes later still sees it (the phase may have
+                        // moved on to Stopped or Connecting by then).
+                        let mut core = inner.core();
+                        core.rejections += 1;
+                        core.rejection.clone_from(&reason);
+                    }
                     inner.set_phase(Phase::Rejected {
                         reason: reason.clone(),
                     });

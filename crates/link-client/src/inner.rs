@@ -94,6 +94,9 @@ pub(crate) struct Core {
     pub(crate) reconnect_attempt: u32,
     /// `stop()` was called (or the link stopped by itself).
     pub(crate) stopped: bool,
+    /// Rejected hellos so far, and the last reason (for `ready()`).
+    pub(crate) rejections: u64,
+    pub(crate) rejection: Option<String>,
 }
 
 /// Driver commands.
