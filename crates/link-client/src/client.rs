@@ -277,29 +277,34 @@ impl LinkClient {
             ));
         }
         let (to_s, rpc_type_s) = (to.to_owned(), rpc_type.to_owned());
+        let started = Instant::now();
+        let id = self.inner.ids.next_id();
+        // Every call that gets this far ends with exactly one `rpc.complete`.
+        let fail = |outcome, e: LinkError| {
+            self.complete(
+                &id,
+                &to_s,
+                &rpc_type_s,
+                outcome,
+                started,
+                Some(e.to_string()),
+            );
+            Err(e)
+        };
         if opts
             .cancel
             .as_ref()
             .is_some_and(CancellationToken::is_cancelled)
         {
-            return Err(LinkError::RpcAbort {
-                to: to_s,
-                rpc_type: rpc_type_s,
-            });
-        }
-        if self.is_disabled() || self.inner.core().stopped || !self.inner.is_ready() {
-            return Err(LinkError::NotReady { op: "rpc" });
-        }
-        let started = Instant::now();
-        let id = self.inner.ids.next_id();
-        let (tx, rx) = oneshot::channel();
-        self.inner.core().pending.insert(
-            id.clone(),
-            PendingRpc {
+            let e = LinkError::RpcAbort {
                 to: to_s.clone(),
-                tx,
-            },
-        );
+                rpc_type: rpc_type_s.clone(),
+            };
+            return fail(RpcOutcome::Abort, e);
+        }
+        if self.is_disabled() {
+            return fail(RpcOutcome::NotReady, LinkError::NotReady { op: "rpc" });
+        }
         let payload =
             CanonicalData::new(&link_protocol::messages::rpc_request_value(rpc_type, data));
         let item = self.inner.item(
@@ -308,22 +313,35 @@ impl LinkClient {
             Some(to_s.clone()),
             Some(payload),
         );
-        if let Err(e) = self.inner.enqueue(item) {
-            self.inner.core().pending.remove(&id);
-            self.complete(
-                &id,
-                &to_s,
-                &rpc_type_s,
-                RpcOutcome::Backpressure,
-                started,
-                Some(e.to_string()),
+        let (tx, rx) = oneshot::channel();
+        {
+            // Checked and queued under the lock the driver holds when a
+            // connection ends (see `on_disconnect`): the request is either
+            // failed with that connection or never queued on it.
+            let mut core = self.inner.core();
+            if core.stopped || !self.inner.is_ready() {
+                drop(core);
+                return fail(RpcOutcome::NotReady, LinkError::NotReady { op: "rpc" });
+            }
+            core.pending.insert(
+                id.clone(),
+                PendingRpc {
+                    to: to_s.clone(),
+                    tx,
+                },
             );
-            return Err(e);
+            if let Err(e) = self.inner.enqueue(item) {
+                core.pending.remove(&id);
+                drop(core);
+                return fail(RpcOutcome::Backpressure, e);
+            }
         }
         let mut guard = CancelGuard {
             client: self,
             id: id.clone(),
             to: to_s.clone(),
+            rpc_type: rpc_type_s.clone(),
+            started,
             armed: true,
         };
         let timeout = match opts.timeout {
@@ -567,11 +585,14 @@ impl LinkClient {
     }
 }
 
-/// Cancels an RPC whose future is dropped mid-flight.
+/// Cancels an RPC whose future is dropped mid-flight (an abort, as far as
+/// events go).
 struct CancelGuard<'a> {
     client: &'a LinkClient,
     id: String,
     to: String,
+    rpc_type: String,
+    started: Instant,
     armed: bool,
 }
 
@@ -579,6 +600,18 @@ impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.client.cancel_call(&self.id, &self.to);
+            let e = LinkError::RpcAbort {
+                to: self.to.clone(),
+                rpc_type: self.rpc_type.clone(),
+            };
+            self.client.complete(
+                &self.id,
+                &self.to,
+                &self.rpc_type,
+                RpcOutcome::Abort,
+                self.started,
+                Some(e.to_string()),
+            );
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum RpcOutcome {
     RemoteError,
     /// Refused by a full outbox.
     Backpressure,
+    /// Refused because the link was not ready (or stopped, or disabled).
+    NotReady,
 }
 
 impl RpcOutcome {
@@ -34,6 +36,7 @@ impl RpcOutcome {
             Self::Disconnect => Some("disconnect"),
             Self::RemoteError => Some("remote-error"),
             Self::Backpressure => Some("backpressure"),
+            Self::NotReady => Some("not-ready"),
         }
     }
 }
