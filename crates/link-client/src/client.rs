@@ -214,25 +214,33 @@ impl LinkClient {
         self.inner.events.subscribe()
     }
 
-    /// Waits for the first event matching `pred` (from now on).
-    pub async fn wait_for(
+    /// Waits for the first event matching `pred`, or `None` when `timeout`
+    /// elapses first. The listener is registered when this is called, not
+    /// when the future is first polled, so an event that happens between
+    /// the call and the first `.await` is not missed.
+    pub fn wait_for<P>(
         &self,
-        mut pred: impl FnMut(&LinkEvent) -> bool,
+        mut pred: P,
         timeout: Option<Duration>,
-    ) -> Option<Arc<LinkEvent>> {
+    ) -> impl std::future::Future<Output = Option<Arc<LinkEvent>>> + Send + 'static
+    where
+        P: FnMut(&LinkEvent) -> bool + Send + 'static,
+    {
         let mut rx = self.events();
-        let wait = async {
-            loop {
-                match rx.recv().await {
-                    Ok(e) if pred(&e) => return Some(e),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
+        async move {
+            let wait = async {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if pred(&e) => return Some(e),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
                 }
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, wait).await.ok().flatten(),
+                None => wait.await,
             }
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, wait).await.ok().flatten(),
-            None => wait.await,
         }
     }
 
