@@ -41,10 +41,27 @@ pub struct RpcOptions {
 }
 
 /// A handle to one link. Clones share the link, which runs from `start()`
-/// (or the first `ready()`) until `stop()`.
+/// (or the first `ready()`) until `stop()`, or until every handle and every
+/// stream ([`Subscription`], [`DirectStream`]) is dropped.
 #[derive(Clone)]
 pub struct LinkClient {
     inner: Arc<Inner>,
+    keep_alive: Arc<KeepAlive>,
+}
+
+/// Held by every handle and stream; the last one dropped stops the link
+/// (the driver sees its command channel close and shuts down without
+/// draining).
+pub(crate) struct KeepAlive(Arc<Inner>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0
+            .cmd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
 }
 
 impl std::fmt::Debug for LinkClient {
@@ -59,8 +76,10 @@ impl std::fmt::Debug for LinkClient {
 impl LinkClient {
     /// A client that is not started yet.
     pub fn new(config: ClientConfig) -> Self {
+        let inner = Arc::new(Inner::new(config));
         Self {
-            inner: Arc::new(Inner::new(config)),
+            keep_alive: Arc::new(KeepAlive(inner.clone())),
+            inner,
         }
     }
 
@@ -578,6 +597,7 @@ impl LinkClient {
         }
         Ok(Subscription::new(
             self.inner.clone(),
+            self.keep_alive.clone(),
             topic.to_owned(),
             id,
             rx,
@@ -589,7 +609,7 @@ impl LinkClient {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let id = self.inner.next_sink_id();
         self.inner.core().directs.push(Sink { id, tx, dropped: 0 });
-        DirectStream::new(rx)
+        DirectStream::new(self.keep_alive.clone(), rx)
     }
 }
 

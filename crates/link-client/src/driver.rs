@@ -60,6 +60,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut close_sent = false;
     let mut next_status: Option<tokio::time::Instant> = None;
+    let mut cmd_open = true;
     conn.start(now());
     inner.set_phase(Phase::Connecting);
     loop {
@@ -93,7 +94,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
         .flatten()
         .min();
         tokio::select! {
-            cmd = cmd_rx.recv() => match cmd {
+            cmd = cmd_rx.recv(), if cmd_open => match cmd {
                 Some(Cmd::Stop(done)) => {
                     stop_waiters.push(done);
                     inner.core().stopped = true;
@@ -103,6 +104,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                 }
                 None => {
                     // Every handle dropped: stop without draining.
+                    cmd_open = false;
                     inner.core().stopped = true;
                     stop_deadline.get_or_insert_with(tokio::time::Instant::now);
                 }

@@ -12,12 +12,14 @@ use link_protocol::CanonicalData;
 use link_protocol::codes::msg_type;
 use tokio::sync::mpsc;
 
+use crate::client::KeepAlive;
 use crate::inner::{DirectMessage, Inner, TopicMessage};
 
 /// Messages of one topic. Dropping the last subscription of a topic sends
 /// `topic.unsubscribe`.
 pub struct Subscription {
     inner: Arc<Inner>,
+    _keep_alive: Arc<KeepAlive>,
     topic: String,
     id: u64,
     rx: mpsc::Receiver<TopicMessage>,
@@ -26,12 +28,14 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(
         inner: Arc<Inner>,
+        keep_alive: Arc<KeepAlive>,
         topic: String,
         id: u64,
         rx: mpsc::Receiver<TopicMessage>,
     ) -> Self {
         Self {
             inner,
+            _keep_alive: keep_alive,
             topic,
             id,
             rx,
@@ -92,14 +96,23 @@ impl Drop for Subscription {
 }
 
 /// Direct messages received by this client.
-#[derive(Debug)]
 pub struct DirectStream {
+    _keep_alive: Arc<KeepAlive>,
     rx: mpsc::Receiver<DirectMessage>,
 }
 
+impl std::fmt::Debug for DirectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectStream").finish_non_exhaustive()
+    }
+}
+
 impl DirectStream {
-    pub(crate) fn new(rx: mpsc::Receiver<DirectMessage>) -> Self {
-        Self { rx }
+    pub(crate) fn new(keep_alive: Arc<KeepAlive>, rx: mpsc::Receiver<DirectMessage>) -> Self {
+        Self {
+            _keep_alive: keep_alive,
+            rx,
+        }
     }
 
     /// The next direct message.
