@@ -1,0 +1,233 @@
+//! Timers with paused tokio time (SPEC §9, §12): `ready()` and RPC
+//! timeouts, the hello-ack diagnostic, keepalive and reconnect exhaustion,
+//! all at their default durations.
+//!
+//! These use real loopback sockets with a paused clock. Tokio advances a
+//! paused clock only when every task is idle; on loopback a write is
+//! readable by the peer as soon as it returns, so "idle" here means
+//! "waiting for a timer", and the default 5 s / 30 s timers elapse
+//! instantly. The hang guards (`WAIT`, 10 s) are longer than every timer a
+//! test waits for, except where a test waits for a later one on purpose.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SECRET, ScriptedHub, WAIT, event, event_within, started, wall_ms};
+use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOutcome};
+use link_protocol::DropReason;
+use serde_json::json;
+
+fn protocol_error(reason: DropReason) -> impl FnMut(&LinkEvent) -> bool {
+    move |e| matches!(e, LinkEvent::ProtocolError(p) if p.reason() == reason)
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_times_out_when_the_hub_never_acks() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    assert_eq!(
+        client.ready(Some(Duration::from_secs(3))).await,
+        Err(LinkError::ReadyTimeout(Duration::from_secs(3)))
+    );
+    assert!(client.is_connected() && !client.is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_ack_diagnostic_after_five_seconds() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    // Nothing verified: a likely secret or hash mismatch.
+    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
+    assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified.is_none()));
+    // Once only, and the link keeps waiting for the ack.
+    conn.ack(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+    while let Ok(e) = ev.try_recv() {
+        assert!(!protocol_error(DropReason::NoAck)(&e), "{e:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_ack_diagnostic_says_verified_when_frames_verified() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    conn.send("status.snapshot", "server", Some(json!({})))
+        .await;
+    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
+    assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified == Some(true)));
+    assert!(client.health().verified);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_ack_diagnostic_reports_clock_skew() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    // A correctly signed ack from a hub whose clock is ten minutes behind.
+    let ts = wall_ms() - 600_000;
+    let ack = json!({"ok": true, "serverTime": ts, "kind": "alpha", "features": []});
+    let key = conn.key.clone();
+    conn.send_raw(common::sign_frame(
+        &key,
+        "late-ack",
+        ts,
+        "hello.ack",
+        Some("server"),
+        Some("alpha"),
+        Some(&ack),
+    ))
+    .await;
+    event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
+    let e = event(&mut ev, protocol_error(DropReason::ClockSkew)).await;
+    assert!(
+        matches!(&*e, LinkEvent::ProtocolError(p) if p.skew.is_some_and(|s| s.abs() >= 600_000.0)),
+        "{e:?}"
+    );
+    assert!(!client.is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rpc_timeout_sends_cancel_and_completes() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.rpc("beta", "slow", None).await }
+    });
+    let req = conn.expect("rpc.request").await;
+    // Nobody answers: the default 5 s timeout elapses.
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, LinkError::RpcTimeout { timeout, to, rpc_type }
+            if *timeout == Duration::from_secs(5) && to == "beta" && rpc_type == "slow"),
+        "{err:?}"
+    );
+    let cancel = conn.expect("rpc.cancel").await;
+    assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
+    let done = event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
+    assert!(matches!(
+        &*done,
+        LinkEvent::RpcComplete {
+            outcome: RpcOutcome::Timeout,
+            ..
+        }
+    ));
+    assert_eq!(done.name(), "rpc.timeout");
+    // A late answer is ignored.
+    conn.send_with(
+        req.id(),
+        "rpc.response",
+        Some("beta"),
+        Some("alpha"),
+        Some(json!({"ok": true})),
+    )
+    .await;
+    assert_eq!(client.health().pending_rpc_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_pong_terminates_and_reconnects() {
+    let hub = ScriptedHub::bind(SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+
+    // The hub no longer reads its socket, so pings go unanswered: the first
+    // one at 30 s, the verdict at 60 s.
+    let e = event_within(
+        Duration::from_secs(120),
+        &mut ev,
+        protocol_error(DropReason::KeepaliveTimeout),
+    )
+    .await;
+    assert_eq!(e.name(), "protocol-error");
+    let d = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    assert!(
+        matches!(
+            &*d,
+            LinkEvent::Disconnect {
+                code: Some(1006),
+                will_reconnect: true,
+                was_ready: true,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    // A new connection with a fresh hello.
+    let mut conn2 = hub.accept().await;
+    conn2.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+    drop(conn);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_exhaustion_stops_the_link() {
+    // Nothing listens on this port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = LinkClient::new(
+        ClientConfig::builder()
+            .url(format!("ws://127.0.0.1:{port}"))
+            .secret(SECRET)
+            .kind("alpha")
+            .max_reconnect_attempts(Some(2))
+            .build()
+            .unwrap(),
+    );
+    let mut ev = client.events();
+    client.start();
+    client.publish("news", json!("queued")).unwrap();
+    let e = event(&mut ev, |e| {
+        matches!(e, LinkEvent::ReconnectExhausted { .. })
+    })
+    .await;
+    assert!(matches!(
+        &*e,
+        LinkEvent::ReconnectExhausted {
+            attempts: 2,
+            max_reconnect_attempts: Some(2)
+        }
+    ));
+    assert_eq!(e.name(), "reconnect-exhausted");
+    assert!(matches!(
+        client.ready(None).await,
+        Err(LinkError::NotReady { .. })
+    ));
+    let health = client.health();
+    assert!(health.stopped);
+    assert_eq!(health.outbox_size, 0, "the outbox is cleared");
+    assert_eq!(
+        client.publish("news", json!(1)).unwrap_err().code(),
+        "LINK_NOT_READY"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_times_out() {
+    let client = LinkClient::new(ClientConfig::builder().build().unwrap());
+    let never = client.wait_for(|_| true, Some(Duration::from_secs(60)));
+    assert!(never.await.is_none());
+}
