@@ -584,6 +584,7 @@ async fn outbox_overflow_while_disconnected_is_backpressure() {
             .secret("s")
             .kind("alpha")
             .max_outbox_bytes(2048)
+            .stop_drain(Duration::from_millis(50))
             .build()
             .unwrap(),
     );
