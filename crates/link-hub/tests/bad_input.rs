@@ -262,10 +262,12 @@ fn corpus(k: &Key) -> Vec<Bad> {
             }
             _ => Bad::Text(valid.clone()),
         };
-        if let Bad::Text(t) = &bad {
-            if t.starts_with('{') && t.contains("\"sig\"") && sent.len() < 64 {
-                sent.push(t.clone());
-            }
+        if let Bad::Text(t) = &bad
+            && t.starts_with('{')
+            && t.contains("\"sig\"")
+            && sent.len() < 64
+        {
+            sent.push(t.clone());
         }
         out.push(bad);
     }
