@@ -228,6 +228,16 @@ impl LinkClient {
         self.inner.core().statuses.get(kind).cloned()
     }
 
+    /// Last status of every peer that sent one.
+    pub fn statuses(&self) -> std::collections::HashMap<String, StatusEntry> {
+        self.inner.core().statuses.clone()
+    }
+
+    /// Where the link stands now.
+    pub fn phase(&self) -> Phase {
+        self.inner.phase()
+    }
+
     /// Subscribes to link events.
     pub fn events(&self) -> broadcast::Receiver<Arc<LinkEvent>> {
         self.inner.events.subscribe()

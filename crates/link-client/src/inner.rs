@@ -21,14 +21,29 @@ use crate::events::LinkEvent;
 use crate::handler::RpcHandler;
 use crate::outbox::{OutItem, Outbox, Push};
 
-/// Where the link stands, as seen by `ready()`.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Phase {
+/// Where the link stands ([`LinkClient::phase`](crate::LinkClient::phase)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Not started.
     Idle,
+    /// Connecting, handshaking or waiting to reconnect.
     Connecting,
-    Ready { kind: String, features: Vec<String> },
-    Rejected { reason: Option<String> },
+    /// `hello.ack` received.
+    Ready {
+        /// The kind the hub registered.
+        kind: String,
+        /// Features the hub advertises.
+        features: Vec<String>,
+    },
+    /// The hub refused the hello (and the link stopped or will retry).
+    Rejected {
+        /// The hub's reason.
+        reason: Option<String>,
+    },
+    /// Stopped (by `stop()`, displacement or reconnect exhaustion).
     Stopped,
+    /// url, secret or kind missing: never connects.
     Disabled,
 }
 

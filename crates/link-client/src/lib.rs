@@ -63,7 +63,7 @@ pub use config::{ClientConfig, ClientConfigBuilder};
 pub use error::{LinkError, RemoteError};
 pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
-pub use inner::{DirectMessage, TopicMessage};
+pub use inner::{DirectMessage, Phase, TopicMessage};
 pub use link_protocol::HandlerError;
 pub use streams::{DirectStream, Subscription};
 pub use tokio_util::sync::CancellationToken;

@@ -541,3 +541,23 @@ fn stop_closes_without_a_code() {
         Some(ClientEvent::Disconnected(d)) if d.code == 1005 && !d.will_reconnect
     ));
 }
+
+#[test]
+fn a_close_the_hub_never_answers_ends_in_terminate() {
+    let mut sim = Sim::new();
+    sim.hub_answers_close = false;
+    sim.ack = HelloAck {
+        ok: false,
+        error: None,
+        ..HelloAck::parse(None)
+    };
+    sim.start();
+    assert_eq!(sim.lines("client closes"), ["client closes None \"\""]);
+    assert!(
+        sim.client.is_connected(),
+        "waiting for the hub's close reply"
+    );
+    sim.advance(link_protocol::conn::CLOSE_GRACE);
+    assert_eq!(sim.lines("client terminates").len(), 1);
+    assert_eq!(sim.client.state(), ClientState::Stopped);
+}

@@ -173,6 +173,10 @@ pub enum ClientEvent {
 const KEEPALIVE: usize = 0;
 const DIAGNOSTIC: usize = 1;
 const RECONNECT: usize = 2;
+const CLOSING: usize = 3;
+
+/// How long a close handshake we started may take before we terminate.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A client's link to its hub (see the module docs for the states).
 pub struct ClientConn {
@@ -182,7 +186,7 @@ pub struct ClientConn {
     state: ClientState,
     backoff: Backoff,
     replay: ReplayGuard,
-    timers: Timers<3>,
+    timers: Timers<4>,
     features: Vec<String>,
     /// Per connection: a frame verified / a pong is owed / skew drops.
     verified: bool,
@@ -289,7 +293,7 @@ impl ClientConn {
 
     /// Stops the link: closes the socket without a code (the hub sees 1005)
     /// and never reconnects.
-    pub fn stop(&mut self, _now: Now) {
+    pub fn stop(&mut self, now: Now) {
         self.stopping = true;
         self.timers.clear();
         if self.is_connected() {
@@ -297,6 +301,7 @@ impl ClientConn {
                 code: None,
                 reason: String::new(),
             });
+            self.timers.set(CLOSING, now.instant + CLOSE_GRACE);
         } else {
             self.state = ClientState::Stopped;
         }
@@ -432,6 +437,12 @@ impl ClientConn {
 
     /// Runs due timers.
     pub fn handle_timeout(&mut self, now: Now) {
+        if self.timers.expire(CLOSING, now.instant) && self.is_connected() {
+            // The hub never finished the close handshake we started.
+            self.transmits.push_back(Transmit::Terminate);
+            self.handle_close(now, Some(close::ABNORMAL), "close timeout");
+            return;
+        }
         if self.timers.expire(RECONNECT, now.instant)
             && self.state == ClientState::WaitingToReconnect
         {
@@ -548,7 +559,7 @@ impl ClientConn {
         self.events.push_back(ClientEvent::ProtocolError(err));
     }
 
-    fn on_hello_ack(&mut self, _now: Now, ack: HelloAck) {
+    fn on_hello_ack(&mut self, now: Now, ack: HelloAck) {
         if ack.ok {
             self.features = ack.features;
             self.state = ClientState::Ready;
@@ -569,8 +580,9 @@ impl ClientConn {
                 code: Some(close::NORMAL),
                 reason: close::REASON_REJECTED_RETRY.to_owned(),
             });
+            self.timers.set(CLOSING, now.instant + CLOSE_GRACE);
         } else {
-            self.stop(_now);
+            self.stop(now);
         }
     }
 }

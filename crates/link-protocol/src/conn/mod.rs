@@ -19,7 +19,7 @@ mod hub;
 mod timers;
 
 pub use backoff::{Backoff, BackoffConfig};
-pub use client::{ClientConn, ClientConnConfig, ClientEvent, ClientState, Disconnect};
+pub use client::{CLOSE_GRACE, ClientConn, ClientConnConfig, ClientEvent, ClientState, Disconnect};
 pub use hub::{HubConn, HubConnConfig, HubConnEvent, HubConnState, TERMINATE_GRACE};
 
 use std::time::Instant;

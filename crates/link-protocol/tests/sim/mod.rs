@@ -67,6 +67,8 @@ pub struct Sim {
     /// Payload of the ack the hub sends.
     pub ack: HelloAck,
     pub hub_answers_pings: bool,
+    /// When false the hub never completes a close handshake the client starts.
+    pub hub_answers_close: bool,
     pub client_answers_pings: bool,
     /// Every frame the client wrote, in order (for replay tests).
     pub client_frames: Vec<String>,
@@ -105,6 +107,7 @@ impl Sim {
             hub_acks: true,
             ack: HelloAck::accepted(0, "alpha", &HUB_FEATURES),
             hub_answers_pings: true,
+            hub_answers_close: true,
             client_answers_pings: true,
             client_frames: Vec::new(),
             log: Vec::new(),
@@ -242,10 +245,12 @@ impl Sim {
             }
             Transmit::Close { code, reason } => {
                 self.log.push(format!("client closes {code:?} {reason:?}"));
-                if let Some(mut hub) = self.hub.take() {
-                    hub.handle_closed();
+                if self.hub_answers_close {
+                    if let Some(mut hub) = self.hub.take() {
+                        hub.handle_closed();
+                    }
+                    self.client.handle_close(c, code, &reason);
                 }
-                self.client.handle_close(c, code, &reason);
             }
             Transmit::Terminate => {
                 self.log.push("client terminates".into());
