@@ -55,6 +55,9 @@ impl TestHub {
         let h = hub.clone();
         tokio::spawn(async move {
             while let Ok((tcp, remote)) = listener.accept().await {
+                // Small request/response frames: Nagle plus delayed ACKs
+                // would add ~40 ms to many round trips.
+                let _ = tcp.set_nodelay(true);
                 let h = h.clone();
                 tokio::spawn(async move {
                     let _ = h.accept(tcp, Some(remote)).await;
@@ -79,7 +82,7 @@ impl TestHub {
 
     /// Opens a raw WebSocket (no hello).
     pub async fn raw(&self) -> Ws {
-        tokio_tungstenite::connect_async(&self.url).await.unwrap().0
+        connect(&self.url).await
     }
 
     /// Connects and completes the handshake as `kind` with `secret`.
@@ -101,7 +104,7 @@ pub struct Peer {
 
 impl Peer {
     pub async fn connect(url: &str, kind: &str, secret: &str) -> Self {
-        let ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+        let ws = connect(url).await;
         Self::handshake(ws, kind, secret).await
     }
 
@@ -312,6 +315,14 @@ pub fn parse(frame: &str) -> (Envelope, Msg) {
 
 // ----- additions for the integration suite ---------------------------------
 
+/// Opens a WebSocket with Nagle's algorithm off.
+pub async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .unwrap()
+        .0
+}
+
 /// Opens a WebSocket whose TCP receive buffer is as small as the kernel
 /// allows, so a test that stops reading makes the hub's writer stall fast.
 pub async fn connect_small_rcvbuf(url: &str) -> Ws {
@@ -319,6 +330,7 @@ pub async fn connect_small_rcvbuf(url: &str) -> Ws {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let tcp = sock.connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
         .await
         .unwrap()
@@ -337,6 +349,9 @@ impl TestHub {
         let h = hub.clone();
         tokio::spawn(async move {
             while let Ok((tcp, remote)) = listener.accept().await {
+                // Small request/response frames: Nagle plus delayed ACKs
+                // would add ~40 ms to many round trips.
+                let _ = tcp.set_nodelay(true);
                 let h = h.clone();
                 tokio::spawn(async move {
                     if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
@@ -561,7 +576,7 @@ pub struct Raw {
 impl Raw {
     pub async fn connect(url: &str) -> Self {
         Self {
-            ws: tokio_tungstenite::connect_async(url).await.unwrap().0,
+            ws: connect(url).await,
         }
     }
 
