@@ -123,6 +123,11 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Hellos in flight while opening connections (default 64).
     pub hello_concurrency: usize,
+    /// Messages a producer may have in flight (sent, not yet counted by
+    /// every receiver) in `send`, `publish` and `fanout` (default 1000:
+    /// below the 1024-message buffer of a `LinkClient` stream, which drops
+    /// on overflow; 0: unlimited, and whatever overflows a buffer is lost).
+    pub window: u64,
     /// Serialised size of the JSON payload in bytes (default 80).
     pub payload_bytes: usize,
     /// Runs of each scenario; reports give the median (default 1).
@@ -143,6 +148,7 @@ impl Default for BenchOptions {
             slow: 0,
             connections: 10_000,
             hello_concurrency: 64,
+            window: 1_000,
             payload_bytes: 80,
             runs: 1,
             idle_timeout: Duration::from_secs(10),

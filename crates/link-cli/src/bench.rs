@@ -86,6 +86,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     hello_concurrency: usize,
 
+    /// Messages in flight (sent, not yet counted by every receiver) in
+    /// send, publish and fanout. Keep it under 1024, the buffer of a client
+    /// stream, which drops on overflow; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    window: u64,
+
     /// Serialised size of the JSON payload (about 270 bytes more once signed).
     #[arg(long, value_name = "BYTES", default_value_t = 80)]
     payload_bytes: usize,
@@ -148,6 +154,7 @@ impl BenchArgs {
             slow: self.slow,
             connections: self.connections,
             hello_concurrency: self.hello_concurrency,
+            window: self.window,
             payload_bytes: self.payload_bytes,
             runs: self.runs,
             idle_timeout: Duration::from_secs(self.idle_timeout),

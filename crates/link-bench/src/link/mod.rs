@@ -8,6 +8,8 @@ mod raw;
 pub(crate) mod rpc;
 pub(crate) mod stream;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
@@ -170,4 +172,53 @@ pub(crate) async fn count<S: Stream + Unpin>(
         }
     }
     c
+}
+
+/// Flow control between a producer and its receivers: at most `size`
+/// messages sent but not yet counted by every receiver, so that the
+/// measurement is of delivered traffic, not of what overflowed a queue.
+pub(crate) struct Window {
+    pub(crate) delivered: Arc<AtomicU64>,
+    receivers: u64,
+    size: u64,
+    idle: Duration,
+}
+
+impl Window {
+    pub(crate) fn new(receivers: u64, size: u64, idle: Duration) -> Self {
+        Self {
+            delivered: Arc::new(AtomicU64::new(0)),
+            receivers,
+            size,
+            idle,
+        }
+    }
+
+    /// Waits until message number `sent` (0-based) may go; false when the
+    /// receivers made no progress for the idle timeout (the producer should
+    /// stop: something was lost).
+    pub(crate) async fn admit(&self, sent: u64) -> bool {
+        if self.size == 0 {
+            return true;
+        }
+        let limit = self.size * self.receivers;
+        let (mut last, mut since, mut spins) = (u64::MAX, Instant::now(), 0u32);
+        loop {
+            let d = self.delivered.load(Ordering::Relaxed);
+            if (sent * self.receivers).saturating_sub(d) < limit {
+                return true;
+            }
+            if d != last {
+                (last, since) = (d, Instant::now());
+            } else if since.elapsed() > self.idle {
+                return false;
+            }
+            spins += 1;
+            if spins <= SPIN_RETRIES {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
 }

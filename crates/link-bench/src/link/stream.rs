@@ -1,14 +1,14 @@
 //! `send`, `publish` and `fanout` (with its slow-subscriber variant):
 //! fire-and-forget traffic timed from the first message sent until the
-//! receivers counted them all.
+//! receivers counted them all, with at most `window` messages in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use link_client::LinkClient;
+use link_client::LinkError;
 
-use super::{count, paced, peer, raw, wait_subscribed};
+use super::{Window, count, paced, peer, raw, wait_subscribed};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
@@ -18,6 +18,41 @@ use crate::target::HubTarget;
 /// The producer yields this often even without backpressure.
 const YIELD_EVERY: u64 = 256;
 
+/// What a producer did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Produced {
+    pub(crate) sent: u64,
+    pub(crate) took: Duration,
+    /// Outbox-full retries (link only).
+    pub(crate) retries: u64,
+    /// The window never reopened: the receivers stopped making progress.
+    pub(crate) stalled: bool,
+}
+
+/// Sends `n` messages with `op`, within the window, pacing on backpressure.
+async fn produce(
+    sc: Scenario,
+    n: u64,
+    window: &Window,
+    mut op: impl FnMut() -> Result<(), LinkError>,
+) -> Result<Produced, BenchError> {
+    let start = Instant::now();
+    let mut p = Produced::default();
+    for i in 0..n {
+        if !window.admit(i).await {
+            p.stalled = true;
+            break;
+        }
+        p.retries += paced(sc, &mut op).await?;
+        p.sent += 1;
+        if i % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    p.took = start.elapsed();
+    Ok(p)
+}
+
 pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, BenchError> {
     let sc = Scenario::Send;
     let n = ctx.opts.count_for(sc);
@@ -25,20 +60,23 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
     let b = peer(hub, sc, &b_kind, false).await?;
     let a = peer(hub, sc, &a_kind, false).await?;
     let directs = b.directs();
+    let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link send", n));
     let counter = {
-        let (bar, idle) = (bar.clone(), ctx.opts.idle_timeout);
-        tokio::spawn(async move { count(directs, n, idle, |i| bar.tick(i)).await })
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        tokio::spawn(async move {
+            count(directs, n, idle, |i| {
+                delivered.fetch_add(1, Ordering::Relaxed);
+                bar.tick(i);
+            })
+            .await
+        })
     };
     let start = Instant::now();
-    let mut retries = 0;
-    for i in 0..n {
-        retries += paced(sc, || a.send(&b_kind, "bench", Some(ctx.payload.clone()))).await?;
-        if i % YIELD_EVERY == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    let sent = start.elapsed();
+    let produced = produce(sc, n, &window, || {
+        a.send(&b_kind, "bench", Some(ctx.payload.clone()))
+    })
+    .await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
     drop(bar);
     a.stop().await;
@@ -50,8 +88,7 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
         counted.got,
         start,
         counted.last,
-        sent,
-        retries,
+        produced,
     ))
 }
 
@@ -65,14 +102,20 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
         .subscribe(&topic)
         .map_err(|e| BenchError::op(sc.as_str(), e))?;
     wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
+    let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link publish", n));
     let counter = {
-        let (bar, idle) = (bar.clone(), ctx.opts.idle_timeout);
-        tokio::spawn(async move { count(sub, n, idle, |i| bar.tick(i)).await })
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        tokio::spawn(async move {
+            count(sub, n, idle, |i| {
+                delivered.fetch_add(1, Ordering::Relaxed);
+                bar.tick(i);
+            })
+            .await
+        })
     };
     let start = Instant::now();
-    let retries = produce(sc, &a, &topic, n, ctx).await?;
-    let sent = start.elapsed();
+    let produced = produce(sc, n, &window, || a.publish(&topic, ctx.payload.clone())).await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
     drop(bar);
     a.stop().await;
@@ -84,26 +127,8 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
         counted.got,
         start,
         counted.last,
-        sent,
-        retries,
+        produced,
     ))
-}
-
-async fn produce(
-    sc: Scenario,
-    a: &LinkClient,
-    topic: &str,
-    n: u64,
-    ctx: &Ctx<'_>,
-) -> Result<u64, BenchError> {
-    let mut retries = 0;
-    for i in 0..n {
-        retries += paced(sc, || a.publish(topic, ctx.payload.clone())).await?;
-        if i % YIELD_EVERY == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    Ok(retries)
 }
 
 /// `fanout`, then (with `--slow`) the same with subscribers that stop
@@ -134,10 +159,11 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     let sc = Scenario::Fanout;
     let n = ctx.opts.count_for(sc);
     let s = ctx.opts.subscribers;
-    let topic = ctx.name(if slow > 0 { "topic-slow" } else { "topic" });
-    let publisher_kind = ctx.name(if slow > 0 { "pub-slow" } else { "pub" });
+    let suffix = if slow > 0 { "-slow" } else { "" };
+    let topic = ctx.name(&format!("topic{suffix}"));
+    let publisher_kind = ctx.name(&format!("pub{suffix}"));
     let kinds: Vec<String> = (0..s)
-        .map(|i| ctx.name(&format!("{}sub{i}", if slow > 0 { "s" } else { "" })))
+        .map(|i| ctx.name(&format!("sub{i}{suffix}")))
         .collect();
     let subs =
         futures_util::future::try_join_all(kinds.iter().map(|k| peer(hub, sc, k, false))).await?;
@@ -167,17 +193,14 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     wait_subscribed(&publisher, sc, &topic, &all_kinds, ctx.opts.idle_timeout).await?;
 
     let total = n * s as u64;
-    let label = if slow > 0 {
-        "link fanout-slow"
-    } else {
-        "link fanout"
-    };
-    let bar = Arc::new(ctx.progress.bar(label, total));
-    let delivered = Arc::new(AtomicU64::new(0));
+    let label = format!("link fanout{suffix}");
+    let bar = Arc::new(ctx.progress.bar(&label, total));
+    let window = Window::new(s as u64, ctx.opts.window, ctx.opts.idle_timeout);
     let counters: Vec<_> = streams
         .into_iter()
         .map(|sub| {
-            let (bar, delivered, idle) = (bar.clone(), delivered.clone(), ctx.opts.idle_timeout);
+            let (bar, delivered, idle) =
+                (bar.clone(), window.delivered.clone(), ctx.opts.idle_timeout);
             tokio::spawn(async move {
                 count(sub, n, idle, |_| {
                     let d = delivered.fetch_add(1, Ordering::Relaxed) + 1;
@@ -188,8 +211,10 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
         })
         .collect();
     let start = Instant::now();
-    let retries = produce(sc, &publisher, &topic, n, ctx).await?;
-    let sent = start.elapsed();
+    let produced = produce(sc, n, &window, || {
+        publisher.publish(&topic, ctx.payload.clone())
+    })
+    .await?;
     let mut got = 0;
     let mut last: Option<Instant> = None;
     for c in counters {
@@ -203,23 +228,33 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     for c in &subs {
         c.stop().await;
     }
-    let mut o = stream_outcome(sc, System::Link, total, got, start, last, sent, retries);
-    o.metrics[0].name = "delivered/s";
-    o.metrics.push(Metric::higher(
-        "per sub msgs/s",
-        o.metrics[0].value / s as f64,
-    ));
+    Ok(fanout_outcome(
+        System::Link,
+        s,
+        slow,
+        stream_outcome(sc, System::Link, total, got, start, last, produced),
+    ))
+}
+
+/// Renames and completes a stream outcome for `fanout` / `fanout-slow`.
+pub(crate) fn fanout_outcome(system: System, s: usize, slow: usize, mut o: Outcome) -> Outcome {
+    o.system = system;
+    if let Some(m) = o.metrics.first_mut() {
+        m.name = "delivered/s";
+    }
+    let rate = o.metrics.first().map_or(0.0, |m| m.value);
+    o.metrics
+        .push(Metric::higher("per sub msgs/s", rate / s.max(1) as f64));
     if slow > 0 {
         o.scenario = "fanout-slow".into();
         o.notes.push(format!(
             "{slow} more subscriber(s) stopped reading; figures are the other {s}'s"
         ));
     }
-    Ok(o)
+    o
 }
 
 /// The figures of a stream scenario.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn stream_outcome(
     sc: Scenario,
     system: System,
@@ -227,8 +262,7 @@ pub(crate) fn stream_outcome(
     got: u64,
     start: Instant,
     last: Option<Instant>,
-    sent: Duration,
-    retries: u64,
+    produced: Produced,
 ) -> Outcome {
     let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
     let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
@@ -236,17 +270,19 @@ pub(crate) fn stream_outcome(
     o.completed = got;
     o.elapsed_s = secs;
     o.metrics.push(Metric::higher("msgs/s", got as f64 / secs));
-    o.metrics.push(Metric::higher(
-        "sent/s",
-        expected as f64 / sent.as_secs_f64().max(f64::MIN_POSITIVE),
-    ));
     if got < expected {
         o.notes.push(format!(
-            "{} of {expected} messages never arrived (dropped or still queued when the idle timeout ended the wait)",
-            expected - got
+            "{} of {expected} messages never arrived (dropped, or still queued when the \
+             {}idle timeout ended the wait)",
+            expected - got,
+            if produced.stalled {
+                "producer stopped: no receiver progress; "
+            } else {
+                ""
+            }
         ));
     }
-    if retries > 0 {
+    if produced.retries > 0 {
         o.notes.push(
             "the producer was paced by outbox backpressure (BACKPRESSURE, retried)".to_owned(),
         );

@@ -9,7 +9,7 @@ mod server;
 pub(crate) use server::NatsTarget;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions};
@@ -22,9 +22,9 @@ use tokio::sync::watch;
 
 use crate::context::Ctx;
 use crate::error::BenchError;
-use crate::link::count;
 use crate::link::rpc::{rpc_outcome, warmup_calls};
-use crate::link::stream::{add_impact, stream_outcome};
+use crate::link::stream::{Produced, add_impact, fanout_outcome, stream_outcome};
+use crate::link::{Window, count};
 use crate::options::Scenario;
 use crate::report::{Metric, Outcome, System};
 use crate::stats::Latencies;
@@ -166,21 +166,20 @@ async fn stream(
         .await
         .map_err(|e| BenchError::op(sc.as_str(), e))?;
     let a = client(nats, sc).await?;
+    let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar(&format!("nats {sc}"), n));
     let counter = {
-        let (bar, idle) = (bar.clone(), ctx.opts.idle_timeout);
-        tokio::spawn(async move { count(sub, n, idle, |i| bar.tick(i)).await })
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        tokio::spawn(async move {
+            count(sub, n, idle, |i| {
+                delivered.fetch_add(1, Ordering::Relaxed);
+                bar.tick(i);
+            })
+            .await
+        })
     };
     let start = Instant::now();
-    for _ in 0..n {
-        a.publish(subject.clone(), payload.clone())
-            .await
-            .map_err(|e| BenchError::op(sc.as_str(), e))?;
-    }
-    a.flush()
-        .await
-        .map_err(|e| BenchError::op(sc.as_str(), e))?;
-    let sent = start.elapsed();
+    let produced = produce(&a, sc, &subject, &payload, n, &window).await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
     drop(bar);
     Ok(stream_outcome(
@@ -190,9 +189,38 @@ async fn stream(
         counted.got,
         start,
         counted.last,
-        sent,
-        0,
+        produced,
     ))
+}
+
+/// Publishes `n` messages within the window, then flushes.
+async fn produce(
+    client: &Client,
+    sc: Scenario,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    window: &Window,
+) -> Result<Produced, BenchError> {
+    let start = Instant::now();
+    let mut p = Produced::default();
+    for i in 0..n {
+        if !window.admit(i).await {
+            p.stalled = true;
+            break;
+        }
+        client
+            .publish(subject.to_owned(), payload.clone())
+            .await
+            .map_err(|e| BenchError::op(sc.as_str(), e))?;
+        p.sent += 1;
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| BenchError::op(sc.as_str(), e))?;
+    p.took = start.elapsed();
+    Ok(p)
 }
 
 async fn fanout(
@@ -237,11 +265,12 @@ async fn fanout(
         "nats fanout"
     };
     let bar = Arc::new(ctx.progress.bar(label, total));
-    let delivered = Arc::new(AtomicU64::new(0));
+    let window = Window::new(s as u64, ctx.opts.window, ctx.opts.idle_timeout);
     let counters: Vec<_> = subs
         .into_iter()
         .map(|sub| {
-            let (bar, delivered, idle) = (bar.clone(), delivered.clone(), ctx.opts.idle_timeout);
+            let (bar, delivered, idle) =
+                (bar.clone(), window.delivered.clone(), ctx.opts.idle_timeout);
             tokio::spawn(async move {
                 count(sub, n, idle, |_| {
                     let d = delivered.fetch_add(1, Ordering::Relaxed) + 1;
@@ -252,17 +281,7 @@ async fn fanout(
         })
         .collect();
     let start = Instant::now();
-    for _ in 0..n {
-        publisher
-            .publish(subject.clone(), payload.clone())
-            .await
-            .map_err(|e| BenchError::op(sc.as_str(), e))?;
-    }
-    publisher
-        .flush()
-        .await
-        .map_err(|e| BenchError::op(sc.as_str(), e))?;
-    let sent = start.elapsed();
+    let produced = produce(&publisher, sc, &subject, &payload, n, &window).await?;
     let (mut got, mut last) = (0, None);
     for c in counters {
         let counted = c.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
@@ -272,19 +291,12 @@ async fn fanout(
     drop(bar);
     drop(slow_peers);
     drop(clients);
-    let mut o = stream_outcome(sc, System::Nats, total, got, start, last, sent, 0);
-    o.metrics[0].name = "delivered/s";
-    o.metrics.push(Metric::higher(
-        "per sub msgs/s",
-        o.metrics[0].value / s as f64,
-    ));
-    if slow > 0 {
-        o.scenario = "fanout-slow".into();
-        o.notes.push(format!(
-            "{slow} more subscriber(s) stopped reading; figures are the other {s}'s"
-        ));
-    }
-    Ok(o)
+    Ok(fanout_outcome(
+        System::Nats,
+        s,
+        slow,
+        stream_outcome(sc, System::Nats, total, got, start, last, produced),
+    ))
 }
 
 /// A raw NATS client: INFO, CONNECT, optional SUB, PING → PONG. The caller
