@@ -79,6 +79,7 @@ where
         outbox: outbox.clone(),
         kind: None,
         lane: None,
+        key_lookup: None,
         close: (Some(1006), String::new()),
     };
     loop {
@@ -94,6 +95,11 @@ where
             }
             _ = tokio::time::sleep_until(deadline.map_or_else(far_future, tokio_instant)), if deadline.is_some() => {
                 reader.hc.handle_timeout(now());
+            }
+            key = key_answer(&mut reader.key_lookup), if reader.key_lookup.is_some() => {
+                reader.key_lookup = None;
+                let replay = &mut reader.shared.replay.checker();
+                reader.hc.key_resolved(now(), key, replay);
             }
         }
         reader.drain().await;
@@ -111,6 +117,14 @@ where
         .await;
 }
 
+/// The answer of a running key lookup (`None` if its task died).
+async fn key_answer(lookup: &mut Option<oneshot::Receiver<Option<Key>>>) -> Option<Key> {
+    match lookup {
+        Some(rx) => rx.await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
@@ -123,6 +137,8 @@ struct Reader {
     outbox: Arc<Outbox>,
     kind: Option<Arc<str>>,
     lane: Option<mpsc::UnboundedSender<Envelope>>,
+    /// A key resolver running for the pending hello.
+    key_lookup: Option<oneshot::Receiver<Option<Key>>>,
     /// Close code and reason to report when the socket goes.
     close: (Option<u16>, String),
 }
@@ -170,32 +186,51 @@ impl Reader {
         }
     }
 
+    /// Hands socket-level transmits to the writer.
+    fn relay_transmits(&mut self) {
+        while let Some(t) = self.hc.poll_transmit() {
+            self.outbox.control(match t {
+                Transmit::Ping => Control::Ping,
+                Transmit::Close { code, reason } => Control::Close { code, reason },
+                Transmit::Terminate => Control::Terminate,
+                Transmit::Frame(_) => continue, // the hub never sends from HubConn
+            });
+        }
+    }
+
     /// Acts on what the state machine produced.
     async fn drain(&mut self) {
-        while let Some(t) = self.hc.poll_transmit() {
-            match t {
-                Transmit::Ping => self.outbox.control(Control::Ping),
-                Transmit::Close { code, reason } => {
-                    self.outbox.control(Control::Close { code, reason })
-                }
-                Transmit::Terminate => self.outbox.control(Control::Terminate),
-                Transmit::Frame(_) => {} // the hub never sends from HubConn
-            }
-        }
+        self.relay_transmits();
         while let Some(ev) = self.hc.poll_event() {
             match ev {
-                HubConnEvent::KeyNeeded { kind } => {
-                    let key =
-                        resolve_key(&self.shared.config.keys, self.shared.config.hash, &kind).await;
-                    let replay = &mut self.shared.replay.checker();
-                    self.hc.key_resolved(now(), key, replay);
-                    // key_resolved queued more events/transmits: keep draining.
-                    while let Some(t) = self.hc.poll_transmit() {
-                        if let Transmit::Close { code, reason } = t {
-                            self.outbox.control(Control::Close { code, reason });
-                        }
+                HubConnEvent::KeyNeeded { kind } => match &self.shared.config.keys {
+                    // Static keys answer at once.
+                    KeySource::Shared(k) => {
+                        let key = Some(k.clone());
+                        self.hc
+                            .key_resolved(now(), key, &mut self.shared.replay.checker());
+                        self.relay_transmits();
                     }
-                }
+                    KeySource::PerKind(map) => {
+                        let key = map.get(&kind).cloned();
+                        self.hc
+                            .key_resolved(now(), key, &mut self.shared.replay.checker());
+                        self.relay_transmits();
+                    }
+                    // A resolver runs on its own task: while it works the socket
+                    // keeps reading (frames queue behind the hello in HubConn),
+                    // and timers and control (hello timeout, eviction, close)
+                    // still apply.
+                    KeySource::Resolver(_) => {
+                        let (tx, rx) = oneshot::channel();
+                        let (keys, hash) =
+                            (self.shared.config.keys.clone(), self.shared.config.hash);
+                        tokio::spawn(async move {
+                            let _ = tx.send(resolve_key(&keys, hash, &kind).await);
+                        });
+                        self.key_lookup = Some(rx);
+                    }
+                },
                 HubConnEvent::Authenticated { hello } => {
                     let Some(key) = self.hc.key().cloned() else {
                         continue;
@@ -528,8 +563,7 @@ async fn write_loop<K>(
                     sink.flush().await?;
                     return Ok(());
                 }
-                sink.flush().await?;
-                outbox.flushed();
+                flush(&mut sink, &outbox).await?;
                 outbox.wait().await;
                 continue;
             }
@@ -560,8 +594,7 @@ async fn write_loop<K>(
                 sink.start_send_unpin(Message::text(frame))?;
             }
             if !taken.more {
-                sink.flush().await?;
-                outbox.flushed();
+                flush(&mut sink, &outbox).await?;
             }
         }
     }
@@ -570,6 +603,23 @@ async fn write_loop<K>(
         tracing::debug!("socket write failed: {e}");
     }
     let _ = gone.send(());
+}
+
+/// Flushes, marking the outbox stalled while the socket cannot take more.
+async fn flush<K>(sink: &mut K, outbox: &Outbox) -> Result<(), WsError>
+where
+    K: Sink<Message, Error = WsError> + Unpin,
+{
+    if let Some(r) = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).now_or_never() {
+        r?;
+    } else {
+        outbox.set_stalled(true);
+        let r = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).await;
+        outbox.set_stalled(false);
+        r?;
+    }
+    outbox.flushed();
+    Ok(())
 }
 
 /// Waits for the sink to accept a message, marking the outbox stalled while

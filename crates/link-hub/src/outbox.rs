@@ -98,6 +98,8 @@ struct State {
     bytes: usize,
     control: VecDeque<Control>,
     closed: bool,
+    /// A close frame is queued: nothing may be written after it.
+    closing: bool,
     backpressure_episode: bool,
 }
 
@@ -149,7 +151,7 @@ impl Outbox {
     /// Queues a message.
     pub(crate) fn push(&self, item: OutItem) -> Push {
         let mut st = self.lock();
-        if st.closed {
+        if st.closed || st.closing {
             return Push::Closed;
         }
         let conflate = match (&item.origin, item.msg_type == msg_type::STATUS_UPDATE) {
@@ -165,16 +167,20 @@ impl Outbox {
             self.queued_bytes.store(st.bytes, Ordering::Relaxed);
             return Push::Queued { backpressure: None };
         }
-        if st.bytes + item.size > self.max_bytes {
+        let was_empty = st.queue.is_empty();
+        let stalled = self.stalled.load(Ordering::Relaxed);
+        // The cap bounds what waits; an idle socket takes any message at once
+        // (the reference's fast path), even one larger than the cap.
+        let fast_path = was_empty && !stalled;
+        if !fast_path && st.bytes + item.size > self.max_bytes {
             return Push::Overflow {
                 outbox_bytes: st.bytes,
             };
         }
-        let was_empty = st.queue.is_empty();
         st.bytes += item.size;
         st.queue.push_back(item);
         self.queued_bytes.store(st.bytes, Ordering::Relaxed);
-        let backpressure = if self.stalled.load(Ordering::Relaxed) && !st.backpressure_episode {
+        let backpressure = if stalled && !st.backpressure_episode {
             st.backpressure_episode = true;
             Some(Backpressure {
                 buffered_amount: self.buffered.load(Ordering::Relaxed),
@@ -211,6 +217,16 @@ impl Outbox {
         let mut st = self.lock();
         if st.closed {
             return;
+        }
+        if matches!(c, Control::Close { .. }) {
+            if st.closing {
+                return; // one close frame per socket
+            }
+            // Messages still queued are dropped: the peer can no longer get them.
+            st.closing = true;
+            st.queue.clear();
+            st.bytes = 0;
+            self.queued_bytes.store(0, Ordering::Relaxed);
         }
         st.control.push_back(c);
         drop(st);
@@ -308,6 +324,29 @@ mod tests {
             matches!(ob.push(item("direct", "2", "a", 900)), Push::Overflow { outbox_bytes } if outbox_bytes == used)
         );
         assert_eq!(ob.queued_bytes(), used);
+    }
+
+    #[test]
+    fn an_idle_socket_takes_a_message_over_the_cap_and_a_close_ends_the_queue() {
+        let ob = Outbox::new(100);
+        assert!(
+            ob.push(item("direct", "big", "a", 500)).delivered(),
+            "fast path"
+        );
+        assert!(matches!(
+            ob.push(item("direct", "2", "a", 1)),
+            Push::Overflow { .. }
+        ));
+        ob.control(Control::Close {
+            code: Some(1001),
+            reason: String::new(),
+        });
+        assert_eq!(
+            ob.queued_bytes(),
+            0,
+            "queued messages dropped behind a close"
+        );
+        assert_eq!(ob.push(item("direct", "3", "a", 1)), Push::Closed);
     }
 
     #[test]

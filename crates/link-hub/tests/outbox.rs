@@ -122,7 +122,6 @@ async fn overflow_refuses_messages_for_the_stalled_peer_only() {
 }
 
 #[tokio::test]
-#[ignore = "hub bug: no `backpressure` event while the socket writer is blocked in flush (small bursts): the outbox queues silently"]
 async fn backpressure_is_edge_triggered() {
     let hub = TestHub::start(
         HubConfig::builder(Secret::shared(S))
@@ -238,7 +237,6 @@ async fn queued_status_updates_are_conflated_per_originating_peer() {
 }
 
 #[tokio::test]
-#[ignore = "hub bug: a message bigger than max_outbox_bytes is refused (outbox-overflow) even by an idle socket; SPEC §11's fast path writes it"]
 async fn an_idle_socket_takes_a_message_bigger_than_the_outbox_cap() {
     // SPEC §11: a message is written immediately when the queue is empty,
     // the socket open and bufferedAmount <= maxBufferedBytes; only queued

@@ -58,7 +58,6 @@ async fn a_socket_without_a_valid_hello_is_closed_at_the_hello_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "hub bug: the socket reader awaits the key resolver inline, so a hanging lookup blocks the hello timeout (and eviction, close_all)"]
 async fn the_hello_timeout_fires_while_a_key_lookup_hangs() {
     let hub = TestHub::start(
         HubConfig::builder(Secret::resolver(|_kind: String| async {
@@ -77,7 +76,6 @@ async fn the_hello_timeout_fires_while_a_key_lookup_hangs() {
 }
 
 #[tokio::test]
-#[ignore = "hub bug: the socket reader awaits the key resolver inline, so a socket whose lookup hangs cannot be evicted by the pending cap"]
 async fn the_pending_cap_evicts_a_socket_whose_key_lookup_hangs() {
     let hub = TestHub::start(
         HubConfig::builder(Secret::resolver(|_kind: String| async {
