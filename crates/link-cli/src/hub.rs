@@ -63,7 +63,7 @@ pub(crate) struct HubArgs {
 
     /// Shared secret for every peer. Prefer setting LINK_SECRET: arguments
     /// are visible to other local users. Without --secret or --keys a
-    /// random secret is generated and printed once as LINK_SECRET=<hex>.
+    /// random secret is generated and printed once as `LINK_SECRET=<hex>`.
     #[arg(
         long,
         env = "LINK_SECRET",
