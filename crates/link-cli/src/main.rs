@@ -17,6 +17,9 @@
 //! - [`exit`]: the exit status convention shared by every subcommand.
 //! - [`hub`]: `hub`, which runs a hub server until SIGINT/SIGTERM.
 //! - [`bench`](mod@bench): `bench`, the load generator (see docs/perf.md).
+//! - [`online`]: `rpc`, `publish`, `subscribe`, `send`, `listen`, `peers`,
+//!   `status`, `health`, `topics`: a peer on a running hub.
+//! - [`completions`]: `completions <shell>`, via clap_complete.
 //!
 //! ## Getting started
 //!
@@ -31,23 +34,26 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod completions;
 mod exit;
 mod hub;
 mod input;
 mod key;
 mod offline;
+mod online;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Command-line arguments of `link-cli`.
 #[derive(Parser)]
 #[command(
     name = "link-cli",
     version,
-    about = "Operator CLI for link: canonicalise, sign and verify frames; run a hub.",
-    after_help = "Exit status: 0 success, 1 a check failed (verify), 2 unusable input or usage."
+    about = "Operator CLI for link: canonicalise, sign and verify frames; run a hub; talk on a bus.",
+    after_help = "Exit status: 0 success, 1 a check failed (verify) or the bus said no \
+                  (online commands), 2 unusable input or usage."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +73,26 @@ enum Command {
     Hub(hub::HubArgs),
     /// Load-test a hub (embedded, child or any URL), optionally beside nats-server.
     Bench(Box<bench::BenchArgs>),
+    /// Call an RPC on a peer (or `server`) and print the result as JSON.
+    Rpc(online::call::RpcArgs),
+    /// Publish a JSON payload on a topic.
+    Publish(online::fire::PublishArgs),
+    /// Print topic messages, one line each, until Ctrl-C or --count.
+    Subscribe(online::stream::SubscribeArgs),
+    /// Send a direct message to a peer.
+    Send(online::fire::SendArgs),
+    /// Print direct messages sent to this CLI, until Ctrl-C or --count.
+    Listen(online::stream::ListenArgs),
+    /// List the peers connected to the hub.
+    Peers(online::call::PeersArgs),
+    /// Print the last status of every peer.
+    Status(online::call::PeersArgs),
+    /// Print the hub's health (the `link.health` server RPC).
+    Health(online::call::HealthArgs),
+    /// List topics and their subscribers (the `link.topic.list` server RPC).
+    Topics(online::call::TopicsArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
 }
 
 impl Command {
@@ -78,6 +104,16 @@ impl Command {
             Self::Verify(_) => "verify",
             Self::Hub(_) => "hub",
             Self::Bench(_) => "bench",
+            Self::Rpc(_) => "rpc",
+            Self::Publish(_) => "publish",
+            Self::Subscribe(_) => "subscribe",
+            Self::Send(_) => "send",
+            Self::Listen(_) => "listen",
+            Self::Peers(_) => "peers",
+            Self::Status(_) => "status",
+            Self::Health(_) => "health",
+            Self::Topics(_) => "topics",
+            Self::Completions(_) => "completions",
         }
     }
 }
@@ -91,6 +127,16 @@ fn main() -> ExitCode {
         Command::Verify(args) => offline::verify(args),
         Command::Hub(args) => hub::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Rpc(args) => online::call::rpc(args),
+        Command::Publish(args) => online::fire::publish(args),
+        Command::Subscribe(args) => online::stream::subscribe(args),
+        Command::Send(args) => online::fire::send(args),
+        Command::Listen(args) => online::stream::listen(args),
+        Command::Peers(args) => online::call::peers(args),
+        Command::Status(args) => online::call::status(args),
+        Command::Health(args) => online::call::health(args),
+        Command::Topics(args) => online::call::topics(args),
+        Command::Completions(args) => completions::run(args, Cli::command()),
     };
     exit::finish(name, result)
 }

@@ -1,0 +1,320 @@
+//! Joining the bus: the options every online subcommand shares
+//! ([`ConnArgs`]), building the [`LinkClient`], waiting for it to be ready,
+//! and turning a [`LinkError`] into a [`Failure`].
+//!
+//! ```text
+//!   --url --secret --kind --hash --timeout ──► ClientConfig ──► LinkClient
+//!        (LINK_URL LINK_SECRET LINK_KIND LINK_HASH_ALGO)            │ ready(timeout)
+//!                                                                   ▼
+//!                    Ok(link) │ Err(Failure: LINK_NOT_READY / HELLO_REJECTED …)
+//! ```
+//!
+//! The default kind is `link-cli-<pid>`: two terminals running the CLI at
+//! once never displace each other (a hub keeps one socket per kind). Pass
+//! `--kind` when others must address this CLI (`listen`, or as an RPC
+//! caller that a hub's per-peer keys or ACLs know).
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IsTerminal};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOptions};
+use link_protocol::HashAlgo;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::exit::{Failure, Status};
+
+use super::output::Format;
+
+/// The hub `link-cli hub` listens on by default.
+const DEFAULT_URL: &str = "ws://127.0.0.1:8080";
+
+/// Connection and output options shared by every online subcommand.
+#[derive(Args)]
+pub(crate) struct ConnArgs {
+    /// Hub WebSocket URL.
+    #[arg(long, env = "LINK_URL", value_name = "URL", default_value = DEFAULT_URL)]
+    url: String,
+
+    /// Shared secret or this peer's key. Prefer setting LINK_SECRET:
+    /// arguments are visible to other local users.
+    #[arg(
+        long,
+        env = "LINK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    secret: Option<String>,
+
+    /// Kind this CLI joins as [default: link-cli-<pid>].
+    #[arg(long, env = "LINK_KIND", value_name = "KIND")]
+    kind: Option<String>,
+
+    /// HMAC hash algorithm; must match the hub's.
+    #[arg(
+        long,
+        env = "LINK_HASH_ALGO",
+        value_name = "ALGO",
+        default_value = "sha256",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["sha256", "sha384", "sha512"])
+            .try_map(|name| name.parse::<HashAlgo>()),
+    )]
+    hash: HashAlgo,
+
+    /// Milliseconds to wait for the hub's hello.ack, and for an RPC answer.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    timeout: u64,
+
+    /// Print JSON lines even on a terminal (the default when stdout is
+    /// piped).
+    #[arg(long)]
+    json: bool,
+}
+
+impl fmt::Debug for ConnArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnArgs")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("kind", &self.kind)
+            .field("hash", &self.hash)
+            .field("timeout", &self.timeout)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+impl ConnArgs {
+    /// `--timeout` as a duration.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout)
+    }
+
+    /// JSON lines when forced or when stdout is not a terminal.
+    pub(crate) fn format(&self) -> Format {
+        if self.json || !io::stdout().is_terminal() {
+            Format::Json
+        } else {
+            Format::Pretty
+        }
+    }
+
+    /// The kind this CLI joins as.
+    fn kind(&self) -> String {
+        self.kind
+            .clone()
+            .unwrap_or_else(|| format!("link-cli-{}", std::process::id()))
+    }
+
+    /// The client configuration; unusable options are exit 2.
+    fn config(&self) -> Result<ClientConfig, Failure> {
+        let Some(secret) = self.secret.clone() else {
+            return Err(Failure::unusable(
+                "no secret: pass --secret or set LINK_SECRET",
+            ));
+        };
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err(Failure::unusable(format_args!(
+                "--url {}: expected ws://HOST:PORT or wss://HOST:PORT",
+                self.url
+            )));
+        }
+        let kind = self.kind();
+        ClientConfig::builder()
+            .url(self.url.clone())
+            .secret(secret)
+            .kind(kind.clone())
+            .hash(self.hash)
+            .rpc_timeout(self.timeout())
+            // A hub that is still starting is found quickly; --timeout
+            // bounds the whole wait anyway.
+            .reconnect_initial(Duration::from_millis(100))
+            .reconnect_max(Duration::from_secs(1))
+            .stop_drain(self.timeout())
+            .build()
+            .map_err(|e| match e {
+                link_protocol::ConfigError::InvalidKind(_) => {
+                    Failure::unusable(format_args!("--kind {kind:?}: {e}"))
+                }
+                e => Failure::unusable(format_args!("invalid option: {e}")),
+            })
+    }
+
+    /// A client that is configured but not started: register streams and
+    /// event waiters on it, then call [`ConnArgs::ready`].
+    pub(crate) fn client(&self) -> Result<LinkClient, Failure> {
+        Ok(LinkClient::new(self.config()?))
+    }
+
+    /// Starts the link and waits for `hello.ack` within `--timeout`.
+    /// Refused hellos and timeouts are exit 1, naming the last connection
+    /// error seen.
+    pub(crate) async fn ready(&self, link: &LinkClient) -> Result<(), Failure> {
+        let mut events = link.events();
+        match link.ready(Some(self.timeout())).await {
+            Ok(_) => Ok(()),
+            Err(LinkError::ReadyTimeout(_) | LinkError::NotReady { .. }) => {
+                let why = last_error(&mut events)
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                Err(Failure::rejected(format_args!(
+                    "LINK_NOT_READY: no hello.ack from {} within {} ms{why}",
+                    self.url, self.timeout
+                )))
+            }
+            Err(e) => Err(link_failure(&e)),
+        }
+    }
+}
+
+/// The most recent connection-level failure in the buffered events. A
+/// socket that opened and then heard nothing usually means a hub that
+/// dropped the hello: a wrong secret or hash.
+fn last_error(events: &mut broadcast::Receiver<Arc<LinkEvent>>) -> Option<String> {
+    let mut last = None;
+    loop {
+        match events.try_recv() {
+            Ok(event) => match &*event {
+                LinkEvent::Connect { .. } => {
+                    last = Some("connected, but the hub never answered the hello: check --secret and --hash".to_owned());
+                }
+                LinkEvent::WsError(e) => last = Some(e.clone()),
+                LinkEvent::ProtocolError(e) => last = Some(e.to_string()),
+                LinkEvent::Disconnect { code, reason, .. } => {
+                    last = Some(match code {
+                        Some(code) => format!("closed with {code} {reason}"),
+                        None => format!("closed: {reason}"),
+                    });
+                }
+                _ => {}
+            },
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => return last,
+        }
+    }
+}
+
+/// `CODE: message` on stderr. Bad arguments are exit 2, everything else
+/// (remote errors, timeouts, a link that is not ready) exit 1.
+pub(crate) fn link_failure(err: &LinkError) -> Failure {
+    match err {
+        LinkError::InvalidArgument(_) => Failure::unusable(err),
+        LinkError::RpcRemote(remote) => {
+            Failure::rejected(format_args!("{}: {}", remote.code, remote.message))
+        }
+        _ => Failure::rejected(format_args!("{}: {err}", err.code())),
+    }
+}
+
+/// Waits until the hub has handled everything this client sent so far: a
+/// `link.health` server RPC travels behind it on the same socket, so any
+/// answer (even an error from a hub without that RPC) proves the earlier
+/// frames were read and routed.
+pub(crate) async fn barrier(link: &LinkClient, timeout: Duration) -> Result<(), Failure> {
+    let opts = RpcOptions {
+        timeout: Some(timeout),
+        cancel: None,
+    };
+    match link.rpc_with("server", "link.health", None, opts).await {
+        Ok(_) | Err(LinkError::RpcRemote(_)) => Ok(()),
+        Err(e) => Err(Failure::rejected(format_args!(
+            "{}: not confirmed by the hub: {e}",
+            e.code()
+        ))),
+    }
+}
+
+/// Runs an online command on a single-threaded runtime.
+pub(crate) fn block_on<F>(f: F) -> Result<Status, Failure>
+where
+    F: Future<Output = Result<Status, Failure>>,
+{
+    init_logging();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))?
+        .block_on(f)
+}
+
+/// Client logs on stderr, filtered by `RUST_LOG` (default: errors only,
+/// since every failure that ends the command is reported anyway).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
+    // Err only when a subscriber is already installed: keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Parses a JSON argument; `-` reads it from stdin. Not JSON is exit 2.
+pub(crate) fn json_arg(what: &str, text: &str) -> Result<Value, Failure> {
+    let owned;
+    let text = if text == "-" {
+        let bytes = crate::input::read_document(io::stdin().lock())?;
+        owned = String::from_utf8(bytes)
+            .map_err(|_| Failure::unusable(format_args!("{what} on stdin: not UTF-8")))?;
+        owned.as_str()
+    } else {
+        text
+    };
+    serde_json::from_str(text)
+        .map_err(|e| Failure::unusable(format_args!("{what} is not valid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        conn: ConnArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ConnArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|c| c.conn)
+    }
+
+    #[test]
+    fn options_are_checked_before_connecting() {
+        let ok = parse(&["--secret", "s", "--url", "ws://127.0.0.1:1"]).unwrap();
+        assert!(ok.config().is_ok());
+        assert!(ok.kind().starts_with("link-cli-"));
+        let bad_url = parse(&["--secret", "s", "--url", "http://x"]).unwrap();
+        assert!(bad_url.config().is_err());
+        let bad_kind = parse(&["--secret", "s", "--kind", "a b"]).unwrap();
+        assert!(bad_kind.config().is_err());
+        assert!(parse(&["--timeout", "0"]).is_err());
+        assert!(parse(&["--hash", "md5"]).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let args = parse(&["--secret", "hunter2"]).unwrap();
+        assert!(!format!("{args:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn json_arguments() {
+        assert_eq!(json_arg("data", r#"{"a":1}"#).unwrap()["a"], 1);
+        assert!(json_arg("data", "{a:1}").is_err());
+        assert!(json_arg("data", "").is_err());
+    }
+}
