@@ -1,0 +1,439 @@
+//! End-to-end tests of the online subcommands: an in-process hub on
+//! 127.0.0.1:0, in-test `LinkClient` peers, and the built `link-cli`
+//! binary run for every subcommand, asserting on stdout JSON and exit
+//! codes.
+//!
+//! Every wait is on a process exit, a hub event or a client event, bounded
+//! by a hang guard; nothing sleeps to synchronise. A streaming CLI
+//! (`subscribe`, `listen`) is known to be in place when the hub reports
+//! its subscription or its registration.
+
+// Tests may unwrap; clippy's `allow-unwrap-in-tests` does not reach the
+// helper functions of an integration test file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use link_client::{ClientConfig, ClientConfigBuilder, HandlerError, LinkClient, LinkEvent};
+use link_hub::{Hub, HubConfig, HubEvent, Secret};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::broadcast;
+
+const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
+const SECRET: &str = "online-secret";
+/// Hang guard only; never a timing assertion.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestHub {
+    hub: Hub,
+    url: String,
+}
+
+impl TestHub {
+    async fn start() -> Self {
+        let hub = Hub::new(HubConfig::builder(Secret::shared(SECRET)).build().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let h = hub.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, remote)) = listener.accept().await {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = h.accept(tcp, Some(remote)).await;
+                });
+            }
+        });
+        Self { hub, url }
+    }
+
+    fn client(&self, kind: &str) -> ClientConfigBuilder {
+        ClientConfig::builder()
+            .url(&self.url)
+            .secret(SECRET)
+            .kind(kind)
+    }
+
+    async fn peer(&self, builder: ClientConfigBuilder) -> LinkClient {
+        let link = LinkClient::new(builder.build().unwrap());
+        link.ready(Some(WAIT)).await.unwrap();
+        link
+    }
+
+    /// `link-cli <args>` against this hub, with nothing from the caller's
+    /// environment.
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("LINK_KIND")
+            .env_remove("LINK_HASH_ALGO")
+            .env_remove("RUST_LOG")
+            .env("LINK_URL", &self.url)
+            .env("LINK_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> Done {
+        finish(self.cli(args).spawn().unwrap()).await
+    }
+}
+
+/// A finished `link-cli` run.
+struct Done {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Done {
+    /// The only stdout line, as JSON, after checking exit 0.
+    fn json(&self) -> Value {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "stdout: {}", self.stdout);
+        serde_json::from_str(lines[0]).unwrap()
+    }
+
+    /// Every stdout line as JSON, after checking exit 0.
+    fn json_lines(&self) -> Vec<Value> {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+async fn finish(child: Child) -> Done {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("link-cli did not exit")
+        .unwrap();
+    Done {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+async fn hub_event(
+    rx: &mut broadcast::Receiver<Arc<HubEvent>>,
+    pred: impl Fn(&HubEvent) -> bool,
+) -> Arc<HubEvent> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("hub events closed"),
+            }
+        }
+    })
+    .await
+    .expect("hub event")
+}
+
+fn subscribed(kind: &'static str, topic: &'static str) -> impl Fn(&HubEvent) -> bool {
+    move |e| matches!(e, HubEvent::TopicSubscribe { kind: k, topic: t } if k == kind && t == topic)
+}
+
+#[tokio::test]
+async fn rpc_prints_the_result_or_the_error_code() {
+    let hub = TestHub::start().await;
+    let _echo = hub
+        .peer(
+            hub.client("echo")
+                .handler("echo", |call| async move {
+                    Ok(json!({"echoed": call.data, "from": call.from}))
+                })
+                .handler("fail", |_| async {
+                    Err(HandlerError::new("E_NOPE", "not today"))
+                }),
+        )
+        .await;
+
+    let done = hub
+        .run(&[
+            "rpc",
+            "echo",
+            "echo",
+            r#"{"x":[1,2.5,"é"]}"#,
+            "--kind",
+            "ops",
+        ])
+        .await;
+    assert_eq!(
+        done.json(),
+        json!({"echoed": {"x": [1, 2.5, "é"]}, "from": "ops"})
+    );
+
+    // No argument, and an argument on stdin.
+    let done = hub.run(&["rpc", "echo", "echo", "--kind", "ops"]).await;
+    assert_eq!(done.json(), json!({"echoed": null, "from": "ops"}));
+    let mut child = hub
+        .cli(&["rpc", "echo", "echo", "-", "--kind", "ops"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"[true]\n").await.unwrap();
+    drop(stdin);
+    assert_eq!(
+        finish(child).await.json(),
+        json!({"echoed": [true], "from": "ops"})
+    );
+
+    let done = hub.run(&["rpc", "ghost", "echo"]).await;
+    assert_eq!(done.code, Some(1));
+    assert!(done.stdout.is_empty());
+    assert!(
+        done.stderr
+            .contains("RPC_NO_TARGET: Target not connected: ghost"),
+        "{}",
+        done.stderr
+    );
+
+    let done = hub.run(&["rpc", "echo", "fail"]).await;
+    assert_eq!(done.code, Some(1));
+    assert!(done.stderr.contains("E_NOPE: not today"), "{}", done.stderr);
+
+    let done = hub.run(&["rpc", "echo", "echo", "{not json"]).await;
+    assert_eq!(done.code, Some(2));
+    assert!(done.stdout.is_empty());
+    assert!(done.stderr.contains("not valid JSON"), "{}", done.stderr);
+}
+
+#[tokio::test]
+async fn publish_reaches_a_subscriber() {
+    let hub = TestHub::start().await;
+    let mut events = hub.hub.events();
+    let watcher = hub.peer(hub.client("watcher")).await;
+    let mut news = watcher.subscribe("news").unwrap();
+    hub_event(&mut events, subscribed("watcher", "news")).await;
+
+    let done = hub
+        .run(&["publish", "news", r#"{"n":1}"#, "--kind", "pub"])
+        .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stdout.is_empty(), "nothing on a pipe: {}", done.stdout);
+    let msg = tokio::time::timeout(WAIT, news.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (msg.from.as_str(), msg.payload),
+        ("pub", Some(json!({"n": 1})))
+    );
+
+    for (args, why) in [
+        (&["publish", "news", "{"][..], "not valid JSON"),
+        (&["publish", "bad topic", "1"][..], "invalid topic"),
+        (&["publish", "news"][..], "JSON"),
+    ] {
+        let done = hub.run(args).await;
+        assert_eq!(done.code, Some(2), "{args:?}");
+        assert!(done.stderr.contains(why), "{args:?}: {}", done.stderr);
+    }
+}
+
+#[tokio::test]
+async fn subscribe_prints_one_line_per_message() {
+    let hub = TestHub::start().await;
+    let mut events = hub.hub.events();
+    let child = hub
+        .cli(&[
+            "subscribe",
+            "news",
+            "alerts",
+            "--count",
+            "2",
+            "--kind",
+            "sub",
+        ])
+        .spawn()
+        .unwrap();
+    // Subscriptions are sent at ready in no particular order.
+    let mut topics = Vec::new();
+    while topics.len() < 2 {
+        let e = hub_event(
+            &mut events,
+            |e| matches!(e, HubEvent::TopicSubscribe { kind, .. } if kind == "sub"),
+        )
+        .await;
+        if let HubEvent::TopicSubscribe { topic, .. } = &*e {
+            topics.push(topic.clone());
+        }
+    }
+    topics.sort();
+    assert_eq!(topics, ["alerts", "news"]);
+
+    let publisher = hub.peer(hub.client("pub")).await;
+    publisher.publish("news", json!({"n": 1})).unwrap();
+    publisher.publish("alerts", json!("fire")).unwrap();
+
+    let lines = finish(child).await.json_lines();
+    assert_eq!(
+        lines,
+        [
+            json!({"topic": "news", "from": "pub", "payload": {"n": 1}}),
+            json!({"topic": "alerts", "from": "pub", "payload": "fire"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn send_and_listen() {
+    let hub = TestHub::start().await;
+    let mut events = hub.hub.events();
+
+    // `listen` prints what an in-test client sends it.
+    let child = hub
+        .cli(&["listen", "--kind", "inbox", "--count", "1"])
+        .spawn()
+        .unwrap();
+    hub_event(
+        &mut events,
+        |e| matches!(e, HubEvent::PeerConnect { kind, .. } if kind == "inbox"),
+    )
+    .await;
+    let sender = hub.peer(hub.client("sender")).await;
+    sender
+        .send("inbox", "greet", Some(json!({"t": "hi"})))
+        .unwrap();
+    assert_eq!(
+        finish(child).await.json(),
+        json!({"from": "sender", "type": "greet", "data": {"t": "hi"}})
+    );
+
+    // `send` reaches an in-test client.
+    let mut directs = sender.directs();
+    let done = hub
+        .run(&["send", "sender", "ping", "[1,2]", "--kind", "cli"])
+        .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stdout.is_empty());
+    let msg = tokio::time::timeout(WAIT, directs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (msg.from.as_str(), msg.msg_type.as_str(), msg.data),
+        ("cli", "ping", Some(json!([1, 2])))
+    );
+
+    let done = hub.run(&["send", "sender", "ping", "nope"]).await;
+    assert_eq!(done.code, Some(2));
+}
+
+#[tokio::test]
+async fn peers_status_health_and_topics() {
+    let hub = TestHub::start().await;
+    let mut events = hub.hub.events();
+    // The observer sees the worker's status, so the hub has stored it.
+    let observer = hub.peer(hub.client("observer")).await;
+    let status_seen = observer.wait_for(
+        |e| matches!(e, LinkEvent::PeerStatus { from, .. } if from == "worker"),
+        Some(WAIT),
+    );
+    let _worker = hub
+        .peer(hub.client("worker").status(|| json!({"load": 0.5})))
+        .await;
+    status_seen.await.expect("worker status");
+    let _news = observer.subscribe("news").unwrap();
+    hub_event(&mut events, subscribed("observer", "news")).await;
+
+    let peers = hub.run(&["peers", "--kind", "ops"]).await.json();
+    let kinds: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["observer", "worker", "ops"]);
+    for p in peers.as_array().unwrap() {
+        assert_eq!(p["connected"], true);
+        assert!(p["connectedAt"].is_number());
+        assert_eq!(p["hello"]["kind"], p["kind"]);
+    }
+
+    let status = hub.run(&["status"]).await.json();
+    assert_eq!(status["worker"]["status"], json!({"load": 0.5}));
+    assert!(status["worker"]["at"].is_number());
+    assert_eq!(status.as_object().unwrap().len(), 1, "{status}");
+
+    let health = hub.run(&["health"]).await.json();
+    assert_eq!(health["peerCount"], 3);
+    assert_eq!(health["topicCount"], 1);
+    assert_eq!(health["statusCount"], 1);
+
+    let topics = hub.run(&["topics"]).await.json();
+    assert_eq!(
+        topics,
+        json!({"topics": [{"topic": "news", "subscribers": ["observer"]}]})
+    );
+    let one = hub.run(&["topics", "news"]).await.json();
+    assert_eq!(one, json!({"topic": "news", "subscribers": ["observer"]}));
+}
+
+#[tokio::test]
+async fn unreachable_hub_and_unusable_options() {
+    let hub = TestHub::start().await;
+    // A port that was free a moment ago refuses connections.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("ws://{}", l.local_addr().unwrap())
+    };
+    let done = hub
+        .run(&["health", "--url", &closed, "--timeout", "300"])
+        .await;
+    assert_eq!(done.code, Some(1));
+    assert!(done.stderr.contains("LINK_NOT_READY"), "{}", done.stderr);
+
+    let done = hub
+        .run(&["health", "--secret", "wrong", "--timeout", "300"])
+        .await;
+    assert_eq!(done.code, Some(1));
+    assert!(
+        done.stderr.contains("LINK_NOT_READY") || done.stderr.contains("HELLO_REJECTED"),
+        "{}",
+        done.stderr
+    );
+
+    let done = finish(
+        hub.cli(&["peers"])
+            .env_remove("LINK_SECRET")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(done.code, Some(2));
+    assert!(done.stderr.contains("no secret"), "{}", done.stderr);
+
+    let done = hub.run(&["subscribe", "ok", "not/ok"]).await;
+    assert_eq!(done.code, Some(2));
+    let done = hub.run(&["health", "--url", "http://x"]).await;
+    assert_eq!(done.code, Some(2));
+}
+
+#[tokio::test]
+async fn completions_for_bash() {
+    let hub = TestHub::start().await;
+    let done = hub.run(&["completions", "bash"]).await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    for word in ["link-cli", "subscribe", "publish", "--timeout"] {
+        assert!(done.stdout.contains(word), "{word} missing");
+    }
+    assert_eq!(hub.run(&["completions", "tcsh"]).await.code, Some(2));
+}
