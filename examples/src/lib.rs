@@ -17,6 +17,9 @@
 //! cargo run -p link-examples --example graceful_shutdown # then press Ctrl-C
 //! ```
 //!
+//! `examples` is a default member of the workspace, so plain
+//! `cargo run --example <name>` from the workspace root works too.
+//!
 //! Errors are boxed ([`Error`]): fine for examples, not for library APIs.
 
 #![forbid(unsafe_code)]
