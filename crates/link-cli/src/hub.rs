@@ -278,6 +278,12 @@ async fn serve(
         builder = builder.path(path.clone());
     }
     let server = builder.build().map_err(Failure::unusable)?;
+    // Membership at info, security drops (bad-signature, unknown-kind, replay…)
+    // at warn, the rest at debug.
+    let _events = link_helpers::observability::spawn_hub_logger(
+        server.hub(),
+        link_helpers::observability::Classifier::default(),
+    );
     server.start().await.map_err(Failure::unusable)?;
     if generated.is_some() {
         tracing::warn!(

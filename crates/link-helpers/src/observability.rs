@@ -68,6 +68,7 @@ pub const DEFAULT_CONCERNING: &[&str] = &[
     "bad-version",
     "rpc-response-mismatch",
     "clock-skew",
+    "no-ack",
 ];
 
 impl Default for Classifier {
