@@ -23,6 +23,8 @@ struct TestHub {
     url: String,
     addr: std::net::SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    /// Subscribed before the first connection could arrive.
+    events: tokio::sync::broadcast::Receiver<Arc<HubEvent>>,
 }
 
 impl TestHub {
@@ -32,6 +34,7 @@ impl TestHub {
 
     async fn start_on(bind: &str, config: HubConfig) -> Self {
         let hub = Hub::new(config);
+        let events = hub.events();
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let h = hub.clone();
@@ -48,6 +51,7 @@ impl TestHub {
             url: format!("ws://{addr}"),
             addr,
             accept,
+            events,
         }
     }
 
@@ -462,15 +466,34 @@ async fn reconnect_after_hub_restart_replays_subscriptions_and_queued_publishes(
             .unwrap(),
     )
     .await;
-    let mut hub_events = hub2.hub.events();
-    // beta's subscription is replayed on its new ready; wait until the hub has it.
-    hub_event(
-        &mut hub_events,
-        |e| matches!(e, HubEvent::TopicSubscribe { kind, .. } if kind == "beta"),
-    )
-    .await;
-    // alpha's queued publish reached the hub... but maybe before beta re-subscribed;
-    // publish once more after both are back to make delivery deterministic.
+    let mut hub_events = hub2.events;
+    // On the new hub: alpha's queued publish is flushed once alpha is ready
+    // again, and beta's subscription is replayed on its new ready.
+    let (mut published, mut resubscribed) = (false, false);
+    while !(published && resubscribed) {
+        let e = hub_event(&mut hub_events, |e| {
+            matches!(
+                e,
+                HubEvent::TopicPublish { .. } | HubEvent::TopicSubscribe { .. }
+            )
+        })
+        .await;
+        match &*e {
+            HubEvent::TopicPublish {
+                from,
+                payload: Some(p),
+                ..
+            } => {
+                published |= from == "alpha" && p == &json!({"queued": true});
+            }
+            HubEvent::TopicSubscribe { kind, topic } => {
+                resubscribed |= kind == "beta" && topic == "news";
+            }
+            _ => {}
+        }
+    }
+    // Which of the two the hub saw first is a race between the two clients, so
+    // delivery to beta is checked with a publish made after both are back.
     alpha.ready(Some(WAIT)).await.unwrap();
     alpha.publish("news", json!({"after": true})).unwrap();
     let mut got = Vec::new();
