@@ -175,37 +175,49 @@ pub(crate) async fn count<S: Stream + Unpin>(
 }
 
 /// Flow control between a producer and its receivers: at most `size`
-/// messages sent but not yet counted by every receiver, so that the
-/// measurement is of delivered traffic, not of what overflowed a queue.
+/// messages sent but not yet counted by the slowest receiver, so that the
+/// measurement is of delivered traffic, not of what overflowed a buffer.
 pub(crate) struct Window {
-    pub(crate) delivered: Arc<AtomicU64>,
-    receivers: u64,
+    counters: Vec<Arc<AtomicU64>>,
     size: u64,
     idle: Duration,
 }
 
 impl Window {
-    pub(crate) fn new(receivers: u64, size: u64, idle: Duration) -> Self {
+    pub(crate) fn new(receivers: usize, size: u64, idle: Duration) -> Self {
         Self {
-            delivered: Arc::new(AtomicU64::new(0)),
-            receivers,
+            counters: (0..receivers.max(1))
+                .map(|_| Arc::new(AtomicU64::new(0)))
+                .collect(),
             size,
             idle,
         }
     }
 
+    /// The counter receiver `i` increments for every message it counts.
+    pub(crate) fn counter(&self, i: usize) -> Arc<AtomicU64> {
+        self.counters[i % self.counters.len()].clone()
+    }
+
+    fn slowest(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Waits until message number `sent` (0-based) may go; false when the
-    /// receivers made no progress for the idle timeout (the producer should
-    /// stop: something was lost).
+    /// slowest receiver made no progress for the idle timeout (the producer
+    /// should stop: something was lost).
     pub(crate) async fn admit(&self, sent: u64) -> bool {
         if self.size == 0 {
             return true;
         }
-        let limit = self.size * self.receivers;
         let (mut last, mut since, mut spins) = (u64::MAX, Instant::now(), 0u32);
         loop {
-            let d = self.delivered.load(Ordering::Relaxed);
-            if (sent * self.receivers).saturating_sub(d) < limit {
+            let d = self.slowest();
+            if sent.saturating_sub(d) < self.size {
                 return true;
             }
             if d != last {

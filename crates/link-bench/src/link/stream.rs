@@ -63,7 +63,7 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link send", n));
     let counter = {
-        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.counter(0));
         tokio::spawn(async move {
             count(directs, n, idle, |i| {
                 delivered.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +105,7 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link publish", n));
     let counter = {
-        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.counter(0));
         tokio::spawn(async move {
             count(sub, n, idle, |i| {
                 delivered.fetch_add(1, Ordering::Relaxed);
@@ -195,16 +195,22 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     let total = n * s as u64;
     let label = format!("link fanout{suffix}");
     let bar = Arc::new(ctx.progress.bar(&label, total));
-    let window = Window::new(s as u64, ctx.opts.window, ctx.opts.idle_timeout);
+    let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
+    let total_delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counters: Vec<_> = streams
         .into_iter()
-        .map(|sub| {
-            let (bar, delivered, idle) =
-                (bar.clone(), window.delivered.clone(), ctx.opts.idle_timeout);
+        .enumerate()
+        .map(|(i, sub)| {
+            let (bar, mine, total, idle) = (
+                bar.clone(),
+                window.counter(i),
+                total_delivered.clone(),
+                ctx.opts.idle_timeout,
+            );
             tokio::spawn(async move {
                 count(sub, n, idle, |_| {
-                    let d = delivered.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar.tick(d);
+                    mine.fetch_add(1, Ordering::Relaxed);
+                    bar.tick(total.fetch_add(1, Ordering::Relaxed) + 1);
                 })
                 .await
             })

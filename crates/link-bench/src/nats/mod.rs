@@ -169,7 +169,7 @@ async fn stream(
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar(&format!("nats {sc}"), n));
     let counter = {
-        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.delivered.clone());
+        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.counter(0));
         tokio::spawn(async move {
             count(sub, n, idle, |i| {
                 delivered.fetch_add(1, Ordering::Relaxed);
@@ -265,16 +265,22 @@ async fn fanout(
         "nats fanout"
     };
     let bar = Arc::new(ctx.progress.bar(label, total));
-    let window = Window::new(s as u64, ctx.opts.window, ctx.opts.idle_timeout);
+    let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
+    let total_delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counters: Vec<_> = subs
         .into_iter()
-        .map(|sub| {
-            let (bar, delivered, idle) =
-                (bar.clone(), window.delivered.clone(), ctx.opts.idle_timeout);
+        .enumerate()
+        .map(|(i, sub)| {
+            let (bar, mine, total, idle) = (
+                bar.clone(),
+                window.counter(i),
+                total_delivered.clone(),
+                ctx.opts.idle_timeout,
+            );
             tokio::spawn(async move {
                 count(sub, n, idle, |_| {
-                    let d = delivered.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar.tick(d);
+                    mine.fetch_add(1, Ordering::Relaxed);
+                    bar.tick(total.fetch_add(1, Ordering::Relaxed) + 1);
                 })
                 .await
             })
