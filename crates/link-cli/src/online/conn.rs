@@ -51,7 +51,7 @@ pub(crate) struct ConnArgs {
     )]
     secret: Option<String>,
 
-    /// Kind this CLI joins as [default: link-cli-<pid>].
+    /// Kind this CLI joins as (default: `link-cli-<pid>`).
     #[arg(long, env = "LINK_KIND", value_name = "KIND")]
     kind: Option<String>,
 
