@@ -287,7 +287,7 @@ impl Reader {
         let Some(kind) = self.kind.clone() else {
             return;
         };
-        if self.shared.listening() {
+        if self.shared.firehose_listening() {
             let (from, envelope) = (kind.to_string(), env.clone());
             self.shared.emit(|| HubEvent::Message { from, envelope });
         }

@@ -39,8 +39,9 @@ impl Hub {
     /// Starts the hub's router task.
     pub fn new(config: HubConfig) -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (firehose, _) = broadcast::channel(EVENT_CAPACITY);
         let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
-        let shared = Arc::new(Shared::new(config, events, tx));
+        let shared = Arc::new(Shared::new(config, events, firehose, tx));
         tokio::spawn(Router::new(shared.clone()).run(rx));
         Self { shared }
     }
@@ -90,6 +91,13 @@ impl Hub {
         self.shared.events.subscribe()
     }
 
+    /// Like [`events`](Self::events), plus the `message` firehose: a
+    /// [`HubEvent::Message`] with a copy of every verified inbound frame.
+    /// Costs a copy per frame while subscribed; `events()` never carries it.
+    pub fn firehose(&self) -> broadcast::Receiver<Arc<HubEvent>> {
+        self.shared.firehose.subscribe()
+    }
+
     /// Counters, as the reference's `health()`.
     pub async fn health(&self) -> HubHealth {
         self.ask(RouterMsg::Health).await.unwrap_or_default()
@@ -128,7 +136,12 @@ impl Hub {
 }
 
 pub(crate) fn websocket_config(config: &HubConfig) -> WebSocketConfig {
+    // Small per-socket buffers: tungstenite's 128 KiB read and write buffers
+    // dominate an idle connection's memory; frames are batched by the writer
+    // anyway (docs/perf.md).
     WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
         .max_write_buffer_size(

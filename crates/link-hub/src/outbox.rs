@@ -9,8 +9,9 @@
 //! - `backpressure` is edge-triggered: the first push while the writer is
 //!   stalled on a full socket, once per episode (until the queue drains).
 //! - A queued `status.update` is replaced in place by a newer one from the
-//!   same originating peer (conflation); a queued `rpc.request` can be
-//!   removed by its caller's `rpc.cancel`.
+//!   same originating peer, and a queued `peers.update` by a newer list
+//!   (conflation); a queued `rpc.request` can be removed by its caller's
+//!   `rpc.cancel`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -154,10 +155,15 @@ impl Outbox {
         if st.closed || st.closing {
             return Push::Closed;
         }
-        let conflate = match (&item.origin, item.msg_type == msg_type::STATUS_UPDATE) {
-            (Some(origin), true) => st.queue.iter().position(|q| {
+        let conflate = match (&item.origin, item.msg_type) {
+            (Some(origin), msg_type::STATUS_UPDATE) => st.queue.iter().position(|q| {
                 q.msg_type == msg_type::STATUS_UPDATE && q.origin.as_ref() == Some(origin)
             }),
+            // A newer peer list supersedes one still waiting.
+            (_, msg_type::PEERS_UPDATE) => st
+                .queue
+                .iter()
+                .position(|q| q.msg_type == msg_type::PEERS_UPDATE),
             _ => None,
         };
         if let Some(pos) = conflate {
@@ -392,6 +398,19 @@ mod tests {
         let ids: Vec<&str> = batch.iter().map(|i| i.id.as_deref().unwrap()).collect();
         assert_eq!(ids, ["2", "d", "3"], "replaced in place, FIFO kept");
         assert_eq!(ob.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_newer_peer_list_replaces_a_queued_one() {
+        let ob = Outbox::new(1 << 20);
+        ob.set_stalled(true);
+        ob.push(item("peers.update", "p1", "server", 1));
+        ob.push(item("direct", "d", "a", 1));
+        ob.push(item("peers.update", "p2", "server", 3));
+        let mut batch = Vec::new();
+        ob.take(&mut batch, 100);
+        let ids: Vec<&str> = batch.iter().map(|i| i.id.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["p2", "d"]);
     }
 
     #[test]

@@ -91,7 +91,13 @@ struct Peer {
     hello: Hello,
     connected_at: u64,
     outbox: Arc<Outbox>,
+    /// The membership version this peer last got a `peers.update` for.
+    peers_seen: u64,
 }
+
+/// Membership changes handled before pending `peers.update`s go out even if
+/// the mailbox never empties.
+const PEERS_FLUSH_EVERY: usize = 256;
 
 #[derive(Default)]
 struct Subscribers {
@@ -131,6 +137,12 @@ pub(crate) struct Router {
     subscriptions: HashMap<Arc<str>, HashSet<String>>,
     server_rpc_in_flight: usize,
     server: Arc<str>,
+    /// Bumped on every membership change.
+    peers_version: u64,
+    peers_cache: Option<(u64, Arc<CanonicalData>)>,
+    /// Some peers have not seen the current version yet.
+    peers_dirty: bool,
+    since_dirty: usize,
     /// `stop()` ran: sockets attached from now on are closed at once.
     stopped: bool,
 }
@@ -148,6 +160,10 @@ impl Router {
             subscriptions: HashMap::new(),
             server_rpc_in_flight: 0,
             server: SERVER.into(),
+            peers_version: 0,
+            peers_cache: None,
+            peers_dirty: false,
+            since_dirty: 0,
             stopped: false,
         }
     }
@@ -163,7 +179,15 @@ impl Router {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
+                    Some(msg) => {
+                        self.handle(msg);
+                        if self.peers_dirty {
+                            self.since_dirty += 1;
+                            if rx.is_empty() || self.since_dirty >= PEERS_FLUSH_EVERY {
+                                self.flush_peers();
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
@@ -319,6 +343,7 @@ impl Router {
                 hello: hello.clone(),
                 connected_at: now,
                 outbox: outbox.clone(),
+                peers_seen: 0,
             },
         );
         let ack = HelloAck::accepted(now, &kind, &HUB_FEATURES);
@@ -337,7 +362,23 @@ impl Router {
             connected_at: now,
             replaced,
         });
-        self.broadcast_peers();
+        // The newcomer gets the list now (hello.ack, peers.update,
+        // status.snapshot, in the reference's order); the others when the
+        // mailbox drains, so a burst of joins costs one update each.
+        self.peers_version += 1;
+        let data = self.peers_data();
+        self.push(
+            &outbox,
+            None,
+            msg_type::PEERS_UPDATE,
+            &self.server.clone(),
+            &kind,
+            Some(data),
+        );
+        if let Some(p) = self.peers.get_mut(&kind) {
+            p.peers_seen = self.peers_version;
+        }
+        self.peers_dirty = true;
         let snapshot =
             messages::status_snapshot_value(self.statuses.iter().map(|(k, e)| (&**k, e)));
         self.push(
@@ -374,7 +415,8 @@ impl Router {
                 }
             }
         }
-        self.broadcast_peers();
+        self.peers_version += 1;
+        self.peers_dirty = true;
         let (k, hello, connected_at) = (kind.to_string(), peer.hello, peer.connected_at);
         self.shared.emit(|| HubEvent::PeerDisconnect {
             kind: k,
@@ -398,23 +440,43 @@ impl Router {
             .collect()
     }
 
-    fn broadcast_peers(&mut self) {
-        let data = Arc::new(CanonicalData::new(&messages::peers_update_value(
-            &self.peer_infos(),
-        )));
-        let server = self.server.clone();
-        for kind in self.order.clone() {
-            if let Some(p) = self.peers.get(&kind) {
-                let outbox = p.outbox.clone();
-                self.push(
-                    &outbox,
-                    None,
-                    msg_type::PEERS_UPDATE,
-                    &server,
-                    &kind,
-                    Some(data.clone()),
-                );
+    /// The current `peers.update` payload, canonicalised once per version.
+    fn peers_data(&mut self) -> Arc<CanonicalData> {
+        match &self.peers_cache {
+            Some((v, data)) if *v == self.peers_version => data.clone(),
+            _ => {
+                let data = Arc::new(CanonicalData::new(&messages::peers_update_value(
+                    &self.peer_infos(),
+                )));
+                self.peers_cache = Some((self.peers_version, data.clone()));
+                data
             }
+        }
+    }
+
+    /// Sends the current peer list to every peer that has not seen it.
+    fn flush_peers(&mut self) {
+        self.peers_dirty = false;
+        self.since_dirty = 0;
+        let data = self.peers_data();
+        let (server, version) = (self.server.clone(), self.peers_version);
+        for kind in self.order.clone() {
+            let Some(p) = self.peers.get_mut(&kind) else {
+                continue;
+            };
+            if p.peers_seen >= version {
+                continue;
+            }
+            p.peers_seen = version;
+            let outbox = p.outbox.clone();
+            self.push(
+                &outbox,
+                None,
+                msg_type::PEERS_UPDATE,
+                &server,
+                &kind,
+                Some(data.clone()),
+            );
         }
     }
 

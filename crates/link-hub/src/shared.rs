@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) config: HubConfig,
     pub(crate) conn_config: HubConnConfig,
     pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
+    /// Every event plus the per-frame `message` firehose.
+    pub(crate) firehose: broadcast::Sender<Arc<HubEvent>>,
     pub(crate) router: mpsc::Sender<RouterMsg>,
     pub(crate) replay: ReplayShards,
     pub(crate) ids: link_protocol::conn::IdGen,
@@ -33,6 +35,7 @@ impl Shared {
     pub(crate) fn new(
         config: HubConfig,
         events: broadcast::Sender<Arc<HubEvent>>,
+        firehose: broadcast::Sender<Arc<HubEvent>>,
         router: mpsc::Sender<RouterMsg>,
     ) -> Self {
         let conn_config = HubConnConfig {
@@ -50,6 +53,7 @@ impl Shared {
             config,
             conn_config,
             events,
+            firehose,
             router,
             replay,
             ids: crate::ids::id_gen(),
@@ -63,13 +67,25 @@ impl Shared {
 
     /// True when someone listens to events (so building them is worth it).
     pub(crate) fn listening(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.events.receiver_count() > 0 || self.firehose.receiver_count() > 0
+    }
+
+    /// True when someone listens to the `message` firehose (so cloning every
+    /// verified envelope is worth it).
+    pub(crate) fn firehose_listening(&self) -> bool {
+        self.firehose.receiver_count() > 0
     }
 
     /// Emits an event built only if someone listens.
     pub(crate) fn emit(&self, build: impl FnOnce() -> HubEvent) {
         if self.listening() {
-            let _ = self.events.send(Arc::new(build()));
+            let event = Arc::new(build());
+            if self.firehose.receiver_count() > 0 {
+                let _ = self.firehose.send(event.clone());
+            }
+            if self.events.receiver_count() > 0 && !matches!(*event, HubEvent::Message { .. }) {
+                let _ = self.events.send(event);
+            }
         }
     }
 

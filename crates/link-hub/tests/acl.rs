@@ -65,7 +65,7 @@ async fn rpc_verdict_shapes_and_denials_answered_on_the_wire() {
             .unwrap(),
     )
     .await;
-    let mut rx = hub.hub.events();
+    let mut rx = hub.hub.firehose();
     let mut alpha = hub.peer("alpha", S).await;
 
     let r = alpha.rpc("server", "allow", None).await;
@@ -203,7 +203,7 @@ async fn publish_subscribe_and_send_denials_are_silent() {
             .unwrap(),
     )
     .await;
-    let mut rx = hub.hub.events();
+    let mut rx = hub.hub.firehose();
     let mut alpha = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
 
@@ -328,7 +328,7 @@ async fn laned_verdicts_keep_each_sockets_order() {
             .unwrap(),
     )
     .await;
-    let mut rx = hub.hub.events();
+    let mut rx = hub.hub.firehose();
     let mut alpha = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
     beta.send("topic.subscribe", None, Some(json!({"topic": "news"})))
@@ -453,7 +453,7 @@ async fn a_laned_message_of_a_replaced_socket_is_dropped() {
             .unwrap(),
     )
     .await;
-    let mut rx = hub.hub.events();
+    let mut rx = hub.hub.firehose();
     let mut alpha1 = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
     beta.subscribe("news").await;
@@ -500,7 +500,7 @@ async fn unsubscribe_cancel_response_and_status_are_never_gated() {
             .unwrap(),
     )
     .await;
-    let mut rx = hub.hub.events();
+    let mut rx = hub.hub.firehose();
     let mut alpha = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
     alpha.peers_update_with("beta").await;

@@ -141,7 +141,7 @@ struct Replay<'a> {
 impl<'a> Replay<'a> {
     fn new(hub: &'a TestHub, all_keys: &[&str]) -> Self {
         Self {
-            rx: hub.hub.events(),
+            rx: hub.hub.firehose(),
             hub,
             sockets: HashMap::new(),
             displaced: Vec::new(),
