@@ -243,6 +243,13 @@ impl LinkClient {
         self.inner.events.subscribe()
     }
 
+    /// Like [`events`](Self::events), plus the `message` firehose: a
+    /// [`LinkEvent::Message`] with a copy of every verified frame. Costs a
+    /// copy per frame while subscribed; `events()` never carries it.
+    pub fn firehose(&self) -> broadcast::Receiver<Arc<LinkEvent>> {
+        self.inner.firehose.subscribe()
+    }
+
     /// Waits for the first event matching `pred`, or `None` when `timeout`
     /// elapses first. The listener is registered when this is called, not
     /// when the future is first polled, so an event that happens between

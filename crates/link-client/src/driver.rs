@@ -468,7 +468,7 @@ fn hard_stop(inner: &Inner, reason: &str) {
 }
 
 fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
-    if inner.listening() {
+    if inner.firehose_listening() {
         let e = env.clone();
         inner.emit(|| LinkEvent::Message(e));
     }
@@ -503,7 +503,7 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             };
             let mut core = inner.core();
             if let Some(sinks) = core.subs.get_mut(&topic) {
-                deliver(inner, sinks, &msg, &format!("topic:{topic}"));
+                deliver(inner, sinks, msg, || format!("topic:{topic}"));
             }
         }
         Msg::Direct {
@@ -518,7 +518,7 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             };
             {
                 let mut core = inner.core();
-                deliver(inner, &mut core.directs, &msg, "direct");
+                deliver(inner, &mut core.directs, msg, || "direct".to_owned());
             }
             inner.emit(|| LinkEvent::Direct {
                 from,
@@ -549,20 +549,31 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
 
 /// Hands a message to every live stream; a full stream loses the message
 /// (counted, reported) instead of stalling the link; closed ones are pruned.
-fn deliver<T: Clone>(inner: &Inner, sinks: &mut Vec<crate::inner::Sink<T>>, msg: &T, stream: &str) {
-    sinks.retain_mut(|s| match s.tx.try_send(msg.clone()) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            s.dropped += 1;
-            let dropped = s.dropped;
-            inner.emit(|| LinkEvent::SlowConsumer {
-                stream: stream.to_owned(),
-                dropped,
-            });
-            true
+fn deliver<T: Clone>(
+    inner: &Inner,
+    sinks: &mut Vec<crate::inner::Sink<T>>,
+    msg: T,
+    stream: impl Fn() -> String,
+) {
+    sinks.retain(|s| !s.tx.is_closed());
+    // Clone for all but the last stream; the last one takes the message.
+    let mut msg = Some(msg);
+    let last = sinks.len().saturating_sub(1);
+    for (i, s) in sinks.iter_mut().enumerate() {
+        let item = if i == last { msg.take() } else { msg.clone() };
+        let Some(item) = item else { break };
+        match s.tx.try_send(item) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                s.dropped += 1;
+                let dropped = s.dropped;
+                inner.emit(|| LinkEvent::SlowConsumer {
+                    stream: stream(),
+                    dropped,
+                });
+            }
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    });
+    }
 }
 
 fn on_response(inner: &Inner, env: &Envelope, from: &str, resp: link_protocol::RpcResponse) {

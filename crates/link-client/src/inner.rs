@@ -124,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
     pub(crate) outbox: Outbox,
     pub(crate) events: broadcast::Sender<Arc<LinkEvent>>,
+    /// Every event plus the per-frame `message` firehose.
+    pub(crate) firehose: broadcast::Sender<Arc<LinkEvent>>,
     pub(crate) phase: watch::Sender<Phase>,
     pub(crate) ids: Arc<IdGen>,
     pub(crate) cmd: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
@@ -133,6 +135,7 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn new(config: ClientConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let (firehose, _) = broadcast::channel(1024);
         let phase = if config.is_disabled() {
             Phase::Disabled
         } else {
@@ -153,6 +156,7 @@ impl Inner {
             config,
             core: Mutex::new(core),
             events,
+            firehose,
             phase,
             ids: Arc::new(IdGen::new(prefix)),
             cmd: Mutex::new(None),
@@ -171,12 +175,23 @@ impl Inner {
     }
 
     pub(crate) fn listening(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.events.receiver_count() > 0 || self.firehose.receiver_count() > 0
+    }
+
+    /// True when someone listens to the per-frame `message` firehose.
+    pub(crate) fn firehose_listening(&self) -> bool {
+        self.firehose.receiver_count() > 0
     }
 
     pub(crate) fn emit(&self, build: impl FnOnce() -> LinkEvent) {
         if self.listening() {
-            let _ = self.events.send(Arc::new(build()));
+            let event = Arc::new(build());
+            if self.firehose.receiver_count() > 0 {
+                let _ = self.firehose.send(event.clone());
+            }
+            if self.events.receiver_count() > 0 && !matches!(*event, LinkEvent::Message(_)) {
+                let _ = self.events.send(event);
+            }
         }
     }
 
