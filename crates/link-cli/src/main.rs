@@ -44,6 +44,11 @@ mod online;
 
 use std::process::ExitCode;
 
+/// mimalloc: allocation and freeing were about a quarter of the hub's CPU
+/// under load with the system allocator (docs/perf.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// Command-line arguments of `link-cli`.
