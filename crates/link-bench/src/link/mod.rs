@@ -174,6 +174,49 @@ pub(crate) async fn count<S: Stream + Unpin>(
     c
 }
 
+/// Fan-out receivers: one task per stream counting `n` messages into the
+/// window and the progress bar (shared by the link and NATS runs).
+pub(crate) fn spawn_counters<S>(
+    streams: Vec<S>,
+    n: u64,
+    window: &Window,
+    bar: &Arc<crate::progress::Bar>,
+    idle: Duration,
+) -> Vec<tokio::task::JoinHandle<Counted>>
+where
+    S: Stream + Unpin + Send + 'static,
+{
+    let total = Arc::new(AtomicU64::new(0));
+    streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let (bar, mine, total) = (bar.clone(), window.counter(i), total.clone());
+            tokio::spawn(async move {
+                count(sub, n, idle, |_| {
+                    mine.fetch_add(1, Ordering::Relaxed);
+                    bar.tick(total.fetch_add(1, Ordering::Relaxed) + 1);
+                })
+                .await
+            })
+        })
+        .collect()
+}
+
+/// Waits for the counting tasks: total messages and when the last arrived.
+pub(crate) async fn join_counters(
+    counters: Vec<tokio::task::JoinHandle<Counted>>,
+    sc: Scenario,
+) -> Result<(u64, Option<Instant>), BenchError> {
+    let (mut got, mut last) = (0, None);
+    for c in counters {
+        let counted = c.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+        got += counted.got;
+        last = last.max(counted.last);
+    }
+    Ok((got, last))
+}
+
 /// Flow control between a producer and its receivers: at most `size`
 /// messages sent but not yet counted by the slowest receiver, so that the
 /// measurement is of delivered traffic, not of what overflowed a buffer.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use link_client::LinkError;
 
-use super::{Window, count, paced, peer, raw, wait_subscribed};
+use super::{Window, count, join_counters, paced, peer, raw, spawn_counters, wait_subscribed};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
@@ -196,38 +196,13 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     let label = format!("link fanout{suffix}");
     let bar = Arc::new(ctx.progress.bar(&label, total));
     let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
-    let total_delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counters: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, sub)| {
-            let (bar, mine, total, idle) = (
-                bar.clone(),
-                window.counter(i),
-                total_delivered.clone(),
-                ctx.opts.idle_timeout,
-            );
-            tokio::spawn(async move {
-                count(sub, n, idle, |_| {
-                    mine.fetch_add(1, Ordering::Relaxed);
-                    bar.tick(total.fetch_add(1, Ordering::Relaxed) + 1);
-                })
-                .await
-            })
-        })
-        .collect();
+    let counters = spawn_counters(streams, n, &window, &bar, ctx.opts.idle_timeout);
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         publisher.publish(&topic, ctx.payload.clone())
     })
     .await?;
-    let mut got = 0;
-    let mut last: Option<Instant> = None;
-    for c in counters {
-        let counted = c.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
-        got += counted.got;
-        last = last.max(counted.last);
-    }
+    let (got, last) = join_counters(counters, sc).await?;
     drop(bar);
     drop(slow_peers);
     publisher.stop().await;

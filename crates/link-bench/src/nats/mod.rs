@@ -24,7 +24,7 @@ use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::link::rpc::{rpc_outcome, warmup_calls};
 use crate::link::stream::{Produced, add_impact, fanout_outcome, stream_outcome};
-use crate::link::{Window, count};
+use crate::link::{Window, count, join_counters, spawn_counters};
 use crate::options::Scenario;
 use crate::report::{Metric, Outcome, System};
 use crate::stats::Latencies;
@@ -266,34 +266,10 @@ async fn fanout(
     };
     let bar = Arc::new(ctx.progress.bar(label, total));
     let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
-    let total_delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counters: Vec<_> = subs
-        .into_iter()
-        .enumerate()
-        .map(|(i, sub)| {
-            let (bar, mine, total, idle) = (
-                bar.clone(),
-                window.counter(i),
-                total_delivered.clone(),
-                ctx.opts.idle_timeout,
-            );
-            tokio::spawn(async move {
-                count(sub, n, idle, |_| {
-                    mine.fetch_add(1, Ordering::Relaxed);
-                    bar.tick(total.fetch_add(1, Ordering::Relaxed) + 1);
-                })
-                .await
-            })
-        })
-        .collect();
+    let counters = spawn_counters(subs, n, &window, &bar, ctx.opts.idle_timeout);
     let start = Instant::now();
     let produced = produce(&publisher, sc, &subject, &payload, n, &window).await?;
-    let (mut got, mut last) = (0, None);
-    for c in counters {
-        let counted = c.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
-        got += counted.got;
-        last = last.max(counted.last);
-    }
+    let (got, last) = join_counters(counters, sc).await?;
     drop(bar);
     drop(slow_peers);
     drop(clients);
