@@ -204,31 +204,28 @@ impl Reader {
         while let Some(ev) = self.hc.poll_event() {
             match ev {
                 HubConnEvent::KeyNeeded { kind } => match &self.shared.config.keys {
-                    // Static keys answer at once.
-                    KeySource::Shared(k) => {
-                        let key = Some(k.clone());
-                        self.hc
-                            .key_resolved(now(), key, &mut self.shared.replay.checker());
-                        self.relay_transmits();
-                    }
-                    KeySource::PerKind(map) => {
-                        let key = map.get(&kind).cloned();
-                        self.hc
-                            .key_resolved(now(), key, &mut self.shared.replay.checker());
-                        self.relay_transmits();
-                    }
                     // A resolver runs on its own task: while it works the socket
                     // keeps reading (frames queue behind the hello in HubConn),
                     // and timers and control (hello timeout, eviction, close)
                     // still apply.
-                    KeySource::Resolver(_) => {
+                    KeySource::Resolver(resolver) => {
                         let (tx, rx) = oneshot::channel();
-                        let (keys, hash) =
-                            (self.shared.config.keys.clone(), self.shared.config.hash);
+                        let (resolver, hash) = (resolver.clone(), self.shared.config.hash);
                         tokio::spawn(async move {
-                            let _ = tx.send(resolve_key(&keys, hash, &kind).await);
+                            let _ = tx.send(resolve_key(&*resolver, hash, &kind).await);
                         });
                         self.key_lookup = Some(rx);
+                    }
+                    // Static keys answer at once.
+                    keys => {
+                        let key = match keys {
+                            KeySource::Shared(k) => Some(k.clone()),
+                            KeySource::PerKind(map) => map.get(&kind).cloned(),
+                            KeySource::Resolver(_) => None,
+                        };
+                        self.hc
+                            .key_resolved(now(), key, &mut self.shared.replay.checker());
+                        self.relay_transmits();
                     }
                 },
                 HubConnEvent::Authenticated { hello } => {
@@ -330,21 +327,20 @@ impl Reader {
     }
 }
 
-async fn resolve_key(keys: &KeySource, hash: link_protocol::HashAlgo, kind: &str) -> Option<Key> {
-    match keys {
-        KeySource::Shared(k) => Some(k.clone()),
-        KeySource::PerKind(map) => map.get(kind).cloned(),
-        KeySource::Resolver(f) => {
-            let lookup = std::panic::AssertUnwindSafe(async { f(kind).await });
-            match lookup.catch_unwind().await {
-                // An empty key counts as no key, as in the reference.
-                Ok(Some(secret)) => Key::new(&secret, hash).ok(),
-                Ok(None) => None,
-                Err(_) => {
-                    tracing::warn!(kind, "key resolver panicked; treating the kind as unknown");
-                    None
-                }
-            }
+/// Runs a key resolver; a panic, `None` or an empty key mean "unknown kind".
+async fn resolve_key(
+    resolver: &(dyn Fn(&str) -> crate::config::BoxFuture<Option<String>> + Send + Sync),
+    hash: link_protocol::HashAlgo,
+    kind: &str,
+) -> Option<Key> {
+    let lookup = std::panic::AssertUnwindSafe(async { resolver(kind).await });
+    match lookup.catch_unwind().await {
+        // An empty key counts as no key, as in the reference.
+        Ok(Some(secret)) => Key::new(&secret, hash).ok(),
+        Ok(None) => None,
+        Err(_) => {
+            tracing::warn!(kind, "key resolver panicked; treating the kind as unknown");
+            None
         }
     }
 }
