@@ -502,7 +502,7 @@ impl Router {
             Msg::RpcCancel { id } => self.rpc_cancel(&kind, &env, id),
             Msg::Subscribe { topic } => self.subscribe(&kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(&kind, topic),
-            Msg::TopicMessage { topic, payload } => self.publish(&kind, topic, payload),
+            Msg::TopicMessage { topic, payload } => self.publish(&kind, &env, topic, payload),
             Msg::Direct {
                 direct_type,
                 direct_data,
@@ -568,9 +568,9 @@ impl Router {
                     return self.reply(kind, env.id(), &resp);
                 };
                 let (outbox, target_kind) = (peer.outbox.clone(), peer.kind.clone());
-                let data = Arc::new(CanonicalData::new(&messages::rpc_request_value(
-                    &rpc_type, rpc_data,
-                )));
+                let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+                    CanonicalData::new(&messages::rpc_request_value(&rpc_type, rpc_data))
+                }));
                 let item = OutItem::new(
                     Some(env.id().into()),
                     msg_type::RPC_REQUEST,
@@ -607,7 +607,7 @@ impl Router {
             return;
         };
         let (outbox, target) = (peer.outbox.clone(), peer.kind.clone());
-        let data = env.data().map(|d| Arc::new(CanonicalData::new(d)));
+        let data = env.canonical_data().map(Arc::new);
         let item = OutItem::new(
             Some(env.id().into()),
             msg_type::RPC_RESPONSE,
@@ -705,7 +705,13 @@ impl Router {
         }
     }
 
-    fn publish(&mut self, kind: &Arc<str>, topic: Option<String>, payload: Option<Value>) {
+    fn publish(
+        &mut self,
+        kind: &Arc<str>,
+        env: &Envelope,
+        topic: Option<String>,
+        payload: Option<Value>,
+    ) {
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_MESSAGE) else {
             return;
         };
@@ -716,10 +722,9 @@ impl Router {
             .unwrap_or_default();
         let mut delivered = 0;
         if !subscribers.is_empty() {
-            let data = Arc::new(CanonicalData::new(&messages::topic_message_value(
-                &topic,
-                payload.clone(),
-            )));
+            let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+                CanonicalData::new(&messages::topic_message_value(&topic, payload.clone()))
+            }));
             for sub in &subscribers {
                 let Some(peer) = self.peers.get(sub) else {
                     continue;
@@ -759,10 +764,9 @@ impl Router {
             return;
         }; // offline: silent drop
         let (outbox, target) = (peer.outbox.clone(), peer.kind.clone());
-        let data = Arc::new(CanonicalData::new(&messages::direct_value(
-            &direct_type,
-            direct_data.clone(),
-        )));
+        let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+            CanonicalData::new(&messages::direct_value(&direct_type, direct_data.clone()))
+        }));
         let item = OutItem::new(
             None,
             msg_type::DIRECT,

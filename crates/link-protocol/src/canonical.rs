@@ -172,6 +172,13 @@ pub fn write_f64(f: f64, out: &mut String) {
 pub fn write_str(s: &str, out: &mut String) {
     out.push('"');
     let bytes = s.as_bytes();
+    // Most strings (ids, kinds, types, topics) need no escape: one
+    // vectorisable scan, one copy.
+    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &str = match b {

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::canonical;
 use crate::error::{DropReason, ProtocolError, WireError};
+use crate::signed_form;
 use crate::signing::{Key, Signature};
 use crate::validate::{self, MAX_ID_LEN};
 use crate::wire_safe;
@@ -31,9 +32,21 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// A parsed envelope: every top-level field except `sig`.
 ///
 /// Invariant: `id` is a non-empty string of at most 256 UTF-16 units.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// When the frame arrived in signing form, the envelope also keeps the
+/// canonical text of `data` as it was on the wire, so a relay can forward it
+/// without canonicalising again ([`Envelope::canonical_data`]).
+#[derive(Clone, Debug)]
 pub struct Envelope {
     body: Map<String, Value>,
+    /// Canonical text of `body["data"]`, when known without re-canonicalising.
+    data_text: Option<CanonicalData>,
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body
+    }
 }
 
 /// A frame that passed the parse steps, with its signature text.
@@ -45,14 +58,18 @@ pub struct Received {
     pub sig: Option<String>,
     /// Frame size in bytes.
     pub size: usize,
+    /// The canonical signing text, when the frame was in signing form (our
+    /// own encoder's shape): then verifying needs no canonicalisation.
+    signed_text: Option<String>,
 }
 
 impl Received {
     /// Verifies the signature under `key` in constant time.
     pub fn verify(&self, key: &Key) -> bool {
-        match &self.sig {
-            Some(sig) => key.verify(self.envelope.canonical().as_bytes(), sig),
-            None => false,
+        match (&self.sig, &self.signed_text) {
+            (Some(sig), Some(text)) => key.verify(text.as_bytes(), sig),
+            (Some(sig), None) => key.verify(self.envelope.canonical().as_bytes(), sig),
+            (None, _) => false,
         }
     }
 }
@@ -64,6 +81,24 @@ impl Received {
 /// Bytes that are not UTF-8 are decoded with replacement characters first,
 /// as Node's `String(buffer)` does.
 pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, ProtocolError> {
+    parse(bytes, max_message_bytes, false)
+}
+
+/// [`parse_frame`] for a relay (the hub): a frame in signing form (our own
+/// peers' shape, see [`crate::signed_form`]) is verified over its own bytes
+/// and keeps its `data` text, so relaying it canonicalises nothing.
+///
+/// A plain receiver is better served by [`parse_frame`]: scanning the text
+/// costs about what canonicalising the tree does, so only a relay, which
+/// would otherwise canonicalise `data` a second time, gains.
+pub fn parse_frame_for_relay(
+    bytes: &[u8],
+    max_message_bytes: usize,
+) -> Result<Received, ProtocolError> {
+    parse(bytes, max_message_bytes, true)
+}
+
+fn parse(bytes: &[u8], max_message_bytes: usize, relay: bool) -> Result<Received, ProtocolError> {
     let size = bytes.len();
     if size > max_message_bytes {
         return Err(ProtocolError {
@@ -71,7 +106,10 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
             ..ProtocolError::new(DropReason::Oversize)
         });
     }
-    let text = String::from_utf8_lossy(bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     let value: Value = serde_json::from_str(&text).map_err(|e| ProtocolError {
         size: Some(size),
         error: Some(e.to_string().into()),
@@ -101,10 +139,29 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     };
+    // Our own peers send the signing text itself: a relay keeps it (and the
+    // data text) so neither is rebuilt from the tree. Anything else, e.g. a
+    // Node peer's insertion-ordered frame, is canonicalised when verified.
+    let form = if relay {
+        signed_form::split(text.as_bytes())
+    } else {
+        None
+    };
+    let (signed_text, data_text) = match form {
+        Some(form) => {
+            let mut signed = String::with_capacity(form.body_len + 1);
+            signed.push_str(&text[..form.body_len]);
+            signed.push('}');
+            let data = form.data.map(|r| CanonicalData(text[r].to_owned()));
+            (Some(signed), data)
+        }
+        None => (None, None),
+    };
     Ok(Received {
-        envelope: Envelope { body },
+        envelope: Envelope { body, data_text },
         sig,
         size,
+        signed_text,
     })
 }
 
@@ -221,7 +278,10 @@ impl Envelope {
         if let Some(data) = data {
             body.insert("data".into(), data);
         }
-        Self { body }
+        Self {
+            body,
+            data_text: None,
+        }
     }
 
     /// Builds an envelope from an arbitrary JSON object (e.g. typed in by a
@@ -230,7 +290,10 @@ impl Envelope {
     pub fn from_object(mut body: Map<String, Value>) -> Result<Self, ProtocolError> {
         body.remove("sig");
         match body.get("id") {
-            Some(Value::String(id)) if validate::is_valid_id(id) => Ok(Self { body }),
+            Some(Value::String(id)) if validate::is_valid_id(id) => Ok(Self {
+                body,
+                data_text: None,
+            }),
             Some(Value::String(id)) if !id.is_empty() => {
                 Err(ProtocolError::new(DropReason::OversizedId))
             }
@@ -286,7 +349,17 @@ impl Envelope {
 
     /// Takes the payload out.
     pub fn take_data(&mut self) -> Option<Value> {
+        self.data_text = None;
         self.body.remove("data")
+    }
+
+    /// The payload's canonical text: the bytes it arrived as when the frame
+    /// was in signing form, else canonicalised now.
+    pub fn canonical_data(&self) -> Option<CanonicalData> {
+        match &self.data_text {
+            Some(text) => Some(text.clone()),
+            None => self.data().map(CanonicalData::new),
+        }
     }
 
     /// The canonical signing text.
@@ -357,6 +430,34 @@ mod tests {
             Envelope::new(&h, Some(json!({"a": 1}))).encode(&key("k")),
             wire
         );
+    }
+
+    #[test]
+    fn relay_parse_verifies_own_bytes_and_catches_tampering() {
+        let h = Header {
+            id: "x",
+            ts: 1000,
+            msg_type: "t",
+            from: Some("a"),
+            to: Some("b"),
+        };
+        let data = CanonicalData::new(&json!({"n": 1, "s": "v"}));
+        let wire = encode(&key("k"), &h, Some(&data));
+        let got = parse_frame_for_relay(wire.as_bytes(), 1 << 20).unwrap();
+        assert!(got.signed_text.is_some(), "our frames are in signing form");
+        assert!(got.verify(&key("k")));
+        assert_eq!(got.envelope.canonical_data(), Some(data));
+        for (from, to) in [("\"n\":1", "\"n\":2"), ("\"to\":\"b\"", "\"to\":\"c\"")] {
+            let bad = wire.replacen(from, to, 1);
+            let got = parse_frame_for_relay(bad.as_bytes(), 1 << 20).unwrap();
+            assert!(got.signed_text.is_some());
+            assert!(!got.verify(&key("k")), "{bad}");
+        }
+        // Whitespace makes it take the general path, which still verifies.
+        let spaced = wire.replacen("\"n\":1", "\"n\": 1", 1);
+        let got = parse_frame_for_relay(spaced.as_bytes(), 1 << 20).unwrap();
+        assert!(got.signed_text.is_none());
+        assert!(got.verify(&key("k")));
     }
 
     #[test]

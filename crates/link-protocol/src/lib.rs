@@ -52,6 +52,7 @@ pub mod error;
 pub mod handler_error;
 pub mod messages;
 pub mod replay;
+pub mod signed_form;
 pub mod signing;
 pub mod validate;
 pub mod wire_safe;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::codes::{RpcErrorCode, msg_type, rpc_error_text};
-use crate::envelope::Envelope;
+use crate::envelope::{CanonicalData, Envelope};
 use crate::error::KindError;
 use crate::validate::{self, MAX_NAME_LEN, js_string, js_trim, js_truncate, js_truthy};
 
@@ -371,6 +371,28 @@ pub fn direct_value(direct_type: &str, direct_data: Option<Value>) -> Value {
     Value::Object(m)
 }
 
+/// The payload to relay for `env` when the hub would rebuild exactly the
+/// same payload (a well-formed `topic.message`, `direct` or `rpc.request`
+/// with no extra fields, or any `rpc.response`): its canonical text as it
+/// arrived, so a relay canonicalises nothing. `None` means "rebuild it".
+pub fn relay_data(env: &Envelope) -> Option<CanonicalData> {
+    let data = env.data()?;
+    let fits = |name: &str, other: &str| match data {
+        Value::Object(m) => {
+            m.get(name).is_some_and(Value::is_string) && m.keys().all(|k| k == name || k == other)
+        }
+        _ => false,
+    };
+    let verbatim = match env.msg_type()? {
+        msg_type::TOPIC_MESSAGE => fits("topic", "payload"),
+        msg_type::DIRECT => fits("directType", "directData"),
+        msg_type::RPC_REQUEST => fits("rpcType", "rpcData"),
+        msg_type::RPC_RESPONSE => true,
+        _ => false,
+    };
+    verbatim.then(|| env.canonical_data()).flatten()
+}
+
 /// A verified envelope read as one of the protocol's messages.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -541,6 +563,62 @@ mod tests {
             },
             Some(data),
         )
+    }
+
+    /// A frame as our peers send it (signing form), parsed back.
+    fn wire(t: &str, data: Value) -> Envelope {
+        let key = crate::Key::new("k", crate::HashAlgo::Sha256).unwrap();
+        let frame = env(t, Some("a"), data).encode(&key);
+        crate::envelope::parse_frame_for_relay(frame.as_bytes(), 1 << 20)
+            .unwrap()
+            .envelope
+    }
+
+    #[test]
+    fn relay_data_is_the_rebuilt_payload_or_nothing() {
+        let p = json!({"z": [1.5, "x"], "a": null});
+        let cases = [
+            (
+                msg_type::TOPIC_MESSAGE,
+                json!({"topic": "t", "payload": p}),
+                topic_message_value("t", Some(p.clone())),
+            ),
+            (
+                msg_type::TOPIC_MESSAGE,
+                json!({"topic": "t"}),
+                topic_message_value("t", None),
+            ),
+            (
+                msg_type::DIRECT,
+                json!({"directType": "d", "directData": p}),
+                direct_value("d", Some(p.clone())),
+            ),
+            (
+                msg_type::RPC_REQUEST,
+                json!({"rpcType": "r", "rpcData": null}),
+                rpc_request_value("r", Some(Value::Null)),
+            ),
+            (
+                msg_type::RPC_RESPONSE,
+                json!({"ok": true, "result": p}),
+                json!({"ok": true, "result": p}),
+            ),
+        ];
+        for (t, data, rebuilt) in cases {
+            let got = relay_data(&wire(t, data)).map(|d| d.as_str().to_owned());
+            assert_eq!(got, Some(crate::canonical::to_string(&rebuilt)), "{t}");
+        }
+        // Anything the hub would rewrite is rebuilt instead.
+        for (t, data) in [
+            (msg_type::TOPIC_MESSAGE, json!({"topic": 5, "payload": 1})),
+            (msg_type::TOPIC_MESSAGE, json!({"topic": "t", "extra": 1})),
+            (msg_type::DIRECT, json!({"directData": 1})),
+            (msg_type::RPC_REQUEST, json!({"rpcType": "r", "to": "x"})),
+            (msg_type::STATUS_UPDATE, json!({"state": "idle"})),
+            (msg_type::TOPIC_MESSAGE, json!([1])),
+        ] {
+            assert_eq!(relay_data(&wire(t, data.clone())), None, "{t} {data}");
+        }
     }
 
     #[test]

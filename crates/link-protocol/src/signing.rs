@@ -181,11 +181,14 @@ impl Signature {
     /// Appends the lowercase hex form (what goes in `sig`) to `out`.
     pub fn write_hex(&self, out: &mut String) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        out.reserve(self.algo.digest_len() * 2);
-        for &b in self.as_bytes() {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xF)]));
+        let mut buf = [0u8; 128];
+        let tag = self.as_bytes();
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(tag) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xF)];
         }
+        // Every byte written is an ASCII hex digit, so this never fails.
+        out.push_str(std::str::from_utf8(&buf[..tag.len() * 2]).unwrap_or_default());
     }
 
     /// The lowercase hex form.
@@ -216,20 +219,36 @@ fn decode_hex_exact(text: &str, len: usize) -> Option<[u8; 64]> {
         return None;
     }
     let mut out = [0u8; 64];
+    // Branch-free per digit: a table maps each byte to its value or 0xFF,
+    // and one OR over all digits tells whether any was not hex.
+    let mut bad = 0u8;
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *slot = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        bad |= hi | lo;
+        *slot = (hi << 4) | (lo & 0x0F);
     }
-    Some(out)
+    (bad & 0xF0 == 0).then_some(out)
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+/// Value of each byte as a hex digit (either case), or 0xFF.
+static HEX_VALUE: [u8; 256] = {
+    let mut table = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

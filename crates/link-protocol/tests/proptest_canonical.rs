@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use link_protocol::envelope::{self, CanonicalData, DEFAULT_MAX_MESSAGE_BYTES, Header};
-use link_protocol::{Envelope, HashAlgo, Key, Map, Value, canonical};
+use link_protocol::{Envelope, HashAlgo, Key, Map, Value, canonical, signed_form};
 use proptest::prelude::*;
 
 /// 2^53: the largest integer magnitude a double holds exactly.
@@ -293,6 +293,36 @@ proptest! {
         }
     }
 
+    /// The signing-form scanner accepts every canonical text.
+    #[test]
+    fn scanner_accepts_canonical_text(x in any_value()) {
+        let text = canonical::to_string(&x);
+        prop_assert!(signed_form::is_canonical(text.as_bytes()), "{}", text);
+    }
+
+    /// ... and whatever it accepts is exactly its own canonical form, even
+    /// after the text is mangled (keys swapped, spaces, number spellings).
+    #[test]
+    fn scanner_never_accepts_non_canonical_text(
+        x in any_value(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0usize..6), 0..4),
+    ) {
+        let mut text = serde_json::to_string(&x).unwrap();
+        for (at, what) in edits {
+            let mut pos = at.index(text.len() + 1);
+            while !text.is_char_boundary(pos) {
+                pos -= 1;
+            }
+            let piece = ["1.0", " ", "\\u0041", "-0", ",\"a\":1", "e5"][what];
+            text.insert_str(pos, piece);
+        }
+        if signed_form::is_canonical(text.as_bytes()) {
+            let parsed: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("accepted invalid JSON {text}: {e}")))?;
+            prop_assert_eq!(canonical::to_string(&parsed), text);
+        }
+    }
+
     /// Strings: `JSON.stringify` escaping, parses back, no raw controls.
     #[test]
     fn strings_escape_like_json_stringify(s in any_string(24)) {
@@ -477,6 +507,14 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{e}: {frame}")))?;
         prop_assert!(got.verify(&key), "does not verify: {}", frame);
         prop_assert!(!got.verify(&Key::new(&other, algo).unwrap()));
+        // A relay verifies the same frame over its own bytes (signing form)
+        // and keeps the data text it would otherwise re-canonicalise.
+        let relay = envelope::parse_frame_for_relay(frame.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES)
+            .map_err(|e| TestCaseError::fail(format!("{e}: {frame}")))?;
+        prop_assert!(relay.verify(&key));
+        prop_assert!(!relay.verify(&Key::new(&other, algo).unwrap()));
+        prop_assert_eq!(&relay.envelope, &got.envelope);
+        prop_assert_eq!(relay.envelope.canonical_data(), data.clone());
         prop_assert_eq!(got.envelope.id(), env.id.as_str());
 
         // The fast path equals the generic envelope path.
@@ -493,5 +531,8 @@ proptest! {
         tampered.replace_range(pos..=pos, new.encode_utf8(&mut [0; 4]));
         let bad = envelope::parse_frame(tampered.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES).unwrap();
         prop_assert!(!bad.verify(&key), "tampered sig verified: {}", tampered);
+        let bad = envelope::parse_frame_for_relay(tampered.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES)
+            .unwrap();
+        prop_assert!(!bad.verify(&key), "tampered sig verified by a relay: {}", tampered);
     }
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use link_protocol::envelope::{self, DEFAULT_MAX_MESSAGE_BYTES};
-use link_protocol::{HashAlgo, Key, Value, canonical};
+use link_protocol::{HashAlgo, Key, Value, canonical, signed_form};
 
 fn load(name: &str) -> Value {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -33,6 +33,18 @@ fn canonical_cases_match_text_and_every_hmac() {
         let input: Value = serde_json::from_str(s(case, "input")).unwrap();
         let got = canonical::to_string(&input);
         assert_eq!(got, s(case, "canonical"), "case {i} ({})", s(case, "input"));
+        // The signing-form scanner agrees: a text is "already canonical"
+        // exactly when the reference's canonical text equals it.
+        let text = s(case, "input");
+        assert_eq!(
+            signed_form::is_canonical(text.as_bytes()),
+            text == got,
+            "case {i} ({text})"
+        );
+        assert!(
+            signed_form::is_canonical(got.as_bytes()),
+            "case {i} ({got})"
+        );
         for (field, key) in &keys {
             if let Some(want) = case[*field].as_str() {
                 assert_eq!(key.sign(got.as_bytes()).to_hex(), want, "case {i} {field}");
@@ -57,6 +69,10 @@ fn envelopes_verify_or_fail_as_marked() {
             .map(|r| r.verify(&key))
             .unwrap_or(false);
         assert_eq!(ok, want, "envelope {i}: {wire}");
+        let relay = envelope::parse_frame_for_relay(wire.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES)
+            .map(|r| r.verify(&key))
+            .unwrap_or(false);
+        assert_eq!(relay, want, "envelope {i} (relay): {wire}");
         valid += usize::from(ok);
     }
     assert!(valid > 0 && valid < 80, "both kinds are exercised");
@@ -82,6 +98,15 @@ fn conversation_frames_verify_and_resign_to_the_same_bytes() {
         // Our own encoding of the same envelope verifies too and carries the same sig.
         let ours = got.envelope.encode(&key);
         assert!(ours.ends_with(&format!("\"sig\":\"{sig}\"}}")), "frame {n}");
+        // The reference writes insertion order, so its frames take the
+        // general path; ours are in signing form and carry their data text.
+        assert!(signed_form::split(raw.as_bytes()).is_none(), "frame {n}");
+        let form = signed_form::split(ours.as_bytes()).unwrap();
+        assert_eq!(
+            form.data.map(|r| &ours[r]),
+            got.envelope.data().map(canonical::to_string).as_deref(),
+            "frame {n}"
+        );
         let back = envelope::parse_frame(ours.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES).unwrap();
         assert_eq!(back.envelope, got.envelope, "frame {n} round-trips");
         assert!(back.verify(&key));

@@ -1,0 +1,452 @@
+//! Recognising frames that are already in signing form.
+//!
+//! Our encoder writes the canonical signing text itself with `sig` spliced in
+//! before the closing brace (ADR 0002). When a received frame has that shape,
+//! its own bytes (minus the `sig` member) *are* the canonical text, so it can
+//! be verified without building a tree and canonicalising it again, and its
+//! `data` bytes can be relayed verbatim.
+//!
+//! This module owns the strict scanner that decides "this text is exactly
+//! its own canonical form". It is a pure optimisation: a `None` or `false`
+//! sends the frame down the general path (parse, canonicalise), so the scanner
+//! may refuse anything unusual. What it accepts must be valid JSON that
+//! [`crate::canonical`] would print byte for byte the same; a property test
+//! and the reference vectors hold it to that.
+
+use std::ops::Range;
+
+use crate::canonical;
+
+/// Deepest nesting the scanner follows; deeper text takes the general path
+/// (whose parser stops at 128).
+const MAX_DEPTH: u32 = 100;
+
+/// Where the parts of a frame in signing form lie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedForm {
+    /// Length of the body prefix: the signing text is `frame[..body_len]`
+    /// followed by `}`.
+    pub body_len: usize,
+    /// The `data` value's bytes, when the body has a `data` member.
+    pub data: Option<Range<usize>>,
+}
+
+/// Returns where the signing text and `data` lie when `frame` is a canonical
+/// object followed by a trailing `,"sig":"<hex>"}` member (and has no other
+/// `sig`), or `None` when it must take the general path.
+///
+/// ```
+/// use link_protocol::signed_form::split;
+/// let f = br#"{"data":{"a":1},"id":"x","v":1,"sig":"ab12"}"#;
+/// let s = split(f).unwrap();
+/// assert_eq!(&f[..s.body_len], br#"{"data":{"a":1},"id":"x","v":1"#);
+/// assert_eq!(&f[s.data.unwrap()], br#"{"a":1}"#);
+/// assert!(split(br#"{"v":1,"id":"x","sig":"ab12"}"#).is_none()); // keys out of order
+/// ```
+pub fn split(frame: &[u8]) -> Option<SignedForm> {
+    const SIG: &[u8] = b",\"sig\":\"";
+    let inner = frame.strip_suffix(b"\"}")?;
+    let hex_len = inner
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    let body_len = inner.len() - hex_len;
+    let body_len = body_len.checked_sub(SIG.len())?;
+    if &frame[body_len..body_len + SIG.len()] != SIG {
+        return None;
+    }
+    let mut scan = Scan {
+        b: &frame[..body_len],
+        i: 0,
+        close_at_end: true,
+        data: None,
+    };
+    let whole = scan.object(0) && scan.i == body_len + 1;
+    whole.then_some(SignedForm {
+        body_len,
+        data: scan.data,
+    })
+}
+
+/// True when `text` is exactly the canonical form of the JSON it denotes.
+///
+/// ```
+/// use link_protocol::signed_form::is_canonical;
+/// assert!(is_canonical(br#"{"a":[1,"x",null],"b":1.5}"#));
+/// assert!(!is_canonical(br#"{"b":1,"a":2}"#));
+/// assert!(!is_canonical(b"1.0"));
+/// ```
+pub fn is_canonical(text: &[u8]) -> bool {
+    let mut scan = Scan {
+        b: text,
+        i: 0,
+        close_at_end: false,
+        data: None,
+    };
+    scan.value(0) && scan.i == text.len()
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// Reads a virtual `}` just past the end (the body without `sig`).
+    close_at_end: bool,
+    /// Span of the top-level `data` value, recorded in split mode.
+    data: Option<Range<usize>>,
+}
+
+/// A scanned object key: its raw bytes between the quotes, and whether it
+/// holds escapes (then it must be decoded before comparing).
+#[derive(Clone, Copy)]
+struct KeySpan {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> u8 {
+        match self.b.get(self.i) {
+            Some(&c) => c,
+            None if self.close_at_end && self.i == self.b.len() => b'}',
+            None => 0,
+        }
+    }
+
+    fn value(&mut self, depth: u32) -> bool {
+        match self.peek() {
+            b'{' => self.object(depth),
+            b'[' => self.array(depth),
+            b'"' => self.string().is_some(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn object(&mut self, depth: u32) -> bool {
+        if depth >= MAX_DEPTH || self.peek() != b'{' {
+            return false;
+        }
+        self.i += 1;
+        if self.peek() == b'}' {
+            self.i += 1;
+            return true;
+        }
+        let mut prev: Option<KeySpan> = None;
+        loop {
+            let Some(key) = self.string() else {
+                return false;
+            };
+            if let Some(p) = prev
+                && !self.key_less(p, key)
+            {
+                return false; // out of order, or a duplicate
+            }
+            prev = Some(key);
+            if self.peek() != b':' {
+                return false;
+            }
+            self.i += 1;
+            let start = self.i;
+            if !self.value(depth + 1) {
+                return false;
+            }
+            if depth == 0 && self.close_at_end {
+                match &self.b[key.start..key.end] {
+                    b"sig" => return false, // must be the trailing member only
+                    b"data" => self.data = Some(start..self.i),
+                    _ => {}
+                }
+            }
+            match self.peek() {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: u32) -> bool {
+        if depth >= MAX_DEPTH {
+            return false;
+        }
+        self.i += 1;
+        if self.peek() == b']' {
+            self.i += 1;
+            return true;
+        }
+        loop {
+            if !self.value(depth + 1) {
+                return false;
+            }
+            match self.peek() {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Scans a string that is written exactly as `JSON.stringify` writes it.
+    fn string(&mut self) -> Option<KeySpan> {
+        if self.peek() != b'"' {
+            return None;
+        }
+        self.i += 1;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let c = *self.b.get(self.i)?;
+            match c {
+                b'"' => {
+                    let end = self.i;
+                    self.i += 1;
+                    return Some(KeySpan {
+                        start,
+                        end,
+                        escaped,
+                    });
+                }
+                b'\\' => {
+                    escaped = true;
+                    let e = *self.b.get(self.i + 1)?;
+                    match e {
+                        b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => self.i += 2,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 2..self.i + 6)?;
+                            let lower = |h: u8| h.is_ascii_digit() || (b'a'..=b'f').contains(&h);
+                            if &hex[..2] != b"00" || !lower(hex[2]) || !lower(hex[3]) {
+                                return None;
+                            }
+                            let unit = hex_val(hex[2]) * 16 + hex_val(hex[3]);
+                            // Only controls without a short form are written as \u00xx.
+                            if unit >= 0x20 || matches!(unit, 0x08 | 0x09 | 0x0A | 0x0C | 0x0D) {
+                                return None;
+                            }
+                            self.i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                0x00..=0x1F => return None, // raw control: not JSON
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// Scans a number whose text is what JavaScript prints for its double.
+    fn number(&mut self) -> bool {
+        let start = self.i;
+        let digits = |s: &mut Self| {
+            let from = s.i;
+            while s.b.get(s.i).is_some_and(u8::is_ascii_digit) {
+                s.i += 1;
+            }
+            s.i - from
+        };
+        if self.peek() == b'-' {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        let int_digits = digits(self);
+        if int_digits == 0 || (int_digits > 1 && self.b[int_start] == b'0') {
+            return false;
+        }
+        let mut simple = true;
+        if self.peek() == b'.' {
+            self.i += 1;
+            simple = false;
+            if digits(self) == 0 {
+                return false;
+            }
+        }
+        if matches!(self.peek(), b'e' | b'E') {
+            self.i += 1;
+            simple = false;
+            if matches!(self.peek(), b'+' | b'-') {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return false;
+            }
+        }
+        let text = &self.b[start..self.i];
+        if simple && int_digits <= 15 {
+            // An integer below 10^15 prints as itself, except `-0`.
+            return text != b"-0";
+        }
+        // Anything else: the text must be what the double prints as.
+        let Ok(s) = std::str::from_utf8(text) else {
+            return false;
+        };
+        match s.parse::<f64>() {
+            Ok(f) if f.is_finite() => {
+                let mut printed = String::with_capacity(24);
+                canonical::write_f64(f, &mut printed);
+                printed.as_bytes() == text
+            }
+            _ => false,
+        }
+    }
+
+    fn key_less(&self, a: KeySpan, b: KeySpan) -> bool {
+        let text = |k: KeySpan| std::str::from_utf8(&self.b[k.start..k.end]).ok();
+        let (Some(ta), Some(tb)) = (text(a), text(b)) else {
+            return false;
+        };
+        if !a.escaped && !b.escaped {
+            return canonical::cmp_utf16(ta, tb).is_lt();
+        }
+        canonical::cmp_utf16(&unescape(ta), &unescape(tb)).is_lt()
+    }
+}
+
+fn hex_val(h: u8) -> u8 {
+    match h {
+        b'0'..=b'9' => h - b'0',
+        _ => h - b'a' + 10,
+    }
+}
+
+/// Decodes the escapes [`Scan::string`] admits.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push('\u{8}'),
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('f') => out.push('\u{c}'),
+            Some('r') => out.push('\r'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let unit = u32::from_str_radix(&hex, 16).unwrap_or(0);
+                out.push(char::from_u32(unit).unwrap_or('\u{fffd}'));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn canon(text: &str) -> String {
+        canonical::to_string(&serde_json::from_str::<Value>(text).unwrap())
+    }
+
+    #[test]
+    fn accepts_exactly_canonical_text() {
+        let cases = [
+            r#"{"a":1}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a": 1}"#,
+            r#"[1,2.5,-3,1e+21,1e-7,0.000001,true,false,null,"x"]"#,
+            "1.0",
+            "-0",
+            "1E21",
+            "1e21",
+            "9007199254740993",
+            "9007199254740992",
+            "123456789012345680000",
+            r#""\u0001\b\t\n\f\r\"\\""#,
+            r#""\u0008""#,
+            r#""\u0041""#,
+            r#""\/""#,
+            r#""\u001F""#,
+            r#"{"\n":1,"\t":2}"#,
+            r#"{"\t":1,"\n":2}"#,
+            r#"{"😀":1,"｡":2}"#,
+            r#"{"｡":1,"😀":2}"#,
+            "\"\u{7f}\u{2028}é\"",
+            r#"{"10":0,"2":0}"#,
+            "{}",
+            "[]",
+            "[[[]]]",
+        ];
+        for text in cases {
+            let want = canon(text) == text;
+            assert_eq!(is_canonical(text.as_bytes()), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_json() {
+        for text in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\"}",
+            "\"\u{1}\"",
+            "tru",
+            "1.",
+            "-",
+            "01",
+            "-01",
+            "1e",
+            "{\"a\":1}x",
+        ] {
+            assert!(!is_canonical(text.as_bytes()), "{text:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(!is_canonical(deep.as_bytes()));
+    }
+
+    #[test]
+    fn split_finds_body_and_data() {
+        let f = br#"{"data":{"x":[1]},"from":"a","id":"i","to":null,"ts":5,"type":"t","v":1,"sig":"00ff"}"#;
+        let s = split(f).unwrap();
+        assert_eq!(f[s.body_len], b',');
+        assert_eq!(&f[s.data.unwrap()], br#"{"x":[1]}"#);
+        let no_data = br#"{"id":"i","sig":"00"}"#;
+        assert_eq!(split(no_data).unwrap().data, None);
+    }
+
+    #[test]
+    fn split_refuses_other_shapes() {
+        for f in [
+            r#"{"id":"i","sig":"00","v":1}"#,      // sig not last
+            r#"{"id":"i","sig":"zz"}"#,            // not hex
+            r#"{"sig":"00"}"#,                     // no body member
+            r#"{"id":"i","sig":"00","sig":"00"}"#, // a second sig
+            r#"{"id":"i","sig":1}"#,               // not a string
+            r#"{"v":1,"id":"i","sig":"00"}"#,      // body not canonical
+            r#"{"id":"i" ,"sig":"00"}"#,           // whitespace
+            r#"{"data":{"sig":1},"id":"i","sig":"00"}"#,
+        ] {
+            let got = split(f.as_bytes());
+            // A nested "sig" is ordinary data; only the top level is refused.
+            let nested = f.starts_with(r#"{"data":{"sig""#);
+            assert_eq!(got.is_some(), nested, "{f}");
+        }
+    }
+}
