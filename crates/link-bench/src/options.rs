@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use link_hub::PeerUpdates;
+
 use crate::error::BenchError;
 
 /// One benchmark scenario.
@@ -136,6 +138,9 @@ pub struct BenchOptions {
     pub idle_timeout: Duration,
     /// Longest time spent opening connections (default 120 s).
     pub max_connect_time: Duration,
+    /// `peers.update` mode of a hub we start (embedded or child; a `--url`
+    /// hub keeps its own). Default: broadcast, as the reference does.
+    pub peer_updates: PeerUpdates,
 }
 
 impl Default for BenchOptions {
@@ -153,6 +158,7 @@ impl Default for BenchOptions {
             runs: 1,
             idle_timeout: Duration::from_secs(10),
             max_connect_time: Duration::from_secs(120),
+            peer_updates: PeerUpdates::Broadcast,
         }
     }
 }

@@ -29,7 +29,7 @@ pub async fn run(
         ));
     }
     ensure_open_files(files_needed(opts, hub))?;
-    let target = HubTarget::start(hub).await?;
+    let target = HubTarget::start(hub, opts.peer_updates).await?;
     let payload = crate::payload::payload(opts.payload_bytes);
     #[cfg(feature = "nats")]
     let nats_target = match nats {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use link_hub::{HubConfig, HubServer, Secret};
+use link_hub::{HubConfig, HubServer, PeerUpdates, Secret};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -69,7 +69,8 @@ impl std::fmt::Debug for HubTarget {
 
 impl HubTarget {
     /// Starts (or just names) the hub.
-    pub async fn start(spec: &HubSpec) -> Result<Self, BenchError> {
+    /// `peer_updates` applies to a hub we start; a URL hub keeps its own.
+    pub async fn start(spec: &HubSpec, peer_updates: PeerUpdates) -> Result<Self, BenchError> {
         match spec {
             HubSpec::Url { url, secret } => Ok(Self {
                 url: url.clone(),
@@ -78,8 +79,8 @@ impl HubTarget {
                 pid: None,
                 running: Running::External,
             }),
-            HubSpec::Embedded => embedded().await,
-            HubSpec::Child { program } => child(program).await,
+            HubSpec::Embedded => embedded(peer_updates).await,
+            HubSpec::Child { program } => child(program, peer_updates).await,
         }
     }
 
@@ -126,10 +127,11 @@ impl HubTarget {
     }
 }
 
-async fn embedded() -> Result<HubTarget, BenchError> {
+async fn embedded(peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
     let secret = link_hub::random_secret()
         .ok_or_else(|| BenchError::Hub("cannot generate a random secret".into()))?;
     let config = HubConfig::builder(Secret::shared(secret.clone()))
+        .peer_updates(peer_updates)
         .build()
         .map_err(|e| BenchError::Hub(e.to_string()))?;
     let server = HubServer::builder(config)
@@ -153,9 +155,13 @@ async fn embedded() -> Result<HubTarget, BenchError> {
     })
 }
 
-async fn child(program: &PathBuf) -> Result<HubTarget, BenchError> {
+async fn child(program: &PathBuf, peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
+    let mode = match peer_updates {
+        PeerUpdates::Off => "off",
+        _ => "broadcast",
+    };
     let mut child = Command::new(program)
-        .args(["hub", "--bind", "127.0.0.1:0"])
+        .args(["hub", "--bind", "127.0.0.1:0", "--peer-updates", mode])
         // The child generates its secret and prints it: never pass ours.
         .env_remove("LINK_SECRET")
         .env("RUST_LOG", "warn")

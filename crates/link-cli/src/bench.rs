@@ -17,8 +17,11 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
-use link_bench::{BenchError, BenchOptions, HubSpec, NatsSpec, Progress, parse_scenarios};
+use link_bench::{
+    BenchError, BenchOptions, HubSpec, NatsSpec, PeerUpdates, Progress, parse_scenarios,
+};
 
 use crate::exit::{Failure, Status};
 
@@ -108,6 +111,17 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     max_connect_time: u64,
 
+    /// peers.update mode of the hub this starts (embedded or --child):
+    /// `broadcast` (the reference behaviour) or `off` (large fleets).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "broadcast",
+        value_parser = clap::builder::PossibleValuesParser::new(["broadcast", "off"])
+            .try_map(|mode| mode.parse::<PeerUpdates>()),
+    )]
+    peer_updates: PeerUpdates,
+
     /// Run the same scenarios through another bus and print both columns.
     #[arg(long, value_enum, value_name = "BUS")]
     compare: Option<Compare>,
@@ -159,6 +173,7 @@ impl BenchArgs {
             runs: self.runs,
             idle_timeout: Duration::from_secs(self.idle_timeout),
             max_connect_time: Duration::from_secs(self.max_connect_time),
+            peer_updates: self.peer_updates,
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use link_hub::{HubConfig, HubServer, Secret};
+use link_hub::{HubConfig, HubServer, PeerUpdates, Secret};
 use link_protocol::HashAlgo;
 use serde_json::Value;
 
@@ -132,6 +132,18 @@ pub(crate) struct HubArgs {
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_RECENT_IDS)]
     max_recent_ids: usize,
 
+    /// Whether every join and leave sends the whole peer list to every peer
+    /// (`broadcast`, the reference behaviour) or nobody gets `peers.update`
+    /// (`off`: for large fleets; peers ask `link.peer.list`).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "broadcast",
+        value_parser = PossibleValuesParser::new(["broadcast", "off"])
+            .try_map(|mode| mode.parse::<PeerUpdates>()),
+    )]
+    peer_updates: PeerUpdates,
+
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -192,6 +204,7 @@ impl HubArgs {
             .keepalive_interval(Duration::from_millis(self.keepalive_ms))
             .replay_window(Duration::from_millis(self.replay_window_ms))
             .max_recent_ids(self.max_recent_ids)
+            .peer_updates(self.peer_updates)
             .build()
             .map_err(|e| Failure::unusable(format_args!("invalid hub option: {e}")))
     }

@@ -95,6 +95,42 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Whether the hub broadcasts `peers.update` (SPEC §5.2 step 5).
+///
+/// The reference sends the **whole** peer list to **every** peer on every
+/// join and leave. That is what Node clients expect, and it is the default,
+/// but it costs O(peers²) bytes per wave of joins, and past about 7 000
+/// peers the list no longer fits the 1 MiB frame cap of either
+/// implementation. Large fleets turn it off and discover peers on demand
+/// with the built-in `link.peer.list` server RPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerUpdates {
+    /// The reference behaviour: the list goes to every peer on each change
+    /// (coalesced per socket while its outbox is busy).
+    #[default]
+    Broadcast,
+    /// No `peers.update` at all. A client's peer list stays empty (and its
+    /// per-sender replay caches are only trimmed by their own budget);
+    /// `link.peer.list` answers who is connected.
+    Off,
+}
+
+impl std::str::FromStr for PeerUpdates {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "broadcast" => Ok(Self::Broadcast),
+            "off" => Ok(Self::Off),
+            _ => Err(ConfigError::InvalidOption {
+                option: "peer_updates",
+                reason: "expected \"broadcast\" or \"off\"",
+            }),
+        }
+    }
+}
+
 /// Validated hub settings. Build with [`HubConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -111,6 +147,7 @@ pub struct HubConfig {
     pub(crate) max_outbox_bytes: usize,
     pub(crate) max_concurrent_rpc: usize,
     pub(crate) expose_rpc_errors: bool,
+    pub(crate) peer_updates: PeerUpdates,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
 }
@@ -132,9 +169,15 @@ impl HubConfig {
             max_outbox_bytes: 16 * 1024 * 1024,
             max_concurrent_rpc: 256,
             expose_rpc_errors: false,
+            peer_updates: PeerUpdates::Broadcast,
             handlers: HashMap::new(),
             acl: Acl::default(),
         }
+    }
+
+    /// Whether `peers.update` is broadcast.
+    pub fn peer_updates(&self) -> PeerUpdates {
+        self.peer_updates
     }
 
     /// Frame cap; also the WebSocket max frame and message size.
@@ -214,6 +257,7 @@ pub struct HubConfigBuilder {
     max_outbox_bytes: usize,
     max_concurrent_rpc: usize,
     expose_rpc_errors: bool,
+    peer_updates: PeerUpdates,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
 }
@@ -250,6 +294,8 @@ impl HubConfigBuilder {
         max_concurrent_rpc: usize,
         /// Send every server handler error as is, not sanitised (default false).
         expose_rpc_errors: bool,
+        /// Whether `peers.update` is broadcast (default: yes, as the reference does).
+        peer_updates: PeerUpdates,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
     }
@@ -316,6 +362,7 @@ impl HubConfigBuilder {
             max_outbox_bytes: self.max_outbox_bytes,
             max_concurrent_rpc: self.max_concurrent_rpc,
             expose_rpc_errors: self.expose_rpc_errors,
+            peer_updates: self.peer_updates,
             handlers: self.handlers,
             acl: self.acl,
         })

@@ -537,7 +537,10 @@ async fn write_loop<K>(
 ) where
     K: Sink<Message, Error = WsError> + Unpin,
 {
-    let mut batch = Vec::with_capacity(BATCH);
+    // Grows to what this socket's traffic needs (at most BATCH items): an
+    // idle peer's writer holds a handful, not BATCH × size_of::<OutItem>()
+    // (24 KiB, which was half of an idle connection's memory).
+    let mut batch = Vec::new();
     let result: Result<(), WsError> = async {
         loop {
             let taken = outbox.take(&mut batch, BATCH);

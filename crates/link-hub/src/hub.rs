@@ -135,12 +135,17 @@ impl Hub {
     }
 }
 
+/// Bytes tungstenite reads per call, and the size of each socket's read
+/// buffer (resident for every connection).
+const READ_BUFFER: usize = 4 * 1024;
+
 pub(crate) fn websocket_config(config: &HubConfig) -> WebSocketConfig {
     // Small per-socket buffers: tungstenite's 128 KiB read and write buffers
-    // dominate an idle connection's memory; frames are batched by the writer
-    // anyway (docs/perf.md).
+    // dominate an idle connection's memory (the read buffer is zero-filled,
+    // so all of it is resident); frames are batched by the writer anyway
+    // (docs/perf.md).
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))

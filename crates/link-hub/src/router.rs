@@ -21,10 +21,11 @@ use link_protocol::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::PeerUpdates;
 use crate::connection::ConnCtl;
 use crate::events::{HubEvent, HubHealth, HubState, TimeoutReason};
 use crate::outbox::{OutItem, Outbox, Push};
-use crate::server_rpc::{HEALTH, ServerRpcRequest, TOPIC_LIST};
+use crate::server_rpc::{HEALTH, PEER_LIST, ServerRpcRequest, TOPIC_LIST};
 use crate::shared::{ConnId, Shared, wall_ms};
 
 /// Messages to the router.
@@ -365,20 +366,22 @@ impl Router {
         // The newcomer gets the list now (hello.ack, peers.update,
         // status.snapshot, in the reference's order); the others when the
         // mailbox drains, so a burst of joins costs one update each.
-        self.peers_version += 1;
-        let data = self.peers_data();
-        self.push(
-            &outbox,
-            None,
-            msg_type::PEERS_UPDATE,
-            &self.server.clone(),
-            &kind,
-            Some(data),
-        );
-        if let Some(p) = self.peers.get_mut(&kind) {
-            p.peers_seen = self.peers_version;
+        if self.broadcasts_peers() {
+            self.peers_version += 1;
+            let data = self.peers_data();
+            self.push(
+                &outbox,
+                None,
+                msg_type::PEERS_UPDATE,
+                &self.server.clone(),
+                &kind,
+                Some(data),
+            );
+            if let Some(p) = self.peers.get_mut(&kind) {
+                p.peers_seen = self.peers_version;
+            }
+            self.peers_dirty = true;
         }
-        self.peers_dirty = true;
         let snapshot =
             messages::status_snapshot_value(self.statuses.iter().map(|(k, e)| (&**k, e)));
         self.push(
@@ -415,8 +418,10 @@ impl Router {
                 }
             }
         }
-        self.peers_version += 1;
-        self.peers_dirty = true;
+        if self.broadcasts_peers() {
+            self.peers_version += 1;
+            self.peers_dirty = true;
+        }
         let (k, hello, connected_at) = (kind.to_string(), peer.hello, peer.connected_at);
         self.shared.emit(|| HubEvent::PeerDisconnect {
             kind: k,
@@ -438,6 +443,20 @@ impl Router {
                 connected: true,
             })
             .collect()
+    }
+
+    fn broadcasts_peers(&self) -> bool {
+        self.shared.config.peer_updates == PeerUpdates::Broadcast
+    }
+
+    /// `link.peer.list`: every peer, or the one named by `{kind}`.
+    fn peer_list(&self, rpc_data: Option<&Value>) -> Value {
+        let only = rpc_data.and_then(|d| d.get("kind")).and_then(Value::as_str);
+        let mut peers = self.peer_infos();
+        if let Some(kind) = only {
+            peers.retain(|p| p.kind == kind);
+        }
+        messages::peers_update_value(&peers)
     }
 
     /// The current `peers.update` payload, canonicalised once per version.
@@ -813,7 +832,7 @@ impl Router {
         rpc_data: Option<Value>,
     ) {
         let user = self.shared.config.handlers.get(&rpc_type).cloned();
-        let builtin = matches!(rpc_type.as_str(), TOPIC_LIST | HEALTH);
+        let builtin = matches!(rpc_type.as_str(), TOPIC_LIST | HEALTH | PEER_LIST);
         if user.is_none() && !builtin {
             let resp = RpcResponse::error(
                 RpcErrorCode::UnknownType,
@@ -871,10 +890,10 @@ impl Router {
                 // Built-ins run inline; like the reference they count
                 // themselves as in flight while running.
                 self.server_rpc_in_flight += 1;
-                let result = if rpc_type == HEALTH {
-                    Ok(self.health().to_value())
-                } else {
-                    Ok(self.topic_list(rpc_data.as_ref()))
+                let result = match rpc_type.as_str() {
+                    HEALTH => Ok(self.health().to_value()),
+                    PEER_LIST => Ok(self.peer_list(rpc_data.as_ref())),
+                    _ => Ok(self.topic_list(rpc_data.as_ref())),
                 };
                 let done = ServerRpcDone {
                     caller: kind.clone(),

@@ -1,8 +1,9 @@
 //! Server RPCs: handlers for `rpc.request` frames addressed `to: "server"`
 //! (SPEC §8). User handlers run as their own tasks, bounded by
 //! `max_concurrent_rpc`; their errors are sanitised unless exposed. The
-//! built-ins `link.topic.list` and `link.health` are answered by the router
-//! itself unless a user handler of the same name overrides them.
+//! built-ins `link.topic.list`, `link.health` and `link.peer.list` are
+//! answered by the router itself unless a user handler of the same name
+//! overrides them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +17,11 @@ use crate::config::BoxFuture;
 pub const TOPIC_LIST: &str = "link.topic.list";
 /// Name of the built-in health RPC.
 pub const HEALTH: &str = "link.health";
+/// Name of the built-in peer listing RPC (ours; the reference has none):
+/// `{peers:[…]}` in the `peers.update` shape, all peers or, with
+/// `rpcData: {kind}`, that one. Peer discovery when
+/// [`crate::config::PeerUpdates::Off`] is set.
+pub const PEER_LIST: &str = "link.peer.list";
 
 /// One server RPC call.
 #[derive(Clone, Debug, PartialEq)]

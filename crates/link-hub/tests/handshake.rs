@@ -11,7 +11,7 @@ mod support;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use link_hub::{HubConfig, HubEvent, Secret};
+use link_hub::{HubConfig, HubEvent, PeerUpdates, Secret};
 use link_protocol::DropReason;
 use serde_json::{Value, json};
 use support::{
@@ -422,4 +422,58 @@ async fn the_hub_sends_nothing_to_a_pending_socket() {
     assert_eq!(first.msg_type(), Some("hello.ack"));
     let snap = raw.recv(&key(S), "status.snapshot").await;
     assert_eq!(snap.data().unwrap()["alpha"]["status"], json!({"s": 1}));
+}
+
+#[tokio::test]
+async fn peer_updates_off_sends_no_peer_lists_and_link_peer_list_answers() {
+    let hub = TestHub::start(
+        HubConfig::builder(Secret::shared(S))
+            .peer_updates(PeerUpdates::Off)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut alpha = hub.peer("alpha", S).await;
+    let mut beta = hub.peer("beta", S).await;
+    // beta's join, then beta's departure, would each be a peers.update to
+    // alpha under the reference behaviour.
+    let list = alpha.rpc("server", "link.peer.list", None).await;
+    let result = &list.data().unwrap()["result"];
+    let kinds: Vec<&str> = result["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["alpha", "beta"], "registration order: {result}");
+    assert_eq!(result["peers"][1]["hello"]["kind"], "beta");
+    assert_eq!(result["peers"][1]["connected"], true);
+    let one = alpha
+        .rpc("server", "link.peer.list", Some(json!({"kind": "beta"})))
+        .await;
+    assert_eq!(
+        one.data().unwrap()["result"]["peers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut rx = hub.hub.events();
+    beta.barrier().await;
+    drop(beta);
+    next_event(
+        &mut rx,
+        |e| matches!(e, HubEvent::PeerDisconnect { kind, .. } if kind == "beta"),
+    )
+    .await;
+    let gone = alpha.rpc("server", "link.peer.list", None).await;
+    assert_eq!(gone.data().unwrap()["result"]["peers"][0]["kind"], "alpha");
+    let seen: Vec<_> = std::mem::take(&mut alpha.inbox)
+        .into_iter()
+        .filter_map(|e| e.msg_type().map(str::to_owned))
+        .collect();
+    assert!(
+        !seen.iter().any(|t| t == "peers.update"),
+        "no peers.update with PeerUpdates::Off: {seen:?}"
+    );
 }
