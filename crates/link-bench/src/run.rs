@@ -45,9 +45,30 @@ pub async fn run(
     let mut all: Vec<Outcome> = Vec::new();
     let mut failure = None;
     'scenarios: for &scenario in &opts.scenarios {
-        for _ in 0..opts.runs {
+        for run in 0..opts.runs {
             let ctx = Ctx::new(opts, &payload, progress);
-            match crate::link::run(&ctx, &target, scenario).await {
+            // Memory per connection is only meaningful on a fresh hub: a
+            // warm one reuses what the previous run freed. A child hub is
+            // restarted for every further `connections` run.
+            let fresh = if run > 0
+                && scenario == Scenario::Connections
+                && matches!(hub, HubSpec::Child { .. })
+            {
+                match HubTarget::start(hub, opts.peer_updates).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'scenarios;
+                    }
+                }
+            } else {
+                None
+            };
+            let outcome = crate::link::run(&ctx, fresh.as_ref().unwrap_or(&target), scenario).await;
+            if let Some(t) = fresh {
+                t.stop().await;
+            }
+            match outcome {
                 Ok(o) => all.extend(o),
                 Err(e) => {
                     failure = Some(e);
