@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""A/B two (or more) link-cli release builds in one invocation.
+
+Alternates the binaries round by round, so both see the same machine load, and
+prints the median of each throughput/p50 metric with its ratio to the first
+binary. Used for every before/after figure in docs/perf.md.
+
+    cp target/release/link-cli /tmp/link-cli-before   # build, copy, change, build again
+    python3 xtask/scripts/ab_bench.py /tmp/link-cli-before,target/release/link-cli \
+        publish,send,rpc-conc,fanout 3 [extra link-cli bench flags...]
+"""
+import json
+import statistics
+import subprocess
+import sys
+
+METRICS = ("msgs/s", "calls/s", "delivered/s", "p50 µs")
+
+
+def main() -> None:
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    bins = sys.argv[1].split(",")
+    scenarios = sys.argv[2]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    extra = sys.argv[4:]
+    values = {b: {} for b in bins}
+    for _ in range(rounds):
+        for b in bins:
+            out = subprocess.run(
+                [b, "bench", "-q", "--json", "--scenario", scenarios, *extra],
+                capture_output=True, text=True, check=True,
+            )
+            for result in json.loads(out.stdout)["results"]:
+                for m in result["metrics"]:
+                    if m["name"] in METRICS:
+                        key = f"{result['scenario']} {m['name']}"
+                        values[b].setdefault(key, []).append(m["value"])
+    for key in values[bins[0]]:
+        meds = [statistics.median(values[b][key]) for b in bins]
+        ratios = "".join(f"  x{v / meds[0]:.2f}" for v in meds[1:])
+        print(f"{key:28s}" + "".join(f"{v:12.0f}" for v in meds) + ratios)
+
+
+if __name__ == "__main__":
+    main()
