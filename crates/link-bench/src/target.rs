@@ -156,12 +156,14 @@ async fn embedded(peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
 }
 
 async fn child(program: &PathBuf, peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
-    let mode = match peer_updates {
-        PeerUpdates::Off => "off",
-        _ => "broadcast",
-    };
     let mut child = Command::new(program)
-        .args(["hub", "--bind", "127.0.0.1:0", "--peer-updates", mode])
+        .args([
+            "hub",
+            "--bind",
+            "127.0.0.1:0",
+            "--peer-updates",
+            peer_updates.as_str(),
+        ])
         // The child generates its secret and prints it: never pass ours.
         .env_remove("LINK_SECRET")
         .env("RUST_LOG", "warn")

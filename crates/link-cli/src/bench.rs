@@ -17,7 +17,6 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use link_bench::{
     BenchError, BenchOptions, HubSpec, NatsSpec, PeerUpdates, Progress, parse_scenarios,
@@ -117,8 +116,7 @@ pub(crate) struct BenchArgs {
         long,
         value_name = "MODE",
         default_value = "broadcast",
-        value_parser = clap::builder::PossibleValuesParser::new(["broadcast", "off"])
-            .try_map(|mode| mode.parse::<PeerUpdates>()),
+        value_parser = crate::hub::peer_updates_parser(),
     )]
     peer_updates: PeerUpdates,
 

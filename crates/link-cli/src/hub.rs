@@ -139,8 +139,7 @@ pub(crate) struct HubArgs {
         long,
         value_name = "MODE",
         default_value = "broadcast",
-        value_parser = PossibleValuesParser::new(["broadcast", "off"])
-            .try_map(|mode| mode.parse::<PeerUpdates>()),
+        value_parser = peer_updates_parser(),
     )]
     peer_updates: PeerUpdates,
 
@@ -208,6 +207,13 @@ impl HubArgs {
             .build()
             .map_err(|e| Failure::unusable(format_args!("invalid hub option: {e}")))
     }
+}
+
+/// `--peer-updates MODE` (for `hub` and `bench`): the names of
+/// [`PeerUpdates::as_str`].
+pub(crate) fn peer_updates_parser() -> impl TypedValueParser<Value = PeerUpdates> {
+    PossibleValuesParser::new(PeerUpdates::ALL.map(PeerUpdates::as_str))
+        .try_map(|mode| mode.parse::<PeerUpdates>())
 }
 
 /// Reads a `--keys` file: a JSON object of kind → non-empty key string.

@@ -116,14 +116,26 @@ pub enum PeerUpdates {
     Off,
 }
 
+impl PeerUpdates {
+    /// Every mode, in the order of [`PeerUpdates::as_str`] names.
+    pub const ALL: [Self; 2] = [Self::Broadcast, Self::Off];
+
+    /// The mode's name, as `link-cli hub --peer-updates` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::Off => "off",
+        }
+    }
+}
+
 impl std::str::FromStr for PeerUpdates {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "broadcast" => Ok(Self::Broadcast),
-            "off" => Ok(Self::Off),
-            _ => Err(ConfigError::InvalidOption {
+        match Self::ALL.into_iter().find(|m| m.as_str() == s) {
+            Some(mode) => Ok(mode),
+            None => Err(ConfigError::InvalidOption {
                 option: "peer_updates",
                 reason: "expected \"broadcast\" or \"off\"",
             }),

@@ -436,13 +436,17 @@ impl Router {
         self.order
             .iter()
             .filter_map(|k| self.peers.get(k))
-            .map(|p| PeerInfo {
-                kind: p.kind.to_string(),
-                hello: Some(p.hello.clone()),
-                connected_at: Some(p.connected_at as f64),
-                connected: true,
-            })
+            .map(Self::peer_info)
             .collect()
+    }
+
+    fn peer_info(p: &Peer) -> PeerInfo {
+        PeerInfo {
+            kind: p.kind.to_string(),
+            hello: Some(p.hello.clone()),
+            connected_at: Some(p.connected_at as f64),
+            connected: true,
+        }
     }
 
     fn broadcasts_peers(&self) -> bool {
@@ -451,11 +455,15 @@ impl Router {
 
     /// `link.peer.list`: every peer, or the one named by `{kind}`.
     fn peer_list(&self, rpc_data: Option<&Value>) -> Value {
-        let only = rpc_data.and_then(|d| d.get("kind")).and_then(Value::as_str);
-        let mut peers = self.peer_infos();
-        if let Some(kind) = only {
-            peers.retain(|p| p.kind == kind);
-        }
+        let peers = match rpc_data.and_then(|d| d.get("kind")).and_then(Value::as_str) {
+            Some(kind) => self
+                .peers
+                .get(kind)
+                .map(Self::peer_info)
+                .into_iter()
+                .collect(),
+            None => self.peer_infos(),
+        };
         messages::peers_update_value(&peers)
     }
 
