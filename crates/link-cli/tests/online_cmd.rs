@@ -233,8 +233,8 @@ async fn publish_reaches_a_subscriber() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (msg.from.as_str(), msg.payload),
-        ("pub", Some(json!({"n": 1})))
+        (msg.from.as_str(), msg.payload()),
+        ("pub", Some(&json!({"n": 1})))
     );
 
     for (args, why) in [

@@ -491,14 +491,10 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
                 inner.emit(|| LinkEvent::RpcCancel { id, from, rpc_type });
             }
         }
-        Msg::TopicMessage {
-            topic: Some(topic),
-            payload,
-        } => {
+        Msg::TopicMessage { topic: Some(topic) } => {
             let msg = TopicMessage {
                 topic: topic.clone(),
                 from,
-                payload,
                 envelope: env,
             };
             let mut core = inner.core();

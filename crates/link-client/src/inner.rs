@@ -61,16 +61,43 @@ pub(crate) struct InFlight {
 }
 
 /// A message delivered to a topic subscription.
+///
+/// The payload stays the text it arrived as until you read it:
+/// [`payload`](Self::payload) parses it once (clones share the result, and
+/// clones are cheap: they share the envelope's text), and
+/// [`payload_as`](Self::payload_as) reads it straight into your own type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicMessage {
     /// Topic.
     pub topic: String,
     /// Publisher kind.
     pub from: String,
-    /// Payload, if any.
-    pub payload: Option<Value>,
     /// The verified envelope.
     pub envelope: Envelope,
+}
+
+impl TopicMessage {
+    /// The payload (`None` when the publisher sent none; `null` is
+    /// `Some(Value::Null)`).
+    pub fn payload(&self) -> Option<&Value> {
+        link_protocol::messages::topic_payload(&self.envelope)
+    }
+
+    /// The payload deserialised into `T` (an absent payload reads as
+    /// `null`, so `Option<T>` takes both), without building a
+    /// [`Value`] first.
+    ///
+    /// ```
+    /// # fn demo(msg: &link_client::TopicMessage) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Reading { celsius: f64 }
+    /// let r: Reading = msg.payload_as()?;
+    /// println!("{} °C from {}", r.celsius, msg.from);
+    /// # Ok(()) }
+    /// ```
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        link_protocol::messages::topic_payload_as(&self.envelope)
+    }
 }
 
 /// A direct message.

@@ -35,7 +35,7 @@
 //! link.publish("billing.events", json!({"paid": 42}))?;
 //! let mut news = link.subscribe("news")?;
 //! if let Some(msg) = news.recv().await {
-//!     println!("{} says {:?} ({answer})", msg.from, msg.payload);
+//!     println!("{} says {:?} ({answer})", msg.from, msg.payload());
 //! }
 //! link.stop().await;
 //! # Ok(())

@@ -344,9 +344,13 @@ async fn subscriptions_share_one_hub_subscription() {
     alpha.publish("news", json!({"h": 1})).unwrap();
     let (m1, m2) = (s1.next().await.unwrap(), s2.next().await.unwrap());
     assert_eq!(
-        (m1.from.as_str(), m1.payload.clone()),
-        ("alpha", Some(json!({"h": 1})))
+        (m1.from.as_str(), m1.payload()),
+        ("alpha", Some(&json!({"h": 1})))
     );
+    // Read straight into a type, from the text as it arrived.
+    let typed: std::collections::BTreeMap<String, u32> = m1.payload_as().unwrap();
+    assert_eq!(typed.get("h"), Some(&1));
+    assert!(m1.payload_as::<Vec<u32>>().is_err());
     assert_eq!(m1, m2);
 
     drop(s1);
@@ -503,7 +507,8 @@ async fn reconnect_after_hub_restart_replays_subscriptions_and_queued_publishes(
                 .await
                 .unwrap()
                 .unwrap()
-                .payload
+                .payload()
+                .cloned()
                 .unwrap(),
         );
     }

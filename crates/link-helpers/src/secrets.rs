@@ -451,7 +451,7 @@ async fn follow(
     tx: mpsc::Sender<SecretChange>,
 ) {
     while let Some(msg) = subs.next().await {
-        let Some(payload) = msg.payload.as_ref() else {
+        let Some(payload) = msg.payload() else {
             continue;
         };
         let (Some(op), Some(path)) = (

@@ -234,7 +234,7 @@ async fn safe_wrappers_deliver_when_ready() {
     assert!(SafePublisher::new(alpha.clone()).publish("news", json!({"n": 1})));
     assert!(SafeSend::new(alpha.clone()).send_typed("beta", "ping", &[1, 2]));
     let msg = guard(news.recv()).await.unwrap();
-    assert_eq!(msg.payload, Some(json!({"n": 1})));
+    assert_eq!(msg.payload(), Some(&json!({"n": 1})));
     let d = guard(directs.recv()).await.unwrap();
     assert_eq!((d.msg_type.as_str(), d.data), ("ping", Some(json!([1, 2]))));
     alpha.stop().await;

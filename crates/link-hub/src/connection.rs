@@ -439,7 +439,7 @@ async fn laned_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope) -> bool
     let acl = &shared.config.acl;
     let from = kind.to_string();
     let (op, verdict, to, topic, msg_type) = match Msg::parse(env) {
-        Msg::TopicMessage { topic, payload } => {
+        Msg::TopicMessage { topic } => {
             let Some(hook) = &acl.can_publish else {
                 return true;
             };
@@ -449,7 +449,7 @@ async fn laned_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope) -> bool
             let ctx = PublishContext {
                 from: from.clone(),
                 topic: topic.clone(),
-                payload,
+                payload: link_protocol::messages::topic_payload(env).cloned(),
             };
             (
                 AclOp::Publish,

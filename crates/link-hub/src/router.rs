@@ -529,7 +529,7 @@ impl Router {
             Msg::RpcCancel { id } => self.rpc_cancel(&kind, &env, id),
             Msg::Subscribe { topic } => self.subscribe(&kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(&kind, topic),
-            Msg::TopicMessage { topic, payload } => self.publish(&kind, &env, topic, payload),
+            Msg::TopicMessage { topic } => self.publish(&kind, &env, topic),
             Msg::Direct {
                 direct_type,
                 direct_data,
@@ -732,13 +732,8 @@ impl Router {
         }
     }
 
-    fn publish(
-        &mut self,
-        kind: &Arc<str>,
-        env: &Envelope,
-        topic: Option<String>,
-        payload: Option<Value>,
-    ) {
+    fn publish(&mut self, kind: &Arc<str>, env: &Envelope, topic: Option<String>) {
+        let payload = || messages::topic_payload(env).cloned();
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_MESSAGE) else {
             return;
         };
@@ -750,7 +745,7 @@ impl Router {
         let mut delivered = 0;
         if !subscribers.is_empty() {
             let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
-                CanonicalData::new(&messages::topic_message_value(&topic, payload.clone()))
+                CanonicalData::new(&messages::topic_message_value(&topic, payload()))
             }));
             for sub in &subscribers {
                 let Some(peer) = self.peers.get(sub) else {
@@ -773,7 +768,7 @@ impl Router {
         self.shared.emit(|| HubEvent::TopicPublish {
             from,
             topic,
-            payload,
+            payload: payload(),
             subscriber_count,
             delivered,
         });

@@ -12,13 +12,15 @@
 //! `docs/adr/0002-wire-key-order.md`.
 
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::canonical;
 use crate::error::{DropReason, ProtocolError, WireError};
-use crate::signed_form;
+use crate::signed_form::{self, SignedForm};
 use crate::signing::{Key, Signature};
 use crate::validate::{self, MAX_ID_LEN};
 use crate::wire_safe;
@@ -33,19 +35,126 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 ///
 /// Invariant: `id` is a non-empty string of at most 256 UTF-16 units.
 ///
-/// When the frame arrived in signing form, the envelope also keeps the
-/// canonical text of `data` as it was on the wire, so a relay can forward it
-/// without canonicalising again ([`Envelope::canonical_data`]).
+/// A frame that arrived in signing form (our own encoder's shape, see
+/// [`crate::signed_form`]) is kept as its canonical text with the header
+/// fields located in it: verifying it, reading its header and relaying its
+/// `data` ([`Envelope::canonical_data`]) build no JSON tree, and
+/// [`Envelope::body`] / [`Envelope::data`] parse the text the first time they
+/// are asked for. Clones of such an envelope share that text.
 #[derive(Clone, Debug)]
 pub struct Envelope {
-    body: Map<String, Value>,
-    /// Canonical text of `body["data"]`, when known without re-canonicalising.
-    data_text: Option<CanonicalData>,
+    repr: Repr,
+}
+
+#[derive(Clone, Debug)]
+enum Repr {
+    /// Built from a JSON tree: the general parse path, or built locally.
+    Tree {
+        body: Map<String, Value>,
+        /// Canonical text of `body["data"]`, when known without
+        /// re-canonicalising.
+        data_text: Option<CanonicalData>,
+    },
+    /// Arrived in signing form.
+    Signed(Arc<SignedBody>),
+}
+
+/// An envelope kept as its canonical signing text.
+#[derive(Debug)]
+struct SignedBody {
+    /// The canonical signing text: the frame without its `sig` member.
+    text: String,
+    head: Head,
+    data_value: OnceLock<Option<Value>>,
+    body: OnceLock<Map<String, Value>>,
+}
+
+/// Where the header fields lie in a [`SignedBody`]'s text, and the numbers
+/// read from it. Header strings hold no escapes (else the frame takes the
+/// tree path), so they are plain slices.
+#[derive(Debug)]
+struct Head {
+    /// `id`, between its quotes.
+    id: Range<usize>,
+    /// `type`, between its quotes; `None` when absent or `null`.
+    msg_type: Option<Range<usize>>,
+    /// `from`, between its quotes; `None` when absent or `null`.
+    from: Option<Range<usize>>,
+    /// `to` when a non-empty string (truthy), between its quotes.
+    to: Option<Range<usize>>,
+    ts: f64,
+    version_ok: bool,
+    /// The `data` value's text.
+    data: Option<Range<usize>>,
+}
+
+impl Head {
+    /// Locates the header in `text` (the signing text `form` describes), or
+    /// `None` when a field has a shape only the tree path reads (escapes,
+    /// odd types, unknown members, a missing or oversized id: the tree path
+    /// also reports those).
+    fn locate(text: &str, form: &SignedForm) -> Option<Self> {
+        let b = text.as_bytes();
+        let plain = |r: &Range<usize>| {
+            let s = &b[r.clone()];
+            (s.len() >= 2 && s[0] == b'"' && !s.contains(&b'\\')).then(|| r.start + 1..r.end - 1)
+        };
+        // Absent or null: Some(None); a plain string: Some(Some); else None.
+        let string_or_null = |r: &Option<Range<usize>>| match r {
+            None => Some(None),
+            Some(r) if &b[r.clone()] == b"null" => Some(None),
+            Some(r) => plain(r).map(Some),
+        };
+        let h = &form.header;
+        if h.others > 0 {
+            return None;
+        }
+        let id = plain(h.id.as_ref()?)?;
+        if id.is_empty() || validate::js_len(&text[id.clone()]) > MAX_ID_LEN {
+            return None;
+        }
+        let ts = match &h.ts {
+            None => 0.0,
+            Some(r) if matches!(b[r.start], b'-' | b'0'..=b'9') => text[r.clone()].parse().ok()?,
+            // A non-number counts as 0 (SPEC §4.1 step 8).
+            Some(_) => 0.0,
+        };
+        Some(Self {
+            id,
+            msg_type: string_or_null(&h.msg_type)?,
+            from: string_or_null(&h.from)?,
+            to: string_or_null(&h.to)?.filter(|r| !r.is_empty()),
+            ts,
+            version_ok: h.v.as_ref().is_some_and(|r| &b[r.clone()] == b"1"),
+            data: form.data.clone(),
+        })
+    }
+}
+
+impl SignedBody {
+    fn slice(&self, r: &Range<usize>) -> &str {
+        self.text.get(r.clone()).unwrap_or_default()
+    }
+
+    fn body(&self) -> &Map<String, Value> {
+        // The scanner accepted the text, so it parses.
+        self.body
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
+    }
+
+    fn data(&self) -> Option<&Value> {
+        self.data_value
+            .get_or_init(|| {
+                let text = self.slice(self.head.data.as_ref()?);
+                Some(serde_json::from_str(text).unwrap_or(Value::Null))
+            })
+            .as_ref()
+    }
 }
 
 impl PartialEq for Envelope {
     fn eq(&self, other: &Self) -> bool {
-        self.body == other.body
+        self.body() == other.body()
     }
 }
 
@@ -68,7 +177,7 @@ impl Received {
     pub fn verify(&self, key: &Key) -> bool {
         match (&self.sig, &self.signed_text) {
             (Some(sig), Some(text)) => key.verify(text.as_bytes(), sig),
-            (Some(sig), None) => key.verify(self.envelope.canonical().as_bytes(), sig),
+            (Some(sig), None) => key.verify(self.envelope.canonical_text().as_bytes(), sig),
             (None, _) => false,
         }
     }
@@ -78,27 +187,15 @@ impl Received {
 /// `id` presence and length. The order of checks and the reasons match
 /// SPEC §4.1 steps 1–4.
 ///
+/// A frame in signing form (our own encoder's shape, see
+/// [`crate::signed_form`]) builds no JSON tree: it is verified over its own
+/// bytes, and its header is read off the text. Anything else (e.g. a Node
+/// peer's insertion-ordered frame) is parsed into a tree and canonicalised
+/// when verified.
+///
 /// Bytes that are not UTF-8 are decoded with replacement characters first,
 /// as Node's `String(buffer)` does.
 pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, ProtocolError> {
-    parse(bytes, max_message_bytes, false)
-}
-
-/// [`parse_frame`] for a relay (the hub): a frame in signing form (our own
-/// peers' shape, see [`crate::signed_form`]) is verified over its own bytes
-/// and keeps its `data` text, so relaying it canonicalises nothing.
-///
-/// A plain receiver is better served by [`parse_frame`]: scanning the text
-/// costs about what canonicalising the tree does, so only a relay, which
-/// would otherwise canonicalise `data` a second time, gains.
-pub fn parse_frame_for_relay(
-    bytes: &[u8],
-    max_message_bytes: usize,
-) -> Result<Received, ProtocolError> {
-    parse(bytes, max_message_bytes, true)
-}
-
-fn parse(bytes: &[u8], max_message_bytes: usize, relay: bool) -> Result<Received, ProtocolError> {
     let size = bytes.len();
     if size > max_message_bytes {
         return Err(ProtocolError {
@@ -110,7 +207,44 @@ fn parse(bytes: &[u8], max_message_bytes: usize, relay: bool) -> Result<Received
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
     };
-    let value: Value = serde_json::from_str(&text).map_err(|e| ProtocolError {
+    let form = signed_form::split(text.as_bytes());
+    let Some(form) = form else {
+        return parse_tree(&text, size, None);
+    };
+    let mut signed = String::with_capacity(form.body_len + 1);
+    signed.push_str(&text[..form.body_len]);
+    signed.push('}');
+    let Some(head) = Head::locate(&signed, &form) else {
+        return parse_tree(&text, size, Some((signed, form)));
+    };
+    // `,"sig":"` then the hex digits then `"}`.
+    let sig = text
+        .get(form.body_len + 8..text.len() - 2)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    Ok(Received {
+        envelope: Envelope {
+            repr: Repr::Signed(Arc::new(SignedBody {
+                text: signed,
+                head,
+                data_value: OnceLock::new(),
+                body: OnceLock::new(),
+            })),
+        },
+        sig,
+        size,
+        signed_text: None,
+    })
+}
+
+/// The general path: a JSON tree. `signed` is the signing text and its
+/// spans when the frame was in signing form.
+fn parse_tree(
+    text: &str,
+    size: usize,
+    signed: Option<(String, SignedForm)>,
+) -> Result<Received, ProtocolError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ProtocolError {
         size: Some(size),
         error: Some(e.to_string().into()),
         ..ProtocolError::new(DropReason::ParseError)
@@ -139,26 +273,17 @@ fn parse(bytes: &[u8], max_message_bytes: usize, relay: bool) -> Result<Received
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     };
-    // Our own peers send the signing text itself: a relay keeps it (and the
-    // data text) so neither is rebuilt from the tree. Anything else, e.g. a
-    // Node peer's insertion-ordered frame, is canonicalised when verified.
-    let form = if relay {
-        signed_form::split(text.as_bytes())
-    } else {
-        None
-    };
-    let (signed_text, data_text) = match form {
-        Some(form) => {
-            let mut signed = String::with_capacity(form.body_len + 1);
-            signed.push_str(&text[..form.body_len]);
-            signed.push('}');
+    let (signed_text, data_text) = match signed {
+        Some((signed, form)) => {
             let data = form.data.map(|r| CanonicalData(text[r].to_owned()));
             (Some(signed), data)
         }
         None => (None, None),
     };
     Ok(Received {
-        envelope: Envelope { body, data_text },
+        envelope: Envelope {
+            repr: Repr::Tree { body, data_text },
+        },
         sig,
         size,
         signed_text,
@@ -266,6 +391,15 @@ fn append_sig(out: &mut String, sig: &Signature) {
 }
 
 impl Envelope {
+    fn tree(body: Map<String, Value>) -> Self {
+        Self {
+            repr: Repr::Tree {
+                body,
+                data_text: None,
+            },
+        }
+    }
+
     /// Builds an envelope from a header and an optional payload.
     pub fn new(header: &Header<'_>, data: Option<Value>) -> Self {
         let mut body = Map::new();
@@ -278,10 +412,7 @@ impl Envelope {
         if let Some(data) = data {
             body.insert("data".into(), data);
         }
-        Self {
-            body,
-            data_text: None,
-        }
+        Self::tree(body)
     }
 
     /// Builds an envelope from an arbitrary JSON object (e.g. typed in by a
@@ -290,10 +421,7 @@ impl Envelope {
     pub fn from_object(mut body: Map<String, Value>) -> Result<Self, ProtocolError> {
         body.remove("sig");
         match body.get("id") {
-            Some(Value::String(id)) if validate::is_valid_id(id) => Ok(Self {
-                body,
-                data_text: None,
-            }),
+            Some(Value::String(id)) if validate::is_valid_id(id) => Ok(Self::tree(body)),
             Some(Value::String(id)) if !id.is_empty() => {
                 Err(ProtocolError::new(DropReason::OversizedId))
             }
@@ -301,72 +429,137 @@ impl Envelope {
         }
     }
 
-    /// All top-level fields except `sig`, unknown ones included.
+    /// All top-level fields except `sig`, unknown ones included. An
+    /// envelope that arrived in signing form parses its text the first time
+    /// this is called.
     pub fn body(&self) -> &Map<String, Value> {
-        &self.body
+        match &self.repr {
+            Repr::Tree { body, .. } => body,
+            Repr::Signed(s) => s.body(),
+        }
+    }
+
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.body().get(name)
     }
 
     /// The message id.
     pub fn id(&self) -> &str {
-        self.body
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        match &self.repr {
+            Repr::Tree { body, .. } => body.get("id").and_then(Value::as_str).unwrap_or_default(),
+            Repr::Signed(s) => s.slice(&s.head.id),
+        }
     }
 
     /// The `type` when it is a string.
     pub fn msg_type(&self) -> Option<&str> {
-        self.body.get("type").and_then(Value::as_str)
+        match &self.repr {
+            Repr::Tree { .. } => self.field("type").and_then(Value::as_str),
+            Repr::Signed(s) => s.head.msg_type.as_ref().map(|r| s.slice(r)),
+        }
     }
 
     /// The `from` when it is a string.
     pub fn from(&self) -> Option<&str> {
-        self.body.get("from").and_then(Value::as_str)
+        match &self.repr {
+            Repr::Tree { .. } => self.field("from").and_then(Value::as_str),
+            Repr::Signed(s) => s.head.from.as_ref().map(|r| s.slice(r)),
+        }
     }
 
     /// The `to` as the hub reads it: `String(to)` of a truthy value, else `None`.
     pub fn to(&self) -> Option<Cow<'_, str>> {
-        self.body
-            .get("to")
-            .filter(|v| validate::js_truthy(v))
-            .map(validate::js_string)
+        match &self.repr {
+            Repr::Tree { .. } => self
+                .field("to")
+                .filter(|v| validate::js_truthy(v))
+                .map(validate::js_string),
+            Repr::Signed(s) => s.head.to.as_ref().map(|r| Cow::Borrowed(s.slice(r))),
+        }
     }
 
     /// `ts` as a number; a non-number counts as 0 (SPEC §4.1 step 8).
     pub fn ts(&self) -> f64 {
-        self.body.get("ts").and_then(Value::as_f64).unwrap_or(0.0)
+        match &self.repr {
+            Repr::Tree { .. } => self.field("ts").and_then(Value::as_f64).unwrap_or(0.0),
+            Repr::Signed(s) => s.head.ts,
+        }
     }
 
     /// True when `v` is the number 1 (`v === 1`, so `1.0` counts).
     pub fn version_ok(&self) -> bool {
-        self.body.get("v").and_then(Value::as_f64) == Some(1.0)
+        match &self.repr {
+            Repr::Tree { .. } => self.field("v").and_then(Value::as_f64) == Some(1.0),
+            Repr::Signed(s) => s.head.version_ok,
+        }
     }
 
-    /// The payload, if present (`null` is present).
+    /// The payload, if present (`null` is present). An envelope that
+    /// arrived in signing form parses it the first time this is called.
     pub fn data(&self) -> Option<&Value> {
-        self.body.get("data")
+        match &self.repr {
+            Repr::Tree { body, .. } => body.get("data"),
+            Repr::Signed(s) => s.data(),
+        }
+    }
+
+    /// The payload's text as it arrived, when the frame was in signing form
+    /// (so it is canonical and was covered by the verified signature):
+    /// typed readers parse it straight into their own types.
+    pub fn signed_data_text(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Tree { .. } => None,
+            Repr::Signed(s) => s.head.data.as_ref().map(|r| s.slice(r)),
+        }
     }
 
     /// Takes the payload out.
     pub fn take_data(&mut self) -> Option<Value> {
-        self.data_text = None;
-        self.body.remove("data")
+        if let Repr::Signed(s) = &self.repr {
+            let body = s.body().clone();
+            self.repr = Repr::Tree {
+                body,
+                data_text: None,
+            };
+        }
+        match &mut self.repr {
+            Repr::Tree { body, data_text } => {
+                *data_text = None;
+                body.remove("data")
+            }
+            Repr::Signed(_) => None,
+        }
     }
 
     /// The payload's canonical text: the bytes it arrived as when the frame
     /// was in signing form, else canonicalised now.
     pub fn canonical_data(&self) -> Option<CanonicalData> {
-        match &self.data_text {
-            Some(text) => Some(text.clone()),
-            None => self.data().map(CanonicalData::new),
+        match &self.repr {
+            Repr::Tree {
+                data_text: Some(text),
+                ..
+            } => Some(text.clone()),
+            Repr::Tree { body, .. } => body.get("data").map(CanonicalData::new),
+            Repr::Signed(_) => self.signed_data_text().map(|t| CanonicalData(t.to_owned())),
         }
     }
 
     /// The canonical signing text.
     pub fn canonical(&self) -> String {
-        let mut out = String::with_capacity(256);
-        canonical::write_object(&self.body, &mut out);
-        out
+        self.canonical_text().into_owned()
+    }
+
+    /// The canonical signing text, borrowed when the frame arrived in
+    /// signing form.
+    fn canonical_text(&self) -> Cow<'_, str> {
+        match &self.repr {
+            Repr::Tree { body, .. } => {
+                let mut out = String::with_capacity(256);
+                canonical::write_object(body, &mut out);
+                Cow::Owned(out)
+            }
+            Repr::Signed(s) => Cow::Borrowed(&s.text),
+        }
     }
 
     /// Signs under `key` and returns the wire frame.
@@ -379,7 +572,7 @@ impl Envelope {
 
     /// The signature this envelope would carry under `key`.
     pub fn sign(&self, key: &Key) -> Signature {
-        key.sign(self.canonical().as_bytes())
+        key.sign(self.canonical_text().as_bytes())
     }
 }
 
@@ -433,7 +626,7 @@ mod tests {
     }
 
     #[test]
-    fn relay_parse_verifies_own_bytes_and_catches_tampering() {
+    fn signing_form_verifies_own_bytes_and_catches_tampering() {
         let h = Header {
             id: "x",
             ts: 1000,
@@ -443,21 +636,104 @@ mod tests {
         };
         let data = CanonicalData::new(&json!({"n": 1, "s": "v"}));
         let wire = encode(&key("k"), &h, Some(&data));
-        let got = parse_frame_for_relay(wire.as_bytes(), 1 << 20).unwrap();
-        assert!(got.signed_text.is_some(), "our frames are in signing form");
+        let got = parse_frame(wire.as_bytes(), 1 << 20).unwrap();
+        assert!(
+            matches!(got.envelope.repr, Repr::Signed(_)),
+            "our frames are in signing form"
+        );
         assert!(got.verify(&key("k")));
         assert_eq!(got.envelope.canonical_data(), Some(data));
         for (from, to) in [("\"n\":1", "\"n\":2"), ("\"to\":\"b\"", "\"to\":\"c\"")] {
             let bad = wire.replacen(from, to, 1);
-            let got = parse_frame_for_relay(bad.as_bytes(), 1 << 20).unwrap();
-            assert!(got.signed_text.is_some());
+            let got = parse_frame(bad.as_bytes(), 1 << 20).unwrap();
+            assert!(matches!(got.envelope.repr, Repr::Signed(_)));
             assert!(!got.verify(&key("k")), "{bad}");
         }
         // Whitespace makes it take the general path, which still verifies.
         let spaced = wire.replacen("\"n\":1", "\"n\": 1", 1);
-        let got = parse_frame_for_relay(spaced.as_bytes(), 1 << 20).unwrap();
-        assert!(got.signed_text.is_none());
+        let got = parse_frame(spaced.as_bytes(), 1 << 20).unwrap();
+        assert!(matches!(got.envelope.repr, Repr::Tree { .. }));
+        assert_eq!(got.envelope.signed_data_text(), None);
         assert!(got.verify(&key("k")));
+    }
+
+    type View = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        u64,
+        bool,
+        Option<Value>,
+        Option<String>,
+        String,
+    );
+
+    /// Everything a reader sees of an envelope.
+    fn view(e: &Envelope) -> View {
+        (
+            e.id().to_owned(),
+            e.msg_type().map(str::to_owned),
+            e.from().map(str::to_owned),
+            e.to().map(Cow::into_owned),
+            e.ts().to_bits(),
+            e.version_ok(),
+            e.data().cloned(),
+            e.canonical_data().map(|d| d.as_str().to_owned()),
+            e.canonical(),
+        )
+    }
+
+    #[test]
+    fn signing_form_reads_the_same_as_the_tree() {
+        let k = key("k");
+        let cases = [
+            json!({"v": 1, "id": "a", "ts": 5, "type": "t", "from": "f", "to": "g", "data": {"b": [1, 2.5]}}),
+            json!({"v": 1, "id": "a", "ts": 5, "type": "t", "from": null, "to": null}),
+            json!({"v": 1, "id": "é€😀", "ts": 1.5, "type": "", "from": "", "to": "", "data": null}),
+            json!({"v": 2, "id": "a", "ts": "5", "type": null, "to": "x", "data": [1]}),
+            json!({"v": 1, "id": "a", "ts": 1, "to": false}),
+            json!({"v": "1", "id": "a", "ts": 9_007_199_254_740_993u64, "to": 0}),
+            json!({"v": 1.0, "id": "a", "ts": -1e21, "to": 7, "from": 3, "type": 4}),
+            json!({"id": "a", "ts": true, "to": {"x": 1}, "data": "s"}),
+            json!({"v": 1, "id": "a\nb", "ts": 1, "to": "t\"o", "type": "\u{1}"}),
+            json!({"v": 1, "id": "a", "ts": 1, "extra": [1], "data": {}}),
+            json!({"v": 1, "id": "x".repeat(300), "ts": 1}),
+            json!({"v": 1, "id": "", "ts": 1}),
+            json!({"v": 1, "id": 5, "ts": 1}),
+        ];
+        let mut signed = 0;
+        for case in cases {
+            let Value::Object(body) = case else {
+                unreachable!()
+            };
+            let wire = Envelope::tree(body.clone()).encode(&k);
+            // The same bytes down both paths.
+            let got = parse_frame(wire.as_bytes(), 1 << 20);
+            let want = parse_tree(&wire, wire.len(), None);
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    signed += usize::from(matches!(got.envelope.repr, Repr::Signed(_)));
+                    assert!(got.verify(&k) && want.verify(&k), "{wire}");
+                    assert_eq!(view(&got.envelope), view(&want.envelope), "{wire}");
+                    assert_eq!(got.envelope.body(), want.envelope.body(), "{wire}");
+                    assert_eq!(got.envelope, want.envelope);
+                    let mut taken = got.envelope.clone();
+                    assert_eq!(taken.take_data(), body.get("data").cloned());
+                    assert_eq!(taken.data(), None);
+                    assert!(!taken.body().contains_key("data"));
+                }
+                (got, want) => assert_eq!(
+                    got.map_err(|e| e.reason()).map(|_| ()),
+                    want.map_err(|e| e.reason()).map(|_| ()),
+                    "{wire}"
+                ),
+            }
+        }
+        assert_eq!(
+            signed, 4,
+            "the plain-header cases take the signing-form path"
+        );
     }
 
     #[test]

@@ -9,11 +9,14 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::codes::{RpcErrorCode, msg_type, rpc_error_text};
 use crate::envelope::{CanonicalData, Envelope};
 use crate::error::KindError;
+use crate::signed_form;
 use crate::validate::{self, MAX_NAME_LEN, js_string, js_trim, js_truncate, js_truthy};
 
 fn obj(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
@@ -376,12 +379,26 @@ pub fn direct_value(direct_type: &str, direct_data: Option<Value>) -> Value {
 /// with no extra fields, or any `rpc.response`): its canonical text as it
 /// arrived, so a relay canonicalises nothing. `None` means "rebuild it".
 pub fn relay_data(env: &Envelope) -> Option<CanonicalData> {
-    let data = env.data()?;
-    let fits = |name: &str, other: &str| match data {
-        Value::Object(m) => {
-            m.get(name).is_some_and(Value::is_string) && m.keys().all(|k| k == name || k == other)
+    let fits = |name: &str, other: &str| match env.signed_data_text() {
+        // Read off the text: no tree.
+        Some(text) => {
+            let mut named = false;
+            for (key, value) in signed_form::members(text) {
+                if key == name {
+                    named = text.as_bytes().get(value.start) == Some(&b'"');
+                } else if key != other {
+                    return false;
+                }
+            }
+            named
         }
-        _ => false,
+        None => match env.data() {
+            Some(Value::Object(m)) => {
+                m.get(name).is_some_and(Value::is_string)
+                    && m.keys().all(|k| k == name || k == other)
+            }
+            _ => false,
+        },
     };
     let verbatim = match env.msg_type()? {
         msg_type::TOPIC_MESSAGE => fits("topic", "payload"),
@@ -440,12 +457,12 @@ pub enum Message {
         /// Topic, or `None` for a falsy topic.
         topic: Option<String>,
     },
-    /// `topic.message`.
+    /// `topic.message`. Its payload stays in the envelope until someone
+    /// asks for it ([`topic_payload`]): a relay forwards its text, a
+    /// subscriber may never read it or read it into its own type.
     TopicMessage {
         /// Topic (not yet validated).
         topic: Option<String>,
-        /// Payload, if any.
-        payload: Option<Value>,
     },
     /// `direct`.
     Direct {
@@ -460,9 +477,45 @@ pub enum Message {
     Unknown,
 }
 
+/// `topic.message` data read straight from signed text (the payload is
+/// skipped over, not built).
+#[derive(Deserialize)]
+struct TopicData {
+    #[serde(default, deserialize_with = "present")]
+    topic: Option<Value>,
+}
+
+/// `direct` data read straight from signed text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirectData {
+    #[serde(default, deserialize_with = "present")]
+    direct_type: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    direct_data: Option<Value>,
+}
+
+/// `rpc.request` data read straight from signed text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcRequestData {
+    #[serde(default, deserialize_with = "present")]
+    rpc_type: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    rpc_data: Option<Value>,
+}
+
+/// A member that is there, `null` included (absent stays `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 impl Message {
     /// Reads `env`'s payload according to its type.
     pub fn parse(env: &Envelope) -> Self {
+        if let Some(m) = Self::parse_signed(env) {
+            return m;
+        }
         let data = env.data();
         let get = |k: &str| data.and_then(|d| d.get(k)).filter(|v| !v.is_null());
         let string = |k: &str| get(k).and_then(Value::as_str).map(str::to_owned);
@@ -528,7 +581,6 @@ impl Message {
             },
             msg_type::TOPIC_MESSAGE => Self::TopicMessage {
                 topic: topic_of(get("topic")),
-                payload: data.and_then(|d| d.get("payload")).cloned(),
             },
             msg_type::DIRECT => match string("directType").filter(|s| !s.is_empty()) {
                 Some(direct_type) => Self::Direct {
@@ -539,6 +591,70 @@ impl Message {
             },
             _ => Self::Unknown,
         }
+    }
+}
+
+impl Message {
+    /// The relayed message types read straight from the `data` text of an
+    /// envelope that arrived in signing form, into the values the general
+    /// path would build (no intermediate tree to clone from). `None` sends
+    /// the envelope down the general path.
+    fn parse_signed(env: &Envelope) -> Option<Self> {
+        // Only an object: a typed reader would also take an array.
+        let text = env.signed_data_text().filter(|t| t.starts_with('{'))?;
+        match env.msg_type()? {
+            msg_type::TOPIC_MESSAGE => {
+                let d: TopicData = serde_json::from_str(text).ok()?;
+                let topic = match d.topic {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) => Some(t),
+                    Some(other) => topic_of(Some(&other)),
+                };
+                Some(Self::TopicMessage { topic })
+            }
+            msg_type::DIRECT => match serde_json::from_str(text).ok()? {
+                DirectData {
+                    direct_type: Some(Value::String(direct_type)),
+                    direct_data,
+                } if !direct_type.is_empty() => Some(Self::Direct {
+                    direct_type,
+                    direct_data,
+                }),
+                _ => None,
+            },
+            msg_type::RPC_REQUEST => match serde_json::from_str(text).ok()? {
+                RpcRequestData {
+                    rpc_type: Some(Value::String(rpc_type)),
+                    rpc_data,
+                } => Some(Self::RpcRequest { rpc_type, rpc_data }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A `topic.message`'s payload (`None` when absent; `null` is present).
+/// An envelope that arrived in signing form parses its `data` the first
+/// time this is called.
+pub fn topic_payload(env: &Envelope) -> Option<&Value> {
+    env.data()?.get("payload")
+}
+
+/// A `topic.message`'s payload read straight into `T` (absent reads as
+/// `null`): from the text as it arrived when the envelope is in signing
+/// form, so no intermediate tree is built.
+pub fn topic_payload_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_json::Error> {
+    if let Some(text) = env.signed_data_text() {
+        let payload = signed_form::members(text).find(|(key, _)| *key == "payload");
+        return match payload.and_then(|(_, span)| text.get(span)) {
+            Some(payload) => serde_json::from_str(payload),
+            None => T::deserialize(&Value::Null),
+        };
+    }
+    match topic_payload(env) {
+        Some(v) => T::deserialize(v),
+        None => T::deserialize(&Value::Null),
     }
 }
 
@@ -569,9 +685,59 @@ mod tests {
     fn wire(t: &str, data: Value) -> Envelope {
         let key = crate::Key::new("k", crate::HashAlgo::Sha256).unwrap();
         let frame = env(t, Some("a"), data).encode(&key);
-        crate::envelope::parse_frame_for_relay(frame.as_bytes(), 1 << 20)
+        crate::envelope::parse_frame(frame.as_bytes(), 1 << 20)
             .unwrap()
             .envelope
+    }
+
+    #[test]
+    fn signed_text_reads_like_the_tree() {
+        let p = json!({"z": [1.5, "x"], "a": null});
+        let mut signed = 0;
+        for t in [
+            msg_type::TOPIC_MESSAGE,
+            msg_type::DIRECT,
+            msg_type::RPC_REQUEST,
+        ] {
+            for data in [
+                json!({"topic": "t", "payload": p}),
+                json!({"topic": "t", "payload": null}),
+                json!({"topic": "t"}),
+                json!({"topic": null, "payload": 1}),
+                json!({"topic": 5, "payload": 1}),
+                json!({"topic": "t", "extra": 1}),
+                json!({"directType": "d", "directData": p}),
+                json!({"directType": "", "directData": 1}),
+                json!({"directType": 3, "directData": null}),
+                json!({"directType": "d"}),
+                json!({"rpcType": "r", "rpcData": p}),
+                json!({"rpcType": "", "rpcData": null}),
+                json!({"rpcType": 1}),
+                json!(["t", 1]),
+                json!("t"),
+                json!({}),
+            ] {
+                let (on_wire, tree) = (wire(t, data.clone()), env(t, Some("a"), data.clone()));
+                signed += usize::from(Message::parse_signed(&on_wire).is_some());
+                assert_eq!(
+                    Message::parse(&on_wire),
+                    Message::parse(&tree),
+                    "{t} {data}"
+                );
+                let payload = topic_payload(&tree).cloned();
+                assert_eq!(topic_payload(&on_wire), payload.as_ref(), "{data}");
+                for e in [&on_wire, &tree] {
+                    let typed: Value = topic_payload_as(e).unwrap();
+                    assert_eq!(typed, payload.clone().unwrap_or_default(), "{data}");
+                }
+            }
+        }
+        // topic.message: every object; direct and rpc.request: the two with a usable name.
+        assert_eq!(
+            signed,
+            14 + 2 + 2,
+            "well-formed objects are read off the text"
+        );
     }
 
     #[test]

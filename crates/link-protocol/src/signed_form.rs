@@ -22,13 +22,35 @@ use crate::canonical;
 const MAX_DEPTH: u32 = 100;
 
 /// Where the parts of a frame in signing form lie.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SignedForm {
     /// Length of the body prefix: the signing text is `frame[..body_len]`
     /// followed by `}`.
     pub body_len: usize,
     /// The `data` value's bytes, when the body has a `data` member.
     pub data: Option<Range<usize>>,
+    /// The value bytes of the other envelope members, when present (a
+    /// string's span includes its quotes).
+    pub header: HeaderSpans,
+}
+
+/// Value spans of the top-level envelope members other than `data`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSpans {
+    /// `from`.
+    pub from: Option<Range<usize>>,
+    /// `id`.
+    pub id: Option<Range<usize>>,
+    /// `to`.
+    pub to: Option<Range<usize>>,
+    /// `ts`.
+    pub ts: Option<Range<usize>>,
+    /// `type`.
+    pub msg_type: Option<Range<usize>>,
+    /// `v`.
+    pub v: Option<Range<usize>>,
+    /// Members other than these and `data` (unknown fields).
+    pub others: usize,
 }
 
 /// Returns where the signing text and `data` lie when `frame` is a canonical
@@ -60,13 +82,13 @@ pub fn split(frame: &[u8]) -> Option<SignedForm> {
         b: &frame[..body_len],
         i: 0,
         close_at_end: true,
-        data: None,
+        top: SignedForm {
+            body_len,
+            ..SignedForm::default()
+        },
     };
     let whole = scan.object(0) && scan.i == body_len + 1;
-    whole.then_some(SignedForm {
-        body_len,
-        data: scan.data,
-    })
+    whole.then_some(scan.top)
 }
 
 /// True when `text` is exactly the canonical form of the JSON it denotes.
@@ -82,9 +104,74 @@ pub fn is_canonical(text: &[u8]) -> bool {
         b: text,
         i: 0,
         close_at_end: false,
-        data: None,
+        top: SignedForm::default(),
     };
     scan.value(0) && scan.i == text.len()
+}
+
+/// The members of a JSON object text in canonical form (what
+/// [`is_canonical`] accepts, or a `data` span from [`split`]): each key's
+/// raw text between its quotes, and the span of its value in `object`.
+/// Yields nothing when `object` is not an object, and stops at the first
+/// thing that is not a well-formed member.
+///
+/// ```
+/// use link_protocol::signed_form::members;
+/// let text = r#"{"payload":[1,{"a":2}],"topic":"t"}"#;
+/// let got: Vec<_> = members(text).map(|(k, r)| (k, &text[r])).collect();
+/// assert_eq!(got, [("payload", r#"[1,{"a":2}]"#), ("topic", r#""t""#)]);
+/// ```
+pub fn members(object: &str) -> Members<'_> {
+    let open = object.starts_with('{') && !object.starts_with("{}");
+    Members {
+        scan: Scan {
+            b: object.as_bytes(),
+            i: usize::from(open),
+            close_at_end: false,
+            top: SignedForm::default(),
+        },
+        text: object,
+        done: !open,
+    }
+}
+
+/// Iterator returned by [`members`].
+pub struct Members<'a> {
+    scan: Scan<'a>,
+    text: &'a str,
+    done: bool,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let s = &mut self.scan;
+        let member = s.string().and_then(|key| {
+            if s.peek() != b':' {
+                return None;
+            }
+            s.i += 1;
+            let start = s.i;
+            if !s.value(1) {
+                return None;
+            }
+            let end = s.i;
+            match s.peek() {
+                b',' => s.i += 1,
+                b'}' => self.done = true,
+                _ => return None,
+            }
+            Some((self.text.get(key.start..key.end)?, start..end))
+        });
+        if member.is_none() {
+            self.done = true;
+        }
+        member
+    }
 }
 
 struct Scan<'a> {
@@ -92,8 +179,8 @@ struct Scan<'a> {
     i: usize,
     /// Reads a virtual `}` just past the end (the body without `sig`).
     close_at_end: bool,
-    /// Span of the top-level `data` value, recorded in split mode.
-    data: Option<Range<usize>>,
+    /// Spans of the top-level members, recorded in split mode.
+    top: SignedForm,
 }
 
 /// A scanned object key: its raw bytes between the quotes, and whether it
@@ -165,10 +252,18 @@ impl Scan<'_> {
                 return false;
             }
             if depth == 0 && self.close_at_end {
+                let span = Some(start..self.i);
+                let h = &mut self.top.header;
                 match &self.b[key.start..key.end] {
                     b"sig" => return false, // must be the trailing member only
-                    b"data" => self.data = Some(start..self.i),
-                    _ => {}
+                    b"data" => self.top.data = span,
+                    b"from" => h.from = span,
+                    b"id" => h.id = span,
+                    b"to" => h.to = span,
+                    b"ts" => h.ts = span,
+                    b"type" => h.msg_type = span,
+                    b"v" => h.v = span,
+                    _ => h.others += 1,
                 }
             }
             match self.peek() {

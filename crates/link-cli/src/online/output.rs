@@ -42,7 +42,7 @@ pub(crate) fn render_value(format: Format, value: &Value) -> String {
 
 /// One message of a subscription.
 pub(crate) fn render_topic(format: Format, msg: &TopicMessage) -> String {
-    let payload = msg.payload.clone().unwrap_or(Value::Null);
+    let payload = msg.payload().unwrap_or(&Value::Null);
     match format {
         Format::Json => {
             json!({"topic": msg.topic, "from": msg.from, "payload": payload}).to_string()
@@ -200,8 +200,12 @@ mod tests {
     use super::*;
 
     fn topic_message(payload: Option<Value>) -> TopicMessage {
+        let mut data = json!({"topic": "news"});
+        if let Some(p) = payload {
+            data["payload"] = p;
+        }
         let env = link_protocol::envelope::Envelope::from_object(
-            json!({"v": 1, "id": "i", "ts": 1, "type": "topic.message"})
+            json!({"v": 1, "id": "i", "ts": 1, "type": "topic.message", "data": data})
                 .as_object()
                 .cloned()
                 .unwrap(),
@@ -210,7 +214,6 @@ mod tests {
         TopicMessage {
             topic: "news".into(),
             from: "alpha".into(),
-            payload,
             envelope: env,
         }
     }

@@ -199,7 +199,7 @@ impl HubConn {
         if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
             return;
         }
-        let received = match envelope::parse_frame_for_relay(bytes, self.config.max_message_bytes) {
+        let received = match envelope::parse_frame(bytes, self.config.max_message_bytes) {
             Ok(r) => r,
             Err(mut e) => {
                 e.kind = self.kind.as_deref().map(Into::into);
