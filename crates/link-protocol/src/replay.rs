@@ -20,9 +20,12 @@
 //! A well-behaved peer stamps frames in order, so its new frames are always
 //! above the horizon. See `docs/adr/0003-replay-memory.md`.
 
+mod recent;
+
 use lru::LruCache;
 
 use crate::error::{DropReason, ProtocolError};
+use recent::{RecentIds, Seen};
 
 /// Default replay window (`replayWindowMs`), 5 minutes.
 pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 300_000;
@@ -52,17 +55,9 @@ impl Default for ReplayConfig {
     }
 }
 
-#[derive(Debug)]
-struct Seen {
-    /// Frame `ts` (sender clock), for the horizon.
-    ts: f64,
-    /// Local wall clock when recorded, for expiry.
-    at: f64,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct SenderIds {
-    ids: LruCache<Box<str>, Seen>,
+    ids: RecentIds,
     /// Highest `ts` of an id evicted before it expired.
     horizon: Option<f64>,
 }
@@ -161,31 +156,22 @@ impl ReplayGuard {
         }
         let window = self.config.window_ms as f64;
         let max_per_sender = self.config.max_recent_ids.max(1);
-        if self.senders.peek(sender).is_none() {
-            self.senders.push(
-                sender.into(),
-                SenderIds {
-                    ids: LruCache::unbounded(),
-                    horizon: None,
-                },
-            );
+        if !self.senders.contains(sender) {
+            self.senders.push(sender.into(), SenderIds::default());
         }
         let Some(entry) = self.senders.get_mut(sender) else {
             return Ok(());
         };
         self.total -= expire(entry, now_ms, window);
-        if entry.horizon.is_some_and(|h| ts <= h) || entry.ids.peek(id).is_some() {
-            return Err(ProtocolError::new(DropReason::ReplayId).with_kind(sender));
-        }
         // Remembered until the frame could no longer pass the window check:
         // a frame stamped ahead of our clock stays valid until ts + window.
-        entry.ids.push(
-            id.into(),
-            Seen {
-                ts,
-                at: now_ms.max(ts),
-            },
-        );
+        let seen = Seen {
+            ts,
+            at: now_ms.max(ts),
+        };
+        if entry.horizon.is_some_and(|h| ts <= h) || !entry.ids.insert(id, seen) {
+            return Err(ProtocolError::new(DropReason::ReplayId).with_kind(sender));
+        }
         self.total += 1;
         while entry.ids.len() > max_per_sender {
             evict_oldest(entry);
@@ -251,9 +237,9 @@ impl ReplayGuard {
 /// Removes ids recorded more than `window` ms ago; returns how many.
 fn expire(entry: &mut SenderIds, now_ms: f64, window: f64) -> usize {
     let mut n = 0;
-    while let Some((_, seen)) = entry.ids.peek_lru() {
+    while let Some(seen) = entry.ids.oldest() {
         if now_ms - seen.at > window {
-            entry.ids.pop_lru();
+            entry.ids.pop_oldest();
             n += 1;
         } else {
             break;
@@ -264,7 +250,7 @@ fn expire(entry: &mut SenderIds, now_ms: f64, window: f64) -> usize {
 
 /// Evicts the oldest id before its expiry, raising the horizon.
 fn evict_oldest(entry: &mut SenderIds) {
-    if let Some((_, seen)) = entry.ids.pop_lru() {
+    if let Some(seen) = entry.ids.pop_oldest() {
         entry.horizon = Some(entry.horizon.map_or(seen.ts, |h| h.max(seen.ts)));
     }
 }

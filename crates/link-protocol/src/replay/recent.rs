@@ -1,0 +1,277 @@
+//! One sender's recently seen ids, oldest first, without an allocation per
+//! id.
+//!
+//! The replay cache is insertion-ordered (SPEC §4.1): ids are only ever
+//! added at the back, looked up, and dropped from the front (expiry or
+//! eviction). So they live in a ring of records numbered by a running
+//! sequence, and a hash table maps each id to its sequence number. An id in
+//! the canonical lowercase UUID form (what both the reference and we
+//! generate) is stored as its 16 bytes; any other id as a boxed string.
+//! About 50 bytes per UUID id, against ~110 and two allocations in a
+//! general-purpose LRU map.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// An id as stored.
+#[derive(Debug, PartialEq, Eq)]
+enum IdKey {
+    /// A canonical lowercase UUID (`8-4-4-4-12` hex digits).
+    Uuid([u8; 16]),
+    /// Anything else, as sent.
+    Other(Box<str>),
+}
+
+/// An id as looked up (borrowed: a lookup allocates nothing).
+#[derive(Clone, Copy)]
+enum IdRef<'a> {
+    Uuid([u8; 16]),
+    Other(&'a str),
+}
+
+impl<'a> IdRef<'a> {
+    fn new(id: &'a str) -> Self {
+        parse_uuid(id).map_or(Self::Other(id), Self::Uuid)
+    }
+
+    fn matches(self, key: &IdKey) -> bool {
+        match (self, key) {
+            (Self::Uuid(a), IdKey::Uuid(b)) => a == *b,
+            (Self::Other(a), IdKey::Other(b)) => a == &**b,
+            _ => false,
+        }
+    }
+
+    fn to_key(self) -> IdKey {
+        match self {
+            Self::Uuid(b) => IdKey::Uuid(b),
+            Self::Other(s) => IdKey::Other(s.into()),
+        }
+    }
+}
+
+impl IdKey {
+    fn as_ref(&self) -> IdRef<'_> {
+        match self {
+            Self::Uuid(b) => IdRef::Uuid(*b),
+            Self::Other(s) => IdRef::Other(s),
+        }
+    }
+}
+
+impl Hash for IdRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Uuid(b) => {
+                state.write_u8(0);
+                b.hash(state);
+            }
+            Self::Other(s) => {
+                state.write_u8(1);
+                s.hash(state);
+            }
+        }
+    }
+}
+
+/// The 16 bytes of `id` when it is a UUID written exactly as
+/// `crypto.randomUUID()` writes one (lowercase, dashes at 8, 13, 18, 23).
+/// Formatting the bytes back gives `id` again, so two ids are equal exactly
+/// when their keys are.
+fn parse_uuid(id: &str) -> Option<[u8; 16]> {
+    /// Where each byte's two hex digits start.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let b: &[u8; 36] = id.as_bytes().try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    for (byte, at) in out.iter_mut().zip(AT) {
+        *byte = nibble(b[at])? << 4 | nibble(b[at + 1])?;
+    }
+    Some(out)
+}
+
+/// When an id was recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Seen {
+    /// Frame `ts` (sender clock), for the horizon.
+    pub(super) ts: f64,
+    /// Local wall clock when recorded, for expiry.
+    pub(super) at: f64,
+}
+
+#[derive(Debug)]
+struct Record {
+    id: IdKey,
+    seen: Seen,
+}
+
+/// One sender's ids in the order they were recorded.
+#[derive(Debug, Default)]
+pub(super) struct RecentIds {
+    /// Oldest first; `ring[i]` has sequence number `base + i`.
+    ring: VecDeque<Record>,
+    base: u64,
+    /// The sequence number of every id in `ring`, found by the id's hash.
+    index: HashTable<u64>,
+    hasher: DefaultHashBuilder,
+}
+
+impl RecentIds {
+    pub(super) fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    fn hash(&self, id: IdRef<'_>) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn record(&self, seq: u64) -> Option<&Record> {
+        usize::try_from(seq.checked_sub(self.base)?)
+            .ok()
+            .and_then(|i| self.ring.get(i))
+    }
+
+    /// True when `id` is held.
+    #[cfg(test)]
+    fn contains(&self, id: &str) -> bool {
+        let id = IdRef::new(id);
+        self.find(id, self.hash(id))
+    }
+
+    fn find(&self, id: IdRef<'_>, hash: u64) -> bool {
+        self.index
+            .find(hash, |&seq| {
+                self.record(seq).is_some_and(|r| id.matches(&r.id))
+            })
+            .is_some()
+    }
+
+    /// Records `id` as the newest, unless it is already held: then returns
+    /// false and changes nothing.
+    pub(super) fn insert(&mut self, id: &str, seen: Seen) -> bool {
+        let id = IdRef::new(id);
+        let hash = self.hash(id);
+        if self.find(id, hash) {
+            return false;
+        }
+        let seq = self.base + self.ring.len() as u64;
+        self.ring.push_back(Record {
+            id: id.to_key(),
+            seen,
+        });
+        let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
+        self.index.insert_unique(hash, seq, |&s| {
+            let i = usize::try_from(s - base).unwrap_or(usize::MAX);
+            ring.get(i).map_or(0, |r| hasher.hash_one(r.id.as_ref()))
+        });
+        true
+    }
+
+    /// The oldest record's times.
+    pub(super) fn oldest(&self) -> Option<Seen> {
+        self.ring.front().map(|r| r.seen)
+    }
+
+    /// Drops the oldest id and returns its times.
+    pub(super) fn pop_oldest(&mut self) -> Option<Seen> {
+        let record = self.ring.pop_front()?;
+        let seq = self.base;
+        self.base += 1;
+        let hash = self.hash(record.id.as_ref());
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == seq) {
+            entry.remove();
+        }
+        if self.ring.is_empty() {
+            // Give the memory back once a sender has nothing left to remember.
+            self.ring = VecDeque::new();
+            self.index = HashTable::new();
+        }
+        Some(record.seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "864240cc-efd7-4b5f-9491-0b08f9a31140";
+
+    fn seen(at: f64) -> Seen {
+        Seen { ts: at, at }
+    }
+
+    #[test]
+    fn uuids_are_packed_and_everything_else_kept_as_sent() {
+        assert!(matches!(IdRef::new(A), IdRef::Uuid(_)));
+        for other in [
+            "864240CC-efd7-4b5f-9491-0b08f9a31140", // uppercase
+            "864240cc-efd7-4b5f-9491-0b08f9a3114",  // short
+            "864240cc-efd7-4b5f-9491-0b08f9a311400",
+            "864240cc0efd7-4b5f-9491-0b08f9a31140",
+            "864240cc-efd7-4b5f-9491-0b08f9a3114g",
+            "x",
+        ] {
+            assert!(matches!(IdRef::new(other), IdRef::Other(_)), "{other}");
+        }
+        let bytes = parse_uuid(A).unwrap();
+        assert_eq!(
+            crate::conn::uuid_v4(bytes),
+            A,
+            "formatting gives the id back"
+        );
+    }
+
+    #[test]
+    fn holds_what_was_pushed_until_popped_in_order() {
+        let mut r = RecentIds::default();
+        let ids = [A, "x", "864240cc-efd7-4b5f-9491-0b08f9a31141", "", "é"];
+        for (n, id) in ids.iter().enumerate() {
+            assert!(!r.contains(id));
+            assert!(r.insert(id, seen(n as f64)));
+            assert!(!r.insert(id, seen(99.0)), "{id} is held already");
+        }
+        assert_eq!(r.len(), 5);
+        assert!(ids.iter().all(|id| r.contains(id)));
+        assert!(!r.contains("864240cc-efd7-4b5f-9491-0b08f9a31142"));
+        assert!(!r.contains("864240CC-efd7-4b5f-9491-0b08f9a31140"));
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(r.oldest(), Some(seen(n as f64)));
+            assert_eq!(r.pop_oldest(), Some(seen(n as f64)));
+            assert!(!r.contains(id), "{id} popped");
+            assert!(ids[n + 1..].iter().all(|id| r.contains(id)));
+        }
+        assert!(r.is_empty() && r.pop_oldest().is_none());
+        // Sequence numbers keep running after the ring emptied.
+        assert!(r.insert(A, seen(9.0)));
+        assert!(r.contains(A));
+    }
+
+    #[test]
+    fn many_ids_through_a_sliding_window() {
+        let mut r = RecentIds::default();
+        let id = |n: u64| format!("{n}");
+        for n in 0..5_000u64 {
+            assert!(r.insert(&id(n), seen(n as f64)));
+            if r.len() > 100 {
+                r.pop_oldest();
+            }
+            assert!(r.contains(&id(n)));
+            assert!(n < 100 || !r.contains(&id(n - 100)));
+        }
+        assert_eq!(r.len(), 100);
+        assert!((4_900..5_000).all(|n| r.contains(&id(n))));
+    }
+}
