@@ -310,8 +310,14 @@ impl Scan<'_> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let c = *self.b.get(self.i)?;
-            match c {
+            // Skip plain bytes in one pass; a string must end before the text does.
+            let plain = self
+                .b
+                .get(self.i..)?
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            self.i += plain;
+            match self.b[self.i] {
                 b'"' => {
                     let end = self.i;
                     self.i += 1;
@@ -342,8 +348,7 @@ impl Scan<'_> {
                         _ => return None,
                     }
                 }
-                0x00..=0x1F => return None, // raw control: not JSON
-                _ => self.i += 1,
+                _ => return None, // raw control: not JSON
             }
         }
     }
@@ -404,6 +409,11 @@ impl Scan<'_> {
     }
 
     fn key_less(&self, a: KeySpan, b: KeySpan) -> bool {
+        let (ka, kb) = (&self.b[a.start..a.end], &self.b[b.start..b.end]);
+        if !a.escaped && !b.escaped && ka.is_ascii() && kb.is_ascii() {
+            // ASCII: byte order is UTF-16 order.
+            return ka < kb;
+        }
         let text = |k: KeySpan| std::str::from_utf8(&self.b[k.start..k.end]).ok();
         let (Some(ta), Some(tb)) = (text(a), text(b)) else {
             return false;
