@@ -329,8 +329,8 @@ async fn send_and_listen() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (msg.from.as_str(), msg.msg_type.as_str(), msg.data),
-        ("cli", "ping", Some(json!([1, 2])))
+        (msg.from.as_str(), msg.msg_type.as_str(), msg.data()),
+        ("cli", "ping", Some(&json!([1, 2])))
     );
 
     let done = hub.run(&["send", "sender", "ping", "nope"]).await;

@@ -502,25 +502,24 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
                 deliver(inner, sinks, msg, || format!("topic:{topic}"));
             }
         }
-        Msg::Direct {
-            direct_type,
-            direct_data,
-        } => {
+        Msg::Direct { direct_type } => {
             let msg = DirectMessage {
-                from: from.clone(),
-                msg_type: direct_type.clone(),
-                data: direct_data.clone(),
-                envelope: env,
-            };
-            {
-                let mut core = inner.core();
-                deliver(inner, &mut core.directs, msg, || "direct".to_owned());
-            }
-            inner.emit(|| LinkEvent::Direct {
                 from,
                 msg_type: direct_type,
-                data: direct_data,
+                envelope: env,
+            };
+            // The event (for listeners only) goes out after the streams got it.
+            let event = inner.listening().then(|| LinkEvent::Direct {
+                from: msg.from.clone(),
+                msg_type: msg.msg_type.clone(),
+                data: msg.data().cloned(),
             });
+            deliver(inner, &mut inner.core().directs, msg, || {
+                "direct".to_owned()
+            });
+            if let Some(event) = event {
+                inner.emit(|| event);
+            }
         }
         Msg::PeersUpdate(peers) => on_peers(inner, peers),
         Msg::StatusSnapshot(map) => {

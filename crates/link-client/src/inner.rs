@@ -101,16 +101,32 @@ impl TopicMessage {
 }
 
 /// A direct message.
+///
+/// Like [`TopicMessage`], its data stays the text it arrived as until read:
+/// [`data`](Self::data) parses it once, [`data_as`](Self::data_as) reads it
+/// straight into your own type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DirectMessage {
     /// Sender kind.
     pub from: String,
     /// directType.
     pub msg_type: String,
-    /// directData.
-    pub data: Option<Value>,
     /// The verified envelope.
     pub envelope: Envelope,
+}
+
+impl DirectMessage {
+    /// `directData` (`None` when the sender sent none; `null` is
+    /// `Some(Value::Null)`).
+    pub fn data(&self) -> Option<&Value> {
+        link_protocol::messages::direct_data(&self.envelope)
+    }
+
+    /// `directData` deserialised into `T` (absent reads as `null`), without
+    /// building a [`Value`] first.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        link_protocol::messages::direct_data_as(&self.envelope)
+    }
 }
 
 pub(crate) struct Sink<T> {

@@ -414,9 +414,11 @@ async fn direct_messages_peers_and_status() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (d.from.as_str(), d.msg_type.as_str(), d.data),
-        ("alpha", "ping", Some(json!({"n": 1})))
+        (d.from.as_str(), d.msg_type.as_str(), d.data()),
+        ("alpha", "ping", Some(&json!({"n": 1})))
     );
+    let typed: std::collections::BTreeMap<String, u32> = d.data_as().unwrap();
+    assert_eq!(typed.get("n"), Some(&1));
 
     alpha.stop().await;
     let ev = tokio::time::timeout(WAIT, async {

@@ -315,10 +315,11 @@ async fn conversation_as_beta() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (d1.from.as_str(), d1.msg_type.as_str(), d1.data),
-        ("alpha", "ping", Some(json!({"n": 1})))
+        (d1.from.as_str(), d1.msg_type.as_str(), d1.data()),
+        ("alpha", "ping", Some(&json!({"n": 1})))
     );
-    assert_eq!((d2.msg_type.as_str(), d2.data), ("no-data", None));
+    assert_eq!((d2.msg_type.as_str(), d2.data()), ("no-data", None));
+    assert_eq!(d2.data_as::<Option<u32>>().unwrap(), None);
 
     // 49: status fan-out.
     conn.send_raw(f(49).restamp(None)).await;

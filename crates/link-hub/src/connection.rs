@@ -478,10 +478,7 @@ async fn laned_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope) -> bool
                 None,
             )
         }
-        Msg::Direct {
-            direct_type,
-            direct_data,
-        } => {
+        Msg::Direct { direct_type } => {
             let Some(hook) = &acl.can_send else {
                 return true;
             };
@@ -492,7 +489,7 @@ async fn laned_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope) -> bool
                 from: from.clone(),
                 to: to.clone(),
                 msg_type: direct_type.clone(),
-                data: direct_data,
+                data: link_protocol::messages::direct_data(env).cloned(),
             };
             (
                 AclOp::Send,

@@ -530,10 +530,7 @@ impl Router {
             Msg::Subscribe { topic } => self.subscribe(&kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(&kind, topic),
             Msg::TopicMessage { topic } => self.publish(&kind, &env, topic),
-            Msg::Direct {
-                direct_type,
-                direct_data,
-            } => self.direct(&kind, &env, direct_type, direct_data),
+            Msg::Direct { direct_type } => self.direct(&kind, &env, direct_type),
             _ => {} // unknown types and hub-only types are ignored
         }
     }
@@ -774,20 +771,15 @@ impl Router {
         });
     }
 
-    fn direct(
-        &mut self,
-        kind: &Arc<str>,
-        env: &Envelope,
-        direct_type: String,
-        direct_data: Option<Value>,
-    ) {
+    fn direct(&mut self, kind: &Arc<str>, env: &Envelope, direct_type: String) {
+        let direct_data = || messages::direct_data(env).cloned();
         let Some(to) = env.to() else { return };
         let Some(peer) = self.peers.get(to.as_ref()) else {
             return;
         }; // offline: silent drop
         let (outbox, target) = (peer.outbox.clone(), peer.kind.clone());
         let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
-            CanonicalData::new(&messages::direct_value(&direct_type, direct_data.clone()))
+            CanonicalData::new(&messages::direct_value(&direct_type, direct_data()))
         }));
         let item = OutItem::new(
             None,
@@ -802,7 +794,7 @@ impl Router {
                 from,
                 to,
                 msg_type: direct_type,
-                data: direct_data,
+                data: direct_data(),
             });
         }
     }

@@ -464,12 +464,11 @@ pub enum Message {
         /// Topic (not yet validated).
         topic: Option<String>,
     },
-    /// `direct`.
+    /// `direct`. Its payload stays in the envelope until someone asks
+    /// for it ([`direct_data`]).
     Direct {
         /// Application message type.
         direct_type: String,
-        /// Payload, if any.
-        direct_data: Option<Value>,
     },
     /// A known type whose payload does not fit.
     Malformed(&'static str),
@@ -485,14 +484,13 @@ struct TopicData {
     topic: Option<Value>,
 }
 
-/// `direct` data read straight from signed text.
+/// `direct` data read straight from signed text (the payload is skipped
+/// over, not built).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DirectData {
     #[serde(default, deserialize_with = "present")]
     direct_type: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    direct_data: Option<Value>,
 }
 
 /// `rpc.request` data read straight from signed text.
@@ -583,10 +581,7 @@ impl Message {
                 topic: topic_of(get("topic")),
             },
             msg_type::DIRECT => match string("directType").filter(|s| !s.is_empty()) {
-                Some(direct_type) => Self::Direct {
-                    direct_type,
-                    direct_data: data.and_then(|d| d.get("directData")).cloned(),
-                },
+                Some(direct_type) => Self::Direct { direct_type },
                 None => Self::Malformed(msg_type::DIRECT),
             },
             _ => Self::Unknown,
@@ -615,11 +610,7 @@ impl Message {
             msg_type::DIRECT => match serde_json::from_str(text).ok()? {
                 DirectData {
                     direct_type: Some(Value::String(direct_type)),
-                    direct_data,
-                } if !direct_type.is_empty() => Some(Self::Direct {
-                    direct_type,
-                    direct_data,
-                }),
+                } if !direct_type.is_empty() => Some(Self::Direct { direct_type }),
                 _ => None,
             },
             msg_type::RPC_REQUEST => match serde_json::from_str(text).ok()? {
@@ -645,14 +636,31 @@ pub fn topic_payload(env: &Envelope) -> Option<&Value> {
 /// `null`): from the text as it arrived when the envelope is in signing
 /// form, so no intermediate tree is built.
 pub fn topic_payload_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_json::Error> {
+    member_as(env, "payload")
+}
+
+/// A `direct` message's `directData`, as [`topic_payload`] reads a payload.
+pub fn direct_data(env: &Envelope) -> Option<&Value> {
+    env.data()?.get("directData")
+}
+
+/// A `direct` message's `directData` read straight into `T`, as
+/// [`topic_payload_as`] reads a payload.
+pub fn direct_data_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_json::Error> {
+    member_as(env, "directData")
+}
+
+/// Member `name` of `env`'s data object read into `T` (absent reads as
+/// `null`), from the signed text when there is one.
+fn member_as<T: DeserializeOwned>(env: &Envelope, name: &str) -> Result<T, serde_json::Error> {
     if let Some(text) = env.signed_data_text() {
-        let payload = signed_form::members(text).find(|(key, _)| *key == "payload");
-        return match payload.and_then(|(_, span)| text.get(span)) {
-            Some(payload) => serde_json::from_str(payload),
+        let member = signed_form::members(text).find(|(key, _)| *key == name);
+        return match member.and_then(|(_, span)| text.get(span)) {
+            Some(value) => serde_json::from_str(value),
             None => T::deserialize(&Value::Null),
         };
     }
-    match topic_payload(env) {
+    match env.data().and_then(|d| d.get(name)) {
         Some(v) => T::deserialize(v),
         None => T::deserialize(&Value::Null),
     }
@@ -726,9 +734,13 @@ mod tests {
                 );
                 let payload = topic_payload(&tree).cloned();
                 assert_eq!(topic_payload(&on_wire), payload.as_ref(), "{data}");
+                let direct = direct_data(&tree).cloned();
+                assert_eq!(direct_data(&on_wire), direct.as_ref(), "{data}");
                 for e in [&on_wire, &tree] {
                     let typed: Value = topic_payload_as(e).unwrap();
                     assert_eq!(typed, payload.clone().unwrap_or_default(), "{data}");
+                    let typed: Value = direct_data_as(e).unwrap();
+                    assert_eq!(typed, direct.clone().unwrap_or_default(), "{data}");
                 }
             }
         }
@@ -839,7 +851,6 @@ mod tests {
             Message::parse(&env("direct", Some("a"), json!({"directType": "ping"}))),
             Message::Direct {
                 direct_type: "ping".into(),
-                direct_data: None
             }
         );
         assert_eq!(

@@ -100,7 +100,7 @@ impl Coordinator {
                 .recv()
                 .await
                 .ok_or("the link stopped before every progress message arrived")?;
-            match parse_progress(&msg.from, &msg.msg_type, msg.data.as_ref()) {
+            match parse_progress(&msg.from, &msg.msg_type, msg.data()) {
                 Some(p) => {
                     tracing::info!(job = p.job, "progress {}/{} from {}", p.step, p.of, p.from);
                     seen.push(p);

@@ -53,7 +53,7 @@ pub(crate) fn render_topic(format: Format, msg: &TopicMessage) -> String {
 
 /// One direct message.
 pub(crate) fn render_direct(format: Format, msg: &DirectMessage) -> String {
-    let data = msg.data.clone().unwrap_or(Value::Null);
+    let data = msg.data().unwrap_or(&Value::Null);
     match format {
         Format::Json => json!({"from": msg.from, "type": msg.msg_type, "data": data}).to_string(),
         Format::Pretty => format!("[{}] {}: {data}", msg.msg_type, msg.from),
