@@ -112,8 +112,9 @@ pub fn is_canonical(text: &[u8]) -> bool {
 /// The members of a JSON object text in canonical form (what
 /// [`is_canonical`] accepts, or a `data` span from [`split`]): each key's
 /// raw text between its quotes, and the span of its value in `object`.
-/// Yields nothing when `object` is not an object, and stops at the first
-/// thing that is not a well-formed member.
+/// Values are skipped over, not checked again, so other text gives
+/// unspecified (but in-bounds) spans. Yields nothing when `object` is not an
+/// object, and stops at the first thing that is not a member.
 ///
 /// ```
 /// use link_protocol::signed_form::members;
@@ -156,7 +157,7 @@ impl<'a> Iterator for Members<'a> {
             }
             s.i += 1;
             let start = s.i;
-            if !s.value(1) {
+            if !s.skip_value() {
                 return None;
             }
             let end = s.i;
@@ -212,6 +213,40 @@ impl Scan<'_> {
             b'-' | b'0'..=b'9' => self.number(),
             _ => false,
         }
+    }
+
+    /// Moves past one value without checking it (the text was checked
+    /// before): strings are scanned, brackets counted, anything else runs
+    /// to the next `,` or closing bracket.
+    fn skip_value(&mut self) -> bool {
+        let start = self.i;
+        let mut depth = 0u32;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    if self.string().is_none() {
+                        return false;
+                    }
+                    if depth == 0 {
+                        return true;
+                    }
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth == 0 => return self.i > start,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.i += 1;
+                        return true;
+                    }
+                }
+                b',' if depth == 0 => return self.i > start,
+                _ => {}
+            }
+            self.i += 1;
+        }
+        false
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
@@ -524,6 +559,26 @@ mod tests {
         }
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(!is_canonical(deep.as_bytes()));
+    }
+
+    #[test]
+    fn members_skip_values_with_brackets_in_strings() {
+        let text = r#"{"a":"x}],\"","b":[{"c":"]"},[]],"c":-1.5e-7,"d":null,"e":{}}"#;
+        assert!(is_canonical(text.as_bytes()));
+        let got: Vec<_> = members(text).map(|(k, r)| (k, &text[r])).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", r#""x}],\"""#),
+                ("b", r#"[{"c":"]"},[]]"#),
+                ("c", "-1.5e-7"),
+                ("d", "null"),
+                ("e", "{}"),
+            ]
+        );
+        for not_object in ["{}", "[1]", "1", "", "\"{\""] {
+            assert_eq!(members(not_object).count(), 0, "{not_object}");
+        }
     }
 
     #[test]
