@@ -184,6 +184,19 @@ fn parse_verify(c: &mut Criterion) {
     g.finish();
 }
 
+fn scan(c: &mut Criterion) {
+    let key = key();
+    let mut g = c.benchmark_group("scan");
+    for i in &inputs() {
+        let ours = envelope::encode(&key, &header(), Some(&i.data));
+        g.throughput(Throughput::Bytes(ours.len() as u64));
+        g.bench_with_input(BenchmarkId::new("split", i.name), &ours, |b, frame| {
+            b.iter(|| link_protocol::signed_form::split(black_box(frame.as_bytes())));
+        });
+    }
+    g.finish();
+}
+
 fn canonicalise_sign(c: &mut Criterion) {
     let key = key();
     let mut g = c.benchmark_group("canonicalise_sign");
@@ -216,5 +229,11 @@ fn canonicalise_only(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_verify, canonicalise_sign, canonicalise_only);
+criterion_group!(
+    benches,
+    parse_verify,
+    scan,
+    canonicalise_sign,
+    canonicalise_only
+);
 criterion_main!(benches);

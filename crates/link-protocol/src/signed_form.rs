@@ -407,16 +407,21 @@ impl Scan<'_> {
             return false;
         }
         let mut simple = true;
+        let mut fraction = None;
         if self.peek() == b'.' {
             self.i += 1;
             simple = false;
+            let from = self.i;
             if digits(self) == 0 {
                 return false;
             }
+            fraction = Some(from..self.i);
         }
+        let mut exponent = false;
         if matches!(self.peek(), b'e' | b'E') {
             self.i += 1;
             simple = false;
+            exponent = true;
             if matches!(self.peek(), b'+' | b'-') {
                 self.i += 1;
             }
@@ -429,16 +434,19 @@ impl Scan<'_> {
             // An integer below 10^15 prints as itself, except `-0`.
             return text != b"-0";
         }
+        if let (Some(fraction), false) = (fraction, exponent) {
+            let int = &self.b[int_start..int_start + int_digits];
+            if let Some(fixed) = plain_decimal(int, &self.b[fraction]) {
+                return fixed;
+            }
+        }
         // Anything else: the text must be what the double prints as.
         let Ok(s) = std::str::from_utf8(text) else {
             return false;
         };
         match s.parse::<f64>() {
-            Ok(f) if f.is_finite() => {
-                let mut printed = String::with_capacity(24);
-                canonical::write_f64(f, &mut printed);
-                printed.as_bytes() == text
-            }
+            Ok(0.0) => false, // zero (and -0) prints as `0`, a simple integer
+            Ok(f) if f.is_finite() => ryu_js::Buffer::new().format_finite(f).as_bytes() == text,
             _ => false,
         }
     }
@@ -458,6 +466,27 @@ impl Scan<'_> {
         }
         canonical::cmp_utf16(&unescape(ta), &unescape(tb)).is_lt()
     }
+}
+
+/// Decides a decimal `int.fraction` (no exponent) without formatting its
+/// double, when that is easy: with at most 15 significant digits it is the
+/// only such decimal of its double (`DBL_DIG`), hence the shortest, and
+/// JavaScript prints it in this fixed notation unless it is below 1e-6 or
+/// ends in a zero. `None`: let the formatter decide.
+fn plain_decimal(int: &[u8], fraction: &[u8]) -> Option<bool> {
+    if fraction.last() == Some(&b'0') {
+        return Some(false);
+    }
+    let significant = if int == b"0" {
+        let zeros = fraction.iter().take_while(|&&d| d == b'0').count();
+        if zeros > 5 {
+            return Some(false); // below 1e-6: exponent notation
+        }
+        fraction.len() - zeros
+    } else {
+        int.len() + fraction.len()
+    };
+    (significant <= 15).then_some(true)
 }
 
 fn hex_val(h: u8) -> u8 {
@@ -518,6 +547,18 @@ mod tests {
             "9007199254740993",
             "9007199254740992",
             "123456789012345680000",
+            "0.000001",
+            "0.0000001",
+            "0.00000123",
+            "-0.5",
+            "-0.0",
+            "21.50",
+            "100.25",
+            "123456789012345.6",
+            "1.0000000000000002",
+            "0.30000000000000004",
+            "0.1",
+            "5e-7",
             r#""\u0001\b\t\n\f\r\"\\""#,
             r#""\u0008""#,
             r#""\u0041""#,
