@@ -43,6 +43,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const BATCH: usize = 256;
 
+/// Already-buffered frames handled per wake-up of the driver.
+const DRAIN: usize = 32;
+
 struct Socket {
     stream: SplitStream<Ws>,
     writer: JoinHandle<()>,
@@ -110,7 +113,23 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                 }
             },
             ev = socket_event(&mut socket) => match ev {
-                SocketEvent::Frame(msg) => on_socket(&inner, &mut conn, &mut socket, msg),
+                SocketEvent::Frame(msg) => {
+                    on_socket(&inner, &mut conn, &mut socket, msg);
+                    // Frames the socket already holds are handled in this
+                    // wake-up (each after a pump of what the previous one
+                    // produced, as the loop would), not one select and timer
+                    // per frame. Polling first keeps a lone frame's path as
+                    // short as before.
+                    for _ in 0..DRAIN {
+                        let Some(msg) = socket.as_mut().and_then(|s| s.stream.next().now_or_never())
+                        else {
+                            break;
+                        };
+                        pump(&inner, &mut conn, &mut socket, &mut next_status, stop_deadline.is_some())
+                            .await;
+                        on_socket(&inner, &mut conn, &mut socket, msg);
+                    }
+                }
                 SocketEvent::WriterGone => {
                     close_socket(&mut socket);
                     conn.handle_close(now(), Some(1006), "");
