@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::canonical;
 use crate::error::{DropReason, ProtocolError, WireError};
 use crate::signed_form::{self, SignedForm};
+use crate::signed_tail::{self, Tail};
 use crate::signing::{Key, Signature};
 use crate::validate::{self, MAX_ID_LEN};
 use crate::wire_safe;
@@ -62,9 +63,14 @@ enum Repr {
 /// An envelope kept as its canonical signing text.
 #[derive(Debug)]
 struct SignedBody {
-    /// The canonical signing text: the frame without its `sig` member.
+    /// The signing text: the frame without its `sig` member.
     text: String,
     head: Head,
+    /// Whether `text` is canonical: known at once when the scanner read it,
+    /// checked on first need when only its signature was (a frame whose MAC
+    /// over its own bytes verified is what a key holder wrote, canonical
+    /// when the writer canonicalises, as ours does).
+    canonical: OnceLock<bool>,
     data_value: OnceLock<Option<Value>>,
     body: OnceLock<Map<String, Value>>,
 }
@@ -131,13 +137,51 @@ impl Head {
     }
 }
 
+impl Head {
+    /// The header of a frame located by [`signed_tail::locate`], with the
+    /// id rules of the general path (else `None`: the general path reports
+    /// them).
+    fn from_tail(text: &str, t: &Tail) -> Option<Self> {
+        if t.id.is_empty() || validate::js_len(text.get(t.id.clone())?) > MAX_ID_LEN {
+            return None;
+        }
+        Some(Self {
+            id: t.id.clone(),
+            msg_type: Some(t.msg_type.clone()),
+            from: t.from.clone(),
+            to: t.to.clone().filter(|r| !r.is_empty()),
+            // At most 15 digits: exact as a double.
+            ts: t.ts as f64,
+            version_ok: true,
+            data: t.data.clone(),
+        })
+    }
+}
+
 impl SignedBody {
+    fn new(text: String, head: Head, canonical: OnceLock<bool>) -> Self {
+        Self {
+            text,
+            head,
+            canonical,
+            data_value: OnceLock::new(),
+            body: OnceLock::new(),
+        }
+    }
+
     fn slice(&self, r: &Range<usize>) -> &str {
         self.text.get(r.clone()).unwrap_or_default()
     }
 
+    fn is_canonical(&self) -> bool {
+        *self
+            .canonical
+            .get_or_init(|| signed_form::is_canonical(self.text.as_bytes()))
+    }
+
     fn body(&self) -> &Map<String, Value> {
-        // The scanner accepted the text, so it parses.
+        // Text the scanner accepted parses; text only a signature vouched
+        // for parses unless its writer is broken (then it reads as empty).
         self.body
             .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
     }
@@ -224,16 +268,60 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
         .map(str::to_owned);
     Ok(Received {
         envelope: Envelope {
-            repr: Repr::Signed(Arc::new(SignedBody {
-                text: signed,
+            repr: Repr::Signed(Arc::new(SignedBody::new(
+                signed,
                 head,
-                data_value: OnceLock::new(),
-                body: OnceLock::new(),
-            })),
+                OnceLock::from(true),
+            ))),
         },
         sig,
         size,
         signed_text: None,
+    })
+}
+
+/// Authenticates a frame before parsing it: when `bytes` has exactly our
+/// encoder's shape ([`signed_tail`]) and its signature under `key` checks
+/// out over its own bytes, returns the envelope, read off the text and
+/// nothing else (the payload is parsed on first use). Otherwise `None`: run
+/// [`parse_frame`] and [`Received::verify`], which give the reference's
+/// checks and reasons (a Node peer's frame, a bad signature, a frame over
+/// `max_message_bytes`).
+///
+/// This skips the signing-form scan of [`parse_frame`]: the bytes are not
+/// checked to be canonical, they are checked to be what a holder of `key`
+/// wrote. A receiver that accepts frames only from such writers (a client
+/// reading its hub) gives the same result either way for every frame a
+/// correct writer sends, and a forger gets nothing past the MAC.
+///
+/// ```
+/// use link_protocol::{envelope, CanonicalData, Header, HashAlgo, Key};
+/// let key = Key::new("s", HashAlgo::Sha256)?;
+/// let header = Header { id: "m-1", ts: 5, msg_type: "direct", from: Some("a"), to: Some("b") };
+/// let frame = envelope::encode(&key, &header, Some(&CanonicalData::new(&serde_json::json!({"x": 1}))));
+/// let env = envelope::parse_authentic(frame.as_bytes(), 1 << 20, &key).unwrap();
+/// assert_eq!((env.id(), env.from(), env.ts()), ("m-1", Some("a"), 5.0));
+/// let other = Key::new("t", HashAlgo::Sha256)?;
+/// assert!(envelope::parse_authentic(frame.as_bytes(), 1 << 20, &other).is_none());
+/// # Ok::<(), link_protocol::ConfigError>(())
+/// ```
+pub fn parse_authentic(bytes: &[u8], max_message_bytes: usize, key: &Key) -> Option<Envelope> {
+    if bytes.len() > max_message_bytes {
+        return None;
+    }
+    let tail = signed_tail::locate(bytes)?;
+    let body = std::str::from_utf8(&bytes[..tail.body_len]).ok()?;
+    let mut text = String::with_capacity(body.len() + 1);
+    text.push_str(body);
+    text.push('}');
+    // Hex digits only, so ASCII.
+    let sig = std::str::from_utf8(&bytes[tail.sig.clone()]).ok()?;
+    if !key.verify(text.as_bytes(), sig) {
+        return None;
+    }
+    let head = Head::from_tail(&text, &tail)?;
+    Some(Envelope {
+        repr: Repr::Signed(Arc::new(SignedBody::new(text, head, OnceLock::new()))),
     })
 }
 
@@ -504,8 +592,9 @@ impl Envelope {
     }
 
     /// The payload's text as it arrived, when the frame was in signing form
-    /// (so it is canonical and was covered by the verified signature):
-    /// typed readers parse it straight into their own types.
+    /// (so it was covered by the verified signature, and is canonical when
+    /// its writer canonicalises): typed readers parse it straight into
+    /// their own types.
     pub fn signed_data_text(&self) -> Option<&str> {
         match &self.repr {
             Repr::Tree { .. } => None,
@@ -540,7 +629,10 @@ impl Envelope {
                 ..
             } => Some(text.clone()),
             Repr::Tree { body, .. } => body.get("data").map(CanonicalData::new),
-            Repr::Signed(_) => self.signed_data_text().map(|t| CanonicalData(t.to_owned())),
+            Repr::Signed(s) if s.is_canonical() => {
+                self.signed_data_text().map(|t| CanonicalData(t.to_owned()))
+            }
+            Repr::Signed(s) => s.data().map(CanonicalData::new),
         }
     }
 
@@ -558,7 +650,12 @@ impl Envelope {
                 canonical::write_object(body, &mut out);
                 Cow::Owned(out)
             }
-            Repr::Signed(s) => Cow::Borrowed(&s.text),
+            Repr::Signed(s) if s.is_canonical() => Cow::Borrowed(&s.text),
+            Repr::Signed(s) => {
+                let mut out = String::with_capacity(s.text.len());
+                canonical::write_object(s.body(), &mut out);
+                Cow::Owned(out)
+            }
         }
     }
 
@@ -779,5 +876,50 @@ mod tests {
     fn invalid_utf8_is_replaced_like_node() {
         let got = parse_frame(b"{\"id\":\"a\xffb\"}", 1024).unwrap();
         assert_eq!(got.envelope.id(), "a\u{fffd}b");
+    }
+
+    /// A frame signed over bytes that are not canonical: only a key holder
+    /// writes one. The checked path refuses it (the MAC is over the
+    /// canonical text); the authenticate-first path takes it as written,
+    /// and whatever re-signs or relays it canonicalises it first.
+    #[test]
+    fn authentic_path_takes_a_key_holders_bytes_and_recanonicalises() {
+        let k = key("s");
+        let body =
+            r#"{"data":{"b":1,"a":[1.0]},"from":"a","id":"m","to":null,"ts":7,"type":"x","v":1"#;
+        let sig = k.sign(format!("{body}}}").as_bytes()).to_hex();
+        let frame = format!(r#"{body},"sig":"{sig}"}}"#);
+        let checked = parse_frame(frame.as_bytes(), 1 << 20).unwrap();
+        assert!(!checked.verify(&k));
+        let env = parse_authentic(frame.as_bytes(), 1 << 20, &k).unwrap();
+        assert_eq!(env.data(), Some(&json!({"a": [1.0], "b": 1})));
+        assert_eq!(env.canonical_data().unwrap().as_str(), r#"{"a":[1],"b":1}"#);
+        assert_eq!(
+            env.canonical(),
+            r#"{"data":{"a":[1],"b":1},"from":"a","id":"m","to":null,"ts":7,"type":"x","v":1}"#
+        );
+    }
+
+    /// A Node peer's frame (insertion order) is left to the checked path.
+    #[test]
+    fn authentic_path_leaves_other_shapes_to_the_checked_path() {
+        let k = key("s");
+        let canonical = r#"{"data":{"a":1},"from":"a","id":"m","to":null,"ts":7,"type":"x","v":1}"#;
+        let sig = k.sign(canonical.as_bytes()).to_hex();
+        let node = format!(
+            r#"{{"type":"x","id":"m","from":"a","to":null,"ts":7,"v":1,"data":{{"a":1}},"sig":"{sig}"}}"#
+        );
+        assert!(parse_authentic(node.as_bytes(), 1 << 20, &k).is_none());
+        assert!(parse_frame(node.as_bytes(), 1 << 20).unwrap().verify(&k));
+        // Our own shape, but an id over 256 UTF-16 units: the checked path
+        // reports it.
+        let long = canonical.replace(r#""m""#, &format!("\"{}\"", "i".repeat(257)));
+        let sig = k.sign(long.as_bytes()).to_hex();
+        let frame = format!(r#"{},"sig":"{sig}"}}"#, &long[..long.len() - 1]);
+        assert!(parse_authentic(frame.as_bytes(), 1 << 20, &k).is_none());
+        assert_eq!(
+            parse_frame(frame.as_bytes(), 1 << 20).unwrap_err().reason(),
+            DropReason::OversizedId
+        );
     }
 }

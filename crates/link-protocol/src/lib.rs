@@ -53,6 +53,7 @@ pub mod handler_error;
 pub mod messages;
 pub mod replay;
 pub mod signed_form;
+pub mod signed_tail;
 pub mod signing;
 pub mod validate;
 pub mod wire_safe;

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use crate::codes::{RpcErrorCode, msg_type, rpc_error_text};
 use crate::envelope::{CanonicalData, Envelope};
 use crate::error::KindError;
-use crate::signed_form;
 use crate::validate::{self, MAX_NAME_LEN, js_string, js_trim, js_truncate, js_truthy};
+use crate::{signed_form, signed_tail};
 
 fn obj(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
@@ -569,7 +569,19 @@ impl Message {
                 .find(|(key, _)| *key == name)
                 .and_then(|(_, span)| text.get(span))
         };
+        // The sorted keys put `topic` / `directType` last: read from the end.
+        let last = |name: &str| signed_tail::last_string_member(text, name);
         match env.msg_type()? {
+            msg_type::TOPIC_MESSAGE if let Some(topic) = last("topic") => {
+                Some(Self::TopicMessage {
+                    topic: Some(topic.to_owned()),
+                })
+            }
+            msg_type::DIRECT if let Some(direct_type) = last("directType") => {
+                (!direct_type.is_empty()).then(|| Self::Direct {
+                    direct_type: direct_type.to_owned(),
+                })
+            }
             msg_type::TOPIC_MESSAGE => match member("topic") {
                 None | Some("null") => Some(Self::TopicMessage { topic: None }),
                 Some(topic) => Some(Self::TopicMessage {
@@ -666,13 +678,16 @@ mod tests {
         )
     }
 
-    /// A frame as our peers send it (signing form), parsed back.
-    fn wire(t: &str, data: Value) -> Envelope {
+    /// A frame as our peers send it (signing form), parsed back by the
+    /// scanner and by the authenticate-first path.
+    fn wire(t: &str, data: Value) -> [Envelope; 2] {
         let key = crate::Key::new("k", crate::HashAlgo::Sha256).unwrap();
         let frame = env(t, Some("a"), data).encode(&key);
-        crate::envelope::parse_frame(frame.as_bytes(), 1 << 20)
+        let scanned = crate::envelope::parse_frame(frame.as_bytes(), 1 << 20)
             .unwrap()
-            .envelope
+            .envelope;
+        let authentic = crate::envelope::parse_authentic(frame.as_bytes(), 1 << 20, &key).unwrap();
+        [scanned, authentic]
     }
 
     #[test]
@@ -691,6 +706,9 @@ mod tests {
                 json!({"topic": null, "payload": 1}),
                 json!({"topic": 5, "payload": 1}),
                 json!({"topic": "t", "extra": 1}),
+                json!({"topic": "t", "zzz": 1}),
+                json!({"payload": {"topic": "inner"}, "topic": "outer"}),
+                json!({"directData": {"directType": "inner"}, "directType": "outer"}),
                 json!({"directType": "d", "directData": p}),
                 json!({"directType": "", "directData": 1}),
                 json!({"directType": 3, "directData": null}),
@@ -703,18 +721,21 @@ mod tests {
                 json!("t"),
                 json!({}),
             ] {
-                let (on_wire, tree) = (wire(t, data.clone()), env(t, Some("a"), data.clone()));
-                signed += usize::from(Message::parse_signed(&on_wire).is_some());
-                assert_eq!(
-                    Message::parse(&on_wire),
-                    Message::parse(&tree),
-                    "{t} {data}"
-                );
+                let tree = env(t, Some("a"), data.clone());
                 let payload = topic_payload(&tree).cloned();
-                assert_eq!(topic_payload(&on_wire), payload.as_ref(), "{data}");
                 let direct = direct_data(&tree).cloned();
-                assert_eq!(direct_data(&on_wire), direct.as_ref(), "{data}");
-                for e in [&on_wire, &tree] {
+                for on_wire in wire(t, data.clone()) {
+                    signed += usize::from(Message::parse_signed(&on_wire).is_some());
+                    assert_eq!(
+                        Message::parse(&on_wire),
+                        Message::parse(&tree),
+                        "{t} {data}"
+                    );
+                    assert_eq!(topic_payload(&on_wire), payload.as_ref(), "{data}");
+                    assert_eq!(direct_data(&on_wire), direct.as_ref(), "{data}");
+                    assert_eq!(on_wire.canonical_data(), tree.canonical_data(), "{data}");
+                }
+                for e in wire(t, data.clone()).iter().chain([&tree]) {
                     let typed: Value = topic_payload_as(e).unwrap();
                     assert_eq!(typed, payload.clone().unwrap_or_default(), "{data}");
                     let typed: Value = direct_data_as(e).unwrap();
@@ -724,7 +745,12 @@ mod tests {
         }
         // topic.message: every object whose topic is absent, null or a string
         // without escapes; direct and rpc.request: the two with such a name.
-        assert_eq!(signed, 13 + 2 + 2, "plain objects are read off the text");
+        // Twice: once per parse path.
+        assert_eq!(
+            signed,
+            2 * (16 + 3 + 2),
+            "plain objects are read off the text"
+        );
     }
 
     #[test]
@@ -758,7 +784,7 @@ mod tests {
             ),
         ];
         for (t, data, rebuilt) in cases {
-            let got = relay_data(&wire(t, data)).map(|d| d.as_str().to_owned());
+            let got = relay_data(&wire(t, data)[0]).map(|d| d.as_str().to_owned());
             assert_eq!(got, Some(crate::canonical::to_string(&rebuilt)), "{t}");
         }
         // Anything the hub would rewrite is rebuilt instead.
@@ -770,7 +796,7 @@ mod tests {
             (msg_type::STATUS_UPDATE, json!({"state": "idle"})),
             (msg_type::TOPIC_MESSAGE, json!([1])),
         ] {
-            assert_eq!(relay_data(&wire(t, data.clone())), None, "{t} {data}");
+            assert_eq!(relay_data(&wire(t, data.clone())[0]), None, "{t} {data}");
         }
     }
 

@@ -547,3 +547,65 @@ proptest! {
         prop_assert!(!bad.verify(&key), "tampered sig verified: {}", tampered);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The authenticate-first path (`parse_authentic`) takes every frame our
+    /// encoder writes whose header strings need no escapes and whose `ts` has
+    /// at most 15 digits, and reads it exactly as the checked path does. It
+    /// takes nothing under another key, nor a frame with any bit changed.
+    #[test]
+    fn authentic_path_reads_what_the_checked_path_reads(
+        env in any_envelope(safe_ts()),
+        algo in any_algo(),
+        byte in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let key = Key::new("k1", algo).unwrap();
+        let data = env.data.as_ref().map(CanonicalData::new);
+        let frame = envelope::encode(&key, &env.header(), data.as_ref());
+        let checked = envelope::parse_frame(frame.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES)
+            .unwrap()
+            .envelope;
+        let plain = |s: &str| !s.chars().any(|c| c == '"' || c == '\\' || c < ' ');
+        let recognised = [Some(&env.id), Some(&env.msg_type), env.from.as_ref(), env.to.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|s| plain(s))
+            && env.ts < 1_000_000_000_000_000;
+        let got = envelope::parse_authentic(frame.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &key);
+        prop_assert_eq!(got.is_some(), recognised, "{}", frame);
+        if let Some(got) = got {
+            prop_assert_eq!(&got, &checked);
+            prop_assert_eq!(got.id(), checked.id());
+            prop_assert_eq!(got.msg_type(), checked.msg_type());
+            prop_assert_eq!(got.from(), checked.from());
+            prop_assert_eq!(got.to(), checked.to());
+            prop_assert_eq!(got.ts().to_bits(), checked.ts().to_bits());
+            prop_assert_eq!(got.version_ok(), checked.version_ok());
+            prop_assert_eq!(got.data(), checked.data());
+            prop_assert_eq!(got.signed_data_text(), checked.signed_data_text());
+            prop_assert_eq!(got.canonical_data(), data.clone());
+            prop_assert_eq!(got.canonical(), checked.canonical());
+        }
+        let other = Key::new("k2", algo).unwrap();
+        prop_assert!(
+            envelope::parse_authentic(frame.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &other).is_none()
+        );
+        let mut flipped = frame.clone().into_bytes();
+        let i = byte.index(flipped.len());
+        flipped[i] ^= 1 << bit;
+        // Changing the case of a signature's hex letter keeps its value.
+        let sig = frame.len() - 2 - algo.digest_len() * 2..frame.len() - 2;
+        let same_tag = sig.contains(&i) && flipped[i].eq_ignore_ascii_case(&frame.as_bytes()[i]);
+        prop_assert!(
+            same_tag ||
+            envelope::parse_authentic(&flipped, DEFAULT_MAX_MESSAGE_BYTES, &key).is_none(),
+            "bit {} of byte {} flipped in {}", bit, i, frame
+        );
+        prop_assert!(
+            envelope::parse_authentic(frame.as_bytes(), frame.len() - 1, &key).is_none()
+        );
+    }
+}

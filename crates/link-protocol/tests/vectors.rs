@@ -119,6 +119,22 @@ fn conversation_frames_verify_and_resign_to_the_same_bytes() {
             "frame {n}"
         );
         assert_eq!((a.version_ok(), a.data()), (b.version_ok(), b.data()));
+        // A client authenticates our frames before parsing them and reads
+        // the same; the reference's own frames go the checked way.
+        assert!(
+            envelope::parse_authentic(raw.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &key).is_none(),
+            "frame {n}"
+        );
+        let c = envelope::parse_authentic(ours.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &key)
+            .unwrap_or_else(|| panic!("frame {n} authenticates"));
+        assert_eq!(&c, b, "frame {n}");
+        assert_eq!(
+            (c.id(), c.msg_type(), c.from(), c.to(), c.ts().to_bits()),
+            (b.id(), b.msg_type(), b.from(), b.to(), b.ts().to_bits()),
+            "frame {n}"
+        );
+        assert_eq!((c.version_ok(), c.data()), (b.version_ok(), b.data()));
+        assert_eq!(c.canonical_data(), b.canonical_data(), "frame {n}");
     }
 }
 

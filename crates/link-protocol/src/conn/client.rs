@@ -341,37 +341,42 @@ impl ClientConn {
         if !self.is_connected() {
             return;
         }
-        let received = match envelope::parse_frame(bytes, self.config.max_message_bytes) {
-            Ok(r) => r,
-            Err(e) => return self.drop_frame(e),
-        };
-        if !received.verify(&self.config.key) {
-            let mut err = ProtocolError::new(DropReason::BadSignature)
-                .with_type(received.envelope.msg_type());
-            if !self.verified {
-                err = err.with_detail("secret/hashAlgo mismatch?");
+        // Our hub's frames are authenticated over their own bytes first;
+        // anything else takes the reference's parse-then-verify path.
+        let max = self.config.max_message_bytes;
+        let env = match envelope::parse_authentic(bytes, max, &self.config.key) {
+            Some(env) => env,
+            None => {
+                let received = match envelope::parse_frame(bytes, max) {
+                    Ok(r) => r,
+                    Err(e) => return self.drop_frame(e),
+                };
+                if !received.verify(&self.config.key) {
+                    let mut err = ProtocolError::new(DropReason::BadSignature)
+                        .with_type(received.envelope.msg_type());
+                    if !self.verified {
+                        err = err.with_detail("secret/hashAlgo mismatch?");
+                    }
+                    return self.drop_frame(err);
+                }
+                received.envelope
             }
-            return self.drop_frame(err);
-        }
-        let env = received.envelope;
+        };
         if !env.version_ok() {
             return self
                 .drop_frame(ProtocolError::new(DropReason::BadVersion).with_type(env.msg_type()));
         }
-        let sender = env
-            .from()
-            .filter(|f| !f.is_empty())
-            .unwrap_or(SERVER)
-            .to_owned();
+        let sender = env.from().filter(|f| !f.is_empty()).unwrap_or(SERVER);
         let exempt = env.msg_type() == Some(msg_type::RPC_RESPONSE);
         if let Err(e) = self
             .replay
-            .check(&sender, env.id(), env.ts(), exempt, now.wall_ms as f64)
+            .check(sender, env.id(), env.ts(), exempt, now.wall_ms as f64)
         {
             if e.reason() == DropReason::ReplayWindow {
                 self.last_skew = e.skew;
             }
-            return self.drop_frame(e.with_kind(sender).with_type(env.msg_type()));
+            let e = e.with_kind(sender.to_owned()).with_type(env.msg_type());
+            return self.drop_frame(e);
         }
         if !self.verified {
             self.verified = true;
