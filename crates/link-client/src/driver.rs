@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Transmit};
+use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, Transmit};
 use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
 use link_protocol::{
@@ -114,7 +114,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
             },
             ev = socket_event(&mut socket) => match ev {
                 SocketEvent::Frame(msg) => {
-                    on_socket(&inner, &mut conn, &mut socket, msg);
+                    // One clock read for the frames of this wake-up.
+                    let at = now();
+                    on_socket(&inner, &mut conn, &mut socket, msg, at);
                     // Frames the socket already holds are handled in this
                     // wake-up (each after a pump of what the previous one
                     // produced, as the loop would), not one select and timer
@@ -127,7 +129,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                         };
                         pump(&inner, &mut conn, &mut socket, &mut next_status, stop_deadline.is_some())
                             .await;
-                        on_socket(&inner, &mut conn, &mut socket, msg);
+                        on_socket(&inner, &mut conn, &mut socket, msg, at);
                     }
                 }
                 SocketEvent::WriterGone => {
@@ -211,28 +213,29 @@ fn on_socket(
     conn: &mut ClientConn,
     socket: &mut Option<Socket>,
     msg: Option<Result<Message, WsError>>,
+    now: Now,
 ) {
     match msg {
-        Some(Ok(Message::Text(t))) => conn.handle_frame(now(), t.as_bytes()),
-        Some(Ok(Message::Binary(b))) => conn.handle_frame(now(), &b),
-        Some(Ok(Message::Pong(_))) => conn.handle_pong(now()),
+        Some(Ok(Message::Text(t))) => conn.handle_frame(now, t.as_bytes()),
+        Some(Ok(Message::Binary(b))) => conn.handle_frame(now, &b),
+        Some(Ok(Message::Pong(_))) => conn.handle_pong(now),
         Some(Ok(Message::Close(frame))) => {
             let (code, reason) = frame.map_or((None, String::new()), |f| {
                 (Some(u16::from(f.code)), f.reason.to_string())
             });
             close_socket(socket);
-            conn.handle_close(now(), code, &reason);
+            conn.handle_close(now, code, &reason);
         }
         Some(Ok(_)) => {}
         Some(Err(e)) => {
             let text = e.to_string();
             inner.emit(|| LinkEvent::WsError(text));
             close_socket(socket);
-            conn.handle_close(now(), Some(1006), "");
+            conn.handle_close(now, Some(1006), "");
         }
         None => {
             close_socket(socket);
-            conn.handle_close(now(), Some(1006), "");
+            conn.handle_close(now, Some(1006), "");
         }
     }
 }

@@ -309,7 +309,7 @@ pub fn parse_authentic(bytes: &[u8], max_message_bytes: usize, key: &Key) -> Opt
     if bytes.len() > max_message_bytes {
         return None;
     }
-    let tail = signed_tail::locate(bytes)?;
+    let tail = signed_tail::locate(bytes, key.algo().digest_len() * 2)?;
     let body = std::str::from_utf8(&bytes[..tail.body_len]).ok()?;
     let mut text = String::with_capacity(body.len() + 1);
     text.push_str(body);

@@ -43,32 +43,32 @@ pub struct Tail {
 }
 
 /// Locates the members of `frame` when it has exactly our encoder's shape
-/// (see the module docs), or `None`.
+/// (see the module docs) with a signature of `sig_len` characters (twice
+/// the digest length; whether they are hex is the verifier's check), or
+/// `None`.
 ///
 /// ```
 /// use link_protocol::signed_tail::locate;
 /// let f = br#"{"data":{"a":1},"from":null,"id":"x","to":"b","ts":5,"type":"t","v":1,"sig":"ab12"}"#;
-/// let t = locate(f).unwrap();
+/// let t = locate(f, 4).unwrap();
 /// assert_eq!(&f[t.data.unwrap()], br#"{"a":1}"#);
 /// assert_eq!(&f[t.id], b"x");
 /// assert_eq!(t.from, None);
 /// assert_eq!(t.ts, 5);
-/// assert!(locate(br#"{"v":1,"id":"x","sig":"ab12"}"#).is_none());
+/// assert!(locate(f, 6).is_none());
+/// assert!(locate(br#"{"v":1,"id":"x","sig":"ab12"}"#, 4).is_none());
 /// ```
-pub fn locate(frame: &[u8]) -> Option<Tail> {
+pub fn locate(frame: &[u8], sig_len: usize) -> Option<Tail> {
     let mut r = Back {
         b: frame,
         i: frame.len(),
     };
     r.expect(b"\"}")?;
-    let sig_end = r.i;
-    while r.i > 0 && r.b[r.i - 1].is_ascii_hexdigit() {
-        r.i -= 1;
-    }
-    let sig = r.i..sig_end;
+    let sig = r.i.checked_sub(sig_len)?..r.i;
     if sig.is_empty() {
         return None;
     }
+    r.i = sig.start;
     r.expect(b",\"sig\":\"")?;
     let body_len = r.i;
     r.expect(b",\"v\":1")?;
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn locates_every_member() {
-        let t = locate(FULL.as_bytes()).unwrap();
+        let t = locate(FULL.as_bytes(), 4).unwrap();
         assert_eq!(&FULL[..t.body_len], &FULL[..FULL.find(",\"sig\"").unwrap()]);
         assert_eq!(part(FULL, t.sig), "00ff");
         assert_eq!(
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn without_data_and_with_nulls() {
         let f = r#"{"from":null,"id":"x","to":null,"ts":0,"type":"ping","v":1,"sig":"AB"}"#;
-        let t = locate(f.as_bytes()).unwrap();
+        let t = locate(f.as_bytes(), 2).unwrap();
         assert_eq!((t.data, t.from, t.to, t.ts), (None, None, None, 0));
         assert_eq!(part(f, t.msg_type), "ping");
     }
@@ -237,11 +237,11 @@ mod tests {
             r#"{"from":null,"id":"x","to":null,"ts":-1,"type":"t","v":1,"sig":"ab"}"#,
             r#"{"from":null,"id":"x","to":null,"ts":01,"type":"t","v":1,"sig":"ab"}"#,
             r#"{"from":null,"id":"x","to":null,"ts":1234567890123456,"type":"t","v":1,"sig":"ab"}"#,
-            // v other than 1, no sig, an empty sig, non-hex sig.
+            // v other than 1, no sig, an empty sig, a sig of another length.
             r#"{"from":null,"id":"x","to":null,"ts":1,"type":"t","v":2,"sig":"ab"}"#,
             r#"{"from":null,"id":"x","to":null,"ts":1,"type":"t","v":1}"#,
             r#"{"from":null,"id":"x","to":null,"ts":1,"type":"t","v":1,"sig":""}"#,
-            r#"{"from":null,"id":"x","to":null,"ts":1,"type":"t","v":1,"sig":"xy"}"#,
+            r#"{"from":null,"id":"x","to":null,"ts":1,"type":"t","v":1,"sig":"abc"}"#,
             // An unknown member, a missing one, a non-string id or type.
             r#"{"extra":1,"from":null,"id":"x","to":null,"ts":1,"type":"t","v":1,"sig":"ab"}"#,
             r#"{"from":null,"id":"x","ts":1,"type":"t","v":1,"sig":"ab"}"#,
@@ -255,7 +255,7 @@ mod tests {
             "\"}",
         ];
         for f in bad {
-            assert_eq!(locate(f.as_bytes()), None, "{f}");
+            assert_eq!(locate(f.as_bytes(), 2), None, "{f}");
         }
     }
 
