@@ -21,6 +21,7 @@
 //! above the horizon. See `docs/adr/0003-replay-memory.md`.
 
 mod recent;
+mod ring;
 
 use lru::LruCache;
 

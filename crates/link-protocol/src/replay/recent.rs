@@ -10,10 +10,11 @@
 //! About 50 bytes per UUID id, against ~110 and two allocations in a
 //! general-purpose LRU map.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::ring::Ring;
 
 /// An id as stored.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +119,7 @@ struct Record {
 #[derive(Debug, Default)]
 pub(super) struct RecentIds {
     /// Oldest first; `ring[i]` has sequence number `base + i`.
-    ring: VecDeque<Record>,
+    ring: Ring<Record>,
     base: u64,
     /// The sequence number of every id in `ring`, found by the id's hash.
     index: HashTable<u64>,
@@ -187,19 +188,18 @@ impl RecentIds {
 
     /// Drops the oldest id and returns its times.
     pub(super) fn pop_oldest(&mut self) -> Option<Seen> {
-        let record = self.ring.pop_front()?;
-        let seq = self.base;
-        self.base += 1;
-        let hash = self.hash(record.id.as_ref());
+        let record = self.ring.front()?;
+        let (seen, hash, seq) = (record.seen, self.hash(record.id.as_ref()), self.base);
         if let Ok(entry) = self.index.find_entry(hash, |&s| s == seq) {
             entry.remove();
         }
+        self.ring.advance();
+        self.base += 1;
         if self.ring.is_empty() {
             // Give the memory back once a sender has nothing left to remember.
-            self.ring = VecDeque::new();
             self.index = HashTable::new();
         }
-        Some(record.seen)
+        Some(seen)
     }
 }
 
