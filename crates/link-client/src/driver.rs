@@ -216,7 +216,7 @@ fn on_socket(
     now: Now,
 ) {
     match msg {
-        Some(Ok(Message::Text(t))) => conn.handle_frame(now, t.as_bytes()),
+        Some(Ok(Message::Text(t))) => conn.handle_text_frame(now, t.as_str()),
         Some(Ok(Message::Binary(b))) => conn.handle_frame(now, &b),
         Some(Ok(Message::Pong(_))) => conn.handle_pong(now),
         Some(Ok(Message::Close(frame))) => {

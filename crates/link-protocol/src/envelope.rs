@@ -299,23 +299,22 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
 /// let key = Key::new("s", HashAlgo::Sha256)?;
 /// let header = Header { id: "m-1", ts: 5, msg_type: "direct", from: Some("a"), to: Some("b") };
 /// let frame = envelope::encode(&key, &header, Some(&CanonicalData::new(&serde_json::json!({"x": 1}))));
-/// let env = envelope::parse_authentic(frame.as_bytes(), 1 << 20, &key).unwrap();
+/// let env = envelope::parse_authentic(&frame, 1 << 20, &key).unwrap();
 /// assert_eq!((env.id(), env.from(), env.ts()), ("m-1", Some("a"), 5.0));
 /// let other = Key::new("t", HashAlgo::Sha256)?;
-/// assert!(envelope::parse_authentic(frame.as_bytes(), 1 << 20, &other).is_none());
+/// assert!(envelope::parse_authentic(&frame, 1 << 20, &other).is_none());
 /// # Ok::<(), link_protocol::ConfigError>(())
 /// ```
-pub fn parse_authentic(bytes: &[u8], max_message_bytes: usize, key: &Key) -> Option<Envelope> {
-    if bytes.len() > max_message_bytes {
+pub fn parse_authentic(frame: &str, max_message_bytes: usize, key: &Key) -> Option<Envelope> {
+    if frame.len() > max_message_bytes {
         return None;
     }
-    let tail = signed_tail::locate(bytes, key.algo().digest_len() * 2)?;
-    let body = std::str::from_utf8(&bytes[..tail.body_len]).ok()?;
+    let tail = signed_tail::locate(frame.as_bytes(), key.algo().digest_len() * 2)?;
+    let body = frame.get(..tail.body_len)?;
     let mut text = String::with_capacity(body.len() + 1);
     text.push_str(body);
     text.push('}');
-    // Hex digits only, so ASCII.
-    let sig = std::str::from_utf8(&bytes[tail.sig.clone()]).ok()?;
+    let sig = frame.get(tail.sig.clone())?;
     if !key.verify(text.as_bytes(), sig) {
         return None;
     }
@@ -891,7 +890,7 @@ mod tests {
         let frame = format!(r#"{body},"sig":"{sig}"}}"#);
         let checked = parse_frame(frame.as_bytes(), 1 << 20).unwrap();
         assert!(!checked.verify(&k));
-        let env = parse_authentic(frame.as_bytes(), 1 << 20, &k).unwrap();
+        let env = parse_authentic(&frame, 1 << 20, &k).unwrap();
         assert_eq!(env.data(), Some(&json!({"a": [1.0], "b": 1})));
         assert_eq!(env.canonical_data().unwrap().as_str(), r#"{"a":[1],"b":1}"#);
         assert_eq!(
@@ -909,14 +908,14 @@ mod tests {
         let node = format!(
             r#"{{"type":"x","id":"m","from":"a","to":null,"ts":7,"v":1,"data":{{"a":1}},"sig":"{sig}"}}"#
         );
-        assert!(parse_authentic(node.as_bytes(), 1 << 20, &k).is_none());
+        assert!(parse_authentic(&node, 1 << 20, &k).is_none());
         assert!(parse_frame(node.as_bytes(), 1 << 20).unwrap().verify(&k));
         // Our own shape, but an id over 256 UTF-16 units: the checked path
         // reports it.
         let long = canonical.replace(r#""m""#, &format!("\"{}\"", "i".repeat(257)));
         let sig = k.sign(long.as_bytes()).to_hex();
         let frame = format!(r#"{},"sig":"{sig}"}}"#, &long[..long.len() - 1]);
-        assert!(parse_authentic(frame.as_bytes(), 1 << 20, &k).is_none());
+        assert!(parse_authentic(&frame, 1 << 20, &k).is_none());
         assert_eq!(
             parse_frame(frame.as_bytes(), 1 << 20).unwrap_err().reason(),
             DropReason::OversizedId

@@ -686,7 +686,7 @@ mod tests {
         let scanned = crate::envelope::parse_frame(frame.as_bytes(), 1 << 20)
             .unwrap()
             .envelope;
-        let authentic = crate::envelope::parse_authentic(frame.as_bytes(), 1 << 20, &key).unwrap();
+        let authentic = crate::envelope::parse_authentic(&frame, 1 << 20, &key).unwrap();
         [scanned, authentic]
     }
 

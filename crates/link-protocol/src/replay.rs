@@ -95,7 +95,7 @@ impl ReplayCheck for ReplayGuard {
 #[derive(Debug)]
 pub struct ReplayGuard {
     config: ReplayConfig,
-    senders: LruCache<Box<str>, SenderIds>,
+    senders: LruCache<String, SenderIds>,
     total: usize,
 }
 
@@ -157,12 +157,9 @@ impl ReplayGuard {
         }
         let window = self.config.window_ms as f64;
         let max_per_sender = self.config.max_recent_ids.max(1);
-        if !self.senders.contains(sender) {
-            self.senders.push(sender.into(), SenderIds::default());
-        }
-        let Some(entry) = self.senders.get_mut(sender) else {
-            return Ok(());
-        };
+        let entry = self
+            .senders
+            .get_or_insert_mut_ref(sender, SenderIds::default);
         self.total -= expire(entry, now_ms, window);
         // Remembered until the frame could no longer pass the window check:
         // a frame stamped ahead of our clock stays valid until ts + window.
@@ -194,7 +191,7 @@ impl ReplayGuard {
             }
         }
         self.total -= removed;
-        let empty: Vec<Box<str>> = self
+        let empty: Vec<String> = self
             .senders
             .iter()
             .filter(|(_, e)| e.ids.is_empty() && e.horizon.is_none())

@@ -144,6 +144,9 @@ struct Back<'a> {
 }
 
 impl Back<'_> {
+    // Inlined so that each call compares a literal of known length in
+    // place instead of calling `memcmp`.
+    #[inline(always)]
     fn expect(&mut self, lit: &[u8]) -> Option<()> {
         self.b[..self.i].ends_with(lit).then(|| self.i -= lit.len())
     }
@@ -155,10 +158,15 @@ impl Back<'_> {
         if self.b[end] != b'"' {
             return None;
         }
-        let open = self.b[..end].iter().rposition(|&c| c == b'"')?;
-        let inner = &self.b[open + 1..end];
-        if inner.iter().any(|&c| c == b'\\' || c < 0x20) {
-            return None;
+        // One pass back to the opening quote, refusing what needs escapes.
+        let mut open = end;
+        loop {
+            open = open.checked_sub(1)?;
+            match self.b[open] {
+                b'"' => break,
+                b'\\' | 0..0x20 => return None,
+                _ => {}
+            }
         }
         self.i = open;
         Some(open + 1..end)

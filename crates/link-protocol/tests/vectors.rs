@@ -122,10 +122,10 @@ fn conversation_frames_verify_and_resign_to_the_same_bytes() {
         // A client authenticates our frames before parsing them and reads
         // the same; the reference's own frames go the checked way.
         assert!(
-            envelope::parse_authentic(raw.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &key).is_none(),
+            envelope::parse_authentic(raw, DEFAULT_MAX_MESSAGE_BYTES, &key).is_none(),
             "frame {n}"
         );
-        let c = envelope::parse_authentic(ours.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &key)
+        let c = envelope::parse_authentic(&ours, DEFAULT_MAX_MESSAGE_BYTES, &key)
             .unwrap_or_else(|| panic!("frame {n} authenticates"));
         assert_eq!(&c, b, "frame {n}");
         assert_eq!(

@@ -338,13 +338,24 @@ impl ClientConn {
 
     /// A frame arrived (text or binary).
     pub fn handle_frame(&mut self, now: Now, bytes: &[u8]) {
+        self.receive(now, bytes, std::str::from_utf8(bytes).ok());
+    }
+
+    /// A text frame arrived: as [`handle_frame`](Self::handle_frame), for
+    /// text the transport has already checked to be UTF-8.
+    pub fn handle_text_frame(&mut self, now: Now, text: &str) {
+        self.receive(now, text.as_bytes(), Some(text));
+    }
+
+    fn receive(&mut self, now: Now, bytes: &[u8], text: Option<&str>) {
         if !self.is_connected() {
             return;
         }
         // Our hub's frames are authenticated over their own bytes first;
         // anything else takes the reference's parse-then-verify path.
         let max = self.config.max_message_bytes;
-        let env = match envelope::parse_authentic(bytes, max, &self.config.key) {
+        let key = &self.config.key;
+        let env = match text.and_then(|t| envelope::parse_authentic(t, max, key)) {
             Some(env) => env,
             None => {
                 let received = match envelope::parse_frame(bytes, max) {

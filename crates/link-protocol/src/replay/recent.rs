@@ -120,9 +120,11 @@ struct Record {
 pub(super) struct RecentIds {
     /// Oldest first; `ring[i]` has sequence number `base + i`.
     ring: Ring<Record>,
-    base: u64,
+    /// Sequence numbers are kept as `u32` (wrapping): a ring holds far
+    /// fewer than 2^32 ids, and the index stays half the size.
+    base: u32,
     /// The sequence number of every id in `ring`, found by the id's hash.
-    index: HashTable<u64>,
+    index: HashTable<u32>,
     hasher: DefaultHashBuilder,
 }
 
@@ -139,10 +141,8 @@ impl RecentIds {
         self.hasher.hash_one(id)
     }
 
-    fn record(&self, seq: u64) -> Option<&Record> {
-        usize::try_from(seq.checked_sub(self.base)?)
-            .ok()
-            .and_then(|i| self.ring.get(i))
+    fn record(&self, seq: u32) -> Option<&Record> {
+        self.ring.get(seq.wrapping_sub(self.base) as usize)
     }
 
     /// True when `id` is held.
@@ -168,14 +168,14 @@ impl RecentIds {
         if self.find(id, hash) {
             return false;
         }
-        let seq = self.base + self.ring.len() as u64;
+        let seq = self.base.wrapping_add(self.ring.len() as u32);
         self.ring.push_back(Record {
             id: id.to_key(),
             seen,
         });
         let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
         self.index.insert_unique(hash, seq, |&s| {
-            let i = usize::try_from(s - base).unwrap_or(usize::MAX);
+            let i = s.wrapping_sub(base) as usize;
             ring.get(i).map_or(0, |r| hasher.hash_one(r.id.as_ref()))
         });
         true
@@ -194,7 +194,7 @@ impl RecentIds {
             entry.remove();
         }
         self.ring.advance();
-        self.base += 1;
+        self.base = self.base.wrapping_add(1);
         if self.ring.is_empty() {
             // Give the memory back once a sender has nothing left to remember.
             self.index = HashTable::new();
@@ -273,5 +273,23 @@ mod tests {
         }
         assert_eq!(r.len(), 100);
         assert!((4_900..5_000).all(|n| r.contains(&id(n))));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut r = RecentIds {
+            base: u32::MAX - 3,
+            ..RecentIds::default()
+        };
+        let id = |n: u64| format!("{n}");
+        for n in 0..50u64 {
+            assert!(r.insert(&id(n), seen(n as f64)));
+            if r.len() > 8 {
+                assert_eq!(r.pop_oldest(), Some(seen((n - 8) as f64)));
+            }
+            assert!(!r.insert(&id(n), seen(0.0)));
+        }
+        assert!((42..50).all(|n| r.contains(&id(n))));
+        assert!((0..42).all(|n| !r.contains(&id(n))));
     }
 }

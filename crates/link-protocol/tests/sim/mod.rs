@@ -267,7 +267,9 @@ impl Sim {
         match t {
             Transmit::Frame(f) => {
                 self.log.push(format!("hub -> client: {}", type_of(&f)));
-                self.client.handle_frame(c, f.as_bytes());
+                // As the client driver does for text frames; injected
+                // frames and the hello.ack go through `handle_frame`.
+                self.client.handle_text_frame(c, &f);
             }
             Transmit::Ping => {
                 self.log.push("hub -> client: ping".into());
