@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
-use link_protocol::envelope::{self, Header};
+use link_protocol::envelope::{self, Header, SharedPrefix};
 use link_protocol::messages::Message as Msg;
 use link_protocol::{Envelope, Key, RpcResponse, SERVER, validate};
 use tokio::sync::{mpsc, oneshot};
@@ -584,7 +584,20 @@ async fn write_loop<K>(
                     from: Some(&item.from),
                     to: Some(&item.to),
                 };
-                let frame = envelope::encode(&key, &header, item.data.as_deref());
+                let frame = match item.prefix.as_deref() {
+                    Some(cell) => {
+                        let (made_under, prefix) = cell.get_or_init(|| {
+                            let p = SharedPrefix::new(&key, header.from, item.data.as_deref());
+                            (key.id(), p)
+                        });
+                        if *made_under == key.id() {
+                            prefix.encode(&header)
+                        } else {
+                            envelope::encode(&key, &header, item.data.as_deref())
+                        }
+                    }
+                    None => envelope::encode(&key, &header, item.data.as_deref()),
+                };
                 outbox.add_buffered(frame.len());
                 ready(&mut sink, &outbox).await?;
                 sink.start_send_unpin(Message::text(frame))?;

@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use link_protocol::{CanonicalData, Key, msg_type};
+use link_protocol::envelope::SharedPrefix;
+use link_protocol::{CanonicalData, Key, KeyId, msg_type};
 use tokio::sync::Notify;
 
 /// One message waiting to be written.
@@ -31,8 +32,15 @@ pub(crate) struct OutItem {
     pub(crate) data: Option<Arc<CanonicalData>>,
     /// Conflation key for `status.update` (the originating peer).
     pub(crate) origin: Option<Arc<str>>,
+    /// Shared by the items of one fan-out (same `from` and `data`): the
+    /// first writer to encode one fills it, writers under the same key
+    /// reuse it.
+    pub(crate) prefix: Option<Arc<PrefixCell>>,
     size: usize,
 }
+
+/// A fan-out's [`SharedPrefix`], made under the key it names.
+pub(crate) type PrefixCell = OnceLock<(KeyId, SharedPrefix)>;
 
 impl OutItem {
     pub(crate) fn new(
@@ -56,6 +64,7 @@ impl OutItem {
             to,
             data,
             origin: None,
+            prefix: None,
             size,
         }
     }

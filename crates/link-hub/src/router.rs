@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::PeerUpdates;
 use crate::connection::ConnCtl;
 use crate::events::{HubEvent, HubHealth, HubState, TimeoutReason};
-use crate::outbox::{OutItem, Outbox, Push};
+use crate::outbox::{OutItem, Outbox, PrefixCell, Push};
 use crate::server_rpc::{HEALTH, PEER_LIST, ServerRpcRequest, TOPIC_LIST};
 use crate::shared::{ConnId, Shared, wall_ms};
 
@@ -550,6 +550,7 @@ impl Router {
             },
         );
         let server = self.server.clone();
+        let prefix = Arc::new(PrefixCell::new());
         for other in self.order.clone() {
             if other == *kind {
                 continue;
@@ -563,6 +564,7 @@ impl Router {
                     Some(data.clone()),
                 );
                 item.origin = Some(kind.clone());
+                item.prefix = Some(prefix.clone());
                 let outbox = p.outbox.clone();
                 self.push_item(&outbox, &other, item);
             }
@@ -744,18 +746,20 @@ impl Router {
             let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
                 CanonicalData::new(&messages::topic_message_value(&topic, payload()))
             }));
+            let prefix = Arc::new(PrefixCell::new());
             for sub in &subscribers {
                 let Some(peer) = self.peers.get(sub) else {
                     continue;
                 };
                 let outbox = peer.outbox.clone();
-                let item = OutItem::new(
+                let mut item = OutItem::new(
                     None,
                     msg_type::TOPIC_MESSAGE,
                     kind.clone(),
                     sub.clone(),
                     Some(data.clone()),
                 );
+                item.prefix = Some(prefix.clone());
                 if self.push_item(&outbox, sub, item).delivered() {
                     delivered += 1;
                 }

@@ -438,6 +438,15 @@ pub fn encode(key: &Key, header: &Header<'_>, data: Option<&CanonicalData>) -> S
             + data.map_or(0, CanonicalData::len)
             + key.algo().digest_len() * 2,
     );
+    write_prefix(header.from, data, &mut out);
+    write_rest(header, &mut out);
+    let sig = key.sign(out.as_bytes());
+    append_sig(&mut out, &sig);
+    out
+}
+
+/// `{"data":…,"from":…,"id":` — the members before `id`.
+fn write_prefix(from: Option<&str>, data: Option<&CanonicalData>, out: &mut String) {
     out.push('{');
     if let Some(data) = data {
         out.push_str("\"data\":");
@@ -445,21 +454,76 @@ pub fn encode(key: &Key, header: &Header<'_>, data: Option<&CanonicalData>) -> S
         out.push(',');
     }
     out.push_str("\"from\":");
-    write_opt_str(header.from, &mut out);
+    write_opt_str(from, out);
     out.push_str(",\"id\":");
-    canonical::write_str(header.id, &mut out);
+}
+
+/// `id` to the closing brace (`header.from` is in the prefix).
+fn write_rest(header: &Header<'_>, out: &mut String) {
+    canonical::write_str(header.id, out);
     out.push_str(",\"to\":");
-    write_opt_str(header.to, &mut out);
+    write_opt_str(header.to, out);
     out.push_str(",\"ts\":");
     // Through the canonical number writer: a ts above 2^53 must print as
     // the double a receiver will read it as.
-    canonical::write_number(&serde_json::Number::from(header.ts), &mut out);
+    canonical::write_number(&serde_json::Number::from(header.ts), out);
     out.push_str(",\"type\":");
-    canonical::write_str(header.msg_type, &mut out);
+    canonical::write_str(header.msg_type, out);
     out.push_str(",\"v\":1}");
-    let sig = key.sign(out.as_bytes());
-    append_sig(&mut out, &sig);
-    out
+}
+
+/// What every frame of one fan-out shares: the text up to `id`
+/// (`{"data":…,"from":…,"id":`, most of a frame's bytes) and the MAC state
+/// after it, computed once. Each recipient's frame then costs the MAC of
+/// its own few bytes (`id`, `to`, `ts`, `type`). Only for recipients under
+/// the key it was made with.
+///
+/// ```
+/// use link_protocol::{envelope::{self, SharedPrefix}, CanonicalData, Header, HashAlgo, Key};
+/// let key = Key::new("s", HashAlgo::Sha256)?;
+/// let data = CanonicalData::new(&serde_json::json!({"payload": 1, "topic": "t"}));
+/// let prefix = SharedPrefix::new(&key, Some("pub"), Some(&data));
+/// let header = Header { id: "m-1", ts: 5, msg_type: "topic.message", from: Some("pub"), to: Some("sub-1") };
+/// assert_eq!(prefix.encode(&header), envelope::encode(&key, &header, Some(&data)));
+/// # Ok::<(), link_protocol::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedPrefix {
+    text: String,
+    mac: crate::signing::SigningContext,
+}
+
+impl SharedPrefix {
+    /// The prefix of frames from `from` carrying `data`, under `key`.
+    pub fn new(key: &Key, from: Option<&str>, data: Option<&CanonicalData>) -> Self {
+        let mut text = String::with_capacity(
+            32 + from.map_or(4, str::len) + data.map_or(0, CanonicalData::len),
+        );
+        write_prefix(from, data, &mut text);
+        let mut mac = key.context();
+        mac.update(text.as_bytes());
+        Self { text, mac }
+    }
+
+    /// The frame for `header`, byte for byte what [`encode`] writes under
+    /// the prefix's key. `header.from` is the prefix's (not read again).
+    pub fn encode(&self, header: &Header<'_>) -> String {
+        let mut out = String::with_capacity(
+            self.text.len()
+                + 100
+                + header.id.len()
+                + header.msg_type.len()
+                + header.to.map_or(0, str::len)
+                + 128,
+        );
+        out.push_str(&self.text);
+        let start = out.len();
+        write_rest(header, &mut out);
+        let mut mac = self.mac.clone();
+        mac.update(&out.as_bytes()[start..]);
+        append_sig(&mut out, &mac.finish());
+        out
+    }
 }
 
 fn write_opt_str(s: Option<&str>, out: &mut String) {

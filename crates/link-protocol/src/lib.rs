@@ -65,4 +65,4 @@ pub use handler_error::HandlerError;
 pub use messages::{Hello, HelloAck, Message, PeerInfo, RpcResponse, StatusEntry};
 pub use replay::{ReplayCheck, ReplayConfig, ReplayGuard};
 pub use serde_json::{Map, Value};
-pub use signing::{HashAlgo, Key, Signature};
+pub use signing::{HashAlgo, Key, KeyId, Signature};

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::hmac;
 
@@ -78,6 +79,20 @@ impl FromStr for HashAlgo {
 pub struct Key {
     algo: HashAlgo,
     key: hmac::Key,
+    id: KeyId,
+}
+
+/// Identifies a [`Key`] and its clones, e.g. to reuse work done under the
+/// same key ([`crate::envelope::SharedPrefix`]). It says nothing about the
+/// secret: two keys made from the same secret have different ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyId(u64);
+
+impl KeyId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl Key {
@@ -89,12 +104,18 @@ impl Key {
         Ok(Self {
             algo,
             key: hmac::Key::new(algo.ring(), secret.as_bytes()),
+            id: KeyId::fresh(),
         })
     }
 
     /// The hash algorithm of this key.
     pub fn algo(&self) -> HashAlgo {
         self.algo
+    }
+
+    /// This key's identity, shared by its clones.
+    pub fn id(&self) -> KeyId {
+        self.id
     }
 
     /// Starts an incremental MAC over a signing string given in pieces.

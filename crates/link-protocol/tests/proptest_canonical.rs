@@ -531,8 +531,11 @@ proptest! {
         prop_assert_eq!(got.envelope.canonical_data(), data.clone());
         prop_assert_eq!(got.envelope.id(), env.id.as_str());
 
-        // The fast path equals the generic envelope path.
+        // The fast path equals the generic envelope path, and a fan-out's
+        // shared prefix writes the same bytes.
         prop_assert_eq!(&Envelope::new(&env.header(), env.data.clone()).encode(&key), &frame);
+        let prefix = envelope::SharedPrefix::new(&key, env.from.as_deref(), data.as_ref());
+        prop_assert_eq!(&prefix.encode(&env.header()), &frame);
 
         // Flip one hex digit of the trailing `"sig":"<hex>"}` to another value.
         let hex_len = algo.digest_len() * 2;
