@@ -514,14 +514,14 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             }
         }
         Msg::TopicMessage { topic: Some(topic) } => {
-            let msg = TopicMessage {
-                topic: topic.clone(),
-                from,
-                envelope: env,
-            };
             let mut core = inner.core();
             if let Some(sinks) = core.subs.get_mut(&topic) {
-                deliver(inner, sinks, msg, || format!("topic:{topic}"));
+                let msg = TopicMessage {
+                    topic,
+                    from,
+                    envelope: env,
+                };
+                deliver(inner, sinks, msg, |m| format!("topic:{}", m.topic));
             }
         }
         Msg::Direct { direct_type } => {
@@ -536,7 +536,7 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
                 msg_type: msg.msg_type.clone(),
                 data: msg.data().cloned(),
             });
-            deliver(inner, &mut inner.core().directs, msg, || {
+            deliver(inner, &mut inner.core().directs, msg, |_| {
                 "direct".to_owned()
             });
             if let Some(event) = event {
@@ -570,7 +570,8 @@ fn deliver<T: Clone>(
     inner: &Inner,
     sinks: &mut Vec<crate::inner::Sink<T>>,
     msg: T,
-    stream: impl Fn() -> String,
+    // Names the stream from the message a full one refused (rare).
+    stream: impl Fn(&T) -> String,
 ) {
     sinks.retain(|s| !s.tx.is_closed());
     // Clone for all but the last stream; the last one takes the message.
@@ -581,11 +582,11 @@ fn deliver<T: Clone>(
         let Some(item) = item else { break };
         match s.tx.try_send(item) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 s.dropped += 1;
                 let dropped = s.dropped;
                 inner.emit(|| LinkEvent::SlowConsumer {
-                    stream: stream(),
+                    stream: stream(&item),
                     dropped,
                 });
             }

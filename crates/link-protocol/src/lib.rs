@@ -50,6 +50,7 @@ pub mod conn;
 pub mod envelope;
 pub mod error;
 pub mod handler_error;
+mod hex;
 pub mod messages;
 pub mod replay;
 pub mod signed_form;

@@ -235,41 +235,10 @@ impl fmt::Display for Signature {
 /// Decodes exactly `len` bytes of hex; anything else (odd length, extra or
 /// missing digits, non-hex) gives `None`.
 fn decode_hex_exact(text: &str, len: usize) -> Option<[u8; 64]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != len * 2 || len > 64 {
-        return None;
-    }
     let mut out = [0u8; 64];
-    // Branch-free per digit: a table maps each byte to its value or 0xFF,
-    // and one OR over all digits tells whether any was not hex.
-    let mut bad = 0u8;
-    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let (hi, lo) = (
-            HEX_VALUE[usize::from(pair[0])],
-            HEX_VALUE[usize::from(pair[1])],
-        );
-        bad |= hi | lo;
-        *slot = (hi << 4) | (lo & 0x0F);
-    }
-    (bad & 0xF0 == 0).then_some(out)
+    let ok = len <= 64 && crate::hex::decode_into(text.as_bytes(), &mut out[..len]);
+    ok.then_some(out)
 }
-
-/// Value of each byte as a hex digit (either case), or 0xFF.
-static HEX_VALUE: [u8; 256] = {
-    let mut table = [0xFFu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
 
 #[cfg(test)]
 mod tests {

@@ -82,22 +82,22 @@ impl Hash for IdRef<'_> {
 /// Formatting the bytes back gives `id` again, so two ids are equal exactly
 /// when their keys are.
 fn parse_uuid(id: &str) -> Option<[u8; 16]> {
-    /// Where each byte's two hex digits start.
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let b: &[u8; 36] = id.as_bytes().try_into().ok()?;
     if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 16];
-    for (byte, at) in out.iter_mut().zip(AT) {
-        *byte = nibble(b[at])? << 4 | nibble(b[at + 1])?;
+    // Lowercase only: uppercase digits are another id.
+    if b.iter().fold(false, |up, c| up | c.is_ascii_uppercase()) {
+        return None;
     }
-    Some(out)
+    let mut digits = [0u8; 32];
+    digits[..8].copy_from_slice(&b[..8]);
+    digits[8..12].copy_from_slice(&b[9..13]);
+    digits[12..16].copy_from_slice(&b[14..18]);
+    digits[16..20].copy_from_slice(&b[19..23]);
+    digits[20..].copy_from_slice(&b[24..]);
+    let mut out = [0u8; 16];
+    crate::hex::decode_into(&digits, &mut out).then_some(out)
 }
 
 /// When an id was recorded.
