@@ -123,9 +123,28 @@ pub(super) struct RecentIds {
     /// Sequence numbers are kept as `u32` (wrapping): a ring holds far
     /// fewer than 2^32 ids, and the index stays half the size.
     base: u32,
-    /// The sequence number of every id in `ring`, found by the id's hash.
+    /// `Ascending` while every id held is a UUID greater (as a 128-bit
+    /// number) than the one before: then a new id greater than the last
+    /// cannot repeat any, and no index is needed. Our hubs and clients
+    /// number their ids with a counter under a fixed prefix, so their
+    /// frames stay in this mode; the first id out of order (any reference
+    /// peer's random UUIDs, a restarted sender, a replay) builds the index.
+    order: Order,
+    /// With `Order::Indexed`: the sequence number of every id in `ring`,
+    /// found by the id's hash.
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Order {
+    /// Ids held are ascending UUIDs; the greatest (the newest) is given.
+    Ascending(u128),
+    /// Nothing held (and no index).
+    #[default]
+    Empty,
+    /// The index is kept.
+    Indexed,
 }
 
 impl RecentIds {
@@ -149,7 +168,27 @@ impl RecentIds {
     #[cfg(test)]
     fn contains(&self, id: &str) -> bool {
         let id = IdRef::new(id);
-        self.find(id, self.hash(id))
+        match self.order {
+            Order::Indexed => self.find(id, self.hash(id)),
+            _ => (0..self.ring.len()).any(|i| self.ring.get(i).is_some_and(|r| id.matches(&r.id))),
+        }
+    }
+
+    /// Leaves the ascending mode: indexes every id held.
+    fn build_index(&mut self) {
+        let mut index = HashTable::with_capacity(self.ring.len());
+        for i in 0..self.ring.len() {
+            if let Some(r) = self.ring.get(i) {
+                let seq = self.base.wrapping_add(i as u32);
+                let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
+                index.insert_unique(self.hasher.hash_one(r.id.as_ref()), seq, |&s| {
+                    let i = s.wrapping_sub(base) as usize;
+                    ring.get(i).map_or(0, |r| hasher.hash_one(r.id.as_ref()))
+                });
+            }
+        }
+        self.index = index;
+        self.order = Order::Indexed;
     }
 
     fn find(&self, id: IdRef<'_>, hash: u64) -> bool {
@@ -164,6 +203,25 @@ impl RecentIds {
     /// false and changes nothing.
     pub(super) fn insert(&mut self, id: &str, seen: Seen) -> bool {
         let id = IdRef::new(id);
+        let newest = match (self.order, id) {
+            (Order::Empty, IdRef::Uuid(b)) => Some(u128::from_be_bytes(b)),
+            (Order::Ascending(last), IdRef::Uuid(b)) => {
+                Some(u128::from_be_bytes(b)).filter(|&n| n > last)
+            }
+            _ => None,
+        };
+        if let Some(n) = newest {
+            // Greater than every id held: not one of them.
+            self.order = Order::Ascending(n);
+            self.ring.push_back(Record {
+                id: id.to_key(),
+                seen,
+            });
+            return true;
+        }
+        if self.order != Order::Indexed {
+            self.build_index();
+        }
         let hash = self.hash(id);
         if self.find(id, hash) {
             return false;
@@ -189,15 +247,20 @@ impl RecentIds {
     /// Drops the oldest id and returns its times.
     pub(super) fn pop_oldest(&mut self) -> Option<Seen> {
         let record = self.ring.front()?;
-        let (seen, hash, seq) = (record.seen, self.hash(record.id.as_ref()), self.base);
-        if let Ok(entry) = self.index.find_entry(hash, |&s| s == seq) {
-            entry.remove();
+        let seen = record.seen;
+        if self.order == Order::Indexed {
+            let (hash, seq) = (self.hash(record.id.as_ref()), self.base);
+            if let Ok(entry) = self.index.find_entry(hash, |&s| s == seq) {
+                entry.remove();
+            }
         }
         self.ring.advance();
         self.base = self.base.wrapping_add(1);
         if self.ring.is_empty() {
-            // Give the memory back once a sender has nothing left to remember.
+            // Give the memory back once a sender has nothing left to
+            // remember, and start over in the ascending mode.
             self.index = HashTable::new();
+            self.order = Order::Empty;
         }
         Some(seen)
     }
@@ -291,5 +354,98 @@ mod tests {
         }
         assert!((42..50).all(|n| r.contains(&id(n))));
         assert!((0..42).all(|n| !r.contains(&id(n))));
+    }
+
+    /// A UUID made from a counter, as our id generators make them.
+    fn counted(n: u64) -> String {
+        crate::conn::uuid_v4({
+            let mut b = [0xab; 16];
+            b[8..].copy_from_slice(&n.to_be_bytes());
+            b
+        })
+    }
+
+    #[test]
+    fn ascending_uuids_need_no_index_until_one_comes_out_of_order() {
+        let mut r = RecentIds::default();
+        for n in 1..=300 {
+            assert!(r.insert(&counted(n * 10), seen(n as f64)));
+            if r.len() > 100 {
+                r.pop_oldest();
+            }
+        }
+        assert!(matches!(r.order, Order::Ascending(_)));
+        assert_eq!(r.index.len(), 0);
+        // The newest again, an older one still held, one already dropped
+        // (the guard's horizon answers for those), one between two held.
+        assert!(!r.insert(&counted(3000), seen(0.0)));
+        assert_eq!(r.order, Order::Indexed);
+        assert_eq!(r.index.len(), 100);
+        assert!(!r.insert(&counted(2500), seen(0.0)));
+        assert!(r.insert(&counted(5), seen(0.0)));
+        assert!(r.insert(&counted(2505), seen(0.0)));
+        assert!((201..=300).all(|n| r.contains(&counted(n * 10))));
+        // Emptied, it starts over without an index.
+        while r.pop_oldest().is_some() {}
+        assert_eq!(r.order, Order::Empty);
+        assert!(r.insert(&counted(1), seen(0.0)));
+        assert!(matches!(r.order, Order::Ascending(_)));
+    }
+
+    /// Against a plain model: any mix of ascending, repeated, random and
+    /// non-UUID ids, with drops from the front, gives the same answers.
+    #[test]
+    fn behaves_like_a_plain_ordered_set() {
+        let mut r = RecentIds::default();
+        let mut model: std::collections::VecDeque<String> = Default::default();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut counter = 0;
+        let mut modes = [0; 2];
+        for step in 0..20_000 {
+            // Phases of our own senders' ids (ascending, rarely a repeat)
+            // and of everything mixed.
+            let roll = match (step / 2_000) % 2 {
+                0 if next() % 200 != 0 => 0,
+                0 => 80,
+                _ => next() % 100,
+            };
+            let id = match roll {
+                0..60 => {
+                    counter += 1 + next() % 3;
+                    counted(counter)
+                }
+                60..75 => counted(next() % (counter + 1)),
+                75..85 => model
+                    .get((next() as usize) % model.len().max(1))
+                    .cloned()
+                    .unwrap_or_else(|| "x".into()),
+                85..95 => crate::conn::uuid_v4(u128::from(next()).to_be_bytes()),
+                _ => format!("other-{}", next() % 50),
+            };
+            let fresh = !model.contains(&id);
+            assert_eq!(r.insert(&id, seen(step as f64)), fresh, "step {step}: {id}");
+            if fresh {
+                model.push_back(id);
+            }
+            // Now and then everything expires, and the mode starts over.
+            let drain = next() % 300 == 0;
+            while model.len() > 64 || ((drain || next() % 50 == 0) && !model.is_empty()) {
+                model.pop_front();
+                assert!(r.pop_oldest().is_some());
+            }
+            assert_eq!(r.len(), model.len());
+            modes[usize::from(r.order == Order::Indexed)] += 1;
+        }
+        assert!(model.iter().all(|id| r.contains(id)));
+        assert!(
+            modes.iter().all(|&n| n > 1_000),
+            "both modes exercised: {modes:?}"
+        );
     }
 }
