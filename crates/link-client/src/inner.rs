@@ -140,7 +140,10 @@ pub(crate) struct Core {
     pub(crate) pending: HashMap<String, PendingRpc>,
     pub(crate) inflight: HashMap<String, InFlight>,
     pub(crate) handlers: HashMap<String, RpcHandler>,
-    pub(crate) subs: HashMap<String, Vec<Sink<TopicMessage>>>,
+    /// Looked up for every topic message delivered, by a topic the local
+    /// application subscribed to (remote input only looks up): hashed
+    /// with foldhash rather than SipHash.
+    pub(crate) subs: hashbrown::HashMap<String, Vec<Sink<TopicMessage>>>,
     pub(crate) directs: Vec<Sink<DirectMessage>>,
     pub(crate) peers: Vec<PeerInfo>,
     pub(crate) statuses: HashMap<String, StatusEntry>,

@@ -573,7 +573,7 @@ async fn write_loop<K>(
                 let id = match &item.id {
                     Some(id) => &**id,
                     None => {
-                        fresh = shared.ids.next_id();
+                        fresh = shared.ids.next_id_text();
                         fresh.as_str()
                     }
                 };

@@ -112,13 +112,54 @@ impl IdGen {
 
     /// The next id.
     pub fn next_id(&self) -> String {
+        self.next_id_text().as_str().to_owned()
+    }
+
+    /// The next id, formatted on the stack (a hot path writes it straight
+    /// into a frame).
+    pub fn next_id_text(&self) -> IdText {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut bytes = [0u8; 16];
         bytes[..10].copy_from_slice(&self.prefix);
         bytes[10..].copy_from_slice(&n.to_be_bytes()[2..]);
-        uuid_v4(bytes)
+        IdText::uuid_v4(bytes)
+    }
+}
+
+/// A UUID's 36 characters, without an allocation.
+#[derive(Clone, Copy)]
+pub struct IdText([u8; 36]);
+
+impl IdText {
+    fn uuid_v4(mut bytes: [u8; 16]) -> Self {
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for (i, b) in bytes.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1; // the dash
+            }
+            out[at] = HEX[usize::from(b >> 4)];
+            out[at + 1] = HEX[usize::from(b & 0xf)];
+            at += 2;
+        }
+        Self(out)
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        // Hex digits and dashes only, so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for IdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -129,19 +170,8 @@ impl IdSource for std::sync::Arc<IdGen> {
 }
 
 /// Formats 16 random bytes as a lowercase UUID v4 (as `crypto.randomUUID`).
-pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
+pub fn uuid_v4(bytes: [u8; 16]) -> String {
+    IdText::uuid_v4(bytes).as_str().to_owned()
 }
 
 #[cfg(test)]
