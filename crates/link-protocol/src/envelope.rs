@@ -135,9 +135,7 @@ impl Head {
             data: form.data.clone(),
         })
     }
-}
 
-impl Head {
     /// The header of a frame located by [`signed_tail::locate`], with the
     /// id rules of the general path (else `None`: the general path reports
     /// them).
@@ -280,7 +278,7 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
     })
 }
 
-/// Authenticates a frame before parsing it: when `bytes` has exactly our
+/// Authenticates a frame before parsing it: when `frame` has exactly our
 /// encoder's shape ([`signed_tail`]) and its signature under `key` checks
 /// out over its own bytes, returns the envelope, read off the text and
 /// nothing else (the payload is parsed on first use). Otherwise `None`: run
@@ -508,13 +506,15 @@ impl SharedPrefix {
     /// The frame for `header`, byte for byte what [`encode`] writes under
     /// the prefix's key. `header.from` is the prefix's (not read again).
     pub fn encode(&self, header: &Header<'_>) -> String {
+        // Member names and punctuation, `ts`, and the longest `sig`
+        // (SHA-512, 128 hex digits) around the strings.
+        const FIXED: usize = 64 + 24 + 128;
         let mut out = String::with_capacity(
             self.text.len()
-                + 100
+                + FIXED
                 + header.id.len()
                 + header.msg_type.len()
-                + header.to.map_or(0, str::len)
-                + 128,
+                + header.to.map_or(0, str::len),
         );
         out.push_str(&self.text);
         let start = out.len();
