@@ -612,5 +612,31 @@ proptest! {
         prop_assert!(
             envelope::parse_authentic(&frame, frame.len() - 1, &key).is_none()
         );
+        // Every proper prefix and suffix (at char boundaries) is refused,
+        // without a panic.
+        for (i, _) in frame.char_indices().skip(1) {
+            prop_assert!(envelope::parse_authentic(&frame[..i], DEFAULT_MAX_MESSAGE_BYTES, &key).is_none());
+            prop_assert!(envelope::parse_authentic(&frame[i..], DEFAULT_MAX_MESSAGE_BYTES, &key).is_none());
+        }
+    }
+
+    /// Arbitrary text, and text that ends like one of our frames, never
+    /// makes the authenticate-first path panic, and never authenticates.
+    #[test]
+    fn authentic_path_takes_arbitrary_text_calmly(
+        head in any_string(40),
+        tail in prop::sample::select(vec![
+            "",
+            "\"}",
+            ",\"v\":1,\"sig\":\"ab\"}",
+            "\"ts\":1,\"type\":\"t\",\"v\":1,\"sig\":\"00\"}",
+            ",\"from\":null,\"id\":\"x\",\"to\":null,\"ts\":1,\"type\":\"t\",\"v\":1,\"sig\":\"00\"}",
+        ]),
+    ) {
+        let key = Key::new("k", HashAlgo::Sha256).unwrap();
+        let text = format!("{head}{tail}");
+        prop_assert!(envelope::parse_authentic(&text, DEFAULT_MAX_MESSAGE_BYTES, &key).is_none());
+        let data = format!("{{\"data\":{head}{tail}");
+        prop_assert!(envelope::parse_authentic(&data, DEFAULT_MAX_MESSAGE_BYTES, &key).is_none());
     }
 }
