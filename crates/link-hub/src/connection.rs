@@ -584,18 +584,16 @@ async fn write_loop<K>(
                     from: Some(&item.from),
                     to: Some(&item.to),
                 };
-                let frame = match item.prefix.as_deref() {
-                    Some(cell) => {
-                        let (made_under, prefix) = cell.get_or_init(|| {
-                            let p = SharedPrefix::new(&key, header.from, item.data.as_deref());
-                            (key.id(), p)
-                        });
-                        if *made_under == key.id() {
-                            prefix.encode(&header)
-                        } else {
-                            envelope::encode(&key, &header, item.data.as_deref())
-                        }
-                    }
+                // A fan-out's shared prefix, when it was made under this key.
+                let prefix = item.prefix.as_deref().and_then(|cell| {
+                    let (made_under, prefix) = cell.get_or_init(|| {
+                        let p = SharedPrefix::new(&key, header.from, item.data.as_deref());
+                        (key.id(), p)
+                    });
+                    (*made_under == key.id()).then_some(prefix)
+                });
+                let frame = match prefix {
+                    Some(prefix) => prefix.encode(&header),
                     None => envelope::encode(&key, &header, item.data.as_deref()),
                 };
                 outbox.add_buffered(frame.len());

@@ -116,7 +116,7 @@ impl Head {
             return None;
         }
         let id = plain(h.id.as_ref()?)?;
-        if id.is_empty() || validate::js_len(&text[id.clone()]) > MAX_ID_LEN {
+        if !id_fits(&text[id.clone()]) {
             return None;
         }
         let ts = match &h.ts {
@@ -140,7 +140,7 @@ impl Head {
     /// id rules of the general path (else `None`: the general path reports
     /// them).
     fn from_tail(text: &str, t: &Tail) -> Option<Self> {
-        if t.id.is_empty() || validate::js_len(text.get(t.id.clone())?) > MAX_ID_LEN {
+        if !id_fits(text.get(t.id.clone())?) {
             return None;
         }
         Some(Self {
@@ -154,6 +154,13 @@ impl Head {
             data: t.data.clone(),
         })
     }
+}
+
+/// An id the general path accepts as is: non-empty, at most
+/// `MAX_ID_LEN` UTF-16 units (else it reports `missing-id` /
+/// `oversized-id`).
+fn id_fits(id: &str) -> bool {
+    !id.is_empty() && validate::js_len(id) <= MAX_ID_LEN
 }
 
 impl SignedBody {

@@ -160,6 +160,19 @@ impl RecentIds {
         self.hasher.hash_one(id)
     }
 
+    /// The hash of the id a sequence number stands for (what the index
+    /// needs when it grows).
+    fn rehasher<'a>(
+        ring: &'a Ring<Record>,
+        base: u32,
+        hasher: &'a DefaultHashBuilder,
+    ) -> impl Fn(&u32) -> u64 + 'a {
+        move |&seq| {
+            ring.get(seq.wrapping_sub(base) as usize)
+                .map_or(0, |r| hasher.hash_one(r.id.as_ref()))
+        }
+    }
+
     fn record(&self, seq: u32) -> Option<&Record> {
         self.ring.get(seq.wrapping_sub(self.base) as usize)
     }
@@ -180,11 +193,12 @@ impl RecentIds {
         for i in 0..self.ring.len() {
             if let Some(r) = self.ring.get(i) {
                 let seq = self.base.wrapping_add(i as u32);
-                let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
-                index.insert_unique(self.hasher.hash_one(r.id.as_ref()), seq, |&s| {
-                    let i = s.wrapping_sub(base) as usize;
-                    ring.get(i).map_or(0, |r| hasher.hash_one(r.id.as_ref()))
-                });
+                let hash = self.hasher.hash_one(r.id.as_ref());
+                index.insert_unique(
+                    hash,
+                    seq,
+                    Self::rehasher(&self.ring, self.base, &self.hasher),
+                );
             }
         }
         self.index = index;
@@ -231,11 +245,8 @@ impl RecentIds {
             id: id.to_key(),
             seen,
         });
-        let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
-        self.index.insert_unique(hash, seq, |&s| {
-            let i = s.wrapping_sub(base) as usize;
-            ring.get(i).map_or(0, |r| hasher.hash_one(r.id.as_ref()))
-        });
+        let rehash = Self::rehasher(&self.ring, self.base, &self.hasher);
+        self.index.insert_unique(hash, seq, rehash);
         true
     }
 
