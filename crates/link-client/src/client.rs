@@ -16,8 +16,8 @@ use crate::config::ClientConfig;
 use crate::error::LinkError;
 use crate::events::{ClientHealth, LinkEvent, RpcOutcome};
 use crate::handler::{HandlerResult, RpcCall, RpcHandler};
-use crate::inner::{Cmd, Inner, PendingRpc, Phase, Sink};
-use crate::streams::{DirectStream, Subscription};
+use crate::inner::{Cmd, Inner, PendingRpc, Phase, Sink, TopicFn, TopicMessage, TopicSubs};
+use crate::streams::{DirectStream, Subscription, TopicHandler};
 
 /// Capacity of each subscription and direct stream.
 const STREAM_CAPACITY: usize = 1024;
@@ -587,21 +587,84 @@ impl LinkClient {
     /// hub subscription; dropping the last one unsubscribes. Subscriptions
     /// are replayed on every reconnect.
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, LinkError> {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let id = self.join_topic(topic, |subs, id| {
+            subs.sinks.push(Sink { id, tx, dropped: 0 });
+        })?;
+        Ok(Subscription::new(
+            self.inner.clone(),
+            self.keep_alive.clone(),
+            topic.to_owned(),
+            id,
+            rx,
+        ))
+    }
+
+    /// Calls `handler` for every message of `topic`, like the reference
+    /// client's `subscribe(topic, handler)`: several handlers (and
+    /// [`subscribe`](Self::subscribe) streams) may share a topic and its one
+    /// hub subscription, and dropping the returned [`TopicHandler`] removes
+    /// the handler.
+    ///
+    /// The handler runs on the link's own task, as each message is read,
+    /// with the message borrowed: nothing is queued or copied for it, and no
+    /// message is dropped for it, so it is the cheapest way to receive. It
+    /// also holds up everything behind it on the link while it runs: keep it
+    /// short and hand longer work to a task or channel of your own. A handler
+    /// that panics is logged (`tracing` error) and stays registered; the
+    /// other handlers and streams still get the message.
+    ///
+    /// ```no_run
+    /// # fn demo(link: &link_client::LinkClient) -> Result<(), link_client::LinkError> {
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let counter = seen.clone();
+    /// let handler = link.subscribe_with("metrics", move |msg| {
+    ///     counter.fetch_add(1, Ordering::Relaxed);
+    ///     tracing::debug!(from = %msg.from, "metrics update");
+    /// })?;
+    /// // ...
+    /// drop(handler); // unsubscribes (the topic's last subscriber)
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe_with<F>(&self, topic: &str, handler: F) -> Result<TopicHandler, LinkError>
+    where
+        F: Fn(&TopicMessage) + Send + Sync + 'static,
+    {
+        let handler: TopicFn = Arc::new(handler);
+        let id = self.join_topic(topic, |subs, id| subs.add_handler(id, handler))?;
+        Ok(TopicHandler::new(
+            self.inner.clone(),
+            self.keep_alive.clone(),
+            topic.to_owned(),
+            id,
+        ))
+    }
+
+    /// Validates `topic`, adds a stream or handler to it with a fresh id
+    /// (`add`), and sends `topic.subscribe` when it is the topic's first.
+    fn join_topic(
+        &self,
+        topic: &str,
+        add: impl FnOnce(&mut TopicSubs, u64),
+    ) -> Result<u64, LinkError> {
         if !validate::is_valid_topic(topic) {
             return Err(LinkError::InvalidArgument(format!(
                 "invalid topic {topic:?}"
             )));
         }
         self.check_sendable(Feature::Topics, "subscribe")?;
-        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let id = self.inner.next_sink_id();
         // Decided under the lock `on_ready` takes its topic snapshot under:
         // either that snapshot has this topic or we send it now, not both.
         let send_now = {
             let mut core = self.inner.core();
-            let sinks = core.subs.entry(topic.to_owned()).or_default();
-            sinks.push(Sink { id, tx, dropped: 0 });
-            sinks.len() == 1 && self.inner.is_ready()
+            let subs = core.subs.entry(topic.to_owned()).or_default();
+            let first = subs.is_empty();
+            add(subs, id);
+            first && self.inner.is_ready()
         };
         if send_now {
             let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
@@ -612,13 +675,7 @@ impl LinkClient {
                 Some(data),
             ))?;
         }
-        Ok(Subscription::new(
-            self.inner.clone(),
-            self.keep_alive.clone(),
-            topic.to_owned(),
-            id,
-            rx,
-        ))
+        Ok(id)
     }
 
     /// A stream of every direct message this client receives.

@@ -513,17 +513,7 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
                 inner.emit(|| LinkEvent::RpcCancel { id, from, rpc_type });
             }
         }
-        Msg::TopicMessage { topic: Some(topic) } => {
-            let mut core = inner.core();
-            if let Some(sinks) = core.subs.get_mut(&topic) {
-                let msg = TopicMessage {
-                    topic,
-                    from,
-                    envelope: env,
-                };
-                deliver(inner, sinks, msg, |m| format!("topic:{}", m.topic));
-            }
-        }
+        Msg::TopicMessage { topic: Some(topic) } => on_topic_message(inner, topic, from, env),
         Msg::Direct { direct_type } => {
             let msg = DirectMessage {
                 from,
@@ -561,6 +551,48 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             inner.emit(|| LinkEvent::PeerStatus { from, status, at });
         }
         _ => {}
+    }
+}
+
+/// Calls the topic's handlers (outside the lock: a handler may use the
+/// client), then hands the message to its streams.
+fn on_topic_message(inner: &Inner, topic: String, from: String, envelope: Envelope) {
+    let handlers = {
+        let mut core = inner.core();
+        let Some(subs) = core.subs.get_mut(&topic) else {
+            return;
+        };
+        if subs.handlers.is_empty() {
+            let msg = TopicMessage {
+                topic,
+                from,
+                envelope,
+            };
+            deliver(inner, &mut subs.sinks, msg, |m| {
+                format!("topic:{}", m.topic)
+            });
+            return;
+        }
+        subs.handlers.clone()
+    };
+    let msg = TopicMessage {
+        topic,
+        from,
+        envelope,
+    };
+    for (_, handler) in handlers.iter() {
+        let call = std::panic::AssertUnwindSafe(|| handler(&msg));
+        if std::panic::catch_unwind(call).is_err() {
+            tracing::error!(topic = %msg.topic, "a topic handler panicked");
+        }
+    }
+    let mut core = inner.core();
+    if let Some(subs) = core.subs.get_mut(&msg.topic)
+        && !subs.sinks.is_empty()
+    {
+        deliver(inner, &mut subs.sinks, msg, |m| {
+            format!("topic:{}", m.topic)
+        });
     }
 }
 

@@ -135,6 +135,42 @@ pub(crate) struct Sink<T> {
     pub(crate) dropped: u64,
 }
 
+/// A topic handler ([`LinkClient::subscribe_with`](crate::LinkClient::subscribe_with)).
+pub(crate) type TopicFn = Arc<dyn Fn(&TopicMessage) + Send + Sync>;
+
+/// Everything subscribed locally to one topic: streams and handlers.
+#[derive(Default)]
+pub(crate) struct TopicSubs {
+    pub(crate) sinks: Vec<Sink<TopicMessage>>,
+    /// Copied on write, so that the driver can take them out of the lock
+    /// with one reference count and call them without holding it.
+    pub(crate) handlers: Arc<[(u64, TopicFn)]>,
+}
+
+impl TopicSubs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sinks.is_empty() && self.handlers.is_empty()
+    }
+
+    /// Removes the stream or handler `id`.
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.sinks.retain(|s| s.id != id);
+        if self.handlers.iter().any(|(h, _)| *h == id) {
+            self.handlers = self
+                .handlers
+                .iter()
+                .filter(|(h, _)| *h != id)
+                .cloned()
+                .collect();
+        }
+    }
+
+    /// Adds a handler.
+    pub(crate) fn add_handler(&mut self, id: u64, f: TopicFn) {
+        self.handlers = self.handlers.iter().cloned().chain([(id, f)]).collect();
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Core {
     pub(crate) pending: HashMap<String, PendingRpc>,
@@ -143,7 +179,7 @@ pub(crate) struct Core {
     /// Looked up for every topic message delivered, by a topic the local
     /// application subscribed to (remote input only looks up): hashed
     /// with foldhash rather than SipHash.
-    pub(crate) subs: hashbrown::HashMap<String, Vec<Sink<TopicMessage>>>,
+    pub(crate) subs: hashbrown::HashMap<String, TopicSubs>,
     pub(crate) directs: Vec<Sink<DirectMessage>>,
     pub(crate) peers: Vec<PeerInfo>,
     pub(crate) statuses: HashMap<String, StatusEntry>,

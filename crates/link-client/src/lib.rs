@@ -65,5 +65,5 @@ pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};
 pub use link_protocol::HandlerError;
-pub use streams::{DirectStream, Subscription};
+pub use streams::{DirectStream, Subscription, TopicHandler};
 pub use tokio_util::sync::CancellationToken;

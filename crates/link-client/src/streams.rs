@@ -1,7 +1,8 @@
-//! Streams handed to the application: [`Subscription`] (one topic) and
-//! [`DirectStream`] (direct messages). Both are bounded; when one is full
-//! the link drops messages for it (and reports `SlowConsumer`) rather than
-//! stalling everyone else.
+//! What the application holds to receive: [`Subscription`] (a stream of
+//! one topic), [`TopicHandler`] (a callback on one topic) and
+//! [`DirectStream`] (direct messages). Streams are bounded; when one is
+//! full the link drops messages for it (and reports `SlowConsumer`) rather
+//! than stalling everyone else.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,27 +72,80 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let last = {
-            let mut core = self.inner.core();
-            let Some(sinks) = core.subs.get_mut(&self.topic) else {
-                return;
-            };
-            sinks.retain(|s| s.id != self.id);
-            let last = sinks.is_empty();
-            if last {
-                core.subs.remove(&self.topic);
-            }
-            last && !core.stopped && self.inner.is_ready()
-        };
-        if last {
-            let data = CanonicalData::new(&link_protocol::messages::topic_value(&self.topic));
-            let _ = self.inner.enqueue(self.inner.item(
-                None,
-                msg_type::TOPIC_UNSUBSCRIBE,
-                None,
-                Some(data),
-            ));
+        leave_topic(&self.inner, &self.topic, self.id);
+    }
+}
+
+/// A handler registered with
+/// [`LinkClient::subscribe_with`](crate::LinkClient::subscribe_with).
+/// Dropping it (or calling [`unsubscribe`](Self::unsubscribe)) removes the
+/// handler; removing the last stream or handler of a topic sends
+/// `topic.unsubscribe`.
+#[must_use = "dropping a TopicHandler removes the handler"]
+pub struct TopicHandler {
+    inner: Arc<Inner>,
+    _keep_alive: Arc<KeepAlive>,
+    topic: String,
+    id: u64,
+}
+
+impl TopicHandler {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        keep_alive: Arc<KeepAlive>,
+        topic: String,
+        id: u64,
+    ) -> Self {
+        Self {
+            inner,
+            _keep_alive: keep_alive,
+            topic,
+            id,
         }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Removes the handler (the same as dropping it). A call the driver is
+    /// making at this moment still completes.
+    pub fn unsubscribe(self) {}
+}
+
+impl std::fmt::Debug for TopicHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicHandler")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl Drop for TopicHandler {
+    fn drop(&mut self) {
+        leave_topic(&self.inner, &self.topic, self.id);
+    }
+}
+
+/// Removes stream or handler `id` from `topic`, and unsubscribes at the hub
+/// when it was the topic's last.
+fn leave_topic(inner: &Inner, topic: &str, id: u64) {
+    let last = {
+        let mut core = inner.core();
+        let Some(subs) = core.subs.get_mut(topic) else {
+            return;
+        };
+        subs.remove(id);
+        let last = subs.is_empty();
+        if last {
+            core.subs.remove(topic);
+        }
+        last && !core.stopped && inner.is_ready()
+    };
+    if last {
+        let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
+        let _ = inner.enqueue(inner.item(None, msg_type::TOPIC_UNSUBSCRIBE, None, Some(data)));
     }
 }
 

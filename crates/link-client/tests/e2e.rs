@@ -372,6 +372,95 @@ async fn subscriptions_share_one_hub_subscription() {
 }
 
 #[tokio::test]
+async fn topic_handlers_run_in_order_share_the_subscription_and_outlive_a_panic() {
+    let hub = TestHub::shared().await;
+    let alpha = ready(hub.client("alpha")).await;
+    let beta = ready(hub.client("beta")).await;
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let first = {
+        let (tx, client) = (tx.clone(), beta.clone());
+        beta.subscribe_with("news", move |m| {
+            // A handler may use its client: the link's lock is not held.
+            let subscriptions = client.health().subscription_count;
+            tx.send(("first", m.from.clone(), m.payload().cloned(), subscriptions))
+                .unwrap();
+        })
+        .unwrap()
+    };
+    let boom = beta
+        .subscribe_with("news", |m| {
+            assert!(m.payload() != Some(&json!("boom")), "handler panics");
+        })
+        .unwrap();
+    let second = beta
+        .subscribe_with("news", move |m| {
+            tx.send(("second", m.topic.clone(), m.payload().cloned(), 0))
+                .unwrap();
+        })
+        .unwrap();
+    let mut stream = beta.subscribe("news").unwrap();
+    assert_eq!(first.topic(), "news");
+    let list = beta
+        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
+        .await
+        .unwrap();
+    assert_eq!(list, json!({"topic": "news", "subscribers": ["beta"]}));
+
+    for p in [json!(1), json!("boom"), json!(2)] {
+        alpha.publish("news", p).unwrap();
+    }
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        calls.push(
+            tokio::time::timeout(WAIT, seen.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let expected = |n: Value| {
+        [
+            ("first", "alpha".to_owned(), Some(n.clone()), 1),
+            ("second", "news".to_owned(), Some(n), 0),
+        ]
+    };
+    let want: Vec<_> = [json!(1), json!("boom"), json!(2)]
+        .into_iter()
+        .flat_map(expected)
+        .collect();
+    assert_eq!(
+        calls, want,
+        "every handler, in registration order, each message in order"
+    );
+    for n in [json!(1), json!("boom"), json!(2)] {
+        let m = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload(), Some(&n), "the stream after the handlers");
+    }
+
+    // Handlers and streams leave one by one; the last one unsubscribes.
+    drop((boom, second));
+    first.unsubscribe();
+    let list = beta
+        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
+        .await
+        .unwrap();
+    assert_eq!(list["subscribers"], json!(["beta"]), "the stream is left");
+    drop(stream);
+    let list = beta
+        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
+        .await
+        .unwrap();
+    assert_eq!(list["subscribers"], json!([]), "last one out unsubscribes");
+    assert!(matches!(
+        beta.subscribe_with("bad topic!", |_| {}),
+        Err(LinkError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
 async fn direct_messages_peers_and_status() {
     let hub = TestHub::shared().await;
     let beta = ready(hub.client("beta")).await;
