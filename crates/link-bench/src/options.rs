@@ -141,6 +141,47 @@ pub struct BenchOptions {
     /// `peers.update` mode of a hub we start (embedded or child; a `--url`
     /// hub keeps its own). Default: broadcast, as the reference does.
     pub peer_updates: PeerUpdates,
+    /// How link subscribers receive in `publish` and `fanout` (default:
+    /// handlers).
+    pub receiver: Receiver,
+}
+
+/// How a link subscriber receives in `publish` and `fanout`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Receiver {
+    /// `LinkClient::subscribe_with`: a handler counts each message on the
+    /// link's own task, as the reference client's `subscribe(topic,
+    /// handler)` would.
+    #[default]
+    Handler,
+    /// `LinkClient::subscribe`: each subscriber's `Subscription` stream is
+    /// counted by a task of its own (as NATS subscribers are).
+    Stream,
+}
+
+impl Receiver {
+    /// The name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handler => "handler",
+            Self::Stream => "stream",
+        }
+    }
+}
+
+impl FromStr for Receiver {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "handler" => Ok(Self::Handler),
+            "stream" => Ok(Self::Stream),
+            _ => Err(BenchError::InvalidOption {
+                option: "receiver",
+                reason: format!("unknown receiver {s:?} (expected handler or stream)"),
+            }),
+        }
+    }
 }
 
 impl Default for BenchOptions {
@@ -159,6 +200,7 @@ impl Default for BenchOptions {
             idle_timeout: Duration::from_secs(10),
             max_connect_time: Duration::from_secs(120),
             peer_updates: PeerUpdates::Broadcast,
+            receiver: Receiver::Handler,
         }
     }
 }

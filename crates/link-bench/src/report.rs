@@ -161,6 +161,9 @@ pub struct BenchReport {
     pub machine: Machine,
     /// Payload size in bytes.
     pub payload_bytes: usize,
+    /// How link subscribers received in `publish` and `fanout`
+    /// ([`Receiver::as_str`](crate::Receiver::as_str)).
+    pub receiver: &'static str,
     /// Runs per scenario (figures are medians).
     pub runs: usize,
     /// Medians per scenario and system, in run order.
@@ -323,7 +326,7 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "link bench: {} hub {}{}; {} CPU(s){}; payload {} B; {}",
+            "link bench: {} hub {}{}; {} CPU(s){}; payload {} B; link subscribers: {}; {}",
             self.hub.mode,
             self.hub.url,
             self.nats
@@ -337,6 +340,7 @@ impl BenchReport {
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default(),
             self.payload_bytes,
+            self.receiver,
             if self.runs > 1 {
                 format!("median of {} runs", self.runs)
             } else {
@@ -490,6 +494,7 @@ mod tests {
             nats: Some("nats://127.0.0.1:2".into()),
             machine: Machine::current(),
             payload_bytes: 80,
+            receiver: "handler",
             runs: 1,
             results: vec![
                 outcome(System::Link, 10.0, 5.0),
@@ -502,5 +507,6 @@ mod tests {
         assert!(t.contains("2.50"), "{t}");
         assert!(t.contains("NATS does not sign messages"), "{t}");
         assert!(t.contains("rpc-seq p50"), "{t}");
+        assert!(t.contains("link subscribers: handler"), "{t}");
     }
 }

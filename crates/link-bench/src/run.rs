@@ -109,6 +109,7 @@ pub async fn run(
         nats: nats_url,
         machine: Machine::current(),
         payload_bytes: opts.payload_bytes,
+        receiver: opts.receiver.as_str(),
         runs: opts.runs,
         results: medians(&all),
     })

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use link_bench::{
-    BenchError, BenchOptions, HubSpec, NatsSpec, PeerUpdates, Progress, parse_scenarios,
+    BenchError, BenchOptions, HubSpec, NatsSpec, PeerUpdates, Progress, Receiver, parse_scenarios,
 };
 
 use crate::exit::{Failure, Status};
@@ -120,6 +120,13 @@ pub(crate) struct BenchArgs {
     )]
     peer_updates: PeerUpdates,
 
+    /// How link subscribers receive in publish and fanout: `handler`
+    /// (`subscribe_with`, counted on the link's own task) or `stream`
+    /// (`subscribe`, each stream counted by a task of its own, as NATS
+    /// subscribers are).
+    #[arg(long, value_name = "HOW", default_value = "handler")]
+    receiver: Receiver,
+
     /// Run the same scenarios through another bus and print both columns.
     #[arg(long, value_enum, value_name = "BUS")]
     compare: Option<Compare>,
@@ -172,6 +179,7 @@ impl BenchArgs {
             idle_timeout: Duration::from_secs(self.idle_timeout),
             max_connect_time: Duration::from_secs(self.max_connect_time),
             peer_updates: self.peer_updates,
+            receiver: self.receiver,
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

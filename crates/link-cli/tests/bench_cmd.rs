@@ -79,6 +79,7 @@ fn every_scenario_counts_every_message_on_the_embedded_hub() {
     );
     assert!(report["machine"]["nproc"].as_u64().unwrap() >= 1);
     assert_eq!(report["payload_bytes"], 80);
+    assert_eq!(report["receiver"], "handler");
     assert_eq!(report["runs"], 1);
     assert!(report["nats"].is_null());
 
@@ -123,14 +124,25 @@ fn a_child_hub_is_started_and_measured() {
     let report = bench(&[
         "--child",
         "--scenario",
-        "rpc-seq,connections",
+        "rpc-seq,publish,fanout,connections",
         "-n",
         "20",
+        "--subscribers",
+        "3",
+        "--receiver",
+        "stream",
         "--connections",
         "20",
     ]);
     assert_eq!(report["hub"]["mode"], "child");
-    assert_eq!(result(&report, "rpc-seq")["completed"], 20);
+    assert_eq!(report["receiver"], "stream");
+    for (scenario, expected) in [("rpc-seq", 20), ("publish", 20), ("fanout", 20 * 3)] {
+        assert_eq!(
+            result(&report, scenario)["completed"],
+            expected,
+            "{scenario}"
+        );
+    }
     let conns = result(&report, "connections");
     assert_eq!(conns["completed"], 20);
     assert!(metric(conns, "hub RSS MiB") > 0.0);
@@ -140,6 +152,12 @@ fn a_child_hub_is_started_and_measured() {
 fn unusable_options_exit_2() {
     let out = Command::new(BIN)
         .args(["bench", "--scenario", "bogus"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["bench", "--receiver", "callback"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -8,17 +8,18 @@ mod raw;
 pub(crate) mod rpc;
 pub(crate) mod stream;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use link_client::{ClientConfig, LinkClient, LinkError};
+use link_client::{ClientConfig, LinkClient, LinkError, TopicMessage};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use crate::context::Ctx;
 use crate::error::BenchError;
-use crate::options::Scenario;
+use crate::options::{Receiver, Scenario};
 use crate::report::Outcome;
 use crate::target::HubTarget;
 
@@ -201,6 +202,35 @@ pub(crate) async fn count<S: Stream + Unpin>(
 /// progress bar.
 const BAR_STEP: u64 = 64;
 
+/// The progress bar of a scenario with several receivers, and the total they
+/// add to it.
+#[derive(Clone)]
+pub(crate) struct BarShare {
+    bar: Arc<crate::progress::Bar>,
+    total: Arc<AtomicU64>,
+}
+
+impl BarShare {
+    pub(crate) fn new(bar: &Arc<crate::progress::Bar>) -> Self {
+        Self {
+            bar: bar.clone(),
+            total: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A receiver counted its `got`-th of `n` messages. The total is shared
+    /// by every receiver: it is added to in steps, not one contended atomic
+    /// per message.
+    fn counted(&self, got: u64, n: u64) {
+        let rem = got % BAR_STEP;
+        if rem == 0 || got == n {
+            let step = if rem == 0 { BAR_STEP } else { rem };
+            self.bar
+                .tick(self.total.fetch_add(step, Ordering::Relaxed) + step);
+        }
+    }
+}
+
 /// Fan-out receivers: one task per stream counting `n` messages into the
 /// window and the progress bar (shared by the link and NATS runs).
 pub(crate) fn spawn_counters<S>(
@@ -213,30 +243,162 @@ pub(crate) fn spawn_counters<S>(
 where
     S: Stream + Unpin + Send + 'static,
 {
-    let total = Arc::new(AtomicU64::new(0));
+    let share = BarShare::new(bar);
     streams
         .into_iter()
         .enumerate()
         .map(|(i, sub)| {
-            let (bar, mine, total) = (bar.clone(), window.counter(i), total.clone());
+            let (share, mine) = (share.clone(), window.counter(i));
             tokio::spawn(async move {
                 count(sub, n, idle, |got| {
                     mine.fetch_add(1, Ordering::Relaxed);
-                    // The bar's total is shared by every receiver: add to
-                    // it in steps, not one contended atomic per message.
-                    if got % BAR_STEP == 0 || got == n {
-                        let step = if got % BAR_STEP == 0 {
-                            BAR_STEP
-                        } else {
-                            got % BAR_STEP
-                        };
-                        bar.tick(total.fetch_add(step, Ordering::Relaxed) + step);
-                    }
+                    share.counted(got, n);
                 })
                 .await
             })
         })
         .collect()
+}
+
+/// A receiver that counts in a `subscribe_with` handler, on the client's
+/// own task: no channel and no task of its own.
+pub(crate) struct Tally {
+    n: u64,
+    /// The receiver's window counter.
+    got: Arc<AtomicU64>,
+    /// When the `n`-th message arrived.
+    finished: Arc<OnceLock<Instant>>,
+    done: Arc<Notify>,
+}
+
+impl Tally {
+    /// Counts `n` messages into `got` (a [`Window::counter`]).
+    pub(crate) fn new(n: u64, got: Arc<AtomicU64>) -> Self {
+        Self {
+            n,
+            got,
+            finished: Arc::default(),
+            done: Arc::default(),
+        }
+    }
+
+    /// The handler to register with `subscribe_with`.
+    pub(crate) fn handler(
+        &self,
+        share: BarShare,
+    ) -> impl Fn(&TopicMessage) + Send + Sync + 'static {
+        let (n, got, finished, done) = (
+            self.n,
+            self.got.clone(),
+            self.finished.clone(),
+            self.done.clone(),
+        );
+        move |_| {
+            let g = got.fetch_add(1, Ordering::Relaxed) + 1;
+            share.counted(g, n);
+            if g == n {
+                let _ = finished.set(Instant::now());
+                done.notify_one();
+            }
+        }
+    }
+
+    /// Waits for the `n` messages, or until `idle` passes without one; like
+    /// [`count`], `last` is then the last check that saw progress.
+    pub(crate) async fn wait(self, idle: Duration) -> Counted {
+        let (mut seen, mut last) = (0, None);
+        loop {
+            if let Some(t) = self.finished.get() {
+                return Counted {
+                    got: self.n,
+                    last: Some(*t),
+                };
+            }
+            if tokio::time::timeout(idle, self.done.notified())
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            let got = self.got.load(Ordering::Relaxed);
+            if got == seen {
+                return Counted { got, last };
+            }
+            (seen, last) = (got, Some(Instant::now()));
+        }
+    }
+}
+
+/// A scenario's link subscribers, receiving as `--receiver` says.
+pub(crate) enum Receivers {
+    /// A counting task per `Subscription`.
+    Streams(Vec<tokio::task::JoinHandle<Counted>>),
+    /// A counting handler per client.
+    Handlers(Vec<(link_client::TopicHandler, Tally)>),
+}
+
+impl Receivers {
+    /// Subscribes every client of `clients` to `topic`, receiver `i`
+    /// counting `n` messages into `window.counter(i)` and the bar.
+    pub(crate) fn subscribe(
+        clients: &[LinkClient],
+        topic: &str,
+        n: u64,
+        window: &Window,
+        bar: &Arc<crate::progress::Bar>,
+        ctx: &Ctx<'_>,
+        sc: Scenario,
+    ) -> Result<Self, BenchError> {
+        let fail = |e| BenchError::op(sc.as_str(), e);
+        match ctx.opts.receiver {
+            Receiver::Stream => {
+                let streams = clients
+                    .iter()
+                    .map(|c| c.subscribe(topic))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(fail)?;
+                Ok(Self::Streams(spawn_counters(
+                    streams,
+                    n,
+                    window,
+                    bar,
+                    ctx.opts.idle_timeout,
+                )))
+            }
+            Receiver::Handler => {
+                let share = BarShare::new(bar);
+                let mut handlers = Vec::with_capacity(clients.len());
+                for (i, c) in clients.iter().enumerate() {
+                    let tally = Tally::new(n, window.counter(i));
+                    let handler = c
+                        .subscribe_with(topic, tally.handler(share.clone()))
+                        .map_err(fail)?;
+                    handlers.push((handler, tally));
+                }
+                Ok(Self::Handlers(handlers))
+            }
+        }
+    }
+
+    /// Waits for every receiver: total messages and when the last arrived.
+    pub(crate) async fn join(
+        self,
+        sc: Scenario,
+        idle: Duration,
+    ) -> Result<(u64, Option<Instant>), BenchError> {
+        match self {
+            Self::Streams(counters) => join_counters(counters, sc).await,
+            Self::Handlers(handlers) => {
+                let (mut got, mut last) = (0, None);
+                for (_handler, tally) in handlers {
+                    let counted = tally.wait(idle).await;
+                    got += counted.got;
+                    last = last.max(counted.last);
+                }
+                Ok((got, last))
+            }
+        }
+    }
 }
 
 /// Waits for the counting tasks: total messages and when the last arrived.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use link_client::LinkError;
 
-use super::{Window, count, join_counters, paced, peer, raw, spawn_counters, wait_subscribed};
+use super::{Receivers, Window, count, paced, peer, raw, wait_subscribed};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
@@ -98,25 +98,14 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
     let (a_kind, b_kind, topic) = (ctx.name("pub"), ctx.name("sub"), ctx.name("topic"));
     let b = peer(hub, sc, &b_kind, false).await?;
     let a = peer(hub, sc, &a_kind, false).await?;
-    let sub = b
-        .subscribe(&topic)
-        .map_err(|e| BenchError::op(sc.as_str(), e))?;
-    wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link publish", n));
-    let counter = {
-        let (bar, idle, delivered) = (bar.clone(), ctx.opts.idle_timeout, window.counter(0));
-        tokio::spawn(async move {
-            count(sub, n, idle, |i| {
-                delivered.fetch_add(1, Ordering::Relaxed);
-                bar.tick(i);
-            })
-            .await
-        })
-    };
+    let receivers =
+        Receivers::subscribe(std::slice::from_ref(&b), &topic, n, &window, &bar, ctx, sc)?;
+    wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
     let start = Instant::now();
     let produced = produce(sc, n, &window, || a.publish(&topic, ctx.payload.clone())).await?;
-    let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
     drop(bar);
     a.stop().await;
     b.stop().await;
@@ -124,9 +113,9 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
         sc,
         System::Link,
         n,
-        counted.got,
+        got,
         start,
-        counted.last,
+        last,
         produced,
     ))
 }
@@ -168,13 +157,11 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     let subs =
         futures_util::future::try_join_all(kinds.iter().map(|k| peer(hub, sc, k, false))).await?;
     let publisher = peer(hub, sc, &publisher_kind, false).await?;
-    let mut streams = Vec::with_capacity(s);
-    for c in &subs {
-        streams.push(
-            c.subscribe(&topic)
-                .map_err(|e| BenchError::op(sc.as_str(), e))?,
-        );
-    }
+    let total = n * s as u64;
+    let label = format!("link fanout{suffix}");
+    let bar = Arc::new(ctx.progress.bar(&label, total));
+    let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
+    let receivers = Receivers::subscribe(&subs, &topic, n, &window, &bar, ctx, sc)?;
     let mut slow_peers = Vec::with_capacity(slow);
     let mut all_kinds = kinds.clone();
     for i in 0..slow {
@@ -192,17 +179,12 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     }
     wait_subscribed(&publisher, sc, &topic, &all_kinds, ctx.opts.idle_timeout).await?;
 
-    let total = n * s as u64;
-    let label = format!("link fanout{suffix}");
-    let bar = Arc::new(ctx.progress.bar(&label, total));
-    let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
-    let counters = spawn_counters(streams, n, &window, &bar, ctx.opts.idle_timeout);
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         publisher.publish(&topic, ctx.payload.clone())
     })
     .await?;
-    let (got, last) = join_counters(counters, sc).await?;
+    let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
     drop(bar);
     drop(slow_peers);
     publisher.stop().await;
