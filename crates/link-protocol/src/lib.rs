@@ -51,6 +51,7 @@ pub mod envelope;
 pub mod error;
 pub mod handler_error;
 mod hex;
+mod hmac_sha256;
 pub mod messages;
 pub mod replay;
 pub mod signed_form;

@@ -11,8 +11,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::hmac;
+use subtle::ConstantTimeEq;
 
 use crate::error::ConfigError;
+use crate::hmac_sha256;
 
 /// The HMAC hash algorithm. Both ends must agree; nothing is negotiated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,8 +80,16 @@ impl FromStr for HashAlgo {
 #[derive(Clone)]
 pub struct Key {
     algo: HashAlgo,
-    key: hmac::Key,
+    key: MacKey,
     id: KeyId,
+}
+
+/// HMAC-SHA-256, the default and the hot path, runs on our precomputed
+/// states ([`hmac_sha256`]); SHA-384 and SHA-512 on `ring`.
+#[derive(Clone)]
+enum MacKey {
+    Sha256(hmac_sha256::MacKey),
+    Ring(hmac::Key),
 }
 
 /// Identifies a [`Key`] and its clones, e.g. to reuse work done under the
@@ -101,9 +111,15 @@ impl Key {
         if secret.is_empty() {
             return Err(ConfigError::EmptySecret);
         }
+        let key = match algo {
+            HashAlgo::Sha256 => MacKey::Sha256(hmac_sha256::MacKey::new(secret.as_bytes())),
+            HashAlgo::Sha384 | HashAlgo::Sha512 => {
+                MacKey::Ring(hmac::Key::new(algo.ring(), secret.as_bytes()))
+            }
+        };
         Ok(Self {
             algo,
-            key: hmac::Key::new(algo.ring(), secret.as_bytes()),
+            key,
             id: KeyId::fresh(),
         })
     }
@@ -122,7 +138,10 @@ impl Key {
     pub fn context(&self) -> SigningContext {
         SigningContext {
             algo: self.algo,
-            ctx: hmac::Context::with_key(&self.key),
+            ctx: match &self.key {
+                MacKey::Sha256(k) => MacContext::Sha256(k.context()),
+                MacKey::Ring(k) => MacContext::Ring(hmac::Context::with_key(k)),
+            },
         }
     }
 
@@ -137,10 +156,11 @@ impl Key {
     ///
     /// The text must be exactly `2 × digest_len` hex digits (either case).
     pub fn verify(&self, msg: &[u8], sig_text: &str) -> bool {
-        let Some(tag) = decode_hex_exact(sig_text, self.algo.digest_len()) else {
+        let len = self.algo.digest_len();
+        let Some(tag) = decode_hex_exact(sig_text, len) else {
             return false;
         };
-        hmac::verify(&self.key, msg, &tag[..self.algo.digest_len()]).is_ok()
+        bool::from(self.sign(msg).as_bytes().ct_eq(&tag[..len]))
     }
 }
 
@@ -157,20 +177,34 @@ impl fmt::Debug for Key {
 #[derive(Clone)]
 pub struct SigningContext {
     algo: HashAlgo,
-    ctx: hmac::Context,
+    ctx: MacContext,
+}
+
+#[derive(Clone)]
+enum MacContext {
+    Sha256(hmac_sha256::MacContext),
+    Ring(hmac::Context),
 }
 
 impl SigningContext {
     /// Feeds the next piece of the signing string.
     pub fn update(&mut self, piece: &[u8]) {
-        self.ctx.update(piece);
+        match &mut self.ctx {
+            MacContext::Sha256(c) => c.update(piece),
+            MacContext::Ring(c) => c.update(piece),
+        }
     }
 
     /// Completes the MAC.
     pub fn finish(self) -> Signature {
-        let tag = self.ctx.sign();
         let mut bytes = [0u8; 64];
-        bytes[..tag.as_ref().len()].copy_from_slice(tag.as_ref());
+        match self.ctx {
+            MacContext::Sha256(c) => bytes[..hmac_sha256::DIGEST].copy_from_slice(&c.finish()),
+            MacContext::Ring(c) => {
+                let tag = c.sign();
+                bytes[..tag.as_ref().len()].copy_from_slice(tag.as_ref());
+            }
+        }
         Signature {
             algo: self.algo,
             bytes,
