@@ -301,8 +301,12 @@ async fn pump(
                     });
                     inner.emit(|| LinkEvent::Rejected { reason });
                 }
-                ClientEvent::Message { envelope, message } => {
-                    inner.core().last_verified_at = Some(wall_ms());
+                ClientEvent::Message {
+                    envelope,
+                    message,
+                    at_ms,
+                } => {
+                    inner.core().last_verified_at = Some(at_ms);
                     on_message(inner, envelope, message);
                 }
                 ClientEvent::ProtocolError(e) => {

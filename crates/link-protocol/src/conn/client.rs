@@ -151,6 +151,9 @@ pub enum ClientEvent {
         envelope: Envelope,
         /// Its typed reading.
         message: Message,
+        /// When it was read: the wall clock of the `now` it came in with
+        /// (a driver's `lastVerifiedAt`, without a clock read per frame).
+        at_ms: u64,
     },
     /// A dropped frame or a diagnostic.
     ProtocolError(ProtocolError),
@@ -398,6 +401,7 @@ impl ClientConn {
             message => self.events.push_back(ClientEvent::Message {
                 envelope: env,
                 message,
+                at_ms: now.wall_ms,
             }),
         }
     }
