@@ -147,9 +147,21 @@ impl Key {
 
     /// Signs `msg` and returns the tag.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        let mut ctx = self.context();
-        ctx.update(msg);
-        ctx.finish()
+        match &self.key {
+            MacKey::Sha256(k) => {
+                let mut bytes = [0u8; 64];
+                bytes[..hmac_sha256::DIGEST].copy_from_slice(&k.mac(msg));
+                Signature {
+                    algo: self.algo,
+                    bytes,
+                }
+            }
+            MacKey::Ring(_) => {
+                let mut ctx = self.context();
+                ctx.update(msg);
+                ctx.finish()
+            }
+        }
     }
 
     /// Checks `sig_text` against the MAC of `msg` in constant time.
@@ -160,7 +172,7 @@ impl Key {
         let Some(tag) = decode_hex_exact(sig_text, len) else {
             return false;
         };
-        bool::from(self.sign(msg).as_bytes().ct_eq(&tag[..len]))
+        constant_time_eq(self.sign(msg).as_bytes(), &tag[..len])
     }
 }
 
@@ -266,6 +278,23 @@ impl fmt::Display for Signature {
     }
 }
 
+/// Whether two tags of one length are equal, in time independent of where
+/// they differ: their differences are OR-ed together word by word, and only
+/// that one word is compared (through `subtle`, which keeps the compiler
+/// from turning it into an early exit).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, ra) = a.as_chunks::<8>();
+    let (wb, rb) = b.as_chunks::<8>();
+    let words = wa.iter().zip(wb).fold(0u64, |d, (x, y)| {
+        d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    });
+    let bytes = ra.iter().zip(rb).fold(0u8, |d, (x, y)| d | (x ^ y));
+    bool::from((words | u64::from(bytes)).ct_eq(&0))
+}
+
 /// Decodes exactly `len` bytes of hex; anything else (odd length, extra or
 /// missing digits, non-hex) gives `None`.
 fn decode_hex_exact(text: &str, len: usize) -> Option<[u8; 64]> {
@@ -303,6 +332,25 @@ mod tests {
         let mut flipped = SIG.to_owned();
         flipped.replace_range(0..1, "5");
         assert!(!key.verify(CANON.as_bytes(), &flipped));
+    }
+
+    #[test]
+    fn a_difference_anywhere_in_the_tag_is_refused() {
+        for algo in [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512] {
+            let key = Key::new("k", algo).unwrap();
+            let tag = key.sign(CANON.as_bytes());
+            assert!(key.verify(CANON.as_bytes(), &tag.to_hex()), "{algo}");
+            for i in 0..algo.digest_len() {
+                let mut bytes = tag.as_bytes().to_vec();
+                bytes[i] ^= 0x01;
+                assert!(!constant_time_eq(tag.as_bytes(), &bytes), "{algo} byte {i}");
+                let other: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                assert!(!key.verify(CANON.as_bytes(), &other), "{algo} byte {i}");
+            }
+        }
+        assert!(constant_time_eq(b"0123456789", b"0123456789"));
+        assert!(!constant_time_eq(b"0123456789", b"0123456788"));
+        assert!(!constant_time_eq(b"01234567", b"012345678"));
     }
 
     #[test]
