@@ -1,5 +1,28 @@
-//! Hex digits to bytes: the one decoder behind signature checks and the
-//! replay cache's UUID packing.
+//! Hex digits to and from bytes: the one decoder behind signature checks
+//! and the replay cache's UUID packing, and the one lowercase encoder behind
+//! every `sig` written or checked.
+
+/// Each byte's two lowercase hex digits.
+const DIGIT_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xF]];
+        i += 1;
+    }
+    t
+};
+
+/// Writes the lowercase hex digits of `bytes` into `out[..2 × bytes.len()]`
+/// and returns that part (`out` must be long enough).
+pub(crate) fn encode_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a [u8] {
+    let out = &mut out[..bytes.len() * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&DIGIT_PAIRS[usize::from(b)]);
+    }
+    out
+}
 
 /// Decodes `digits` (two per byte, either case) into `out`; false when
 /// `digits` is not exactly `2 × out.len()` hex digits (`out` is then
@@ -49,6 +72,21 @@ mod tests {
             assert_eq!(got, want.map(|v| v << 4), "{c:#04x} high");
             let got = decode_into(&[b'f', c], &mut out).then_some(out[0]);
             assert_eq!(got, want.map(|v| 0xF0 | v), "{c:#04x} low");
+        }
+    }
+
+    #[test]
+    fn encodes_every_byte_and_decodes_back() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut text = [0u8; 512];
+        let hex = encode_into(&all, &mut text).to_vec();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want.as_bytes());
+        // decode_into takes at most 64 bytes' worth at a time.
+        for (digits, bytes) in hex.chunks(128).zip(all.chunks(64)) {
+            let mut back = [0u8; 64];
+            assert!(decode_into(digits, &mut back));
+            assert_eq!(back, bytes);
         }
     }
 

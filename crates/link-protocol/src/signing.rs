@@ -169,10 +169,21 @@ impl Key {
     /// The text must be exactly `2 × digest_len` hex digits (either case).
     pub fn verify(&self, msg: &[u8], sig_text: &str) -> bool {
         let len = self.algo.digest_len();
-        let Some(tag) = decode_hex_exact(sig_text, len) else {
+        let tag = self.sign(msg);
+        // The usual case first: the lowercase hex we would write. Equal
+        // texts are hex digits of the right length by construction.
+        let mut ours = [0u8; 128];
+        if constant_time_eq(
+            crate::hex::encode_into(tag.as_bytes(), &mut ours),
+            sig_text.as_bytes(),
+        ) {
+            return true;
+        }
+        // Upper or mixed case (or not a tag at all): compare the bytes.
+        let Some(theirs) = decode_hex_exact(sig_text, len) else {
             return false;
         };
-        constant_time_eq(self.sign(msg).as_bytes(), &tag[..len])
+        constant_time_eq(tag.as_bytes(), &theirs[..len])
     }
 }
 
@@ -247,15 +258,10 @@ impl Signature {
 
     /// Appends the lowercase hex form (what goes in `sig`) to `out`.
     pub fn write_hex(&self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 128];
-        let tag = self.as_bytes();
-        for (pair, &b) in buf.chunks_exact_mut(2).zip(tag) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xF)];
-        }
+        let hex = crate::hex::encode_into(self.as_bytes(), &mut buf);
         // Every byte written is an ASCII hex digit, so this never fails.
-        out.push_str(std::str::from_utf8(&buf[..tag.len() * 2]).unwrap_or_default());
+        out.push_str(std::str::from_utf8(hex).unwrap_or_default());
     }
 
     /// The lowercase hex form.
