@@ -422,6 +422,12 @@ pub(crate) struct Window {
     counters: Vec<Arc<AtomicU64>>,
     size: u64,
     idle: Duration,
+    /// The slowest count seen at the last scan: a lower bound of the
+    /// current one (counts only grow), so the producer rescans the
+    /// receivers' counters only when this bound no longer admits it,
+    /// instead of reading every receiver's counter (another core's cache
+    /// line) for every message.
+    floor: AtomicU64,
 }
 
 impl Window {
@@ -432,6 +438,7 @@ impl Window {
                 .collect(),
             size,
             idle,
+            floor: AtomicU64::new(0),
         }
     }
 
@@ -448,17 +455,25 @@ impl Window {
             .unwrap_or(0)
     }
 
-    /// Waits until message number `sent` (0-based) may go; false when the
-    /// slowest receiver made no progress for the idle timeout (the producer
-    /// should stop: something was lost).
+    /// Waits until message number `sent` (0-based) may go: fewer than
+    /// `size` messages in flight (once blocked, until a sixteenth of the
+    /// window is free). False when the slowest receiver made no progress
+    /// for the idle timeout (the producer should stop: something was lost).
     pub(crate) async fn admit(&self, sent: u64) -> bool {
         if self.size == 0 {
             return true;
         }
+        if sent.saturating_sub(self.floor.load(Ordering::Relaxed)) < self.size {
+            return true;
+        }
+        // Blocked: wait until a sixteenth of the window is free again, so
+        // that the next messages go without a scan each.
+        let refill = (self.size / 16).max(1);
         let (mut last, mut since, mut spins) = (u64::MAX, Instant::now(), 0u32);
         loop {
             let d = self.slowest();
-            if sent.saturating_sub(d) < self.size {
+            if sent.saturating_sub(d) + refill <= self.size {
+                self.floor.store(d, Ordering::Relaxed);
                 return true;
             }
             if d != last {
@@ -473,5 +488,34 @@ impl Window {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn the_window_holds_size_in_flight_and_refills_by_a_sixteenth() {
+        let w = Window::new(2, 32, Duration::from_secs(60));
+        let (a, b) = (w.counter(0), w.counter(1));
+        for sent in 0..32 {
+            assert_eq!(w.admit(sent).now_or_never(), Some(true), "{sent}");
+        }
+        assert_eq!(w.admit(32).now_or_never(), None, "32 in flight");
+        // One slot free is not enough once blocked: 32/16 = 2 are needed,
+        // from the slowest receiver.
+        a.store(5, Ordering::Relaxed);
+        b.store(1, Ordering::Relaxed);
+        assert_eq!(w.admit(32).now_or_never(), None);
+        b.store(2, Ordering::Relaxed);
+        assert_eq!(w.admit(32).now_or_never(), Some(true));
+        assert_eq!(w.admit(33).now_or_never(), Some(true));
+        assert_eq!(w.admit(34).now_or_never(), None, "32 in flight again");
+        // An unlimited window never blocks.
+        let open = Window::new(1, 0, Duration::from_secs(60));
+        assert_eq!(open.admit(1_000_000).now_or_never(), Some(true));
     }
 }
