@@ -138,15 +138,18 @@ impl Hub {
 /// Bytes tungstenite reads per call, and the size of each socket's read
 /// buffer (resident for every connection).
 const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 64 * 1024;
 
 pub(crate) fn websocket_config(config: &HubConfig) -> WebSocketConfig {
-    // Small per-socket buffers: tungstenite's 128 KiB read and write buffers
-    // dominate an idle connection's memory (the read buffer is zero-filled,
-    // so all of it is resident); frames are batched by the writer anyway
-    // (docs/perf.md).
+    // A small read buffer: tungstenite's 128 KiB one dominates an idle
+    // connection's memory (it is zero-filled, so all of it is resident).
+    // The write buffer grows only as frames are queued, so an idle socket
+    // does not pay for it; a busy one hands the kernel up to 64 KiB per
+    // write (one loopback segment), the writer flushing whatever is left
+    // when its queue runs dry (docs/perf.md).
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
         .max_write_buffer_size(
