@@ -2,6 +2,7 @@
 //! the bus (the reference's `LinkClient`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use link_protocol::codes::msg_type;
@@ -208,7 +209,10 @@ impl LinkClient {
             peer_count: core.peers.len(),
             pending_rpc_count: core.pending.len(),
             connected: core.connected,
-            last_verified_at: core.last_verified_at,
+            last_verified_at: match self.inner.last_verified_at.load(Ordering::Relaxed) {
+                0 => None,
+                at => Some(at),
+            },
             reconnect_attempt: core.reconnect_attempt,
             subscription_count: core.subs.len(),
             buffered_amount: self.inner.outbox.buffered(),

@@ -272,11 +272,8 @@ async fn pump(
                     inner.emit(|| LinkEvent::Connect { url, kind });
                 }
                 ClientEvent::Verified => {
-                    {
-                        let mut core = inner.core();
-                        core.verified = true;
-                        core.last_verified_at = Some(wall_ms());
-                    }
+                    inner.core().verified = true;
+                    inner.verified_at(wall_ms());
                     let kind = inner.kind().to_owned();
                     inner.emit(|| LinkEvent::Verified { kind });
                 }
@@ -306,7 +303,7 @@ async fn pump(
                     message,
                     at_ms,
                 } => {
-                    inner.core().last_verified_at = Some(at_ms);
+                    inner.verified_at(at_ms);
                     on_message(inner, envelope, message);
                 }
                 ClientEvent::ProtocolError(e) => {
@@ -399,7 +396,7 @@ fn on_ready(inner: &Inner, kind: &str, features: &[String]) {
         let mut core = inner.core();
         core.features = Some(features.to_vec());
         core.reconnect_attempt = 0;
-        core.last_verified_at = Some(wall_ms());
+        inner.verified_at(wall_ms());
         inner.set_phase(Phase::Ready {
             kind: kind.to_owned(),
             features: features.to_vec(),

@@ -187,7 +187,6 @@ pub(crate) struct Core {
     pub(crate) features: Option<Vec<String>>,
     pub(crate) connected: bool,
     pub(crate) verified: bool,
-    pub(crate) last_verified_at: Option<u64>,
     pub(crate) reconnect_attempt: u32,
     /// `stop()` was called (or the link stopped by itself).
     pub(crate) stopped: bool,
@@ -212,6 +211,9 @@ pub(crate) struct Inner {
     pub(crate) ids: Arc<IdGen>,
     pub(crate) cmd: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
     pub(crate) next_sink: AtomicU64,
+    /// Wall ms of the last verified frame (0: none yet), stamped for every
+    /// message without taking the `core` lock.
+    pub(crate) last_verified_at: AtomicU64,
 }
 
 impl Inner {
@@ -243,6 +245,7 @@ impl Inner {
             ids: Arc::new(IdGen::new(prefix)),
             cmd: Mutex::new(None),
             next_sink: AtomicU64::new(1),
+            last_verified_at: AtomicU64::new(0),
         }
     }
 
@@ -287,6 +290,11 @@ impl Inner {
 
     pub(crate) fn is_ready(&self) -> bool {
         matches!(*self.phase.borrow(), Phase::Ready { .. })
+    }
+
+    /// Records a verified frame at `wall_ms`.
+    pub(crate) fn verified_at(&self, wall_ms: u64) {
+        self.last_verified_at.store(wall_ms, Ordering::Relaxed);
     }
 
     pub(crate) fn next_sink_id(&self) -> u64 {
