@@ -2,7 +2,6 @@
 //! the bus (the reference's `LinkClient`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use link_protocol::codes::msg_type;
@@ -209,10 +208,7 @@ impl LinkClient {
             peer_count: core.peers.len(),
             pending_rpc_count: core.pending.len(),
             connected: core.connected,
-            last_verified_at: match self.inner.last_verified_at.load(Ordering::Relaxed) {
-                0 => None,
-                at => Some(at),
-            },
+            last_verified_at: self.inner.last_verified_at(),
             reconnect_attempt: core.reconnect_attempt,
             subscription_count: core.subs.len(),
             buffered_amount: self.inner.outbox.buffered(),

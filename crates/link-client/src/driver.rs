@@ -514,7 +514,14 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
                 inner.emit(|| LinkEvent::RpcCancel { id, from, rpc_type });
             }
         }
-        Msg::TopicMessage { topic: Some(topic) } => on_topic_message(inner, topic, from, env),
+        Msg::TopicMessage { topic: Some(topic) } => on_topic_message(
+            inner,
+            TopicMessage {
+                topic,
+                from,
+                envelope: env,
+            },
+        ),
         Msg::Direct { direct_type } => {
             let msg = DirectMessage {
                 from,
@@ -557,29 +564,16 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
 
 /// Calls the topic's handlers (outside the lock: a handler may use the
 /// client), then hands the message to its streams.
-fn on_topic_message(inner: &Inner, topic: String, from: String, envelope: Envelope) {
+fn on_topic_message(inner: &Inner, msg: TopicMessage) {
     let handlers = {
         let mut core = inner.core();
-        let Some(subs) = core.subs.get_mut(&topic) else {
+        let Some(subs) = core.subs.get_mut(&msg.topic) else {
             return;
         };
         if subs.handlers.is_empty() {
-            let msg = TopicMessage {
-                topic,
-                from,
-                envelope,
-            };
-            deliver(inner, &mut subs.sinks, msg, |m| {
-                format!("topic:{}", m.topic)
-            });
-            return;
+            return deliver(inner, &mut subs.sinks, msg, topic_stream);
         }
         subs.handlers.clone()
-    };
-    let msg = TopicMessage {
-        topic,
-        from,
-        envelope,
     };
     for (_, handler) in handlers.iter() {
         let call = std::panic::AssertUnwindSafe(|| handler(&msg));
@@ -591,10 +585,13 @@ fn on_topic_message(inner: &Inner, topic: String, from: String, envelope: Envelo
     if let Some(subs) = core.subs.get_mut(&msg.topic)
         && !subs.sinks.is_empty()
     {
-        deliver(inner, &mut subs.sinks, msg, |m| {
-            format!("topic:{}", m.topic)
-        });
+        deliver(inner, &mut subs.sinks, msg, topic_stream);
     }
+}
+
+/// The `SlowConsumer` name of a topic's stream.
+fn topic_stream(msg: &TopicMessage) -> String {
+    format!("topic:{}", msg.topic)
 }
 
 /// Hands a message to every live stream; a full stream loses the message

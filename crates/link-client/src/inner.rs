@@ -297,6 +297,11 @@ impl Inner {
         self.last_verified_at.store(wall_ms, Ordering::Relaxed);
     }
 
+    /// When the last verified frame arrived (wall ms), if one has.
+    pub(crate) fn last_verified_at(&self) -> Option<u64> {
+        Some(self.last_verified_at.load(Ordering::Relaxed)).filter(|&at| at != 0)
+    }
+
     pub(crate) fn next_sink_id(&self) -> u64 {
         self.next_sink.fetch_add(1, Ordering::Relaxed)
     }

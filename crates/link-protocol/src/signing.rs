@@ -148,14 +148,7 @@ impl Key {
     /// Signs `msg` and returns the tag.
     pub fn sign(&self, msg: &[u8]) -> Signature {
         match &self.key {
-            MacKey::Sha256(k) => {
-                let mut bytes = [0u8; 64];
-                bytes[..hmac_sha256::DIGEST].copy_from_slice(&k.mac(msg));
-                Signature {
-                    algo: self.algo,
-                    bytes,
-                }
-            }
+            MacKey::Sha256(k) => Signature::from_tag(self.algo, &k.mac(msg)),
             MacKey::Ring(_) => {
                 let mut ctx = self.context();
                 ctx.update(msg);
@@ -220,17 +213,9 @@ impl SigningContext {
 
     /// Completes the MAC.
     pub fn finish(self) -> Signature {
-        let mut bytes = [0u8; 64];
         match self.ctx {
-            MacContext::Sha256(c) => bytes[..hmac_sha256::DIGEST].copy_from_slice(&c.finish()),
-            MacContext::Ring(c) => {
-                let tag = c.sign();
-                bytes[..tag.as_ref().len()].copy_from_slice(tag.as_ref());
-            }
-        }
-        Signature {
-            algo: self.algo,
-            bytes,
+            MacContext::Sha256(c) => Signature::from_tag(self.algo, &c.finish()),
+            MacContext::Ring(c) => Signature::from_tag(self.algo, c.sign().as_ref()),
         }
     }
 }
@@ -251,6 +236,13 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// A tag of `algo`'s digest length.
+    fn from_tag(algo: HashAlgo, tag: &[u8]) -> Self {
+        let mut bytes = [0u8; 64];
+        bytes[..tag.len()].copy_from_slice(tag);
+        Self { algo, bytes }
+    }
+
     /// The raw tag bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.algo.digest_len()]
