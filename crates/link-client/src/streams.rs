@@ -16,13 +16,25 @@ use tokio::sync::mpsc;
 use crate::client::KeepAlive;
 use crate::inner::{DirectMessage, Inner, TopicMessage};
 
-/// Messages of one topic. Dropping the last subscription of a topic sends
-/// `topic.unsubscribe`.
-pub struct Subscription {
+/// A stream's or handler's place in a topic: leaving it (on drop) removes
+/// it, and the topic's last one sends `topic.unsubscribe`.
+struct TopicMembership {
     inner: Arc<Inner>,
     _keep_alive: Arc<KeepAlive>,
     topic: String,
     id: u64,
+}
+
+impl Drop for TopicMembership {
+    fn drop(&mut self) {
+        leave_topic(&self.inner, &self.topic, self.id);
+    }
+}
+
+/// Messages of one topic. Dropping the last subscription of a topic sends
+/// `topic.unsubscribe`.
+pub struct Subscription {
+    member: TopicMembership,
     rx: mpsc::Receiver<TopicMessage>,
 }
 
@@ -35,17 +47,19 @@ impl Subscription {
         rx: mpsc::Receiver<TopicMessage>,
     ) -> Self {
         Self {
-            inner,
-            _keep_alive: keep_alive,
-            topic,
-            id,
+            member: TopicMembership {
+                inner,
+                _keep_alive: keep_alive,
+                topic,
+                id,
+            },
             rx,
         }
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.member.topic
     }
 
     /// The next message (`None` once the subscription can no longer receive).
@@ -57,7 +71,7 @@ impl Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("topic", &self.topic)
+            .field("topic", &self.topic())
             .finish()
     }
 }
@@ -70,12 +84,6 @@ impl Stream for Subscription {
     }
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        leave_topic(&self.inner, &self.topic, self.id);
-    }
-}
-
 /// A handler registered with
 /// [`LinkClient::subscribe_with`](crate::LinkClient::subscribe_with).
 /// Dropping it (or calling [`unsubscribe`](Self::unsubscribe)) removes the
@@ -83,10 +91,7 @@ impl Drop for Subscription {
 /// `topic.unsubscribe`.
 #[must_use = "dropping a TopicHandler removes the handler"]
 pub struct TopicHandler {
-    inner: Arc<Inner>,
-    _keep_alive: Arc<KeepAlive>,
-    topic: String,
-    id: u64,
+    member: TopicMembership,
 }
 
 impl TopicHandler {
@@ -97,16 +102,18 @@ impl TopicHandler {
         id: u64,
     ) -> Self {
         Self {
-            inner,
-            _keep_alive: keep_alive,
-            topic,
-            id,
+            member: TopicMembership {
+                inner,
+                _keep_alive: keep_alive,
+                topic,
+                id,
+            },
         }
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.member.topic
     }
 
     /// Removes the handler (the same as dropping it). A call the driver is
@@ -117,14 +124,8 @@ impl TopicHandler {
 impl std::fmt::Debug for TopicHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TopicHandler")
-            .field("topic", &self.topic)
+            .field("topic", &self.topic())
             .finish()
-    }
-}
-
-impl Drop for TopicHandler {
-    fn drop(&mut self) {
-        leave_topic(&self.inner, &self.topic, self.id);
     }
 }
 

@@ -86,6 +86,15 @@ async fn ready(builder: ClientConfigBuilder) -> LinkClient {
     c
 }
 
+/// The hub's `link.topic.list` answer for `topic`, asked by `client` (a
+/// server RPC from a client is handled after everything it sent before).
+async fn topic_list(client: &LinkClient, topic: &str) -> Value {
+    client
+        .rpc("server", "link.topic.list", Some(json!({ "topic": topic })))
+        .await
+        .unwrap()
+}
+
 async fn hub_event(
     rx: &mut tokio::sync::broadcast::Receiver<Arc<HubEvent>>,
     pred: impl Fn(&HubEvent) -> bool,
@@ -335,10 +344,7 @@ async fn subscriptions_share_one_hub_subscription() {
     let mut s1 = beta.subscribe("news").unwrap();
     let mut s2 = beta.subscribe("news").unwrap();
     // A server RPC from the same client is processed after the subscribe.
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(list, json!({"topic": "news", "subscribers": ["beta"]}));
 
     alpha.publish("news", json!({"h": 1})).unwrap();
@@ -354,20 +360,14 @@ async fn subscriptions_share_one_hub_subscription() {
     assert_eq!(m1, m2);
 
     drop(s1);
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(
         list["subscribers"],
         json!(["beta"]),
         "still one subscription left"
     );
     drop(s2);
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(list["subscribers"], json!([]), "last drop unsubscribes");
 }
 
@@ -400,10 +400,7 @@ async fn topic_handlers_run_in_order_share_the_subscription_and_outlive_a_panic(
         .unwrap();
     let mut stream = beta.subscribe("news").unwrap();
     assert_eq!(first.topic(), "news");
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(list, json!({"topic": "news", "subscribers": ["beta"]}));
 
     for p in [json!(1), json!("boom"), json!(2)] {
@@ -443,16 +440,10 @@ async fn topic_handlers_run_in_order_share_the_subscription_and_outlive_a_panic(
     // Handlers and streams leave one by one; the last one unsubscribes.
     drop((boom, second));
     first.unsubscribe();
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(list["subscribers"], json!(["beta"]), "the stream is left");
     drop(stream);
-    let list = beta
-        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
-        .await
-        .unwrap();
+    let list = topic_list(&beta, "news").await;
     assert_eq!(list["subscribers"], json!([]), "last one out unsubscribes");
     assert!(matches!(
         beta.subscribe_with("bad topic!", |_| {}),
