@@ -206,12 +206,6 @@ impl Acl {
         self.can_send = Some(hook(f));
         self
     }
-
-    /// True when at least one of publish/subscribe/send is gated (they share
-    /// the per-socket ordered lane).
-    pub(crate) fn has_laned_hooks(&self) -> bool {
-        self.can_publish.is_some() || self.can_subscribe.is_some() || self.can_send.is_some()
-    }
 }
 
 /// Runs a hook, turning a panic into a denial (fail closed).

@@ -16,32 +16,18 @@ use std::sync::Arc;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::messages::Message as Msg;
-use link_protocol::{Envelope, Key, RpcResponse, SERVER, validate};
+use link_protocol::{Envelope, Key};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::acl::{self, AclOp, PublishContext, RpcContext, SendContext, SubscribeContext, Verdict};
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
-use crate::outbox::{Control, OutItem, Outbox};
-use crate::router::RouterMsg;
-use crate::shared::{ConnId, Shared, now, tokio_instant, wall_ms};
-
-/// Instructions from the router to a socket.
-#[derive(Debug)]
-pub(crate) enum ConnCtl {
-    /// Pending-cap eviction.
-    Evict,
-    /// Another socket took this kind.
-    Displace,
-    /// Close with a code (shutdown).
-    Close { code: Option<u16>, reason: String },
-    /// Drop the socket now.
-    Terminate,
-}
+use crate::mailbox::RouterMsg;
+use crate::outbox::{Control, Outbox};
+use crate::routing::{ConnCtl, ConnId};
+use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 const BATCH: usize = 256;
 
@@ -78,7 +64,6 @@ where
         hc: HubConn::new(now().instant, shared.conn_config),
         outbox: outbox.clone(),
         kind: None,
-        lane: None,
         key_lookup: None,
         close: (Some(1006), String::new()),
     };
@@ -106,7 +91,6 @@ where
     }
     reader.hc.handle_closed();
     outbox.close();
-    drop(reader.lane.take());
     // Let a queued close frame go out; the writer stops on its own once the
     // outbox is closed and empty.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(100), writer).await;
@@ -136,7 +120,6 @@ struct Reader {
     hc: HubConn,
     outbox: Arc<Outbox>,
     kind: Option<Arc<str>>,
-    lane: Option<mpsc::UnboundedSender<Envelope>>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
     /// Close code and reason to report when the socket goes.
@@ -235,14 +218,6 @@ impl Reader {
                     self.outbox.set_key(key);
                     let kind: Arc<str> = hello.kind.as_str().into();
                     self.kind = Some(kind.clone());
-                    if self.shared.config.acl.has_laned_hooks() {
-                        self.lane = Some(spawn_lane(
-                            self.shared.clone(),
-                            self.conn,
-                            kind.clone(),
-                            self.outbox.clone(),
-                        ));
-                    }
                     let _ = self
                         .shared
                         .router
@@ -278,8 +253,8 @@ impl Reader {
         }
     }
 
-    /// Sends a verified message on: through the ACL lane or an RPC verdict
-    /// when hooks are set, straight to the router otherwise.
+    /// Sends a verified message to the router (which holds it for an ACL
+    /// verdict when a hook applies).
     async fn dispatch(&mut self, env: Envelope) {
         let Some(kind) = self.kind.clone() else {
             return;
@@ -287,33 +262,6 @@ impl Reader {
         if self.shared.firehose_listening() {
             let (from, envelope) = (kind.to_string(), env.clone());
             self.shared.emit(|| HubEvent::Message { from, envelope });
-        }
-        let t = env.msg_type();
-        let laned = matches!(
-            t,
-            Some(
-                link_protocol::msg_type::TOPIC_MESSAGE
-                    | link_protocol::msg_type::TOPIC_SUBSCRIBE
-                    | link_protocol::msg_type::DIRECT
-            )
-        );
-        if let (true, Some(lane)) = (laned, &self.lane) {
-            let _ = lane.send(env);
-            return;
-        }
-        if t == Some(link_protocol::msg_type::RPC_REQUEST)
-            && self.shared.config.acl.can_rpc.is_some()
-        {
-            let (shared, conn, outbox) = (self.shared.clone(), self.conn, self.outbox.clone());
-            tokio::spawn(async move {
-                if rpc_allowed(&shared, &kind, &env, &outbox).await {
-                    let _ = shared
-                        .router
-                        .send(RouterMsg::Inbound { conn, kind, env })
-                        .await;
-                }
-            });
-            return;
         }
         let _ = self
             .shared
@@ -341,185 +289,6 @@ async fn resolve_key(
         Err(_) => {
             tracing::warn!(kind, "key resolver panicked; treating the kind as unknown");
             None
-        }
-    }
-}
-
-/// Runs `can_rpc`; on denial answers the caller and emits `acl-denied`.
-async fn rpc_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope, outbox: &Outbox) -> bool {
-    let Some(hook) = &shared.config.acl.can_rpc else {
-        return true;
-    };
-    let (rpc_type, rpc_data) = match Msg::parse(env) {
-        Msg::RpcRequest { rpc_type, rpc_data } => (rpc_type, rpc_data),
-        _ => (String::new(), None),
-    };
-    let to = env.to().map(|t| t.into_owned());
-    let ctx = RpcContext {
-        from: kind.to_string(),
-        to: to.clone(),
-        rpc_type: rpc_type.clone(),
-        rpc_data,
-    };
-    match acl::judge(hook, ctx, AclOp::Rpc).await {
-        Verdict::Allow => true,
-        Verdict::Deny { code, error } => {
-            let code = code.unwrap_or_else(|| AclOp::Rpc.default_code().to_owned());
-            let error =
-                error.unwrap_or_else(|| link_protocol::codes::rpc_error_text::FORBIDDEN.to_owned());
-            let resp = RpcResponse::Err {
-                error: error.clone(),
-                code: code.clone(),
-                data: None,
-            };
-            push_response(shared, outbox, kind, env.id(), &resp);
-            let from = kind.to_string();
-            shared.emit(|| HubEvent::AclDenied {
-                op: AclOp::Rpc,
-                from,
-                code,
-                error,
-                to,
-                rpc_type: Some(rpc_type),
-                topic: None,
-                msg_type: None,
-            });
-            false
-        }
-    }
-}
-
-/// Queues a hub-made `rpc.response` to `kind`.
-pub(crate) fn push_response(
-    _shared: &Shared,
-    outbox: &Outbox,
-    kind: &Arc<str>,
-    id: &str,
-    resp: &RpcResponse,
-) {
-    let data = link_protocol::CanonicalData::new(&resp.to_value());
-    let item = OutItem::new(
-        Some(id.into()),
-        link_protocol::msg_type::RPC_RESPONSE,
-        SERVER.into(),
-        kind.clone(),
-        Some(Arc::new(data)),
-    );
-    let _ = outbox.push(item);
-}
-
-/// The per-socket ordered lane for publish/subscribe/send verdicts.
-fn spawn_lane(
-    shared: Arc<Shared>,
-    conn: ConnId,
-    kind: Arc<str>,
-    _outbox: Arc<Outbox>,
-) -> mpsc::UnboundedSender<Envelope> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-    tokio::spawn(async move {
-        while let Some(env) = rx.recv().await {
-            if laned_allowed(&shared, &kind, &env).await {
-                let _ = shared
-                    .router
-                    .send(RouterMsg::Inbound {
-                        conn,
-                        kind: kind.clone(),
-                        env,
-                    })
-                    .await;
-            }
-        }
-    });
-    tx
-}
-
-/// Validates and judges one laned message; denials emit `acl-denied` and
-/// are silent on the wire.
-async fn laned_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope) -> bool {
-    let acl = &shared.config.acl;
-    let from = kind.to_string();
-    let (op, verdict, to, topic, msg_type) = match Msg::parse(env) {
-        Msg::TopicMessage { topic } => {
-            let Some(hook) = &acl.can_publish else {
-                return true;
-            };
-            let Some(topic) = topic.filter(|t| validate::is_valid_topic(t)) else {
-                return true;
-            };
-            let ctx = PublishContext {
-                from: from.clone(),
-                topic: topic.clone(),
-                payload: link_protocol::messages::topic_payload(env).cloned(),
-            };
-            (
-                AclOp::Publish,
-                acl::judge(hook, ctx, AclOp::Publish).await,
-                None,
-                Some(topic),
-                None,
-            )
-        }
-        Msg::Subscribe { topic } => {
-            let Some(hook) = &acl.can_subscribe else {
-                return true;
-            };
-            let Some(topic) = topic.filter(|t| validate::is_valid_topic(t)) else {
-                return true;
-            };
-            let ctx = SubscribeContext {
-                from: from.clone(),
-                topic: topic.clone(),
-            };
-            (
-                AclOp::Subscribe,
-                acl::judge(hook, ctx, AclOp::Subscribe).await,
-                None,
-                Some(topic),
-                None,
-            )
-        }
-        Msg::Direct { direct_type } => {
-            let Some(hook) = &acl.can_send else {
-                return true;
-            };
-            let Some(to) = env.to().map(|t| t.into_owned()) else {
-                return true;
-            };
-            let ctx = SendContext {
-                from: from.clone(),
-                to: to.clone(),
-                msg_type: direct_type.clone(),
-                data: link_protocol::messages::direct_data(env).cloned(),
-            };
-            (
-                AclOp::Send,
-                acl::judge(hook, ctx, AclOp::Send).await,
-                Some(to),
-                None,
-                Some(direct_type),
-            )
-        }
-        // Invalid payloads go on to the router, which drops them with the
-        // reference's reasons.
-        _ => return true,
-    };
-    match verdict {
-        Verdict::Allow => true,
-        Verdict::Deny { code, error } => {
-            let code = code.unwrap_or_else(|| op.default_code().to_owned());
-            let error =
-                error.unwrap_or_else(|| link_protocol::codes::rpc_error_text::FORBIDDEN.to_owned());
-            shared.emit(|| HubEvent::AclDenied {
-                op,
-                from,
-                code,
-                error,
-                to,
-                rpc_type: None,
-                topic,
-                msg_type,
-            });
-            false
         }
     }
 }

@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::HubConfig;
 use crate::events::{HubEvent, HubHealth, HubState};
-use crate::router::{Router, RouterMsg};
+use crate::mailbox::RouterMsg;
+use crate::router::Router;
 use crate::shared::Shared;
 
 /// Capacity of the event channel; a listener further behind misses events.

@@ -12,10 +12,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::HubConfig;
 use crate::events::HubEvent;
-use crate::router::RouterMsg;
-
-/// Identifies one attached socket for the life of the hub.
-pub(crate) type ConnId = u64;
+use crate::mailbox::RouterMsg;
+use crate::routing::ConnId;
 
 const REPLAY_SHARDS: usize = 16;
 

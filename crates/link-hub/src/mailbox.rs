@@ -1,0 +1,63 @@
+//! The router's mailbox: what sockets, tasks and the [`Hub`](crate::Hub)
+//! handle send to the router task. A leaf module, so the sockets
+//! (`connection.rs`), the shared state and the router import it without
+//! importing each other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use link_protocol::{Envelope, Hello};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::acl::Verdict;
+use crate::events::{HubHealth, HubState};
+use crate::outbox::Outbox;
+use crate::routing::{ConnCtl, ConnId, Ticket};
+use crate::server_rpc::ServerRpcResult;
+
+/// Messages to the router.
+pub(crate) enum RouterMsg {
+    /// A socket was accepted (pending until `Register`).
+    Attach {
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+        ctl: mpsc::UnboundedSender<ConnCtl>,
+        remote: Option<SocketAddr>,
+    },
+    /// The socket's hello verified.
+    Register { conn: ConnId, hello: Hello },
+    /// A verified message.
+    Inbound {
+        conn: ConnId,
+        kind: Arc<str>,
+        env: Envelope,
+    },
+    /// An ACL hook answered.
+    Verdict { ticket: Ticket, verdict: Verdict },
+    /// A server RPC handler finished.
+    ServerRpcDone {
+        ticket: Ticket,
+        result: ServerRpcResult,
+    },
+    /// The socket is gone.
+    Closed {
+        conn: ConnId,
+        code: Option<u16>,
+        reason: String,
+    },
+    /// `health()`.
+    Health(oneshot::Sender<HubHealth>),
+    /// `state()`.
+    State(oneshot::Sender<HubState>),
+    /// Close every socket with this code (server shutdown).
+    CloseAll {
+        code: Option<u16>,
+        reason: String,
+        done: oneshot::Sender<usize>,
+    },
+    /// Terminate every socket still attached.
+    TerminateAll(oneshot::Sender<()>),
+    /// `stop()`: pending sockets get 1001 `hub stopped`, others a close
+    /// without code; all state is cleared.
+    Stop(oneshot::Sender<()>),
+}

@@ -1,0 +1,477 @@
+//! The routing table, without I/O: who is connected (one socket per kind),
+//! which topics they hold, their last statuses, the server RPCs and ACL
+//! checks in flight, the membership version, and every decision about where
+//! a verified message goes (docs/protocol.md §5–§9, §14).
+//!
+//! It is a plain state machine in the quinn-proto shape. Inputs are
+//! `handle_*` calls with the time passed in; outputs are polled:
+//!
+//! ```text
+//!  handle_attach / handle_register / handle_closed     membership
+//!  handle_inbound(now, conn, kind, envelope)            a verified frame
+//!  handle_verdict(now, ticket, verdict)                 an ACL hook answered
+//!  handle_server_rpc_done(now, ticket, result)          a server RPC handler returned
+//!  handle_input_done(more_waiting)                      coalesced peers.update
+//!  close_all / terminate_all / stop                     operator control
+//!        │
+//!        ├─► Route::push(OutItem)   deliveries (today a local outbox; a
+//!        │                          remote hub is the next variant)
+//!        ├─► poll_control()         close / evict / displace a socket
+//!        ├─► poll_task()            a server-RPC handler or ACL hook to run
+//!        └─► poll_event()           hub events, built only while someone listens
+//! ```
+//!
+//! It never reads a clock, opens a socket or spawns a task: the tokio
+//! driver in `router.rs` feeds it and carries its outputs out, and its
+//! tests (`tests.rs`) are transcripts that run in microseconds. Signing
+//! happens later, on each recipient socket's writer.
+
+mod membership;
+mod relay;
+mod server;
+mod verdicts;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use link_protocol::conn::Now;
+use link_protocol::{CanonicalData, Hello, ProtocolError, SERVER, StatusEntry};
+
+use crate::events::HubEvent;
+use crate::outbox::{OutItem, Outbox, Push};
+
+pub(crate) use server::ServerRpcCall;
+pub(crate) use verdicts::{AclHooks, AclQuery};
+
+/// Reads a size kept outside the table.
+pub(crate) type RecentIds = Box<dyn Fn() -> usize + Send>;
+
+/// Identifies one attached socket for the life of the hub.
+pub(crate) type ConnId = u64;
+
+/// Names one outstanding task (an ACL check or a server-RPC handler) so its
+/// answer finds its way back.
+pub(crate) type Ticket = u64;
+
+/// Where a peer's deliveries go.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    /// A socket on this hub: its outbox, drained and signed by its writer.
+    Local(Arc<Outbox>),
+}
+
+impl Route {
+    /// Queues one message.
+    pub(crate) fn push(&self, item: OutItem) -> Push {
+        match self {
+            Self::Local(outbox) => outbox.push(item),
+        }
+    }
+
+    /// Removes `from`'s queued request `id`; true if it was still queued.
+    fn cancel_request(&self, id: &str, from: &str) -> bool {
+        match self {
+            Self::Local(outbox) => outbox.cancel_request(id, from),
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Self::Local(outbox) => outbox.queued_bytes(),
+        }
+    }
+
+    fn max_bytes(&self) -> usize {
+        match self {
+            Self::Local(outbox) => outbox.max_bytes(),
+        }
+    }
+}
+
+/// Instructions from the routing table to a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ConnCtl {
+    /// Pending-cap eviction.
+    Evict,
+    /// Another socket took this kind.
+    Displace,
+    /// Close with a code (shutdown).
+    Close { code: Option<u16>, reason: String },
+    /// Drop the socket now.
+    Terminate,
+}
+
+/// What the routing table needs of the hub's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct RoutingConfig {
+    /// Sockets allowed to wait for their hello at once.
+    pub(crate) max_pending_sockets: usize,
+    /// Reported in `peer-timeout` events.
+    pub(crate) hello_timeout: Option<Duration>,
+    /// Send `peers.update` on every membership change.
+    pub(crate) broadcast_peers: bool,
+    /// Server RPCs allowed to run at once (0: no cap).
+    pub(crate) max_concurrent_rpc: usize,
+    /// Pass every handler error's text to the caller.
+    pub(crate) expose_rpc_errors: bool,
+    /// Reported in `backpressure` events.
+    pub(crate) max_buffered_bytes: usize,
+    /// Server RPC types with a user handler (they shadow the built-ins).
+    pub(crate) user_rpcs: HashSet<String>,
+    /// Which ACL hooks are set.
+    pub(crate) acl: AclHooks,
+}
+
+impl RoutingConfig {
+    /// The routing part of a hub configuration.
+    pub(crate) fn from_hub(config: &crate::config::HubConfig) -> Self {
+        Self {
+            max_pending_sockets: config.max_pending_sockets,
+            hello_timeout: config.hello_timeout,
+            broadcast_peers: config.peer_updates == crate::config::PeerUpdates::Broadcast,
+            max_concurrent_rpc: config.max_concurrent_rpc,
+            expose_rpc_errors: config.expose_rpc_errors,
+            max_buffered_bytes: config.max_buffered_bytes,
+            user_rpcs: config.handlers.keys().cloned().collect(),
+            acl: AclHooks::of(&config.acl),
+        }
+    }
+}
+
+/// Something the driver must run off the routing table's thread.
+#[derive(Debug)]
+pub(crate) enum Task {
+    /// Run a user server-RPC handler, then call
+    /// [`Routing::handle_server_rpc_done`] with the ticket.
+    ServerRpc(ServerRpcCall),
+    /// Ask an ACL hook, then call [`Routing::handle_verdict`] with the ticket.
+    Judge { ticket: Ticket, query: AclQuery },
+}
+
+/// One attached socket.
+struct ConnEntry {
+    route: Route,
+    remote: Option<SocketAddr>,
+    /// Set when its hello verified.
+    kind: Option<Arc<str>>,
+}
+
+/// One registered peer (the socket that holds its kind).
+struct Peer {
+    conn: ConnId,
+    kind: Arc<str>,
+    hello: Hello,
+    connected_at: u64,
+    route: Route,
+    /// The membership version this peer last got a `peers.update` for.
+    peers_seen: u64,
+}
+
+/// A topic's subscribers, in subscription order.
+#[derive(Default)]
+struct Subscribers {
+    order: Vec<Arc<str>>,
+    set: HashSet<Arc<str>>,
+}
+
+impl Subscribers {
+    fn insert(&mut self, kind: &Arc<str>) -> bool {
+        if self.set.insert(kind.clone()) {
+            self.order.push(kind.clone());
+            true
+        } else {
+            false
+        }
+    }
+
+    fn remove(&mut self, kind: &str) -> bool {
+        if self.set.remove(kind) {
+            self.order.retain(|k| &**k != kind);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The hub's routing table. Call order per input: one `handle_*`, then
+/// drain `poll_control`, `poll_task` and `poll_event`; after each input,
+/// `handle_input_done` says whether more are waiting.
+pub(crate) struct Routing {
+    config: RoutingConfig,
+    conns: HashMap<ConnId, ConnEntry>,
+    /// Sockets waiting for their hello, oldest first.
+    pending: VecDeque<ConnId>,
+    /// Registration order (a re-registered kind keeps its slot).
+    order: Vec<Arc<str>>,
+    peers: HashMap<Arc<str>, Peer>,
+    statuses: HashMap<Arc<str>, StatusEntry>,
+    topics: BTreeMap<String, Subscribers>,
+    subscriptions: HashMap<Arc<str>, HashSet<String>>,
+    /// User server RPCs running, by ticket.
+    server_calls: HashMap<Ticket, server::Running>,
+    /// Built-in server RPCs count themselves while they run (inline).
+    builtin_running: usize,
+    /// ACL checks in flight and the per-socket ordered lanes.
+    verdicts: verdicts::Verdicts,
+    next_ticket: Ticket,
+    server: Arc<str>,
+    presence: membership::Presence,
+    /// `stop()` ran: sockets attached from now on are closed at once.
+    stopped: bool,
+    /// Someone listens to events: build them.
+    listening: bool,
+    /// Reads the replay guard's size (held outside the table) for health.
+    recent_ids: RecentIds,
+    controls: VecDeque<(ConnId, ConnCtl)>,
+    tasks: VecDeque<Task>,
+    events: VecDeque<HubEvent>,
+}
+
+impl Routing {
+    /// An empty table.
+    pub(crate) fn new(config: RoutingConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            pending: VecDeque::new(),
+            order: Vec::new(),
+            peers: HashMap::new(),
+            statuses: HashMap::new(),
+            topics: BTreeMap::new(),
+            subscriptions: HashMap::new(),
+            server_calls: HashMap::new(),
+            builtin_running: 0,
+            verdicts: verdicts::Verdicts::default(),
+            next_ticket: 1,
+            server: SERVER.into(),
+            presence: membership::Presence::default(),
+            stopped: false,
+            listening: false,
+            recent_ids: Box::new(|| 0),
+            controls: VecDeque::new(),
+            tasks: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Where `health()` reads the replay guard's size from (it lives
+    /// outside the table, shared by the sockets' readers).
+    pub(crate) fn with_recent_ids(mut self, probe: RecentIds) -> Self {
+        self.recent_ids = probe;
+        self
+    }
+
+    // ----- getters ---------------------------------------------------------
+
+    /// Counters for `health()` and `link.health`.
+    pub(crate) fn health(&self) -> crate::events::HubHealth {
+        let mut h = crate::events::HubHealth {
+            recent_ids_size: (self.recent_ids)(),
+            server_rpc_in_flight: self.server_rpc_in_flight(),
+            peer_count: self.peers.len(),
+            status_count: self.statuses.len(),
+            topic_count: self.topics.len(),
+            total_subscribers: self.topics.values().map(|s| s.order.len()).sum(),
+            pending_socket_count: self.pending.len(),
+            ..Default::default()
+        };
+        for c in self.conns.values() {
+            let b = c.route.queued_bytes();
+            h.outbox_bytes += b;
+            h.queued_sockets += usize::from(b > 0);
+        }
+        h
+    }
+
+    /// `state()`: peers in registration order, statuses by kind.
+    pub(crate) fn state(&self) -> crate::events::HubState {
+        let mut last_status: Vec<(String, StatusEntry)> = self
+            .statuses
+            .iter()
+            .map(|(k, e)| (k.to_string(), e.clone()))
+            .collect();
+        last_status.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::events::HubState {
+            peers: self.peer_infos(),
+            last_status,
+        }
+    }
+
+    fn server_rpc_in_flight(&self) -> usize {
+        self.server_calls.len() + self.builtin_running
+    }
+
+    // ----- inputs ------------------------------------------------------------
+
+    /// Whether events are wanted; while false none are built.
+    pub(crate) fn set_listening(&mut self, listening: bool) {
+        self.listening = listening;
+    }
+
+    /// Close every socket with this code (server shutdown); returns how
+    /// many were told.
+    pub(crate) fn close_all(&mut self, code: Option<u16>, reason: &str) -> usize {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for conn in &ids {
+            self.controls.push_back((
+                *conn,
+                ConnCtl::Close {
+                    code,
+                    reason: reason.to_owned(),
+                },
+            ));
+        }
+        ids.len()
+    }
+
+    /// Drop every socket now.
+    pub(crate) fn terminate_all(&mut self) {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        self.controls
+            .extend(ids.into_iter().map(|c| (c, ConnCtl::Terminate)));
+    }
+
+    /// `stop()`: pending sockets get 1001 `hub stopped`, registered ones a
+    /// close without code; all routing state is cleared and sockets
+    /// attached later are closed at once.
+    pub(crate) fn stop(&mut self) {
+        let mut ids: Vec<(ConnId, bool)> = self
+            .conns
+            .iter()
+            .map(|(c, e)| (*c, e.kind.is_some()))
+            .collect();
+        ids.sort_unstable();
+        for (conn, registered) in ids {
+            let ctl = if registered {
+                ConnCtl::Close {
+                    code: None,
+                    reason: String::new(),
+                }
+            } else {
+                hub_stopped()
+            };
+            self.controls.push_back((conn, ctl));
+        }
+        self.pending.clear();
+        self.order.clear();
+        self.peers.clear();
+        self.statuses.clear();
+        self.topics.clear();
+        self.subscriptions.clear();
+        self.verdicts = verdicts::Verdicts::default();
+        self.stopped = true;
+    }
+
+    // ----- outputs -----------------------------------------------------------
+
+    /// The next instruction for a socket.
+    pub(crate) fn poll_control(&mut self) -> Option<(ConnId, ConnCtl)> {
+        self.controls.pop_front()
+    }
+
+    /// The next handler or hook to run.
+    pub(crate) fn poll_task(&mut self) -> Option<Task> {
+        self.tasks.pop_front()
+    }
+
+    /// The next hub event.
+    pub(crate) fn poll_event(&mut self) -> Option<HubEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- helpers -----------------------------------------------------------
+
+    fn ticket(&mut self) -> Ticket {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// Queues an event built only if someone listens.
+    fn emit(&mut self, build: impl FnOnce() -> HubEvent) {
+        if self.listening {
+            self.events.push_back(build());
+        }
+    }
+
+    fn protocol_error(&mut self, error: ProtocolError) {
+        tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
+        self.emit(|| HubEvent::ProtocolError {
+            error,
+            remote_addr: None,
+        });
+    }
+
+    /// Pushes into a recipient's route and reports backpressure/overflow.
+    fn push_item(&mut self, route: &Route, recipient: &Arc<str>, item: OutItem) -> Push {
+        let (t, to) = (item.msg_type, item.to.clone());
+        let result = route.push(item);
+        match result {
+            Push::Queued {
+                backpressure: Some(bp),
+            } => {
+                let max_buffered_bytes = self.config.max_buffered_bytes;
+                let kind = recipient.to_string();
+                self.emit(|| HubEvent::Backpressure {
+                    kind,
+                    msg_type: t.to_owned(),
+                    to: to.to_string(),
+                    buffered_amount: bp.buffered_amount,
+                    max_buffered_bytes,
+                    outbox_size: bp.outbox_size,
+                });
+            }
+            Push::Overflow { outbox_bytes } => {
+                tracing::debug!(kind = %recipient, msg_type = t, "outbox overflow");
+                let max_outbox_bytes = route.max_bytes();
+                let kind = recipient.to_string();
+                self.emit(|| HubEvent::OutboxOverflow {
+                    kind,
+                    msg_type: t.to_owned(),
+                    to: to.to_string(),
+                    outbox_bytes,
+                    max_outbox_bytes,
+                });
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Queues a hub-made message (`from` is the hub).
+    fn push_from_hub(
+        &mut self,
+        route: &Route,
+        id: Option<Arc<str>>,
+        msg_type: &'static str,
+        to: &Arc<str>,
+        data: Arc<CanonicalData>,
+    ) -> Push {
+        let item = OutItem::new(id, msg_type, self.server.clone(), to.clone(), Some(data));
+        self.push_item(route, to, item)
+    }
+
+    /// True when `conn` is the socket that holds `kind` now (frames from a
+    /// replaced socket are dropped: docs/protocol.md §4.1 step 12).
+    fn is_current(&self, conn: ConnId, kind: &str) -> bool {
+        self.peers.get(kind).map(|p| p.conn) == Some(conn)
+    }
+}
+
+/// 1001 `hub stopped`.
+fn hub_stopped() -> ConnCtl {
+    ConnCtl::Close {
+        code: Some(link_protocol::close::GOING_AWAY),
+        reason: link_protocol::close::REASON_HUB_STOPPED.to_owned(),
+    }
+}
+
+/// Milliseconds between two instants of the caller's clock.
+fn elapsed_ms(since: Instant, now: Now) -> f64 {
+    now.instant.saturating_duration_since(since).as_secs_f64() * 1000.0
+}

@@ -1,0 +1,357 @@
+//! Where a verified message goes: statuses to every other peer, RPCs and
+//! their answers and cancels to their target, topic messages to the
+//! topic's subscribers in subscription order, direct messages to their
+//! target (docs/protocol.md §5.2, §6.1, §8, §9). Relayed `data` is shared,
+//! not copied: every recipient's item points at one canonical text.
+
+use std::sync::Arc;
+
+use link_protocol::codes::rpc_error_text;
+use link_protocol::conn::Now;
+use link_protocol::messages::{self, Message as Msg};
+use link_protocol::{
+    CanonicalData, DropReason, Envelope, ProtocolError, RpcErrorCode, RpcResponse, SERVER,
+    StatusEntry, msg_type, validate,
+};
+use serde_json::Value;
+
+use super::{ConnId, Routing};
+use crate::events::HubEvent;
+use crate::outbox::{OutItem, PrefixCell};
+
+impl Routing {
+    /// A verified message from `conn`, which authenticated as `kind`. With
+    /// ACL hooks set it may wait for a verdict first (see `verdicts.rs`).
+    pub(crate) fn handle_inbound(&mut self, now: Now, conn: ConnId, kind: Arc<str>, env: Envelope) {
+        if !self.is_current(conn, &kind) {
+            tracing::debug!(%kind, "dropping a frame from a stale socket");
+            return;
+        }
+        if let Some(env) = self.hold_for_verdict(now, conn, &kind, env) {
+            self.route(now, conn, &kind, env);
+        }
+    }
+
+    /// Routes a message that needs no (more) verdict.
+    pub(super) fn route(&mut self, now: Now, conn: ConnId, kind: &Arc<str>, env: Envelope) {
+        if !self.is_current(conn, kind) {
+            tracing::debug!(%kind, "dropping a frame from a stale socket");
+            return;
+        }
+        match Msg::parse(&env) {
+            Msg::StatusPush(status) => self.status_update(now, kind, status),
+            Msg::RpcRequest { rpc_type, rpc_data } => {
+                self.rpc_request(now, kind, &env, rpc_type, rpc_data)
+            }
+            Msg::Malformed(msg_type::RPC_REQUEST) => {
+                let resp =
+                    RpcResponse::error(RpcErrorCode::BadRequest, "rpc.request missing \"rpcType\"");
+                self.reply(kind, env.id(), &resp);
+            }
+            Msg::RpcResponse(resp) => self.rpc_response(kind, &env, resp.is_ok()),
+            Msg::RpcCancel { id } => self.rpc_cancel(kind, &env, id),
+            Msg::Subscribe { topic } => self.subscribe(kind, topic),
+            Msg::Unsubscribe { topic } => self.unsubscribe(kind, topic),
+            Msg::TopicMessage { topic } => self.publish(kind, &env, topic),
+            Msg::Direct { direct_type } => self.direct(kind, &env, direct_type),
+            _ => {} // unknown types and hub-only types are ignored
+        }
+    }
+
+    fn status_update(&mut self, now: Now, kind: &Arc<str>, status: Option<Value>) {
+        let at = now.wall_ms;
+        let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
+            kind,
+            status.as_ref(),
+            at,
+        )));
+        self.statuses.insert(
+            kind.clone(),
+            StatusEntry {
+                status,
+                at: at as f64,
+            },
+        );
+        let prefix = Arc::new(PrefixCell::new());
+        for other in self.order.clone() {
+            if other == *kind {
+                continue;
+            }
+            let Some(route) = self.peers.get(&other).map(|p| p.route.clone()) else {
+                continue;
+            };
+            let mut item = OutItem::new(
+                None,
+                msg_type::STATUS_UPDATE,
+                self.server.clone(),
+                other.clone(),
+                Some(data.clone()),
+            );
+            item.origin = Some(kind.clone());
+            item.prefix = Some(prefix.clone());
+            self.push_item(&route, &other, item);
+        }
+    }
+
+    fn rpc_request(
+        &mut self,
+        now: Now,
+        kind: &Arc<str>,
+        env: &Envelope,
+        rpc_type: String,
+        rpc_data: Option<Value>,
+    ) {
+        let to = env.to();
+        let target = match to.as_deref() {
+            Some(SERVER) => return self.server_rpc(now, kind, env, rpc_type, rpc_data),
+            None => {
+                let resp = RpcResponse::error(RpcErrorCode::BadRequest, rpc_error_text::MISSING_TO);
+                return self.reply(kind, env.id(), &resp);
+            }
+            Some(target) => target,
+        };
+        let Some(peer) = self.peers.get(target) else {
+            let resp = RpcResponse::error(
+                RpcErrorCode::NoTarget,
+                format!("{}{target}", rpc_error_text::NO_TARGET),
+            );
+            return self.reply(kind, env.id(), &resp);
+        };
+        let (route, target_kind) = (peer.route.clone(), peer.kind.clone());
+        let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+            CanonicalData::new(&messages::rpc_request_value(&rpc_type, rpc_data))
+        }));
+        let item = OutItem::new(
+            Some(env.id().into()),
+            msg_type::RPC_REQUEST,
+            kind.clone(),
+            target_kind.clone(),
+            Some(data),
+        );
+        if self.push_item(&route, &target_kind, item).delivered() {
+            let (id, from, to) = (
+                env.id().to_owned(),
+                kind.to_string(),
+                target_kind.to_string(),
+            );
+            self.emit(|| HubEvent::RpcForwarded {
+                id,
+                from,
+                to,
+                rpc_type,
+            });
+        } else {
+            let resp = RpcResponse::error(
+                RpcErrorCode::TargetUnavailable,
+                format!("{}{target}", rpc_error_text::TARGET_UNAVAILABLE),
+            );
+            self.reply(kind, env.id(), &resp);
+        }
+    }
+
+    fn rpc_response(&mut self, kind: &Arc<str>, env: &Envelope, ok: bool) {
+        let Some(to) = env.to() else { return };
+        let Some(peer) = self.peers.get(to.as_ref()) else {
+            return;
+        };
+        let (route, target) = (peer.route.clone(), peer.kind.clone());
+        let data = env.canonical_data().map(Arc::new);
+        let item = OutItem::new(
+            Some(env.id().into()),
+            msg_type::RPC_RESPONSE,
+            kind.clone(),
+            target.clone(),
+            data,
+        );
+        if self.push_item(&route, &target, item).delivered() {
+            let (id, from, to) = (env.id().to_owned(), kind.to_string(), target.to_string());
+            self.emit(|| HubEvent::RpcResponseForwarded { id, from, to, ok });
+        }
+    }
+
+    /// `rpc.cancel`: a request still queued for its target is removed;
+    /// otherwise the cancel is forwarded to the target.
+    fn rpc_cancel(&mut self, kind: &Arc<str>, env: &Envelope, id: String) {
+        let Some(to) = env.to().map(|t| t.into_owned()) else {
+            return;
+        };
+        let (mut found, mut forwarded) = (false, false);
+        let target = self
+            .peers
+            .get(to.as_str())
+            .filter(|_| to != SERVER)
+            .map(|p| (p.route.clone(), p.kind.clone()));
+        if let Some((route, target)) = target {
+            found = route.cancel_request(&id, kind);
+            if !found {
+                let data = Arc::new(CanonicalData::new(&messages::rpc_cancel_value(&id)));
+                let item = OutItem::new(
+                    None,
+                    msg_type::RPC_CANCEL,
+                    kind.clone(),
+                    target.clone(),
+                    Some(data),
+                );
+                forwarded = self.push_item(&route, &target, item).delivered();
+            }
+        }
+        let from = kind.to_string();
+        self.emit(|| HubEvent::RpcCancelled {
+            id,
+            from,
+            to,
+            found,
+            forwarded,
+        });
+    }
+
+    fn subscribe(&mut self, kind: &Arc<str>, topic: Option<String>) {
+        let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_SUBSCRIBE) else {
+            return;
+        };
+        if self.topics.entry(topic.clone()).or_default().insert(kind) {
+            self.subscriptions
+                .entry(kind.clone())
+                .or_default()
+                .insert(topic.clone());
+            let k = kind.to_string();
+            self.emit(|| HubEvent::TopicSubscribe { kind: k, topic });
+        }
+    }
+
+    fn unsubscribe(&mut self, kind: &Arc<str>, topic: Option<String>) {
+        let topics: Vec<String> = match topic {
+            None => self
+                .subscriptions
+                .remove(kind)
+                .map(|t| t.into_iter().collect())
+                .unwrap_or_default(),
+            Some(t) => {
+                let Some(t) = self.valid_topic(kind, Some(t), msg_type::TOPIC_UNSUBSCRIBE) else {
+                    return;
+                };
+                if let Some(set) = self.subscriptions.get_mut(kind) {
+                    set.remove(&t);
+                }
+                vec![t]
+            }
+        };
+        for topic in topics {
+            let removed = match self.topics.get_mut(&topic) {
+                Some(subs) => {
+                    let removed = subs.remove(kind);
+                    if subs.order.is_empty() {
+                        self.topics.remove(&topic);
+                    }
+                    removed
+                }
+                None => false,
+            };
+            if removed {
+                let k = kind.to_string();
+                self.emit(|| HubEvent::TopicUnsubscribe { kind: k, topic });
+            }
+        }
+    }
+
+    /// A topic message goes to every subscriber but its publisher, in
+    /// subscription order, all sharing one data text and one signed prefix.
+    fn publish(&mut self, kind: &Arc<str>, env: &Envelope, topic: Option<String>) {
+        let payload = || messages::topic_payload(env).cloned();
+        let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_MESSAGE) else {
+            return;
+        };
+        let subscribers: Vec<Arc<str>> = self
+            .topics
+            .get(&topic)
+            .map(|s| s.order.iter().filter(|k| *k != kind).cloned().collect())
+            .unwrap_or_default();
+        let mut delivered = 0;
+        if !subscribers.is_empty() {
+            let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+                CanonicalData::new(&messages::topic_message_value(&topic, payload()))
+            }));
+            let prefix = Arc::new(PrefixCell::new());
+            for sub in &subscribers {
+                let Some(route) = self.peers.get(sub).map(|p| p.route.clone()) else {
+                    continue;
+                };
+                let mut item = OutItem::new(
+                    None,
+                    msg_type::TOPIC_MESSAGE,
+                    kind.clone(),
+                    sub.clone(),
+                    Some(data.clone()),
+                );
+                item.prefix = Some(prefix.clone());
+                if self.push_item(&route, sub, item).delivered() {
+                    delivered += 1;
+                }
+            }
+        }
+        let (from, subscriber_count) = (kind.to_string(), subscribers.len());
+        self.emit(|| HubEvent::TopicPublish {
+            from,
+            topic,
+            payload: payload(),
+            subscriber_count,
+            delivered,
+        });
+    }
+
+    /// A direct message to an offline kind is dropped silently.
+    fn direct(&mut self, kind: &Arc<str>, env: &Envelope, direct_type: String) {
+        let direct_data = || messages::direct_data(env).cloned();
+        let Some(to) = env.to() else { return };
+        let Some(peer) = self.peers.get(to.as_ref()) else {
+            return;
+        };
+        let (route, target) = (peer.route.clone(), peer.kind.clone());
+        let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
+            CanonicalData::new(&messages::direct_value(&direct_type, direct_data()))
+        }));
+        let item = OutItem::new(
+            None,
+            msg_type::DIRECT,
+            kind.clone(),
+            target.clone(),
+            Some(data),
+        );
+        if self.push_item(&route, &target, item).delivered() {
+            let (from, to) = (kind.to_string(), target.to_string());
+            self.emit(|| HubEvent::Direct {
+                from,
+                to,
+                msg_type: direct_type,
+                data: direct_data(),
+            });
+        }
+    }
+
+    fn valid_topic(
+        &mut self,
+        kind: &Arc<str>,
+        topic: Option<String>,
+        msg_type: &str,
+    ) -> Option<String> {
+        match topic {
+            Some(t) if validate::is_valid_topic(&t) => Some(t),
+            _ => {
+                let e = ProtocolError::new(DropReason::InvalidTopic)
+                    .with_kind(&**kind)
+                    .with_type(Some(msg_type));
+                self.protocol_error(e);
+                None
+            }
+        }
+    }
+
+    /// Answers `kind`'s request `id` from the hub.
+    pub(super) fn reply(&mut self, kind: &Arc<str>, id: &str, resp: &RpcResponse) {
+        let Some(route) = self.peers.get(kind).map(|p| p.route.clone()) else {
+            return;
+        };
+        let data = Arc::new(CanonicalData::new(&resp.to_value()));
+        self.push_from_hub(&route, Some(id.into()), msg_type::RPC_RESPONSE, kind, data);
+    }
+}
