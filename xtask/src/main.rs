@@ -19,7 +19,9 @@
 //! test       cargo nextest run --workspace --locked   (cargo test if nextest is absent)
 //! doctest    cargo test --doc --workspace --locked
 //! rustdoc    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
-//! sans-io    cargo tree -p link-protocol -e normal: no tokio, mio or socket2
+//! sans-io    cargo tree -p link-protocol -e normal: no tokio, mio or socket2;
+//!            and link-hub's routing table (crates/link-hub/src/routing/) names
+//!            no runtime, socket, thread, file or clock read in its code
 //! deny       cargo deny --locked check bans licenses sources
 //! bench      cargo bench -p link-protocol --locked --bench envelope -- --test
 //! ```
@@ -42,6 +44,29 @@ type Result<T = (), E = Box<dyn Error>> = std::result::Result<T, E>;
 /// Crates that must never appear in the protocol crate's normal dependencies:
 /// the I/O runtime and the socket layers under it.
 const FORBIDDEN_IN_PROTOCOL: [&str; 3] = ["tokio", "mio", "socket2"];
+
+/// The hub's routing table, which must stay free of I/O like the protocol
+/// crate (it is a module, not a crate, so its source is checked).
+const ROUTING_DIR: &str = "crates/link-hub/src/routing";
+
+/// What the routing table's code may not name: the runtime, sockets,
+/// threads, files, clock reads and the hub's shared state (which holds
+/// channels and clocks). `SocketAddr` is plain data and allowed. Test
+/// files (`tests.rs`) are exempt: they seed a virtual clock once.
+const FORBIDDEN_IN_ROUTING: [&str; 12] = [
+    "tokio",
+    "mio::",
+    "socket2",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "Instant::now",
+    "SystemTime::now",
+    "std::thread",
+    "std::fs",
+    "crate::shared",
+    "wall_ms()",
+];
 
 /// The criterion bench smoke-run by `ci`, relative to the workspace root.
 const BENCH_SOURCE: &str = "crates/link-protocol/benches/envelope.rs";
@@ -299,20 +324,72 @@ fn sans_io(root: &Path) -> Result {
         .lines()
         .filter(|line| is_forbidden_in_protocol(line))
         .collect();
-    if offending.is_empty() {
-        println!(
-            "link-protocol depends on none of: {}",
-            FORBIDDEN_IN_PROTOCOL.join(", ")
-        );
-        Ok(())
-    } else {
-        Err(format!(
+    if !offending.is_empty() {
+        return Err(format!(
             "link-protocol must stay sans-I/O (docs/adr/0001-sans-io-protocol-crate.md) \
              but depends on:\n  {}",
             offending.join("\n  ")
         )
+        .into());
+    }
+    println!(
+        "link-protocol depends on none of: {}",
+        FORBIDDEN_IN_PROTOCOL.join(", ")
+    );
+    routing_sans_io(root)
+}
+
+/// Checks the routing table's source files for I/O (see
+/// [`FORBIDDEN_IN_ROUTING`]).
+fn routing_sans_io(root: &Path) -> Result {
+    let dir = root.join(ROUTING_DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no source files under {ROUTING_DIR}").into());
+    }
+    let mut offending = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        for (n, hit) in forbidden_in_routing(&text) {
+            offending.push(format!("{}:{n}: {hit}", file.display()));
+        }
+    }
+    if offending.is_empty() {
+        println!(
+            "{ROUTING_DIR}: {} file(s) name none of: {}",
+            files.len(),
+            FORBIDDEN_IN_ROUTING.join(", ")
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "the routing table must stay free of I/O (docs/architecture.md) but names:\n  {}",
+            offending.join("\n  ")
+        )
         .into())
     }
+}
+
+/// `(line number, forbidden name)` for each line of code (comments cut)
+/// that names something in [`FORBIDDEN_IN_ROUTING`].
+fn forbidden_in_routing(text: &str) -> Vec<(usize, &'static str)> {
+    let mut hits = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for name in FORBIDDEN_IN_ROUTING {
+            if code.contains(name) {
+                hits.push((i + 1, name));
+            }
+        }
+    }
+    hits
 }
 
 /// True for a `cargo tree --prefix none` line naming a forbidden crate:
@@ -496,6 +573,20 @@ mod tests {
         assert!(!is_forbidden_in_protocol("miow v0.6.0"));
         assert!(!is_forbidden_in_protocol("serde_json v1.0.145 (*)"));
         assert!(!is_forbidden_in_protocol(""));
+    }
+
+    #[test]
+    fn io_in_routing_code_is_found_and_comments_are_not() {
+        let text = "//! driven by a tokio task\n\
+                    use std::net::SocketAddr;\n\
+                    let t = std::time::Instant::now(); // read the clock\n\
+                    tokio::spawn(async {});\n\
+                    let x = 1; // Instant::now is not called here\n";
+        assert_eq!(
+            forbidden_in_routing(text),
+            [(3, "Instant::now"), (4, "tokio")]
+        );
+        assert!(forbidden_in_routing("fn handle(now: Now) {}").is_empty());
     }
 
     #[test]

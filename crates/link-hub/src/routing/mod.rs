@@ -29,6 +29,8 @@
 mod membership;
 mod relay;
 mod server;
+#[cfg(test)]
+mod tests;
 mod verdicts;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -145,7 +145,7 @@ impl Routing {
 
     /// `link.topic.list`: every topic with its subscribers, or the one
     /// named by `{topic}`.
-    fn topic_list(&self, rpc_data: Option<&Value>) -> Value {
+    pub(super) fn topic_list(&self, rpc_data: Option<&Value>) -> Value {
         let subscribers_of = |topic: &str| -> Vec<String> {
             self.topics
                 .get(topic)
