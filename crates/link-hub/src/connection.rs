@@ -13,33 +13,35 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::{Envelope, Key};
+use link_protocol::{Envelope, Key, close};
+use link_transport::writer::{self, Control};
+use link_transport::{Frame, Transport, TransportError};
+
+use crate::outbox::OutItem;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
 use crate::mailbox::RouterMsg;
-use crate::outbox::{Control, Outbox};
+use crate::outbox::Outbox;
 use crate::routing::{ConnCtl, ConnId};
-use crate::shared::{Shared, now, tokio_instant, wall_ms};
+use crate::shared::{Shared, now, tokio_instant};
 
 const BATCH: usize = 256;
 
-/// Serves one WebSocket until it closes.
-pub(crate) async fn run<S>(shared: Arc<Shared>, ws: S, remote: Option<SocketAddr>)
-where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
-{
+/// Serves one connection until it closes.
+pub(crate) async fn run<T: Transport>(
+    shared: Arc<Shared>,
+    transport: T,
+    remote: Option<SocketAddr>,
+) {
     let conn = shared.next_conn_id();
     let outbox = Arc::new(Outbox::new(shared.config.max_outbox_bytes));
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-    let (sink, mut stream) = ws.split();
+    let (sink, mut stream) = transport.split();
     let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.clone(), gone_tx));
     if shared
@@ -65,7 +67,7 @@ where
         outbox: outbox.clone(),
         kind: None,
         key_lookup: None,
-        close: (Some(1006), String::new()),
+        close: (Some(close::ABNORMAL), String::new()),
     };
     loop {
         let deadline = reader.hc.poll_timeout();
@@ -128,24 +130,24 @@ struct Reader {
 
 impl Reader {
     /// Handles one read result; false when the socket is done.
-    fn incoming(&mut self, msg: Option<Result<Message, WsError>>) -> bool {
+    fn incoming(&mut self, frame: Option<Result<Frame, TransportError>>) -> bool {
         let replay = &mut self.shared.replay.checker();
-        match msg {
-            Some(Ok(Message::Text(t))) => self.hc.handle_frame(now(), t.as_bytes(), replay),
-            Some(Ok(Message::Binary(b))) => self.hc.handle_frame(now(), &b, replay),
-            Some(Ok(Message::Pong(_))) => self.hc.handle_pong(),
-            Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(frame))) => {
+        match frame {
+            Some(Ok(Frame::Text(t))) => self.hc.handle_frame(now(), t.as_bytes(), replay),
+            Some(Ok(Frame::Binary(b))) => self.hc.handle_frame(now(), &b, replay),
+            Some(Ok(Frame::Pong)) => self.hc.handle_pong(),
+            Some(Ok(Frame::Ping)) => {}
+            Some(Ok(Frame::Close(frame))) => {
                 self.close = match frame {
-                    Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
-                    None => (Some(1005), String::new()),
+                    Some(f) => (Some(f.code), f.reason),
+                    None => (Some(close::NO_STATUS), String::new()),
                 };
             }
-            Some(Err(WsError::Capacity(e))) => {
+            Some(Err(TransportError::TooBig(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
-                self.close = (Some(1009), String::new());
+                self.close = (Some(close::TOO_BIG), String::new());
                 self.outbox.control(Control::Close {
-                    code: Some(1009),
+                    code: Some(close::TOO_BIG),
                     reason: String::new(),
                 });
                 return false;
@@ -244,7 +246,7 @@ impl Reader {
                 }
                 HubConnEvent::KeepaliveTimeout => {
                     self.close = (
-                        Some(1006),
+                        Some(close::ABNORMAL),
                         link_protocol::close::REASON_KEEPALIVE.to_owned(),
                     );
                 }
@@ -293,122 +295,48 @@ async fn resolve_key(
     }
 }
 
-/// Drains the outbox into the socket: builds and signs each frame at flush,
-/// feeds a batch, flushes when the queue runs dry.
+/// Drains the outbox into the socket through the shared writer loop:
+/// builds and signs each frame at flush with the socket's key.
 async fn write_loop<K>(
     mut sink: K,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
     gone: oneshot::Sender<()>,
 ) where
-    K: Sink<Message, Error = WsError> + Unpin,
+    K: futures_util::Sink<Frame, Error = TransportError> + Unpin,
 {
-    // Grows to what this socket's traffic needs (at most BATCH items): an
-    // idle peer's writer holds a handful, not BATCH × size_of::<OutItem>()
-    // (24 KiB, which was half of an idle connection's memory).
-    let mut batch = Vec::new();
-    let result: Result<(), WsError> = async {
-        loop {
-            let taken = outbox.take(&mut batch, BATCH);
-            for c in taken.controls {
-                match c {
-                    Control::Ping => sink.feed(Message::Ping(Default::default())).await?,
-                    Control::Close { code, reason } => {
-                        let frame = code.map(|c| CloseFrame {
-                            code: CloseCode::from(c),
-                            reason: reason.into(),
-                        });
-                        sink.send(Message::Close(frame)).await?;
-                    }
-                    Control::Terminate => return Ok(()),
-                }
+    let encode = |item: OutItem, ts: u64| {
+        let key = outbox.key()?;
+        let fresh;
+        let id = match &item.id {
+            Some(id) => &**id,
+            None => {
+                fresh = shared.ids.next_id_text();
+                fresh.as_str()
             }
-            if batch.is_empty() {
-                if taken.closed {
-                    sink.flush().await?;
-                    return Ok(());
-                }
-                flush(&mut sink, &outbox).await?;
-                outbox.wait().await;
-                continue;
-            }
-            let Some(key) = outbox.key().cloned() else {
-                batch.clear();
-                continue;
-            };
-            let ts = wall_ms();
-            for item in batch.drain(..) {
-                let fresh;
-                let id = match &item.id {
-                    Some(id) => &**id,
-                    None => {
-                        fresh = shared.ids.next_id_text();
-                        fresh.as_str()
-                    }
-                };
-                let header = Header {
-                    id,
-                    ts,
-                    msg_type: item.msg_type,
-                    from: Some(&item.from),
-                    to: Some(&item.to),
-                };
-                // A fan-out's shared prefix, when it was made under this key.
-                let prefix = item.prefix.as_deref().and_then(|cell| {
-                    let (made_under, prefix) = cell.get_or_init(|| {
-                        let p = SharedPrefix::new(&key, header.from, item.data.as_deref());
-                        (key.id(), p)
-                    });
-                    (*made_under == key.id()).then_some(prefix)
-                });
-                let frame = match prefix {
-                    Some(prefix) => prefix.encode(&header),
-                    None => envelope::encode(&key, &header, item.data.as_deref()),
-                };
-                outbox.add_buffered(frame.len());
-                ready(&mut sink, &outbox).await?;
-                sink.start_send_unpin(Message::text(frame))?;
-            }
-            if !taken.more {
-                flush(&mut sink, &outbox).await?;
-            }
-        }
-    }
-    .await;
-    if let Err(e) = result {
+        };
+        let header = Header {
+            id,
+            ts,
+            msg_type: item.msg_type,
+            from: Some(&item.from),
+            to: Some(&item.to),
+        };
+        // A fan-out's shared prefix, when it was made under this key.
+        let prefix = item.prefix.as_deref().and_then(|cell| {
+            let (made_under, prefix) = cell.get_or_init(|| {
+                let p = SharedPrefix::new(key, header.from, item.data.as_deref());
+                (key.id(), p)
+            });
+            (*made_under == key.id()).then_some(prefix)
+        });
+        Some(match prefix {
+            Some(prefix) => prefix.encode(&header),
+            None => envelope::encode(key, &header, item.data.as_deref()),
+        })
+    };
+    if let Err(e) = writer::write_loop(&mut sink, &*outbox, BATCH, encode).await {
         tracing::debug!("socket write failed: {e}");
     }
     let _ = gone.send(());
-}
-
-/// Flushes, marking the outbox stalled while the socket cannot take more.
-async fn flush<K>(sink: &mut K, outbox: &Outbox) -> Result<(), WsError>
-where
-    K: Sink<Message, Error = WsError> + Unpin,
-{
-    if let Some(r) = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).now_or_never() {
-        r?;
-    } else {
-        outbox.set_stalled(true);
-        let r = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).await;
-        outbox.set_stalled(false);
-        r?;
-    }
-    outbox.flushed();
-    Ok(())
-}
-
-/// Waits for the sink to accept a message, marking the outbox stalled while
-/// it cannot (that is what makes `backpressure` fire).
-async fn ready<K>(sink: &mut K, outbox: &Outbox) -> Result<(), WsError>
-where
-    K: Sink<Message, Error = WsError> + Unpin,
-{
-    if let Some(r) = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never() {
-        return r;
-    }
-    outbox.set_stalled(true);
-    let r = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await;
-    outbox.set_stalled(false);
-    r
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{Sink, Stream};
+use link_transport::Transport;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -68,7 +69,24 @@ impl Hub {
             + Send
             + 'static,
     {
-        tokio::spawn(crate::connection::run(self.shared.clone(), ws, remote))
+        self.attach_transport(link_transport::WebSocket::new(Box::pin(ws)), remote)
+    }
+
+    /// Serves a connection over any [`Transport`] (a stream and sink of
+    /// [`Frame`](link_transport::Frame)s): a WebSocket, the in-memory
+    /// duplex of `link_transport::memory`, or a transport of your own. The
+    /// transport enforces its frame cap (give it `max_message_bytes`).
+    /// The task ends when the connection closes.
+    pub fn attach_transport<T: Transport>(
+        &self,
+        transport: T,
+        remote: Option<SocketAddr>,
+    ) -> JoinHandle<()> {
+        tokio::spawn(crate::connection::run(
+            self.shared.clone(),
+            transport,
+            remote,
+        ))
     }
 
     /// Runs the WebSocket handshake on a raw stream (e.g. an accepted
@@ -83,7 +101,7 @@ impl Hub {
     {
         let ws =
             tokio_tungstenite::accept_async_with_config(io, Some(self.websocket_config())).await?;
-        Ok(self.attach(ws, remote))
+        Ok(self.attach_transport(link_transport::WebSocket::new(ws), remote))
     }
 
     /// Subscribes to hub events. Nothing is built while nobody listens; a

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use link_protocol::envelope::SharedPrefix;
 use link_protocol::{CanonicalData, Key, KeyId, msg_type};
+use link_transport::writer::{Control, Outgoing, Taken};
 use tokio::sync::Notify;
 
 /// One message waiting to be written.
@@ -68,14 +69,6 @@ impl OutItem {
             size,
         }
     }
-}
-
-/// Socket-level instructions that bypass the queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Control {
-    Ping,
-    Close { code: Option<u16>, reason: String },
-    Terminate,
 }
 
 /// Outcome of a push.
@@ -278,23 +271,8 @@ impl Outbox {
             controls,
             closed: st.closed,
             more: !st.queue.is_empty(),
+            drained: false,
         }
-    }
-
-    pub(crate) async fn wait(&self) {
-        self.notify.notified().await;
-    }
-
-    pub(crate) fn set_stalled(&self, stalled: bool) {
-        self.stalled.store(stalled, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_buffered(&self, n: usize) {
-        self.buffered.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn flushed(&self) {
-        self.buffered.store(0, Ordering::Relaxed);
     }
 
     /// Bytes queued (health).
@@ -307,12 +285,29 @@ impl Outbox {
     }
 }
 
-/// What the writer took.
-#[derive(Debug)]
-pub(crate) struct Taken {
-    pub(crate) controls: Vec<Control>,
-    pub(crate) closed: bool,
-    pub(crate) more: bool,
+/// The socket's writer drains the outbox through the shared loop.
+impl Outgoing for Outbox {
+    type Item = OutItem;
+
+    fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
+        Outbox::take(self, batch, max)
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.notify.notified()
+    }
+
+    fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    fn add_buffered(&self, n: usize) {
+        self.buffered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn flushed(&self) {
+        self.buffered.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ where
             let _ = ws.close(Some(frame)).await;
             return;
         }
-        hub.attach(ws, remote);
+        hub.attach_transport(link_transport::WebSocket::new(ws), remote);
         drop(guard);
     });
 
