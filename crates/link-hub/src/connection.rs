@@ -17,7 +17,7 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
 use link_protocol::messages::Message as Msg;
-use link_protocol::{Envelope, Key, RpcResponse, SERVER, validate};
+use link_protocol::{Envelope, Key, RpcResponse, SERVER, close, validate};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -80,7 +80,7 @@ where
         kind: None,
         lane: None,
         key_lookup: None,
-        close: (Some(1006), String::new()),
+        close: (Some(close::ABNORMAL), String::new()),
     };
     loop {
         let deadline = reader.hc.poll_timeout();
@@ -148,21 +148,21 @@ impl Reader {
     fn incoming(&mut self, msg: Option<Result<Message, WsError>>) -> bool {
         let replay = &mut self.shared.replay.checker();
         match msg {
-            Some(Ok(Message::Text(t))) => self.hc.handle_frame(now(), t.as_bytes(), replay),
-            Some(Ok(Message::Binary(b))) => self.hc.handle_frame(now(), &b, replay),
+            Some(Ok(Message::Text(t))) => self.hc.handle_message(now(), t.as_bytes(), replay),
+            Some(Ok(Message::Binary(b))) => self.hc.handle_message(now(), &b, replay),
             Some(Ok(Message::Pong(_))) => self.hc.handle_pong(),
             Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
                 self.close = match frame {
                     Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
-                    None => (Some(1005), String::new()),
+                    None => (Some(close::NO_STATUS), String::new()),
                 };
             }
             Some(Err(WsError::Capacity(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
-                self.close = (Some(1009), String::new());
+                self.close = (Some(close::TOO_BIG), String::new());
                 self.outbox.control(Control::Close {
-                    code: Some(1009),
+                    code: Some(close::TOO_BIG),
                     reason: String::new(),
                 });
                 return false;
@@ -236,12 +236,7 @@ impl Reader {
                     let kind: Arc<str> = hello.kind.as_str().into();
                     self.kind = Some(kind.clone());
                     if self.shared.config.acl.has_laned_hooks() {
-                        self.lane = Some(spawn_lane(
-                            self.shared.clone(),
-                            self.conn,
-                            kind.clone(),
-                            self.outbox.clone(),
-                        ));
+                        self.lane = Some(spawn_lane(self.shared.clone(), self.conn, kind.clone()));
                     }
                     let _ = self
                         .shared
@@ -268,10 +263,7 @@ impl Reader {
                     });
                 }
                 HubConnEvent::KeepaliveTimeout => {
-                    self.close = (
-                        Some(1006),
-                        link_protocol::close::REASON_KEEPALIVE.to_owned(),
-                    );
+                    self.close = (Some(close::ABNORMAL), close::REASON_KEEPALIVE.to_owned());
                 }
                 _ => {}
             }
@@ -372,7 +364,7 @@ async fn rpc_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope, outbox: &
                 code: code.clone(),
                 data: None,
             };
-            push_response(shared, outbox, kind, env.id(), &resp);
+            push_response(outbox, kind, env.id(), &resp);
             let from = kind.to_string();
             shared.emit(|| HubEvent::AclDenied {
                 op: AclOp::Rpc,
@@ -390,13 +382,7 @@ async fn rpc_allowed(shared: &Shared, kind: &Arc<str>, env: &Envelope, outbox: &
 }
 
 /// Queues a hub-made `rpc.response` to `kind`.
-pub(crate) fn push_response(
-    _shared: &Shared,
-    outbox: &Outbox,
-    kind: &Arc<str>,
-    id: &str,
-    resp: &RpcResponse,
-) {
+pub(crate) fn push_response(outbox: &Outbox, kind: &Arc<str>, id: &str, resp: &RpcResponse) {
     let data = link_protocol::CanonicalData::new(&resp.to_value());
     let item = OutItem::new(
         Some(id.into()),
@@ -413,7 +399,6 @@ fn spawn_lane(
     shared: Arc<Shared>,
     conn: ConnId,
     kind: Arc<str>,
-    _outbox: Arc<Outbox>,
 ) -> mpsc::UnboundedSender<Envelope> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
     tokio::spawn(async move {

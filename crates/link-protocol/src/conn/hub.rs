@@ -195,7 +195,7 @@ impl HubConn {
     // ----- inputs --------------------------------------------------------
 
     /// A frame arrived.
-    pub fn handle_frame(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
+    pub fn handle_message(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
         if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
             return;
         }
