@@ -353,7 +353,7 @@ mod tests {
             Push::Overflow { .. }
         ));
         ob.control(Control::Close {
-            code: Some(1001),
+            code: Some(link_protocol::close::GOING_AWAY),
             reason: String::new(),
         });
         assert_eq!(

@@ -107,10 +107,10 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     8080,
 ));
 
-/// Close code sent to every socket by [`HubServer::stop`].
-pub const SHUTDOWN_CLOSE_CODE: u16 = 1001;
+/// Close code sent to every socket by [`HubServer::stop`] (1001, going away).
+pub const SHUTDOWN_CLOSE_CODE: u16 = link_protocol::close::GOING_AWAY;
 /// Close reason sent to every socket by [`HubServer::stop`].
-pub const SHUTDOWN_CLOSE_REASON: &str = "server shutdown";
+pub const SHUTDOWN_CLOSE_REASON: &str = link_protocol::close::REASON_SERVER_SHUTDOWN;
 
 type ShutdownHook = Box<dyn FnOnce() -> BoxFuture<()> + Send>;
 

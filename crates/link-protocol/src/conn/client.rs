@@ -463,7 +463,7 @@ impl ClientConn {
         if self.timers.expire(CLOSING, now.instant) && self.is_connected() {
             // The hub never finished the close handshake we started.
             self.transmits.push_back(Transmit::Terminate);
-            self.handle_closed(now, Some(close::ABNORMAL), "close timeout");
+            self.handle_closed(now, Some(close::ABNORMAL), close::REASON_CLOSE_TIMEOUT);
             return;
         }
         if self.timers.expire(RECONNECT, now.instant)
