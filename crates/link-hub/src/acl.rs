@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// An ACL decision.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +13,8 @@ use link_protocol::replay::{
 use link_protocol::{ConfigError, HashAlgo, Key};
 
 use crate::acl::Acl;
+pub use crate::future::BoxFuture;
 use crate::server_rpc::{ServerRpcHandler, ServerRpcRequest};
-
-/// A boxed future, as returned by async hooks.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 type Resolver = Arc<dyn Fn(&str) -> BoxFuture<Option<String>> + Send + Sync>;
 

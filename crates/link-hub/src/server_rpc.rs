@@ -11,7 +11,7 @@ use std::sync::Arc;
 use link_protocol::{Envelope, HandlerError};
 use serde_json::Value;
 
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Name of the built-in topic listing RPC.
 pub const TOPIC_LIST: &str = "link.topic.list";

@@ -98,7 +98,8 @@ pub use http;
 
 use self::lifecycle::{Phase, StopFailure};
 use self::routes::{ExtraStateFn, RouteFn};
-use crate::config::{BoxFuture, HubConfig};
+use crate::config::HubConfig;
+use crate::future::BoxFuture;
 use crate::hub::Hub;
 
 /// Default listen address: loopback only (the reference uses `0.0.0.0`).

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::{ServerError, Service};
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// A user route, type-erased.
 pub(crate) type RouteFn =
