@@ -1,4 +1,4 @@
-//! Client events (API-CHECKLIST §1.4) as one enum on a broadcast stream,
+//! Client events (docs/client.md, *Events*) as one enum on a broadcast stream,
 //! plus the `health()` snapshot. Nothing is built when nobody listens; a
 //! listener that falls behind skips events instead of slowing the link.
 

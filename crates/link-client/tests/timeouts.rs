@@ -1,4 +1,4 @@
-//! Timers with paused tokio time (SPEC §9, §12): `ready()` and RPC
+//! Timers with paused tokio time (protocol §9, §12): `ready()` and RPC
 //! timeouts, the hello-ack diagnostic, keepalive and reconnect exhaustion,
 //! all at their default durations.
 //!

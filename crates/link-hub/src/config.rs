@@ -1,5 +1,5 @@
 //! Hub configuration: the key source, limits and hooks, with the
-//! reference's defaults (API-CHECKLIST §2.1), validated once by
+//! reference's defaults (docs/hub.md), validated once by
 //! [`HubConfigBuilder::build`].
 
 use std::collections::HashMap;
@@ -92,7 +92,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Whether the hub broadcasts `peers.update` (SPEC §5.2 step 5).
+/// Whether the hub broadcasts `peers.update` (protocol §5.2 step 5).
 ///
 /// The reference sends the **whole** peer list to **every** peer on every
 /// join and leave. That is what Node clients expect, and it is the default,

@@ -1,5 +1,5 @@
 //! Server RPCs: handlers for `rpc.request` frames addressed `to: "server"`
-//! (SPEC §8). User handlers run as their own tasks, bounded by
+//! (protocol §8). User handlers run as their own tasks, bounded by
 //! `max_concurrent_rpc`; their errors are sanitised unless exposed. The
 //! built-ins `link.topic.list`, `link.health` and `link.peer.list` are
 //! answered by the router itself unless a user handler of the same name

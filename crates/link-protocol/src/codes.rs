@@ -1,9 +1,9 @@
-//! Stable wire vocabulary: message types, RPC error codes (SPEC §7), close
+//! Stable wire vocabulary: message types, RPC error codes (protocol §7), close
 //! codes (§13) and the hub feature list.
 
 use std::fmt;
 
-/// Message type strings (SPEC §6).
+/// Message type strings (protocol §6).
 pub mod msg_type {
     /// Client → hub handshake.
     pub const HELLO: &str = "hello";
@@ -145,7 +145,7 @@ pub mod rpc_error_text {
     pub const REMOTE_CODE: &str = "RPC_REMOTE";
 }
 
-/// WebSocket close codes and reasons (SPEC §13).
+/// WebSocket close codes and reasons (protocol §13).
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;

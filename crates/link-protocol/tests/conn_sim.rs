@@ -278,7 +278,7 @@ fn bad_kind_closes_1008_before_any_signature_check() {
     ] {
         let mut sim = Sim::new();
         sim.open_raw_hub_socket();
-        // Not even signed: the kind check comes first (SPEC §4.1 step 5.1).
+        // Not even signed: the kind check comes first (protocol §4.1 step 5.1).
         let frame = json!({"v":1,"id":"h1","ts":sim::T0_MS,"type":"hello","from":null,"to":null,
                            "data":{"kind":kind},"sig":"00"});
         sim.inject_to_hub(&frame.to_string());

@@ -1,5 +1,5 @@
 //! [`HubServer`]: HTTP and WebSocket on one port, the reference's
-//! `createHubServer` (API-CHECKLIST §3, SPEC §13–§14).
+//! `createHubServer` (docs/hub.md, *Embedding the hub*; protocol §13–§14).
 //!
 //! ```text
 //!  TcpListener ─► per connection: hyper http1 (with upgrades)

@@ -1,5 +1,5 @@
 //! Plain HTTP requests: path normalisation, user routes, `/health`,
-//! `/state` and the 404 (SPEC §14).
+//! `/state` and the 404 (protocol §14).
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;

@@ -111,7 +111,7 @@ impl Peer {
 
     /// Like [`Peer::connect`], over a TCP socket with a tiny receive buffer:
     /// once the test stops reading it, the hub's writer stalls after a few
-    /// frames and its outbox starts queueing (SPEC §11).
+    /// frames and its outbox starts queueing (protocol §11).
     pub async fn connect_stalling(url: &str, kind: &str, secret: &str) -> Self {
         Self::handshake(connect_small_rcvbuf(url).await, kind, secret).await
     }
@@ -342,7 +342,7 @@ impl TestHub {
     /// A hub whose sockets are accepted with tungstenite's default
     /// WebSocket limits (64 MiB), then handed to [`Hub::attach`]: the
     /// "bare createHub + your own wss" case, where the envelope parser's own
-    /// size check (`oversize`) is the one that fires (SPEC §1, §4.1 step 1).
+    /// size check (`oversize`) is the one that fires (protocol §1, §4.1 step 1).
     pub async fn start_lenient(config: HubConfig) -> Self {
         let hub = Hub::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,6 @@
 //! [`ClientConn`]: a client's link to its hub across connections — the
 //! handshake, inbound verification, keepalive, the hello-ack diagnostic and
-//! the reconnect policy (SPEC §4.2, §5, §12, §13).
+//! the reconnect policy (protocol §4.2, §5, §12, §13).
 //!
 //! ```text
 //!  Idle ─start─► Connecting ─handle_open─► Handshaking ─hello.ack ok─► Ready
