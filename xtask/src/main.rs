@@ -568,7 +568,7 @@ mod tests {
         assert!(is_forbidden_in_protocol("mio v1.0.4"));
         assert!(is_forbidden_in_protocol("socket2 v0.6.0"));
         assert!(!is_forbidden_in_protocol(
-            "link-protocol v0.1.0 (/work/main)"
+            "link-protocol v0.1.0 (/src/link)"
         ));
         assert!(!is_forbidden_in_protocol("miow v0.6.0"));
         assert!(!is_forbidden_in_protocol("serde_json v1.0.145 (*)"));

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::exit::{Failure, Status};
 
-/// Hub defaults (API-CHECKLIST §2.1), shown in `--help`; a unit test keeps
+/// Hub defaults (the reference's; docs/hub.md), shown in `--help`; a unit test keeps
 /// them equal to `HubConfig`'s.
 mod defaults {
     pub(super) const MAX_MESSAGE_BYTES: usize = 1_048_576;

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, SeqIds, Transmit};
-use link_protocol::{HashAlgo, Key};
+use link_protocol::{HashAlgo, Key, close};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -155,7 +155,7 @@ impl Peer {
         config.hello_ack_diagnostic = None;
         let conn = ClientConn::new(config, Box::new(SeqIds::new(kind)), Box::new(|| 0.5)).unwrap();
         let mut peer = Self { ws, conn };
-        peer.conn.start(now());
+        peer.conn.start();
         let _ = peer.conn.poll_event(); // Connect
         peer.conn.handle_open(now());
         while let Some(t) = peer.conn.poll_transmit() {
@@ -185,15 +185,17 @@ impl Peer {
                     }
                 }
                 match self.ws.next().await {
-                    Some(Ok(Message::Text(t))) => self.conn.handle_frame(now(), t.as_bytes()),
+                    Some(Ok(Message::Text(t))) => self.conn.handle_message(now(), t.as_bytes()),
                     Some(Ok(Message::Close(f))) => {
                         let (code, reason) = f.map_or((None, String::new()), |f| {
                             (Some(u16::from(f.code)), f.reason.to_string())
                         });
-                        self.conn.handle_close(now(), code, &reason);
+                        self.conn.handle_closed(now(), code, &reason);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => self.conn.handle_close(now(), Some(1006), ""),
+                    Some(Err(_)) | None => {
+                        self.conn.handle_closed(now(), Some(close::ABNORMAL), "")
+                    }
                 }
             }
         })

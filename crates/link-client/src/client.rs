@@ -16,7 +16,9 @@ use crate::config::ClientConfig;
 use crate::error::LinkError;
 use crate::events::{ClientHealth, LinkEvent, RpcOutcome};
 use crate::handler::{HandlerResult, RpcCall, RpcHandler};
-use crate::inner::{Cmd, Inner, PendingRpc, Phase, Sink, TopicFn, TopicMessage, TopicSubs};
+use crate::inner::{
+    Cmd, Inner, KeepAlive, PendingRpc, Phase, Sink, TopicFn, TopicMessage, TopicSubs,
+};
 use crate::streams::{DirectStream, Subscription, TopicHandler};
 
 /// Capacity of each subscription and direct stream.
@@ -47,21 +49,6 @@ pub struct RpcOptions {
 pub struct LinkClient {
     inner: Arc<Inner>,
     keep_alive: Arc<KeepAlive>,
-}
-
-/// Held by every handle and stream; the last one dropped stops the link
-/// (the driver sees its command channel close and shuts down without
-/// draining).
-pub(crate) struct KeepAlive(Arc<Inner>);
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0
-            .cmd
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-    }
 }
 
 impl std::fmt::Debug for LinkClient {

@@ -1,5 +1,5 @@
 //! Client configuration with the reference's options, defaults and
-//! validation (API-CHECKLIST §1.1). Missing url, secret or kind gives a
+//! validation (docs/client.md, *Configuration*). Missing url, secret or kind gives a
 //! *disabled* client: it starts with a warning and every operation fails
 //! with `LINK_NOT_READY`, so a service can run without a bus.
 

@@ -19,7 +19,8 @@ use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
 use link_protocol::{
     CanonicalData, DropReason, Envelope, Feature, HandlerError, PeerInfo, ProtocolError,
-    ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, codes::rpc_error_text, msg_type,
+    ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, close, codes::rpc_error_text,
+    msg_type,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -64,7 +65,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
     let mut close_sent = false;
     let mut next_status: Option<tokio::time::Instant> = None;
     let mut cmd_open = true;
-    conn.start(now());
+    conn.start();
     inner.set_phase(Phase::Connecting);
     loop {
         pump(
@@ -134,7 +135,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                 }
                 SocketEvent::WriterGone => {
                     close_socket(&mut socket);
-                    conn.handle_close(now(), Some(1006), "");
+                    conn.handle_closed(now(), Some(close::ABNORMAL), "");
                 }
             },
             _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
@@ -146,7 +147,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                 if stop_deadline.is_some_and(|t| t <= tokio::time::Instant::now()) && close_sent {
                     // The hub never finished the close handshake: drop the socket.
                     close_socket(&mut socket);
-                    conn.handle_close(now(), None, "");
+                    conn.handle_closed(now(), None, "");
                 }
             }
         }
@@ -216,26 +217,26 @@ fn on_socket(
     now: Now,
 ) {
     match msg {
-        Some(Ok(Message::Text(t))) => conn.handle_text_frame(now, t.as_str()),
-        Some(Ok(Message::Binary(b))) => conn.handle_frame(now, &b),
-        Some(Ok(Message::Pong(_))) => conn.handle_pong(now),
+        Some(Ok(Message::Text(t))) => conn.handle_text_message(now, t.as_str()),
+        Some(Ok(Message::Binary(b))) => conn.handle_message(now, &b),
+        Some(Ok(Message::Pong(_))) => conn.handle_pong(),
         Some(Ok(Message::Close(frame))) => {
             let (code, reason) = frame.map_or((None, String::new()), |f| {
                 (Some(u16::from(f.code)), f.reason.to_string())
             });
             close_socket(socket);
-            conn.handle_close(now, code, &reason);
+            conn.handle_closed(now, code, &reason);
         }
         Some(Ok(_)) => {}
         Some(Err(e)) => {
             let text = e.to_string();
             inner.emit(|| LinkEvent::WsError(text));
             close_socket(socket);
-            conn.handle_close(now, Some(1006), "");
+            conn.handle_closed(now, Some(close::ABNORMAL), "");
         }
         None => {
             close_socket(socket);
-            conn.handle_close(now, Some(1006), "");
+            conn.handle_closed(now, Some(close::ABNORMAL), "");
         }
     }
 }
@@ -310,6 +311,10 @@ async fn pump(
                     tracing::debug!(reason = e.reason.code(), "protocol error");
                     inner.emit(|| LinkEvent::ProtocolError(e));
                 }
+                ClientEvent::Diagnostic(d) => {
+                    tracing::debug!(reason = d.code(), "protocol error");
+                    inner.emit(|| LinkEvent::Diagnostic(d));
+                }
                 ClientEvent::Disconnected(d) => {
                     close_socket(socket);
                     *next_status = None;
@@ -378,11 +383,11 @@ async fn connect(inner: &Arc<Inner>, conn: &mut ClientConn, socket: &mut Option<
         Ok(Err(e)) => {
             let text = e.to_string();
             inner.emit(|| LinkEvent::WsError(text));
-            conn.handle_close(now(), Some(1006), "connect failed");
+            conn.handle_closed(now(), Some(close::ABNORMAL), "connect failed");
         }
         Err(_) => {
             inner.emit(|| LinkEvent::WsError("connect timed out".to_owned()));
-            conn.handle_close(now(), Some(1006), "connect timed out");
+            conn.handle_closed(now(), Some(close::ABNORMAL), "connect timed out");
         }
     }
 }

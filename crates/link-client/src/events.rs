@@ -1,10 +1,10 @@
-//! Client events (API-CHECKLIST §1.4) as one enum on a broadcast stream,
+//! Client events (docs/client.md, *Events*) as one enum on a broadcast stream,
 //! plus the `health()` snapshot. Nothing is built when nobody listens; a
 //! listener that falls behind skips events instead of slowing the link.
 
 use std::time::Duration;
 
-use link_protocol::{Envelope, PeerInfo, ProtocolError};
+use link_protocol::{Diagnostic, Envelope, PeerInfo, ProtocolError};
 use serde_json::Value;
 
 /// How an outgoing RPC ended (`rpc.complete` `reason`).
@@ -98,8 +98,12 @@ pub enum LinkEvent {
     },
     /// `ws-error`: a socket-level failure (connect refused, I/O error…).
     WsError(String),
-    /// `protocol-error`: a dropped frame or a diagnostic.
+    /// `protocol-error`: a dropped frame.
     ProtocolError(ProtocolError),
+    /// `protocol-error` too (the reference reports both alike): a finding
+    /// that drops no frame, such as `keepalive-timeout`, `no-ack` or
+    /// `clock-skew`.
+    Diagnostic(Diagnostic),
     /// `message`: every verified frame.
     Message(Envelope),
     /// `peer.connect`.
@@ -225,7 +229,7 @@ impl LinkEvent {
             Self::Reconnecting { .. } => "reconnecting",
             Self::ReconnectExhausted { .. } => "reconnect-exhausted",
             Self::WsError(_) => "ws-error",
-            Self::ProtocolError(_) => "protocol-error",
+            Self::ProtocolError(_) | Self::Diagnostic(_) => "protocol-error",
             Self::Message(_) => "message",
             Self::PeerConnect(_) => "peer.connect",
             Self::PeerDisconnect(_) => "peer.disconnect",

@@ -216,6 +216,21 @@ pub(crate) struct Inner {
     pub(crate) last_verified_at: AtomicU64,
 }
 
+/// Held by every handle and stream; the last one dropped stops the link
+/// (the driver sees its command channel close and shuts down without
+/// draining).
+pub(crate) struct KeepAlive(pub(crate) Arc<Inner>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0
+            .cmd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+}
+
 impl Inner {
     pub(crate) fn new(config: ClientConfig) -> Self {
         let (events, _) = broadcast::channel(1024);

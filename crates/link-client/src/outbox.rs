@@ -1,4 +1,4 @@
-//! The client outbox (SPEC §11): messages wait here while the link is not
+//! The client outbox (protocol §11): messages wait here while the link is not
 //! ready or the socket is congested, and the writer task builds and signs
 //! them at flush (fresh `ts`).
 //!

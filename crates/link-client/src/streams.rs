@@ -13,8 +13,7 @@ use link_protocol::CanonicalData;
 use link_protocol::codes::msg_type;
 use tokio::sync::mpsc;
 
-use crate::client::KeepAlive;
-use crate::inner::{DirectMessage, Inner, TopicMessage};
+use crate::inner::{DirectMessage, Inner, KeepAlive, TopicMessage};
 
 /// A stream's or handler's place in a topic: leaving it (on drop) removes
 /// it, and the topic's last one sends `topic.unsubscribe`.

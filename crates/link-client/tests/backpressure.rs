@@ -1,4 +1,4 @@
-//! Backpressure on both sides of the client (SPEC §11, STYLE "a slow
+//! Backpressure on both sides of the client (protocol §11, STYLE "a slow
 //! consumer never blocks the connection"): a subscription nobody reads
 //! loses messages with `SlowConsumer` events while every other stream keeps
 //! receiving, and a hub that stops reading makes the outbox queue, then

@@ -1,4 +1,4 @@
-//! Inbound RPCs (SPEC §7, §9, §12): the concurrency cap, the cancel guard
+//! Inbound RPCs (protocol §7, §9, §12): the concurrency cap, the cancel guard
 //! (a peer may cancel only its own calls), suppressed answers after a
 //! cancel, runtime `handle`/`unhandle`, and error sanitisation. A scripted
 //! hub plays the callers, so the test chooses every `from`.

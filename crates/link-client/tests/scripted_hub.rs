@@ -1,8 +1,8 @@
 //! The client against a scripted hub that speaks as the reference hub does.
 //!
 //! The conversation tests replay the hub's side of the captured reference
-//! conversation (`tests/data/conversation.json`, a copy of
-//! `shared/protocol/vectors/conversation.json`): each hub→client frame is
+//! conversation (`tests/data/conversation.json`, a verbatim copy of the
+//! reference's capture; protocol §3.4.1): each hub→client frame is
 //! re-stamped with the current time and re-signed with the key that signed
 //! it, and each frame our client sends is verified and compared with the
 //! captured client frame (type, `from`, `to`, `data`).

@@ -1,4 +1,4 @@
-//! Timers with paused tokio time (SPEC §9, §12): `ready()` and RPC
+//! Timers with paused tokio time (protocol §9, §12): `ready()` and RPC
 //! timeouts, the hello-ack diagnostic, keepalive and reconnect exhaustion,
 //! all at their default durations.
 //!
@@ -17,11 +17,16 @@ use std::time::Duration;
 
 use common::{SECRET, ScriptedHub, WAIT, event, event_within, started, wall_ms};
 use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOutcome};
-use link_protocol::DropReason;
+use link_protocol::{Diagnostic, DropReason, close};
 use serde_json::json;
 
 fn protocol_error(reason: DropReason) -> impl FnMut(&LinkEvent) -> bool {
     move |e| matches!(e, LinkEvent::ProtocolError(p) if p.reason() == reason)
+}
+
+/// A diagnostic with the given code (`no-ack`, `clock-skew`, ...).
+fn diagnostic(code: &'static str) -> impl FnMut(&LinkEvent) -> bool {
+    move |e| matches!(e, LinkEvent::Diagnostic(d) if d.code() == code)
 }
 
 #[tokio::test(start_paused = true)]
@@ -45,13 +50,17 @@ async fn no_ack_diagnostic_after_five_seconds() {
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
     // Nothing verified: a likely secret or hash mismatch.
-    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
-    assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified.is_none()));
+    let e = event(&mut ev, diagnostic("no-ack")).await;
+    assert_eq!(e.name(), "protocol-error");
+    assert_eq!(
+        *e,
+        LinkEvent::Diagnostic(Diagnostic::NoAck { verified: false })
+    );
     // Once only, and the link keeps waiting for the ack.
     conn.ack(&["topics", "direct"]).await;
     client.ready(Some(WAIT)).await.unwrap();
     while let Ok(e) = ev.try_recv() {
-        assert!(!protocol_error(DropReason::NoAck)(&e), "{e:?}");
+        assert!(!diagnostic("no-ack")(&e), "{e:?}");
     }
 }
 
@@ -64,8 +73,11 @@ async fn no_ack_diagnostic_says_verified_when_frames_verified() {
     conn.recv_hello().await;
     conn.send("status.snapshot", "server", Some(json!({})))
         .await;
-    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
-    assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified == Some(true)));
+    let e = event(&mut ev, diagnostic("no-ack")).await;
+    assert_eq!(
+        *e,
+        LinkEvent::Diagnostic(Diagnostic::NoAck { verified: true })
+    );
     assert!(client.health().verified);
 }
 
@@ -91,9 +103,9 @@ async fn no_ack_diagnostic_reports_clock_skew() {
     ))
     .await;
     event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
-    let e = event(&mut ev, protocol_error(DropReason::ClockSkew)).await;
+    let e = event(&mut ev, diagnostic("clock-skew")).await;
     assert!(
-        matches!(&*e, LinkEvent::ProtocolError(p) if p.skew.is_some_and(|s| s.abs() >= 600_000.0)),
+        matches!(&*e, LinkEvent::Diagnostic(Diagnostic::ClockSkew { skew }) if skew.abs() >= 600_000.0),
         "{e:?}"
     );
     assert!(!client.is_ready());
@@ -157,7 +169,7 @@ async fn missing_pong_terminates_and_reconnects() {
     let e = event_within(
         Duration::from_secs(120),
         &mut ev,
-        protocol_error(DropReason::KeepaliveTimeout),
+        diagnostic("keepalive-timeout"),
     )
     .await;
     assert_eq!(e.name(), "protocol-error");
@@ -166,7 +178,7 @@ async fn missing_pong_terminates_and_reconnects() {
         matches!(
             &*d,
             LinkEvent::Disconnect {
-                code: Some(1006),
+                code: Some(close::ABNORMAL),
                 will_reconnect: true,
                 was_ready: true,
                 ..

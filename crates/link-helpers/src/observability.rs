@@ -33,7 +33,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use link_client::{LinkClient, LinkEvent, RpcOutcome};
-use link_protocol::ProtocolError;
+use link_protocol::{Diagnostic, ProtocolError};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::Level;
@@ -130,15 +130,25 @@ impl Classifier {
         if let Some(s) = self.custom.as_ref().and_then(|f| f(error)) {
             return s;
         }
-        if self.concerning.contains(error.reason.code()) {
+        self.classify_code(error.reason.code())
+    }
+
+    /// The severity of a diagnostic, by its code alone (the override
+    /// function sees dropped frames only).
+    pub fn classify_diagnostic(&self, diagnostic: &Diagnostic) -> Severity {
+        self.classify_code(diagnostic.code())
+    }
+
+    fn classify_code(&self, code: &str) -> Severity {
+        if self.concerning.contains(code) {
             Severity::Concerning
         } else {
             Severity::Noisy
         }
     }
 
-    fn level(&self, error: &ProtocolError) -> Level {
-        match self.classify(error) {
+    fn level(&self, severity: Severity) -> Level {
+        match severity {
             Severity::Concerning => Level::WARN,
             Severity::Noisy => Level::DEBUG,
         }
@@ -242,7 +252,12 @@ pub(crate) fn describe_client(e: &LinkEvent, c: &Classifier) -> Option<Line> {
             format!("gave up reconnecting after {attempts} attempts; link stopped"),
         ),
         LinkEvent::WsError(text) => line(Level::DEBUG, name, format!("socket error: {text}")),
-        LinkEvent::ProtocolError(pe) => line(c.level(pe), name, protocol_text(pe, None)),
+        LinkEvent::ProtocolError(pe) => {
+            line(c.level(c.classify(pe)), name, protocol_text(pe, None))
+        }
+        LinkEvent::Diagnostic(d) => {
+            line(c.level(c.classify_diagnostic(d)), name, diagnostic_text(d))
+        }
         LinkEvent::PeerConnect(p) => line(Level::INFO, name, format!("peer {} joined", p.kind)),
         LinkEvent::PeerDisconnect(p) => line(Level::INFO, name, format!("peer {} left", p.kind)),
         LinkEvent::PeerReplaced { kind, .. } => line(
@@ -347,6 +362,14 @@ fn protocol_text(pe: &ProtocolError, remote: Option<std::net::SocketAddr>) -> St
     s
 }
 
+fn diagnostic_text(d: &Diagnostic) -> String {
+    let mut s = format!("protocol error: {d}");
+    if let Diagnostic::ClockSkew { skew } = d {
+        s.push_str(&format!(" skew_ms={skew}"));
+    }
+    s
+}
+
 async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, describe: F)
 where
     F: Fn(&E) -> Option<Line>,
@@ -430,9 +453,11 @@ mod hub_logger {
                     reason.as_str()
                 ),
             ),
-            HubEvent::ProtocolError { error, remote_addr } => {
-                line(c.level(error), name, protocol_text(error, *remote_addr))
-            }
+            HubEvent::ProtocolError { error, remote_addr } => line(
+                c.level(c.classify(error)),
+                name,
+                protocol_text(error, *remote_addr),
+            ),
             HubEvent::AclDenied {
                 op,
                 from,
@@ -576,11 +601,25 @@ mod tests {
         for r in [
             DropReason::Oversize,
             DropReason::ParseError,
-            DropReason::KeepaliveTimeout,
             DropReason::InvalidTopic,
         ] {
             assert_eq!(c.classify(&pe(r)), Severity::Noisy, "{r}");
         }
+        assert_eq!(
+            c.classify_diagnostic(&Diagnostic::KeepaliveTimeout),
+            Severity::Noisy
+        );
+        for d in [
+            Diagnostic::NoAck { verified: false },
+            Diagnostic::ClockSkew { skew: 1.0 },
+        ] {
+            assert_eq!(c.classify_diagnostic(&d), Severity::Concerning, "{d}");
+        }
+        let c = c.noisy("clock-skew");
+        assert_eq!(
+            c.classify_diagnostic(&Diagnostic::ClockSkew { skew: 1.0 }),
+            Severity::Noisy
+        );
     }
 
     #[test]

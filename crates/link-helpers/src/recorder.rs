@@ -234,6 +234,11 @@ impl Recorded {
                 kind: pe.kind.as_deref().map(str::to_owned),
                 detail: pe.detail.map(str::to_owned),
             },
+            LinkEvent::Diagnostic(d) => Self::ProtocolError {
+                reason: d.code().to_owned(),
+                kind: None,
+                detail: None,
+            },
             LinkEvent::Backpressure {
                 msg_type,
                 outbox_size,
@@ -568,7 +573,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use link_client::ClientConfig;
-    use link_protocol::{DropReason, PeerInfo, ProtocolError};
+    use link_protocol::{Diagnostic, DropReason, PeerInfo, ProtocolError};
 
     use super::*;
 
@@ -610,7 +615,7 @@ mod tests {
             (LinkEvent::Rejected { reason: None }, "rejected"),
             (
                 LinkEvent::Disconnect {
-                    code: Some(1006),
+                    code: Some(link_protocol::close::ABNORMAL),
                     reason: String::new(),
                     will_reconnect: true,
                     was_ready: true,
@@ -673,6 +678,14 @@ mod tests {
             let json = serde_json::to_value(&rec).unwrap();
             assert_eq!(json["type"], want);
         }
+        // A diagnostic is recorded as the reference's protocol-error.
+        let rec =
+            Recorded::from_event(&LinkEvent::Diagnostic(Diagnostic::KeepaliveTimeout)).unwrap();
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(
+            (&json["type"], &json["reason"]),
+            (&"protocol-error".into(), &"keepalive-timeout".into())
+        );
         let ok = LinkEvent::RpcComplete {
             id: "1".into(),
             to: "b".into(),

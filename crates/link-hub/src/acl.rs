@@ -1,4 +1,4 @@
-//! Access-control hooks (SPEC §10): `can_rpc`, `can_publish`,
+//! Access-control hooks (protocol §10): `can_rpc`, `can_publish`,
 //! `can_subscribe`, `can_send`, each an async function of a context that
 //! returns a [`Verdict`]. A hook that panics denies (fail closed) and logs a
 //! warning. With no hook configured nothing is awaited at all.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// An ACL decision.
 #[derive(Clone, Debug, PartialEq, Eq)]

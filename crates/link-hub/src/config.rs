@@ -1,10 +1,9 @@
 //! Hub configuration: the key source, limits and hooks, with the
-//! reference's defaults (API-CHECKLIST §2.1), validated once by
+//! reference's defaults (docs/hub.md), validated once by
 //! [`HubConfigBuilder::build`].
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +13,8 @@ use link_protocol::replay::{
 use link_protocol::{ConfigError, HashAlgo, Key};
 
 use crate::acl::Acl;
+pub use crate::future::BoxFuture;
 use crate::server_rpc::{ServerRpcHandler, ServerRpcRequest};
-
-/// A boxed future, as returned by async hooks.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 type Resolver = Arc<dyn Fn(&str) -> BoxFuture<Option<String>> + Send + Sync>;
 
@@ -95,7 +92,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Whether the hub broadcasts `peers.update` (SPEC §5.2 step 5).
+/// Whether the hub broadcasts `peers.update` (protocol §5.2 step 5).
 ///
 /// The reference sends the **whole** peer list to **every** peer on every
 /// join and leave. That is what Node clients expect, and it is the default,

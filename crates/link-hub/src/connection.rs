@@ -133,8 +133,8 @@ impl Reader {
     fn incoming(&mut self, frame: Option<Result<Frame, TransportError>>) -> bool {
         let replay = &mut self.shared.replay.checker();
         match frame {
-            Some(Ok(Frame::Text(t))) => self.hc.handle_frame(now(), t.as_bytes(), replay),
-            Some(Ok(Frame::Binary(b))) => self.hc.handle_frame(now(), &b, replay),
+            Some(Ok(Frame::Text(t))) => self.hc.handle_message(now(), t.as_bytes(), replay),
+            Some(Ok(Frame::Binary(b))) => self.hc.handle_message(now(), &b, replay),
             Some(Ok(Frame::Pong)) => self.hc.handle_pong(),
             Some(Ok(Frame::Ping)) => {}
             Some(Ok(Frame::Close(frame))) => {
@@ -245,10 +245,7 @@ impl Reader {
                     });
                 }
                 HubConnEvent::KeepaliveTimeout => {
-                    self.close = (
-                        Some(close::ABNORMAL),
-                        link_protocol::close::REASON_KEEPALIVE.to_owned(),
-                    );
+                    self.close = (Some(close::ABNORMAL), close::REASON_KEEPALIVE.to_owned());
                 }
                 _ => {}
             }

@@ -1,4 +1,4 @@
-//! Hub events (API-CHECKLIST §2.4) and the `health()` / `state()`
+//! Hub events (docs/hub.md, *Events*) and the `health()` / `state()`
 //! snapshots, with the reference's names.
 //!
 //! Events go out on a broadcast channel; nothing is built when nobody

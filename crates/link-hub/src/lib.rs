@@ -46,6 +46,7 @@ pub mod acl;
 pub mod config;
 mod connection;
 pub mod events;
+mod future;
 mod hub;
 mod ids;
 mod mailbox;

@@ -1,4 +1,4 @@
-//! Per-socket outbox (SPEC §11): a bounded FIFO of messages to build, sign
+//! Per-socket outbox (protocol §11): a bounded FIFO of messages to build, sign
 //! and write, shared by the router (producer) and the socket's writer task
 //! (consumer) under a per-socket lock — never a global one.
 //!
@@ -348,7 +348,7 @@ mod tests {
             Push::Overflow { .. }
         ));
         ob.control(Control::Close {
-            code: Some(1001),
+            code: Some(link_protocol::close::GOING_AWAY),
             reason: String::new(),
         });
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Server RPCs: handlers for `rpc.request` frames addressed `to: "server"`
-//! (SPEC §8). User handlers run as their own tasks, bounded by
+//! (protocol §8). User handlers run as their own tasks, bounded by
 //! `max_concurrent_rpc`; their errors are sanitised unless exposed. The
 //! built-ins `link.topic.list`, `link.health` and `link.peer.list` are
 //! answered by the router itself unless a user handler of the same name
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use link_protocol::{Envelope, HandlerError};
 use serde_json::Value;
 
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Name of the built-in topic listing RPC.
 pub const TOPIC_LIST: &str = "link.topic.list";

@@ -1,4 +1,4 @@
-//! SPEC §10: the ACL hooks. Verdict shapes (allow, default denial, custom
+//! protocol §10: the ACL hooks. Verdict shapes (allow, default denial, custom
 //! code/error, a panicking hook failing closed), the `acl-denied` event,
 //! RPC denials answered on the wire while publish/subscribe/send denials
 //! are silent, the per-socket FIFO lane for publish/subscribe/send (a slow

@@ -1,4 +1,4 @@
-//! SPEC §13, the close codes not covered elsewhere: 1001 `server shutdown`
+//! protocol §13, the close codes not covered elsewhere: 1001 `server shutdown`
 //! via `close_all`, `stop()` (1001 `hub stopped` for pending sockets, no
 //! code — 1005 at the peer — for authenticated ones), and 1009 for a frame
 //! over `max_message_bytes` at the WebSocket layer (§1, §4.1 step 0).

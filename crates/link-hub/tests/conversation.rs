@@ -1,5 +1,5 @@
 //! The captured reference conversation (`tests/data/conversation.json`, a
-//! copy of `shared/protocol/vectors/conversation.json`) replayed against
+//! verbatim copy of the reference's capture; protocol §3.4.1) replayed against
 //! our hub. Every client frame of the capture (`alpha->hub`, `beta->hub`)
 //! is sent on a raw socket, re-stamped with the current time, given a
 //! fresh id (consistently: an `rpc.response` and an `rpc.cancel` keep

@@ -1,4 +1,4 @@
-//! SPEC §5 (hello, hello.ack, key modes), the handshake rows of §4.1
+//! protocol §5 (hello, hello.ack, key modes), the handshake rows of §4.1
 //! (`bad-hello` with each detail and its 1008 close, `unknown-kind`,
 //! `duplicate-hello`), §0.3 (frames pipelined behind a hello), and
 //! displacement: close 4000, `peer.replaced` / `peer.connect{replaced}`,
@@ -104,7 +104,7 @@ async fn bad_hello_closes_1008_with_each_detail_before_any_signature_check() {
     for (i, (data, detail)) in cases.iter().enumerate() {
         let mut raw = hub.raw_peer().await;
         // Alternate a garbage key and the real one: the close comes first
-        // either way (SPEC §16: unauthenticated input picks the reason).
+        // either way (protocol §16: unauthenticated input picks the reason).
         let k = if i % 2 == 0 { key("garbage") } else { key(S) };
         raw.send_text(hello_with(&k, "x", data.as_ref())).await;
         let e = protocol_error(&mut rx, DropReason::BadHello).await;
@@ -220,7 +220,7 @@ async fn resolver_keys_unknown_empty_and_panicking_lookups_are_unknown_kind() {
 
 #[tokio::test]
 async fn frames_pipelined_behind_a_hello_are_processed_in_order() {
-    // SPEC §0.3: the reference drops these as pre-hello-message; we keep
+    // protocol §0.3: the reference drops these as pre-hello-message; we keep
     // them. The resolver is held until everything was sent.
     let gate = Arc::new(Notify::new());
     let g = gate.clone();

@@ -1,4 +1,4 @@
-//! SPEC §11: per-socket outboxes. A peer that never reads (a tiny TCP
+//! protocol §11: per-socket outboxes. A peer that never reads (a tiny TCP
 //! receive buffer, and the test simply stops polling its socket) fills its
 //! outbox: overflow refuses messages for it alone, `backpressure` is
 //! edge-triggered, queued `status.update`s are conflated per originating
@@ -238,7 +238,7 @@ async fn queued_status_updates_are_conflated_per_originating_peer() {
 
 #[tokio::test]
 async fn an_idle_socket_takes_a_message_bigger_than_the_outbox_cap() {
-    // SPEC §11: a message is written immediately when the queue is empty,
+    // protocol §11: a message is written immediately when the queue is empty,
     // the socket open and bufferedAmount <= maxBufferedBytes; only queued
     // items count against maxOutboxBytes.
     let hub = TestHub::start(

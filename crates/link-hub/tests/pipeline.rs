@@ -1,4 +1,4 @@
-//! SPEC §4.1: the hub's inbound pipeline, one row at a time. Each drop
+//! protocol §4.1: the hub's inbound pipeline, one row at a time. Each drop
 //! reason is asserted twice: as the `protocol-error` event the hub emits
 //! (`HubEvent::ProtocolError`), and as what the socket sees (nothing: the
 //! frame is dropped and the socket stays open, proven by a round trip or a
@@ -60,7 +60,7 @@ async fn parse_error_carries_the_error_text_and_size() {
         "{not json",
         "{\"id\":\"a\"} trailing",
         "",
-        // SPEC §0.5: a lone surrogate escape is legal JSON for the
+        // protocol §0.5: a lone surrogate escape is legal JSON for the
         // reference but cannot be a Rust String.
         "{\"v\":1,\"id\":\"x\",\"ts\":1,\"type\":\"t\",\"data\":\"\\ud800\"}",
     ] {
@@ -167,7 +167,7 @@ async fn bad_signature_is_dropped_and_the_socket_stays_open() {
             v["sig"] = json!(12345);
             v.to_string()
         },
-        // SPEC §0.2: strict hex. The reference accepts trailing non-hex
+        // protocol §0.2: strict hex. The reference accepts trailing non-hex
         // garbage; we do not. Extra hex digits fail everywhere.
         {
             let f = good(&fresh_id("a"));
@@ -196,7 +196,7 @@ async fn bad_signature_is_dropped_and_the_socket_stays_open() {
         assert_eq!(e.kind.as_deref(), Some("alpha"), "{bad}");
         assert_eq!(e.msg_type.as_deref(), Some("direct"), "{bad}");
     }
-    // Uppercase hex is the same digest (SPEC §0.2: either case).
+    // Uppercase hex is the same digest (protocol §0.2: either case).
     let f = good(&fresh_id("upper"));
     let upper = with_sig(&f, &sig_of(&f).to_uppercase());
     alpha.send_raw(&upper).await;
@@ -242,7 +242,7 @@ async fn receivers_do_not_depend_on_key_order_or_formatting() {
     let id = fresh_id("fmt");
     let f = support::sign_body(&key(S), direct_body(&id, 3));
     // Re-serialise in a different key order, pretty-printed, with numbers
-    // spelled differently: the value is what is signed (SPEC §3.3).
+    // spelled differently: the value is what is signed (protocol §3.3).
     let v: Value = serde_json::from_str(&f).unwrap();
     let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     keys.reverse();

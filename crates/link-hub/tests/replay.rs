@@ -1,4 +1,4 @@
-//! SPEC §0.1 (and §16's first observation): replaying captured frames
+//! protocol §0.1 (and §16's first observation): replaying captured frames
 //! after their sender disconnected. The reference forgets a kind's seen ids
 //! when it disconnects, so a captured hello plus a captured `direct`,
 //! resent on a fresh socket within the window, authenticate and deliver

@@ -1,4 +1,4 @@
-//! SPEC §6.1 (hub handling of each inbound type) and §7 (rewriting,
+//! protocol §6.1 (hub handling of each inbound type) and §7 (rewriting,
 //! re-signing, trusted `from`, fresh vs preserved ids): status fan-out and
 //! snapshots, peers.update, RPC request/response relay, topics, direct,
 //! disconnect bookkeeping, per-recipient keys.
@@ -74,9 +74,9 @@ async fn status_update_fans_out_to_every_other_peer_and_feeds_snapshots() {
 
 #[tokio::test]
 async fn status_update_without_data_has_no_status_field() {
-    // SPEC §6.1 stores `{status: data, at}` and fans out `{from, status, at}`;
+    // protocol §6.1 stores `{status: data, at}` and fans out `{from, status, at}`;
     // with no `data` the reference's status is `undefined`, which its
-    // JSON.stringify omits (SPEC §2, §3.2).
+    // JSON.stringify omits (protocol §2, §3.2).
     let hub = TestHub::shared(S).await;
     let mut alpha = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
@@ -233,7 +233,7 @@ async fn rpc_responses_to_nobody_are_dropped_and_responders_are_not_checked() {
         0
     );
     // The hub does not check that the responder was the target: the
-    // caller protects itself (SPEC §6.1).
+    // caller protects itself (protocol §6.1).
     let id = alpha
         .send("rpc.request", Some("beta"), Some(json!({"rpcType": "x"})))
         .await;

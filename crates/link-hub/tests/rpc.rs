@@ -1,4 +1,4 @@
-//! SPEC §7 (hub-made error replies, exact texts and codes), §8 (server
+//! protocol §7 (hub-made error replies, exact texts and codes), §8 (server
 //! RPCs: built-ins, user handlers and their errors, the concurrency cap)
 //! and §9 (cancellation: a queued request removed, or the cancel relayed).
 
@@ -134,7 +134,7 @@ async fn overloaded_when_max_concurrent_server_rpcs_are_running() {
     let r = alpha.rpc("server", "slow", None).await;
     assert_eq!(r.data().unwrap(), &overloaded);
     // Built-ins count against the cap too; the handler lookup comes first,
-    // so an unknown type is still RPC_UNKNOWN_TYPE (SPEC §8).
+    // so an unknown type is still RPC_UNKNOWN_TYPE (protocol §8).
     let r = alpha.rpc("server", "link.health", None).await;
     assert_eq!(r.data().unwrap(), &overloaded);
     let r = alpha.rpc("server", "nope", None).await;
@@ -343,7 +343,7 @@ async fn builtin_topic_list_and_health() {
             json!({"topic": "nobody", "subscribers": []}),
         ),
         (None, all.clone()),
-        // SPEC §0.4: null lists everything (the reference fails here).
+        // protocol §0.4: null lists everything (the reference fails here).
         (Some(Value::Null), all.clone()),
         (Some(json!({})), all.clone()),
         (Some(json!({"topic": ""})), all.clone()),

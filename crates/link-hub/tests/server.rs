@@ -1,4 +1,4 @@
-//! HubServer over real sockets on 127.0.0.1:0: the HTTP routes (SPEC §14),
+//! HubServer over real sockets on 127.0.0.1:0: the HTTP routes (protocol §14),
 //! the WebSocket path filter and size cap, mounting in axum, and the
 //! graceful stop sequence (close 1001 `server shutdown`).
 

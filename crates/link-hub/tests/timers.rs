@@ -1,4 +1,4 @@
-//! SPEC §12 (and the matching §13 close codes): the hello timeout (1008
+//! protocol §12 (and the matching §13 close codes): the hello timeout (1008
 //! `hello timeout`), pending-socket cap eviction (1008 `pending cap`,
 //! oldest first), and keepalive: a peer that never pongs is reaped (1006,
 //! `keepalive timeout`), one that pongs is not, pending sockets are never

@@ -2,7 +2,7 @@
 //!
 //! This module owns the one function that turns a parsed JSON value into the
 //! signing string of protocol v1, byte for byte as the Node.js reference does.
-//! The rules (see `docs/protocol.md` and SPEC §3.2):
+//! The rules (`docs/protocol.md`, protocol §3.2):
 //!
 //! - object keys sorted by **UTF-16 code units** at every level (not bytes,
 //!   not code points); arrays keep their order;

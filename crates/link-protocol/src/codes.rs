@@ -1,9 +1,9 @@
-//! Stable wire vocabulary: message types, RPC error codes (SPEC §7), close
+//! Stable wire vocabulary: message types, RPC error codes (protocol §7), close
 //! codes (§13) and the hub feature list.
 
 use std::fmt;
 
-/// Message type strings (SPEC §6).
+/// Message type strings (protocol §6).
 pub mod msg_type {
     /// Client → hub handshake.
     pub const HELLO: &str = "hello";
@@ -145,7 +145,7 @@ pub mod rpc_error_text {
     pub const REMOTE_CODE: &str = "RPC_REMOTE";
 }
 
-/// WebSocket close codes and reasons (SPEC §13).
+/// WebSocket close codes and reasons (protocol §13).
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
@@ -176,6 +176,10 @@ pub mod close {
     pub const REASON_REJECTED_RETRY: &str = "hello rejected - will retry";
     /// Reason on a keepalive termination (event only; no frame is sent).
     pub const REASON_KEEPALIVE: &str = "keepalive timeout";
+    /// Reason when a close handshake we started was not finished within
+    /// the grace period and the socket was terminated (event only; no frame
+    /// is sent).
+    pub const REASON_CLOSE_TIMEOUT: &str = "close timeout";
 }
 
 #[cfg(test)]
@@ -189,5 +193,23 @@ mod tests {
         }
         assert_eq!(RpcErrorCode::parse("RPC_REMOTE"), None);
         assert_eq!(HUB_FEATURES, ["topics", "direct"]);
+    }
+
+    /// The close codes are wire values (RFC 6455 §7.4.1 and protocol §13):
+    /// pinned here once, so code and tests can name them.
+    #[test]
+    fn close_codes_are_the_wire_values() {
+        assert_eq!(
+            [
+                close::NORMAL,
+                close::GOING_AWAY,
+                close::NO_STATUS,
+                close::ABNORMAL,
+                close::POLICY,
+                close::TOO_BIG,
+                close::REPLACED,
+            ],
+            [1000, 1001, 1005, 1006, 1008, 1009, 4000]
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The envelope: parsing a frame (SPEC §4.1 steps 1–4), verifying and
+//! The envelope: parsing a frame (protocol §4.1 steps 1–4), verifying and
 //! encoding it (§3).
 //!
 //! An [`Envelope`] keeps every top-level field except `sig`, including
@@ -7,7 +7,7 @@
 //!
 //! Encoding writes the **canonical signing text itself** followed by `sig`:
 //! `{"data":…,"from":…,"id":…,"to":…,"ts":…,"type":…,"v":1,"sig":"…"}`.
-//! Receivers never depend on key order (SPEC §3.3), so one serialisation
+//! Receivers never depend on key order (protocol §3.3), so one serialisation
 //! serves both as the MAC input and as the wire frame. See
 //! `docs/adr/0002-wire-key-order.md`.
 
@@ -122,7 +122,7 @@ impl Head {
         let ts = match &h.ts {
             None => 0.0,
             Some(r) if matches!(b[r.start], b'-' | b'0'..=b'9') => text[r.clone()].parse().ok()?,
-            // A non-number counts as 0 (SPEC §4.1 step 8).
+            // A non-number counts as 0 (protocol §4.1 step 8).
             Some(_) => 0.0,
         };
         Some(Self {
@@ -234,7 +234,7 @@ impl Received {
 
 /// Parses a frame (text or binary) as the reference does: size cap, JSON,
 /// `id` presence and length. The order of checks and the reasons match
-/// SPEC §4.1 steps 1–4.
+/// protocol §4.1 steps 1–4.
 ///
 /// A frame in signing form (our own encoder's shape, see
 /// [`crate::signed_form`]) builds no JSON tree: it is verified over its own
@@ -409,7 +409,7 @@ impl CanonicalData {
     }
 
     /// Converts any serialisable value, refusing non-finite floats and
-    /// anything serde_json cannot represent (SPEC §11 wire-safety).
+    /// anything serde_json cannot represent (protocol §11 wire-safety).
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, WireError> {
         Ok(Self::new(&wire_safe::to_value(value)?))
     }
@@ -636,7 +636,7 @@ impl Envelope {
         }
     }
 
-    /// `ts` as a number; a non-number counts as 0 (SPEC §4.1 step 8).
+    /// `ts` as a number; a non-number counts as 0 (protocol §4.1 step 8).
     pub fn ts(&self) -> f64 {
         match &self.repr {
             Repr::Tree { .. } => self.field("ts").and_then(Value::as_f64).unwrap_or(0.0),

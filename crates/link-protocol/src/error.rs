@@ -4,6 +4,10 @@
 //!   is the reference's `protocol-error` `reason` string.
 //! - [`ProtocolError`]: a drop reason plus the details the reference attaches
 //!   (`kind`, `type`, `size`, `skew`, `detail`, `error`).
+//! - [`Diagnostic`]: a finding about the link that drops no frame (keepalive
+//!   timeout, no `hello.ack`, clock skew). The reference reports these as
+//!   `protocol-error` events too, so its [`code`](Diagnostic::code) shares the
+//!   `reason` namespace with [`DropReason::code`] and no code appears in both.
 //! - [`ConfigError`]: local misuse found when a configuration is built.
 //! - [`WireError`]: a value that cannot be put on the wire.
 
@@ -15,7 +19,7 @@ use std::fmt;
 pub enum DropReason {
     /// Frame larger than `maxMessageBytes`.
     Oversize,
-    /// Not JSON (or not representable, e.g. lone surrogate escapes, SPEC §0.5).
+    /// Not JSON (or not representable, e.g. lone surrogate escapes, protocol §0.5).
     ParseError,
     /// `id` absent, empty or not a string.
     MissingId,
@@ -41,12 +45,6 @@ pub enum DropReason {
     InvalidTopic,
     /// (client) an `rpc.response` from neither `server` nor the callee.
     RpcResponseMismatch,
-    /// (client) no pong since the previous ping.
-    KeepaliveTimeout,
-    /// (client) connected but no `hello.ack` within the diagnostic delay.
-    NoAck,
-    /// (client) verified frames were dropped by the replay window.
-    ClockSkew,
 }
 
 impl DropReason {
@@ -67,9 +65,6 @@ impl DropReason {
             Self::ReplayId => "replay-id",
             Self::InvalidTopic => "invalid-topic",
             Self::RpcResponseMismatch => "rpc-response-mismatch",
-            Self::KeepaliveTimeout => "keepalive-timeout",
-            Self::NoAck => "no-ack",
-            Self::ClockSkew => "clock-skew",
         }
     }
 }
@@ -91,14 +86,12 @@ pub struct ProtocolError {
     pub msg_type: Option<Box<str>>,
     /// Frame size in bytes (`oversize`, `parse-error`).
     pub size: Option<usize>,
-    /// `now - ts` in ms (`replay-window`, `clock-skew`).
+    /// `now - ts` in ms (`replay-window`).
     pub skew: Option<f64>,
     /// Sub-reason (`bad-hello`: `missing-kind` …; `duplicate-hello`: `concurrent-hello`).
     pub detail: Option<&'static str>,
     /// Underlying error text (`parse-error`).
     pub error: Option<Box<str>>,
-    /// (client `no-ack`) whether the hub's frames verified.
-    pub verified: Option<bool>,
 }
 
 impl ProtocolError {
@@ -112,7 +105,6 @@ impl ProtocolError {
             skew: None,
             detail: None,
             error: None,
-            verified: None,
         }
     }
 
@@ -154,6 +146,46 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// A finding about the link that drops no frame (the client's diagnostics,
+/// reported by the reference as `protocol-error` events; protocol §12).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Diagnostic {
+    /// No pong since the previous ping; the socket was terminated (a
+    /// reconnect follows, as after any unexpected close).
+    KeepaliveTimeout,
+    /// Connected, but no `hello.ack` within the diagnostic delay.
+    NoAck {
+        /// Whether a frame from the hub verified on this connection: the hub
+        /// speaks with our key but never acked. `false` hints at a secret or
+        /// hash mismatch.
+        verified: bool,
+    },
+    /// No `hello.ack` within the diagnostic delay, and frames that verified
+    /// were dropped by the replay window: the clocks disagree.
+    ClockSkew {
+        /// `now - ts` of the last such frame, in ms.
+        skew: f64,
+    },
+}
+
+impl Diagnostic {
+    /// The stable reason string used on `protocol-error` events.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::KeepaliveTimeout => "keepalive-timeout",
+            Self::NoAck { .. } => "no-ack",
+            Self::ClockSkew { .. } => "clock-skew",
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
 
 /// A configuration value that cannot be used; found once, at build time.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -252,5 +284,48 @@ impl WireError {
             Self::InvalidTopic(_) => "INVALID_TOPIC",
             Self::TooLarge { .. } => "WIRE_TOO_LARGE",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostic_codes_are_the_reference_reasons_and_no_drop_reason_uses_them() {
+        let diagnostics = [
+            Diagnostic::KeepaliveTimeout,
+            Diagnostic::NoAck { verified: false },
+            Diagnostic::NoAck { verified: true },
+            Diagnostic::ClockSkew { skew: -1.0 },
+        ];
+        let codes: Vec<&str> = diagnostics.iter().map(|d| d.code()).collect();
+        assert_eq!(
+            codes,
+            ["keepalive-timeout", "no-ack", "no-ack", "clock-skew"]
+        );
+        let drops = [
+            DropReason::Oversize,
+            DropReason::ParseError,
+            DropReason::MissingId,
+            DropReason::OversizedId,
+            DropReason::BadHello,
+            DropReason::UnknownKind,
+            DropReason::DuplicateHello,
+            DropReason::PreHelloMessage,
+            DropReason::BadSignature,
+            DropReason::BadVersion,
+            DropReason::ReplayWindow,
+            DropReason::ReplayId,
+            DropReason::InvalidTopic,
+            DropReason::RpcResponseMismatch,
+        ];
+        for d in drops {
+            assert!(!codes.contains(&d.code()), "{d} is also a diagnostic code");
+        }
+        assert_eq!(
+            Diagnostic::ClockSkew { skew: 5.0 }.to_string(),
+            "clock-skew"
+        );
     }
 }

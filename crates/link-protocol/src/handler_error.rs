@@ -1,5 +1,5 @@
 //! [`HandlerError`]: what an RPC handler (client or hub side) fails with,
-//! and the sanitisation rule that turns it into a wire response (SPEC §7).
+//! and the sanitisation rule that turns it into a wire response (protocol §7).
 //!
 //! An *exposed* error (the reference's `RpcHandlerError`, or any error with
 //! `expose`) goes on the wire with its code, message and data; any other

@@ -62,7 +62,7 @@ pub mod wire_safe;
 
 pub use codes::{Feature, HUB_FEATURES, RpcErrorCode, SERVER, close, msg_type};
 pub use envelope::{CanonicalData, Envelope, Header, Received};
-pub use error::{ConfigError, DropReason, KindError, ProtocolError, WireError};
+pub use error::{ConfigError, Diagnostic, DropReason, KindError, ProtocolError, WireError};
 pub use handler_error::HandlerError;
 pub use messages::{Hello, HelloAck, Message, PeerInfo, RpcResponse, StatusEntry};
 pub use replay::{ReplayCheck, ReplayConfig, ReplayGuard};

@@ -1,4 +1,4 @@
-//! Typed payloads of every message type (SPEC §6): constructors that build
+//! Typed payloads of every message type (protocol §6): constructors that build
 //! the `data` the reference sends, and lenient parsers that read what the
 //! reference accepts.
 //!
@@ -64,7 +64,7 @@ impl Hello {
         ])
     }
 
-    /// The hub's sanitisation (SPEC §5.1): `String(kind ?? '').trim()` checked
+    /// The hub's sanitisation (protocol §5.1): `String(kind ?? '').trim()` checked
     /// against the kind rules, `name` trimmed and cut to 256, `pid` and
     /// `startedAt` kept only when finite numbers.
     pub fn sanitize(data: Option<&Value>) -> Result<Self, KindError> {

@@ -1,5 +1,5 @@
 //! Replay protection: the time window and the per-sender id cache
-//! (SPEC §4.1 steps 8–9, §0.1).
+//! (protocol §4.1 steps 8–9, §0.1).
 //!
 //! Semantics shared with the reference:
 //! - `|now − ts| > window` is `replay-window` (a non-number `ts` counts as 0);
@@ -10,7 +10,7 @@
 //!   ids, each expiring `window` ms after it was recorded;
 //! - a window of 0 disables both checks.
 //!
-//! Where we do better (SPEC §0.1): a sender's ids are **not** forgotten when
+//! Where we do better (protocol §0.1): a sender's ids are **not** forgotten when
 //! it disconnects, so frames captured from a departed peer (its hello
 //! included) cannot be replayed inside the window. Memory stays bounded by
 //! `max_total_ids` across all senders. When an id has to be evicted before

@@ -1,9 +1,9 @@
-//! HMAC keys, signing and constant-time verification (SPEC §3.1, §3.3).
+//! HMAC keys, signing and constant-time verification (protocol §3.1, §3.3).
 //!
 //! This module owns the MAC: which hash algorithms exist, the secret key
 //! type (a newtype whose `Debug` never prints the secret), lowercase-hex
 //! signatures, and strict verification. Verification differs from the
-//! reference on purpose (SPEC §0.2): the signature text must be exactly the
+//! reference on purpose (protocol §0.2): the signature text must be exactly the
 //! digest length in hex, either case; trailing garbage is refused.
 
 use std::fmt;
@@ -322,7 +322,7 @@ mod tests {
         assert!(key.verify(CANON.as_bytes(), &SIG.to_uppercase()));
         assert!(
             !key.verify(CANON.as_bytes(), &format!("{SIG}zz")),
-            "trailing garbage (SPEC §0.2)"
+            "trailing garbage (protocol §0.2)"
         );
         assert!(!key.verify(CANON.as_bytes(), &format!("{SIG}ab")));
         assert!(!key.verify(CANON.as_bytes(), &SIG[..62]));

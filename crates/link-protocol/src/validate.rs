@@ -1,5 +1,5 @@
 //! Validation rules for kinds, topics and ids, and the JavaScript coercions
-//! the reference applies before checking them (SPEC §4.1, §5.1, §6.1).
+//! the reference applies before checking them (protocol §4.1, §5.1, §6.1).
 
 use std::borrow::Cow;
 

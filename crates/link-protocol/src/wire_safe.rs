@@ -1,4 +1,4 @@
-//! Wire-safety for outgoing payloads (SPEC §11): Rust's type system already
+//! Wire-safety for outgoing payloads (protocol §11): Rust's type system already
 //! excludes most of what the reference checks for (cycles, BigInt, Map, …);
 //! what remains is non-finite floats, which `serde_json` would silently turn
 //! into `null`, and values serde cannot represent as JSON (e.g. maps with

@@ -8,7 +8,7 @@ mod sim;
 use std::time::Duration;
 
 use link_protocol::conn::{ClientEvent, ClientState, HubConnEvent, HubConnState};
-use link_protocol::{DropReason, HelloAck, ProtocolError, msg_type};
+use link_protocol::{Diagnostic, DropReason, HelloAck, ProtocolError, msg_type};
 use serde_json::json;
 use sim::{KeyMode, Sim, key};
 
@@ -31,6 +31,16 @@ fn client_drops(sim: &Sim) -> Vec<ProtocolError> {
         .iter()
         .filter_map(|e| match e {
             ClientEvent::ProtocolError(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_diagnostics(sim: &Sim) -> Vec<Diagnostic> {
+    sim.client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Diagnostic(d) => Some(*d),
             _ => None,
         })
         .collect()
@@ -76,12 +86,17 @@ fn frames_before_the_ack_are_processed_but_do_not_make_ready() {
     assert!(sim.lines("client event: message status.snapshot").len() == 1);
     // The diagnostic fires once: verified but never acked.
     sim.advance(secs(5));
-    let drops = client_drops(&sim);
-    assert_eq!(drops.len(), 1);
-    assert_eq!(drops[0].reason(), DropReason::NoAck);
-    assert_eq!(drops[0].verified, Some(true));
+    assert!(client_drops(&sim).is_empty());
+    assert_eq!(
+        client_diagnostics(&sim),
+        [Diagnostic::NoAck { verified: true }]
+    );
     sim.advance(secs(5));
-    assert_eq!(client_drops(&sim).len(), 1, "the diagnostic is one-shot");
+    assert_eq!(
+        client_diagnostics(&sim).len(),
+        1,
+        "the diagnostic is one-shot"
+    );
 }
 
 #[test]
@@ -96,11 +111,10 @@ fn wrong_secret_gives_bad_signature_at_the_hub_and_no_ack_at_the_client() {
         "socket stays open"
     );
     sim.advance(secs(5));
-    let drops = client_drops(&sim);
-    assert_eq!(drops.len(), 1);
+    assert!(client_drops(&sim).is_empty());
     assert_eq!(
-        (drops[0].reason(), drops[0].verified),
-        (DropReason::NoAck, None)
+        client_diagnostics(&sim),
+        [Diagnostic::NoAck { verified: false }]
     );
 }
 
@@ -117,9 +131,10 @@ fn clock_skew_is_diagnosed() {
     sim.advance(secs(5));
     let drops = client_drops(&sim);
     assert_eq!(drops[0].reason(), DropReason::ReplayWindow);
-    let diag = drops.last().unwrap();
-    assert_eq!(diag.reason(), DropReason::ClockSkew);
-    assert_eq!(diag.skew, Some(-400_000.0));
+    assert_eq!(
+        client_diagnostics(&sim),
+        [Diagnostic::ClockSkew { skew: -400_000.0 }]
+    );
 }
 
 #[test]
@@ -263,7 +278,7 @@ fn bad_kind_closes_1008_before_any_signature_check() {
     ] {
         let mut sim = Sim::new();
         sim.open_raw_hub_socket();
-        // Not even signed: the kind check comes first (SPEC §4.1 step 5.1).
+        // Not even signed: the kind check comes first (protocol §4.1 step 5.1).
         let frame = json!({"v":1,"id":"h1","ts":sim::T0_MS,"type":"hello","from":null,"to":null,
                            "data":{"kind":kind},"sig":"00"});
         sim.inject_to_hub(&frame.to_string());
@@ -475,10 +490,7 @@ fn client_keepalive_terminates_on_a_missing_pong_and_reconnects() {
     sim.advance(secs(30));
     assert_eq!(sim.lines("client -> hub: ping").len(), 1);
     sim.advance(secs(30));
-    assert_eq!(
-        client_drops(&sim).last().map(ProtocolError::reason),
-        Some(DropReason::KeepaliveTimeout)
-    );
+    assert_eq!(client_diagnostics(&sim), [Diagnostic::KeepaliveTimeout]);
     assert!(sim.lines("client terminates").len() == 1);
     assert!(
         sim.client_events.iter().any(
@@ -497,6 +509,7 @@ fn client_keepalive_is_quiet_when_pongs_arrive() {
     }
     assert_eq!(sim.lines("client -> hub: ping").len(), 5);
     assert!(client_drops(&sim).is_empty());
+    assert!(client_diagnostics(&sim).is_empty());
     assert!(sim.client.is_ready());
 }
 

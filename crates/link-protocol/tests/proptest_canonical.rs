@@ -1,5 +1,5 @@
-//! Property tests for canonical JSON (SPEC §3.2), number formatting, string
-//! escaping and envelope sign/verify (SPEC §3.1, §3.3).
+//! Property tests for canonical JSON (protocol §3.2), number formatting, string
+//! escaping and envelope sign/verify (protocol §3.1, §3.3).
 //!
 //! Generated values stress the places a Rust port is most likely to drift
 //! from the Node.js reference: keys mixing astral characters with BMP
@@ -129,7 +129,7 @@ fn utf16_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-/// `JSON.stringify` of a string, written char by char from SPEC §3.2.
+/// `JSON.stringify` of a string, written char by char from protocol §3.2.
 fn js_quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {

@@ -1,5 +1,6 @@
 //! Golden vectors produced by the reference implementation (link-core 0.6.0).
-//! `tests/data/` holds verbatim copies of `shared/protocol/vectors/`.
+//! `tests/data/` holds verbatim copies of the vectors produced by running the
+//! reference (protocol §3.4.1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

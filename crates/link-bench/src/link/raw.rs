@@ -65,7 +65,7 @@ pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String
     cfg.hello_ack_diagnostic = None;
     let mut conn =
         ClientConn::new(cfg, Box::new(ids()), Box::new(|| 0.5)).map_err(|e| e.to_string())?;
-    conn.start(now());
+    conn.start();
     conn.handle_open(now());
     while let Some(t) = conn.poll_transmit() {
         if let Transmit::Frame(f) = t {
@@ -81,8 +81,8 @@ pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String
             None => return Err("closed before hello.ack".into()),
         };
         match msg {
-            Message::Text(t) => conn.handle_frame(now(), t.as_bytes()),
-            Message::Binary(b) => conn.handle_frame(now(), &b),
+            Message::Text(t) => conn.handle_message(now(), t.as_bytes()),
+            Message::Binary(b) => conn.handle_message(now(), &b),
             Message::Close(f) => return Err(format!("closed before hello.ack: {f:?}")),
             _ => {}
         }

@@ -191,6 +191,7 @@ fn last_error(events: &mut broadcast::Receiver<Arc<LinkEvent>>) -> Option<String
                 }
                 LinkEvent::WsError(e) => last = Some(e.clone()),
                 LinkEvent::ProtocolError(e) => last = Some(e.to_string()),
+                LinkEvent::Diagnostic(d) => last = Some(d.to_string()),
                 LinkEvent::Disconnect { code, reason, .. } => {
                     last = Some(match code {
                         Some(code) => format!("closed with {code} {reason}"),

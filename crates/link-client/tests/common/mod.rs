@@ -186,7 +186,7 @@ impl HubSide {
         self.send_raw(frame).await;
     }
 
-    /// Reads the hello and answers as the reference hub does (SPEC §5.2):
+    /// Reads the hello and answers as the reference hub does (protocol §5.2):
     /// `hello.ack`, then `peers.update` (just this peer), then
     /// `status.snapshot` (empty). Returns the hello.
     pub(crate) async fn handshake(&mut self, features: &[&str]) -> Envelope {
@@ -307,7 +307,8 @@ pub(crate) fn conversation() -> Vec<Captured> {
         .collect()
 }
 
-/// Frame number `n` (1-based, as in SPEC).
+/// Frame number `n` (1-based, as the captured conversation numbers them
+/// and protocol §3.4 and §6.2 cite them).
 pub(crate) fn captured(frames: &[Captured], n: u64) -> &Captured {
     let f = &frames[(n - 1) as usize];
     assert_eq!(f.n, n);

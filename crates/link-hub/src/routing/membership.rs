@@ -1,7 +1,7 @@
 //! Membership: sockets attaching, hellos registering a kind (displacing the
 //! socket that held it), sockets going, and the peer list every peer is
 //! sent (`peers.update`, coalesced: a burst of joins costs each peer one
-//! list, docs/protocol.md §7).
+//! list; protocol §5.2, §6.1).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

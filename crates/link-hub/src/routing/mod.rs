@@ -1,7 +1,7 @@
 //! The routing table, without I/O: who is connected (one socket per kind),
 //! which topics they hold, their last statuses, the server RPCs and ACL
 //! checks in flight, the membership version, and every decision about where
-//! a verified message goes (docs/protocol.md §5–§9, §14).
+//! a verified message goes (protocol §5–§10).
 //!
 //! It is a plain state machine in the quinn-proto shape. Inputs are
 //! `handle_*` calls with the time passed in; outputs are polled:
@@ -459,7 +459,7 @@ impl Routing {
     }
 
     /// True when `conn` is the socket that holds `kind` now (frames from a
-    /// replaced socket are dropped: docs/protocol.md §4.1 step 12).
+    /// replaced socket are dropped: protocol §4.1 step 12).
     fn is_current(&self, conn: ConnId, kind: &str) -> bool {
         self.peers.get(kind).map(|p| p.conn) == Some(conn)
     }

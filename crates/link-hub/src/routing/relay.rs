@@ -1,7 +1,7 @@
 //! Where a verified message goes: statuses to every other peer, RPCs and
 //! their answers and cancels to their target, topic messages to the
 //! topic's subscribers in subscription order, direct messages to their
-//! target (docs/protocol.md §5.2, §6.1, §8, §9). Relayed `data` is shared,
+//! target (protocol §6.1, §7, §9). Relayed `data` is shared,
 //! not copied: every recipient's item points at one canonical text.
 
 use std::sync::Arc;

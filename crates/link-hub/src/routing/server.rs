@@ -3,7 +3,7 @@
 //! the table; a user handler of the same name shadows a built-in and runs
 //! as a [`Task`] the driver spawns, its answer coming back through
 //! [`Routing::handle_server_rpc_done`]. `max_concurrent_rpc` caps both
-//! (docs/protocol.md §6.2).
+//! (protocol §8).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! answers come back through [`Routing::handle_verdict`]. A denied
 //! request is answered with the hook's code (`RPC_FORBIDDEN` by default); a
 //! denied publish, subscribe or send is dropped silently; each denial is an
-//! `acl-denied` event (docs/hub.md, "ACL hooks").
+//! `acl-denied` event (protocol §10).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

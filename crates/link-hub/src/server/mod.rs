@@ -1,5 +1,5 @@
 //! [`HubServer`]: HTTP and WebSocket on one port, the reference's
-//! `createHubServer` (API-CHECKLIST §3, SPEC §13–§14).
+//! `createHubServer` (docs/hub.md, *Embedding the hub*; protocol §13–§14).
 //!
 //! ```text
 //!  TcpListener ─► per connection: hyper http1 (with upgrades)
@@ -98,7 +98,8 @@ pub use http;
 
 use self::lifecycle::{Phase, StopFailure};
 use self::routes::{ExtraStateFn, RouteFn};
-use crate::config::{BoxFuture, HubConfig};
+use crate::config::HubConfig;
+use crate::future::BoxFuture;
 use crate::hub::Hub;
 
 /// Default listen address: loopback only (the reference uses `0.0.0.0`).
@@ -107,10 +108,10 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     8080,
 ));
 
-/// Close code sent to every socket by [`HubServer::stop`].
-pub const SHUTDOWN_CLOSE_CODE: u16 = 1001;
+/// Close code sent to every socket by [`HubServer::stop`] (1001, going away).
+pub const SHUTDOWN_CLOSE_CODE: u16 = link_protocol::close::GOING_AWAY;
 /// Close reason sent to every socket by [`HubServer::stop`].
-pub const SHUTDOWN_CLOSE_REASON: &str = "server shutdown";
+pub const SHUTDOWN_CLOSE_REASON: &str = link_protocol::close::REASON_SERVER_SHUTDOWN;
 
 type ShutdownHook = Box<dyn FnOnce() -> BoxFuture<()> + Send>;
 

@@ -1,5 +1,5 @@
 //! Plain HTTP requests: path normalisation, user routes, `/health`,
-//! `/state` and the 404 (SPEC §14).
+//! `/state` and the 404 (protocol §14).
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::{ServerError, Service};
-use crate::config::BoxFuture;
+use crate::future::BoxFuture;
 
 /// A user route, type-erased.
 pub(crate) type RouteFn =

@@ -13,7 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use link_hub::{Hub, HubConfig, HubEvent};
 use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, SeqIds, Transmit};
 use link_protocol::{
-    CanonicalData, DropReason, Envelope, HashAlgo, Key, Message as Msg, ProtocolError, envelope,
+    CanonicalData, DropReason, Envelope, HashAlgo, Key, Message as Msg, ProtocolError, close,
+    envelope,
 };
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -110,7 +111,7 @@ impl Peer {
 
     /// Like [`Peer::connect`], over a TCP socket with a tiny receive buffer:
     /// once the test stops reading it, the hub's writer stalls after a few
-    /// frames and its outbox starts queueing (SPEC §11).
+    /// frames and its outbox starts queueing (protocol §11).
     pub async fn connect_stalling(url: &str, kind: &str, secret: &str) -> Self {
         Self::handshake(connect_small_rcvbuf(url).await, kind, secret).await
     }
@@ -136,7 +137,7 @@ impl Peer {
             inbox: Vec::new(),
             features: Vec::new(),
         };
-        peer.conn.start(now());
+        peer.conn.start();
         let _ = peer.conn.poll_event(); // Connect
         peer.conn.handle_open(now());
         peer.flush().await;
@@ -176,13 +177,13 @@ impl Peer {
                     }
                 }
                 match self.ws.next().await {
-                    Some(Ok(Message::Text(t))) => self.conn.handle_frame(now(), t.as_bytes()),
-                    Some(Ok(Message::Binary(b))) => self.conn.handle_frame(now(), &b),
+                    Some(Ok(Message::Text(t))) => self.conn.handle_message(now(), t.as_bytes()),
+                    Some(Ok(Message::Binary(b))) => self.conn.handle_message(now(), &b),
                     Some(Ok(Message::Close(f))) => {
                         let (code, reason) = f.map_or((None, String::new()), |f| {
                             (Some(u16::from(f.code)), f.reason.to_string())
                         });
-                        self.conn.handle_close(now(), code, &reason);
+                        self.conn.handle_closed(now(), code, &reason);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
@@ -190,7 +191,7 @@ impl Peer {
                         // rather than spin past the timeout.
                         assert!(!ended, "{}: socket ended while waiting", self.kind);
                         ended = true;
-                        self.conn.handle_close(now(), Some(1006), "");
+                        self.conn.handle_closed(now(), Some(close::ABNORMAL), "");
                     }
                 }
             }
@@ -341,7 +342,7 @@ impl TestHub {
     /// A hub whose sockets are accepted with tungstenite's default
     /// WebSocket limits (64 MiB), then handed to [`Hub::attach`]: the
     /// "bare createHub + your own wss" case, where the envelope parser's own
-    /// size check (`oversize`) is the one that fires (SPEC §1, §4.1 step 1).
+    /// size check (`oversize`) is the one that fires (protocol §1, §4.1 step 1).
     pub async fn start_lenient(config: HubConfig) -> Self {
         let hub = Hub::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,4 +1,4 @@
-//! Reconnect delay policy (SPEC §12): `delay = base × (1 − j/2 + r·j)`,
+//! Reconnect delay policy (protocol §12): `delay = base × (1 − j/2 + r·j)`,
 //! `base` starting at `initial` and growing ×`growth` after each attempt up
 //! to `max`; attempts bounded by `max_attempts`; reset on ready.
 

@@ -1,13 +1,13 @@
 //! [`ClientConn`]: a client's link to its hub across connections — the
 //! handshake, inbound verification, keepalive, the hello-ack diagnostic and
-//! the reconnect policy (SPEC §4.2, §5, §12, §13).
+//! the reconnect policy (protocol §4.2, §5, §12, §13).
 //!
 //! ```text
 //!  Idle ─start─► Connecting ─handle_open─► Handshaking ─hello.ack ok─► Ready
 //!                    ▲                          │  │                     │
 //!                    │ reconnect timer          │  └─ack ok:false─► (stop, or close 1000 + retry)
 //!                    │                          ▼                        ▼
-//!           WaitingToReconnect ◄──handle_close (not displaced/stopped)───┘
+//!          WaitingToReconnect ◄──handle_closed (not displaced/stopped)───┘
 //!  Stopped: after stop(), close 4000 (displaced), rejection, or exhaustion. Sticky
 //!  until start().
 //! ```
@@ -20,7 +20,7 @@ use super::timers::Timers;
 use super::{IdSource, Now, Transmit};
 use crate::codes::{SERVER, close, msg_type};
 use crate::envelope::{self, CanonicalData, DEFAULT_MAX_MESSAGE_BYTES, Envelope, Header};
-use crate::error::{ConfigError, DropReason, ProtocolError};
+use crate::error::{ConfigError, Diagnostic, DropReason, ProtocolError};
 use crate::messages::{Hello, HelloAck, Message};
 use crate::replay::{ReplayConfig, ReplayGuard};
 use crate::signing::Key;
@@ -124,7 +124,7 @@ pub struct Disconnect {
 #[non_exhaustive]
 pub enum ClientEvent {
     /// Open a socket to the hub now, then call `handle_open` (or
-    /// `handle_close` with 1006 if it fails).
+    /// `handle_closed` with 1006 if it fails).
     Connect {
         /// Consecutive reconnect attempts so far (0 for the first connect).
         attempt: u32,
@@ -155,8 +155,11 @@ pub enum ClientEvent {
         /// (a driver's `lastVerifiedAt`, without a clock read per frame).
         at_ms: u64,
     },
-    /// A dropped frame or a diagnostic.
+    /// A dropped frame.
     ProtocolError(ProtocolError),
+    /// A finding that drops no frame (keepalive timeout, no `hello.ack`,
+    /// clock skew).
+    Diagnostic(Diagnostic),
     /// The connection ended.
     Disconnected(Disconnect),
     /// A reconnect is scheduled.
@@ -285,7 +288,7 @@ impl ClientConn {
     // ----- inputs --------------------------------------------------------
 
     /// Starts (or restarts after a stop): asks the driver to connect.
-    pub fn start(&mut self, _now: Now) {
+    pub fn start(&mut self) {
         if matches!(self.state, ClientState::Idle | ClientState::Stopped) {
             self.stopping = false;
             self.backoff.reset();
@@ -340,13 +343,13 @@ impl ClientConn {
     }
 
     /// A frame arrived (text or binary).
-    pub fn handle_frame(&mut self, now: Now, bytes: &[u8]) {
+    pub fn handle_message(&mut self, now: Now, bytes: &[u8]) {
         self.receive(now, bytes, std::str::from_utf8(bytes).ok());
     }
 
-    /// A text frame arrived: as [`handle_frame`](Self::handle_frame), for
-    /// text the transport has already checked to be UTF-8.
-    pub fn handle_text_frame(&mut self, now: Now, text: &str) {
+    /// A text frame arrived: as [`handle_message`](Self::handle_message),
+    /// for text the transport has already checked to be UTF-8.
+    pub fn handle_text_message(&mut self, now: Now, text: &str) {
         self.receive(now, text.as_bytes(), Some(text));
     }
 
@@ -407,13 +410,13 @@ impl ClientConn {
     }
 
     /// A pong arrived.
-    pub fn handle_pong(&mut self, _now: Now) {
+    pub fn handle_pong(&mut self) {
         self.awaiting_pong = false;
     }
 
     /// The socket closed (or failed to open: pass 1006). `code` is `None`
     /// when the close frame had no code.
-    pub fn handle_close(&mut self, now: Now, code: Option<u16>, reason: &str) {
+    pub fn handle_closed(&mut self, now: Now, code: Option<u16>, reason: &str) {
         let code = code.unwrap_or(close::NO_STATUS);
         let was_connected = self.is_connected();
         if !was_connected && self.state != ClientState::Connecting {
@@ -460,7 +463,7 @@ impl ClientConn {
         if self.timers.expire(CLOSING, now.instant) && self.is_connected() {
             // The hub never finished the close handshake we started.
             self.transmits.push_back(Transmit::Terminate);
-            self.handle_close(now, Some(close::ABNORMAL), "close timeout");
+            self.handle_closed(now, Some(close::ABNORMAL), close::REASON_CLOSE_TIMEOUT);
             return;
         }
         if self.timers.expire(RECONNECT, now.instant)
@@ -472,29 +475,18 @@ impl ClientConn {
             });
         }
         if self.timers.expire(DIAGNOSTIC, now.instant) && self.state == ClientState::Handshaking {
-            let err = if self.verified {
-                ProtocolError {
-                    verified: Some(true),
-                    ..ProtocolError::new(DropReason::NoAck)
-                }
-            } else if let Some(skew) = self.last_skew {
-                ProtocolError {
-                    skew: Some(skew),
-                    ..ProtocolError::new(DropReason::ClockSkew)
-                }
-            } else {
-                ProtocolError::new(DropReason::NoAck)
+            let diagnostic = match (self.verified, self.last_skew) {
+                (false, Some(skew)) => Diagnostic::ClockSkew { skew },
+                (verified, _) => Diagnostic::NoAck { verified },
             };
-            self.events.push_back(ClientEvent::ProtocolError(err));
+            self.events.push_back(ClientEvent::Diagnostic(diagnostic));
         }
         if self.timers.expire(KEEPALIVE, now.instant) && self.is_connected() {
             if self.awaiting_pong {
                 self.events
-                    .push_back(ClientEvent::ProtocolError(ProtocolError::new(
-                        DropReason::KeepaliveTimeout,
-                    )));
+                    .push_back(ClientEvent::Diagnostic(Diagnostic::KeepaliveTimeout));
                 self.transmits.push_back(Transmit::Terminate);
-                self.handle_close(now, Some(close::ABNORMAL), close::REASON_KEEPALIVE);
+                self.handle_closed(now, Some(close::ABNORMAL), close::REASON_KEEPALIVE);
                 return;
             }
             self.awaiting_pong = true;

@@ -1,5 +1,5 @@
 //! [`HubConn`]: one socket as the hub sees it — pending until a hello
-//! verifies, then authenticated as a kind (SPEC §4.1, §5, §12, §13).
+//! verifies, then authenticated as a kind (protocol §4.1, §5, §12, §13).
 //!
 //! ```text
 //!  Pending ──hello (kind ok)──► Resolving ──key_resolved(Some, verifies)──► Authenticated
@@ -11,7 +11,7 @@
 //!
 //! Key lookup is a request to the driver ([`HubConnEvent::KeyNeeded`]),
 //! answered with [`HubConn::key_resolved`], so an async resolver never
-//! blocks the state machine. Unlike the reference (SPEC §0.3), frames that
+//! blocks the state machine. Unlike the reference (protocol §0.3), frames that
 //! arrive behind a hello while its key is being resolved are kept, in order,
 //! and processed once the hello is accepted (bounded; beyond the bound they
 //! are `pre-hello-message` drops).
@@ -195,7 +195,7 @@ impl HubConn {
     // ----- inputs --------------------------------------------------------
 
     /// A frame arrived.
-    pub fn handle_frame(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
+    pub fn handle_message(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
         if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
             return;
         }
@@ -414,7 +414,7 @@ impl HubConn {
     }
 }
 
-/// SPEC §4.1 steps 6–9: signature, version, replay window, replay id.
+/// protocol §4.1 steps 6–9: signature, version, replay window, replay id.
 fn verify_and_check(
     received: &Received,
     key: &Key,

@@ -1,13 +1,21 @@
 //! Connection state machines in the quinn shape: [`ClientConn`] for a
 //! client's link to its hub, [`HubConn`] for one socket on the hub.
 //!
-//! Both are driven the same way. Call order, on every wake-up:
+//! Both are driven the same way, and the same socket event has the same
+//! method name on both. Call order, on every wake-up:
 //!
-//! 1. feed inputs: `handle_frame(now, bytes)`, `handle_pong(now)`,
-//!    `handle_close(..)`, `handle_timeout(now)`, or an application command;
+//! 1. feed inputs: `handle_message(now, bytes, ..)` for a text or binary
+//!    frame, `handle_pong()`, `handle_closed(..)` once the socket is gone,
+//!    `handle_timeout(now)`, or a command (`ClientConn::start`/`stop`,
+//!    `HubConn::close`/`displace`/`evict`; `HubConn::key_resolved` answers a
+//!    [`HubConnEvent::KeyNeeded`]);
 //! 2. drain outputs: `poll_transmit()` until `None` (write those to the
 //!    socket), `poll_event()` until `None` (act on them);
 //! 3. sleep until `poll_timeout()`, or until the next input.
+//!
+//! Each reports a dropped frame as a `ProtocolError` event
+//! ([`ClientEvent::ProtocolError`], [`HubConnEvent::ProtocolError`]); the
+//! client's findings that drop nothing are [`ClientEvent::Diagnostic`].
 //!
 //! Nothing here reads a clock or a random source: time comes in as [`Now`],
 //! ids from an [`IdSource`], jitter from the `random` argument of

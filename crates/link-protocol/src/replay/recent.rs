@@ -1,7 +1,7 @@
 //! One sender's recently seen ids, oldest first, without an allocation per
 //! id.
 //!
-//! The replay cache is insertion-ordered (SPEC §4.1): ids are only ever
+//! The replay cache is insertion-ordered (protocol §4.1): ids are only ever
 //! added at the back, looked up, and dropped from the front (expiry or
 //! eviction). So they live in a ring of records numbered by a running
 //! sequence, and a hash table maps each id to its sequence number. An id in

@@ -14,7 +14,9 @@ use link_protocol::conn::{
     Transmit,
 };
 use link_protocol::envelope::{self, CanonicalData, Header};
-use link_protocol::{HUB_FEATURES, HashAlgo, HelloAck, Key, ReplayConfig, ReplayGuard, msg_type};
+use link_protocol::{
+    HUB_FEATURES, HashAlgo, HelloAck, Key, ReplayConfig, ReplayGuard, close, msg_type,
+};
 
 /// Wall clock at simulation start (ms since epoch).
 pub const T0_MS: u64 = 1_795_424_111_000;
@@ -119,8 +121,7 @@ impl Sim {
     }
 
     pub fn start(&mut self) {
-        let now = self.clock.client_now();
-        self.client.start(now);
+        self.client.start();
         self.run();
     }
 
@@ -151,7 +152,7 @@ impl Sim {
     pub fn inject_to_hub(&mut self, bytes: &str) {
         let now = self.clock.hub_now();
         if let Some(hub) = &mut self.hub {
-            hub.handle_frame(now, bytes.as_bytes(), &mut self.replay);
+            hub.handle_message(now, bytes.as_bytes(), &mut self.replay);
         }
         self.run();
     }
@@ -159,7 +160,7 @@ impl Sim {
     /// Delivers raw bytes to the client as if the hub had sent them.
     pub fn inject_to_client(&mut self, bytes: &str) {
         let now = self.clock.client_now();
-        self.client.handle_frame(now, bytes.as_bytes());
+        self.client.handle_message(now, bytes.as_bytes());
         self.run();
     }
 
@@ -234,13 +235,13 @@ impl Sim {
                 self.log.push(format!("client -> hub: {}", type_of(&f)));
                 self.client_frames.push(f.clone());
                 if let Some(hub) = &mut self.hub {
-                    hub.handle_frame(h, f.as_bytes(), &mut self.replay);
+                    hub.handle_message(h, f.as_bytes(), &mut self.replay);
                 }
             }
             Transmit::Ping => {
                 self.log.push("client -> hub: ping".into());
                 if self.hub_answers_pings {
-                    self.client.handle_pong(c);
+                    self.client.handle_pong();
                 }
             }
             Transmit::Close { code, reason } => {
@@ -249,7 +250,7 @@ impl Sim {
                     if let Some(mut hub) = self.hub.take() {
                         hub.handle_closed();
                     }
-                    self.client.handle_close(c, code, &reason);
+                    self.client.handle_closed(c, code, &reason);
                 }
             }
             Transmit::Terminate => {
@@ -257,7 +258,7 @@ impl Sim {
                 if let Some(mut hub) = self.hub.take() {
                     hub.handle_closed();
                 }
-                self.client.handle_close(c, Some(1006), "");
+                self.client.handle_closed(c, Some(close::ABNORMAL), "");
             }
         }
     }
@@ -268,8 +269,8 @@ impl Sim {
             Transmit::Frame(f) => {
                 self.log.push(format!("hub -> client: {}", type_of(&f)));
                 // As the client driver does for text frames; injected
-                // frames and the hello.ack go through `handle_frame`.
-                self.client.handle_text_frame(c, &f);
+                // frames and the hello.ack go through `handle_message`.
+                self.client.handle_text_message(c, &f);
             }
             Transmit::Ping => {
                 self.log.push("hub -> client: ping".into());
@@ -280,7 +281,7 @@ impl Sim {
             Transmit::Close { code, reason } => {
                 self.log.push(format!("hub closes {code:?} {reason:?}"));
                 if self.client.is_connected() {
-                    self.client.handle_close(c, code, &reason);
+                    self.client.handle_closed(c, code, &reason);
                 }
                 // The hub socket lingers in Closing until its terminate timer.
             }
@@ -290,7 +291,7 @@ impl Sim {
                     hub.handle_closed();
                 }
                 if self.client.is_connected() {
-                    self.client.handle_close(c, Some(1006), "");
+                    self.client.handle_closed(c, Some(close::ABNORMAL), "");
                 }
             }
         }
@@ -329,7 +330,7 @@ impl Sim {
                 let frame = self.hub_frame(msg_type::HELLO_ACK, &ack.to_value());
                 self.log.push(format!("hub -> client: {}", type_of(&frame)));
                 let now = self.clock.client_now();
-                self.client.handle_frame(now, frame.as_bytes());
+                self.client.handle_message(now, frame.as_bytes());
             }
             _ => {}
         }
@@ -362,6 +363,7 @@ pub fn describe_client(e: &ClientEvent) -> String {
             format!("message {}", envelope.msg_type().unwrap_or("?"))
         }
         ClientEvent::ProtocolError(p) => format!("protocol-error {p}"),
+        ClientEvent::Diagnostic(d) => format!("diagnostic {d}"),
         ClientEvent::Disconnected(d) => format!(
             "disconnected code={} reason={:?} displaced={} will_reconnect={}",
             d.code, d.reason, d.displaced, d.will_reconnect
