@@ -65,6 +65,27 @@ impl BlackHole {
         assert!(request.starts_with(b"GET "), "an HTTP upgrade request");
         tcp
     }
+
+    /// The same listener as a `wss://` URL.
+    fn wss_client(&self) -> ClientConfigBuilder {
+        self.client().url(self.url.replacen("ws://", "wss://", 1))
+    }
+
+    /// Accepts the next connection and reads the start of its TLS
+    /// ClientHello, which is never answered.
+    async fn swallow_client_hello(&self) -> TcpStream {
+        let (mut tcp, _) = tokio::time::timeout(WAIT, self.listener.accept())
+            .await
+            .expect("the client dialled")
+            .unwrap();
+        let mut record = [0u8; 5];
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut record))
+            .await
+            .expect("a TLS record")
+            .unwrap();
+        assert_eq!(record[0], 0x16, "a TLS handshake record");
+        tcp
+    }
 }
 
 /// Pauses the clock, stops the client and returns the paused time it took.
@@ -91,6 +112,56 @@ async fn stop_returns_at_once_while_the_upgrade_is_black_holed() {
         client.publish("news", json!(2)).unwrap_err().code(),
         "LINK_NOT_READY"
     );
+}
+
+#[tokio::test]
+async fn stop_returns_at_once_while_the_tls_handshake_is_black_holed() {
+    let hole = BlackHole::bind().await;
+    let client = LinkClient::new(
+        hole.wss_client()
+            .connect_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let mut ev = client.events();
+    client.start();
+    let _held = hole.swallow_client_hello().await;
+    let took = timed_stop(&client).await;
+    assert!(took < PROMPT, "stop() took {took:?} of paused time");
+    assert_eq!(client.phase(), Phase::Stopped);
+    while let Ok(e) = ev.try_recv() {
+        assert!(!matches!(&*e, LinkEvent::ConnectFailed { .. }), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn connect_timeout_covers_the_tls_handshake() {
+    let hole = BlackHole::bind().await;
+    let client = LinkClient::new(
+        hole.wss_client()
+            .connect_timeout(Duration::from_secs(3))
+            .reconnect_initial(Duration::from_secs(60))
+            .reconnect_max(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let mut ev = client.events();
+    client.start();
+    let _held = hole.swallow_client_hello().await;
+    tokio::time::pause();
+    let failed = event_within(Duration::from_secs(3600), &mut ev, |e| {
+        matches!(e, LinkEvent::ConnectFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            &*failed,
+            LinkEvent::ConnectFailed { attempt: 0, error: ConnectError::Timeout { after, .. } }
+                if *after == Duration::from_secs(3)
+        ),
+        "{failed:?}"
+    );
+    client.stop().await;
 }
 
 #[tokio::test]
