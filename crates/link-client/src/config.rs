@@ -14,6 +14,7 @@ use link_protocol::{ConfigError, HashAlgo, Key, validate};
 use serde_json::Value;
 
 use crate::handler::{HandlerResult, RpcCall, RpcHandler};
+use crate::tls::{self, RootCertificates, TlsConfigError};
 
 /// Produces the status pushed at ready and every status interval.
 pub type StatusProvider = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -41,7 +42,10 @@ pub struct ClientConfig {
     pub(crate) max_concurrent_rpc: usize,
     pub(crate) expose_rpc_errors: bool,
     pub(crate) stop_drain: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) hash: HashAlgo,
+    /// rustls settings for a `wss://` url (built once, in `build()`).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -110,8 +114,10 @@ pub struct ClientConfigBuilder {
     max_concurrent_rpc: usize,
     expose_rpc_errors: bool,
     stop_drain: Duration,
+    connect_timeout: Duration,
     hash: HashAlgo,
     per_message_deflate: bool,
+    roots: RootCertificates,
 }
 
 impl Default for ClientConfigBuilder {
@@ -141,8 +147,10 @@ impl Default for ClientConfigBuilder {
             max_concurrent_rpc: 256,
             expose_rpc_errors: false,
             stop_drain: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
             hash: HashAlgo::Sha256,
             per_message_deflate: false,
+            roots: RootCertificates::default(),
         }
     }
 }
@@ -157,6 +165,20 @@ impl ClientConfigBuilder {
     /// Hub URL, e.g. `ws://127.0.0.1:8080` (none: disabled).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// Trusts the CA certificates of a PEM file for `wss://`, besides the
+    /// system's roots (default: system roots only). Reads and checks the
+    /// file now; the error names it. Several calls add up.
+    pub fn ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, TlsConfigError> {
+        Ok(self.root_certificates(RootCertificates::from_pem_file(path)?))
+    }
+
+    /// Trusts these certificates for `wss://`, besides the system's roots
+    /// (default: system roots only). Several calls add up.
+    pub fn root_certificates(mut self, roots: RootCertificates) -> Self {
+        self.roots.extend(roots);
         self
     }
 
@@ -231,6 +253,11 @@ impl ClientConfigBuilder {
         expose_rpc_errors: bool,
         /// Budget of a graceful stop (default 5 s).
         stop_drain: Duration,
+        /// Bound on one connect attempt: TCP, TLS and the WebSocket upgrade
+        /// (default 10 s; must be positive). A timed-out attempt is a
+        /// failed connect: `connect-failed` with `CONNECT_TIMEOUT`, then
+        /// the usual reconnect backoff.
+        connect_timeout: Duration,
         /// HMAC hash (default sha256).
         hash: HashAlgo,
         /// permessage-deflate (default false; true is refused: unsupported).
@@ -251,6 +278,7 @@ impl ClientConfigBuilder {
         }
         for (option, ok) in [
             ("status_interval", !self.status_interval.is_zero()),
+            ("connect_timeout", !self.connect_timeout.is_zero()),
             ("max_recent_ids", self.max_recent_ids > 0),
             ("max_message_bytes", self.max_message_bytes > 0),
             ("max_buffered_bytes", self.max_buffered_bytes > 0),
@@ -285,6 +313,18 @@ impl ClientConfigBuilder {
             None => None,
         };
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let tls = match self.url.as_deref() {
+            Some(url) if tls::is_wss(url) => match tls::client_config(&self.roots) {
+                Ok(tls) => Some(tls),
+                // Unreachable with the ring provider and checked roots; a
+                // connect then fails with `TLS_ERROR`.
+                Err(e) => {
+                    tracing::error!("TLS configuration for {url} failed: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(ClientConfig {
             url: self.url,
             key,
@@ -306,7 +346,9 @@ impl ClientConfigBuilder {
             max_concurrent_rpc: self.max_concurrent_rpc,
             expose_rpc_errors: self.expose_rpc_errors,
             stop_drain: self.stop_drain,
+            connect_timeout: self.connect_timeout,
             hash: self.hash,
+            tls,
         })
     }
 }
@@ -334,6 +376,10 @@ mod tests {
         assert_eq!(c.keepalive, Some(Duration::from_secs(30)));
         assert_eq!(c.max_concurrent_rpc, 256);
         assert_eq!(c.max_outbox_bytes, 16 << 20);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert!(c.tls.is_none(), "no TLS for ws://");
+        let wss = ClientConfig::builder().url("WSS://hub.example:443").build();
+        assert!(wss.unwrap().tls.is_some(), "TLS for wss://, any case");
     }
 
     #[test]
@@ -346,6 +392,15 @@ mod tests {
             ClientConfig::builder().reconnect_jitter(2.0).build(),
             Err(ConfigError::InvalidOption {
                 option: "reconnect_jitter",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ClientConfig::builder()
+                .connect_timeout(Duration::ZERO)
+                .build(),
+            Err(ConfigError::InvalidOption {
+                option: "connect_timeout",
                 ..
             })
         ));

@@ -7,8 +7,18 @@
 //!  hub ──frames──► driver: ClientConn ──► pending RPCs / handlers / streams / events
 //!  hub ◄──frames── writer: Outbox ◄── LinkClient handles (send, publish, rpc…)
 //! ```
+//!
+//! The driver awaits in one place only: a `select!` over its commands, the
+//! connect attempt under way, the socket and its timers. A connect attempt
+//! (TCP, TLS, WebSocket upgrade, bounded by `connect_timeout`) is a future
+//! in that select, never awaited inline, so `stop()` is read, and acted on,
+//! whatever the link is doing: the attempt is dropped, a backoff is
+//! cancelled, and a link that is not ready has nothing to drain. After the
+//! close frame is written, the hub's reply is awaited in the background.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +39,10 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{LinkError, RemoteError};
+use crate::error::{ConnectError, LinkError, RemoteError};
 use crate::events::LinkEvent;
 use crate::handler::RpcCall;
 use crate::inner::{
@@ -47,10 +57,28 @@ const BATCH: usize = 256;
 /// Already-buffered frames handled per wake-up of the driver.
 const DRAIN: usize = 32;
 
+/// After a stop: how long the close frame may take to reach the socket
+/// before the socket is dropped without it (a hub that stopped reading).
+const CLOSE_FLUSH: Duration = Duration::from_millis(50);
+
+/// After a stop: how long the background wait for the hub's close reply
+/// lasts before the socket is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 struct Socket {
     stream: SplitStream<Ws>,
     writer: JoinHandle<()>,
     gone: oneshot::Receiver<()>,
+    /// Fires when the writer has flushed a close frame.
+    close_flushed: oneshot::Receiver<()>,
+}
+
+/// A connect attempt under way: a future the driver selects on, with its
+/// commands and timers, so that `stop()` can drop it at once.
+struct Attempt {
+    /// Consecutive failed attempts before this one.
+    attempt: u32,
+    dial: Pin<Box<dyn Future<Output = Result<Ws, ConnectError>> + Send>>,
 }
 
 /// Runs the link until it stops.
@@ -60,6 +88,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
         return;
     };
     let mut socket: Option<Socket> = None;
+    let mut connecting: Option<Attempt> = None;
     let mut stop_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut close_sent = false;
@@ -72,17 +101,22 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
             &inner,
             &mut conn,
             &mut socket,
+            &mut connecting,
             &mut next_status,
             stop_deadline.is_some(),
-        )
-        .await;
+        );
         if let (Some(deadline), false) = (stop_deadline, close_sent) {
+            // Only a ready link can drain: connecting, backing off or
+            // handshaking, the outbox waits for a ready that stop() forbids.
             let drained = inner.outbox.is_empty() && inner.core().pending.is_empty();
-            if drained || tokio::time::Instant::now() >= deadline {
+            if drained || !conn.is_ready() || tokio::time::Instant::now() >= deadline {
                 close_sent = true;
+                // A connect attempt under way is dropped (TCP, TLS or
+                // upgrade, wherever it was).
+                connecting = None;
                 conn.stop(now());
-                // Bound the close handshake too.
-                stop_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                // Bound the wait for the close frame to reach the socket.
+                stop_deadline = Some(tokio::time::Instant::now() + CLOSE_FLUSH);
                 continue;
             }
         }
@@ -113,7 +147,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                     stop_deadline.get_or_insert_with(tokio::time::Instant::now);
                 }
             },
-            ev = socket_event(&mut socket) => match ev {
+            (attempt, result) = dial(&mut connecting) => {
+                connecting = None;
+                opened(&inner, &mut conn, &mut socket, attempt, result);
+            }
+            ev = socket_event(&mut socket, close_sent) => match ev {
                 SocketEvent::Frame(msg) => {
                     // One clock read for the frames of this wake-up.
                     let at = now();
@@ -128,14 +166,26 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                         else {
                             break;
                         };
-                        pump(&inner, &mut conn, &mut socket, &mut next_status, stop_deadline.is_some())
-                            .await;
+                        pump(
+                            &inner,
+                            &mut conn,
+                            &mut socket,
+                            &mut connecting,
+                            &mut next_status,
+                            stop_deadline.is_some(),
+                        );
                         on_socket(&inner, &mut conn, &mut socket, msg, at);
                     }
                 }
                 SocketEvent::WriterGone => {
                     close_socket(&mut socket);
                     conn.handle_closed(now(), Some(close::ABNORMAL), "");
+                }
+                SocketEvent::CloseFlushed => {
+                    // Stopping, and the close frame is on the wire: the link
+                    // is done; the hub's reply is awaited in the background.
+                    linger(socket.take());
+                    conn.handle_closed(now(), None, "");
                 }
             },
             _ = tokio::time::sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
@@ -145,7 +195,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                     next_status = Some(tokio::time::Instant::now() + inner.config.status_interval);
                 }
                 if stop_deadline.is_some_and(|t| t <= tokio::time::Instant::now()) && close_sent {
-                    // The hub never finished the close handshake: drop the socket.
+                    // The close frame could not even be written: drop the socket.
                     close_socket(&mut socket);
                     conn.handle_closed(now(), None, "");
                 }
@@ -190,17 +240,41 @@ fn client_conn(inner: &Inner) -> Option<ClientConn> {
 enum SocketEvent {
     Frame(Option<Result<Message, WsError>>),
     WriterGone,
+    CloseFlushed,
 }
 
-/// The next thing the socket has to say (a frame, or its writer ending).
-async fn socket_event(socket: &mut Option<Socket>) -> SocketEvent {
+/// The next thing the socket has to say (a frame, its writer ending, or,
+/// while `closing`, the close frame flushed).
+async fn socket_event(socket: &mut Option<Socket>, closing: bool) -> SocketEvent {
     match socket {
         Some(s) => tokio::select! {
             msg = s.stream.next() => SocketEvent::Frame(msg),
             _ = &mut s.gone => SocketEvent::WriterGone,
+            _ = &mut s.close_flushed, if closing => SocketEvent::CloseFlushed,
         },
         None => std::future::pending().await,
     }
+}
+
+/// The end of the connect attempt under way (pending while there is none).
+async fn dial(connecting: &mut Option<Attempt>) -> (u32, Result<Ws, ConnectError>) {
+    match connecting {
+        Some(a) => (a.attempt, a.dial.as_mut().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// A stopped link's socket, its close frame sent: reads until the hub
+/// answers the close (or [`CLOSE_LINGER`] passes), then drops it.
+fn linger(socket: Option<Socket>) {
+    let Some(mut s) = socket else { return };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = s.stream.next().await {}
+        })
+        .await;
+        s.writer.abort();
+    });
 }
 
 fn close_socket(socket: &mut Option<Socket>) {
@@ -241,11 +315,13 @@ fn on_socket(
     }
 }
 
-/// Acts on everything the state machine produced.
-async fn pump(
+/// Acts on everything the state machine produced. Never waits: a connect
+/// it is asked for starts as an [`Attempt`] that the main loop selects on.
+fn pump(
     inner: &Arc<Inner>,
     conn: &mut ClientConn,
     socket: &mut Option<Socket>,
+    connecting: &mut Option<Attempt>,
     next_status: &mut Option<tokio::time::Instant>,
     stopping: bool,
 ) {
@@ -263,7 +339,16 @@ async fn pump(
         while let Some(ev) = conn.poll_event() {
             progressed = true;
             match ev {
-                ClientEvent::Connect { .. } => connect(inner, conn, socket).await,
+                ClientEvent::Connect { attempt } => {
+                    close_socket(socket);
+                    // Pings, closes or a terminate still queued were meant
+                    // for the old socket.
+                    inner.outbox.clear_controls();
+                    *connecting = Some(Attempt {
+                        attempt,
+                        dial: connect(inner),
+                    });
+                }
                 ClientEvent::Connected => {
                     inner.core().connected = true;
                     let (url, kind) = (
@@ -354,40 +439,70 @@ async fn pump(
     }
 }
 
-async fn connect(inner: &Arc<Inner>, conn: &mut ClientConn, socket: &mut Option<Socket>) {
-    close_socket(socket);
-    // Pings, closes or a terminate still queued were meant for the old socket.
-    inner.outbox.clear_controls();
-    let url = inner.config.url.clone().unwrap_or_default();
+/// One connect attempt: TCP, TLS for `wss://`, the WebSocket upgrade, all
+/// within `connect_timeout`. Owns what it needs: dropping it cancels it.
+fn connect(inner: &Inner) -> Pin<Box<dyn Future<Output = Result<Ws, ConnectError>> + Send>> {
+    let c = &inner.config;
+    let url = c.url.clone().unwrap_or_default();
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(inner.config.max_message_bytes))
-        .max_frame_size(Some(inner.config.max_message_bytes))
-        .max_write_buffer_size(inner.config.max_buffered_bytes + inner.config.max_message_bytes);
-    let attempt = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true),
-    )
-    .await;
-    match attempt {
-        Ok(Ok((ws, _resp))) => {
+        .max_message_size(Some(c.max_message_bytes))
+        .max_frame_size(Some(c.max_message_bytes))
+        .max_write_buffer_size(c.max_buffered_bytes + c.max_message_bytes);
+    // Always a connector of ours: tokio-tungstenite's default TLS set-up is
+    // never used.
+    let connector = Some(match &c.tls {
+        Some(tls) => Connector::Rustls(tls.clone()),
+        None => Connector::Plain,
+    });
+    let after = c.connect_timeout;
+    Box::pin(async move {
+        let attempt = tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(ws_config),
+            true,
+            connector,
+        );
+        match tokio::time::timeout(after, attempt).await {
+            Ok(Ok((ws, _resp))) => Ok(ws),
+            Ok(Err(e)) => Err(ConnectError::from_ws(&url, e)),
+            Err(_) => Err(ConnectError::Timeout { url, after }),
+        }
+    })
+}
+
+/// A connect attempt ended: start the connection, or report the failure
+/// (the state machine then schedules the reconnect).
+fn opened(
+    inner: &Arc<Inner>,
+    conn: &mut ClientConn,
+    socket: &mut Option<Socket>,
+    attempt: u32,
+    result: Result<Ws, ConnectError>,
+) {
+    match result {
+        Ok(ws) => {
             let (sink, stream) = ws.split();
             let (gone_tx, gone) = oneshot::channel();
-            let writer = tokio::spawn(write_loop(sink, inner.clone(), gone_tx));
+            let (flushed_tx, close_flushed) = oneshot::channel();
+            let writer = tokio::spawn(write_loop(sink, inner.clone(), gone_tx, flushed_tx));
             *socket = Some(Socket {
                 stream,
                 writer,
                 gone,
+                close_flushed,
             });
             conn.handle_open(now());
         }
-        Ok(Err(e)) => {
-            let text = e.to_string();
+        Err(error) => {
+            tracing::debug!(code = error.code(), attempt, "connect failed: {error}");
+            let reason = match error {
+                ConnectError::Timeout { .. } => "connect timed out",
+                _ => "connect failed",
+            };
+            let text = error.to_string();
             inner.emit(|| LinkEvent::WsError(text));
-            conn.handle_closed(now(), Some(close::ABNORMAL), "connect failed");
-        }
-        Err(_) => {
-            inner.emit(|| LinkEvent::WsError("connect timed out".to_owned()));
-            conn.handle_closed(now(), Some(close::ABNORMAL), "connect timed out");
+            inner.emit(|| LinkEvent::ConnectFailed { attempt, error });
+            conn.handle_closed(now(), Some(close::ABNORMAL), reason);
         }
     }
 }
@@ -803,7 +918,9 @@ async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     inner: Arc<Inner>,
     gone: oneshot::Sender<()>,
+    close_flushed: oneshot::Sender<()>,
 ) {
+    let mut close_flushed = Some(close_flushed);
     let mut batch = Vec::with_capacity(BATCH);
     let outbox: &Outbox = &inner.outbox;
     let (Some(key), kind) = (inner.config.key.clone(), inner.kind().to_owned()) else {
@@ -824,6 +941,9 @@ async fn write_loop(
                         };
                         let frame = code.map(|_| frame);
                         sink.send(Message::Close(frame)).await?;
+                        if let Some(tx) = close_flushed.take() {
+                            let _ = tx.send(());
+                        }
                     }
                     Control::Terminate => return Ok(()),
                 }

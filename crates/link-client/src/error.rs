@@ -127,3 +127,145 @@ impl LinkError {
         matches!(self, Self::RpcTimeout { .. } | Self::RpcDisconnect { .. })
     }
 }
+
+/// Why one connect attempt (TCP, then TLS for `wss://`, then the WebSocket
+/// upgrade) failed. Reported in [`LinkEvent::ConnectFailed`](crate::LinkEvent::ConnectFailed);
+/// the link then backs off and retries, as after any unexpected close.
+///
+/// Peer-side faults (a timeout, a refused or reset socket, a certificate
+/// the roots do not trust, an upgrade the hub refused) and local ones (a
+/// URL that cannot be dialled) are separate variants.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TCP, TLS and the WebSocket upgrade did not finish within
+    /// `connect_timeout`.
+    #[error("connect to {url} timed out after {after:?} (TCP, TLS and WebSocket upgrade)")]
+    Timeout {
+        /// Hub URL.
+        url: String,
+        /// The `connect_timeout` that elapsed.
+        after: Duration,
+    },
+    /// The socket failed (refused, reset, unreachable, closed early).
+    #[error("connect to {url} failed: {reason}")]
+    Io {
+        /// Hub URL.
+        url: String,
+        /// The operating system's or the stream's error.
+        reason: String,
+    },
+    /// The hub's TLS certificate was not accepted (unknown issuer, wrong
+    /// name, expired…): check the roots (`ca_file`) and the URL's host.
+    #[error("TLS certificate of {url} rejected: {reason}")]
+    Certificate {
+        /// Hub URL.
+        url: String,
+        /// rustls' verdict.
+        reason: String,
+    },
+    /// Any other TLS failure (protocol mismatch, an alert from the hub…).
+    #[error("TLS handshake with {url} failed: {reason}")]
+    Tls {
+        /// Hub URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The socket opened but the WebSocket upgrade failed (an HTTP status
+    /// other than 101, a malformed answer).
+    #[error("WebSocket upgrade at {url} failed: {reason}")]
+    Handshake {
+        /// Hub URL.
+        url: String,
+        /// What the hub answered, or what was wrong with it.
+        reason: String,
+    },
+    /// The URL cannot be dialled (not `ws://` or `wss://`, no host…).
+    #[error("cannot connect to {url}: {reason}")]
+    InvalidUrl {
+        /// Hub URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "CONNECT_TIMEOUT",
+            Self::Io { .. } => "CONNECT_IO",
+            Self::Certificate { .. } => "TLS_CERTIFICATE",
+            Self::Tls { .. } => "TLS_ERROR",
+            Self::Handshake { .. } => "WS_HANDSHAKE",
+            Self::InvalidUrl { .. } => "INVALID_URL",
+        }
+    }
+
+    /// The hub URL of the attempt.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Timeout { url, .. }
+            | Self::Io { url, .. }
+            | Self::Certificate { url, .. }
+            | Self::Tls { url, .. }
+            | Self::Handshake { url, .. }
+            | Self::InvalidUrl { url, .. } => url,
+        }
+    }
+
+    /// Classifies tokio-tungstenite's connect error. rustls' verdicts
+    /// arrive wrapped in an I/O error (tokio-rustls), so they are looked
+    /// for inside it.
+    pub(crate) fn from_ws(url: &str, err: tokio_tungstenite::tungstenite::Error) -> Self {
+        use tokio_tungstenite::tungstenite::Error as E;
+        use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
+        let url = url.to_owned();
+        match err {
+            E::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => Self::from_rustls(url, tls),
+                None => Self::Io {
+                    url,
+                    reason: e.to_string(),
+                },
+            },
+            E::Tls(TlsError::Rustls(tls)) => Self::from_rustls(url, &tls),
+            E::Tls(e) => Self::Tls {
+                url,
+                reason: e.to_string(),
+            },
+            E::Url(UrlError::TlsFeatureNotEnabled) => Self::Tls {
+                url,
+                reason: "no TLS configuration for this URL".into(),
+            },
+            E::Url(e) => Self::InvalidUrl {
+                url,
+                reason: e.to_string(),
+            },
+            E::Http(resp) => Self::Handshake {
+                url,
+                reason: format!("HTTP {}", resp.status()),
+            },
+            E::ConnectionClosed | E::AlreadyClosed => Self::Io {
+                url,
+                reason: "connection closed during the upgrade".into(),
+            },
+            e => Self::Handshake {
+                url,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn from_rustls(url: String, err: &rustls::Error) -> Self {
+        let reason = err.to_string();
+        match err {
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                Self::Certificate { url, reason }
+            }
+            _ => Self::Tls { url, reason },
+        }
+    }
+}

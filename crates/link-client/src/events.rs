@@ -7,6 +7,8 @@ use std::time::Duration;
 use link_protocol::{Diagnostic, Envelope, PeerInfo, ProtocolError};
 use serde_json::Value;
 
+use crate::error::ConnectError;
+
 /// How an outgoing RPC ended (`rpc.complete` `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RpcOutcome {
@@ -98,6 +100,16 @@ pub enum LinkEvent {
     },
     /// `ws-error`: a socket-level failure (connect refused, I/O error…).
     WsError(String),
+    /// `connect-failed` (this client only): a connect attempt failed, typed.
+    /// A `ws-error` with the same text comes just before it, as the
+    /// reference reports a failed connect; then the reconnect backoff
+    /// (`reconnecting`) or, past `max_reconnect_attempts`, the stop.
+    ConnectFailed {
+        /// Consecutive failed attempts before this one (0: the first connect).
+        attempt: u32,
+        /// Why it failed (`CONNECT_TIMEOUT`, `TLS_CERTIFICATE`…).
+        error: ConnectError,
+    },
     /// `protocol-error`: a dropped frame.
     ProtocolError(ProtocolError),
     /// `protocol-error` too (the reference reports both alike): a finding
@@ -229,6 +241,7 @@ impl LinkEvent {
             Self::Reconnecting { .. } => "reconnecting",
             Self::ReconnectExhausted { .. } => "reconnect-exhausted",
             Self::WsError(_) => "ws-error",
+            Self::ConnectFailed { .. } => "connect-failed",
             Self::ProtocolError(_) | Self::Diagnostic(_) => "protocol-error",
             Self::Message(_) => "message",
             Self::PeerConnect(_) => "peer.connect",

@@ -57,13 +57,15 @@ pub mod handler;
 mod inner;
 mod outbox;
 mod streams;
+pub mod tls;
 
 pub use client::{LinkClient, ReadyInfo, RpcOptions};
 pub use config::{ClientConfig, ClientConfigBuilder};
-pub use error::{LinkError, RemoteError};
+pub use error::{ConnectError, LinkError, RemoteError};
 pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};
 pub use link_protocol::HandlerError;
 pub use streams::{DirectStream, Subscription, TopicHandler};
+pub use tls::{RootCertificates, TlsConfigError};
 pub use tokio_util::sync::CancellationToken;

@@ -3,8 +3,8 @@
 //! and turning a [`LinkError`] into a [`Failure`].
 //!
 //! ```text
-//!   --url --secret --kind --hash --timeout ──► ClientConfig ──► LinkClient
-//!        (LINK_URL LINK_SECRET LINK_KIND LINK_HASH_ALGO)            │ ready(timeout)
+//!   --url --secret --kind --hash --ca --timeout ──► ClientConfig ──► LinkClient
+//!        (LINK_URL LINK_SECRET LINK_KIND LINK_HASH_ALGO LINK_CA)          │ ready(timeout)
 //!                                                                   ▼
 //!                    Ok(link) │ Err(Failure: LINK_NOT_READY / HELLO_REJECTED …)
 //! ```
@@ -17,6 +17,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,11 @@ pub(crate) struct ConnArgs {
     )]
     hash: HashAlgo,
 
+    /// PEM file of a CA to trust for a wss:// hub, besides the system's
+    /// roots (a private CA).
+    #[arg(long, env = "LINK_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
     /// Milliseconds to wait for the hub's hello.ack, and for an RPC answer.
     #[arg(
         long,
@@ -89,6 +95,7 @@ impl fmt::Debug for ConnArgs {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("kind", &self.kind)
             .field("hash", &self.hash)
+            .field("ca", &self.ca)
             .field("timeout", &self.timeout)
             .field("json", &self.json)
             .finish()
@@ -131,7 +138,13 @@ impl ConnArgs {
             )));
         }
         let kind = self.kind();
-        ClientConfig::builder()
+        let mut builder = ClientConfig::builder();
+        if let Some(ca) = &self.ca {
+            builder = builder
+                .ca_file(ca)
+                .map_err(|e| Failure::unusable(format_args!("--ca: {e}")))?;
+        }
+        builder
             .url(self.url.clone())
             .secret(secret)
             .kind(kind.clone())
@@ -304,6 +317,14 @@ mod tests {
         assert!(bad_kind.config().is_err());
         assert!(parse(&["--timeout", "0"]).is_err());
         assert!(parse(&["--hash", "md5"]).is_err());
+        let no_ca = parse(&["--secret", "s", "--ca", "/nonexistent/ca.pem"]).unwrap();
+        let Err(failure) = no_ca.config() else {
+            panic!("a missing CA file is refused")
+        };
+        assert!(
+            format!("{failure:?}").contains("/nonexistent/ca.pem"),
+            "{failure:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - [`conn`]: shared options (`LINK_URL`, `LINK_SECRET`, `LINK_KIND`,
-//!   `LINK_HASH_ALGO`), readiness and error codes.
+//!   `LINK_HASH_ALGO`, `LINK_CA` for a `wss://` hub with a private CA),
+//!   readiness and error codes.
 //! - [`output`]: JSON lines when piped or with `--json`, pretty on a
 //!   terminal.
 //! - [`call`], [`fire`], [`stream`]: the subcommands.
