@@ -11,13 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SECRET, ScriptedHub, WAIT, event, event_within, started, wall_ms};
 use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOutcome};
 use link_protocol::DropReason;
+use link_test_support::{
+    ClosedPort, DEMO_SECRET, ScriptedHub, WAIT, frame_at, next_event, next_event_within, started,
+    wall_ms,
+};
 use serde_json::json;
 
 fn protocol_error(reason: DropReason) -> impl FnMut(&LinkEvent) -> bool {
@@ -26,7 +27,7 @@ fn protocol_error(reason: DropReason) -> impl FnMut(&LinkEvent) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn ready_times_out_when_the_hub_never_acks() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
@@ -39,13 +40,13 @@ async fn ready_times_out_when_the_hub_never_acks() {
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_after_five_seconds() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
     // Nothing verified: a likely secret or hash mismatch.
-    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
+    let e = next_event(&mut ev, protocol_error(DropReason::NoAck)).await;
     assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified.is_none()));
     // Once only, and the link keeps waiting for the ack.
     conn.ack(&["topics", "direct"]).await;
@@ -57,21 +58,21 @@ async fn no_ack_diagnostic_after_five_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_says_verified_when_frames_verified() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
     conn.send("status.snapshot", "server", Some(json!({})))
         .await;
-    let e = event(&mut ev, protocol_error(DropReason::NoAck)).await;
+    let e = next_event(&mut ev, protocol_error(DropReason::NoAck)).await;
     assert!(matches!(&*e, LinkEvent::ProtocolError(p) if p.verified == Some(true)));
     assert!(client.health().verified);
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_reports_clock_skew() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -80,7 +81,7 @@ async fn no_ack_diagnostic_reports_clock_skew() {
     let ts = wall_ms() - 600_000;
     let ack = json!({"ok": true, "serverTime": ts, "kind": "alpha", "features": []});
     let key = conn.key.clone();
-    conn.send_raw(common::sign_frame(
+    conn.send_raw(frame_at(
         &key,
         "late-ack",
         ts,
@@ -90,8 +91,8 @@ async fn no_ack_diagnostic_reports_clock_skew() {
         Some(&ack),
     ))
     .await;
-    event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
-    let e = event(&mut ev, protocol_error(DropReason::ClockSkew)).await;
+    next_event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
+    let e = next_event(&mut ev, protocol_error(DropReason::ClockSkew)).await;
     assert!(
         matches!(&*e, LinkEvent::ProtocolError(p) if p.skew.is_some_and(|s| s.abs() >= 600_000.0)),
         "{e:?}"
@@ -101,7 +102,7 @@ async fn no_ack_diagnostic_reports_clock_skew() {
 
 #[tokio::test(start_paused = true)]
 async fn rpc_timeout_sends_cancel_and_completes() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -122,7 +123,7 @@ async fn rpc_timeout_sends_cancel_and_completes() {
     );
     let cancel = conn.expect("rpc.cancel").await;
     assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
-    let done = event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
+    let done = next_event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
     assert!(matches!(
         &*done,
         LinkEvent::RpcComplete {
@@ -145,7 +146,7 @@ async fn rpc_timeout_sends_cancel_and_completes() {
 
 #[tokio::test(start_paused = true)]
 async fn missing_pong_terminates_and_reconnects() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -154,14 +155,14 @@ async fn missing_pong_terminates_and_reconnects() {
 
     // The hub no longer reads its socket, so pings go unanswered: the first
     // one at 30 s, the verdict at 60 s.
-    let e = event_within(
+    let e = next_event_within(
         Duration::from_secs(120),
         &mut ev,
         protocol_error(DropReason::KeepaliveTimeout),
     )
     .await;
     assert_eq!(e.name(), "protocol-error");
-    let d = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    let d = next_event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
     assert!(
         matches!(
             &*d,
@@ -184,14 +185,11 @@ async fn missing_pong_terminates_and_reconnects() {
 #[tokio::test(start_paused = true)]
 async fn reconnect_exhaustion_stops_the_link() {
     // Nothing listens on this port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = ClosedPort::new();
     let client = LinkClient::new(
         ClientConfig::builder()
-            .url(format!("ws://127.0.0.1:{port}"))
-            .secret(SECRET)
+            .url(port.url())
+            .secret(DEMO_SECRET)
             .kind("alpha")
             .max_reconnect_attempts(Some(2))
             .build()
@@ -200,7 +198,7 @@ async fn reconnect_exhaustion_stops_the_link() {
     let mut ev = client.events();
     client.start();
     client.publish("news", json!("queued")).unwrap();
-    let e = event(&mut ev, |e| {
+    let e = next_event(&mut ev, |e| {
         matches!(e, LinkEvent::ReconnectExhausted { .. })
     })
     .await;

@@ -99,3 +99,7 @@ pub fn peer_kinds(e: &Envelope) -> Vec<String> {
         .map(|p| p["kind"].as_str().expect("a peer kind").to_owned())
         .collect()
 }
+
+/// The shared secret of the captured reference conversation's shared-key
+/// steps.
+pub const DEMO_SECRET: &str = "demo-secret";

@@ -63,7 +63,8 @@ mod ws;
 pub use cli::{CliHub, Done, LinkCli, PROCESS_WAIT, finish as finish_cli};
 pub use clients::{ready, started};
 pub use frames::{
-    frame, frame_at, fresh_id, hello_frame, key, now, parse, peer_kinds, sign_body, wall_ms,
+    DEMO_SECRET, frame, frame_at, fresh_id, hello_frame, key, now, parse, peer_kinds, sign_body,
+    wall_ms,
 };
 pub use http::{HttpReply, http_get, http_request};
 pub use hub::{TestHub, TestHubBuilder, stall};
