@@ -59,11 +59,16 @@ impl ClosedPort {
 
     fn bind(addr: SocketAddr, shared: bool) -> Self {
         let socket = TcpSocket::new_v4().expect("a TCP socket");
+        // SO_REUSEPORT only: sockets of this user that also set it may
+        // share the port (the listener and the socket holding its address
+        // after a kill). No SO_REUSEADDR: it would let any other socket with
+        // SO_REUSEADDR bind the port while it is held and not listening.
+        #[cfg(unix)]
         if shared {
-            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-            #[cfg(unix)]
             socket.set_reuseport(true).expect("SO_REUSEPORT");
         }
+        #[cfg(not(unix))]
+        let _ = shared;
         socket.bind(addr).expect("bind a loopback port");
         let addr = socket.local_addr().expect("a bound socket's address");
         Self { socket, addr }
