@@ -9,26 +9,14 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use link::hub::{HubConfig, HubServer, Secret};
+use link::hub::HubServer;
 use link::{ClientConfig, LinkClient};
 use link_examples::dashboard;
+use link_test_support::TestServer;
+use link_test_support::ports::LOOPBACK_ANY_PORT;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-async fn hub() -> HubServer {
-    let server = HubServer::builder(
-        HubConfig::builder(Secret::shared("s3cret"))
-            .build()
-            .unwrap(),
-    )
-    .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-    .handle_signals(false)
-    .build()
-    .unwrap();
-    server.start().await.unwrap();
-    server
-}
 
 fn client(server: &HubServer, kind: &str) -> LinkClient {
     LinkClient::new(
@@ -105,12 +93,10 @@ fn peer_kinds(snapshot: &Value) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_is_served_and_the_stream_follows_the_link() {
-    let server = hub().await;
+    let server = TestServer::shared("s3cret").await;
     let watched = client(&server, "dashboard");
     // Recording starts before the link does, so hub-up is in the log.
-    let (addr, handle) = dashboard::serve(SocketAddr::from(([127, 0, 0, 1], 0)), &watched)
-        .await
-        .unwrap();
+    let (addr, handle) = dashboard::serve(LOOPBACK_ANY_PORT, &watched).await.unwrap();
     assert!(addr.ip().is_loopback());
     assert_ne!(addr.port(), 0);
     watched.start();

@@ -3,15 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use link_examples::four_services::{self, COORDINATOR, STEPS, WORKER};
+use link_test_support::ports::LOOPBACK_ANY_PORT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_with_progress_and_credentials_from_the_vault() {
     let jobs = 4;
-    let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let bind = LOOPBACK_ANY_PORT;
     // Hang guard only: the run ends on its own results.
     let report = tokio::time::timeout(Duration::from_secs(30), four_services::run(bind, jobs))
         .await

@@ -2,20 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use link::client::Phase;
 use link::helpers::lifecycle::StepStatus;
 use link::{ClientConfig, LinkClient, LinkEvent};
 use link_examples::graceful_shutdown::{self, STEPS};
+use link_test_support::ports::LOOPBACK_ANY_PORT;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_run_in_order_and_peers_see_1001() {
     let service = graceful_shutdown::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        LOOPBACK_ANY_PORT,
         "s3cret",
         Duration::from_millis(20),
         LIMIT,

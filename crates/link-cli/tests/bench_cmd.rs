@@ -8,20 +8,20 @@
 // helper functions of an integration test file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
-
+use link_test_support::LinkCli;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
+fn cli() -> LinkCli {
+    LinkCli::new(env!("CARGO_BIN_EXE_link-cli"))
+}
 
 /// Runs `link-cli bench --json -q <args>` and parses stdout.
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(BIN)
+    let out = cli()
+        .command()
         .arg("bench")
         .args(["--json", "--quiet", "--idle-timeout", "20"])
         .args(args)
-        .env_remove("LINK_SECRET")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -156,12 +156,7 @@ fn unusable_options_exit_2() {
         // --url without a secret.
         &["bench", "--url", "ws://127.0.0.1:9"],
     ] {
-        let out = Command::new(BIN)
-            .args(args)
-            .env_remove("LINK_SECRET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = cli().output(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }

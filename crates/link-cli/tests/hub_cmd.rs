@@ -8,224 +8,18 @@
 // helper functions of an integration test file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
-use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, SeqIds, Transmit};
-use link_protocol::{HashAlgo, Key, close};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use link_protocol::conn::ClientEvent;
+use link_test_support::{LinkCli, Peer, http_get, std_listener};
 
-const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
-/// Hang guard only; never a timing assertion.
-const WAIT: Duration = Duration::from_secs(15);
-
-/// A running `link-cli hub`; killed on drop if a test fails midway.
-struct HubProcess {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
+fn cli() -> LinkCli {
+    LinkCli::new(env!("CARGO_BIN_EXE_link-cli"))
 }
 
-impl HubProcess {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("hub")
-            .args(args)
-            .env_remove("LINK_SECRET")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, stdout) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = Some(thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        }));
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The next stdout line.
-    fn line(&self) -> String {
-        self.stdout
-            .recv_timeout(WAIT)
-            .expect("no stdout line from link-cli hub")
-    }
-
-    /// Reads `LINK_SECRET=` (if printed) and `listening=ws://ADDR`.
-    fn announced(&self) -> (Option<String>, SocketAddr) {
-        let mut secret = None;
-        loop {
-            let line = self.line();
-            if let Some(s) = line.strip_prefix("LINK_SECRET=") {
-                secret = Some(s.to_owned());
-            } else if let Some(url) = line.strip_prefix("listening=ws://") {
-                return (secret, url.trim_end_matches('/').parse().unwrap());
-            } else {
-                panic!("unexpected stdout line: {line}");
-            }
-        }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit; returns the status and everything on stderr.
-    fn exit(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id();
-        let (tx, rx) = mpsc::channel();
-        let mut child = std::mem::replace(&mut self.child, dummy_child());
-        thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = rx
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("link-cli hub (pid {pid}) did not exit"))
-            .unwrap();
-        let stderr = self.stderr.take().unwrap().join().unwrap();
-        (status, stderr)
-    }
-}
-
-/// A placeholder so `exit` can move the real child into a waiting thread.
-fn dummy_child() -> Child {
-    Command::new("true").spawn().unwrap()
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn now() -> Now {
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    Now::new(std::time::Instant::now(), wall)
-}
-
-/// A scripted peer: a WebSocket driven by link-protocol's `ClientConn`.
-struct Peer {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    conn: ClientConn,
-}
-
-impl Peer {
-    /// Connects and sends the hello; does not wait for the ack.
-    async fn hello(addr: SocketAddr, kind: &str, secret: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
-            .await
-            .unwrap();
-        let mut config =
-            ClientConnConfig::new(kind, Key::new(secret, HashAlgo::Sha256).unwrap()).unwrap();
-        config.keepalive_interval = None;
-        config.hello_ack_diagnostic = None;
-        let conn = ClientConn::new(config, Box::new(SeqIds::new(kind)), Box::new(|| 0.5)).unwrap();
-        let mut peer = Self { ws, conn };
-        peer.conn.start();
-        let _ = peer.conn.poll_event(); // Connect
-        peer.conn.handle_open(now());
-        while let Some(t) = peer.conn.poll_transmit() {
-            if let Transmit::Frame(frame) = t {
-                peer.ws.send(Message::text(frame)).await.unwrap();
-            }
-        }
-        peer
-    }
-
-    /// Connects and waits for the hello.ack.
-    async fn join(addr: SocketAddr, kind: &str, secret: &str) -> Self {
-        let mut peer = Self::hello(addr, kind, secret).await;
-        match peer.ready_or_closed().await {
-            ClientEvent::Ready { .. } => peer,
-            other => panic!("{kind} was not accepted: {other:?}"),
-        }
-    }
-
-    /// The next `Ready` or `Disconnected` event.
-    async fn ready_or_closed(&mut self) -> ClientEvent {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                while let Some(e) = self.conn.poll_event() {
-                    if matches!(e, ClientEvent::Ready { .. } | ClientEvent::Disconnected(_)) {
-                        return e;
-                    }
-                }
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(t))) => self.conn.handle_message(now(), t.as_bytes()),
-                    Some(Ok(Message::Close(f))) => {
-                        let (code, reason) = f.map_or((None, String::new()), |f| {
-                            (Some(u16::from(f.code)), f.reason.to_string())
-                        });
-                        self.conn.handle_closed(now(), code, &reason);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => {
-                        self.conn.handle_closed(now(), Some(close::ABNORMAL), "")
-                    }
-                }
-            }
-        })
-        .await
-        .expect("timed out waiting for the hub")
-    }
-
-    /// Waits for the close; returns (code, reason).
-    async fn closed(&mut self) -> (u16, String) {
-        match self.ready_or_closed().await {
-            ClientEvent::Disconnected(d) => (d.code, d.reason),
-            other => panic!("expected a close, got {other:?}"),
-        }
-    }
-}
-
-/// GET over a raw HTTP/1.1 connection; returns (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    tokio::time::timeout(WAIT, async {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        tcp.read_to_string(&mut raw).await.unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
-    })
-    .await
-    .expect("http request timed out")
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}")
 }
 
 /// A file in a directory of its own under the system temp dir, removed
@@ -268,20 +62,20 @@ fn temp_file(name: &str, text: &str) -> TempFile {
 
 #[tokio::test]
 async fn generated_secret_health_and_sigterm() {
-    let hub = HubProcess::spawn(&["--bind", "127.0.0.1:0"]);
+    let hub = cli().hub(&[]);
     let (secret, addr) = hub.announced();
     let secret = secret.expect("no LINK_SECRET= line");
     assert_eq!(secret.len(), 64);
     assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(addr.ip().is_loopback() && addr.port() != 0);
 
-    let mut peer = Peer::join(addr, "alpha", &secret).await;
-    let (status, body) = http_get(addr, "/health").await;
-    assert_eq!(status, 200);
-    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut peer = Peer::connect(&url(addr), "alpha", &secret).await;
+    let r = http_get(addr, "/health").await;
+    assert_eq!(r.status, 200);
+    let health = r.json();
     assert_eq!(health["ok"], true);
     assert_eq!(health["hub"]["peerCount"], 1);
-    assert_eq!(http_get(addr, "/state").await.0, 404);
+    assert_eq!(http_get(addr, "/state").await.status, 404);
 
     hub.sigterm();
     assert_eq!(peer.closed().await, (1001, "server shutdown".to_owned()));
@@ -297,9 +91,7 @@ async fn generated_secret_health_and_sigterm() {
 #[tokio::test]
 async fn per_kind_keys_admit_the_right_key_only() {
     let keys = temp_file("keys.json", r#"{"alpha": "alpha-key", "beta": "beta-key"}"#);
-    let hub = HubProcess::spawn(&[
-        "--bind",
-        "127.0.0.1:0",
+    let hub = cli().hub(&[
         "--keys",
         keys.to_str().unwrap(),
         "--hello-timeout-ms",
@@ -311,18 +103,18 @@ async fn per_kind_keys_admit_the_right_key_only() {
     let (secret, addr) = hub.announced();
     assert_eq!(secret, None, "a generated secret with --keys");
 
-    let _alpha = Peer::join(addr, "alpha", "alpha-key").await;
+    let _alpha = Peer::connect(&url(addr), "alpha", "alpha-key").await;
     // A wrong key is a bad signature: no ack, then the hello timeout.
-    let mut beta = Peer::hello(addr, "beta", "alpha-key").await;
+    let mut beta = Peer::hello(&url(addr), "beta", "alpha-key").await;
     match beta.ready_or_closed().await {
         ClientEvent::Disconnected(d) => {
             assert_eq!((d.code, d.reason.as_str()), (1008, "hello timeout"));
         }
         other => panic!("beta got in with alpha's key: {other:?}"),
     }
-    let (status, body) = http_get(addr, "/state").await;
-    assert_eq!(status, 200);
-    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = http_get(addr, "/state").await;
+    assert_eq!(r.status, 200);
+    let state = r.json();
     let kinds: Vec<&str> = state["peers"]
         .as_array()
         .unwrap()
@@ -340,7 +132,8 @@ async fn per_kind_keys_admit_the_right_key_only() {
 #[test]
 fn keys_and_secret_together_are_refused() {
     let keys = temp_file("both.json", r#"{"alpha": "k"}"#);
-    let out = Command::new(BIN)
+    let out = cli()
+        .command()
         .args(["hub", "--bind", "127.0.0.1:0", "--keys"])
         .arg(&keys)
         .env("LINK_SECRET", "shared")
@@ -355,12 +148,9 @@ fn keys_and_secret_together_are_refused() {
 
 #[test]
 fn an_address_in_use_is_unusable() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["hub", "--secret", "s", "--bind", &addr])
-        .output()
-        .unwrap();
+    let (_taken, addr) = std_listener();
+    let addr = addr.to_string();
+    let out = cli().output(&["hub", "--secret", "s", "--bind", &addr]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "announced before binding");
     let stderr = String::from_utf8_lossy(&out.stderr);

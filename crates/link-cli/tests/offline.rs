@@ -8,25 +8,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::thread;
 
+use link_test_support::LinkCli;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
 
 const ENVELOPE: &str =
     r#"{"v":1,"id":"x","ts":1000,"type":"t","from":null,"to":null,"data":{"a":1}}"#;
 const SIG: &str = "4f9134cd8bc1091eb4009d54260df36fe1406c453af246c4d8415d908ee7cd0f";
 
-/// Runs the binary with `args`, `LINK_SECRET` unset unless given in `env`.
+/// Runs the binary with `args`, `LINK_*` and `RUST_LOG` unset unless given
+/// in `env`.
 fn run_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("LINK_SECRET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = LinkCli::new(env!("CARGO_BIN_EXE_link-cli")).command();
+    cmd.args(args).stdin(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

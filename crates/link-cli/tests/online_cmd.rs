@@ -12,137 +12,37 @@
 // helper functions of an integration test file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Output, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::process::Stdio;
 
-use link_client::{ClientConfig, ClientConfigBuilder, HandlerError, LinkClient, LinkEvent};
-use link_hub::{Hub, HubConfig, HubEvent, Secret};
-use serde_json::{Value, json};
+use link_client::{HandlerError, LinkEvent};
+use link_hub::HubEvent;
+use link_test_support::{ClosedPort, Done, LinkCli, TestHub, WAIT, finish_cli, next_event, ready};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-use tokio::sync::broadcast;
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_link-cli");
 const SECRET: &str = "online-secret";
-/// Hang guard only; never a timing assertion.
-const WAIT: Duration = Duration::from_secs(10);
 
-struct TestHub {
-    hub: Hub,
-    url: String,
-}
-
-impl TestHub {
-    async fn start() -> Self {
-        let hub = Hub::new(HubConfig::builder(Secret::shared(SECRET)).build().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
-        let h = hub.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, remote)) = listener.accept().await {
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let _ = h.accept(tcp, Some(remote)).await;
-                });
-            }
-        });
-        Self { hub, url }
-    }
-
-    fn client(&self, kind: &str) -> ClientConfigBuilder {
-        ClientConfig::builder()
-            .url(&self.url)
-            .secret(SECRET)
-            .kind(kind)
-    }
-
-    async fn peer(&self, builder: ClientConfigBuilder) -> LinkClient {
-        let link = LinkClient::new(builder.build().unwrap());
-        link.ready(Some(WAIT)).await.unwrap();
-        link
-    }
-
+/// `link-cli` against a test hub.
+trait RunCli {
     /// `link-cli <args>` against this hub, with nothing from the caller's
     /// environment.
+    fn cli(&self, args: &[&str]) -> Command;
+
+    /// Runs `link-cli <args>` to the end.
+    async fn run(&self, args: &[&str]) -> Done {
+        finish_cli(self.cli(args).spawn().unwrap()).await
+    }
+}
+
+impl RunCli for TestHub {
     fn cli(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = LinkCli::new(env!("CARGO_BIN_EXE_link-cli")).tokio_command();
         cmd.args(args)
-            .env_remove("LINK_KIND")
-            .env_remove("LINK_HASH_ALGO")
-            .env_remove("RUST_LOG")
             .env("LINK_URL", &self.url)
-            .env("LINK_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("LINK_SECRET", SECRET);
         cmd
     }
-
-    async fn run(&self, args: &[&str]) -> Done {
-        finish(self.cli(args).spawn().unwrap()).await
-    }
-}
-
-/// A finished `link-cli` run.
-struct Done {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    /// The only stdout line, as JSON, after checking exit 0.
-    fn json(&self) -> Value {
-        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
-        let lines: Vec<&str> = self.stdout.lines().collect();
-        assert_eq!(lines.len(), 1, "stdout: {}", self.stdout);
-        serde_json::from_str(lines[0]).unwrap()
-    }
-
-    /// Every stdout line as JSON, after checking exit 0.
-    fn json_lines(&self) -> Vec<Value> {
-        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-async fn finish(child: Child) -> Done {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("link-cli did not exit")
-        .unwrap();
-    Done {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-async fn hub_event(
-    rx: &mut broadcast::Receiver<Arc<HubEvent>>,
-    pred: impl Fn(&HubEvent) -> bool,
-) -> Arc<HubEvent> {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("hub events closed"),
-            }
-        }
-    })
-    .await
-    .expect("hub event")
 }
 
 fn subscribed(kind: &'static str, topic: &'static str) -> impl Fn(&HubEvent) -> bool {
@@ -151,18 +51,17 @@ fn subscribed(kind: &'static str, topic: &'static str) -> impl Fn(&HubEvent) -> 
 
 #[tokio::test]
 async fn rpc_prints_the_result_or_the_error_code() {
-    let hub = TestHub::start().await;
-    let _echo = hub
-        .peer(
-            hub.client("echo")
-                .handler("echo", |call| async move {
-                    Ok(json!({"echoed": call.data, "from": call.from}))
-                })
-                .handler("fail", |_| async {
-                    Err(HandlerError::new("E_NOPE", "not today"))
-                }),
-        )
-        .await;
+    let hub = TestHub::shared(SECRET).await;
+    let _echo = ready(
+        hub.client("echo")
+            .handler("echo", |call| async move {
+                Ok(json!({"echoed": call.data, "from": call.from}))
+            })
+            .handler("fail", |_| async {
+                Err(HandlerError::new("E_NOPE", "not today"))
+            }),
+    )
+    .await;
 
     let done = hub
         .run(&[
@@ -191,7 +90,7 @@ async fn rpc_prints_the_result_or_the_error_code() {
     stdin.write_all(b"[true]\n").await.unwrap();
     drop(stdin);
     assert_eq!(
-        finish(child).await.json(),
+        finish_cli(child).await.json(),
         json!({"echoed": [true], "from": "ops"})
     );
 
@@ -217,11 +116,11 @@ async fn rpc_prints_the_result_or_the_error_code() {
 
 #[tokio::test]
 async fn publish_reaches_a_subscriber() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut events = hub.hub.events();
-    let watcher = hub.peer(hub.client("watcher")).await;
+    let watcher = ready(hub.client("watcher")).await;
     let mut news = watcher.subscribe("news").unwrap();
-    hub_event(&mut events, subscribed("watcher", "news")).await;
+    next_event(&mut events, subscribed("watcher", "news")).await;
 
     let done = hub
         .run(&["publish", "news", r#"{"n":1}"#, "--kind", "pub"])
@@ -250,7 +149,7 @@ async fn publish_reaches_a_subscriber() {
 
 #[tokio::test]
 async fn subscribe_prints_one_line_per_message() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut events = hub.hub.events();
     let child = hub
         .cli(&[
@@ -267,7 +166,7 @@ async fn subscribe_prints_one_line_per_message() {
     // Subscriptions are sent at ready in no particular order.
     let mut topics = Vec::new();
     while topics.len() < 2 {
-        let e = hub_event(
+        let e = next_event(
             &mut events,
             |e| matches!(e, HubEvent::TopicSubscribe { kind, .. } if kind == "sub"),
         )
@@ -279,11 +178,11 @@ async fn subscribe_prints_one_line_per_message() {
     topics.sort();
     assert_eq!(topics, ["alerts", "news"]);
 
-    let publisher = hub.peer(hub.client("pub")).await;
+    let publisher = ready(hub.client("pub")).await;
     publisher.publish("news", json!({"n": 1})).unwrap();
     publisher.publish("alerts", json!("fire")).unwrap();
 
-    let lines = finish(child).await.json_lines();
+    let lines = finish_cli(child).await.json_lines();
     assert_eq!(
         lines,
         [
@@ -295,7 +194,7 @@ async fn subscribe_prints_one_line_per_message() {
 
 #[tokio::test]
 async fn send_and_listen() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut events = hub.hub.events();
 
     // `listen` prints what an in-test client sends it.
@@ -303,17 +202,17 @@ async fn send_and_listen() {
         .cli(&["listen", "--kind", "inbox", "--count", "1"])
         .spawn()
         .unwrap();
-    hub_event(
+    next_event(
         &mut events,
         |e| matches!(e, HubEvent::PeerConnect { kind, .. } if kind == "inbox"),
     )
     .await;
-    let sender = hub.peer(hub.client("sender")).await;
+    let sender = ready(hub.client("sender")).await;
     sender
         .send("inbox", "greet", Some(json!({"t": "hi"})))
         .unwrap();
     assert_eq!(
-        finish(child).await.json(),
+        finish_cli(child).await.json(),
         json!({"from": "sender", "type": "greet", "data": {"t": "hi"}})
     );
 
@@ -339,20 +238,18 @@ async fn send_and_listen() {
 
 #[tokio::test]
 async fn peers_status_health_and_topics() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut events = hub.hub.events();
     // The observer sees the worker's status, so the hub has stored it.
-    let observer = hub.peer(hub.client("observer")).await;
+    let observer = ready(hub.client("observer")).await;
     let status_seen = observer.wait_for(
         |e| matches!(e, LinkEvent::PeerStatus { from, .. } if from == "worker"),
         Some(WAIT),
     );
-    let _worker = hub
-        .peer(hub.client("worker").status(|| json!({"load": 0.5})))
-        .await;
+    let _worker = ready(hub.client("worker").status(|| json!({"load": 0.5}))).await;
     status_seen.await.expect("worker status");
     let _news = observer.subscribe("news").unwrap();
-    hub_event(&mut events, subscribed("observer", "news")).await;
+    next_event(&mut events, subscribed("observer", "news")).await;
 
     let peers = hub.run(&["peers", "--kind", "ops"]).await.json();
     let kinds: Vec<&str> = peers
@@ -389,14 +286,11 @@ async fn peers_status_health_and_topics() {
 
 #[tokio::test]
 async fn unreachable_hub_and_unusable_options() {
-    let hub = TestHub::start().await;
-    // A port that was free a moment ago refuses connections.
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        format!("ws://{}", l.local_addr().unwrap())
-    };
+    let hub = TestHub::shared(SECRET).await;
+    // A port held with nothing listening refuses connections.
+    let closed = ClosedPort::new();
     let done = hub
-        .run(&["health", "--url", &closed, "--timeout", "300"])
+        .run(&["health", "--url", &closed.url(), "--timeout", "300"])
         .await;
     assert_eq!(done.code, Some(1));
     assert!(done.stderr.contains("LINK_NOT_READY"), "{}", done.stderr);
@@ -411,7 +305,7 @@ async fn unreachable_hub_and_unusable_options() {
         done.stderr
     );
 
-    let done = finish(
+    let done = finish_cli(
         hub.cli(&["peers"])
             .env_remove("LINK_SECRET")
             .spawn()
@@ -429,7 +323,7 @@ async fn unreachable_hub_and_unusable_options() {
 
 #[tokio::test]
 async fn completions_for_bash() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let done = hub.run(&["completions", "bash"]).await;
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     for word in ["link-cli", "subscribe", "publish", "--timeout"] {

@@ -6,10 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{SECRET, ScriptedHub, WAIT, started};
 use link_client::LinkEvent;
+use link_test_support::{DEMO_SECRET, ScriptedHub, WAIT, started};
 use serde_json::json;
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -18,7 +16,7 @@ const STREAM_CAPACITY: u64 = 1024;
 
 #[tokio::test]
 async fn unread_subscription_loses_messages_without_blocking_the_link() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("beta"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -96,7 +94,7 @@ async fn unread_subscription_loses_messages_without_blocking_the_link() {
 
 #[tokio::test]
 async fn stalled_socket_queues_then_overflows_while_inbound_flows() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(
         hub.client("alpha")
             .max_buffered_bytes(64 * 1024)

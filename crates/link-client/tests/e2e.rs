@@ -9,82 +9,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use link_client::{
-    CancellationToken, ClientConfig, ClientConfigBuilder, HandlerError, LinkClient, LinkError,
-    LinkEvent, RpcOptions,
+    CancellationToken, ClientConfig, HandlerError, LinkClient, LinkError, LinkEvent, RpcOptions,
 };
-use link_hub::{Hub, HubConfig, HubEvent, Secret};
+use link_hub::{HubConfig, HubEvent, Secret};
+use link_test_support::{ClosedPort, TestHub, WAIT, next_event, ready};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-struct TestHub {
-    hub: Hub,
-    url: String,
-    addr: std::net::SocketAddr,
-    accept: tokio::task::JoinHandle<()>,
-    /// Subscribed before the first connection could arrive.
-    events: tokio::sync::broadcast::Receiver<Arc<HubEvent>>,
-}
-
-impl TestHub {
-    async fn start(config: HubConfig) -> Self {
-        Self::start_on("127.0.0.1:0", config).await
-    }
-
-    async fn start_on(bind: &str, config: HubConfig) -> Self {
-        let hub = Hub::new(config);
-        let events = hub.events();
-        let listener = TcpListener::bind(bind).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let h = hub.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, remote)) = listener.accept().await {
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let _ = h.accept(tcp, Some(remote)).await;
-                });
-            }
-        });
-        Self {
-            hub,
-            url: format!("ws://{addr}"),
-            addr,
-            accept,
-            events,
-        }
-    }
-
-    async fn shared() -> Self {
-        Self::start(
-            HubConfig::builder(Secret::shared("s3cret"))
-                .build()
-                .unwrap(),
-        )
-        .await
-    }
-
-    /// Stops listening and drops every socket.
-    async fn kill(self) {
-        self.accept.abort();
-        self.hub.terminate_all().await;
-        self.hub.stop().await;
-    }
-
-    fn client(&self, kind: &str) -> ClientConfigBuilder {
-        ClientConfig::builder()
-            .url(&self.url)
-            .secret("s3cret")
-            .kind(kind)
-            .reconnect_initial(Duration::from_millis(20))
-    }
-}
-
-async fn ready(builder: ClientConfigBuilder) -> LinkClient {
-    let c = LinkClient::new(builder.build().unwrap());
-    c.ready(Some(WAIT)).await.unwrap();
-    c
-}
+const SECRET: &str = "s3cret";
 
 /// The hub's `link.topic.list` answer for `topic`, asked by `client` (a
 /// server RPC from a client is handled after everything it sent before).
@@ -95,26 +26,9 @@ async fn topic_list(client: &LinkClient, topic: &str) -> Value {
         .unwrap()
 }
 
-async fn hub_event(
-    rx: &mut tokio::sync::broadcast::Receiver<Arc<HubEvent>>,
-    pred: impl Fn(&HubEvent) -> bool,
-) -> Arc<HubEvent> {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(e) = rx.recv().await
-                && pred(&e)
-            {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("hub event")
-}
-
 #[tokio::test]
 async fn rpc_round_trip_typed_and_server() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let beta = ready(hub.client("beta").handler("echo", |call| async move {
         Ok(json!({"echoed": call.data, "from": call.from}))
     }))
@@ -154,7 +68,7 @@ async fn rpc_round_trip_typed_and_server() {
 
 #[tokio::test]
 async fn remote_errors_carry_codes_and_data() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let _beta = ready(
         hub.client("beta")
             .handler("lookup", |_| async {
@@ -222,7 +136,7 @@ async fn remote_errors_carry_codes_and_data() {
 
 #[tokio::test]
 async fn timeout_cancels_end_to_end_and_suppresses_the_response() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut hub_events = hub.hub.events();
     let cancelled = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
@@ -251,7 +165,7 @@ async fn timeout_cancels_end_to_end_and_suppresses_the_response() {
     tokio::time::timeout(WAIT, cancelled.notified())
         .await
         .unwrap();
-    let ev = hub_event(&mut hub_events, |e| {
+    let ev = next_event(&mut hub_events, |e| {
         matches!(e, HubEvent::RpcCancelled { .. })
     })
     .await;
@@ -277,7 +191,7 @@ async fn timeout_cancels_end_to_end_and_suppresses_the_response() {
 
 #[tokio::test]
 async fn cancel_token_and_dropped_future_both_send_rpc_cancel() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut hub_events = hub.hub.events();
     let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
@@ -303,14 +217,14 @@ async fn cancel_token_and_dropped_future_both_send_rpc_cancel() {
         },
     );
     let (r, ()) = tokio::join!(call, async {
-        hub_event(&mut hub_events, |e| {
+        next_event(&mut hub_events, |e| {
             matches!(e, HubEvent::RpcForwarded { .. })
         })
         .await;
         token.cancel();
     });
     assert!(matches!(r, Err(LinkError::RpcAbort { .. })));
-    hub_event(&mut hub_events, |e| {
+    next_event(&mut hub_events, |e| {
         matches!(e, HubEvent::RpcCancelled { .. })
     })
     .await;
@@ -327,9 +241,9 @@ async fn cancel_token_and_dropped_future_both_send_rpc_cancel() {
     );
     tokio::select! {
         _ = fut => panic!("must not complete"),
-        _ = hub_event(&mut hub_events, |e| matches!(e, HubEvent::RpcForwarded { .. })) => {}
+        _ = next_event(&mut hub_events, |e| matches!(e, HubEvent::RpcForwarded { .. })) => {}
     }
-    hub_event(&mut hub_events, |e| {
+    next_event(&mut hub_events, |e| {
         matches!(e, HubEvent::RpcCancelled { .. })
     })
     .await;
@@ -338,7 +252,7 @@ async fn cancel_token_and_dropped_future_both_send_rpc_cancel() {
 
 #[tokio::test]
 async fn subscriptions_share_one_hub_subscription() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = ready(hub.client("alpha")).await;
     let beta = ready(hub.client("beta")).await;
     let mut s1 = beta.subscribe("news").unwrap();
@@ -373,7 +287,7 @@ async fn subscriptions_share_one_hub_subscription() {
 
 #[tokio::test]
 async fn topic_handlers_run_in_order_share_the_subscription_and_outlive_a_panic() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = ready(hub.client("alpha")).await;
     let beta = ready(hub.client("beta")).await;
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
@@ -453,7 +367,7 @@ async fn topic_handlers_run_in_order_share_the_subscription_and_outlive_a_panic(
 
 #[tokio::test]
 async fn direct_messages_peers_and_status() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let beta = ready(hub.client("beta")).await;
     let mut beta_events = beta.events();
     let mut directs = beta.directs();
@@ -517,14 +431,13 @@ async fn direct_messages_peers_and_status() {
 
 #[tokio::test]
 async fn reconnect_after_hub_restart_replays_subscriptions_and_queued_publishes() {
-    let hub = TestHub::shared().await;
-    let addr = hub.addr;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = ready(hub.client("alpha")).await;
     let beta = ready(hub.client("beta")).await;
     let mut sub = beta.subscribe("news").unwrap();
     beta.rpc("server", "link.topic.list", None).await.unwrap();
     let mut alpha_events = alpha.events();
-    hub.kill().await;
+    let port = hub.kill().await;
     // alpha notices the drop, then queues while reconnecting.
     tokio::time::timeout(WAIT, async {
         loop {
@@ -545,19 +458,16 @@ async fn reconnect_after_hub_restart_replays_subscriptions_and_queued_publishes(
     alpha.publish("news", json!({"queued": true})).unwrap();
     assert!(alpha.health().outbox_size >= 1);
 
-    let hub2 = TestHub::start_on(
-        &addr.to_string(),
-        HubConfig::builder(Secret::shared("s3cret"))
-            .build()
-            .unwrap(),
-    )
-    .await;
-    let mut hub_events = hub2.events;
+    let (_hub2, mut hub_events) =
+        TestHub::builder(HubConfig::builder(Secret::shared(SECRET)).build().unwrap())
+            .on(port)
+            .start_with_events()
+            .await;
     // On the new hub: alpha's queued publish is flushed once alpha is ready
     // again, and beta's subscription is replayed on its new ready.
     let (mut published, mut resubscribed) = (false, false);
     while !(published && resubscribed) {
-        let e = hub_event(&mut hub_events, |e| {
+        let e = next_event(&mut hub_events, |e| {
             matches!(
                 e,
                 HubEvent::TopicPublish { .. } | HubEvent::TopicSubscribe { .. }
@@ -603,7 +513,7 @@ async fn reconnect_after_hub_restart_replays_subscriptions_and_queued_publishes(
 
 #[tokio::test]
 async fn displacement_stops_the_old_client() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let first = ready(hub.client("alpha")).await;
     let mut ev = first.events();
     let _second = ready(hub.client("alpha")).await;
@@ -684,13 +594,10 @@ async fn per_peer_keys() {
 #[tokio::test]
 async fn outbox_overflow_while_disconnected_is_backpressure() {
     // Nothing listens on this port: the client queues while it retries.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = ClosedPort::new();
     let client = LinkClient::new(
         ClientConfig::builder()
-            .url(format!("ws://127.0.0.1:{port}"))
+            .url(port.url())
             .secret("s")
             .kind("alpha")
             .max_outbox_bytes(2048)
@@ -744,7 +651,7 @@ async fn disabled_mode_fails_every_operation_with_not_ready() {
 
 #[tokio::test]
 async fn graceful_stop_drains_pending_rpcs() {
-    let hub = TestHub::shared().await;
+    let hub = TestHub::shared(SECRET).await;
     let release = Arc::new(tokio::sync::Notify::new());
     let r2 = release.clone();
     let _beta = ready(hub.client("beta").handler("wait", move |_| {
@@ -759,7 +666,7 @@ async fn graceful_stop_drains_pending_rpcs() {
     let mut hub_events = hub.hub.events();
     let a2 = alpha.clone();
     let call = tokio::spawn(async move { a2.rpc("beta", "wait", None).await });
-    hub_event(&mut hub_events, |e| {
+    next_event(&mut hub_events, |e| {
         matches!(e, HubEvent::RpcForwarded { .. })
     })
     .await;
@@ -774,7 +681,7 @@ async fn graceful_stop_drains_pending_rpcs() {
         "stop waited for the pending RPC"
     );
     stopping.await.unwrap();
-    let ev = hub_event(&mut hub_events, |e| {
+    let ev = next_event(&mut hub_events, |e| {
         matches!(e, HubEvent::PeerDisconnect { .. })
     })
     .await;

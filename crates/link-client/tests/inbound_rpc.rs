@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{HubSide, SECRET, ScriptedHub, WAIT, event, started};
 use link_client::{HandlerError, LinkClient, LinkEvent};
+use link_test_support::{DEMO_SECRET, HubSide, ScriptedHub, WAIT, next_event, started};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
@@ -48,7 +46,7 @@ async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
 
 #[tokio::test]
 async fn concurrency_cap_answers_overloaded() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let (started_tx, mut running) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let r2 = release.clone();
@@ -89,7 +87,7 @@ async fn concurrency_cap_answers_overloaded() {
 
 #[tokio::test]
 async fn only_the_caller_can_cancel_and_the_answer_is_suppressed() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let (started_tx, mut running) = mpsc::unbounded_channel();
     let (cancel_tx, mut cancelled) = mpsc::unbounded_channel();
     let client = started(
@@ -130,7 +128,7 @@ async fn only_the_caller_can_cancel_and_the_answer_is_suppressed() {
     conn.send("rpc.cancel", "alpha", Some(json!({ "id": id })))
         .await;
     assert_eq!(recv(&mut cancelled).await, id);
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::RpcCancel { id: i, from, rpc_type } if *i == id && from == "alpha" && rpc_type == "hold")
     })
     .await;
@@ -142,7 +140,7 @@ async fn only_the_caller_can_cancel_and_the_answer_is_suppressed() {
 
 #[tokio::test]
 async fn handle_and_unhandle_at_runtime() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("beta"));
     let (client, mut conn) = ready_pair(&hub, client).await;
 
@@ -191,7 +189,7 @@ fn failing(hub: &ScriptedHub) -> link_client::ClientConfigBuilder {
 
 #[tokio::test]
 async fn handler_errors_are_sanitised_unless_exposed() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(failing(&hub));
     let mut ev = client.events();
     let (_client, mut conn) = ready_pair(&hub, client).await;
@@ -213,7 +211,7 @@ async fn handler_errors_are_sanitised_unless_exposed() {
         json!({"ok": false, "error": "Internal handler error", "code": "RPC_HANDLER_ERROR"});
     let plain = request(&mut conn, "alpha", "plain").await;
     assert_eq!(response(&mut conn, &plain).await, sanitised);
-    let e = event(&mut ev, |e| matches!(e, LinkEvent::RpcHandlerError { .. })).await;
+    let e = next_event(&mut ev, |e| matches!(e, LinkEvent::RpcHandlerError { .. })).await;
     assert!(
         matches!(&*e, LinkEvent::RpcHandlerError { rpc_type, from, id, error }
             if rpc_type == "plain" && from == "alpha" && *id == plain && error == "disk on fire"),
@@ -223,7 +221,7 @@ async fn handler_errors_are_sanitised_unless_exposed() {
     // A panicking handler answers like a failing one.
     let id = request(&mut conn, "alpha", "panics").await;
     assert_eq!(response(&mut conn, &id).await, sanitised);
-    event(
+    next_event(
         &mut ev,
         |e| matches!(e, LinkEvent::RpcHandlerError { rpc_type, .. } if rpc_type == "panics"),
     )
@@ -232,7 +230,7 @@ async fn handler_errors_are_sanitised_unless_exposed() {
 
 #[tokio::test]
 async fn expose_rpc_errors_sends_the_real_message() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(failing(&hub).expose_rpc_errors(true));
     let (_client, mut conn) = ready_pair(&hub, client).await;
     let id = request(&mut conn, "alpha", "plain").await;

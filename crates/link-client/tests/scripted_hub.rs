@@ -31,21 +31,93 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    Captured, HubSide, SECRET, ScriptedHub, WAIT, assert_like, captured, conversation, event, key,
-    started,
-};
 use link_client::{
     CancellationToken, HandlerError, LinkClient, LinkError, LinkEvent, RpcOptions, RpcOutcome,
 };
-use link_protocol::DropReason;
+use link_protocol::{DropReason, Envelope};
+use link_test_support::{
+    DEMO_SECRET, HubSide, ScriptedHub, WAIT, frame_at, key, next_event, started, wall_ms,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+/// One captured frame of `tests/data/conversation.json`.
+#[derive(Clone, Debug)]
+struct Captured {
+    n: u64,
+    key: String,
+    /// The frame as parsed JSON (with its original `sig`).
+    raw: Value,
+}
+
+impl Captured {
+    fn msg_type(&self) -> &str {
+        self.raw["type"].as_str().unwrap()
+    }
+
+    fn data(&self) -> Option<&Value> {
+        self.raw.get("data")
+    }
+
+    fn id(&self) -> &str {
+        self.raw["id"].as_str().unwrap()
+    }
+
+    /// Re-stamped (`ts = now`) and re-signed with the frame's own key;
+    /// `id` overrides the captured id (e.g. to answer our client's request).
+    fn restamp(&self, id: Option<&str>) -> String {
+        let r = &self.raw;
+        frame_at(
+            &key(&self.key),
+            id.unwrap_or(self.id()),
+            wall_ms(),
+            self.msg_type(),
+            r["from"].as_str(),
+            r["to"].as_str(),
+            self.data(),
+        )
+    }
+}
+
+/// All 73 captured frames, in order.
+fn conversation() -> Vec<Captured> {
+    let doc: Value = serde_json::from_str(include_str!("data/conversation.json")).unwrap();
+    doc["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| Captured {
+            n: f["n"].as_u64().unwrap(),
+            key: f["key"].as_str().unwrap().to_owned(),
+            raw: serde_json::from_str(f["raw"].as_str().unwrap()).unwrap(),
+        })
+        .collect()
+}
+
+/// Frame number `n` (1-based, as the captured conversation numbers them
+/// and protocol §3.4 and §6.2 cite them).
+fn captured(frames: &[Captured], n: u64) -> &Captured {
+    let f = &frames[(n - 1) as usize];
+    assert_eq!(f.n, n);
+    f
+}
+
+/// Asserts that a frame our client sent has the captured frame's type,
+/// `from`, `to` and `data`.
+fn assert_like(env: &Envelope, f: &Captured) {
+    assert_eq!(env.msg_type(), Some(f.msg_type()), "type of #{}", f.n);
+    assert_eq!(
+        env.body().get("from"),
+        f.raw.get("from"),
+        "from of #{}",
+        f.n
+    );
+    assert_eq!(env.body().get("to"), f.raw.get("to"), "to of #{}", f.n);
+    assert_eq!(env.data(), f.data(), "data of #{}", f.n);
+}
 
 /// Asserts the hello shape: `{kind, name, pid, startedAt}` with our pid.
 fn assert_hello(hello: &link_protocol::Envelope, f: &Captured) {
@@ -97,7 +169,7 @@ async fn call(alpha: &LinkClient, conn: &mut HubSide, req: &Captured, resp: &Cap
 async fn conversation_as_alpha() {
     let frames = conversation();
     let f = |n| captured(&frames, n);
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let status = Arc::new(Mutex::new(f(5).data().cloned().unwrap()));
     let s2 = status.clone();
     let alpha = LinkClient::new(
@@ -127,7 +199,7 @@ async fn conversation_as_alpha() {
 
     // 8: beta joins.
     conn.send_raw(f(8).restamp(None)).await;
-    event(
+    next_event(
         &mut ev,
         |e| matches!(e, LinkEvent::PeerConnect(p) if p.kind == "beta"),
     )
@@ -196,20 +268,20 @@ async fn conversation_as_alpha() {
         pending.await.unwrap(),
         Err(LinkError::RpcAbort { .. })
     ));
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::RpcComplete { id, outcome: RpcOutcome::Abort, .. } if id == req.id())
     })
     .await;
 
     // 57: beta replaced (connectedAt changed); 60: beta gone.
     conn.send_raw(f(57).restamp(None)).await;
-    event(
+    next_event(
         &mut ev,
         |e| matches!(e, LinkEvent::PeerReplaced { kind, .. } if kind == "beta"),
     )
     .await;
     conn.send_raw(f(60).restamp(None)).await;
-    event(
+    next_event(
         &mut ev,
         |e| matches!(e, LinkEvent::PeerDisconnect(p) if p.kind == "beta"),
     )
@@ -230,7 +302,7 @@ async fn conversation_as_alpha() {
 async fn conversation_as_beta() {
     let frames = conversation();
     let f = |n| captured(&frames, n);
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let (cancelled_tx, mut cancelled) = mpsc::unbounded_channel();
     let beta = LinkClient::new(
         hub.client("beta")
@@ -279,7 +351,7 @@ async fn conversation_as_beta() {
         assert_like(&answer, f(resp));
     }
     // The sanitised failure (32) was reported locally with the real text.
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::RpcHandlerError { rpc_type, error, from, .. }
             if rpc_type == "fail" && error == "disk on fire" && from == "alpha")
     })
@@ -323,7 +395,7 @@ async fn conversation_as_beta() {
 
     // 49: status fan-out.
     conn.send_raw(f(49).restamp(None)).await;
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::PeerStatus { from, status, .. }
             if from == "alpha" && status == &Some(json!({"state": "busy", "load": 0.9})))
     })
@@ -338,7 +410,7 @@ async fn conversation_as_beta() {
         .unwrap()
         .unwrap();
     assert_eq!(id, f(51).id());
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::RpcCancel { id, from, rpc_type }
             if id == f(51).id() && from == "alpha" && rpc_type == "slow")
     })
@@ -364,7 +436,7 @@ async fn conversation_as_beta() {
         conn2.send_raw(f(n).restamp(None)).await;
     }
     beta2.ready(Some(WAIT)).await.unwrap();
-    let gone = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    let gone = next_event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
     assert!(
         matches!(
             &*gone,
@@ -434,7 +506,7 @@ async fn conversation_with_per_peer_keys() {
     // A frame signed with the other peer's key is dropped as bad-signature.
     let mut ev = alpha.events();
     a.send_raw(f(66).restamp(None)).await;
-    let e = event(&mut ev, |e| matches!(e, LinkEvent::ProtocolError(_))).await;
+    let e = next_event(&mut ev, |e| matches!(e, LinkEvent::ProtocolError(_))).await;
     assert!(
         matches!(&*e, LinkEvent::ProtocolError(p) if p.reason() == DropReason::BadSignature),
         "{e:?}"
@@ -443,7 +515,7 @@ async fn conversation_with_per_peer_keys() {
 
 #[tokio::test]
 async fn rejected_hello_stops_the_link() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = LinkClient::new(hub.client("alpha").build().unwrap());
     let mut ev = client.events();
     let waiting = tokio::spawn({
@@ -464,7 +536,7 @@ async fn rejected_hello_stops_the_link() {
             reason: Some("nope".into())
         })
     );
-    event(
+    next_event(
         &mut ev,
         |e| matches!(e, LinkEvent::Rejected { reason } if reason.as_deref() == Some("nope")),
     )
@@ -472,7 +544,7 @@ async fn rejected_hello_stops_the_link() {
     // The client closes without a code and does not come back.
     assert_eq!(conn.recv_close().await, None);
     conn.drain_until_closed().await;
-    let d = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    let d = next_event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
     assert!(
         matches!(
             &*d,
@@ -494,7 +566,7 @@ async fn rejected_hello_stops_the_link() {
 
 #[tokio::test]
 async fn rejected_hello_with_retry_closes_1000_and_reconnects() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = LinkClient::new(
         hub.client("alpha")
             .reconnect_on_rejection(true)
@@ -529,7 +601,7 @@ async fn rejected_hello_with_retry_closes_1000_and_reconnects() {
 
 #[tokio::test]
 async fn response_from_the_wrong_peer_is_dropped() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let alpha = started(hub.client("alpha"));
     let mut ev = alpha.events();
     let mut conn = hub.accept().await;
@@ -550,7 +622,7 @@ async fn response_from_the_wrong_peer_is_dropped() {
         ok("mallory"),
     )
     .await;
-    let e = event(&mut ev, |e| matches!(e, LinkEvent::ProtocolError(_))).await;
+    let e = next_event(&mut ev, |e| matches!(e, LinkEvent::ProtocolError(_))).await;
     assert!(
         matches!(&*e, LinkEvent::ProtocolError(p) if p.reason() == DropReason::RpcResponseMismatch),
         "{e:?}"
@@ -570,7 +642,7 @@ async fn response_from_the_wrong_peer_is_dropped() {
 
 #[tokio::test]
 async fn hub_without_features_refuses_topics_and_directs() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     // Queued while connecting; purged at ready because the hub lacks the features.
     client.publish("news", json!({"queued": 1})).unwrap();
@@ -612,7 +684,7 @@ async fn hub_without_features_refuses_topics_and_directs() {
 
 #[tokio::test]
 async fn wait_for_matches_a_predicate() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut conn = hub.accept().await;
     conn.handshake(&["topics", "direct"]).await;
@@ -644,7 +716,7 @@ async fn wait_for_matches_a_predicate() {
 
 #[tokio::test]
 async fn every_rpc_ending_emits_rpc_complete() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = LinkClient::new(hub.client("alpha").build().unwrap());
     let mut ev = client.events();
     let complete = |outcome: RpcOutcome| move |e: &LinkEvent| matches!(e, LinkEvent::RpcComplete { outcome: o, .. } if *o == outcome);
@@ -652,7 +724,7 @@ async fn every_rpc_ending_emits_rpc_complete() {
     // Not ready yet: refused at once, without queueing.
     let e = client.rpc("beta", "x", None).await.unwrap_err();
     assert_eq!(e.code(), "LINK_NOT_READY");
-    let done = event(&mut ev, complete(RpcOutcome::NotReady)).await;
+    let done = next_event(&mut ev, complete(RpcOutcome::NotReady)).await;
     assert_eq!(done.name(), "rpc.complete");
 
     client.start();
@@ -669,7 +741,7 @@ async fn every_rpc_ending_emits_rpc_complete() {
     };
     let e = client.rpc_with("beta", "x", None, opts).await.unwrap_err();
     assert_eq!(e.code(), "RPC_ABORT");
-    event(&mut ev, complete(RpcOutcome::Abort)).await;
+    next_event(&mut ev, complete(RpcOutcome::Abort)).await;
 
     // A future dropped mid-flight: rpc.cancel, and an abort.
     let req = tokio::select! {
@@ -683,7 +755,7 @@ async fn every_rpc_ending_emits_rpc_complete() {
     );
     let cancel = conn.expect("rpc.cancel").await;
     assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
-    let done = event(&mut ev, complete(RpcOutcome::Abort)).await;
+    let done = next_event(&mut ev, complete(RpcOutcome::Abort)).await;
     assert!(matches!(&*done, LinkEvent::RpcComplete { id, .. } if id == req.id()));
     assert_eq!(done.name(), "rpc.abort");
 
@@ -699,13 +771,13 @@ async fn every_rpc_ending_emits_rpc_complete() {
         matches!(&e, LinkError::RpcDisconnect { to, rpc_type, .. } if to == "beta" && rpc_type == "x"),
         "{e:?}"
     );
-    let done = event(&mut ev, complete(RpcOutcome::Disconnect)).await;
+    let done = next_event(&mut ev, complete(RpcOutcome::Disconnect)).await;
     assert_eq!(done.name(), "rpc.disconnect");
 }
 
 #[tokio::test]
 async fn dropping_every_handle_and_stream_stops_the_link() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut conn = hub.accept().await;
     conn.handshake(&["topics", "direct"]).await;

@@ -11,12 +11,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SECRET, ScriptedHub, WAIT, event, event_within, started};
 use link_client::{ClientConfig, ClientConfigBuilder, ConnectError, LinkClient, LinkEvent, Phase};
+use link_test_support::{DEMO_SECRET, ScriptedHub, WAIT, next_event, next_event_within, started};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +39,7 @@ impl BlackHole {
     fn client(&self) -> ClientConfigBuilder {
         ClientConfig::builder()
             .url(&self.url)
-            .secret(SECRET)
+            .secret(DEMO_SECRET)
             .kind("alpha")
     }
 
@@ -149,7 +147,7 @@ async fn connect_timeout_covers_the_tls_handshake() {
     client.start();
     let _held = hole.swallow_client_hello().await;
     tokio::time::pause();
-    let failed = event_within(Duration::from_secs(3600), &mut ev, |e| {
+    let failed = next_event_within(Duration::from_secs(3600), &mut ev, |e| {
         matches!(e, LinkEvent::ConnectFailed { .. })
     })
     .await;
@@ -178,14 +176,14 @@ async fn stop_during_the_reconnect_backoff_cancels_it() {
     client.start();
     // The hub hangs up on the upgrade: a failed connect, then the backoff.
     drop(hole.swallow().await);
-    let failed = event(&mut ev, |e| matches!(e, LinkEvent::ConnectFailed { .. })).await;
+    let failed = next_event(&mut ev, |e| matches!(e, LinkEvent::ConnectFailed { .. })).await;
     let LinkEvent::ConnectFailed { attempt, error } = &*failed else {
         unreachable!()
     };
     assert_eq!(*attempt, 0);
     assert_eq!(error.url(), hole.url);
     assert_ne!(error.code(), "CONNECT_TIMEOUT", "{error}");
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::Reconnecting { attempt: 1, delay } if *delay >= Duration::from_secs(30))
     })
     .await;
@@ -208,7 +206,7 @@ async fn stop_during_the_reconnect_backoff_cancels_it() {
 
 #[tokio::test]
 async fn stop_during_the_handshake_sends_the_close_and_returns() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = LinkClient::new(hub.client("alpha").build().unwrap());
     let mut ev = client.events();
     client.start();
@@ -219,7 +217,7 @@ async fn stop_during_the_handshake_sends_the_close_and_returns() {
     let took = timed_stop(&client).await;
     assert!(took < PROMPT, "stop() took {took:?} of paused time");
     assert_eq!(client.phase(), Phase::Stopped);
-    let disconnect = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    let disconnect = next_event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
     assert!(
         matches!(
             &*disconnect,
@@ -249,7 +247,7 @@ async fn connect_timeout_fails_the_attempt_and_the_link_retries() {
     let _first = hole.swallow().await;
     // The default 10 s connect timeout elapses in paused time.
     tokio::time::pause();
-    let failed = event_within(Duration::from_secs(3600), &mut ev, |e| {
+    let failed = next_event_within(Duration::from_secs(3600), &mut ev, |e| {
         matches!(e, LinkEvent::ConnectFailed { .. })
     })
     .await;
@@ -266,7 +264,7 @@ async fn connect_timeout_fails_the_attempt_and_the_link_retries() {
     );
     assert_eq!(error.code(), "CONNECT_TIMEOUT");
     // It counts as a failed connect: the usual backoff, then a new attempt.
-    event(&mut ev, |e| {
+    next_event(&mut ev, |e| {
         matches!(e, LinkEvent::Reconnecting { attempt: 1, .. })
     })
     .await;

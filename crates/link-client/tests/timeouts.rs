@@ -11,13 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SECRET, ScriptedHub, WAIT, event, event_within, started, wall_ms};
 use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOutcome};
 use link_protocol::{Diagnostic, DropReason, close};
+use link_test_support::{
+    ClosedPort, DEMO_SECRET, ScriptedHub, WAIT, frame_at, next_event, next_event_within, started,
+    wall_ms,
+};
 use serde_json::json;
 
 fn protocol_error(reason: DropReason) -> impl FnMut(&LinkEvent) -> bool {
@@ -31,7 +32,7 @@ fn diagnostic(code: &'static str) -> impl FnMut(&LinkEvent) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn ready_times_out_when_the_hub_never_acks() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
@@ -44,13 +45,13 @@ async fn ready_times_out_when_the_hub_never_acks() {
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_after_five_seconds() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
     // Nothing verified: a likely secret or hash mismatch.
-    let e = event(&mut ev, diagnostic("no-ack")).await;
+    let e = next_event(&mut ev, diagnostic("no-ack")).await;
     assert_eq!(e.name(), "protocol-error");
     assert_eq!(
         *e,
@@ -66,14 +67,14 @@ async fn no_ack_diagnostic_after_five_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_says_verified_when_frames_verified() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
     conn.recv_hello().await;
     conn.send("status.snapshot", "server", Some(json!({})))
         .await;
-    let e = event(&mut ev, diagnostic("no-ack")).await;
+    let e = next_event(&mut ev, diagnostic("no-ack")).await;
     assert_eq!(
         *e,
         LinkEvent::Diagnostic(Diagnostic::NoAck { verified: true })
@@ -83,7 +84,7 @@ async fn no_ack_diagnostic_says_verified_when_frames_verified() {
 
 #[tokio::test(start_paused = true)]
 async fn no_ack_diagnostic_reports_clock_skew() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -92,7 +93,7 @@ async fn no_ack_diagnostic_reports_clock_skew() {
     let ts = wall_ms() - 600_000;
     let ack = json!({"ok": true, "serverTime": ts, "kind": "alpha", "features": []});
     let key = conn.key.clone();
-    conn.send_raw(common::sign_frame(
+    conn.send_raw(frame_at(
         &key,
         "late-ack",
         ts,
@@ -102,8 +103,8 @@ async fn no_ack_diagnostic_reports_clock_skew() {
         Some(&ack),
     ))
     .await;
-    event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
-    let e = event(&mut ev, diagnostic("clock-skew")).await;
+    next_event(&mut ev, protocol_error(DropReason::ReplayWindow)).await;
+    let e = next_event(&mut ev, diagnostic("clock-skew")).await;
     assert!(
         matches!(&*e, LinkEvent::Diagnostic(Diagnostic::ClockSkew { skew }) if skew.abs() >= 600_000.0),
         "{e:?}"
@@ -113,7 +114,7 @@ async fn no_ack_diagnostic_reports_clock_skew() {
 
 #[tokio::test(start_paused = true)]
 async fn rpc_timeout_sends_cancel_and_completes() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -134,7 +135,7 @@ async fn rpc_timeout_sends_cancel_and_completes() {
     );
     let cancel = conn.expect("rpc.cancel").await;
     assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
-    let done = event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
+    let done = next_event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
     assert!(matches!(
         &*done,
         LinkEvent::RpcComplete {
@@ -157,7 +158,7 @@ async fn rpc_timeout_sends_cancel_and_completes() {
 
 #[tokio::test(start_paused = true)]
 async fn missing_pong_terminates_and_reconnects() {
-    let hub = ScriptedHub::bind(SECRET).await;
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
     let client = started(hub.client("alpha"));
     let mut ev = client.events();
     let mut conn = hub.accept().await;
@@ -166,14 +167,14 @@ async fn missing_pong_terminates_and_reconnects() {
 
     // The hub no longer reads its socket, so pings go unanswered: the first
     // one at 30 s, the verdict at 60 s.
-    let e = event_within(
+    let e = next_event_within(
         Duration::from_secs(120),
         &mut ev,
         diagnostic("keepalive-timeout"),
     )
     .await;
     assert_eq!(e.name(), "protocol-error");
-    let d = event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
+    let d = next_event(&mut ev, |e| matches!(e, LinkEvent::Disconnect { .. })).await;
     assert!(
         matches!(
             &*d,
@@ -196,14 +197,11 @@ async fn missing_pong_terminates_and_reconnects() {
 #[tokio::test(start_paused = true)]
 async fn reconnect_exhaustion_stops_the_link() {
     // Nothing listens on this port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = ClosedPort::new();
     let client = LinkClient::new(
         ClientConfig::builder()
-            .url(format!("ws://127.0.0.1:{port}"))
-            .secret(SECRET)
+            .url(port.url())
+            .secret(DEMO_SECRET)
             .kind("alpha")
             .max_reconnect_attempts(Some(2))
             .build()
@@ -212,7 +210,7 @@ async fn reconnect_exhaustion_stops_the_link() {
     let mut ev = client.events();
     client.start();
     client.publish("news", json!("queued")).unwrap();
-    let e = event(&mut ev, |e| {
+    let e = next_event(&mut ev, |e| {
         matches!(e, LinkEvent::ReconnectExhausted { .. })
     })
     .await;

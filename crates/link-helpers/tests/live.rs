@@ -8,71 +8,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use link_client::{CancellationToken, ClientConfig, ClientConfigBuilder, HandlerError, LinkClient};
+use link_client::{CancellationToken, ClientConfig, HandlerError, LinkClient};
 use link_helpers::recorder::{EventRecorder, Recorded, RecorderOptions, Snapshot};
 use link_helpers::rpc::{
     RetryError, RetryPolicy, SafePublisher, SafeSend, WaitError, rpc_with_retry, wait_for_peer,
 };
 use link_helpers::secrets::{SecretChange, SecretsError, load_secrets, watch_secrets};
-use link_hub::{Hub, HubConfig, Secret};
+use link_test_support::{TestHub, WAIT, guard, ready};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-/// Hang guard only: no test waits this long when it passes.
-const WAIT: Duration = Duration::from_secs(10);
-
-struct TestHub {
-    hub: Hub,
-    url: String,
-    _accept: tokio::task::JoinHandle<()>,
-}
-
-impl TestHub {
-    async fn start() -> Self {
-        let hub = Hub::new(HubConfig::builder(Secret::shared("s")).build().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let h = hub.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, remote)) = listener.accept().await {
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let _ = h.accept(tcp, Some(remote)).await;
-                });
-            }
-        });
-        Self {
-            hub,
-            url: format!("ws://{addr}"),
-            _accept: accept,
-        }
-    }
-
-    fn client(&self, kind: &str) -> ClientConfigBuilder {
-        ClientConfig::builder()
-            .url(&self.url)
-            .secret("s")
-            .kind(kind)
-            .reconnect_initial(Duration::from_millis(20))
-    }
-}
-
-async fn ready(builder: ClientConfigBuilder) -> LinkClient {
-    let c = LinkClient::new(builder.build().unwrap());
-    c.ready(Some(WAIT)).await.unwrap();
-    c
-}
-
-async fn guard<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f).await.expect("hang guard")
-}
+/// The shared secret of every test hub here.
+const SECRET: &str = "s";
 
 // ----- wait_for_peer -------------------------------------------------------
 
 #[tokio::test]
 async fn wait_for_peer_resolves_on_the_join_event() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = ready(hub.client("alpha")).await;
     let waiting = {
         let alpha = alpha.clone();
@@ -92,7 +45,7 @@ async fn wait_for_peer_resolves_on_the_join_event() {
 
 #[tokio::test]
 async fn wait_for_peer_ends_when_the_link_stops_or_times_out() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = ready(hub.client("alpha")).await;
     let e = wait_for_peer(&alpha, "ghost", Some(Duration::from_millis(50)), false)
         .await
@@ -140,7 +93,7 @@ fn policy(attempts: u32) -> RetryPolicy {
 
 #[tokio::test]
 async fn remote_errors_are_not_retried() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let _beta = ready(hub.client("beta").handler("lookup", move |_| {
@@ -159,7 +112,7 @@ async fn remote_errors_are_not_retried() {
 
 #[tokio::test]
 async fn a_timed_out_attempt_is_retried_and_succeeds() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let _beta = ready(hub.client("beta").handler("flaky", move |call| {
@@ -183,7 +136,7 @@ async fn a_timed_out_attempt_is_retried_and_succeeds() {
 
 #[tokio::test]
 async fn cancelling_aborts_the_call_in_flight() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let started = Arc::new(Notify::new());
     let cancelled = Arc::new(Notify::new());
     let (s, c) = (started.clone(), cancelled.clone());
@@ -219,7 +172,7 @@ async fn cancelling_aborts_the_call_in_flight() {
 
 #[tokio::test]
 async fn safe_wrappers_deliver_when_ready() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let mut hub_events = hub.hub.events();
     let beta = ready(hub.client("beta")).await;
     let mut news = beta.subscribe("news").unwrap();
@@ -287,7 +240,7 @@ fn store(entries: &[(&str, Value)]) -> Store {
 
 #[tokio::test]
 async fn load_secrets_fetches_all_and_names_the_bad_one() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let _vault = vault(
         &hub,
         store(&[
@@ -351,7 +304,7 @@ async fn load_secrets_fetches_all_and_names_the_bad_one() {
 
 #[tokio::test]
 async fn one_deadline_covers_the_whole_load() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let _vault = vault(&hub, store(&[("sec/billing/db", json!("x"))])).await;
     let app = ready(hub.client("app")).await;
     let e = load_secrets(
@@ -374,7 +327,7 @@ async fn one_deadline_covers_the_whole_load() {
 
 #[tokio::test]
 async fn watched_secrets_follow_rotation_and_deletion() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let st = store(&[
         ("sec/billing/db", json!("v1")),
         ("sec/other/key", json!("k")),
@@ -488,7 +441,7 @@ async fn snapshot_where(
 
 #[tokio::test]
 async fn recorder_logs_membership_and_traffic_in_order() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::shared(SECRET).await;
     let alpha = LinkClient::new(hub.client("alpha").build().unwrap());
     let recorder = EventRecorder::new(
         &alpha,
@@ -588,7 +541,7 @@ mod observability {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _sub =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(Forward(tx)));
-        let hub = TestHub::start().await;
+        let hub = TestHub::shared(SECRET).await;
         let _hub_log = spawn_hub_logger(&hub.hub, Classifier::default());
         let alpha = ready(hub.client("alpha")).await;
         let client_log = spawn_client_logger(&alpha, Classifier::default());

@@ -11,15 +11,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use link_hub::acl::{AclOp, RpcContext};
 use link_hub::{Acl, HubConfig, HubEvent, Secret, Verdict};
 use link_protocol::conn::ClientEvent;
+use link_test_support::{TestHub, drain_events, next_event};
 use serde_json::{Value, json};
-use support::{TestHub, drain_events, next_event};
 use tokio::sync::oneshot;
 
 const S: &str = "demo-secret";

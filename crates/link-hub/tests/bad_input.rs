@@ -14,8 +14,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +21,8 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use link_hub::{HubConfig, HubEvent, Secret};
 use link_protocol::Key;
+use link_test_support::{TestHub, frame, frame_at, key, sign_body, wall_ms};
 use serde_json::{Value, json};
-use support::{TestHub, frame, frame_at, key, sign_body, wall_ms};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 

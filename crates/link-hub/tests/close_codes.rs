@@ -8,11 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use link_hub::{HubConfig, HubEvent, Secret};
+use link_test_support::{TestHub, drain_events, frame, fresh_id, key, next_event};
 use serde_json::json;
-use support::{TestHub, drain_events, frame, fresh_id, key, next_event};
 
 const S: &str = "demo-secret";
 

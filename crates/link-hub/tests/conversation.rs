@@ -28,16 +28,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::SinkExt;
 use link_hub::{Acl, HubConfig, HubEvent, Secret, Verdict};
 use link_protocol::{Envelope, envelope};
+use link_test_support::{Raw, TestHub, finish, fresh_id, key, next_event, wall_ms};
 use serde_json::{Map, Value, json};
-use support::{Raw, TestHub, finish, fresh_id, key, next_event, wall_ms};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -288,7 +286,7 @@ impl<'a> Replay<'a> {
             let k = key(&self.key_of[kind]);
             let id = fresh_id("probe");
             let data = json!({"rpcType": "link.health"});
-            sock.send_text(support::frame(
+            sock.send_text(link_test_support::frame(
                 &k,
                 &id,
                 "rpc.request",
@@ -297,7 +295,7 @@ impl<'a> Replay<'a> {
                 Some(&data),
             ))
             .await;
-            let (next, _) = support::parse(&sock.next_text().await);
+            let (next, _) = link_test_support::parse(&sock.next_text().await);
             assert_eq!(
                 (next.msg_type(), next.id()),
                 (Some("rpc.response"), id.as_str()),

@@ -6,18 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use link_hub::{HubConfig, HubEvent, PeerUpdates, Secret};
 use link_protocol::DropReason;
-use serde_json::{Value, json};
-use support::{
+use link_test_support::{
     Raw, TestHub, WAIT, drain_events, frame, fresh_id, hello_frame, key, next_event, peer_kinds,
     protocol_error, wall_ms,
 };
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 const S: &str = "demo-secret";
@@ -418,7 +416,7 @@ async fn the_hub_sends_nothing_to_a_pending_socket() {
     alpha.barrier().await;
     raw.send_text(hello_frame(&key(S), &fresh_id("h"), "gamma"))
         .await;
-    let first = support::parse(&raw.next_text().await).0;
+    let first = link_test_support::parse(&raw.next_text().await).0;
     assert_eq!(first.msg_type(), Some("hello.ack"));
     let snap = raw.recv(&key(S), "status.snapshot").await;
     assert_eq!(snap.data().unwrap()["alpha"]["status"], json!({"s": 1}));

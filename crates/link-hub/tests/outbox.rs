@@ -6,11 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use link_hub::{HubConfig, HubEvent, Secret};
+use link_test_support::{Peer, TestHub, drain_events, next_event, stall};
 use serde_json::{Value, json};
-use support::{Peer, TestHub, drain_events, next_event, stall};
 
 const S: &str = "demo-secret";
 const CHUNK: usize = 64 * 1024;

@@ -6,12 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use link_hub::{HubConfig, HubEvent, Secret};
 use link_protocol::DropReason;
+use link_test_support::{
+    TestHub, frame, frame_at, fresh_id, key, next_event, protocol_error, wall_ms,
+};
 use serde_json::{Value, json};
-use support::{TestHub, frame, frame_at, fresh_id, key, next_event, protocol_error, wall_ms};
 
 const S: &str = "demo-secret";
 
@@ -29,7 +29,10 @@ fn direct_body(id: &str, n: u64) -> Value {
 async fn oversize_is_a_parser_drop_when_the_websocket_layer_lets_it_through() {
     // Sockets accepted with tungstenite's default limits (a "bare hub on
     // your own server"), so a 5000-byte frame reaches the envelope parser.
-    let hub = TestHub::start_lenient(config().max_message_bytes(4096).build().unwrap()).await;
+    let hub = TestHub::builder(config().max_message_bytes(4096).build().unwrap())
+        .lenient()
+        .start()
+        .await;
     let mut rx = hub.hub.events();
     let mut alpha = hub.peer("alpha", S).await;
 
@@ -140,7 +143,7 @@ async fn bad_signature_is_dropped_and_the_socket_stays_open() {
     let mut beta = hub.peer("beta", S).await;
     let k = key(S);
 
-    let good = |id: &str| support::sign_body(&k, direct_body(id, 1));
+    let good = |id: &str| link_test_support::sign_body(&k, direct_body(id, 1));
     let sig_of = |f: &str| f[f.len() - 66..f.len() - 2].to_owned();
     let with_sig = |f: &str, sig: &str| {
         let mut v: Value = serde_json::from_str(f).unwrap();
@@ -226,7 +229,7 @@ async fn bad_version_unless_v_is_the_number_one() {
     protocol_error(&mut rx, DropReason::BadVersion).await;
 
     // `1.0` on the wire is the number 1 (and canonicalises as `1`).
-    let f = support::sign_body(&key(S), direct_body(&fresh_id("v"), 7));
+    let f = link_test_support::sign_body(&key(S), direct_body(&fresh_id("v"), 7));
     let f = f.replace("\"v\":1", "\"v\":1.0");
     assert!(f.contains("\"v\":1.0"));
     alpha.send_raw(&f).await;
@@ -240,7 +243,7 @@ async fn receivers_do_not_depend_on_key_order_or_formatting() {
     let mut alpha = hub.peer("alpha", S).await;
     let mut beta = hub.peer("beta", S).await;
     let id = fresh_id("fmt");
-    let f = support::sign_body(&key(S), direct_body(&id, 3));
+    let f = link_test_support::sign_body(&key(S), direct_body(&id, 3));
     // Re-serialise in a different key order, pretty-printed, with numbers
     // spelled differently: the value is what is signed (protocol §3.3).
     let v: Value = serde_json::from_str(&f).unwrap();
@@ -300,7 +303,7 @@ async fn replay_id_refuses_a_resent_frame_but_not_rpc_responses() {
     let mut beta = hub.peer("beta", S).await;
     let k = key(S);
 
-    let f = support::sign_body(&k, direct_body(&fresh_id("r"), 1));
+    let f = link_test_support::sign_body(&k, direct_body(&fresh_id("r"), 1));
     alpha.send_raw(&f).await;
     beta.recv("direct").await;
     alpha.send_raw(&f).await;
@@ -379,7 +382,7 @@ async fn checks_run_in_spec_order() {
     // Bad signature before bad version.
     let mut body = direct_body(&fresh_id("o"), 1);
     body["v"] = json!(2);
-    let f = support::sign_body(&key("wrong"), body);
+    let f = link_test_support::sign_body(&key("wrong"), body);
     alpha.send_raw(&f).await;
     protocol_error(&mut rx, DropReason::BadSignature).await;
     // Bad version before the window.
@@ -391,7 +394,7 @@ async fn checks_run_in_spec_order() {
     // The window before the id: a seen id with a stale ts is replay-window.
     let id = fresh_id("o");
     alpha
-        .send_raw(&support::sign_body(&k, direct_body(&id, 1)))
+        .send_raw(&link_test_support::sign_body(&k, direct_body(&id, 1)))
         .await;
     let mut body = direct_body(&id, 1);
     body["ts"] = json!(old);
@@ -434,10 +437,13 @@ async fn pre_hello_message_is_dropped_and_the_socket_stays_open() {
         assert_eq!(e.kind, None);
     }
     // Still open, and the hub sent nothing before the hello.ack.
-    raw.send_text(support::hello_frame(&k, &fresh_id("h"), "alpha"))
+    raw.send_text(link_test_support::hello_frame(&k, &fresh_id("h"), "alpha"))
         .await;
     let first = raw.next_text().await;
-    assert_eq!(support::parse(&first).0.msg_type(), Some("hello.ack"));
+    assert_eq!(
+        link_test_support::parse(&first).0.msg_type(),
+        Some("hello.ack")
+    );
     beta.assert_quiet().await;
 }
 
@@ -488,7 +494,7 @@ async fn binary_frames_holding_json_are_accepted() {
     let k = key(S);
     let mut raw = hub.raw_peer().await;
 
-    raw.send_binary(support::hello_frame(&k, &fresh_id("h"), "alpha").into_bytes())
+    raw.send_binary(link_test_support::hello_frame(&k, &fresh_id("h"), "alpha").into_bytes())
         .await;
     raw.recv(&k, "hello.ack").await;
     let d = frame(

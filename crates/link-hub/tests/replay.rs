@@ -8,13 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use futures_util::SinkExt;
 use link_hub::HubEvent;
 use link_protocol::DropReason;
+use link_test_support::{
+    TestHub, finish, frame, fresh_id, hello_frame, key, next_event, protocol_error,
+};
 use serde_json::json;
-use support::{TestHub, finish, frame, fresh_id, hello_frame, key, next_event, protocol_error};
 use tokio_tungstenite::tungstenite::Message;
 
 const S: &str = "demo-secret";
@@ -98,10 +98,14 @@ async fn captured_frames_replayed_after_the_sender_left_are_refused() {
         .map(|p| p.kind)
         .collect();
     assert_eq!(kinds, ["beta", "gamma"]);
-    assert!(!support::drain_events(&mut rx).iter().any(|e| matches!(
-        &**e,
-        HubEvent::PeerConnect { kind, .. } if kind == "alpha"
-    )));
+    assert!(
+        !link_test_support::drain_events(&mut rx)
+            .iter()
+            .any(|e| matches!(
+                &**e,
+                HubEvent::PeerConnect { kind, .. } if kind == "alpha"
+            ))
+    );
 
     // The socket merely stays pending (like any bad hello), and the ids
     // outlive the reconnect: once it authenticates with a fresh hello as

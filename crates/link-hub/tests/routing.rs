@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use futures_util::SinkExt;
 use link_hub::{HubConfig, HubEvent, Secret};
 use link_protocol::DropReason;
-use serde_json::{Value, json};
-use support::{
+use link_test_support::{
     Peer, TestHub, drain_events, key, next_event, parse, peer_kinds, protocol_error, wall_ms,
 };
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -713,8 +711,8 @@ async fn a_spoofed_from_is_replaced_by_the_authenticated_kind() {
         )
         .await;
     assert_eq!(beta.recv("rpc.cancel").await.from(), Some("alpha"));
-    let resp_id = support::fresh_id("resp");
-    let f = support::frame(
+    let resp_id = link_test_support::fresh_id("resp");
+    let f = link_test_support::frame(
         &key(S),
         &resp_id,
         "rpc.response",

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::Arc;
 
 use link_hub::{Acl, HandlerError, HubConfig, HubEvent, Secret, Verdict};
+use link_test_support::{Peer, TestHub, WAIT, drain_events, fresh_id, next_event, stall, wall_ms};
 use serde_json::{Value, json};
-use support::{Peer, TestHub, WAIT, drain_events, fresh_id, next_event, stall, wall_ms};
 use tokio::sync::{Notify, mpsc};
 
 const S: &str = "demo-secret";

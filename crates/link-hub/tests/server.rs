@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,81 +11,23 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use link_hub::server::http;
-use link_hub::{Hub, HubConfig, HubServer, HubServerBuilder, Secret};
-use serde_json::{Value, json};
-use support::{Peer, WAIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use link_hub::{Hub, HubConfig, HubServerBuilder, Secret};
+use link_test_support::{Peer, TestServer, WAIT, connect, http_get, http_request, local_listener};
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "server-secret";
 
 fn builder() -> HubServerBuilder {
-    builder_with(HubConfig::builder(Secret::shared(SECRET)).build().unwrap())
-}
-
-fn builder_with(config: HubConfig) -> HubServerBuilder {
-    HubServer::builder(config)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .handle_signals(false)
-}
-
-async fn started(builder: HubServerBuilder) -> (HubServer, SocketAddr) {
-    let server = builder.build().unwrap();
-    server.start().await.unwrap();
-    let addr = server.local_addr().unwrap();
-    (server, addr)
-}
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-}
-
-/// One HTTP/1.1 request over a fresh TCP connection (`Connection: close`).
-async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
-    tokio::time::timeout(WAIT, async {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let mut lines = head.lines();
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        let content_type = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default();
-        Reply {
-            status,
-            content_type,
-            body: body.to_owned(),
-        }
-    })
-    .await
-    .expect("http request timed out")
-}
-
-async fn get(addr: SocketAddr, target: &str) -> Reply {
-    request(addr, "GET", target).await
+    TestServer::builder(HubConfig::builder(Secret::shared(SECRET)).build().unwrap())
 }
 
 #[tokio::test]
 async fn health_has_the_reference_shape() {
-    let (server, addr) = started(builder()).await;
-    let r = get(addr, "/health").await;
+    let server = TestServer::start(builder()).await;
+    let addr = server.addr;
+    let r = http_get(addr, "/health").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json");
     assert!(r.body.starts_with(r#"{"ok":true,"now":"#), "{}", r.body);
@@ -117,7 +57,7 @@ async fn health_has_the_reference_shape() {
     assert_eq!(v.as_object().unwrap().len(), 3);
 
     // Method, query string and trailing slashes are ignored.
-    let r = request(addr, "POST", "/health/?x=1").await;
+    let r = http_request(addr, "POST", "/health/?x=1").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ok"], true);
     server.stop().await.unwrap();
@@ -125,22 +65,28 @@ async fn health_has_the_reference_shape() {
 
 #[tokio::test]
 async fn health_counts_peers_and_can_be_disabled() {
-    let (server, addr) = started(builder()).await;
+    let server = TestServer::start(builder()).await;
+    let addr = server.addr;
     let _peer = Peer::connect(&server.url().unwrap(), "alpha", SECRET).await;
-    assert_eq!(get(addr, "/health").await.json()["hub"]["peerCount"], 1);
+    assert_eq!(
+        http_get(addr, "/health").await.json()["hub"]["peerCount"],
+        1
+    );
     server.stop().await.unwrap();
 
-    let (server, addr) = started(builder().enable_health_route(false)).await;
-    let r = get(addr, "/health").await;
+    let server = TestServer::start(builder().enable_health_route(false)).await;
+    let addr = server.addr;
+    let r = http_get(addr, "/health").await;
     assert_eq!((r.status, r.body.as_str()), (404, "not found"));
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn unknown_path_is_a_text_404() {
-    let (server, addr) = started(builder()).await;
+    let server = TestServer::start(builder()).await;
+    let addr = server.addr;
     for target in ["/", "/nope", "/health/x", "/state"] {
-        let r = get(addr, target).await;
+        let r = http_get(addr, target).await;
         assert_eq!(r.status, 404, "{target}");
         assert!(r.content_type.starts_with("text/plain"), "{target}");
         assert_eq!(r.body, "not found", "{target}");
@@ -150,12 +96,13 @@ async fn unknown_path_is_a_text_404() {
 
 #[tokio::test]
 async fn state_is_pretty_json_with_extra_keys() {
-    let (server, addr) = started(builder().enable_state_route(true).extra_state(|| async {
+    let server = TestServer::start(builder().enable_state_route(true).extra_state(|| async {
         json!({"version": "1.2.3", "peers": "ignored", "lastStatus": "ignored"})
     }))
     .await;
+    let addr = server.addr;
     let _peer = Peer::connect(&server.url().unwrap(), "alpha", SECRET).await;
-    let r = get(addr, "/state/").await;
+    let r = http_get(addr, "/state/").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json");
     assert!(r.body.starts_with("{\n  \""), "{}", r.body);
@@ -171,20 +118,21 @@ async fn state_is_pretty_json_with_extra_keys() {
 
 #[tokio::test]
 async fn state_ignores_a_non_object_extra() {
-    let (server, addr) = started(
+    let server = TestServer::start(
         builder()
             .enable_state_route(true)
             .extra_state(|| async { json!([1, 2]) }),
     )
     .await;
-    let v = get(addr, "/state").await.json();
+    let addr = server.addr;
+    let v = http_get(addr, "/state").await.json();
     assert_eq!(v, json!({"peers": [], "lastStatus": {}}));
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn user_routes_come_first_and_failures_are_500() {
-    let (server, addr) = started(
+    let server = TestServer::start(
         builder()
             .route("/health", |_req| async {
                 http::Response::builder()
@@ -205,24 +153,26 @@ async fn user_routes_come_first_and_failures_are_500() {
             }),
     )
     .await;
-    let r = get(addr, "/health").await;
+    let addr = server.addr;
+    let r = http_get(addr, "/health").await;
     assert_eq!((r.status, r.body.as_str()), (202, "mine"));
-    let r = request(addr, "DELETE", "/hello?x=1").await;
+    let r = http_request(addr, "DELETE", "/hello?x=1").await;
     assert_eq!((r.status, r.body.as_str()), (200, "DELETE /hello"));
     for target in ["/panic", "/error"] {
-        let r = get(addr, target).await;
+        let r = http_get(addr, target).await;
         assert_eq!(r.status, 500, "{target}");
         assert!(r.content_type.starts_with("text/plain"), "{target}");
         assert_eq!(r.body, "internal error", "{target}");
     }
     // The server survives a panicking route.
-    assert_eq!(get(addr, "/hello").await.status, 200);
+    assert_eq!(http_get(addr, "/hello").await.status, 200);
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn websocket_path_filter() {
-    let (server, addr) = started(builder().path("/link/")).await;
+    let server = TestServer::start(builder().path("/link/")).await;
+    let addr = server.addr;
     assert_eq!(server.url().unwrap(), format!("ws://{addr}/link"));
     match tokio_tungstenite::connect_async(format!("ws://{addr}/other")).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
@@ -233,20 +183,24 @@ async fn websocket_path_filter() {
     // Query string and trailing slash are ignored; the hello completes.
     let mut events = server.hub().events();
     let mut peer = Peer::connect(&format!("ws://{addr}/link/?v=1"), "alpha", SECRET).await;
-    support::next_event(&mut events, |e| e.name() == "peer.connect").await;
+    link_test_support::next_event(&mut events, |e| e.name() == "peer.connect").await;
     let health = peer.rpc("server", "link.health", None).await;
     assert_eq!(health.data().unwrap()["result"]["peerCount"], 1);
     // Plain HTTP on the WebSocket path is an ordinary (unknown) route.
-    assert_eq!(get(addr, "/link").await.status, 404);
+    assert_eq!(http_get(addr, "/link").await.status, 404);
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn without_a_path_every_upgrade_goes_to_the_hub() {
-    let (server, addr) = started(builder()).await;
+    let server = TestServer::start(builder()).await;
+    let addr = server.addr;
     let _a = Peer::connect(&format!("ws://{addr}/"), "alpha", SECRET).await;
     let _b = Peer::connect(&format!("ws://{addr}/any/where"), "beta", SECRET).await;
-    assert_eq!(get(addr, "/health").await.json()["hub"]["peerCount"], 2);
+    assert_eq!(
+        http_get(addr, "/health").await.json()["hub"]["peerCount"],
+        2
+    );
     server.stop().await.unwrap();
 }
 
@@ -256,10 +210,8 @@ async fn frames_over_max_message_bytes_close_with_1009() {
         .max_message_bytes(1024)
         .build()
         .unwrap();
-    let (server, addr) = started(builder_with(config)).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
-        .await
-        .unwrap();
+    let server = TestServer::start(TestServer::builder(config)).await;
+    let mut ws = connect(&server.url).await;
     ws.send(Message::text("x".repeat(4096))).await.unwrap();
     let code = tokio::time::timeout(WAIT, async {
         while let Some(msg) = ws.next().await {
@@ -279,10 +231,11 @@ async fn frames_over_max_message_bytes_close_with_1009() {
 async fn graceful_stop_closes_peers_with_1001_and_is_single_shot() {
     let hook_runs = Arc::new(AtomicUsize::new(0));
     let runs = hook_runs.clone();
-    let (server, addr) = started(builder().on_shutdown(move || async move {
+    let server = TestServer::start(builder().on_shutdown(move || async move {
         runs.fetch_add(1, Ordering::SeqCst);
     }))
     .await;
+    let addr = server.addr;
     assert!(server.is_started() && !server.is_stopping() && !server.is_stopped());
     // start is idempotent while running.
     server.start().await.unwrap();
@@ -315,7 +268,7 @@ async fn graceful_stop_closes_peers_with_1001_and_is_single_shot() {
 async fn concurrent_stops_share_one_sequence() {
     let hook_runs = Arc::new(AtomicUsize::new(0));
     let runs = hook_runs.clone();
-    let (server, _) = started(builder().on_shutdown(move || async move {
+    let server = TestServer::start(builder().on_shutdown(move || async move {
         runs.fetch_add(1, Ordering::SeqCst);
     }))
     .await;
@@ -377,7 +330,8 @@ async fn a_hung_shutdown_hook_hits_the_shutdown_timeout() {
 
 #[tokio::test]
 async fn bind_errors_name_the_address() {
-    let (server, addr) = started(builder()).await;
+    let server = TestServer::start(builder()).await;
+    let addr = server.addr;
     let taken = builder().bind(addr).build().unwrap();
     let err = taken.start().await.unwrap_err();
     assert_eq!(err.code(), "BIND_FAILED");
@@ -403,8 +357,7 @@ async fn upgrade_mounts_the_hub_in_an_axum_app() {
         .route("/link", axum::routing::any(link))
         .route("/other", axum::routing::get(|| async { "other" }))
         .with_state(hub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = local_listener().await;
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -414,10 +367,11 @@ async fn upgrade_mounts_the_hub_in_an_axum_app() {
     });
     let mut events = hub.events();
     let _peer = Peer::connect(&format!("ws://{addr}/link"), "alpha", SECRET).await;
-    let connected = support::next_event(&mut events, |e| e.name() == "peer.connect").await;
+    let connected =
+        link_test_support::next_event(&mut events, |e| e.name() == "peer.connect").await;
     assert!(matches!(&*connected, link_hub::HubEvent::PeerConnect { kind, .. } if kind == "alpha"));
-    assert_eq!(get(addr, "/other").await.body, "other");
+    assert_eq!(http_get(addr, "/other").await.body, "other");
     // A plain GET on the hub's route is refused, not upgraded.
-    assert_eq!(get(addr, "/link").await.status, 400);
+    assert_eq!(http_get(addr, "/link").await.status, 400);
     hub.stop().await;
 }

@@ -2,10 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use link_test_support::TestHub;
 use serde_json::json;
-use support::TestHub;
 
 #[tokio::test]
 async fn two_peers_rpc_publish_direct() {
@@ -76,7 +74,7 @@ async fn sockets_attached_after_stop_are_closed_1001() {
     let hub = TestHub::shared("demo-secret").await;
     hub.hub.stop().await;
     let mut ws = hub.raw().await;
-    let msg = tokio::time::timeout(support::WAIT, ws.next())
+    let msg = tokio::time::timeout(link_test_support::WAIT, ws.next())
         .await
         .unwrap()
         .unwrap()

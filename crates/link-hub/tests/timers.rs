@@ -14,12 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use link_hub::{HubConfig, HubEvent, Secret, TimeoutReason};
-use support::{Raw, TestHub, fresh_id, hello_frame, key, next_event};
+use link_test_support::{Raw, TestHub, fresh_id, hello_frame, key, next_event};
 use tokio_tungstenite::tungstenite::Message;
 
 const S: &str = "demo-secret";
@@ -128,7 +126,7 @@ async fn the_pending_cap_evicts_the_oldest_pending_socket() {
     let _p5 = hub.raw_peer().await; // evicts p3, now the oldest
     assert_eq!(p3.closed().await, (1008, "pending cap".to_owned()));
     p4.hello(&k, "beta").await;
-    let d = support::frame(
+    let d = link_test_support::frame(
         &k,
         &fresh_id("d"),
         "direct",
@@ -168,7 +166,7 @@ async fn keepalive_reaps_a_peer_that_never_pongs() {
         matches!(&*e, HubEvent::PeerDisconnect { code: Some(1006), reason, .. } if reason == "keepalive timeout"),
         "{e:?}"
     );
-    assert_eq!(support::peer_kinds(&up), ["gamma"]);
+    assert_eq!(link_test_support::peer_kinds(&up), ["gamma"]);
     // No close frame: the peer sees an abnormal closure.
     assert_eq!(alpha.closed().await.0, 1006);
     assert_eq!(hub.hub.health().await.peer_count, 1);
@@ -206,7 +204,10 @@ async fn a_peer_that_pongs_stays_and_pending_sockets_are_never_pinged() {
         .await;
     match pending.next().await {
         Some(Message::Text(t)) => {
-            assert_eq!(support::parse(t.as_str()).0.msg_type(), Some("hello.ack"));
+            assert_eq!(
+                link_test_support::parse(t.as_str()).0.msg_type(),
+                Some("hello.ack")
+            );
         }
         other => panic!("expected the hello.ack first, got {other:?}"),
     }
