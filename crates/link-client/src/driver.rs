@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, Transmit};
 use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
@@ -32,13 +32,13 @@ use link_protocol::{
     ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, close, codes::rpc_error_text,
     msg_type,
 };
+use link_transport::writer::{self, Outgoing, Taken};
+use link_transport::{Frame, TransportError, WebSocket};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -48,9 +48,12 @@ use crate::handler::RpcCall;
 use crate::inner::{
     Cmd, DirectMessage, InFlight, Inner, Phase, TopicMessage, now, tokio_instant, wall_ms,
 };
-use crate::outbox::{Control, Outbox};
+use crate::outbox::{Control, OutItem};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The link's connection seen as frames.
+type Wire = WebSocket<Ws>;
 
 const BATCH: usize = 256;
 
@@ -66,7 +69,7 @@ const CLOSE_FLUSH: Duration = Duration::from_millis(50);
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 struct Socket {
-    stream: SplitStream<Ws>,
+    stream: SplitStream<Wire>,
     writer: JoinHandle<()>,
     gone: oneshot::Receiver<()>,
     /// Fires when the writer has flushed a close frame.
@@ -238,7 +241,7 @@ fn client_conn(inner: &Inner) -> Option<ClientConn> {
 }
 
 enum SocketEvent {
-    Frame(Option<Result<Message, WsError>>),
+    Frame(Option<Result<Frame, TransportError>>),
     WriterGone,
     CloseFlushed,
 }
@@ -287,21 +290,19 @@ fn on_socket(
     inner: &Inner,
     conn: &mut ClientConn,
     socket: &mut Option<Socket>,
-    msg: Option<Result<Message, WsError>>,
+    frame: Option<Result<Frame, TransportError>>,
     now: Now,
 ) {
-    match msg {
-        Some(Ok(Message::Text(t))) => conn.handle_text_message(now, t.as_str()),
-        Some(Ok(Message::Binary(b))) => conn.handle_message(now, &b),
-        Some(Ok(Message::Pong(_))) => conn.handle_pong(),
-        Some(Ok(Message::Close(frame))) => {
-            let (code, reason) = frame.map_or((None, String::new()), |f| {
-                (Some(u16::from(f.code)), f.reason.to_string())
-            });
+    match frame {
+        Some(Ok(Frame::Text(t))) => conn.handle_text_message(now, t.as_str()),
+        Some(Ok(Frame::Binary(b))) => conn.handle_message(now, &b),
+        Some(Ok(Frame::Pong)) => conn.handle_pong(),
+        Some(Ok(Frame::Close(frame))) => {
+            let (code, reason) = frame.map_or((None, String::new()), |f| (Some(f.code), f.reason));
             close_socket(socket);
             conn.handle_closed(now, code, &reason);
         }
-        Some(Ok(_)) => {}
+        Some(Ok(Frame::Ping)) => {}
         Some(Err(e)) => {
             let text = e.to_string();
             inner.emit(|| LinkEvent::WsError(text));
@@ -481,7 +482,7 @@ fn opened(
 ) {
     match result {
         Ok(ws) => {
-            let (sink, stream) = ws.split();
+            let (sink, stream) = WebSocket::new(ws).split();
             let (gone_tx, gone) = oneshot::channel();
             let (flushed_tx, close_flushed) = oneshot::channel();
             let writer = tokio::spawn(write_loop(sink, inner.clone(), gone_tx, flushed_tx));
@@ -913,96 +914,82 @@ fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {
     }
 }
 
-/// Drains the outbox into the socket; builds and signs at flush.
+/// The link's outbox as the shared writer loop sees it, plus this
+/// connection's hooks: `outbox-drained` events and the close-flushed signal
+/// the driver waits for after a stop.
+struct LinkQueue<'a> {
+    inner: &'a Inner,
+    close_flushed: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Outgoing for LinkQueue<'_> {
+    type Item = OutItem;
+
+    fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
+        self.inner.outbox.take(batch, max)
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + Send {
+        self.inner.outbox.wait()
+    }
+
+    fn set_stalled(&self, stalled: bool) {
+        self.inner.outbox.set_stalled(stalled);
+    }
+
+    fn add_buffered(&self, bytes: usize) {
+        self.inner.outbox.add_buffered(bytes);
+    }
+
+    fn flushed(&self) {
+        self.inner.outbox.flushed();
+    }
+
+    fn drained(&self) {
+        self.inner.emit(|| LinkEvent::OutboxDrained);
+    }
+
+    fn close_sent(&self) {
+        let tx = self
+            .close_flushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Drains the outbox into the socket through the shared writer loop;
+/// builds and signs at flush with this client's key and kind.
 async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
+    mut sink: SplitSink<Wire, Frame>,
     inner: Arc<Inner>,
     gone: oneshot::Sender<()>,
     close_flushed: oneshot::Sender<()>,
 ) {
-    let mut close_flushed = Some(close_flushed);
-    let mut batch = Vec::with_capacity(BATCH);
-    let outbox: &Outbox = &inner.outbox;
     let (Some(key), kind) = (inner.config.key.clone(), inner.kind().to_owned()) else {
         let _ = gone.send(());
         return;
     };
-    let result: Result<(), WsError> = async {
-        loop {
-            let taken = outbox.take(&mut batch, BATCH);
-            for c in taken.controls {
-                match c {
-                    Control::Frame(f) => sink.feed(Message::text(f)).await?,
-                    Control::Ping => sink.feed(Message::Ping(Default::default())).await?,
-                    Control::Close { code, reason } => {
-                        let frame = CloseFrame {
-                            code: code.map_or(CloseCode::Status, CloseCode::from),
-                            reason: reason.into(),
-                        };
-                        let frame = code.map(|_| frame);
-                        sink.send(Message::Close(frame)).await?;
-                        if let Some(tx) = close_flushed.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Control::Terminate => return Ok(()),
-                }
-            }
-            if taken.drained {
-                inner.emit(|| LinkEvent::OutboxDrained);
-            }
-            if batch.is_empty() {
-                flush(&mut sink, outbox).await?;
-                outbox.flushed();
-                outbox.wait().await;
-                continue;
-            }
-            let ts = wall_ms();
-            for item in batch.drain(..) {
-                let id = item.id.unwrap_or_else(|| inner.ids.next_id());
-                let header = Header {
-                    id: &id,
-                    ts,
-                    msg_type: item.msg_type,
-                    from: Some(&kind),
-                    to: item.to.as_deref(),
-                };
-                let frame = envelope::encode(&key, &header, item.data.as_ref());
-                outbox.add_buffered(frame.len());
-                if let Some(r) =
-                    futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never()
-                {
-                    r?;
-                } else {
-                    outbox.set_stalled(true);
-                    let r = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await;
-                    outbox.set_stalled(false);
-                    r?;
-                }
-                sink.start_send_unpin(Message::text(frame))?;
-            }
-            if !taken.more {
-                flush(&mut sink, outbox).await?;
-                outbox.flushed();
-            }
-        }
-    }
-    .await;
-    if let Err(e) = result {
+    let queue = LinkQueue {
+        inner: &inner,
+        close_flushed: std::sync::Mutex::new(Some(close_flushed)),
+    };
+    let encode = |item: OutItem, ts: u64| {
+        let id = item.id.unwrap_or_else(|| inner.ids.next_id());
+        let header = Header {
+            id: &id,
+            ts,
+            msg_type: item.msg_type,
+            from: Some(&kind),
+            to: item.to.as_deref(),
+        };
+        Some(envelope::encode(&key, &header, item.data.as_ref()))
+    };
+    if let Err(e) = writer::write_loop(&mut sink, &queue, BATCH, encode).await {
         tracing::debug!("link write failed: {e}");
     }
     let _ = gone.send(());
-}
-
-/// Flushes the socket; while the flush waits (the hub is not reading), the
-/// outbox counts as stalled, so new messages queue with a `backpressure`
-/// event instead of looking like the fast path.
-async fn flush(sink: &mut SplitSink<Ws, Message>, outbox: &Outbox) -> Result<(), WsError> {
-    if let Some(r) = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).now_or_never() {
-        return r;
-    }
-    outbox.set_stalled(true);
-    let r = futures_util::future::poll_fn(|cx| sink.poll_flush_unpin(cx)).await;
-    outbox.set_stalled(false);
-    r
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use link_protocol::{CanonicalData, Feature, msg_type};
+pub(crate) use link_transport::writer::{Control, Taken};
 use tokio::sync::Notify;
 
 /// One queued message.
@@ -64,19 +65,6 @@ impl OutItem {
     }
 }
 
-/// Socket-level instructions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Control {
-    /// A pre-built frame (the hello).
-    Frame(String),
-    Ping,
-    Close {
-        code: Option<u16>,
-        reason: String,
-    },
-    Terminate,
-}
-
 /// Outcome of a push.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -101,15 +89,6 @@ pub(crate) struct Outbox {
     max_bytes: usize,
     stalled: AtomicBool,
     buffered: AtomicUsize,
-}
-
-/// What the writer took.
-#[derive(Debug)]
-pub(crate) struct Taken {
-    pub(crate) controls: Vec<Control>,
-    pub(crate) more: bool,
-    /// The queue just became empty after a backlog.
-    pub(crate) drained: bool,
 }
 
 impl Outbox {
@@ -229,6 +208,7 @@ impl Outbox {
         Taken {
             controls,
             more: st.ready && !st.queue.is_empty(),
+            closed: false,
             drained,
         }
     }

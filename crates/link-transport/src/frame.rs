@@ -72,8 +72,9 @@ pub enum TransportError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
-    /// Anything else (I/O, protocol violation at the framing layer).
-    #[error("transport failed: {0}")]
+    /// Anything else (I/O, protocol violation at the framing layer), with
+    /// the underlying error's text.
+    #[error("{0}")]
     Failed(String),
 }
 

@@ -68,6 +68,9 @@ pub trait Outgoing: Sync {
 
     /// The queue drained after a backlog (see [`Taken::drained`]).
     fn drained(&self) {}
+
+    /// A [`Control::Close`] was written and flushed.
+    fn close_sent(&self) {}
 }
 
 /// Drains `queue` into `sink` until the queue closes, a
@@ -94,7 +97,10 @@ where
             match c {
                 Control::Frame(f) => sink.feed(Frame::text(f)).await?,
                 Control::Ping => sink.feed(Frame::Ping).await?,
-                Control::Close { code, reason } => sink.send(Frame::close(code, reason)).await?,
+                Control::Close { code, reason } => {
+                    sink.send(Frame::close(code, reason)).await?;
+                    queue.close_sent();
+                }
                 Control::Terminate => return Ok(()),
             }
         }
