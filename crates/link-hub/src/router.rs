@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use link_protocol::conn::Now;
 use tokio::sync::mpsc;
 
 use crate::acl::{self, Verdict};
 use crate::mailbox::RouterMsg;
 use crate::routing::{AclQuery, ConnCtl, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, wall_ms};
+
+/// Mailbox messages handled per wake-up (one clock read each).
+const BATCH: usize = 64;
 
 pub(crate) struct Router {
     shared: Arc<Shared>,
@@ -45,23 +49,31 @@ impl Router {
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => {
-                        self.handle(msg);
-                        self.table.handle_input_done(!rx.is_empty());
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    // One clock read and one listener check per wake-up:
+                    // the messages of a batch are handled at one instant.
+                    let now = now();
+                    self.table.set_listening(self.shared.listening());
+                    let mut left = batch.len();
+                    for msg in batch.drain(..) {
+                        left -= 1;
+                        self.handle(now, msg);
+                        self.table.handle_input_done(left > 0 || !rx.is_empty());
                         self.carry_out();
                     }
-                    None => return,
-                },
+                }
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
             }
         }
     }
 
-    fn handle(&mut self, msg: RouterMsg) {
-        self.table.set_listening(self.shared.listening());
+    fn handle(&mut self, now: Now, msg: RouterMsg) {
         match msg {
             RouterMsg::Attach {
                 conn,
@@ -72,15 +84,15 @@ impl Router {
                 self.ctls.insert(conn, ctl);
                 self.table.handle_attach(conn, Route::Local(outbox), remote);
             }
-            RouterMsg::Register { conn, hello } => self.table.handle_register(now(), conn, hello),
+            RouterMsg::Register { conn, hello } => self.table.handle_register(now, conn, hello),
             RouterMsg::Inbound { conn, kind, env } => {
-                self.table.handle_inbound(now(), conn, kind, env)
+                self.table.handle_inbound(now, conn, kind, env)
             }
             RouterMsg::Verdict { ticket, verdict } => {
-                self.table.handle_verdict(now(), ticket, verdict)
+                self.table.handle_verdict(now, ticket, verdict)
             }
             RouterMsg::ServerRpcDone { ticket, result } => {
-                self.table.handle_server_rpc_done(now(), ticket, result)
+                self.table.handle_server_rpc_done(now, ticket, result)
             }
             RouterMsg::Closed { conn, code, reason } => {
                 self.table.handle_closed(conn, code, reason);
