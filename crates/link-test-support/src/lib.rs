@@ -23,6 +23,9 @@
 //!   (signs what it sends, verifies what it reads); [`Raw`]: a WebSocket
 //!   the test scripts byte by byte, with [`frame`], [`sign_body`] and
 //!   friends to build frames.
+//! - [`MemoryPeer`]: a peer on the in-memory transport, for hub tests
+//!   under paused tokio time (timers at their real durations, in
+//!   microseconds).
 //! - [`ScriptedHub`] / [`HubSide`]: a fake hub for client tests.
 //! - [`ports`]: listeners on `127.0.0.1:0` handed over as they are, and
 //!   [`ClosedPort`], an address held with nothing listening; no port is
@@ -52,6 +55,7 @@ mod clients;
 mod frames;
 mod http;
 mod hub;
+mod memory;
 mod peer;
 pub mod ports;
 mod raw;
@@ -68,6 +72,7 @@ pub use frames::{
 };
 pub use http::{HttpReply, http_get, http_request};
 pub use hub::{TestHub, TestHubBuilder, stall};
+pub use memory::MemoryPeer;
 pub use peer::Peer;
 pub use ports::{ClosedPort, local_listener, std_listener};
 pub use raw::Raw;
