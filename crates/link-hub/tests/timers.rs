@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use link_hub::{Hub, HubConfig, HubEvent, Secret, TimeoutReason};
-use link_protocol::DropReason;
 use link_test_support::{
     MemoryPeer, frame, fresh_id, hello_frame, key, next_event_within, peer_kinds,
 };
@@ -50,28 +49,9 @@ fn shared() -> HubConfig {
     HubConfig::builder(Secret::shared(S)).build().unwrap()
 }
 
-/// A connection the hub has attached and holds as pending: it sent a
-/// pre-hello probe and the hub reported dropping it.
+/// A connection the hub has attached and holds as pending.
 async fn pending(hub: &Hub, n: u8) -> MemoryPeer {
-    let mut rx = hub.events();
-    let mut peer = MemoryPeer::attach(hub, remote(n));
-    let probe = format!("probe-{n}");
-    peer.send_text(frame(
-        &key("unused"),
-        &fresh_id(&probe),
-        &probe,
-        None,
-        None,
-        None,
-    ))
-    .await;
-    event(&mut rx, |e| {
-        matches!(e, HubEvent::ProtocolError { error, .. }
-            if error.reason == DropReason::PreHelloMessage
-                && error.msg_type.as_deref() == Some(probe.as_str()))
-    })
-    .await;
-    peer
+    MemoryPeer::attach_pending(hub, remote(n), &format!("probe-{n}")).await
 }
 
 #[tokio::test(start_paused = true)]

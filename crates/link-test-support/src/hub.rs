@@ -184,21 +184,8 @@ impl TestHub {
     pub async fn pending(&self, probe: &str) -> Raw {
         let mut rx = self.hub.events();
         let mut raw = self.raw_peer().await;
-        raw.send_text(frame(
-            &key("unused"),
-            &fresh_id(probe),
-            probe,
-            None,
-            None,
-            None,
-        ))
-        .await;
-        next_event(&mut rx, |e| {
-            matches!(e, HubEvent::ProtocolError { error, .. }
-                if error.reason == DropReason::PreHelloMessage
-                    && error.msg_type.as_deref() == Some(probe))
-        })
-        .await;
+        raw.send_text(probe_frame(probe)).await;
+        probe_dropped(&mut rx, probe).await;
         raw
     }
 
@@ -280,4 +267,20 @@ pub async fn stall(hub: &Hub, from: &mut Peer, to: &str, chunk: usize) -> usize 
         prev = queued;
     }
     panic!("{to} never stalled");
+}
+
+/// A pre-hello frame of type `probe`: the hub drops it and reports the drop,
+/// which proves it has attached the socket (and holds it as pending).
+pub fn probe_frame(probe: &str) -> String {
+    frame(&key("unused"), &fresh_id(probe), probe, None, None, None)
+}
+
+/// Waits for the hub to report dropping the pre-hello probe `probe`.
+pub async fn probe_dropped(rx: &mut broadcast::Receiver<Arc<HubEvent>>, probe: &str) {
+    next_event(rx, |e| {
+        matches!(e, HubEvent::ProtocolError { error, .. }
+            if error.reason == DropReason::PreHelloMessage
+                && error.msg_type.as_deref() == Some(probe))
+    })
+    .await;
 }

@@ -71,7 +71,7 @@ pub use frames::{
     wall_ms,
 };
 pub use http::{HttpReply, http_get, http_request};
-pub use hub::{TestHub, TestHubBuilder, stall};
+pub use hub::{TestHub, TestHubBuilder, probe_dropped, probe_frame, stall};
 pub use memory::MemoryPeer;
 pub use peer::Peer;
 pub use ports::{ClosedPort, local_listener, std_listener};

@@ -13,7 +13,7 @@ use link_protocol::{Envelope, Key, envelope};
 use link_transport::memory::{Memory, duplex};
 use link_transport::{Frame, TransportError};
 
-use crate::{fresh_id, hello_frame};
+use crate::{fresh_id, hello_frame, probe_dropped, probe_frame};
 
 /// Frames in flight per direction before a writer waits.
 const CAPACITY: usize = 64;
@@ -37,6 +37,17 @@ impl MemoryPeer {
         let (ours, theirs) = duplex(CAPACITY, hub.config().max_message_bytes());
         hub.attach_transport(theirs, Some(remote));
         Self { end: ours, remote }
+    }
+
+    /// [`attach`](Self::attach), then a pre-hello probe of type `probe`,
+    /// returned once the hub reported dropping it: the hub holds this
+    /// connection as pending.
+    pub async fn attach_pending(hub: &Hub, remote: SocketAddr, probe: &str) -> Self {
+        let mut rx = hub.events();
+        let mut peer = Self::attach(hub, remote);
+        peer.send_text(probe_frame(probe)).await;
+        probe_dropped(&mut rx, probe).await;
+        peer
     }
 
     /// The address the hub reports for this peer.
