@@ -10,6 +10,14 @@ use serde::Serialize;
 use crate::stats::median;
 use crate::sys::Machine;
 
+/// The broker's (hub's or nats-server's) CPU time per published or sent
+/// message, read from its process over the measured phase.
+pub const CPU_PER_MSG: &str = "hub CPU µs/msg";
+/// The same per delivered message of a fan-out.
+pub const CPU_PER_DELIVERY: &str = "hub CPU µs/delivery";
+/// The same per RPC (request and response).
+pub const CPU_PER_CALL: &str = "hub CPU µs/call";
+
 /// Which bus a figure was measured on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +105,14 @@ impl Outcome {
             elapsed_s: 0.0,
             metrics: Vec::new(),
             notes: Vec::new(),
+        }
+    }
+
+    /// Adds the broker's CPU time per unit (lower is better), when it
+    /// could be read.
+    pub(crate) fn push_cpu(&mut self, name: &'static str, us_per_unit: Option<f64>) {
+        if let Some(v) = us_per_unit {
+            self.metrics.push(Metric::lower(name, v));
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the operating system tells: resident memory of a process
-//! (`/proc/<pid>/status`), the machine (cores, CPU model), and the
-//! open-files limit, raised when many sockets are needed.
+//! (`/proc/<pid>/status`), the CPU time it has used
+//! (`/proc/<pid>/task/*/schedstat`), the machine (cores, CPU model), and
+//! the open-files limit, raised when many sockets are needed.
 
 use serde::Serialize;
 
@@ -17,6 +18,58 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time a process has used so far, in nanoseconds: the sum over its
+/// threads of the first field of `/proc/<pid>/task/<tid>/schedstat`
+/// (time on a CPU, nanosecond resolution; `/proc/<pid>/stat` counts in
+/// 10 ms ticks, too coarse for a benchmark of a second). Threads that end
+/// take their time with them; a hub's workers live as long as it does.
+/// Linux only; `None` where it cannot be read.
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread ended between the listing and the read
+        };
+        if let Some(ns) = parse_schedstat(&text) {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// `12345 678 9` → 12345 (ns on CPU).
+fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A process's CPU time over one measured phase.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuMeter {
+    pid: u32,
+    start_ns: u64,
+}
+
+impl CpuMeter {
+    /// Starts measuring `pid` (`None` if there is no process to read).
+    pub(crate) fn start(pid: Option<u32>) -> Option<Self> {
+        let pid = pid?;
+        Some(Self {
+            pid,
+            start_ns: process_cpu_ns(pid)?,
+        })
+    }
+
+    /// Microseconds of CPU the process used since `start`, per unit (a
+    /// message, a delivery, a call).
+    pub(crate) fn us_per(&self, units: u64) -> Option<f64> {
+        let now = process_cpu_ns(self.pid)?;
+        (units > 0).then(|| now.saturating_sub(self.start_ns) as f64 / 1000.0 / units as f64)
+    }
 }
 
 /// The machine a report was measured on.
@@ -68,6 +121,27 @@ pub fn ensure_open_files(needed: u64) -> Result<u64, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedstat_first_field_is_the_cpu_time() {
+        assert_eq!(parse_schedstat("123456789 2345 67\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn our_own_cpu_time_grows_while_we_work() {
+        let pid = std::process::id();
+        let meter = CpuMeter::start(Some(pid)).unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(meter.us_per(1).unwrap() > 0.0);
+        assert_eq!(meter.us_per(0), None);
+        assert!(CpuMeter::start(None).is_none());
+    }
 
     #[test]
     fn parses_vm_rss() {

@@ -27,6 +27,9 @@ pub enum HubSpec {
         url: String,
         /// The shared secret.
         secret: String,
+        /// The hub's process, when it runs on this machine (`--hub-pid`):
+        /// its CPU time per message is then reported.
+        pid: Option<u32>,
     },
     /// Our hub inside this process, on 127.0.0.1 and a free port.
     Embedded,
@@ -72,11 +75,11 @@ impl HubTarget {
     /// `peer_updates` applies to a hub we start; a URL hub keeps its own.
     pub async fn start(spec: &HubSpec, peer_updates: PeerUpdates) -> Result<Self, BenchError> {
         match spec {
-            HubSpec::Url { url, secret } => Ok(Self {
+            HubSpec::Url { url, secret, pid } => Ok(Self {
                 url: url.clone(),
                 secret: secret.clone(),
                 mode: "url",
-                pid: None,
+                pid: *pid,
                 running: Running::External,
             }),
             HubSpec::Embedded => embedded(peer_updates).await,
@@ -102,6 +105,17 @@ impl HubTarget {
     /// The process whose memory is the hub's (this process when embedded).
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// The process whose CPU time is the hub's alone: a child hub, or a
+    /// hub at a URL whose pid was given; never an embedded hub (its
+    /// process runs the load too).
+    pub fn cpu_pid(&self) -> Option<u32> {
+        if self.mode == "embedded" {
+            None
+        } else {
+            self.pid
+        }
     }
 
     /// For reports.

@@ -39,6 +39,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["embedded", "child"])]
     url: Option<String>,
 
+    /// The process id of the --url hub when it runs on this machine (ours,
+    /// Node's, any): its CPU time per message is then reported.
+    #[arg(long, value_name = "PID", requires = "url")]
+    hub_pid: Option<u32>,
+
     /// The hub's shared secret, for --url. Prefer LINK_SECRET.
     #[arg(
         long,
@@ -53,7 +58,7 @@ pub(crate) struct BenchArgs {
     embedded: bool,
 
     /// Run our hub as a child process (`link-cli hub --bind 127.0.0.1:0`):
-    /// memory figures are then the hub's alone.
+    /// memory and CPU figures are then the hub's alone.
     #[arg(long)]
     child: bool,
 
@@ -135,7 +140,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "URL", requires = "compare")]
     nats_url: Option<String>,
 
-    /// The process id of the --nats-url server, for its memory figures.
+    /// The process id of the --nats-url server, for its memory and CPU
+    /// figures.
     #[arg(long, value_name = "PID", requires = "nats_url")]
     nats_pid: Option<u32>,
 
@@ -194,6 +200,7 @@ impl BenchArgs {
                 Ok(HubSpec::Url {
                     url: url.clone(),
                     secret,
+                    pid: self.hub_pid,
                 })
             }
             (None, true) => {

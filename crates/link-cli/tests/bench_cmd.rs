@@ -100,6 +100,12 @@ fn every_scenario_counts_every_message_on_the_embedded_hub() {
             assert!(m["name"].is_string(), "{m}");
             assert!(m["value"].as_f64().is_some_and(f64::is_finite), "{m}");
             assert!(m["higher_is_better"].is_boolean(), "{m}");
+            // An embedded hub shares this process with the load: its CPU
+            // time is never reported as the hub's.
+            assert!(
+                !m["name"].as_str().unwrap().starts_with("hub CPU"),
+                "{scenario}: {m}"
+            );
         }
     }
     let seq = result(&report, "rpc-seq");
@@ -146,6 +152,14 @@ fn a_child_hub_is_started_and_measured() {
     let conns = result(&report, "connections");
     assert_eq!(conns["completed"], 20);
     assert!(metric(conns, "hub RSS MiB") > 0.0);
+    // The child hub's CPU time, per call, message and delivery.
+    for (scenario, name) in [
+        ("rpc-seq", "hub CPU µs/call"),
+        ("publish", "hub CPU µs/msg"),
+        ("fanout", "hub CPU µs/delivery"),
+    ] {
+        assert!(metric(result(&report, scenario), name) > 0.0, "{scenario}");
+    }
 }
 
 #[test]

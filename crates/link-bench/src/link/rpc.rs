@@ -9,8 +9,9 @@ use super::{ECHO, peer};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
-use crate::report::{Metric, Outcome, System};
+use crate::report::{CPU_PER_CALL, Metric, Outcome, System};
 use crate::stats::Latencies;
+use crate::sys::CpuMeter;
 
 /// Untimed calls before the measurement (connections warm, caches filled).
 pub(crate) fn warmup_calls(n: u64) -> u64 {
@@ -32,6 +33,7 @@ pub(super) async fn sequential(
     }
     let bar = ctx.progress.bar("link rpc-seq", n);
     let mut lat = Latencies::new();
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     for i in 0..n {
         let t = Instant::now();
@@ -40,10 +42,13 @@ pub(super) async fn sequential(
         bar.tick(i + 1);
     }
     let elapsed = start.elapsed();
+    let hub_cpu = cpu.and_then(|m| m.us_per(n));
     drop(bar);
     caller.stop().await;
     echo.stop().await;
-    Ok(rpc_outcome(sc, System::Link, n, elapsed, &lat, true))
+    let mut o = rpc_outcome(sc, System::Link, n, elapsed, &lat, true);
+    o.push_cpu(CPU_PER_CALL, hub_cpu);
+    Ok(o)
 }
 
 pub(super) async fn concurrent(
@@ -70,6 +75,7 @@ pub(super) async fn concurrent(
     let mut lat = Latencies::new();
     let mut in_flight = FuturesUnordered::new();
     let (mut issued, mut done) = (0u64, 0u64);
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     while done < n {
         while issued < n && in_flight.len() < c {
@@ -85,11 +91,13 @@ pub(super) async fn concurrent(
         bar.tick(done);
     }
     let elapsed = start.elapsed();
+    let hub_cpu = cpu.and_then(|m| m.us_per(done));
     drop(bar);
     drop(in_flight);
     caller.stop().await;
     echo.stop().await;
     let mut o = rpc_outcome(sc, System::Link, n, elapsed, &lat, false);
+    o.push_cpu(CPU_PER_CALL, hub_cpu);
     o.notes.push(format!("{c} calls in flight"));
     o.notes.dedup();
     Ok(o)

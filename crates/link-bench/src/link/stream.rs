@@ -12,7 +12,8 @@ use super::{Receivers, Window, count, paced, peer, raw, wait_subscribed};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
-use crate::report::{Metric, Outcome, System};
+use crate::report::{CPU_PER_DELIVERY, CPU_PER_MSG, Metric, Outcome, System};
+use crate::sys::CpuMeter;
 use crate::target::HubTarget;
 
 /// The producer yields this often even without backpressure.
@@ -72,16 +73,18 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
             .await
         })
     };
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         a.send(&b_kind, "bench", Some(ctx.payload.clone()))
     })
     .await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    let hub_cpu = cpu.and_then(|m| m.us_per(counted.got));
     drop(bar);
     a.stop().await;
     b.stop().await;
-    Ok(stream_outcome(
+    let mut o = stream_outcome(
         sc,
         System::Link,
         n,
@@ -89,7 +92,9 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
         start,
         counted.last,
         produced,
-    ))
+    );
+    o.push_cpu(CPU_PER_MSG, hub_cpu);
+    Ok(o)
 }
 
 pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, BenchError> {
@@ -103,21 +108,17 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
     let receivers =
         Receivers::subscribe(std::slice::from_ref(&b), &topic, n, &window, &bar, ctx, sc)?;
     wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     let produced = produce(sc, n, &window, || a.publish(&topic, ctx.payload.clone())).await?;
     let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
+    let hub_cpu = cpu.and_then(|m| m.us_per(got));
     drop(bar);
     a.stop().await;
     b.stop().await;
-    Ok(stream_outcome(
-        sc,
-        System::Link,
-        n,
-        got,
-        start,
-        last,
-        produced,
-    ))
+    let mut o = stream_outcome(sc, System::Link, n, got, start, last, produced);
+    o.push_cpu(CPU_PER_MSG, hub_cpu);
+    Ok(o)
 }
 
 /// `fanout`, then (with `--slow`) the same with subscribers that stop
@@ -179,24 +180,28 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     }
     wait_subscribed(&publisher, sc, &topic, &all_kinds, ctx.opts.idle_timeout).await?;
 
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         publisher.publish(&topic, ctx.payload.clone())
     })
     .await?;
     let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
+    let hub_cpu = cpu.and_then(|m| m.us_per(got));
     drop(bar);
     drop(slow_peers);
     publisher.stop().await;
     for c in &subs {
         c.stop().await;
     }
-    Ok(fanout_outcome(
+    let mut o = fanout_outcome(
         System::Link,
         s,
         slow,
         stream_outcome(sc, System::Link, total, got, start, last, produced),
-    ))
+    );
+    o.push_cpu(CPU_PER_DELIVERY, hub_cpu);
+    Ok(o)
 }
 
 /// Renames and completes a stream outcome for `fanout` / `fanout-slow`.

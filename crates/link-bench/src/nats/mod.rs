@@ -26,9 +26,9 @@ use crate::link::rpc::{rpc_outcome, warmup_calls};
 use crate::link::stream::{Produced, add_impact, fanout_outcome, stream_outcome};
 use crate::link::{Window, count, join_counters, spawn_counters};
 use crate::options::Scenario;
-use crate::report::{Metric, Outcome, System};
+use crate::report::{CPU_PER_CALL, CPU_PER_DELIVERY, CPU_PER_MSG, Metric, Outcome, System};
 use crate::stats::Latencies;
-use crate::sys::rss_bytes;
+use crate::sys::{CpuMeter, rss_bytes};
 
 /// Runs one scenario once against nats-server.
 pub(crate) async fn run(
@@ -111,6 +111,7 @@ async fn rpc(
     }
     let bar = ctx.progress.bar(&format!("nats {sc}"), n);
     let mut lat = Latencies::new();
+    let cpu = CpuMeter::start(nats.pid);
     let start = Instant::now();
     let c = if sc == Scenario::RpcSeq {
         1
@@ -133,10 +134,12 @@ async fn rpc(
         bar.tick(done);
     }
     let elapsed = start.elapsed();
+    let server_cpu = cpu.and_then(|m| m.us_per(done));
     drop(in_flight);
     drop(bar);
     echo.abort();
     let mut o = rpc_outcome(sc, System::Nats, n, elapsed, &lat, sc == Scenario::RpcSeq);
+    o.push_cpu(CPU_PER_CALL, server_cpu);
     if sc == Scenario::RpcConc {
         o.notes.push(format!("{c} calls in flight"));
     }
@@ -178,11 +181,13 @@ async fn stream(
             .await
         })
     };
+    let cpu = CpuMeter::start(nats.pid);
     let start = Instant::now();
     let produced = produce(&a, sc, &subject, &payload, n, &window).await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
+    let server_cpu = cpu.and_then(|m| m.us_per(counted.got));
     drop(bar);
-    Ok(stream_outcome(
+    let mut o = stream_outcome(
         sc,
         System::Nats,
         n,
@@ -190,7 +195,9 @@ async fn stream(
         start,
         counted.last,
         produced,
-    ))
+    );
+    o.push_cpu(CPU_PER_MSG, server_cpu);
+    Ok(o)
 }
 
 /// Publishes `n` messages within the window, then flushes.
@@ -267,18 +274,22 @@ async fn fanout(
     let bar = Arc::new(ctx.progress.bar(label, total));
     let window = Window::new(s, ctx.opts.window, ctx.opts.idle_timeout);
     let counters = spawn_counters(subs, n, &window, &bar, ctx.opts.idle_timeout);
+    let cpu = CpuMeter::start(nats.pid);
     let start = Instant::now();
     let produced = produce(&publisher, sc, &subject, &payload, n, &window).await?;
     let (got, last) = join_counters(counters, sc).await?;
+    let server_cpu = cpu.and_then(|m| m.us_per(got));
     drop(bar);
     drop(slow_peers);
     drop(clients);
-    Ok(fanout_outcome(
+    let mut o = fanout_outcome(
         System::Nats,
         s,
         slow,
         stream_outcome(sc, System::Nats, total, got, start, last, produced),
-    ))
+    );
+    o.push_cpu(CPU_PER_DELIVERY, server_cpu);
+    Ok(o)
 }
 
 /// A raw NATS client: INFO, CONNECT, optional SUB, PING → PONG. The caller
