@@ -217,6 +217,10 @@ class Tour:
         self.readme = readme
         self.env = env
         self.background = []
+        # stderr of the background commands (the hub's logs among them),
+        # shown when the tour fails.
+        self.logs = tempfile.TemporaryDirectory(prefix="link-tour-logs-")
+        self.log_files = []
 
     def argv(self, command):
         args = shlex.split(command)
@@ -227,21 +231,25 @@ class Tour:
     def spawn(self, command, argv=None, tty=False):
         """Starts a background command: (process, stdout lines)."""
         argv = argv or self.argv(command)
+        log_path = os.path.join(self.logs.name, f"{len(self.log_files)}.stderr")
+        log = open(log_path, "wb")
+        self.log_files.append((command, log_path))
         if tty:
             master, slave = pty.openpty()
             proc = subprocess.Popen(
                 argv, env=self.env, stdin=subprocess.DEVNULL, stdout=slave,
-                stderr=subprocess.DEVNULL, start_new_session=True,
+                stderr=log, start_new_session=True,
             )
             os.close(slave)
             out = Lines(master, command)
         else:
             proc = subprocess.Popen(
                 argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, start_new_session=True,
+                stderr=log, start_new_session=True,
             )
             out = Lines(os.dup(proc.stdout.fileno()), command)
             proc.stdout.close()
+        log.close()
         self.background.append(proc)
         print(f"  started `{command}` (pid {proc.pid})", flush=True)
         return proc, out
@@ -306,11 +314,20 @@ class Tour:
         if status != 0:
             fail(f"`{command}` exited {status} after Ctrl-C, expected 0")
 
+    def show_logs(self):
+        for command, path in self.log_files:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                tail = f.read().splitlines()[-20:]
+            print(f"--- stderr of `{command}` (last {len(tail)} lines)", file=sys.stderr)
+            for line in tail:
+                print(f"    {line}", file=sys.stderr)
+
     def cleanup(self):
         for proc in self.background:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        self.logs.cleanup()
 
 
 def with_pid(documented, pid):
@@ -500,6 +517,7 @@ def main():
         online_tour(tour, readme)
     except TourError as e:
         print(f"tour: FAILED: {e}", file=sys.stderr)
+        tour.show_logs()
         return 1
     finally:
         signal.alarm(0)
