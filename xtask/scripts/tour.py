@@ -212,9 +212,8 @@ class Lines:
 
 
 class Tour:
-    def __init__(self, cli, readme, env):
+    def __init__(self, cli, env):
         self.cli = cli
-        self.readme = readme
         self.env = env
         self.background = []
         # stderr of the background commands (the hub's logs among them),
@@ -503,7 +502,7 @@ def main():
     # `link-cli` in the offline block's shell commands is the binary under test.
     env["PATH"] = os.path.dirname(cli) + os.pathsep + env.get("PATH", "")
     env["NO_COLOR"] = "1"
-    tour = Tour(cli, readme, env)
+    tour = Tour(cli, env)
 
     def timed_out(_signum, _frame):
         raise TourError(f"the tour did not finish within {TOUR_TIMEOUT} s")
