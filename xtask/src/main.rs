@@ -7,6 +7,7 @@
 //! cargo xtask fmt              format the workspace (cargo fmt --all)
 //! cargo xtask deny-advisories  cargo deny check advisories (needs github.com)
 //! cargo xtask bench [ARGS]     link-cli bench beside nats-server (see docs/perf.md)
+//! cargo xtask tour             README.md's shell tour against a hub it starts (as in `ci`)
 //! cargo xtask help             this list
 //! ```
 //!
@@ -17,7 +18,17 @@
 //! fmt        cargo fmt --all -- --check
 //! clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
 //! test       cargo nextest run --workspace --locked   (cargo test if nextest is absent)
-//! doctest    cargo test --doc --workspace --locked
+//! tour       cargo build -p link-cli, then python3 xtask/scripts/tour.py: starts
+//!            `link-cli hub --bind 127.0.0.1:0` (in place of the README's fixed
+//!            8080; the real address and the generated secret are read back from
+//!            its `listening=` and `LINK_SECRET=` lines and passed as LINK_URL and
+//!            LINK_SECRET), runs every command of README.md's "A 5-minute tour"
+//!            and "link-cli: offline commands" blocks as written, compares the
+//!            outputs the README shows, and stops the hub; the script's command
+//!            list must equal the README's, so the two cannot drift
+//! doctest    every markdown file (README.md, docs/**/*.md) is included by
+//!            crates/link/src/lib.rs, whose cfg(doctest) module makes their Rust
+//!            blocks doctests; then cargo test --doc --workspace --locked
 //! rustdoc    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 //! sans-io    cargo tree -p link-protocol -e normal: no tokio, mio or socket2;
 //!            and link-hub's routing table (crates/link-hub/src/routing/) names
@@ -38,6 +49,8 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+mod docs;
 
 type Result<T = (), E = Box<dyn Error>> = std::result::Result<T, E>;
 
@@ -75,8 +88,9 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci               run every check CI runs (fmt, clippy, tests, doctests, rustdoc,
-                   sans-io dependency check, cargo deny, bench smoke run)
+  ci               run every check CI runs (fmt, clippy, tests, README tour,
+                   doctests, rustdoc, sans-io dependency check, cargo deny,
+                   bench smoke run)
   fmt              format the whole workspace (cargo fmt --all)
   deny-advisories  cargo deny check advisories (fetches the RustSec database
                    from github.com; not part of `ci`, see README.md)
@@ -84,6 +98,9 @@ commands:
                    nats-server on 127.0.0.1 (installing it with apt-get if
                    missing), run `link-cli bench --compare nats ARGS`
                    (default ARGS: --runs 3), stop nats-server
+  tour             build link-cli, start a hub on 127.0.0.1 and run README.md's
+                   tour and offline examples against it, comparing the outputs
+                   the README shows (xtask/scripts/tour.py; needs python3)
   help             show this message";
 
 /// One named step of a command.
@@ -104,6 +121,10 @@ const CI_STEPS: &[Step] = &[
     Step {
         name: "test",
         run: test,
+    },
+    Step {
+        name: "tour",
+        run: docs::tour,
     },
     Step {
         name: "doctest",
@@ -134,6 +155,10 @@ fn main() -> ExitCode {
         ["fmt"] => &[Step {
             name: "fmt",
             run: fmt,
+        }],
+        ["tour"] => &[Step {
+            name: "tour",
+            run: docs::tour,
         }],
         ["deny-advisories"] => &[Step {
             name: "advisories",
@@ -294,7 +319,9 @@ fn test(root: &Path) -> Result {
 
 /// Doctests: nextest does not run them, and `cargo test` already did when it
 /// was the runner, but running them again costs seconds and keeps one path.
+/// They include the Rust blocks of every markdown file (checked first).
 fn doctest(root: &Path) -> Result {
+    docs::docs_are_doctested(root)?;
     run(cargo(root, &["test", "--doc", "--workspace", "--locked"]))
 }
 

@@ -143,3 +143,35 @@ pub use link_hub::{Hub, HubConfig, HubEvent, Secret};
 pub mod helpers {
     pub use link_helpers::*;
 }
+
+/// The Rust code blocks of README.md and of every file in docs/, compiled
+/// (and run where they can) by `cargo test --doc`, so the documentation
+/// cannot drift from the API. Blocks that need a hub are `no_run`; lines
+/// starting with `# ` are setup hidden from rustdoc's rendering.
+#[cfg(doctest)]
+mod readme_and_docs {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../../../docs/client.md")]
+    struct Client;
+    #[doc = include_str!("../../../docs/helpers.md")]
+    struct Helpers;
+    #[doc = include_str!("../../../docs/hub.md")]
+    struct HubDoc;
+    #[doc = include_str!("../../../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../../../docs/perf.md")]
+    struct Perf;
+    #[doc = include_str!("../../../docs/protocol.md")]
+    struct Protocol;
+    #[doc = include_str!("../../../docs/adr/0001-sans-io-protocol-crate.md")]
+    struct Adr0001;
+    #[doc = include_str!("../../../docs/adr/0002-wire-key-order.md")]
+    struct Adr0002;
+    #[doc = include_str!("../../../docs/adr/0003-replay-memory.md")]
+    struct Adr0003;
+    #[doc = include_str!("../../../docs/adr/0004-strict-signature-hex.md")]
+    struct Adr0004;
+}
