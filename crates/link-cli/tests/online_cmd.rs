@@ -138,7 +138,14 @@ async fn publish_reaches_a_subscriber() {
 
     for (args, why) in [
         (&["publish", "news", "{"][..], "not valid JSON"),
-        (&["publish", "bad topic", "1"][..], "invalid topic"),
+        (
+            &["publish", "bad topic", "1"][..],
+            "invalid topic \"bad topic\": the topic has ' ' at character 4",
+        ),
+        (
+            &["publish", "", "1"][..],
+            "invalid topic \"\": the topic is empty",
+        ),
         (&["publish", "news"][..], "JSON"),
     ] {
         let done = hub.run(args).await;
@@ -317,6 +324,12 @@ async fn unreachable_hub_and_unusable_options() {
 
     let done = hub.run(&["subscribe", "ok", "not/ok"]).await;
     assert_eq!(done.code, Some(2));
+    assert!(
+        done.stderr
+            .contains("invalid topic \"not/ok\": the topic has '/' at character 4"),
+        "{}",
+        done.stderr
+    );
     let done = hub.run(&["health", "--url", "http://x"]).await;
     assert_eq!(done.code, Some(2));
 }

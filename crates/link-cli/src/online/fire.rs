@@ -83,9 +83,9 @@ pub(crate) struct SendArgs {
 
 /// `link-cli publish`.
 pub(crate) fn publish(args: &PublishArgs) -> Result<Status, Failure> {
-    if !link_protocol::validate::is_valid_topic(&args.topic) {
+    if let Err(e) = link_protocol::validate::check_topic(&args.topic) {
         return Err(Failure::unusable(format_args!(
-            "invalid topic {:?}: expected 1 to 256 of a-z A-Z 0-9 . _ -",
+            "invalid topic {:?}: {e}",
             args.topic
         )));
     }

@@ -83,14 +83,12 @@ pub(crate) struct ListenArgs {
 
 /// `link-cli subscribe`.
 pub(crate) fn subscribe(args: &SubscribeArgs) -> Result<Status, Failure> {
-    if let Some(bad) = args
-        .topics
-        .iter()
-        .find(|t| !link_protocol::validate::is_valid_topic(t))
-    {
-        return Err(Failure::unusable(format_args!(
-            "invalid topic {bad:?}: expected 1 to 256 of a-z A-Z 0-9 . _ -"
-        )));
+    for topic in &args.topics {
+        if let Err(e) = link_protocol::validate::check_topic(topic) {
+            return Err(Failure::unusable(format_args!(
+                "invalid topic {topic:?}: {e}"
+            )));
+        }
     }
     conn::block_on(async {
         let link = args.conn.streaming_client()?;
