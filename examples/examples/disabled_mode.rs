@@ -9,7 +9,9 @@
 //! its client is disabled: it never connects, every link operation fails at
 //! once with `LINK_NOT_READY`, and the service falls back to a local price
 //! list and skips its event publishes, processing every order anyway. Set
-//! `ORDERS_LINK_URL` and `ORDERS_LINK_SECRET` to put it on a bus.
+//! `ORDERS_LINK_URL` and `ORDERS_LINK_SECRET` to put it on a bus: it then
+//! publishes, and asks a `pricing` peer for prices when one is connected
+//! (without one it gets `RPC_NO_TARGET` and uses the local list again).
 
 use link::LinkClient;
 use link::helpers::env::{self, Env};

@@ -3,9 +3,16 @@
 //! fails at once with `LINK_NOT_READY`; the service treats that as "no
 //! bus" and keeps doing its own work.
 //!
+//! The same code runs on a real bus (set `ORDERS_LINK_URL` and
+//! `ORDERS_LINK_SECRET`): then a pricing service that is not there
+//! (`RPC_NO_TARGET`), slow (`RPC_TIMEOUT`), gone mid-call
+//! (`RPC_DISCONNECT`) or backpressured is handled the same way, with the
+//! local price list; only errors that mean a bug (a malformed answer, a bad
+//! argument) end the run.
+//!
 //! ```text
-//!  order ──► price: rpc("pricing") ── LINK_NOT_READY ──► local price list
-//!        ──► total ──► SafePublisher("orders.processed") ── skipped (false)
+//!  order ──► price: rpc("pricing") ── LINK_NOT_READY / RPC_NO_TARGET / … ──► local price list
+//!        ──► total ──► SafePublisher("orders.processed") ── skipped (false) when disabled
 //! ```
 
 use std::collections::BTreeSet;
@@ -72,8 +79,8 @@ pub async fn run(client: &LinkClient, orders: u64) -> Result<DisabledReport> {
         let unit_cents = match price(client, order).await {
             Ok(cents) => cents,
             Err(e) => {
-                // The one error a disabled link gives; anything else is a bug.
-                if e.code() != "LINK_NOT_READY" {
+                // No price from the bus: fall back. Anything else is a bug.
+                if !pricing_unavailable(&e) {
                     return Err(e.into());
                 }
                 report.codes.insert(e.code().to_owned());
@@ -109,6 +116,16 @@ async fn price(client: &LinkClient, order: u64) -> Result<u64, LinkError> {
     quote["unitCents"]
         .as_u64()
         .ok_or_else(|| LinkError::Decode("price.quote: no unitCents".into()))
+}
+
+/// Whether `err` means "the bus cannot price this now" (no bus, no pricing
+/// peer, a slow or vanished one, a full outbox), as opposed to a bug.
+fn pricing_unavailable(err: &LinkError) -> bool {
+    err.is_transient()
+        || matches!(
+            err.code(),
+            "LINK_NOT_READY" | "RPC_NO_TARGET" | "RPC_TARGET_UNAVAILABLE" | "BACKPRESSURE"
+        )
 }
 
 /// The fallback price list.

@@ -18,14 +18,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use link_hub::{HubConfig, HubServer, PeerUpdates, Secret};
-use link_protocol::HashAlgo;
+use link_protocol::{ConfigError, HashAlgo};
 use serde_json::Value;
 
 use crate::exit::{Failure, Status};
@@ -56,10 +56,13 @@ pub(crate) enum LogFormat {
 /// Arguments of `link-cli hub`.
 #[derive(Args)]
 pub(crate) struct HubArgs {
-    /// Address to listen on. Loopback by default; use 0.0.0.0:8080 to
-    /// accept remote peers. Port 0 picks a free port (see `listening=`).
+    /// Address to listen on: IP:PORT or HOST:PORT. Loopback by default;
+    /// use 0.0.0.0:8080 to accept remote peers. Port 0 picks a free port
+    /// (see `listening=`). A host name is resolved and the hub listens on
+    /// one address: the first IPv4 one, else the first (`localhost:8080`
+    /// is 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    bind: SocketAddr,
+    bind: String,
 
     /// Shared secret for every peer. Prefer setting LINK_SECRET: arguments
     /// are visible to other local users. Without --secret or --keys a
@@ -205,7 +208,47 @@ impl HubArgs {
             .max_recent_ids(self.max_recent_ids)
             .peer_updates(self.peer_updates)
             .build()
-            .map_err(|e| Failure::unusable(format_args!("invalid hub option: {e}")))
+            .map_err(|e| self.option_failure(&e))
+    }
+
+    /// A refused option, named as on the command line with its value.
+    fn option_failure(&self, err: &ConfigError) -> Failure {
+        let ConfigError::InvalidOption { option, reason } = err else {
+            return Failure::unusable(format_args!("invalid hub option: {err}"));
+        };
+        let flag = |flag: &str, value: &dyn fmt::Display| {
+            Failure::unusable(format_args!("{flag} {value}: {reason}"))
+        };
+        match *option {
+            "keepalive_interval" => flag("--keepalive-ms", &self.keepalive_ms),
+            "max_pending_sockets" => flag("--max-pending-sockets", &self.max_pending_sockets),
+            "max_recent_ids" => flag("--max-recent-ids", &self.max_recent_ids),
+            "max_message_bytes" => flag("--max-message-bytes", &self.max_message_bytes),
+            "max_buffered_bytes" => flag("--max-buffered-bytes", &self.max_buffered_bytes),
+            "max_outbox_bytes" => flag("--max-outbox-bytes", &self.max_outbox_bytes),
+            _ => Failure::unusable(format_args!("invalid hub option: {err}")),
+        }
+    }
+
+    /// `--bind`: an IP:PORT as is, or a HOST:PORT resolved to its first
+    /// IPv4 address (else its first address).
+    fn bind_addr(&self) -> Result<SocketAddr, Failure> {
+        if let Ok(addr) = self.bind.parse() {
+            return Ok(addr);
+        }
+        let bad = |why: &dyn fmt::Display| {
+            Failure::unusable(format_args!(
+                "--bind {}: {why} (expected IP:PORT or HOST:PORT)",
+                self.bind
+            ))
+        };
+        let addrs: Vec<SocketAddr> = self.bind.to_socket_addrs().map_err(|e| bad(&e))?.collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| bad(&"the host has no address"))
     }
 }
 
@@ -232,6 +275,12 @@ fn read_keys(file: &Path) -> Result<HashMap<String, String>, Failure> {
     }
     let mut keys = HashMap::with_capacity(map.len());
     for (kind, key) in map {
+        if let Err(e) = link_protocol::validate::check_kind(&kind) {
+            return Err(Failure::unusable(format_args!(
+                "--keys {shown}: kind {kind:?} is not a valid kind ({e}: 1 to 256 of \
+                 a-z A-Z 0-9 . _ -, not `server`)"
+            )));
+        }
         match key {
             Value::String(key) if !key.is_empty() => {
                 keys.insert(kind, key);
@@ -278,20 +327,22 @@ pub(crate) fn run(args: &HubArgs) -> Result<Status, Failure> {
     init_logging(args.log_format);
     let keys = args.keys()?;
     let config = args.config(keys.secret)?;
+    let bind = args.bind_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(args, config, keys.generated))
+    runtime.block_on(serve(args, bind, config, keys.generated))
 }
 
 async fn serve(
     args: &HubArgs,
+    bind: SocketAddr,
     config: HubConfig,
     generated: Option<String>,
 ) -> Result<Status, Failure> {
     let mut builder = HubServer::builder(config)
-        .bind(args.bind)
+        .bind(bind)
         .enable_state_route(args.state_route);
     if let Some(path) = &args.path {
         builder = builder.path(path.clone());
@@ -349,10 +400,47 @@ mod tests {
     #[test]
     fn flag_defaults_are_the_hub_defaults() {
         let args = parse(&["--secret", "s"]).unwrap();
-        assert_eq!(args.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.bind_addr().ok(), "127.0.0.1:8080".parse().ok());
         let ours = args.config(Secret::shared("s")).ok().unwrap();
         let hubs = HubConfig::builder(Secret::shared("s")).build().unwrap();
         assert_eq!(format!("{ours:?}"), format!("{hubs:?}"));
+    }
+
+    #[test]
+    fn option_errors_name_the_flag_and_the_value() {
+        for (flag, value) in [
+            ("--keepalive-ms", "0"),
+            ("--max-pending-sockets", "0"),
+            ("--max-recent-ids", "0"),
+            ("--max-message-bytes", "0"),
+            ("--max-buffered-bytes", "0"),
+            ("--max-outbox-bytes", "0"),
+        ] {
+            let args = parse(&["--secret", "s", flag, value]).unwrap();
+            let Err(failure) = args.config(Secret::shared("s")) else {
+                panic!("{flag} {value} is refused")
+            };
+            let text = format!("{failure:?}");
+            assert!(
+                text.contains(&format!("{flag} {value}: must be positive")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bind_takes_a_host_name() {
+        let args = parse(&["--secret", "s", "--bind", "localhost:8081"]).unwrap();
+        assert_eq!(args.bind_addr().ok(), "127.0.0.1:8081".parse().ok());
+        let args = parse(&["--secret", "s", "--bind", "[::1]:0"]).unwrap();
+        assert_eq!(args.bind_addr().ok(), "[::1]:0".parse().ok());
+        for bad in ["localhost", ":80x"] {
+            let args = parse(&["--secret", "s", "--bind", bad]).unwrap();
+            let Err(failure) = args.bind_addr() else {
+                panic!("--bind {bad} is refused")
+            };
+            assert!(format!("{failure:?}").contains(bad), "{failure:?}");
+        }
     }
 
     #[test]
@@ -400,6 +488,15 @@ mod tests {
             assert!(read_keys(&write(name, text)).is_err(), "{name}");
         }
         assert!(read_keys(&dir.join("missing.json")).is_err());
+        let bad_kind = write("kind.json", r#"{"ok": "k", "bad kind": "k"}"#);
+        let Err(failure) = read_keys(&bad_kind) else {
+            panic!("a bad kind is refused")
+        };
+        let text = format!("{failure:?}");
+        assert!(
+            text.contains("kind.json") && text.contains("bad kind"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -156,3 +156,54 @@ fn an_address_in_use_is_unusable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&addr), "{stderr}");
 }
+
+#[test]
+fn option_errors_name_the_flag_the_value_and_the_file() {
+    let out = cli().output(&["hub", "--secret", "s", "--keepalive-ms", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("link-cli hub: --keepalive-ms 0: must be positive"),
+        "{stderr}"
+    );
+
+    let keys = temp_file("badkind.json", r#"{"alpha": "k", "no spaces": "k"}"#);
+    let out = cli()
+        .command()
+        .args(["hub", "--bind", "127.0.0.1:0", "--keys"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("--keys {}", keys.display())) && stderr.contains("\"no spaces\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bind_takes_a_host_name() {
+    use std::io::BufRead;
+    let mut child = cli()
+        .command()
+        .args(["hub", "--secret", "s", "--bind", "localhost:0"])
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || std::io::BufReader::new(stdout).lines().next());
+    let line = tokio::time::timeout(link_test_support::WAIT, line)
+        .await
+        .expect("hang guard")
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a listening= line").unwrap();
+    let addr: SocketAddr = line
+        .strip_prefix("listening=ws://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    assert!(addr.ip().is_loopback() && addr.is_ipv4(), "{addr}");
+    assert_ne!(addr.port(), 0);
+}

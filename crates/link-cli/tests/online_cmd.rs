@@ -138,7 +138,14 @@ async fn publish_reaches_a_subscriber() {
 
     for (args, why) in [
         (&["publish", "news", "{"][..], "not valid JSON"),
-        (&["publish", "bad topic", "1"][..], "invalid topic"),
+        (
+            &["publish", "bad topic", "1"][..],
+            "invalid topic \"bad topic\": the topic has ' ' at character 4",
+        ),
+        (
+            &["publish", "", "1"][..],
+            "invalid topic \"\": the topic is empty",
+        ),
         (&["publish", "news"][..], "JSON"),
     ] {
         let done = hub.run(args).await;
@@ -293,7 +300,7 @@ async fn unreachable_hub_and_unusable_options() {
         .run(&["health", "--url", &closed.url(), "--timeout", "300"])
         .await;
     assert_eq!(done.code, Some(1));
-    assert!(done.stderr.contains("LINK_NOT_READY"), "{}", done.stderr);
+    assert!(done.stderr.contains("CONNECT_IO"), "{}", done.stderr);
 
     let done = hub
         .run(&["health", "--secret", "wrong", "--timeout", "300"])
@@ -317,6 +324,12 @@ async fn unreachable_hub_and_unusable_options() {
 
     let done = hub.run(&["subscribe", "ok", "not/ok"]).await;
     assert_eq!(done.code, Some(2));
+    assert!(
+        done.stderr
+            .contains("invalid topic \"not/ok\": the topic has '/' at character 4"),
+        "{}",
+        done.stderr
+    );
     let done = hub.run(&["health", "--url", "http://x"]).await;
     assert_eq!(done.code, Some(2));
 }
@@ -330,4 +343,210 @@ async fn completions_for_bash() {
         assert!(done.stdout.contains(word), "{word} missing");
     }
     assert_eq!(hub.run(&["completions", "tcsh"]).await.code, Some(2));
+}
+
+/// A `--timeout` no test waits for: a command that ends before the hang
+/// guard did not wait for it.
+const FOREVER_MS: &str = "3600000";
+
+#[tokio::test]
+async fn link_kind_from_the_environment_never_displaces_a_service() {
+    let hub = TestHub::shared(SECRET).await;
+    let mut events = hub.hub.events();
+    let billing = ready(hub.client("billing")).await;
+    let displaced = billing.wait_for(
+        |e| {
+            matches!(
+                e,
+                LinkEvent::Disconnect {
+                    displaced: true,
+                    ..
+                }
+            )
+        },
+        None,
+    );
+
+    // Operator commands ignore LINK_KIND: `peers` joins as link-cli-<pid>.
+    let done = finish_cli(
+        hub.cli(&["peers"])
+            .env("LINK_KIND", "billing")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    let peers = done.json();
+    let kinds: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert_eq!(kinds[0], "billing");
+    assert!(kinds[1].starts_with("link-cli-"), "{kinds:?}");
+    for args in [
+        &["health"][..],
+        &["status"],
+        &["topics"],
+        &["rpc", "server", "link.health"],
+        &["publish", "news", "1"],
+        &["send", "billing", "ping"],
+    ] {
+        let done = finish_cli(hub.cli(args).env("LINK_KIND", "billing").spawn().unwrap()).await;
+        assert_eq!(done.code, Some(0), "{args:?}: {}", done.stderr);
+    }
+    // The CLI left; billing is still the one connected socket of its kind.
+    next_event(
+        &mut events,
+        |e| matches!(e, HubEvent::PeerDisconnect { kind, .. } if kind.starts_with("link-cli-")),
+    )
+    .await;
+    assert!(billing.is_ready());
+    assert!(
+        tokio::time::timeout(std::time::Duration::ZERO, displaced)
+            .await
+            .is_err(),
+        "billing was displaced"
+    );
+
+    // `listen` (and `subscribe`) take their kind from LINK_KIND.
+    let child = hub
+        .cli(&["listen", "--count", "1"])
+        .env("LINK_KIND", "inbox")
+        .spawn()
+        .unwrap();
+    next_event(
+        &mut events,
+        |e| matches!(e, HubEvent::PeerConnect { kind, .. } if kind == "inbox"),
+    )
+    .await;
+    billing.send("inbox", "hi", None).unwrap();
+    assert_eq!(
+        finish_cli(child).await.json(),
+        json!({"from": "billing", "type": "hi", "data": null})
+    );
+}
+
+#[tokio::test]
+async fn send_checks_that_the_target_is_connected() {
+    let hub = TestHub::shared(SECRET).await;
+    let done = hub.run(&["send", "nobody", "ping", "{}"]).await;
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    assert!(done.stdout.is_empty());
+    assert!(
+        done.stderr
+            .contains("SEND_NO_TARGET: no peer of kind nobody is connected; nothing was sent"),
+        "{}",
+        done.stderr
+    );
+
+    // --no-check hands it to the hub anyway.
+    let done = hub
+        .run(&["send", "nobody", "ping", "{}", "--no-check"])
+        .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+
+    // A connected target passes the check (send_and_listen covers delivery).
+    let _inbox = ready(hub.client("inbox")).await;
+    let done = hub.run(&["send", "inbox", "ping"]).await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+}
+
+#[tokio::test]
+async fn a_failed_connect_ends_the_wait_at_once() {
+    let hub = TestHub::shared(SECRET).await;
+    // Nothing listening: the first refusal, not --timeout, ends the run.
+    let closed = ClosedPort::new();
+    let done = hub
+        .run(&["health", "--url", &closed.url(), "--timeout", FOREVER_MS])
+        .await;
+    assert_eq!(done.code, Some(1));
+    assert!(
+        done.stderr
+            .contains("link-cli health: CONNECT_IO: connect to ws://"),
+        "{}",
+        done.stderr
+    );
+
+    // A URL that cannot be dialled.
+    let done = hub
+        .run(&["peers", "--url", "ws://", "--timeout", FOREVER_MS])
+        .await;
+    assert_eq!(done.code, Some(2));
+    assert!(
+        done.stderr
+            .contains("link-cli peers: INVALID_URL: cannot connect to ws://"),
+        "{}",
+        done.stderr
+    );
+
+    // A hub that accepts upgrades on /link only: its reason is shown.
+    let server = link_hub::HubServer::builder(
+        link_hub::HubConfig::builder(link_hub::Secret::shared(SECRET))
+            .build()
+            .unwrap(),
+    )
+    .bind("127.0.0.1:0".parse().unwrap())
+    .path("/link")
+    .build()
+    .unwrap();
+    server.start().await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let done = hub
+        .run(&[
+            "health",
+            "--url",
+            &format!("ws://{addr}/wrong"),
+            "--timeout",
+            FOREVER_MS,
+        ])
+        .await;
+    assert_eq!(done.code, Some(1));
+    assert!(
+        done.stderr
+            .contains("WS_HANDSHAKE: WebSocket upgrade at ws://")
+            && done
+                .stderr
+                .contains("HTTP 400 Bad Request: bad websocket path"),
+        "{}",
+        done.stderr
+    );
+    let done = hub
+        .run(&["health", "--url", &format!("ws://{addr}/link")])
+        .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn subscribe_exits_when_a_restarted_hub_never_acknowledges() {
+    let hub = TestHub::shared(SECRET).await;
+    let mut events = hub.hub.events();
+    let child = hub
+        .cli(&["subscribe", "news", "--kind", "sub", "--timeout", "1000"])
+        .spawn()
+        .unwrap();
+    next_event(&mut events, subscribed("sub", "news")).await;
+
+    // The hub comes back on the same port with another secret: every frame
+    // of the CLI is now `bad-signature`, and no hello.ack comes.
+    let port = hub.kill().await;
+    let config = link_hub::HubConfig::builder(link_hub::Secret::shared("another-secret"))
+        .build()
+        .unwrap();
+    let (_restarted, mut events) = TestHub::builder(config).on(port).start_with_events().await;
+    next_event(&mut events, |e| matches!(e, HubEvent::ProtocolError { .. })).await;
+
+    let done = finish_cli(child).await;
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    assert!(done.stdout.is_empty());
+    assert!(
+        done.stderr.contains(
+            "LINK_NOT_READY: reconnected, but not acknowledged by the hub within 1000 ms: \
+             wrong secret or hash?"
+        ),
+        "{}",
+        done.stderr
+    );
 }

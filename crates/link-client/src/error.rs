@@ -173,7 +173,9 @@ pub enum ConnectError {
         reason: String,
     },
     /// The socket opened but the WebSocket upgrade failed (an HTTP status
-    /// other than 101, a malformed answer).
+    /// other than 101, a malformed answer). For a refusal the reason is
+    /// the status and the start of the hub's answer body, which says why
+    /// (`HTTP 400 Bad Request: bad websocket path`).
     #[error("WebSocket upgrade at {url} failed: {reason}")]
     Handshake {
         /// Hub URL.
@@ -244,9 +246,14 @@ impl ConnectError {
                 url,
                 reason: e.to_string(),
             },
+            // The URL did not make an HTTP request (no host, a bad port…).
+            E::HttpFormat(e) => Self::InvalidUrl {
+                url,
+                reason: e.to_string(),
+            },
             E::Http(resp) => Self::Handshake {
                 url,
-                reason: format!("HTTP {}", resp.status()),
+                reason: http_refusal(resp.status(), resp.body().as_deref()),
             },
             E::ConnectionClosed | E::AlreadyClosed => Self::Io {
                 url,
@@ -267,5 +274,71 @@ impl ConnectError {
             }
             _ => Self::Tls { url, reason },
         }
+    }
+}
+
+/// Longest part of a refusal's body quoted in [`ConnectError::Handshake`].
+const MAX_REFUSAL_BODY: usize = 200;
+
+/// `HTTP <status>`, then `: <body>` when the hub said why in a short text
+/// body (control characters dropped, cut at [`MAX_REFUSAL_BODY`] chars).
+fn http_refusal(
+    status: tokio_tungstenite::tungstenite::http::StatusCode,
+    body: Option<&[u8]>,
+) -> String {
+    let text: String = body
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REFUSAL_BODY)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_upgrade_quotes_the_hubs_reason() {
+        use tokio_tungstenite::tungstenite::{Error as E, http};
+        let refusal = |body: Option<&[u8]>| {
+            let mut resp = http::Response::new(body.map(<[u8]>::to_vec));
+            *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+            ConnectError::from_ws("ws://h/x", E::Http(Box::new(resp)))
+        };
+        let err = refusal(Some(b"bad websocket path"));
+        assert_eq!(err.code(), "WS_HANDSHAKE");
+        assert_eq!(
+            err.to_string(),
+            "WebSocket upgrade at ws://h/x failed: HTTP 400 Bad Request: bad websocket path"
+        );
+        assert_eq!(
+            refusal(None).to_string(),
+            "WebSocket upgrade at ws://h/x failed: HTTP 400 Bad Request"
+        );
+        let long = vec![b'a'; 1000];
+        let ConnectError::Handshake { reason, .. } = refusal(Some(&long)) else {
+            panic!("a handshake error")
+        };
+        assert_eq!(
+            reason.len(),
+            "HTTP 400 Bad Request: ".len() + MAX_REFUSAL_BODY
+        );
+    }
+
+    #[test]
+    fn a_url_that_makes_no_request_is_invalid() {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let Err(e) = "ws://".into_client_request() else {
+            panic!("ws:// makes no request")
+        };
+        assert_eq!(ConnectError::from_ws("ws://", e).code(), "INVALID_URL");
     }
 }

@@ -67,7 +67,7 @@ pub(crate) async fn run<T: Transport>(
         outbox: outbox.clone(),
         kind: None,
         key_lookup: None,
-        close: (Some(close::ABNORMAL), String::new()),
+        close: None,
     };
     loop {
         let deadline = reader.hc.poll_timeout();
@@ -96,7 +96,10 @@ pub(crate) async fn run<T: Transport>(
     // Let a queued close frame go out; the writer stops on its own once the
     // outbox is closed and empty.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(100), writer).await;
-    let (code, reason) = reader.close;
+    // Neither side closed: the socket dropped (1006, as the reference).
+    let (code, reason) = reader
+        .close
+        .unwrap_or((Some(close::ABNORMAL), String::new()));
     let _ = shared
         .router
         .send(RouterMsg::Closed { conn, code, reason })
@@ -124,8 +127,10 @@ struct Reader {
     kind: Option<Arc<str>>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
-    /// Close code and reason to report when the socket goes.
-    close: (Option<u16>, String),
+    /// Close code and reason to report when the socket goes: the first
+    /// close of the connection, whichever side made it (the close frame the
+    /// hub sent, or the one it received); `None` until then.
+    close: Option<(Option<u16>, String)>,
 }
 
 impl Reader {
@@ -138,14 +143,16 @@ impl Reader {
             Some(Ok(Frame::Pong)) => self.hc.handle_pong(),
             Some(Ok(Frame::Ping)) => {}
             Some(Ok(Frame::Close(frame))) => {
-                self.close = match frame {
+                // A close frame without a status code is reported as 1005
+                // ("no status received"), as the reference hub does.
+                self.closed_with(match frame {
                     Some(f) => (Some(f.code), f.reason),
                     None => (Some(close::NO_STATUS), String::new()),
-                };
+                });
             }
             Some(Err(TransportError::TooBig(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
-                self.close = (Some(close::TOO_BIG), String::new());
+                self.closed_with((Some(close::TOO_BIG), String::new()));
                 self.outbox.control(Control::Close {
                     code: Some(close::TOO_BIG),
                     reason: String::new(),
@@ -161,6 +168,13 @@ impl Reader {
         true
     }
 
+    /// Records the close to report, unless one was recorded already (the
+    /// peer's echo of the hub's close, or the hub's answer to the peer's,
+    /// does not replace it).
+    fn closed_with(&mut self, close: (Option<u16>, String)) {
+        self.close.get_or_insert(close);
+    }
+
     fn control(&mut self, ctl: ConnCtl) {
         let t = now();
         match ctl {
@@ -174,12 +188,18 @@ impl Reader {
     /// Hands socket-level transmits to the writer.
     fn relay_transmits(&mut self) {
         while let Some(t) = self.hc.poll_transmit() {
-            self.outbox.control(match t {
+            let control = match t {
                 Transmit::Ping => Control::Ping,
-                Transmit::Close { code, reason } => Control::Close { code, reason },
+                Transmit::Close { code, reason } => {
+                    // The hub closes: report what it sent, not what the
+                    // socket looks like once the writer has finished.
+                    self.closed_with((code, reason.clone()));
+                    Control::Close { code, reason }
+                }
                 Transmit::Terminate => Control::Terminate,
                 Transmit::Frame(_) => continue, // the hub never sends from HubConn
-            });
+            };
+            self.outbox.control(control);
         }
     }
 
@@ -245,7 +265,7 @@ impl Reader {
                     });
                 }
                 HubConnEvent::KeepaliveTimeout => {
-                    self.close = (Some(close::ABNORMAL), close::REASON_KEEPALIVE.to_owned());
+                    self.closed_with((Some(close::ABNORMAL), close::REASON_KEEPALIVE.to_owned()));
                 }
                 _ => {}
             }

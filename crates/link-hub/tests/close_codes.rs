@@ -122,3 +122,30 @@ async fn a_frame_over_max_message_bytes_closes_the_socket_1009() {
     raw.send_binary(vec![b' '; 5000]).await;
     assert_eq!(raw.closed().await, (1009, String::new()));
 }
+
+/// What the hub reports for a Rust client: the 1001 it sent when it closes
+/// (not 1006 once its writer is gone), and 1005 when the client's `stop()`
+/// closes without a status code (as the reference client does).
+#[tokio::test]
+async fn peer_disconnect_reports_the_close_that_was_made() {
+    let hub = TestHub::shared(S).await;
+    let mut rx = hub.hub.events();
+    let alpha = link_test_support::ready(hub.client("alpha")).await;
+    let beta = link_test_support::ready(hub.client("beta")).await;
+
+    beta.stop().await;
+    let e = next_event(&mut rx, |e| matches!(e, HubEvent::PeerDisconnect { .. })).await;
+    assert!(
+        matches!(&*e, HubEvent::PeerDisconnect { kind, code: Some(1005), .. } if kind == "beta"),
+        "{e:?}"
+    );
+
+    assert_eq!(hub.hub.close_all(Some(1001), "server shutdown").await, 1);
+    let e = next_event(&mut rx, |e| matches!(e, HubEvent::PeerDisconnect { .. })).await;
+    assert!(
+        matches!(&*e, HubEvent::PeerDisconnect { kind, code: Some(1001), reason, .. }
+            if kind == "alpha" && reason == "server shutdown"),
+        "{e:?}"
+    );
+    alpha.stop().await;
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use link_hub::server::http;
 use link_hub::{Hub, HubConfig, HubServerBuilder, Secret};
-use link_test_support::{Peer, TestServer, WAIT, connect, http_get, http_request, local_listener};
+use link_test_support::{
+    Peer, TestServer, WAIT, connect, http_get, http_request, local_listener, next_event,
+};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -262,6 +264,34 @@ async fn graceful_stop_closes_peers_with_1001_and_is_single_shot() {
         TcpStream::connect(addr).await.is_err(),
         "still accepting after stop"
     );
+}
+
+#[tokio::test]
+async fn stop_with_a_reason_closes_peers_with_it() {
+    let server = TestServer::start(builder()).await;
+    let mut events = server.hub().events();
+    let mut peer = Peer::connect(&server.url().unwrap(), "alpha", SECRET).await;
+    let stopping = tokio::spawn({
+        let server = server.clone();
+        async move { server.stop_with("deploying v2").await }
+    });
+    assert_eq!(peer.closed().await, (1001, "deploying v2".to_owned()));
+    let e = next_event(&mut events, |e| {
+        matches!(e, link_hub::HubEvent::PeerDisconnect { .. })
+    })
+    .await;
+    assert!(
+        matches!(&*e, link_hub::HubEvent::PeerDisconnect { code: Some(1001), reason, .. }
+            if reason == "deploying v2"),
+        "{e:?}"
+    );
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("stop hung")
+        .unwrap()
+        .unwrap();
+    // Later stops wait for the same outcome, whatever their reason.
+    server.stop_with("again").await.unwrap();
 }
 
 #[tokio::test]

@@ -62,6 +62,74 @@ pub fn is_valid_topic(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= MAX_TOPIC_LEN && topic.bytes().all(is_name_byte)
 }
 
+/// Which topic rule (protocol §6.1) a topic breaks. The frame is still
+/// dropped as `invalid-topic` (the `DropReason` and its code do not
+/// change); [`TopicError::detail`] is the sub-reason for
+/// [`ProtocolError::with_detail`](crate::ProtocolError::with_detail) and
+/// `Display` a message for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The frame has no topic (absent, or not a string).
+    #[error("no topic")]
+    Missing,
+    /// The empty string.
+    #[error("the topic is empty (1 to 256 characters)")]
+    Empty,
+    /// More than [`MAX_TOPIC_LEN`] characters.
+    #[error("the topic has {len} characters (at most 256)")]
+    TooLong {
+        /// Its length in UTF-16 units.
+        len: usize,
+    },
+    /// A character outside `a-z A-Z 0-9 . _ -` (wildcards are reserved).
+    #[error("the topic has {found:?} at character {at} (only a-z A-Z 0-9 . _ - are allowed)")]
+    BadCharacter {
+        /// The first character that breaks the rule.
+        found: char,
+        /// Its position, counting characters from 1.
+        at: usize,
+    },
+}
+
+impl TopicError {
+    /// The rule's stable name, for a protocol error's `detail`.
+    pub const fn detail(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing-topic",
+            Self::Empty => "empty-topic",
+            Self::TooLong { .. } => "oversized-topic",
+            Self::BadCharacter { .. } => "bad-topic-character",
+        }
+    }
+}
+
+/// Checks a topic against the rules: 1 to 256 of `[a-zA-Z0-9._-]`.
+/// Exactly the topics [`is_valid_topic`] accepts pass; the error names
+/// the first rule broken (length before characters).
+pub fn check_topic(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    let len = js_len(topic);
+    if len > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong { len });
+    }
+    match topic
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii() && is_name_byte(*c as u8)))
+    {
+        Some((i, found)) => Err(TopicError::BadCharacter { found, at: i + 1 }),
+        None => Ok(()),
+    }
+}
+
+/// [`check_topic`] for a frame's optional topic field.
+pub fn check_topic_field(topic: Option<&str>) -> Result<(), TopicError> {
+    topic.map_or(Err(TopicError::Missing), check_topic)
+}
+
 /// True when `id` is a usable message id (non-empty, ≤ 256 UTF-16 units).
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty() && js_len(id) <= MAX_ID_LEN
@@ -143,6 +211,58 @@ pub fn js_truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn topic_errors_name_the_rule() {
+        assert_eq!(check_topic("orders.eu-1_x"), Ok(()));
+        assert_eq!(check_topic(""), Err(TopicError::Empty));
+        assert_eq!(
+            check_topic(&"a".repeat(257)),
+            Err(TopicError::TooLong { len: 257 })
+        );
+        assert_eq!(
+            check_topic("news/eu"),
+            Err(TopicError::BadCharacter { found: '/', at: 5 })
+        );
+        assert_eq!(
+            check_topic("né"),
+            Err(TopicError::BadCharacter { found: 'é', at: 2 })
+        );
+        assert_eq!(check_topic_field(None), Err(TopicError::Missing));
+        assert_eq!(
+            check_topic("a b").unwrap_err().to_string(),
+            "the topic has ' ' at character 2 (only a-z A-Z 0-9 . _ - are allowed)"
+        );
+        assert_eq!(
+            [
+                TopicError::Missing,
+                TopicError::Empty,
+                TopicError::TooLong { len: 300 },
+                TopicError::BadCharacter { found: '*', at: 1 }
+            ]
+            .map(|e| e.detail()),
+            [
+                "missing-topic",
+                "empty-topic",
+                "oversized-topic",
+                "bad-topic-character"
+            ]
+        );
+        // The same topics pass as with is_valid_topic.
+        let long = "é".repeat(200);
+        for t in [
+            "a",
+            "x*",
+            "a.b",
+            &"z".repeat(256),
+            &"z".repeat(257),
+            &long,
+            " ",
+            "ok\n",
+        ] {
+            assert_eq!(check_topic(t).is_ok(), is_valid_topic(t), "{t:?}");
+        }
+    }
 
     #[test]
     fn kind_rules() {

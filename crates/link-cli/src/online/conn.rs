@@ -12,7 +12,15 @@
 //! The default kind is `link-cli-<pid>`: two terminals running the CLI at
 //! once never displace each other (a hub keeps one socket per kind). Pass
 //! `--kind` when others must address this CLI (`listen`, or as an RPC
-//! caller that a hub's per-peer keys or ACLs know).
+//! caller that a hub's per-peer keys or ACLs know). `LINK_KIND` is read
+//! only by `listen` and `subscribe` ([`ConnArgs::streaming_client`]): an
+//! exported `LINK_KIND=billing` must not make `link-cli peers` take the
+//! kind over from the live `billing` service (close 4000 to it).
+//!
+//! A connect attempt that fails (refused, TLS, an upgrade the hub refused,
+//! a URL that cannot be dialled) ends the wait at once with its
+//! `ConnectError` code; only a hub that accepts the socket and never
+//! answers the hello uses up `--timeout`.
 
 use std::fmt;
 use std::future::Future;
@@ -23,7 +31,7 @@ use std::time::Duration;
 
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOptions};
+use link_client::{ClientConfig, ConnectError, LinkClient, LinkError, LinkEvent, RpcOptions};
 use link_protocol::HashAlgo;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -52,8 +60,10 @@ pub(crate) struct ConnArgs {
     )]
     secret: Option<String>,
 
-    /// Kind this CLI joins as (default: `link-cli-<pid>`).
-    #[arg(long, env = "LINK_KIND", value_name = "KIND")]
+    /// Kind this CLI joins as (default: `link-cli-<pid>`). Only `listen`
+    /// and `subscribe` also read LINK_KIND: the other commands ignore it,
+    /// so an exported LINK_KIND never displaces a live service.
+    #[arg(long, value_name = "KIND")]
     kind: Option<String>,
 
     /// HMAC hash algorithm; must match the hub's.
@@ -117,15 +127,25 @@ impl ConnArgs {
         }
     }
 
-    /// The kind this CLI joins as.
+    /// The kind this CLI joins as: `--kind`, else `link-cli-<pid>`.
     fn kind(&self) -> String {
         self.kind
             .clone()
             .unwrap_or_else(|| format!("link-cli-{}", std::process::id()))
     }
 
+    /// The kind of `listen` and `subscribe`: `--kind`, else `LINK_KIND`,
+    /// else `link-cli-<pid>`.
+    fn streaming_kind(&self) -> String {
+        match (&self.kind, std::env::var("LINK_KIND")) {
+            (Some(kind), _) => kind.clone(),
+            (None, Ok(kind)) if !kind.is_empty() => kind,
+            _ => self.kind(),
+        }
+    }
+
     /// The client configuration; unusable options are exit 2.
-    fn config(&self) -> Result<ClientConfig, Failure> {
+    fn config(&self, kind: String) -> Result<ClientConfig, Failure> {
         let Some(secret) = self.secret.clone() else {
             return Err(Failure::unusable(
                 "no secret: pass --secret or set LINK_SECRET",
@@ -137,7 +157,6 @@ impl ConnArgs {
                 self.url
             )));
         }
-        let kind = self.kind();
         let mut builder = ClientConfig::builder();
         if let Some(ca) = &self.ca {
             builder = builder
@@ -165,28 +184,52 @@ impl ConnArgs {
     }
 
     /// A client that is configured but not started: register streams and
-    /// event waiters on it, then call [`ConnArgs::ready`].
+    /// event waiters on it, then call [`ConnArgs::ready`]. It joins as
+    /// `--kind` or `link-cli-<pid>`, never as `LINK_KIND`.
     pub(crate) fn client(&self) -> Result<LinkClient, Failure> {
-        Ok(LinkClient::new(self.config()?))
+        Ok(LinkClient::new(self.config(self.kind())?))
+    }
+
+    /// As [`ConnArgs::client`], for `listen` and `subscribe`, which also
+    /// take their kind from `LINK_KIND`.
+    pub(crate) fn streaming_client(&self) -> Result<LinkClient, Failure> {
+        Ok(LinkClient::new(self.config(self.streaming_kind())?))
     }
 
     /// Starts the link and waits for `hello.ack` within `--timeout`.
     /// Refused hellos and timeouts are exit 1, naming the last connection
-    /// error seen.
+    /// error seen; a connect attempt that fails (`ConnectFailed`) ends the
+    /// wait at once with its code (`CONNECT_IO`, `WS_HANDSHAKE`, …)
+    /// instead of retrying until `--timeout`.
     pub(crate) async fn ready(&self, link: &LinkClient) -> Result<(), Failure> {
         let mut events = link.events();
-        match link.ready(Some(self.timeout())).await {
-            Ok(_) => Ok(()),
-            Err(LinkError::ReadyTimeout(_) | LinkError::NotReady { .. }) => {
-                let why = last_error(&mut events)
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default();
-                Err(Failure::rejected(format_args!(
-                    "LINK_NOT_READY: no hello.ack from {} within {} ms{why}",
-                    self.url, self.timeout
-                )))
-            }
-            Err(e) => Err(link_failure(&e)),
+        // Registered before the link starts, so the first failure is seen.
+        let refused = link.wait_for(|e| matches!(e, LinkEvent::ConnectFailed { .. }), None);
+        tokio::select! {
+            biased;
+            result = link.ready(Some(self.timeout())) => match result {
+                Ok(_) => Ok(()),
+                Err(LinkError::ReadyTimeout(_) | LinkError::NotReady { .. }) => {
+                    let why = last_error(&mut events)
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default();
+                    Err(Failure::rejected(format_args!(
+                        "LINK_NOT_READY: no hello.ack from {} within {} ms{why}",
+                        self.url, self.timeout
+                    )))
+                }
+                Err(e) => Err(link_failure(&e)),
+            },
+            Some(event) = refused => match &*event {
+                // A URL that cannot be dialled is unusable input (exit 2).
+                LinkEvent::ConnectFailed { error: error @ ConnectError::InvalidUrl { .. }, .. } => {
+                    Err(Failure::unusable(format_args!("{}: {error}", error.code())))
+                }
+                LinkEvent::ConnectFailed { error, .. } => {
+                    Err(Failure::rejected(format_args!("{}: {error}", error.code())))
+                }
+                _ => Err(Failure::rejected("LINK_NOT_READY: the connect attempt failed")),
+            },
         }
     }
 }
@@ -309,16 +352,16 @@ mod tests {
     #[test]
     fn options_are_checked_before_connecting() {
         let ok = parse(&["--secret", "s", "--url", "ws://127.0.0.1:1"]).unwrap();
-        assert!(ok.config().is_ok());
+        assert!(ok.config(ok.kind()).is_ok());
         assert!(ok.kind().starts_with("link-cli-"));
         let bad_url = parse(&["--secret", "s", "--url", "http://x"]).unwrap();
-        assert!(bad_url.config().is_err());
+        assert!(bad_url.config(bad_url.kind()).is_err());
         let bad_kind = parse(&["--secret", "s", "--kind", "a b"]).unwrap();
-        assert!(bad_kind.config().is_err());
+        assert!(bad_kind.config(bad_kind.kind()).is_err());
         assert!(parse(&["--timeout", "0"]).is_err());
         assert!(parse(&["--hash", "md5"]).is_err());
         let no_ca = parse(&["--secret", "s", "--ca", "/nonexistent/ca.pem"]).unwrap();
-        let Err(failure) = no_ca.config() else {
+        let Err(failure) = no_ca.config(no_ca.kind()) else {
             panic!("a missing CA file is refused")
         };
         assert!(

@@ -9,16 +9,19 @@
 //!                                   output::render_* ──► stdout (JSON lines or pretty)
 //! ```
 //!
-//! - [`conn`]: shared options (`LINK_URL`, `LINK_SECRET`, `LINK_KIND`,
-//!   `LINK_HASH_ALGO`, `LINK_CA` for a `wss://` hub with a private CA),
-//!   readiness and error codes.
+//! - [`conn`]: shared options (`LINK_URL`, `LINK_SECRET`,
+//!   `LINK_HASH_ALGO`, `LINK_CA` for a `wss://` hub with a private CA;
+//!   `LINK_KIND` for `listen` and `subscribe` only), readiness (a failed
+//!   connect attempt ends the wait at once) and error codes.
 //! - [`output`]: JSON lines when piped or with `--json`, pretty on a
 //!   terminal.
 //! - [`call`], [`fire`], [`stream`]: the subcommands.
 //!
 //! Exit status follows [`crate::exit`]: 0 success; 1 the bus said no (an
-//! RPC error, `LINK_NOT_READY`, a rejected hello), with `CODE: message` on
-//! stderr; 2 unusable arguments (JSON that does not parse, no secret).
+//! RPC error, `LINK_NOT_READY`, a rejected hello, a failed connect such as
+//! `CONNECT_IO` or `WS_HANDSHAKE`, `SEND_NO_TARGET`), with `CODE: message`
+//! on stderr; 2 unusable arguments (JSON that does not parse, no secret, a
+//! URL that cannot be dialled: `INVALID_URL`).
 //!
 //! ## Getting started
 //!

@@ -117,6 +117,7 @@ impl Service {
         let guard = Guard {
             _tracker: self.upgrades.subscribe(),
             stopping: self.stopping.clone(),
+            stop_reason: self.stop_reason.clone(),
         };
         upgrade_with(&self.hub, req, Some(remote), Some(guard))
     }

@@ -88,10 +88,20 @@ impl HubServer {
     /// ([`ServerError::ShutdownTimeout`] past it). Calling `stop` before
     /// `start` is allowed and makes the server unstartable.
     pub async fn stop(&self) -> Result<(), ServerError> {
+        self.stop_with(SHUTDOWN_CLOSE_REASON).await
+    }
+
+    /// [`stop`](Self::stop) with another reason in the 1001 close frame
+    /// (the reference's `stop(reason)`; `stop()` uses `server shutdown`),
+    /// e.g. `"deploying v2"`. A reason over the WebSocket limit of 123
+    /// bytes is cut at a character boundary. Only the first stop's reason
+    /// is used: later calls wait for the same outcome.
+    pub async fn stop_with(&self, reason: impl Into<String>) -> Result<(), ServerError> {
         if self.inner.stop_begun.swap(true, Ordering::AcqRel) {
             return self.stopped().await;
         }
         let service = self.inner.service.clone();
+        let _ = service.stop_reason.set(close_reason(reason.into()));
         service.stopping.store(true, Ordering::Release);
         let running = match std::mem::replace(&mut *self.inner.phase.lock().await, Phase::Stopped) {
             Phase::Running(running) => Some(running),
@@ -135,10 +145,12 @@ impl HubServer {
             service.upgrades.closed().await;
             connections = Some(running.shutdown);
         }
-        let open = hub
-            .close_all(Some(SHUTDOWN_CLOSE_CODE), SHUTDOWN_CLOSE_REASON)
-            .await;
-        tracing::info!(open, "closing sockets: {SHUTDOWN_CLOSE_REASON}");
+        let reason = service
+            .stop_reason
+            .get()
+            .map_or(SHUTDOWN_CLOSE_REASON, String::as_str);
+        let open = hub.close_all(Some(SHUTDOWN_CLOSE_CODE), reason).await;
+        tracing::info!(open, "closing sockets: {reason}");
         let drain = service.settings.drain_delay;
         if open > 0 && !drain.is_zero() {
             tokio::time::sleep(drain).await;
@@ -189,4 +201,33 @@ fn spawn_signal_listener(server: Weak<Inner>) -> std::io::Result<JoinHandle<()>>
             }
         });
     }))
+}
+
+/// Longest close reason a WebSocket close frame carries (RFC 6455 §5.5:
+/// 125 bytes of payload, 2 of them the code).
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes at a character boundary.
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        assert_eq!(close_reason("deploying v2".into()), "deploying v2");
+        let cut = close_reason("é".repeat(100));
+        assert_eq!(cut.len(), 122, "61 two-byte characters");
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }

@@ -183,6 +183,9 @@ pub(crate) struct Service {
     settings: Settings,
     /// Set when `stop()` begins: new upgrades are refused.
     stopping: Arc<AtomicBool>,
+    /// The close reason of the shutdown, set by `stop_with` before
+    /// `stopping` (default [`SHUTDOWN_CLOSE_REASON`]).
+    stop_reason: Arc<OnceLock<String>>,
     /// Every in-flight upgrade task holds a receiver; `closed()` waits for them.
     upgrades: watch::Sender<()>,
 }
@@ -465,6 +468,7 @@ impl HubServerBuilder {
                 drain_delay: self.drain_delay,
             },
             stopping: Arc::new(AtomicBool::new(false)),
+            stop_reason: Arc::new(OnceLock::new()),
             upgrades,
         };
         let (outcome, _) = watch::channel(None);

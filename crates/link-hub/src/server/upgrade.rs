@@ -27,6 +27,8 @@ use crate::hub::Hub;
 pub(crate) struct Guard {
     pub(crate) _tracker: watch::Receiver<()>,
     pub(crate) stopping: Arc<AtomicBool>,
+    /// The shutdown's close reason once `stop_with` has set it.
+    pub(crate) stop_reason: Arc<std::sync::OnceLock<String>>,
 }
 
 /// True when the request asks for a WebSocket (`Upgrade: websocket`).
@@ -132,13 +134,17 @@ where
             Some(hub.websocket_config()),
         )
         .await;
-        if guard
+        if let Some(g) = guard
             .as_ref()
-            .is_some_and(|g| g.stopping.load(Ordering::Acquire))
+            .filter(|g| g.stopping.load(Ordering::Acquire))
         {
+            let reason = g
+                .stop_reason
+                .get()
+                .map_or(SHUTDOWN_CLOSE_REASON, String::as_str);
             let frame = CloseFrame {
                 code: CloseCode::from(SHUTDOWN_CLOSE_CODE),
-                reason: SHUTDOWN_CLOSE_REASON.into(),
+                reason: reason.into(),
             };
             let _ = ws.close(Some(frame)).await;
             return;
