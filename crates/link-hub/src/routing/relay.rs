@@ -334,12 +334,15 @@ impl Routing {
         topic: Option<String>,
         msg_type: &str,
     ) -> Option<String> {
-        match topic {
-            Some(t) if validate::is_valid_topic(&t) => Some(t),
-            _ => {
+        match validate::check_topic_field(topic.as_deref()) {
+            Ok(()) => topic,
+            Err(rule) => {
+                // The reason stays `invalid-topic`; the detail names the
+                // rule that failed (missing, empty, too long, a character).
                 let e = ProtocolError::new(DropReason::InvalidTopic)
                     .with_kind(&**kind)
-                    .with_type(Some(msg_type));
+                    .with_type(Some(msg_type))
+                    .with_detail(rule.detail());
                 self.protocol_error(e);
                 None
             }

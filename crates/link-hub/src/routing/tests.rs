@@ -511,9 +511,11 @@ fn an_invalid_topic_is_a_protocol_error_and_routes_nothing() {
         .events()
         .iter()
         .map(|e| match e {
-            HubEvent::ProtocolError { error, .. } => {
-                (error.reason, error.msg_type.as_deref().map(str::to_owned))
-            }
+            HubEvent::ProtocolError { error, .. } => (
+                error.reason,
+                error.msg_type.as_deref().map(str::to_owned),
+                error.detail,
+            ),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -522,11 +524,13 @@ fn an_invalid_topic_is_a_protocol_error_and_routes_nothing() {
         [
             (
                 DropReason::InvalidTopic,
-                Some(msg_type::TOPIC_SUBSCRIBE.to_owned())
+                Some(msg_type::TOPIC_SUBSCRIBE.to_owned()),
+                Some("empty-topic")
             ),
             (
                 DropReason::InvalidTopic,
-                Some(msg_type::TOPIC_MESSAGE.to_owned())
+                Some(msg_type::TOPIC_MESSAGE.to_owned()),
+                Some("missing-topic")
             ),
         ]
     );
