@@ -59,9 +59,9 @@ mod outbox;
 mod streams;
 pub mod tls;
 
-pub use client::{LinkClient, ReadyInfo, RpcOptions};
+pub use client::{LinkClient, ReadyInfo, RpcOptions, StopOptions};
 pub use config::{ClientConfig, ClientConfigBuilder};
-pub use error::{ConnectError, LinkError, RemoteError};
+pub use error::{ConnectError, LinkError, NotReadyReason, RemoteError};
 pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};

@@ -30,8 +30,11 @@ impl Drop for TopicMembership {
     }
 }
 
-/// Messages of one topic. Dropping the last subscription of a topic sends
-/// `topic.unsubscribe`.
+/// Messages of one topic. Dropping it unsubscribes it; dropping the last
+/// subscription of a topic sends `topic.unsubscribe`. Hold it for as long
+/// as you want the messages (`let _ = link.subscribe(..)` unsubscribes at
+/// once; `let _sub = ...` keeps it to the end of the scope).
+#[must_use = "dropping a Subscription unsubscribes it: hold it (`let _sub = ...`) for as long as you want messages"]
 pub struct Subscription {
     member: TopicMembership,
     rx: mpsc::Receiver<TopicMessage>,
@@ -88,7 +91,7 @@ impl Stream for Subscription {
 /// Dropping it (or calling [`unsubscribe`](Self::unsubscribe)) removes the
 /// handler; removing the last stream or handler of a topic sends
 /// `topic.unsubscribe`.
-#[must_use = "dropping a TopicHandler removes the handler"]
+#[must_use = "dropping a TopicHandler unsubscribes its handler: hold it (`let _handler = ...`) for as long as it should run"]
 pub struct TopicHandler {
     member: TopicMembership,
 }
@@ -149,7 +152,9 @@ fn leave_topic(inner: &Inner, topic: &str, id: u64) {
     }
 }
 
-/// Direct messages received by this client.
+/// Direct messages received by this client. Dropping it stops the
+/// delivery to it.
+#[must_use = "dropping a DirectStream unsubscribes it from direct messages: hold it for as long as you want them"]
 pub struct DirectStream {
     _keep_alive: Arc<KeepAlive>,
     rx: mpsc::Receiver<DirectMessage>,
