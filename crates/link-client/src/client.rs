@@ -113,8 +113,8 @@ impl LinkClient {
         self.inner.kind()
     }
 
-    /// True when url, secret or kind was missing: every operation fails
-    /// with `LINK_NOT_READY`.
+    /// True when url, secret or kind was missing: every operation but
+    /// `subscribe` fails with `LINK_NOT_READY`.
     pub fn is_disabled(&self) -> bool {
         self.inner.config.is_disabled()
     }
