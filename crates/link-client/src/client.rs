@@ -424,28 +424,14 @@ impl LinkClient {
                     tx,
                 },
             );
-            if let Err(e) = self.inner.enqueue(item) {
+            if let Err(mut e) = self.inner.enqueue(item) {
                 core.pending.remove(&call.id);
                 drop(core);
-                let e = match e {
-                    LinkError::Backpressure {
-                        msg_type,
-                        to,
-                        outbox_bytes,
-                        max_outbox_bytes,
-                        buffered_amount,
-                        ..
-                    } => LinkError::Backpressure {
-                        msg_type,
-                        to,
-                        outbox_bytes,
-                        max_outbox_bytes,
-                        buffered_amount,
-                        rpc_type: Some(call.rpc_type.clone()),
-                        id: Some(call.id.clone()),
-                    },
-                    other => other,
-                };
+                // The reference's BackpressureError names the refused call.
+                if let LinkError::Backpressure { rpc_type, id, .. } = &mut e {
+                    *rpc_type = Some(call.rpc_type.clone());
+                    *id = Some(call.id.clone());
+                }
                 return call.fail(RpcOutcome::Backpressure, e);
             }
         }

@@ -337,12 +337,11 @@ impl Inner {
         self.next_sink.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues a message, emitting backpressure/overflow events.
+    /// Queues a message, emitting backpressure/overflow events. A refused
+    /// RPC request's `Backpressure` is completed (`rpc_type`, `id`) by its
+    /// caller.
     pub(crate) fn enqueue(&self, item: OutItem) -> Result<(), LinkError> {
         let (t, to) = (item.msg_type, item.to.clone());
-        let id = (t == link_protocol::msg_type::RPC_REQUEST)
-            .then(|| item.id.clone())
-            .flatten();
         match self.outbox.push(item) {
             Push::Queued {
                 backpressure: Some(outbox_size),
@@ -373,7 +372,7 @@ impl Inner {
                     max_outbox_bytes,
                     buffered_amount: self.outbox.buffered(),
                     rpc_type: None,
-                    id,
+                    id: None,
                 })
             }
         }
