@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
-use crate::error::LinkError;
+use crate::error::{LinkError, NotReadyReason};
 use crate::events::{ClientHealth, LinkEvent, RpcOutcome};
 use crate::handler::{HandlerResult, RpcCall, RpcHandler};
 use crate::inner::{
@@ -40,6 +40,44 @@ pub struct RpcOptions {
     pub timeout: Option<Duration>,
     /// Cancels the call (and sends `rpc.cancel`) when fired.
     pub cancel: Option<CancellationToken>,
+}
+
+/// How [`LinkClient::stop_with`] stops.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StopOptions {
+    /// Drain the outbox and wait for pending RPCs first (default true).
+    pub drain: bool,
+    /// The most the drain may take (default `None`: the configured
+    /// `stop_drain`, 5 s unless set).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for StopOptions {
+    fn default() -> Self {
+        Self {
+            drain: true,
+            timeout: None,
+        }
+    }
+}
+
+impl StopOptions {
+    /// Close at once, without draining.
+    pub fn immediate() -> Self {
+        Self {
+            drain: false,
+            timeout: None,
+        }
+    }
+
+    /// Drain for at most `timeout`.
+    pub fn drain_for(timeout: Duration) -> Self {
+        Self {
+            drain: true,
+            timeout: Some(timeout),
+        }
+    }
 }
 
 /// A handle to one link. Clones share the link, which runs from `start()`
@@ -75,8 +113,8 @@ impl LinkClient {
         self.inner.kind()
     }
 
-    /// True when url, secret or kind was missing: every operation fails
-    /// with `LINK_NOT_READY`.
+    /// True when url, secret or kind was missing: every operation but
+    /// `subscribe` fails with `LINK_NOT_READY`.
     pub fn is_disabled(&self) -> bool {
         self.inner.config.is_disabled()
     }
@@ -106,7 +144,10 @@ impl LinkClient {
     /// Waits until the link is ready (starting it if needed).
     pub async fn ready(&self, timeout: Option<Duration>) -> Result<ReadyInfo, LinkError> {
         if self.is_disabled() {
-            return Err(LinkError::NotReady { op: "ready" });
+            return Err(LinkError::NotReady {
+                op: "ready",
+                reason: NotReadyReason::Disabled,
+            });
         }
         if matches!(self.inner.phase(), Phase::Idle) {
             self.start();
@@ -132,10 +173,16 @@ impl LinkClient {
                     return Err(LinkError::HelloRejected { reason });
                 }
                 if matches!(phase, Phase::Stopped | Phase::Disabled) {
-                    return Err(LinkError::NotReady { op: "ready" });
+                    return Err(LinkError::NotReady {
+                        op: "ready",
+                        reason: NotReadyReason::Stopped,
+                    });
                 }
                 if rx.changed().await.is_err() {
-                    return Err(LinkError::NotReady { op: "ready" });
+                    return Err(LinkError::NotReady {
+                        op: "ready",
+                        reason: NotReadyReason::Stopped,
+                    });
                 }
             }
         };
@@ -148,8 +195,24 @@ impl LinkClient {
     }
 
     /// Graceful stop: drains the outbox and waits for pending RPCs (up to
-    /// `stop_drain`), then closes. Idempotent; never fails.
+    /// `stop_drain`), then closes. Idempotent; never fails. The same as
+    /// `stop_with(StopOptions::default())`.
     pub async fn stop(&self) {
+        self.stop_with(StopOptions::default()).await;
+    }
+
+    /// Stops as the reference's `stop({drain, timeoutMs})` does: with
+    /// `drain`, the outbox is drained and pending RPCs awaited for at most
+    /// `timeout` (default: `stop_drain`), then the link closes; without,
+    /// it closes at once (queued messages are dropped, pending RPCs fail
+    /// with `RPC_DISCONNECT`). Concurrent calls share one stop, which ends
+    /// at the earliest of their deadlines. Never fails.
+    pub async fn stop_with(&self, opts: StopOptions) {
+        let drain = if opts.drain {
+            opts.timeout.unwrap_or(self.inner.config.stop_drain)
+        } else {
+            Duration::ZERO
+        };
         let cmd = self
             .inner
             .cmd
@@ -164,7 +227,7 @@ impl LinkClient {
             return;
         };
         let (tx, rx) = oneshot::channel();
-        if cmd.send(Cmd::Stop(tx)).is_ok() {
+        if cmd.send(Cmd::Stop { done: tx, drain }).is_ok() {
             let _ = rx.await;
         }
     }
@@ -307,41 +370,34 @@ impl LinkClient {
                 "rpc needs a non-empty target and rpcType".into(),
             ));
         }
-        let (to_s, rpc_type_s) = (to.to_owned(), rpc_type.to_owned());
-        let started = Instant::now();
-        let id = self.inner.ids.next_id();
-        // Every call that gets this far ends with exactly one `rpc.complete`.
-        let fail = |outcome, e: LinkError| {
-            self.complete(
-                &id,
-                &to_s,
-                &rpc_type_s,
-                outcome,
-                started,
-                Some(e.to_string()),
-            );
-            Err(e)
+        let call = Call {
+            client: self,
+            id: self.inner.ids.next_id(),
+            to: to.to_owned(),
+            rpc_type: rpc_type.to_owned(),
+            started: Instant::now(),
         };
+        // Every call that gets this far ends with exactly one `rpc.complete`
+        // (after its `rpc.timeout`, `rpc.abort` or `rpc.disconnect`).
         if opts
             .cancel
             .as_ref()
             .is_some_and(CancellationToken::is_cancelled)
         {
-            let e = LinkError::RpcAbort {
-                to: to_s.clone(),
-                rpc_type: rpc_type_s.clone(),
-            };
-            return fail(RpcOutcome::Abort, e);
+            return call.fail(RpcOutcome::Abort, call.abort_error());
         }
         if self.is_disabled() {
-            return fail(RpcOutcome::NotReady, LinkError::NotReady { op: "rpc" });
+            return call.fail(
+                RpcOutcome::NotReady,
+                call.not_ready(NotReadyReason::Disabled),
+            );
         }
         let payload =
             CanonicalData::new(&link_protocol::messages::rpc_request_value(rpc_type, data));
         let item = self.inner.item(
-            Some(id.clone()),
+            Some(call.id.clone()),
             msg_type::RPC_REQUEST,
-            Some(to_s.clone()),
+            Some(call.to.clone()),
             Some(payload),
         );
         let (tx, rx) = oneshot::channel();
@@ -351,28 +407,36 @@ impl LinkClient {
             // failed with that connection or never queued on it.
             let mut core = self.inner.core();
             if core.stopped || !self.inner.is_ready() {
+                let why = if core.stopped {
+                    NotReadyReason::Stopped
+                } else if matches!(self.inner.phase(), Phase::Idle) {
+                    NotReadyReason::NotStarted
+                } else {
+                    NotReadyReason::Connecting
+                };
                 drop(core);
-                return fail(RpcOutcome::NotReady, LinkError::NotReady { op: "rpc" });
+                return call.fail(RpcOutcome::NotReady, call.not_ready(why));
             }
             core.pending.insert(
-                id.clone(),
+                call.id.clone(),
                 PendingRpc {
-                    to: to_s.clone(),
+                    to: call.to.clone(),
                     tx,
                 },
             );
-            if let Err(e) = self.inner.enqueue(item) {
-                core.pending.remove(&id);
+            if let Err(mut e) = self.inner.enqueue(item) {
+                core.pending.remove(&call.id);
                 drop(core);
-                return fail(RpcOutcome::Backpressure, e);
+                // The reference's BackpressureError names the refused call.
+                if let LinkError::Backpressure { rpc_type, id, .. } = &mut e {
+                    *rpc_type = Some(call.rpc_type.clone());
+                    *id = Some(call.id.clone());
+                }
+                return call.fail(RpcOutcome::Backpressure, e);
             }
         }
         let mut guard = CancelGuard {
-            client: self,
-            id: id.clone(),
-            to: to_s.clone(),
-            rpc_type: rpc_type_s.clone(),
-            started,
+            call: &call,
             armed: true,
         };
         let timeout = match opts.timeout {
@@ -392,59 +456,59 @@ impl LinkClient {
             () = sleep => None,
             () = cancel.cancelled() => {
                 guard.armed = false;
-                self.cancel_call(&id, &to_s);
-                let e = LinkError::RpcAbort { to: to_s.clone(), rpc_type: rpc_type_s.clone() };
-                self.complete(&id, &to_s, &rpc_type_s, RpcOutcome::Abort, started, Some(e.to_string()));
-                return Err(e);
+                self.cancel_call(&call.id, &call.to);
+                return call.fail(RpcOutcome::Abort, call.abort_error());
             }
         };
         guard.armed = false;
         let result = match outcome {
             None => {
-                self.cancel_call(&id, &to_s);
+                self.cancel_call(&call.id, &call.to);
+                let timeout = timeout.unwrap_or_default();
                 let e = LinkError::RpcTimeout {
-                    to: to_s.clone(),
-                    rpc_type: rpc_type_s.clone(),
-                    timeout: timeout.unwrap_or_default(),
+                    to: call.to.clone(),
+                    rpc_type: call.rpc_type.clone(),
+                    id: call.id.clone(),
+                    timeout,
                 };
-                self.complete(
-                    &id,
-                    &to_s,
-                    &rpc_type_s,
-                    RpcOutcome::Timeout,
-                    started,
-                    Some(e.to_string()),
-                );
-                return Err(e);
+                return call.fail(RpcOutcome::Timeout, e);
             }
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(LinkError::RpcDisconnect {
-                to: to_s.clone(),
+                to: call.to.clone(),
                 rpc_type: String::new(),
+                id: String::new(),
                 reason: "link stopped".into(),
             }),
         };
         // Fill in what only the caller knows.
         let result = result.map_err(|e| match e {
             LinkError::RpcRemote(mut r) => {
-                r.rpc_type.clone_from(&rpc_type_s);
+                r.rpc_type.clone_from(&call.rpc_type);
+                r.id.clone_from(&call.id);
                 LinkError::RpcRemote(r)
             }
             LinkError::RpcDisconnect { reason, .. } => LinkError::RpcDisconnect {
-                to: to_s.clone(),
-                rpc_type: rpc_type_s.clone(),
+                to: call.to.clone(),
+                rpc_type: call.rpc_type.clone(),
+                id: call.id.clone(),
                 reason,
             },
             other => other,
         });
-        let outcome = match &result {
-            Ok(_) => RpcOutcome::Ok,
-            Err(LinkError::RpcRemote(_)) => RpcOutcome::RemoteError,
-            Err(_) => RpcOutcome::Disconnect,
-        };
-        let error = result.as_ref().err().map(ToString::to_string);
-        self.complete(&id, &to_s, &rpc_type_s, outcome, started, error);
-        result
+        match result {
+            Ok(v) => {
+                call.complete(RpcOutcome::Ok, None);
+                Ok(v)
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    LinkError::RpcRemote(_) => RpcOutcome::RemoteError,
+                    _ => RpcOutcome::Disconnect,
+                };
+                call.fail(outcome, e)
+            }
+        }
     }
 
     /// Abandons a call: forgets it, removes it from the outbox if still
@@ -461,27 +525,8 @@ impl LinkClient {
                 Some(data),
             ));
         }
-    }
-
-    fn complete(
-        &self,
-        id: &str,
-        to: &str,
-        rpc_type: &str,
-        outcome: RpcOutcome,
-        started: Instant,
-        error: Option<String>,
-    ) {
-        let (id, to, rpc_type) = (id.to_owned(), to.to_owned(), rpc_type.to_owned());
-        let duration = started.elapsed();
-        self.inner.emit(|| LinkEvent::RpcComplete {
-            id,
-            to,
-            rpc_type,
-            outcome,
-            duration,
-            error,
-        });
+        // A stopping link may be waiting for its last pending call.
+        self.inner.drain_progress();
     }
 
     // ----- handlers ------------------------------------------------------
@@ -506,11 +551,26 @@ impl LinkClient {
     // ----- fire-and-forget ------------------------------------------------
 
     fn check_sendable(&self, feature: Feature, op: &'static str) -> Result<(), LinkError> {
-        let core = self.inner.core();
-        if self.is_disabled() || core.stopped {
-            return Err(LinkError::NotReady { op });
+        if self.is_disabled() {
+            return Err(LinkError::NotReady {
+                op,
+                reason: NotReadyReason::Disabled,
+            });
         }
-        if core
+        if self.inner.core().stopped {
+            return Err(LinkError::NotReady {
+                op,
+                reason: NotReadyReason::Stopped,
+            });
+        }
+        self.check_feature(feature, op)
+    }
+
+    /// Fails once the hub's features are known and lack `feature`.
+    fn check_feature(&self, feature: Feature, op: &'static str) -> Result<(), LinkError> {
+        if self
+            .inner
+            .core()
             .features
             .as_ref()
             .is_some_and(|f| !f.iter().any(|x| x == feature.as_str()))
@@ -573,6 +633,12 @@ impl LinkClient {
     /// Subscribes to `topic`. Several subscriptions to one topic share one
     /// hub subscription; dropping the last one unsubscribes. Subscriptions
     /// are replayed on every reconnect.
+    ///
+    /// Like the reference, this works in any state: made while the link is
+    /// connecting, not started, stopped or disabled, a subscription is kept
+    /// and sent to the hub at the next ready (a disabled client keeps it,
+    /// and never receives on it). It fails only for an invalid topic, a hub
+    /// known to lack `topics`, or a full outbox.
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, LinkError> {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let id = self.join_topic(topic, |subs, id| {
@@ -642,7 +708,7 @@ impl LinkClient {
                 "invalid topic {topic:?}"
             )));
         }
-        self.check_sendable(Feature::Topics, "subscribe")?;
+        self.check_feature(Feature::Topics, "subscribe")?;
         let id = self.inner.next_sink_id();
         // Decided under the lock `on_ready` takes its topic snapshot under:
         // either that snapshot has this topic or we send it now, not both.
@@ -655,14 +721,54 @@ impl LinkClient {
         };
         if send_now {
             let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
-            self.inner.enqueue(self.inner.item(
+            let sent = self.inner.enqueue(self.inner.item(
                 None,
                 msg_type::TOPIC_SUBSCRIBE,
                 None,
                 Some(data),
-            ))?;
+            ));
+            if let Err(e) = sent {
+                // Refused (a full outbox): not subscribed, locally either.
+                let mut core = self.inner.core();
+                if let Some(subs) = core.subs.get_mut(topic) {
+                    subs.remove(id);
+                    if subs.is_empty() {
+                        core.subs.remove(topic);
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(id)
+    }
+
+    /// Removes every subscription and handler this client has on `topic`
+    /// (the reference's `unsubscribe(topic)`), and sends `topic.unsubscribe`
+    /// if the link is ready. True if there was any. Their
+    /// [`Subscription`] streams end (`recv()` returns `None`); dropping
+    /// them, or the [`TopicHandler`]s, afterwards is harmless, even after
+    /// a new `subscribe` to the same topic. To remove just one, drop it.
+    pub fn unsubscribe(&self, topic: &str) -> Result<bool, LinkError> {
+        if !validate::is_valid_topic(topic) {
+            return Err(LinkError::InvalidArgument(format!(
+                "invalid topic {topic:?}"
+            )));
+        }
+        let (had, send_now) = {
+            let mut core = self.inner.core();
+            let had = core.subs.remove(topic).is_some();
+            (had, had && !core.stopped && self.inner.is_ready())
+        };
+        if send_now {
+            let data = CanonicalData::new(&link_protocol::messages::topic_value(topic));
+            let _ = self.inner.enqueue(self.inner.item(
+                None,
+                msg_type::TOPIC_UNSUBSCRIBE,
+                None,
+                Some(data),
+            ));
+        }
+        Ok(had)
     }
 
     /// A stream of every direct message this client receives.
@@ -674,33 +780,90 @@ impl LinkClient {
     }
 }
 
-/// Cancels an RPC whose future is dropped mid-flight (an abort, as far as
-/// events go).
-struct CancelGuard<'a> {
+/// One outgoing call, for its events and errors.
+struct Call<'a> {
     client: &'a LinkClient,
     id: String,
     to: String,
     rpc_type: String,
     started: Instant,
+}
+
+impl Call<'_> {
+    fn abort_error(&self) -> LinkError {
+        LinkError::RpcAbort {
+            to: self.to.clone(),
+            rpc_type: self.rpc_type.clone(),
+            id: self.id.clone(),
+        }
+    }
+
+    fn not_ready(&self, reason: NotReadyReason) -> LinkError {
+        LinkError::NotReady { op: "rpc", reason }
+    }
+
+    /// Emits the call's events (see [`complete`](Self::complete)) and fails
+    /// with `e`.
+    fn fail<T>(&self, outcome: RpcOutcome, e: LinkError) -> Result<T, LinkError> {
+        self.complete(outcome, Some(&e));
+        Err(e)
+    }
+
+    /// `rpc.timeout`, `rpc.abort` or `rpc.disconnect` for those outcomes,
+    /// then `rpc.complete`, as the reference emits them.
+    fn complete(&self, outcome: RpcOutcome, error: Option<&LinkError>) {
+        let inner = &self.client.inner;
+        if !inner.listening() {
+            return;
+        }
+        let (id, to, rpc_type) = (self.id.clone(), self.to.clone(), self.rpc_type.clone());
+        match (outcome, error) {
+            (RpcOutcome::Timeout, Some(LinkError::RpcTimeout { timeout, .. })) => {
+                let (id, to, rpc_type, timeout) =
+                    (id.clone(), to.clone(), rpc_type.clone(), *timeout);
+                inner.emit(|| LinkEvent::RpcTimeout {
+                    id,
+                    to,
+                    rpc_type,
+                    timeout,
+                });
+            }
+            (RpcOutcome::Abort, _) => {
+                let (id, to, rpc_type) = (id.clone(), to.clone(), rpc_type.clone());
+                inner.emit(|| LinkEvent::RpcAbort { id, to, rpc_type });
+            }
+            (RpcOutcome::Disconnect, _) => {
+                let (id, to, rpc_type) = (id.clone(), to.clone(), rpc_type.clone());
+                inner.emit(|| LinkEvent::RpcDisconnect { id, to, rpc_type });
+            }
+            _ => {}
+        }
+        let duration = self.started.elapsed();
+        let error = error.map(ToString::to_string);
+        inner.emit(|| LinkEvent::RpcComplete {
+            id,
+            to,
+            rpc_type,
+            outcome,
+            duration,
+            error,
+        });
+    }
+}
+
+/// Cancels an RPC whose future is dropped mid-flight (an abort, as far as
+/// events go).
+struct CancelGuard<'a, 'c> {
+    call: &'a Call<'c>,
     armed: bool,
 }
 
-impl Drop for CancelGuard<'_> {
+impl Drop for CancelGuard<'_, '_> {
     fn drop(&mut self) {
         if self.armed {
-            self.client.cancel_call(&self.id, &self.to);
-            let e = LinkError::RpcAbort {
-                to: self.to.clone(),
-                rpc_type: self.rpc_type.clone(),
-            };
-            self.client.complete(
-                &self.id,
-                &self.to,
-                &self.rpc_type,
-                RpcOutcome::Abort,
-                self.started,
-                Some(e.to_string()),
-            );
+            let call = self.call;
+            call.client.cancel_call(&call.id, &call.to);
+            call.complete(RpcOutcome::Abort, Some(&call.abort_error()));
         }
     }
 }

@@ -136,11 +136,13 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
         .min();
         tokio::select! {
             cmd = cmd_rx.recv(), if cmd_open => match cmd {
-                Some(Cmd::Stop(done)) => {
+                Some(Cmd::Stop { done, drain }) => {
                     stop_waiters.push(done);
                     inner.core().stopped = true;
-                    if stop_deadline.is_none() {
-                        stop_deadline = Some(tokio::time::Instant::now() + inner.config.stop_drain);
+                    if !close_sent {
+                        // The earliest deadline of every stop call wins.
+                        let deadline = tokio::time::Instant::now() + drain;
+                        stop_deadline = Some(stop_deadline.map_or(deadline, |d| d.min(deadline)));
                     }
                 }
                 None => {
@@ -150,6 +152,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
                     stop_deadline.get_or_insert_with(tokio::time::Instant::now);
                 }
             },
+            // Draining: the writer taking the outbox's last items, or a
+            // caller abandoning a pending RPC, happen outside this task.
+            () = inner.drain_progress.notified(), if stop_deadline.is_some() && !close_sent => {}
             (attempt, result) = dial(&mut connecting) => {
                 connecting = None;
                 opened(&inner, &mut conn, &mut socket, attempt, result);
@@ -209,6 +214,38 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
     inner.set_phase(Phase::Stopped);
     for w in stop_waiters {
         let _ = w.send(());
+    }
+}
+
+/// Logs a diagnostic. The hello-ack one (`no-ack`, or `clock-skew`, its
+/// variant when the clocks disagree) comes once per connection, when no
+/// `hello.ack` came within `hello_ack_diagnostic`: a link that never gets
+/// ready says so at the default log level.
+fn warn_diagnostic(inner: &Inner, d: link_protocol::Diagnostic) {
+    use link_protocol::Diagnostic;
+    let url = inner.config.url.as_deref().unwrap_or_default();
+    let after = inner.config.hello_ack_diagnostic.unwrap_or_default();
+    match d {
+        Diagnostic::NoAck { verified: true } => tracing::warn!(
+            reason = d.code(),
+            url,
+            "no hello.ack from the hub within {after:?}, although its frames verify: \
+             the hub accepted the key but does not answer the hello"
+        ),
+        Diagnostic::NoAck { verified: false } => tracing::warn!(
+            reason = d.code(),
+            url,
+            "no hello.ack from the hub within {after:?}: check the secret (and hash \
+             algorithm) on both sides, and that the URL is a link hub"
+        ),
+        Diagnostic::ClockSkew { skew } => tracing::warn!(
+            reason = d.code(),
+            url,
+            skew_ms = skew,
+            "no hello.ack from the hub within {after:?}: its frames fall outside the \
+             replay window (clock skew {skew} ms); check both clocks"
+        ),
+        _ => tracing::debug!(reason = d.code(), "protocol error"),
     }
 }
 
@@ -383,7 +420,10 @@ fn pump(
                     inner.set_phase(Phase::Rejected {
                         reason: reason.clone(),
                     });
-                    inner.emit(|| LinkEvent::Rejected { reason });
+                    let error = LinkError::HelloRejected {
+                        reason: reason.clone(),
+                    };
+                    inner.emit(|| LinkEvent::Rejected { reason, error });
                 }
                 ClientEvent::Message {
                     envelope,
@@ -398,7 +438,7 @@ fn pump(
                     inner.emit(|| LinkEvent::ProtocolError(e));
                 }
                 ClientEvent::Diagnostic(d) => {
-                    tracing::debug!(reason = d.code(), "protocol error");
+                    warn_diagnostic(inner, d);
                     inner.emit(|| LinkEvent::Diagnostic(d));
                 }
                 ClientEvent::Disconnected(d) => {
@@ -579,10 +619,11 @@ fn on_disconnect(inner: &Inner, terminal: bool) {
     for (_, h) in inflight {
         h.cancel.cancel();
     }
-    for (_, p) in pending {
+    for (id, p) in pending {
         let _ = p.tx.send(Err(LinkError::RpcDisconnect {
             to: p.to,
             rpc_type: String::new(),
+            id,
             reason: "connection closed before the response".into(),
         }));
     }
@@ -602,10 +643,11 @@ fn hard_stop(inner: &Inner, reason: &str) {
     for (_, h) in inflight {
         h.cancel.cancel();
     }
-    for (_, p) in pending {
+    for (id, p) in pending {
         let _ = p.tx.send(Err(LinkError::RpcDisconnect {
             to: p.to,
             rpc_type: String::new(),
+            id,
             reason: reason.into(),
         }));
     }
@@ -771,6 +813,7 @@ fn on_response(inner: &Inner, env: &Envelope, from: &str, resp: link_protocol::R
                 data,
                 to: p.to.clone(),
                 rpc_type: String::new(),
+                id: env.id().to_owned(),
             })))
         }
     };
@@ -926,7 +969,14 @@ impl Outgoing for LinkQueue<'_> {
     type Item = OutItem;
 
     fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
-        self.inner.outbox.take(batch, max)
+        let before = batch.len();
+        let taken = self.inner.outbox.take(batch, max);
+        if batch.len() > before && !taken.more {
+            // The queue's last items are on their way to the socket: a
+            // stopping driver may have been waiting for exactly that.
+            self.inner.drain_progress();
+        }
+        taken
     }
 
     fn wait(&self) -> impl Future<Output = ()> + Send {

@@ -22,6 +22,43 @@ pub struct RemoteError {
     pub to: String,
     /// Handler name.
     pub rpc_type: String,
+    /// The request id.
+    pub id: String,
+}
+
+/// Why an operation found the link not ready ([`LinkError::NotReady`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReadyReason {
+    /// url, secret or kind is missing: the link never connects.
+    Disabled,
+    /// `stop()` was called, or the link stopped by itself (displaced,
+    /// reconnect attempts exhausted, hello rejected).
+    Stopped,
+    /// Connecting, handshaking or waiting to reconnect (only `rpc` fails
+    /// for this; `send` and `publish` queue).
+    Connecting,
+    /// Never started (only `rpc` fails for this; `ready()` starts the link,
+    /// `send` and `publish` queue).
+    NotStarted,
+}
+
+impl NotReadyReason {
+    /// `disabled`, `stopped`, `connecting` or `not started`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Stopped => "stopped",
+            Self::Connecting => "connecting",
+            Self::NotStarted => "not started",
+        }
+    }
+}
+
+impl std::fmt::Display for NotReadyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A failed client operation.
@@ -35,6 +72,8 @@ pub enum LinkError {
         to: String,
         /// Handler name.
         rpc_type: String,
+        /// The request id.
+        id: String,
         /// The timeout that elapsed.
         timeout: Duration,
     },
@@ -45,6 +84,8 @@ pub enum LinkError {
         to: String,
         /// Handler name.
         rpc_type: String,
+        /// The request id.
+        id: String,
         /// What happened.
         reason: String,
     },
@@ -55,6 +96,8 @@ pub enum LinkError {
         to: String,
         /// Handler name.
         rpc_type: String,
+        /// The request id.
+        id: String,
     },
     /// The remote handler (or the hub) answered with an error.
     #[error("{} ({})", .0.message, .0.code)]
@@ -72,12 +115,20 @@ pub enum LinkError {
         outbox_bytes: usize,
         /// The cap.
         max_outbox_bytes: usize,
+        /// Bytes written to the socket but not yet flushed.
+        buffered_amount: usize,
+        /// The handler name, when an RPC request was refused.
+        rpc_type: Option<String>,
+        /// The request id, when an RPC request was refused.
+        id: Option<String>,
     },
     /// The link is disabled, stopped, or (for RPCs) not ready.
-    #[error("link not ready for {op}")]
+    #[error("link not ready for {op}: {reason}")]
     NotReady {
-        /// The operation (`rpc`, `send`, `publish`, `subscribe`, `ready`).
+        /// The operation (`rpc`, `send`, `publish`, `ready`).
         op: &'static str,
+        /// Why.
+        reason: NotReadyReason,
     },
     /// The hub does not advertise a feature the operation needs.
     #[error("hub does not support {feature} (needed by {op})")]
@@ -119,6 +170,19 @@ impl LinkError {
             Self::ReadyTimeout(_) => "READY_TIMEOUT",
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::Decode(_) => "DECODE_ERROR",
+        }
+    }
+
+    /// The RPC request id, for the errors of an outgoing RPC that got one
+    /// (timeout, disconnect, abort, remote error, a refused request).
+    pub fn rpc_id(&self) -> Option<&str> {
+        match self {
+            Self::RpcTimeout { id, .. }
+            | Self::RpcDisconnect { id, .. }
+            | Self::RpcAbort { id, .. } => Some(id),
+            Self::RpcRemote(r) => Some(&r.id),
+            Self::Backpressure { id, .. } => id.as_deref(),
+            _ => None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use link_protocol::{Diagnostic, Envelope, PeerInfo, ProtocolError};
 use serde_json::Value;
 
-use crate::error::ConnectError;
+use crate::error::{ConnectError, LinkError};
 
 /// How an outgoing RPC ended (`rpc.complete` `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +68,11 @@ pub enum LinkEvent {
     },
     /// `rejected`: `hello.ack ok:false`.
     Rejected {
-        /// The hub's reason.
+        /// The hub's reason (its `data.error` text).
         reason: Option<String>,
+        /// The error `ready()` fails with (`HELLO_REJECTED`, carrying the
+        /// same reason).
+        error: LinkError,
     },
     /// `disconnect`: once per connection.
     Disconnect {
@@ -171,7 +174,41 @@ pub enum LinkEvent {
         /// The real error text (the caller saw `Internal handler error`).
         error: String,
     },
-    /// `rpc.complete`: an outgoing RPC ended.
+    /// `rpc.timeout`: an outgoing RPC timed out (an `rpc.cancel` was
+    /// sent if the link was ready). `rpc.complete` follows.
+    RpcTimeout {
+        /// Request id.
+        id: String,
+        /// Target.
+        to: String,
+        /// Handler name.
+        rpc_type: String,
+        /// The timeout that elapsed (`timeoutMs`).
+        timeout: Duration,
+    },
+    /// `rpc.abort`: an outgoing RPC was cancelled by its caller (token
+    /// fired, or the future dropped). `rpc.complete` follows.
+    RpcAbort {
+        /// Request id.
+        id: String,
+        /// Target.
+        to: String,
+        /// Handler name.
+        rpc_type: String,
+    },
+    /// `rpc.disconnect`: the connection closed (or the link stopped) before
+    /// an outgoing RPC's response. `rpc.complete` follows.
+    RpcDisconnect {
+        /// Request id.
+        id: String,
+        /// Target.
+        to: String,
+        /// Handler name.
+        rpc_type: String,
+    },
+    /// `rpc.complete`: an outgoing RPC ended, however it ended (the
+    /// `reason` of `outcome` says how; `rpc.timeout`, `rpc.abort` or
+    /// `rpc.disconnect` came just before for those outcomes).
     RpcComplete {
         /// Request id.
         id: String,
@@ -251,18 +288,9 @@ impl LinkEvent {
             Self::RpcRequest { .. } => "rpc.request",
             Self::RpcCancel { .. } => "rpc.cancel",
             Self::RpcHandlerError { .. } => "rpc.handler-error",
-            Self::RpcComplete {
-                outcome: RpcOutcome::Timeout,
-                ..
-            } => "rpc.timeout",
-            Self::RpcComplete {
-                outcome: RpcOutcome::Abort,
-                ..
-            } => "rpc.abort",
-            Self::RpcComplete {
-                outcome: RpcOutcome::Disconnect,
-                ..
-            } => "rpc.disconnect",
+            Self::RpcTimeout { .. } => "rpc.timeout",
+            Self::RpcAbort { .. } => "rpc.abort",
+            Self::RpcDisconnect { .. } => "rpc.disconnect",
             Self::RpcComplete { .. } => "rpc.complete",
             Self::Backpressure { .. } => "backpressure",
             Self::OutboxOverflow { .. } => "outbox-overflow",

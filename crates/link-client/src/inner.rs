@@ -12,7 +12,7 @@ use link_protocol::conn::{IdGen, Now};
 use link_protocol::{Envelope, PeerInfo, StatusEntry};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
@@ -197,7 +197,11 @@ pub(crate) struct Core {
 
 /// Driver commands.
 pub(crate) enum Cmd {
-    Stop(oneshot::Sender<()>),
+    /// Stop, draining for at most `drain` (zero: close at once).
+    Stop {
+        done: oneshot::Sender<()>,
+        drain: std::time::Duration,
+    },
 }
 
 pub(crate) struct Inner {
@@ -214,6 +218,10 @@ pub(crate) struct Inner {
     /// Wall ms of the last verified frame (0: none yet), stamped for every
     /// message without taking the `core` lock.
     pub(crate) last_verified_at: AtomicU64,
+    /// Something a stopping driver waits for may have happened outside it:
+    /// the writer took the outbox's last items, or a caller abandoned a
+    /// pending RPC. The driver re-checks whether it has drained.
+    pub(crate) drain_progress: Notify,
 }
 
 /// Held by every handle and stream; the last one dropped stops the link
@@ -261,6 +269,7 @@ impl Inner {
             cmd: Mutex::new(None),
             next_sink: AtomicU64::new(1),
             last_verified_at: AtomicU64::new(0),
+            drain_progress: Notify::new(),
         }
     }
 
@@ -317,11 +326,20 @@ impl Inner {
         Some(self.last_verified_at.load(Ordering::Relaxed)).filter(|&at| at != 0)
     }
 
+    /// Wakes a stopping driver to re-check its drain (a stored permit if
+    /// it is not waiting yet, so a wake-up between its check and its wait
+    /// is not lost).
+    pub(crate) fn drain_progress(&self) {
+        self.drain_progress.notify_one();
+    }
+
     pub(crate) fn next_sink_id(&self) -> u64 {
         self.next_sink.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues a message, emitting backpressure/overflow events.
+    /// Queues a message, emitting backpressure/overflow events. A refused
+    /// RPC request's `Backpressure` is completed (`rpc_type`, `id`) by its
+    /// caller.
     pub(crate) fn enqueue(&self, item: OutItem) -> Result<(), LinkError> {
         let (t, to) = (item.msg_type, item.to.clone());
         match self.outbox.push(item) {
@@ -352,6 +370,9 @@ impl Inner {
                     to: to.unwrap_or_default(),
                     outbox_bytes,
                     max_outbox_bytes,
+                    buffered_amount: self.outbox.buffered(),
+                    rpc_type: None,
+                    id: None,
                 })
             }
         }

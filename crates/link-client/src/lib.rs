@@ -43,8 +43,10 @@
 //! ```
 //!
 //! Without a url, secret or kind the client is *disabled*: it never
-//! connects and every operation fails with `LINK_NOT_READY`, so a service
-//! can run without a bus. See `docs/client.md`.
+//! connects, `ready`, `rpc`, `send` and `publish` fail with
+//! `LINK_NOT_READY`, and subscriptions are kept but never receive, so a
+//! service can run without a bus. See `docs/client.md`, which also lists
+//! what differs from the reference client.
 
 #![forbid(unsafe_code)]
 
@@ -59,9 +61,9 @@ mod outbox;
 mod streams;
 pub mod tls;
 
-pub use client::{LinkClient, ReadyInfo, RpcOptions};
+pub use client::{LinkClient, ReadyInfo, RpcOptions, StopOptions};
 pub use config::{ClientConfig, ClientConfigBuilder};
-pub use error::{ConnectError, LinkError, RemoteError};
+pub use error::{ConnectError, LinkError, NotReadyReason, RemoteError};
 pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};

@@ -30,8 +30,29 @@ impl Drop for TopicMembership {
     }
 }
 
-/// Messages of one topic. Dropping the last subscription of a topic sends
-/// `topic.unsubscribe`.
+/// Messages of one topic. Dropping it unsubscribes it; dropping the last
+/// subscription of a topic sends `topic.unsubscribe`. Hold it for as long
+/// as you want the messages (`let _ = link.subscribe(..)` unsubscribes at
+/// once; `let _sub = ...` keeps it to the end of the scope).
+///
+/// Discarding one is a `must_use` warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn boot(link: &link_client::LinkClient) -> Result<(), link_client::LinkError> {
+///     link.subscribe("news")?; // dropped here: unsubscribed at once
+///     Ok(())
+/// }
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// fn boot(link: &link_client::LinkClient) -> Result<(), link_client::LinkError> {
+///     let _news = link.subscribe("news")?; // held to the end of the scope
+///     Ok(())
+/// }
+/// ```
+#[must_use = "dropping a Subscription unsubscribes it: hold it (`let _sub = ...`) for as long as you want messages"]
 pub struct Subscription {
     member: TopicMembership,
     rx: mpsc::Receiver<TopicMessage>,
@@ -88,7 +109,15 @@ impl Stream for Subscription {
 /// Dropping it (or calling [`unsubscribe`](Self::unsubscribe)) removes the
 /// handler; removing the last stream or handler of a topic sends
 /// `topic.unsubscribe`.
-#[must_use = "dropping a TopicHandler removes the handler"]
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn boot(link: &link_client::LinkClient) -> Result<(), link_client::LinkError> {
+///     link.subscribe_with("news", |_| {})?; // dropped here: the handler never runs
+///     Ok(())
+/// }
+/// ```
+#[must_use = "dropping a TopicHandler unsubscribes its handler: hold it (`let _handler = ...`) for as long as it should run"]
 pub struct TopicHandler {
     member: TopicMembership,
 }
@@ -149,7 +178,16 @@ fn leave_topic(inner: &Inner, topic: &str, id: u64) {
     }
 }
 
-/// Direct messages received by this client.
+/// Direct messages received by this client. Dropping it stops the
+/// delivery to it.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn boot(link: &link_client::LinkClient) {
+///     link.directs(); // dropped here: receives nothing
+/// }
+/// ```
+#[must_use = "dropping a DirectStream unsubscribes it from direct messages: hold it for as long as you want them"]
 pub struct DirectStream {
     _keep_alive: Arc<KeepAlive>,
     rx: mpsc::Receiver<DirectMessage>,

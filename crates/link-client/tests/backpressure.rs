@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use link_client::LinkEvent;
-use link_test_support::{DEMO_SECRET, ScriptedHub, WAIT, started};
+use link_client::{LinkError, LinkEvent, RpcOutcome};
+use link_test_support::{DEMO_SECRET, ScriptedHub, WAIT, next_event, started};
 use serde_json::json;
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -129,6 +129,38 @@ async fn stalled_socket_queues_then_overflows_while_inbound_flows() {
     }
     assert_eq!(saw, (true, true), "backpressure edge, then overflow");
     assert!(client.health().outbox_size > 0);
+
+    // Fill what is left with small messages; an RPC is then refused, and
+    // its error names the call (the reference's `rpcType` and `id`).
+    while client.publish("news", json!(1)).is_ok() {
+        published += 1;
+    }
+    let mut rpc_events = client.events();
+    let e = client.rpc("beta", "x", None).await.unwrap_err();
+    let LinkError::Backpressure {
+        msg_type,
+        rpc_type,
+        id,
+        max_outbox_bytes,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (msg_type.as_str(), rpc_type.as_deref(), *max_outbox_bytes),
+        ("rpc.request", Some("x"), 256 * 1024)
+    );
+    let done = next_event(&mut rpc_events, |e| {
+        matches!(e, LinkEvent::RpcComplete { .. })
+    })
+    .await;
+    assert!(
+        matches!(&*done, LinkEvent::RpcComplete { id: done_id, outcome: RpcOutcome::Backpressure, .. }
+            if Some(done_id) == id.as_ref()),
+        "{done:?}"
+    );
+    assert_eq!(e.rpc_id(), id.as_deref());
 
     // Inbound frames are still read and dispatched while writes are stuck.
     conn.send("direct", "beta", Some(json!({"directType": "hello"})))

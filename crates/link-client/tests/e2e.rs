@@ -634,10 +634,19 @@ async fn disabled_mode_fails_every_operation_with_not_ready() {
         client.ready(None).await,
         Err(LinkError::NotReady { .. })
     ));
-    assert_eq!(
-        client.rpc("beta", "x", None).await.unwrap_err().code(),
-        "LINK_NOT_READY"
+    let e = client.rpc("beta", "x", None).await.unwrap_err();
+    assert_eq!(e.code(), "LINK_NOT_READY");
+    assert!(
+        matches!(
+            e,
+            LinkError::NotReady {
+                op: "rpc",
+                reason: link_client::NotReadyReason::Disabled
+            }
+        ),
+        "{e:?}"
     );
+    assert_eq!(e.to_string(), "link not ready for rpc: disabled");
     assert_eq!(
         client.send("beta", "x", None).unwrap_err().code(),
         "LINK_NOT_READY"

@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use link_client::{
-    CancellationToken, HandlerError, LinkClient, LinkError, LinkEvent, RpcOptions, RpcOutcome,
+    CancellationToken, ClientConfig, HandlerError, LinkClient, LinkError, LinkEvent,
+    NotReadyReason, RpcOptions, RpcOutcome,
 };
 use link_protocol::{DropReason, Envelope};
 use link_test_support::{
@@ -536,11 +537,18 @@ async fn rejected_hello_stops_the_link() {
             reason: Some("nope".into())
         })
     );
-    next_event(
-        &mut ev,
-        |e| matches!(e, LinkEvent::Rejected { reason } if reason.as_deref() == Some("nope")),
-    )
-    .await;
+    let rejected = next_event(&mut ev, |e| matches!(e, LinkEvent::Rejected { .. })).await;
+    // The reference's `{reason, error}`: the hub's text, and the error
+    // `ready()` failed with.
+    assert_eq!(
+        *rejected,
+        LinkEvent::Rejected {
+            reason: Some("nope".into()),
+            error: LinkError::HelloRejected {
+                reason: Some("nope".into())
+            },
+        }
+    );
     // The client closes without a code and does not come back.
     assert_eq!(conn.recv_close().await, None);
     conn.drain_until_closed().await;
@@ -560,7 +568,10 @@ async fn rejected_hello_stops_the_link() {
     assert!(health.stopped && !health.connected && !health.ready);
     assert!(matches!(
         client.ready(Some(WAIT)).await,
-        Err(LinkError::NotReady { .. })
+        Err(LinkError::NotReady {
+            reason: NotReadyReason::Stopped,
+            ..
+        })
     ));
 }
 
@@ -714,6 +725,23 @@ async fn wait_for_matches_a_predicate() {
     assert!(never.await.is_none());
 }
 
+/// The `rpc.*` events of outgoing calls seen so far, as (name, id).
+fn rpc_events(
+    ev: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<LinkEvent>>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    while let Ok(e) = ev.try_recv() {
+        match &*e {
+            LinkEvent::RpcTimeout { id, .. }
+            | LinkEvent::RpcAbort { id, .. }
+            | LinkEvent::RpcDisconnect { id, .. }
+            | LinkEvent::RpcComplete { id, .. } => out.push((e.name(), id.clone())),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn every_rpc_ending_emits_rpc_complete() {
     let hub = ScriptedHub::bind(DEMO_SECRET).await;
@@ -721,18 +749,44 @@ async fn every_rpc_ending_emits_rpc_complete() {
     let mut ev = client.events();
     let complete = |outcome: RpcOutcome| move |e: &LinkEvent| matches!(e, LinkEvent::RpcComplete { outcome: o, .. } if *o == outcome);
 
-    // Not ready yet: refused at once, without queueing.
+    // Not started yet: refused at once, without queueing.
     let e = client.rpc("beta", "x", None).await.unwrap_err();
     assert_eq!(e.code(), "LINK_NOT_READY");
+    assert!(
+        matches!(
+            e,
+            LinkError::NotReady {
+                op: "rpc",
+                reason: NotReadyReason::NotStarted
+            }
+        ),
+        "{e:?}"
+    );
     let done = next_event(&mut ev, complete(RpcOutcome::NotReady)).await;
     assert_eq!(done.name(), "rpc.complete");
 
     client.start();
     let mut conn = hub.accept().await;
-    conn.handshake(&["topics", "direct"]).await;
+    conn.recv_hello().await;
+    // Connecting: not ready either, and the error says so.
+    let e = client.rpc("beta", "x", None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LinkError::NotReady {
+                reason: NotReadyReason::Connecting,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "link not ready for rpc: connecting");
+    conn.ack(&["topics", "direct"]).await;
     client.ready(Some(WAIT)).await.unwrap();
+    rpc_events(&mut ev);
 
-    // A token cancelled before the call: nothing is sent.
+    // A token cancelled before the call: nothing is sent; rpc.abort then
+    // rpc.complete, both with the call's id.
     let token = CancellationToken::new();
     token.cancel();
     let opts = RpcOptions {
@@ -741,7 +795,11 @@ async fn every_rpc_ending_emits_rpc_complete() {
     };
     let e = client.rpc_with("beta", "x", None, opts).await.unwrap_err();
     assert_eq!(e.code(), "RPC_ABORT");
-    next_event(&mut ev, complete(RpcOutcome::Abort)).await;
+    let id = e.rpc_id().unwrap().to_owned();
+    assert_eq!(
+        rpc_events(&mut ev),
+        [("rpc.abort", id.clone()), ("rpc.complete", id)]
+    );
 
     // A future dropped mid-flight: rpc.cancel, and an abort.
     let req = tokio::select! {
@@ -755,24 +813,49 @@ async fn every_rpc_ending_emits_rpc_complete() {
     );
     let cancel = conn.expect("rpc.cancel").await;
     assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
-    let done = next_event(&mut ev, complete(RpcOutcome::Abort)).await;
-    assert!(matches!(&*done, LinkEvent::RpcComplete { id, .. } if id == req.id()));
-    assert_eq!(done.name(), "rpc.abort");
+    let id = req.id().to_owned();
+    assert_eq!(
+        rpc_events(&mut ev),
+        [("rpc.abort", id.clone()), ("rpc.complete", id)]
+    );
+
+    // A success: rpc.complete alone.
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.rpc("beta", "x", None).await }
+    });
+    let req = conn.expect("rpc.request").await;
+    conn.send_with(
+        req.id(),
+        "rpc.response",
+        Some("beta"),
+        Some("alpha"),
+        Some(json!({"ok": true, "result": 1})),
+    )
+    .await;
+    assert_eq!(call.await.unwrap().unwrap(), json!(1));
+    let done = next_event(&mut ev, complete(RpcOutcome::Ok)).await;
+    assert_eq!(done.name(), "rpc.complete");
+    assert!(rpc_events(&mut ev).is_empty(), "nothing after rpc.complete");
 
     // The connection drops under a pending call.
     let pending = tokio::spawn({
         let c = client.clone();
         async move { c.rpc("beta", "x", None).await }
     });
-    conn.expect("rpc.request").await;
+    let req = conn.expect("rpc.request").await;
     conn.close(1001, "going away").await;
     let e = pending.await.unwrap().unwrap_err();
     assert!(
-        matches!(&e, LinkError::RpcDisconnect { to, rpc_type, .. } if to == "beta" && rpc_type == "x"),
+        matches!(&e, LinkError::RpcDisconnect { to, rpc_type, id, .. }
+            if to == "beta" && rpc_type == "x" && id == req.id()),
         "{e:?}"
     );
-    let done = next_event(&mut ev, complete(RpcOutcome::Disconnect)).await;
-    assert_eq!(done.name(), "rpc.disconnect");
+    let id = req.id().to_owned();
+    assert_eq!(
+        rpc_events(&mut ev),
+        [("rpc.disconnect", id.clone()), ("rpc.complete", id)]
+    );
 }
 
 #[tokio::test]
@@ -803,4 +886,113 @@ async fn dropping_every_handle_and_stream_stops_the_link() {
     drop(news);
     assert_eq!(conn.recv_close().await, None);
     conn.drain_until_closed().await;
+}
+
+#[tokio::test]
+async fn subscribe_works_disabled_and_stopped_and_applies_at_the_next_ready() {
+    // Disabled: kept, harmlessly, as the reference never throws here.
+    let disabled = LinkClient::new(ClientConfig::builder().kind("alpha").build().unwrap());
+    let _sub = disabled.subscribe("news").unwrap();
+    let _handler = disabled.subscribe_with("news", |_| {}).unwrap();
+    assert_eq!(disabled.health().subscription_count, 1);
+
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+    client.stop().await;
+    conn.recv_close().await;
+
+    // Stopped: subscribing still works (publish does not: that is the
+    // reference's rule too).
+    let mut news = client.subscribe("news").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let _handler = client
+        .subscribe_with("news", move |m| {
+            s2.lock().unwrap().push(m.payload().cloned())
+        })
+        .unwrap();
+    assert_eq!(
+        client.publish("news", json!(0)).unwrap_err().code(),
+        "LINK_NOT_READY"
+    );
+
+    // Started again: the hub gets the subscription at ready, once.
+    client.start();
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+    let sub = conn.expect("topic.subscribe").await;
+    assert_eq!(sub.data(), Some(&json!({"topic": "news"})));
+    conn.send(
+        "topic.message",
+        "beta",
+        Some(json!({"topic": "news", "payload": 7})),
+    )
+    .await;
+    let m = tokio::time::timeout(WAIT, news.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload(), Some(&json!(7)));
+    assert_eq!(*seen.lock().unwrap(), [Some(json!(7))]);
+}
+
+#[tokio::test]
+async fn unsubscribe_removes_every_subscription_of_a_topic() {
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+
+    let mut a = client.subscribe("news").unwrap();
+    let mut b = client.subscribe("news").unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    let handler = client
+        .subscribe_with("news", move |_| *c2.lock().unwrap() += 1)
+        .unwrap();
+    conn.expect("topic.subscribe").await;
+
+    assert_eq!(client.unsubscribe("news"), Ok(true));
+    let unsub = conn.expect("topic.unsubscribe").await;
+    assert_eq!(unsub.data(), Some(&json!({"topic": "news"})));
+    assert_eq!(client.health().subscription_count, 0);
+    // The streams end.
+    for s in [&mut a, &mut b] {
+        assert!(
+            tokio::time::timeout(WAIT, s.recv())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(client.unsubscribe("news"), Ok(false));
+    assert_eq!(
+        client.unsubscribe("bad topic").unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+
+    // A new subscription is not undone by dropping the old handles.
+    let mut fresh = client.subscribe("news").unwrap();
+    conn.expect("topic.subscribe").await;
+    drop((a, b, handler));
+    conn.send(
+        "topic.message",
+        "beta",
+        Some(json!({"topic": "news", "payload": 1})),
+    )
+    .await;
+    let m = tokio::time::timeout(WAIT, fresh.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload(), Some(&json!(1)));
+    assert_eq!(*calls.lock().unwrap(), 0, "the removed handler never ran");
+    // The next frame is this publish: no topic.unsubscribe went out.
+    client.publish("probe", json!(1)).unwrap();
+    conn.expect("topic.message").await;
 }

@@ -13,8 +13,13 @@
 
 use std::time::Duration;
 
-use link_client::{ClientConfig, ClientConfigBuilder, ConnectError, LinkClient, LinkEvent, Phase};
-use link_test_support::{DEMO_SECRET, ScriptedHub, WAIT, next_event, next_event_within, started};
+use link_client::{
+    ClientConfig, ClientConfigBuilder, ConnectError, LinkClient, LinkEvent, Phase, RpcOptions,
+    StopOptions,
+};
+use link_test_support::{
+    DEMO_SECRET, HubSide, ScriptedHub, WAIT, next_event, next_event_within, started,
+};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -274,4 +279,147 @@ async fn connect_timeout_fails_the_attempt_and_the_link_retries() {
     let _second = hole.swallow().await;
     client.stop().await;
     assert_eq!(client.phase(), Phase::Stopped);
+}
+
+/// A client that is ready on a scripted hub, and the hub's side of it.
+async fn ready_on(hub: &ScriptedHub) -> (LinkClient, HubSide) {
+    let client = started(hub.client("alpha"));
+    let mut conn = hub.accept().await;
+    conn.handshake(&["topics", "direct"]).await;
+    client.ready(Some(WAIT)).await.unwrap();
+    (client, conn)
+}
+
+#[tokio::test]
+async fn stop_returns_when_the_pending_rpc_it_drains_for_is_abandoned() {
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let (client, mut conn) = ready_on(&hub).await;
+    let call = tokio::spawn({
+        let c = client.clone();
+        let opts = RpcOptions {
+            timeout: Some(Duration::from_secs(1)),
+            cancel: None,
+        };
+        async move { c.rpc_with("beta", "slow", None, opts).await }
+    });
+    let req = conn.expect("rpc.request").await;
+    // The drain waits for the call; its caller gives up after 1 s (from
+    // another task than the link's), and the stop goes on from there, not
+    // at the end of the 5 s stop_drain.
+    let took = timed_stop(&client).await;
+    assert_eq!(call.await.unwrap().unwrap_err().code(), "RPC_TIMEOUT");
+    assert!(
+        took < Duration::from_secs(2),
+        "stop() took {took:?} of paused time"
+    );
+    // The cancel went out before the close.
+    let cancel = conn.expect("rpc.cancel").await;
+    assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
+    assert_eq!(conn.recv_close().await, None);
+}
+
+#[tokio::test]
+async fn stop_returns_once_a_backlog_it_drains_for_is_written() {
+    // The drain ends when the writer (another task than the link's) takes
+    // the last queued message, whenever that happens. Here the hub stops
+    // reading, so the stop is read with a backlog queued, and the hub
+    // reads again only once the link is draining. Repeated, as the race
+    // this guards against was intermittent.
+    for round in 0..3 {
+        let hub = ScriptedHub::bind(DEMO_SECRET).await;
+        let (client, mut conn) = ready_on(&hub).await;
+        let payload = json!({"pad": "x".repeat(16 * 1024)});
+        let mut published = 0u64;
+        // Publish until the socket is full and messages stay queued.
+        while client.health().outbox_size < 4 {
+            client.publish("news", payload.clone()).unwrap();
+            published += 1;
+            tokio::task::yield_now().await;
+        }
+        tokio::time::pause();
+        let started = Instant::now();
+        let stopping = tokio::spawn({
+            let c = client.clone();
+            async move { c.stop().await }
+        });
+        // Let the link read the stop and find the backlog.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !stopping.is_finished(),
+            "round {round}: nothing drained yet"
+        );
+        assert!(client.health().outbox_size > 0);
+        // The hub reads again: the backlog drains, then the close comes.
+        let mut seen = 0;
+        while seen < published {
+            if conn.recv().await.msg_type() == Some("topic.message") {
+                seen += 1;
+            }
+        }
+        assert_eq!(conn.recv_close().await, None);
+        stopping.await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < PROMPT,
+            "round {round}: stop() took {took:?} of paused time after the backlog was written"
+        );
+        tokio::time::resume();
+    }
+}
+
+#[tokio::test]
+async fn stop_with_sets_the_drain_per_call() {
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let (client, mut conn) = ready_on(&hub).await;
+    let forever = RpcOptions {
+        timeout: Some(Duration::ZERO),
+        cancel: None,
+    };
+    let call = tokio::spawn({
+        let c = client.clone();
+        let opts = forever.clone();
+        async move { c.rpc_with("beta", "never", None, opts).await }
+    });
+    conn.expect("rpc.request").await;
+    // Never answered: a drain bounded at 1 s gives up after 1 s.
+    tokio::time::pause();
+    let started = Instant::now();
+    client
+        .stop_with(StopOptions::drain_for(Duration::from_secs(1)))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), "RPC_DISCONNECT");
+    assert_eq!(client.phase(), Phase::Stopped);
+    tokio::time::resume();
+
+    // Without drain: at once, even with a graceful stop already waiting;
+    // both return.
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let (client, mut conn) = ready_on(&hub).await;
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.rpc_with("beta", "never", None, forever).await }
+    });
+    conn.expect("rpc.request").await;
+    tokio::time::pause();
+    let started = Instant::now();
+    let graceful = tokio::spawn({
+        let c = client.clone();
+        async move { c.stop().await }
+    });
+    tokio::task::yield_now().await;
+    client.stop_with(StopOptions::immediate()).await;
+    graceful.await.unwrap();
+    let took = started.elapsed();
+    assert!(took < PROMPT, "stop() took {took:?} of paused time");
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), "RPC_DISCONNECT");
+    assert_eq!(conn.recv_close().await, None);
 }

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use link_client::{ClientConfig, LinkClient, LinkError, LinkEvent, RpcOutcome};
@@ -63,6 +64,65 @@ async fn no_ack_diagnostic_after_five_seconds() {
     while let Ok(e) = ev.try_recv() {
         assert!(!diagnostic("no-ack")(&e), "{e:?}");
     }
+}
+
+/// Log lines written while the returned guard lives, on this thread, at
+/// the default level (INFO and above), as a plain `tracing` subscriber
+/// would show them.
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = Capture(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// The captured WARN lines that name `no-ack`.
+fn no_ack_warnings(buf: &Mutex<Vec<u8>>) -> Vec<String> {
+    String::from_utf8_lossy(&buf.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("no-ack"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_ack_is_logged_at_warn_once_per_connection() {
+    // The runtime is single-threaded: the link's tasks log on this thread.
+    let (logs, _guard) = capture_logs();
+    let hub = ScriptedHub::bind(DEMO_SECRET).await;
+    let client = started(hub.client("alpha"));
+    let mut ev = client.events();
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    next_event(&mut ev, diagnostic("no-ack")).await;
+    let warned = no_ack_warnings(&logs);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("hello.ack"), "{}", warned[0]);
+    // Still nothing acked, a minute on: no repeat on this connection.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(no_ack_warnings(&logs).len(), 1);
+    // The next connection that is not acked says so again.
+    conn.close(1001, "going away").await;
+    let mut conn = hub.accept().await;
+    conn.recv_hello().await;
+    next_event(&mut ev, diagnostic("no-ack")).await;
+    assert_eq!(no_ack_warnings(&logs).len(), 2);
+    client.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,21 +189,37 @@ async fn rpc_timeout_sends_cancel_and_completes() {
     // Nobody answers: the default 5 s timeout elapses.
     let err = call.await.unwrap().unwrap_err();
     assert!(
-        matches!(&err, LinkError::RpcTimeout { timeout, to, rpc_type }
-            if *timeout == Duration::from_secs(5) && to == "beta" && rpc_type == "slow"),
+        matches!(&err, LinkError::RpcTimeout { timeout, to, rpc_type, id }
+            if *timeout == Duration::from_secs(5) && to == "beta" && rpc_type == "slow"
+                && id == req.id()),
         "{err:?}"
     );
+    assert_eq!(err.rpc_id(), Some(req.id()));
     let cancel = conn.expect("rpc.cancel").await;
     assert_eq!(cancel.data(), Some(&json!({"id": req.id()})));
-    let done = next_event(&mut ev, |e| matches!(e, LinkEvent::RpcComplete { .. })).await;
-    assert!(matches!(
-        &*done,
-        LinkEvent::RpcComplete {
-            outcome: RpcOutcome::Timeout,
-            ..
+    // As the reference: `rpc.timeout {id, to, rpcType, timeoutMs}`, then
+    // `rpc.complete` with reason `timeout`.
+    let timed_out = next_event(&mut ev, |e| e.name().starts_with("rpc.")).await;
+    assert_eq!(timed_out.name(), "rpc.timeout");
+    assert_eq!(
+        *timed_out,
+        LinkEvent::RpcTimeout {
+            id: req.id().to_owned(),
+            to: "beta".into(),
+            rpc_type: "slow".into(),
+            timeout: Duration::from_secs(5),
         }
-    ));
-    assert_eq!(done.name(), "rpc.timeout");
+    );
+    let done = ev.try_recv().unwrap();
+    assert!(
+        matches!(
+            &*done,
+            LinkEvent::RpcComplete { id, outcome: RpcOutcome::Timeout, error: Some(_), .. }
+                if id == req.id()
+        ),
+        "{done:?}"
+    );
+    assert_eq!(done.name(), "rpc.complete");
     // A late answer is ignored.
     conn.send_with(
         req.id(),

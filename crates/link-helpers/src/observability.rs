@@ -213,7 +213,7 @@ pub(crate) fn describe_client(e: &LinkEvent, c: &Classifier) -> Option<Line> {
                 features.join(", ")
             ),
         ),
-        LinkEvent::Rejected { reason } => line(
+        LinkEvent::Rejected { reason, .. } => line(
             Level::WARN,
             name,
             format!(
@@ -287,6 +287,31 @@ pub(crate) fn describe_client(e: &LinkEvent, c: &Classifier) -> Option<Line> {
             name,
             format!("handler {rpc_type} failed for {from} (id {id}): {error}"),
         ),
+        LinkEvent::RpcTimeout {
+            id,
+            to,
+            rpc_type,
+            timeout,
+        } => line(
+            Level::DEBUG,
+            name,
+            format!("rpc {rpc_type} to {to} (id {id}) timed out after {timeout:?}"),
+        ),
+        LinkEvent::RpcAbort { id, to, rpc_type } => line(
+            Level::DEBUG,
+            name,
+            format!("rpc {rpc_type} to {to} (id {id}) aborted by the caller"),
+        ),
+        LinkEvent::RpcDisconnect { id, to, rpc_type } => line(
+            Level::DEBUG,
+            name,
+            format!("rpc {rpc_type} to {to} (id {id}) lost: the link went down"),
+        ),
+        // Those three outcomes were logged by their own event just before.
+        LinkEvent::RpcComplete {
+            outcome: RpcOutcome::Timeout | RpcOutcome::Abort | RpcOutcome::Disconnect,
+            ..
+        } => None,
         LinkEvent::RpcComplete {
             id,
             to,
@@ -664,18 +689,54 @@ mod tests {
             lvl(LinkEvent::ProtocolError(pe(DropReason::Oversize))),
             Some(Level::DEBUG)
         );
-        assert_eq!(lvl(LinkEvent::Rejected { reason: None }), Some(Level::WARN));
+        // A link that never gets its hello.ack says so at the default level.
+        for verified in [false, true] {
+            let l = describe_client(&LinkEvent::Diagnostic(Diagnostic::NoAck { verified }), &c)
+                .unwrap();
+            assert_eq!((l.level, l.event), (Level::WARN, "protocol-error"));
+            assert!(l.text.contains("no-ack"), "{}", l.text);
+        }
         assert_eq!(
-            lvl(LinkEvent::RpcComplete {
-                id: "1".into(),
-                to: "beta".into(),
-                rpc_type: "x".into(),
-                outcome: RpcOutcome::Timeout,
-                duration: std::time::Duration::from_millis(5),
-                error: Some("timed out".into()),
+            lvl(LinkEvent::Rejected {
+                reason: None,
+                error: link_client::LinkError::HelloRejected { reason: None }
             }),
-            Some(Level::DEBUG)
+            Some(Level::WARN)
         );
+        let complete = |outcome| LinkEvent::RpcComplete {
+            id: "1".into(),
+            to: "beta".into(),
+            rpc_type: "x".into(),
+            outcome,
+            duration: std::time::Duration::from_millis(5),
+            error: Some("failed".into()),
+        };
+        // One line per RPC ending: the outcome's own event, or rpc.complete.
+        let timeout = LinkEvent::RpcTimeout {
+            id: "1".into(),
+            to: "beta".into(),
+            rpc_type: "x".into(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let l = describe_client(&timeout, &c).unwrap();
+        assert_eq!((l.level, l.event), (Level::DEBUG, "rpc.timeout"));
+        assert!(l.text.contains("timed out after 5s"), "{}", l.text);
+        assert_eq!(lvl(complete(RpcOutcome::Timeout)), None);
+        assert_eq!(lvl(complete(RpcOutcome::Abort)), None);
+        assert_eq!(lvl(complete(RpcOutcome::Disconnect)), None);
+        for outcome in [
+            RpcOutcome::Ok,
+            RpcOutcome::RemoteError,
+            RpcOutcome::NotReady,
+            RpcOutcome::Backpressure,
+        ] {
+            let l = describe_client(&complete(outcome), &c).unwrap();
+            assert_eq!(
+                (l.level, l.event),
+                (Level::DEBUG, "rpc.complete"),
+                "{outcome:?}"
+            );
+        }
         assert_eq!(
             lvl(LinkEvent::Message(
                 link_protocol::envelope::parse_frame(

@@ -75,6 +75,27 @@ impl RecorderOptions {
     }
 }
 
+/// Serialises hub milliseconds (an `f64` on the wire, since the reference
+/// is JavaScript) as the reference's `JSON.stringify` would: an integral
+/// value as an integer (`1795424111258`, not `1795424111258.0`).
+fn ms<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    // Below 2^53 every integral f64 converts to i64 exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if v.fract() == 0.0 && v.abs() < EXACT {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+/// [`ms`] for an optional value.
+fn opt_ms<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => ms(v, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A peer as shown in a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,6 +105,7 @@ pub struct PeerView {
     /// Display name from its hello.
     pub name: Option<String>,
     /// Hub ms at registration.
+    #[serde(serialize_with = "opt_ms")]
     pub connected_at: Option<f64>,
     /// Socket registered and open.
     pub connected: bool,
@@ -95,6 +117,7 @@ pub struct StatusView {
     /// The status as sent (`None` when the peer sent none).
     pub status: Option<Value>,
     /// Hub ms when stored.
+    #[serde(serialize_with = "ms")]
     pub at: f64,
 }
 
@@ -162,11 +185,13 @@ pub enum Recorded {
     Join { peer: String, replaced: bool },
     /// A peer left.
     Leave { peer: String },
-    /// A peer's status.
+    /// A peer's status. `status_at` (`statusAt`) is the hub's time for
+    /// it; the log entry's own `at` is when it was recorded.
     Status {
         from: String,
         status: Option<Value>,
-        at: f64,
+        #[serde(serialize_with = "ms")]
+        status_at: f64,
     },
     /// A dropped frame.
     ProtocolError {
@@ -200,7 +225,7 @@ impl Recorded {
                 kind: kind.clone(),
                 features: features.clone(),
             },
-            LinkEvent::Rejected { reason } => Self::Rejected {
+            LinkEvent::Rejected { reason, .. } => Self::Rejected {
                 reason: reason.clone(),
             },
             LinkEvent::Disconnect {
@@ -227,7 +252,7 @@ impl Recorded {
             LinkEvent::PeerStatus { from, status, at } => Self::Status {
                 from: from.clone(),
                 status: status.clone(),
-                at: *at,
+                status_at: *at,
             },
             LinkEvent::ProtocolError(pe) => Self::ProtocolError {
                 reason: pe.reason.code().to_owned(),
@@ -612,7 +637,13 @@ mod tests {
                 },
                 "hub-up",
             ),
-            (LinkEvent::Rejected { reason: None }, "rejected"),
+            (
+                LinkEvent::Rejected {
+                    reason: None,
+                    error: link_client::LinkError::HelloRejected { reason: None },
+                },
+                "rejected",
+            ),
             (
                 LinkEvent::Disconnect {
                     code: Some(link_protocol::close::ABNORMAL),
@@ -712,6 +743,111 @@ mod tests {
         assert_eq!(fail["durationMs"], 7);
     }
 
+    /// Fails on a JSON object with a key twice (serde_json's `Value` would
+    /// silently keep the last one).
+    struct NoDuplicateKeys;
+
+    impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = NoDuplicateKeys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Self::Value, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        if !seen.insert(key.clone()) {
+                            return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                        }
+                        map.next_value::<NoDuplicateKeys>()?;
+                    }
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Self::Value, A::Error> {
+                    while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+                fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                    Ok(NoDuplicateKeys)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    fn assert_no_duplicate_keys(json: &str) {
+        if let Err(e) = serde_json::from_str::<NoDuplicateKeys>(json) {
+            panic!("{e} in {json}");
+        }
+    }
+
+    #[test]
+    fn duplicate_key_check_works() {
+        assert!(serde_json::from_str::<NoDuplicateKeys>(r#"{"a":[{"b":1,"b":2}]}"#).is_err());
+        assert_no_duplicate_keys(r#"{"a":[{"b":1,"c":2.5}],"b":null}"#);
+    }
+
+    #[test]
+    fn status_entries_have_one_at_and_integer_milliseconds() {
+        let mut ring = Ring::new(4);
+        let status = LinkEvent::PeerStatus {
+            from: "beta".into(),
+            status: Some(serde_json::json!({"load": 0.5})),
+            at: 1_795_424_111_258.0,
+        };
+        ring.push(1_795_424_111_300, Recorded::from_event(&status).unwrap());
+        let json = serde_json::to_string(&ring.to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"seq":1,"at":1795424111300,"type":"status","from":"beta","status":{"load":0.5},"statusAt":1795424111258}]"#
+        );
+        assert_no_duplicate_keys(&json);
+
+        // Peers and statuses in a snapshot: integral hub ms as integers, a
+        // fractional one as it is.
+        let peer = PeerView {
+            kind: "beta".into(),
+            name: None,
+            connected_at: Some(1_795_424_111_000.0),
+            connected: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&peer).unwrap(),
+            r#"{"kind":"beta","name":null,"connectedAt":1795424111000,"connected":true}"#
+        );
+        let view = StatusView {
+            status: None,
+            at: 12.5,
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"status":null,"at":12.5}"#
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn heartbeats_push_snapshots_and_close_is_idempotent() {
         // A disabled client never opens a socket, so paused time is safe.
@@ -732,6 +868,7 @@ mod tests {
         let snap = rec.snapshot();
         assert_eq!(snap.reason, "request");
         assert!(!snap.connected && !snap.ready);
+        assert_no_duplicate_keys(&serde_json::to_string(&snap).unwrap());
         let json = serde_json::to_value(&snap).unwrap();
         for key in [
             "connected",

@@ -88,8 +88,8 @@ pub enum SecretsError {
         name: String,
         /// The path.
         path: String,
-        /// The RPC error.
-        error: LinkError,
+        /// The RPC error (boxed: it names the call).
+        error: Box<LinkError>,
     },
     /// The deadline passed before every secret arrived.
     #[error("secrets not loaded within {deadline:?}: {}", .pending.join(", "))]
@@ -104,8 +104,8 @@ pub enum SecretsError {
     Watch {
         /// The topic.
         topic: String,
-        /// The error.
-        error: LinkError,
+        /// The error (boxed, as for `Fetch`).
+        error: Box<LinkError>,
     },
 }
 
@@ -214,11 +214,12 @@ async fn fetch(
         return Err(SecretsError::Fetch {
             name: e.name.clone(),
             path: e.path.clone(),
-            error: LinkError::RpcTimeout {
+            error: Box::new(LinkError::RpcTimeout {
                 to: vault.to_owned(),
                 rpc_type: GET_RPC.to_owned(),
+                id: String::new(),
                 timeout: Duration::ZERO,
-            },
+            }),
         });
     }
     let opts = RpcOptions {
@@ -231,7 +232,7 @@ async fn fetch(
         .map_err(|error| SecretsError::Fetch {
             name: e.name.clone(),
             path: e.path.clone(),
-            error,
+            error: Box::new(error),
         })?;
     match answer.get("value") {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -289,11 +290,15 @@ async fn load_entries(
         Ok(Ok(values)) => Ok(Secrets {
             values: values.into_iter().collect(),
         }),
-        Ok(Err(SecretsError::Fetch {
-            error: LinkError::RpcTimeout { .. },
-            ..
-        }))
-        | Err(_) => Err(SecretsError::Deadline {
+        Ok(Err(SecretsError::Fetch { error, .. }))
+            if matches!(*error, LinkError::RpcTimeout { .. }) =>
+        {
+            Err(SecretsError::Deadline {
+                deadline,
+                pending: pending(),
+            })
+        }
+        Err(_) => Err(SecretsError::Deadline {
             deadline,
             pending: pending(),
         }),
@@ -419,7 +424,10 @@ where
         let topic = format!("{CHANGED_TOPIC_PREFIX}{ns}");
         let sub = client
             .subscribe(&topic)
-            .map_err(|error| SecretsError::Watch { topic, error })?;
+            .map_err(|error| SecretsError::Watch {
+                topic,
+                error: Box::new(error),
+            })?;
         subs.push(sub);
     }
     let initial = load_entries(client, &entries, vault_kind, deadline).await?;

@@ -353,6 +353,7 @@ mod tests {
         LinkError::RpcTimeout {
             to: "b".into(),
             rpc_type: "x".into(),
+            id: "1".into(),
             timeout: Duration::from_secs(1),
         }
     }
@@ -364,6 +365,7 @@ mod tests {
             data: None,
             to: "b".into(),
             rpc_type: "x".into(),
+            id: "1".into(),
         }))
     }
 
@@ -456,6 +458,7 @@ mod tests {
             LinkError::RpcAbort {
                 to: "b".into(),
                 rpc_type: "x".into(),
+                id: "1".into(),
             },
         ] {
             let calls = Mutex::new(0);

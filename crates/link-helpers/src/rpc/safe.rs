@@ -183,7 +183,10 @@ mod tests {
                     msg_type: "topic.message".into(),
                     to: String::new(),
                     outbox_bytes: 10,
-                    max_outbox_bytes: 10
+                    max_outbox_bytes: 10,
+                    buffered_amount: 0,
+                    rpc_type: None,
+                    id: None,
                 })
             ));
             assert!(!report(
