@@ -435,6 +435,19 @@ mod hub_logger {
 
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
 
+    /// A close code as a hub log line shows it: the number, and what the
+    /// codes that are easy to misread mean (1005 and 1006 are never sent on
+    /// the wire; they say how the connection ended).
+    fn close_code_text(code: Option<u16>) -> String {
+        use link_protocol::close;
+        match code {
+            None => "-".to_owned(),
+            Some(close::NO_STATUS) => "1005 (closed by the peer without a code)".to_owned(),
+            Some(close::ABNORMAL) => "1006 (ended without a close frame)".to_owned(),
+            Some(c) => c.to_string(),
+        }
+    }
+
     /// What to log for a hub event, if anything.
     pub(crate) fn describe_hub(e: &HubEvent, c: &Classifier) -> Option<Line> {
         let name = e.name();
@@ -455,7 +468,7 @@ mod hub_logger {
                 name,
                 format!(
                     "peer {kind} disconnected (code {}, reason {reason:?})",
-                    code.map_or_else(|| "-".to_owned(), |c| c.to_string())
+                    close_code_text(*code)
                 ),
             ),
             HubEvent::PeerReplaced { kind, .. } => {
@@ -597,6 +610,25 @@ mod hub_logger {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
                 describe_hub(e, &classifier)
             })),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::close_code_text;
+
+        #[test]
+        fn close_codes_that_are_never_sent_say_what_they_mean() {
+            assert_eq!(close_code_text(None), "-");
+            assert_eq!(close_code_text(Some(1001)), "1001");
+            assert_eq!(
+                close_code_text(Some(1005)),
+                "1005 (closed by the peer without a code)"
+            );
+            assert_eq!(
+                close_code_text(Some(1006)),
+                "1006 (ended without a close frame)"
+            );
         }
     }
 }
