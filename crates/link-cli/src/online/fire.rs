@@ -74,7 +74,7 @@ pub(crate) struct SendArgs {
     /// Data as JSON (`-` reads it from stdin).
     #[arg(value_name = "JSON")]
     data: Option<String>,
-    /// Send without first checking that <TO> is connected.
+    /// Send without first checking that the target kind is connected.
     #[arg(long)]
     no_check: bool,
     #[command(flatten)]
