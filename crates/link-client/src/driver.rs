@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, StreamExt};
-use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now, Transmit};
+use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now};
 use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
 use link_protocol::{
@@ -48,7 +48,7 @@ use crate::handler::RpcCall;
 use crate::inner::{
     Cmd, DirectMessage, InFlight, Inner, Phase, TopicMessage, now, tokio_instant, wall_ms,
 };
-use crate::outbox::{Control, OutItem};
+use crate::outbox::OutItem;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -367,12 +367,7 @@ fn pump(
         let mut progressed = false;
         while let Some(t) = conn.poll_transmit() {
             progressed = true;
-            inner.outbox.control(match t {
-                Transmit::Frame(f) => Control::Frame(f),
-                Transmit::Ping => Control::Ping,
-                Transmit::Close { code, reason } => Control::Close { code, reason },
-                Transmit::Terminate => Control::Terminate,
-            });
+            inner.outbox.control(t);
         }
         while let Some(ev) = conn.poll_event() {
             progressed = true;

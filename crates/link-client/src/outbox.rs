@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use link_protocol::{CanonicalData, Feature, msg_type};
-pub(crate) use link_transport::writer::{Control, Taken};
+use link_transport::writer::{Taken, Transmit};
 use tokio::sync::Notify;
 
 /// One queued message.
@@ -76,7 +76,7 @@ pub(crate) enum Push {
 struct State {
     queue: VecDeque<OutItem>,
     bytes: usize,
-    control: VecDeque<Control>,
+    control: VecDeque<Transmit>,
     ready: bool,
     /// A drain episode is open (for `outbox-drained`).
     backlog: bool,
@@ -141,7 +141,7 @@ impl Outbox {
         Push::Queued { backpressure }
     }
 
-    pub(crate) fn control(&self, c: Control) {
+    pub(crate) fn control(&self, c: Transmit) {
         self.lock().control.push_back(c);
         self.notify.notify_one();
     }
@@ -190,7 +190,7 @@ impl Outbox {
     /// Takes controls, and up to `max` items when ready.
     pub(crate) fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
         let mut st = self.lock();
-        let controls: Vec<Control> = st.control.drain(..).collect();
+        let controls: Vec<Transmit> = st.control.drain(..).collect();
         let mut drained = false;
         if st.ready {
             let n = st.queue.len().min(max);

@@ -17,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
 use link_protocol::{Envelope, Key, close};
-use link_transport::writer::{self, Control};
+use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
 use crate::outbox::OutItem;
@@ -153,7 +153,7 @@ impl Reader {
             Some(Err(TransportError::TooBig(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
                 self.closed_with((Some(close::TOO_BIG), String::new()));
-                self.outbox.control(Control::Close {
+                self.outbox.control(Transmit::Close {
                     code: Some(close::TOO_BIG),
                     reason: String::new(),
                 });
@@ -181,25 +181,19 @@ impl Reader {
             ConnCtl::Evict => self.hc.evict(t),
             ConnCtl::Displace => self.hc.displace(t),
             ConnCtl::Close { code, reason } => self.hc.close(t, code, &reason),
-            ConnCtl::Terminate => self.outbox.control(Control::Terminate),
+            ConnCtl::Terminate => self.outbox.control(Transmit::Terminate),
         }
     }
 
-    /// Hands socket-level transmits to the writer.
+    /// Hands socket-level transmits to the writer, as they are.
     fn relay_transmits(&mut self) {
         while let Some(t) = self.hc.poll_transmit() {
-            let control = match t {
-                Transmit::Ping => Control::Ping,
-                Transmit::Close { code, reason } => {
-                    // The hub closes: report what it sent, not what the
-                    // socket looks like once the writer has finished.
-                    self.closed_with((code, reason.clone()));
-                    Control::Close { code, reason }
-                }
-                Transmit::Terminate => Control::Terminate,
-                Transmit::Frame(_) => continue, // the hub never sends from HubConn
-            };
-            self.outbox.control(control);
+            if let Transmit::Close { code, reason } = &t {
+                // The hub closes: report what it sent, not what the socket
+                // looks like once the writer has finished.
+                self.closed_with((*code, reason.clone()));
+            }
+            self.outbox.control(t);
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use link_protocol::envelope::SharedPrefix;
 use link_protocol::{CanonicalData, Key, KeyId, msg_type};
-use link_transport::writer::{Control, Outgoing, Taken};
+use link_transport::writer::{Outgoing, Taken, Transmit};
 use tokio::sync::Notify;
 
 /// One message waiting to be written.
@@ -99,7 +99,7 @@ pub(crate) struct Backpressure {
 struct State {
     queue: VecDeque<OutItem>,
     bytes: usize,
-    control: VecDeque<Control>,
+    control: VecDeque<Transmit>,
     closed: bool,
     /// A close frame is queued: nothing may be written after it.
     closing: bool,
@@ -221,12 +221,12 @@ impl Outbox {
     }
 
     /// Queues a socket-level instruction ahead of any message.
-    pub(crate) fn control(&self, c: Control) {
+    pub(crate) fn control(&self, c: Transmit) {
         let mut st = self.lock();
         if st.closed {
             return;
         }
-        if matches!(c, Control::Close { .. }) {
+        if matches!(c, Transmit::Close { .. }) {
             if st.closing {
                 return; // one close frame per socket
             }
@@ -255,7 +255,7 @@ impl Outbox {
     /// Moves up to `max` items into `batch` and returns pending controls.
     pub(crate) fn take(&self, batch: &mut Vec<OutItem>, max: usize) -> Taken {
         let mut st = self.lock();
-        let controls: Vec<Control> = st.control.drain(..).collect();
+        let controls: Vec<Transmit> = st.control.drain(..).collect();
         let n = st.queue.len().min(max);
         let mut freed = 0;
         for item in st.queue.drain(..n) {
@@ -347,7 +347,7 @@ mod tests {
             ob.push(item("direct", "2", "a", 1)),
             Push::Overflow { .. }
         ));
-        ob.control(Control::Close {
+        ob.control(Transmit::Close {
             code: Some(link_protocol::close::GOING_AWAY),
             reason: String::new(),
         });

@@ -15,29 +15,18 @@ use futures_util::{FutureExt, Sink, SinkExt};
 
 use crate::{Frame, TransportError};
 
-/// Socket-level instructions that bypass the queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Control {
-    /// A frame built elsewhere (the client's hello), written as is.
-    Frame(String),
-    /// A keepalive ping.
-    Ping,
-    /// A close frame; nothing is written after it.
-    Close {
-        /// Close code; `None` sends a close without a body.
-        code: Option<u16>,
-        /// Close reason.
-        reason: String,
-    },
-    /// Stop writing now (the connection is dropped).
-    Terminate,
-}
+/// Socket-level instructions bypass the queue. They are the protocol state
+/// machines' own [`Transmit`]s (`ClientConn`/`HubConn::poll_transmit`),
+/// handed over unchanged: `Frame` is written as is (the client's hello),
+/// `Close` with `None` sends a close without a body, `Terminate` stops the
+/// writer.
+pub use link_protocol::conn::Transmit;
 
 /// What one [`Outgoing::take`] got besides the items.
 #[derive(Debug, Default)]
 pub struct Taken {
     /// Controls, in the order they were queued.
-    pub controls: Vec<Control>,
+    pub controls: Vec<Transmit>,
     /// More items are waiting beyond this batch.
     pub more: bool,
     /// The queue is closed and empty: flush and stop.
@@ -69,12 +58,12 @@ pub trait Outgoing: Sync {
     /// The queue drained after a backlog (see [`Taken::drained`]).
     fn drained(&self) {}
 
-    /// A [`Control::Close`] was written and flushed.
+    /// A [`Transmit::Close`] was written and flushed.
     fn close_sent(&self) {}
 }
 
 /// Drains `queue` into `sink` until the queue closes, a
-/// [`Control::Terminate`] is taken, or the transport fails. `encode` turns
+/// [`Transmit::Terminate`] is taken, or the transport fails. `encode` turns
 /// an item into its frame text, given the batch's wall-clock `ts` in ms;
 /// `None` skips the item.
 pub async fn write_loop<K, Q, E>(
@@ -95,13 +84,13 @@ where
         let taken = queue.take(&mut batch, max_batch);
         for c in taken.controls {
             match c {
-                Control::Frame(f) => sink.feed(Frame::text(f)).await?,
-                Control::Ping => sink.feed(Frame::Ping).await?,
-                Control::Close { code, reason } => {
+                Transmit::Frame(f) => sink.feed(Frame::text(f)).await?,
+                Transmit::Ping => sink.feed(Frame::Ping).await?,
+                Transmit::Close { code, reason } => {
                     sink.send(Frame::close(code, reason)).await?;
                     queue.close_sent();
                 }
-                Control::Terminate => return Ok(()),
+                Transmit::Terminate => return Ok(()),
             }
         }
         if taken.drained {
