@@ -103,6 +103,11 @@ async fn serve(
 impl Service {
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         if !is_upgrade_request(&req) {
+            if self.access.guards_route(normalize(req.uri().path()))
+                && let Err(refused) = self.access.check_route(&req, remote).await
+            {
+                return self.access.refuse(remote, refused);
+            }
             return self.http(req).await;
         }
         if let Some(path) = &self.settings.path
@@ -114,10 +119,15 @@ impl Service {
         if self.stopping.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
         }
+        let admission = match self.access.admit_upgrade(&req, remote).await {
+            Ok(admission) => admission,
+            Err(refused) => return self.access.refuse(remote, refused),
+        };
         let guard = Guard {
             _tracker: self.upgrades.subscribe(),
             stopping: self.stopping.clone(),
             stop_reason: self.stop_reason.clone(),
+            admission: Some(admission),
         };
         upgrade_with(&self.hub, req, Some(remote), Some(guard))
     }

@@ -76,7 +76,9 @@
 //! ```
 
 mod accept;
+mod access;
 mod lifecycle;
+mod limits;
 mod routes;
 mod upgrade;
 
@@ -91,6 +93,10 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use self::access::{
+    AuthDecision, AuthRequest, Cidr, CidrError, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_PENDING_UPGRADES,
+};
 pub use self::routes::IntoRouteResponse;
 pub use self::upgrade::{is_upgrade_request, upgrade};
 pub use bytes::Bytes;
@@ -188,6 +194,8 @@ pub(crate) struct Service {
     stop_reason: Arc<OnceLock<String>>,
     /// Every in-flight upgrade task holds a receiver; `closed()` waits for them.
     upgrades: watch::Sender<()>,
+    /// Access rule and connection limits.
+    access: access::Access,
 }
 
 /// Held by the handles only, so that dropping the last handle drops the
@@ -245,6 +253,7 @@ impl HubServer {
             shutdown_timeout: Duration::from_secs(30),
             drain_delay: Duration::from_millis(250),
             on_shutdown: None,
+            access: access::AccessOptions::default(),
         }
     }
 
@@ -342,6 +351,7 @@ pub struct HubServerBuilder {
     shutdown_timeout: Duration,
     drain_delay: Duration,
     on_shutdown: Option<ShutdownHook>,
+    access: access::AccessOptions,
 }
 
 impl HubServerBuilder {
@@ -453,6 +463,7 @@ impl HubServerBuilder {
                 "/state is enabled on every interface: it lists every peer's hello and status"
             );
         }
+        let access = self.access.build()?;
         let (upgrades, _) = watch::channel(());
         let service = Service {
             hub: Hub::new(self.hub_config),
@@ -470,6 +481,7 @@ impl HubServerBuilder {
             stopping: Arc::new(AtomicBool::new(false)),
             stop_reason: Arc::new(OnceLock::new()),
             upgrades,
+            access,
         };
         let (outcome, _) = watch::channel(None);
         Ok(HubServer {
@@ -497,6 +509,7 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }

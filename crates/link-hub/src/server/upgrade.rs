@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+use super::limits::Admission;
 use super::{SHUTDOWN_CLOSE_CODE, SHUTDOWN_CLOSE_REASON};
 use crate::hub::Hub;
 
@@ -29,6 +30,9 @@ pub(crate) struct Guard {
     pub(crate) stopping: Arc<AtomicBool>,
     /// The shutdown's close reason once `stop_with` has set it.
     pub(crate) stop_reason: Arc<std::sync::OnceLock<String>>,
+    /// The upgrade's places under the connection limits: the pending one
+    /// is given back once attached, the per-IP slot when the connection ends.
+    pub(crate) admission: Option<Admission>,
 }
 
 /// True when the request asks for a WebSocket (`Upgrade: websocket`).
@@ -149,8 +153,13 @@ where
             let _ = ws.close(Some(frame)).await;
             return;
         }
-        hub.attach_transport(link_transport::WebSocket::new(ws), remote);
-        drop(guard);
+        let conn = hub.attach_transport(link_transport::WebSocket::new(ws), remote);
+        let admission = guard.and_then(|g| g.admission);
+        if let Some(mut admission) = admission {
+            admission.attached();
+            let _ = conn.await;
+            drop(admission);
+        }
     });
 
     let mut res = Response::new(R::from(Bytes::new()));
@@ -229,7 +238,7 @@ fn is_key(key: &[u8]) -> bool {
 }
 
 /// Whether a comma-separated header contains `token` (ASCII case-insensitive).
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
