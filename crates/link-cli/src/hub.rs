@@ -30,6 +30,8 @@ use serde_json::Value;
 
 use crate::exit::{Failure, Status};
 
+mod access;
+
 /// Hub defaults (the reference's; docs/hub.md), shown in `--help`; a unit test keeps
 /// them equal to `HubConfig`'s.
 mod defaults {
@@ -145,6 +147,10 @@ pub(crate) struct HubArgs {
         value_parser = peer_updates_parser(),
     )]
     peer_updates: PeerUpdates,
+
+    /// Access rule and connection limits.
+    #[command(flatten)]
+    access: access::AccessArgs,
 
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -292,22 +298,22 @@ fn read_keys(file: &Path) -> Result<HashMap<String, String>, Failure> {
             }
         }
     }
-    warn_if_readable_by_others(file);
+    warn_if_readable_by_others(file, "the keys file");
     Ok(keys)
 }
 
 #[cfg(unix)]
-fn warn_if_readable_by_others(file: &Path) {
+fn warn_if_readable_by_others(file: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(file)
         && meta.permissions().mode() & 0o004 != 0
     {
-        tracing::warn!(file = %file.display(), "the keys file is readable by every local user");
+        tracing::warn!(file = %file.display(), "{what} is readable by every local user");
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_file: &Path) {}
+fn warn_if_readable_by_others(_file: &Path, _what: &str) {}
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -347,7 +353,11 @@ async fn serve(
     if let Some(path) = &args.path {
         builder = builder.path(path.clone());
     }
-    let server = builder.build().map_err(Failure::unusable)?;
+    let server = args
+        .access
+        .apply(builder)?
+        .build()
+        .map_err(Failure::unusable)?;
     // Membership at info, security drops (bad-signature, unknown-kind, replay…)
     // at warn, the rest at debug.
     let _events = link_helpers::observability::spawn_hub_logger(

@@ -207,3 +207,72 @@ async fn bind_takes_a_host_name() {
     assert!(addr.ip().is_loopback() && addr.is_ipv4(), "{addr}");
     assert_ne!(addr.port(), 0);
 }
+
+#[tokio::test]
+async fn bearer_token_file_and_allow_cidr() {
+    let token = temp_file("token.txt", "tok/en+1\n");
+    let hub = cli().hub(&[
+        "--secret",
+        "s",
+        "--state-route",
+        "--bearer-token-file",
+        token.to_str().unwrap(),
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--allow-cidr",
+        "::1/128",
+        "--max-connections-per-ip",
+        "4",
+    ]);
+    let (_, addr) = hub.announced();
+    // The token (without the file's newline) is needed for /state and for
+    // upgrades; /health stays open.
+    assert_eq!(http_get(addr, "/state").await.status, 401);
+    assert_eq!(http_get(addr, "/state?token=tok/en+1").await.status, 401);
+    assert_eq!(
+        http_get(addr, "/state?token=tok%2Fen%2B1").await.status,
+        200
+    );
+    assert_eq!(http_get(addr, "/health").await.status, 200);
+    let _peer = Peer::connect(&format!("ws://{addr}/?token=tok%2Fen%2B1"), "alpha", "s").await;
+    hub.sigterm();
+    let (status, stderr) = hub.exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(!stderr.contains("tok/en"), "the token leaked to the logs");
+
+    let hub = cli().hub(&[
+        "--secret",
+        "s",
+        "--state-route",
+        "--allow-cidr",
+        "10.0.0.0/8",
+    ]);
+    let (_, addr) = hub.announced();
+    let r = http_get(addr, "/state").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, "forbidden: address not allowed")
+    );
+    hub.sigterm();
+    assert_eq!(hub.exit().0.code(), Some(0));
+}
+
+#[test]
+fn access_flags_are_checked() {
+    for (args, needle) in [
+        (&["--allow-cidr", "10.0.0.0/33"][..], "10.0.0.0/33"),
+        (&["--max-connections-per-ip", "0"], "must be positive"),
+        (&["--max-pending-upgrades", "0"], "must be positive"),
+        (
+            &["--bearer-token-file", "/nonexistent/token"],
+            "/nonexistent/token",
+        ),
+    ] {
+        let out =
+            cli().output(&[&["hub", "--secret", "s", "--bind", "127.0.0.1:0"], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
