@@ -17,6 +17,14 @@
 //! - A request with `Upgrade: websocket` on a path other than the
 //!   configured [`HubServerBuilder::path`] gets `400 bad websocket path`.
 //!
+//! Access and limits (docs/hub.md, *Access and connection limits*): before
+//! an upgrade, and before every route but `/health`, the request passes the
+//! CIDR allow list ([`HubServerBuilder::allow_cidr`], `403`), the bearer
+//! token ([`HubServerBuilder::bearer_token`], `401`) and the
+//! [`HubServerBuilder::authenticate`] hook; upgrades also take a place under
+//! [`HubServerBuilder::max_pending_upgrades`] (`503`) and
+//! [`HubServerBuilder::max_connections_per_ip`] (`429`).
+//!
 //! Paths are normalised before matching: the query string is ignored and
 //! trailing slashes are removed (`/health/?x=1` is `/health`). The HTTP
 //! method is ignored, as in the reference.
