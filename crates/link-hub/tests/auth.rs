@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use link_client::{ClientConfig, ConnectError, LinkClient, LinkEvent};
-use link_hub::server::{AuthDecision, AuthRequest};
+use link_hub::server::{AuthDecision, AuthRequest, http};
 use link_hub::{HubConfig, HubServerBuilder, Secret};
 use link_test_support::{Peer, TestServer, guard, http_get, next_event, ready};
 use serde_json::json;
@@ -197,17 +197,28 @@ async fn the_hook_sees_the_request_and_its_refusals_are_exact() {
 }
 
 #[tokio::test]
-async fn a_panicking_hook_refuses_with_500() {
+async fn a_panicking_hook_refuses_with_500_and_a_non_4xx_refusal_is_403() {
     let server = TestServer::start(builder().authenticate(|req| async move {
         assert!(
             req.query() != Some("boom"),
             "hook bug (expected in this test)"
         );
-        AuthDecision::Allow
+        match req.query() {
+            Some("redirect") => AuthDecision::Refuse {
+                status: http::StatusCode::FOUND,
+                reason: "elsewhere".into(),
+            },
+            Some("empty") => AuthDecision::forbidden(""),
+            _ => AuthDecision::Allow,
+        }
     }))
     .await;
     let a = upgrade(server.addr, "/?boom", &[]).await;
     assert_eq!((a.status, a.body.as_str()), (500, "internal error"));
+    let a = upgrade(server.addr, "/?redirect", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (403, "elsewhere"));
+    let a = upgrade(server.addr, "/?empty", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (403, "Forbidden"));
     assert_eq!(server.open_connections(), 0);
     // The server is fine afterwards.
     assert_eq!(upgrade(server.addr, "/", &[]).await.status, 101);
