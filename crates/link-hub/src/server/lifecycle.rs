@@ -26,6 +26,8 @@ pub(crate) struct Running {
     /// `closed()` resolves once the accept loop and every connection ended.
     shutdown: watch::Sender<bool>,
     signals: Option<JoinHandle<()>>,
+    /// The SIGHUP listener that reloads the TLS certificate.
+    reload: Option<JoinHandle<()>>,
 }
 
 /// How a stop sequence failed (cloneable, for every waiter).
@@ -60,6 +62,12 @@ impl HubServer {
         } else {
             None
         };
+        let reload = match &service.settings.tls {
+            Some(tls) if service.settings.handle_signals && tls.reloadable() => {
+                spawn_reload_listener(Arc::downgrade(&self.inner)).map_err(ServerError::Signals)?
+            }
+            _ => None,
+        };
         let _ = self.inner.local_addr.set(addr);
         let (shutdown, rx) = watch::channel(false);
         let accept = tokio::spawn(super::accept::run(listener, service.clone(), rx));
@@ -67,10 +75,12 @@ impl HubServer {
             accept,
             shutdown,
             signals,
+            reload,
         });
         self.inner.started.store(true, Ordering::Release);
         let path = service.settings.path.as_deref().unwrap_or("");
-        tracing::info!(%addr, "link hub listening on ws://{addr}{path}");
+        let scheme = service.settings.scheme();
+        tracing::info!(%addr, "link hub listening on {scheme}://{addr}{path}");
         Ok(())
     }
 
@@ -139,6 +149,9 @@ impl HubServer {
             if let Some(signals) = running.signals {
                 signals.abort();
             }
+            if let Some(reload) = running.reload {
+                reload.abort();
+            }
             let _ = running.shutdown.send(true);
             let _ = running.accept.await;
             // Upgrades already answered attach (or close, seeing `stopping`).
@@ -201,6 +214,33 @@ fn spawn_signal_listener(server: Weak<Inner>) -> std::io::Result<JoinHandle<()>>
             }
         });
     }))
+}
+
+/// Spawns the SIGHUP listener: each SIGHUP reloads the TLS certificate
+/// (a failure is logged and keeps the current one). `None` off Unix.
+fn spawn_reload_listener(server: Weak<Inner>) -> std::io::Result<Option<JoinHandle<()>>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        Ok(Some(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let Some(inner) = server.upgrade() else {
+                    return;
+                };
+                tracing::info!("SIGHUP received; reloading the TLS certificate");
+                if let Some(tls) = &inner.service.settings.tls {
+                    // `reload` logs its own failure.
+                    let _ = tls.reload();
+                }
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = server;
+        Ok(None)
+    }
 }
 
 /// Longest close reason a WebSocket close frame carries (RFC 6455 §5.5:

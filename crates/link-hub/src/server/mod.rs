@@ -78,6 +78,7 @@
 mod accept;
 mod lifecycle;
 mod routes;
+mod tls;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -92,6 +93,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use self::routes::IntoRouteResponse;
+pub use self::tls::{TlsConfig, TlsError};
 pub use self::upgrade::{is_upgrade_request, upgrade};
 pub use bytes::Bytes;
 pub use http;
@@ -148,11 +150,14 @@ pub enum ServerError {
         /// The configured bound.
         timeout: Duration,
     },
+    /// rustls refused the TLS server configuration.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
 }
 
 impl ServerError {
     /// A stable code: `INVALID_OPTION`, `BIND_FAILED`, `SIGNAL_SETUP`,
-    /// `SERVER_STOPPED` or `SHUTDOWN_TIMEOUT`.
+    /// `SERVER_STOPPED`, `SHUTDOWN_TIMEOUT` or `TLS_SETUP`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidOption { .. } => "INVALID_OPTION",
@@ -160,6 +165,7 @@ impl ServerError {
             Self::Signals(_) => "SIGNAL_SETUP",
             Self::Stopped => "SERVER_STOPPED",
             Self::ShutdownTimeout { .. } => "SHUTDOWN_TIMEOUT",
+            Self::Tls(_) => "TLS_SETUP",
         }
     }
 }
@@ -175,6 +181,15 @@ pub(crate) struct Settings {
     handle_signals: bool,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    /// `Some`: every connection starts with a TLS handshake.
+    tls: Option<tls::Tls>,
+}
+
+impl Settings {
+    /// `wss` with TLS, else `ws`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "wss" } else { "ws" }
+    }
 }
 
 /// What the accept loop and the connection tasks share.
@@ -245,6 +260,7 @@ impl HubServer {
             shutdown_timeout: Duration::from_secs(30),
             drain_delay: Duration::from_millis(250),
             on_shutdown: None,
+            tls: None,
         }
     }
 
@@ -258,10 +274,30 @@ impl HubServer {
         self.inner.local_addr.get().copied()
     }
 
-    /// `ws://<local_addr><path>` once started.
+    /// `ws://<local_addr><path>` once started (`wss://` with TLS).
     pub fn url(&self) -> Option<String> {
-        let path = self.inner.service.settings.path.as_deref().unwrap_or("");
-        self.local_addr().map(|a| format!("ws://{a}{path}"))
+        let settings = &self.inner.service.settings;
+        let path = settings.path.as_deref().unwrap_or("");
+        let scheme = settings.scheme();
+        self.local_addr().map(|a| format!("{scheme}://{a}{path}"))
+    }
+
+    /// True when the server speaks TLS ([`HubServerBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.inner.service.settings.tls.is_some()
+    }
+
+    /// Re-reads the certificate and key files given to
+    /// [`TlsConfig::from_pem_files`]: handshakes from now on get the new
+    /// certificate, connections already up keep theirs. On failure the
+    /// current certificate stays in use (and an error is logged). With
+    /// [`handle_signals`](HubServerBuilder::handle_signals) on, SIGHUP does
+    /// the same (Unix).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.inner.service.settings.tls {
+            Some(tls) => tls.reload(),
+            None => Err(TlsError::NotReloadable("the server has no TLS")),
+        }
     }
 
     /// True from a successful [`start`](Self::start) until the stop
@@ -342,6 +378,7 @@ pub struct HubServerBuilder {
     shutdown_timeout: Duration,
     drain_delay: Duration,
     on_shutdown: Option<ShutdownHook>,
+    tls: Option<TlsConfig>,
 }
 
 impl HubServerBuilder {
@@ -420,6 +457,15 @@ impl HubServerBuilder {
         self
     }
 
+    /// Serve `wss://` and `https://` with this certificate (default: plain
+    /// `ws://` and `http://`). Every route and the WebSocket upgrade go
+    /// over TLS; a client that does not speak TLS is dropped after the
+    /// failed handshake. See [`HubServer::reload_tls`].
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Runs once, at the end of the stop sequence.
     pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
     where
@@ -453,6 +499,12 @@ impl HubServerBuilder {
                 "/state is enabled on every interface: it lists every peer's hello and status"
             );
         }
+        let tls = match self.tls {
+            Some(config) => {
+                Some(tls::Tls::new(config).map_err(|e| ServerError::Tls(e.to_string()))?)
+            }
+            None => None,
+        };
         let (upgrades, _) = watch::channel(());
         let service = Service {
             hub: Hub::new(self.hub_config),
@@ -466,6 +518,7 @@ impl HubServerBuilder {
                 handle_signals: self.handle_signals,
                 shutdown_timeout: self.shutdown_timeout,
                 drain_delay: self.drain_delay,
+                tls,
             },
             stopping: Arc::new(AtomicBool::new(false)),
             stop_reason: Arc::new(OnceLock::new()),
@@ -497,6 +550,7 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
