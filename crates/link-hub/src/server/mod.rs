@@ -2,7 +2,7 @@
 //! `createHubServer` (docs/hub.md, *Embedding the hub*; protocol §13–§14).
 //!
 //! ```text
-//!  TcpListener ─► per connection: hyper http1 (with upgrades)
+//!  TcpListener ─► per connection: [TLS handshake, with .tls()] ─► hyper http1 (with upgrades)
 //!                   │ Upgrade: websocket ─► path filter ─► 101 ─► Hub::attach
 //!                   │ otherwise, by normalised path:
 //!                   │   user routes ─► /health ─► /state ─► 404 "not found"
@@ -16,6 +16,10 @@
 //!   exposing a hub is a decision, made with [`HubServerBuilder::bind`].
 //! - A request with `Upgrade: websocket` on a path other than the
 //!   configured [`HubServerBuilder::path`] gets `400 bad websocket path`.
+//!
+//! With [`HubServerBuilder::tls`] the port speaks TLS only (`wss://`,
+//! `https://`); [`HubServer::reload_tls`] and SIGHUP swap the certificate
+//! for new handshakes while connected peers keep theirs.
 //!
 //! Paths are normalised before matching: the query string is ignored and
 //! trailing slashes are removed (`/health/?x=1` is `/health`). The HTTP
