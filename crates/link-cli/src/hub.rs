@@ -158,6 +158,16 @@ pub(crate) struct HubArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Also reload --tls-cert and --tls-key when their contents change,
+    /// checked every SECS seconds (default: on SIGHUP only).
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "tls_cert",
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    tls_watch_secs: Option<u64>,
 }
 
 impl fmt::Debug for HubArgs {
@@ -360,6 +370,9 @@ async fn serve(
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         builder = builder.tls(TlsConfig::from_pem_files(cert, key).map_err(Failure::unusable)?);
     }
+    if let Some(secs) = args.tls_watch_secs {
+        builder = builder.tls_watch(Duration::from_secs(secs));
+    }
     let server = builder.build().map_err(Failure::unusable)?;
     // Membership at info, security drops (bad-signature, unknown-kind, replay…)
     // at warn, the rest at debug.
@@ -522,6 +535,12 @@ mod tests {
             let err = parse(args).err().unwrap();
             assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         }
+        assert!(
+            parse(&["--tls-watch-secs", "5"]).is_err(),
+            "needs --tls-cert"
+        );
+        let zero = ["--tls-cert", "c", "--tls-key", "k", "--tls-watch-secs", "0"];
+        assert!(parse(&zero).is_err());
         let args = parse(&["--tls-cert", "hub.crt", "--tls-key", "hub.key"]).unwrap();
         assert_eq!(args.tls_cert.as_deref(), Some(Path::new("hub.crt")));
         assert_eq!(args.tls_key.as_deref(), Some(Path::new("hub.key")));

@@ -95,13 +95,21 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(ca: &Ca) -> Self {
+        Self::start_with(ca, |b| b).await
+    }
+
+    async fn start_with(
+        ca: &Ca,
+        options: impl FnOnce(link_hub::HubServerBuilder) -> link_hub::HubServerBuilder,
+    ) -> Self {
         let dir = TempDir::new();
         let (cert_pem, key_pem) = ca.issue();
         let cert = dir.write("hub.crt", &cert_pem);
         let key = dir.write("hub.key", &key_pem);
         let tls = TlsConfig::from_pem_files(&cert, &key).unwrap();
         let config = HubConfig::builder(Secret::shared(SECRET)).build().unwrap();
-        let server = TestServer::start(TestServer::builder(config).path("/link").tls(tls)).await;
+        let builder = TestServer::builder(config).path("/link").tls(tls);
+        let server = TestServer::start(options(builder)).await;
         Self {
             server,
             dir,
@@ -319,6 +327,23 @@ async fn reload_swaps_the_certificate_and_keeps_connected_peers() {
         c.stop().await;
     }
     drop(tls.dir);
+}
+
+#[tokio::test]
+async fn a_watched_certificate_is_reloaded_when_its_files_change() {
+    let first = Ca::new("first CA");
+    let second = Ca::new("second CA");
+    let tls = TlsServer::start_with(&first, |b| b.tls_watch(Duration::from_millis(20))).await;
+    let url = tls.server.url.clone();
+    let alpha = ready(trusting(&url, "alpha", &first)).await;
+    tls.replace_files(&second);
+    // No reload call: a client trusting only the second CA retries until a
+    // handshake shows the new certificate.
+    let beta = ready(trusting(&url, "beta", &second)).await;
+    let health = alpha.rpc("server", "link.health", None).await.unwrap();
+    assert_eq!(health["peerCount"], json!(2), "{health}");
+    alpha.stop().await;
+    beta.stop().await;
 }
 
 #[tokio::test]

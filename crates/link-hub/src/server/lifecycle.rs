@@ -26,7 +26,7 @@ pub(crate) struct Running {
     /// `closed()` resolves once the accept loop and every connection ended.
     shutdown: watch::Sender<bool>,
     signals: Option<JoinHandle<()>>,
-    /// The SIGHUP listener that reloads the TLS certificate.
+    /// The SIGHUP listener and file watch that reload the TLS certificate.
     reload: Option<JoinHandle<()>>,
 }
 
@@ -62,12 +62,12 @@ impl HubServer {
         } else {
             None
         };
-        let reload = match &service.settings.tls {
-            Some(tls) if service.settings.handle_signals && tls.reloadable() => {
-                spawn_reload_listener(Arc::downgrade(&self.inner)).map_err(ServerError::Signals)?
-            }
-            _ => None,
-        };
+        let reload = super::tls::spawn_reloader(
+            Arc::downgrade(&self.inner),
+            service.settings.handle_signals,
+            service.settings.tls_watch,
+        )
+        .map_err(ServerError::Signals)?;
         let _ = self.inner.local_addr.set(addr);
         let (shutdown, rx) = watch::channel(false);
         let accept = tokio::spawn(super::accept::run(listener, service.clone(), rx));
@@ -214,33 +214,6 @@ fn spawn_signal_listener(server: Weak<Inner>) -> std::io::Result<JoinHandle<()>>
             }
         });
     }))
-}
-
-/// Spawns the SIGHUP listener: each SIGHUP reloads the TLS certificate
-/// (a failure is logged and keeps the current one). `None` off Unix.
-fn spawn_reload_listener(server: Weak<Inner>) -> std::io::Result<Option<JoinHandle<()>>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())?;
-        Ok(Some(tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                let Some(inner) = server.upgrade() else {
-                    return;
-                };
-                tracing::info!("SIGHUP received; reloading the TLS certificate");
-                if let Some(tls) = &inner.service.settings.tls {
-                    // `reload` logs its own failure.
-                    let _ = tls.reload();
-                }
-            }
-        })))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = server;
-        Ok(None)
-    }
 }
 
 /// Longest close reason a WebSocket close frame carries (RFC 6455 §5.5:

@@ -187,6 +187,8 @@ pub(crate) struct Settings {
     drain_delay: Duration,
     /// `Some`: every connection starts with a TLS handshake.
     tls: Option<tls::Tls>,
+    /// Reload the certificate when its files change, checked this often.
+    tls_watch: Option<Duration>,
 }
 
 impl Settings {
@@ -265,6 +267,7 @@ impl HubServer {
             drain_delay: Duration::from_millis(250),
             on_shutdown: None,
             tls: None,
+            tls_watch: None,
         }
     }
 
@@ -383,6 +386,7 @@ pub struct HubServerBuilder {
     drain_delay: Duration,
     on_shutdown: Option<ShutdownHook>,
     tls: Option<TlsConfig>,
+    tls_watch: Option<Duration>,
 }
 
 impl HubServerBuilder {
@@ -470,6 +474,16 @@ impl HubServerBuilder {
         self
     }
 
+    /// Also reload the TLS certificate when the contents of its files
+    /// change, checking every `interval` (default: off; SIGHUP and
+    /// [`HubServer::reload_tls`] work either way). A change is tried once:
+    /// a half-written file logs one error, and the next change retries.
+    /// Must be positive.
+    pub fn tls_watch(mut self, interval: Duration) -> Self {
+        self.tls_watch = Some(interval);
+        self
+    }
+
     /// Runs once, at the end of the stop sequence.
     pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
     where
@@ -483,6 +497,12 @@ impl HubServerBuilder {
     /// Validates the options and creates the [`Hub`] (call it inside a
     /// tokio runtime). Nothing is bound until [`HubServer::start`].
     pub fn build(self) -> Result<HubServer, ServerError> {
+        if self.tls_watch.is_some_and(|d| d.is_zero()) {
+            return Err(ServerError::InvalidOption {
+                option: "tls_watch",
+                reason: "must be positive",
+            });
+        }
         if self.shutdown_timeout.is_zero() {
             return Err(ServerError::InvalidOption {
                 option: "shutdown_timeout",
@@ -523,6 +543,7 @@ impl HubServerBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 drain_delay: self.drain_delay,
                 tls,
+                tls_watch: self.tls_watch,
             },
             stopping: Arc::new(AtomicBool::new(false)),
             stop_reason: Arc::new(OnceLock::new()),
@@ -576,6 +597,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "INVALID_OPTION");
         assert!(err.to_string().contains("shutdown_timeout"), "{err}");
+        let err = HubServer::builder(config())
+            .tls_watch(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`tls_watch`"), "{err}");
         let err = HubServer::builder(config())
             .path("link")
             .build()

@@ -14,13 +14,17 @@
 //! session), so connected peers stay connected.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::task::JoinHandle;
+
+use super::Inner;
 
 /// A certificate or key the server cannot use.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -256,9 +260,103 @@ impl Tls {
             }
         }
     }
+}
 
-    /// True when [`reload`](Self::reload) can re-read files.
-    pub(crate) fn reloadable(&self) -> bool {
-        matches!(self.source, Source::Files { .. })
+/// Spawns the task that reloads the certificate on SIGHUP (with `sighup`,
+/// Unix only) and, with `watch`, when the files' contents change (checked
+/// at that interval). `None` when there is nothing to do: no TLS, a
+/// certificate from memory, or neither trigger.
+pub(crate) fn spawn_reloader(
+    server: Weak<Inner>,
+    sighup: bool,
+    watch: Option<Duration>,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    let Some(inner) = server.upgrade() else {
+        return Ok(None);
+    };
+    let Some(tls) = &inner.service.settings.tls else {
+        return Ok(None);
+    };
+    let Source::Files { cert, key } = &tls.source else {
+        return Ok(None);
+    };
+    let mut hangup = if sighup { hangup()? } else { None };
+    if hangup.is_none() && watch.is_none() {
+        return Ok(None);
+    }
+    let (cert, key) = (cert.clone(), key.clone());
+    drop(inner);
+    // What the files held when last looked at, loaded or not: a change is
+    // tried once, so a broken file is reported once, not at every tick.
+    let mut seen = contents(&cert, &key);
+    let mut ticks = watch.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = next_hangup(&mut hangup), if hangup.is_some() => "SIGHUP",
+                _ = tick(&mut ticks), if ticks.is_some() => {
+                    let now = contents(&cert, &key);
+                    if now.is_none() || now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    "file change"
+                }
+                else => return,
+            };
+            let Some(inner) = server.upgrade() else {
+                return;
+            };
+            if let Some(tls) = &inner.service.settings.tls {
+                tracing::info!(trigger, "reloading the TLS certificate");
+                // `reload` logs its own failure.
+                let _ = tls.reload();
+            }
+        }
+    })))
+}
+
+/// Both files' bytes, or `None` while one cannot be read.
+fn contents(cert: &Path, key: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
+    Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
+}
+
+async fn tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = std::convert::Infallible;
+
+#[cfg(unix)]
+fn hangup() -> std::io::Result<Option<Hangup>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup()).map(Some)
+}
+
+#[cfg(not(unix))]
+fn hangup() -> std::io::Result<Option<Hangup>> {
+    Ok(None)
+}
+
+/// The next SIGHUP; `None` once the stream has ended.
+async fn next_hangup(hangup: &mut Option<Hangup>) -> Option<()> {
+    match hangup {
+        #[cfg(unix)]
+        Some(h) => h.recv().await,
+        #[cfg(not(unix))]
+        Some(never) => match *never {},
+        None => std::future::pending().await,
     }
 }
