@@ -144,6 +144,9 @@ pub struct BenchOptions {
     /// How link subscribers receive in `publish` and `fanout` (default:
     /// handlers).
     pub receiver: Receiver,
+    /// Serve `wss://` from a hub we start (embedded or child), with a
+    /// certificate for 127.0.0.1 made for the run (default: off).
+    pub tls: bool,
 }
 
 /// How a link subscriber receives in `publish` and `fanout`.
@@ -201,6 +204,7 @@ impl Default for BenchOptions {
             max_connect_time: Duration::from_secs(120),
             peer_updates: PeerUpdates::Broadcast,
             receiver: Receiver::Handler,
+            tls: false,
         }
     }
 }

@@ -29,7 +29,7 @@ pub async fn run(
         ));
     }
     ensure_open_files(files_needed(opts, hub))?;
-    let target = HubTarget::start(hub, opts.peer_updates).await?;
+    let target = HubTarget::start(hub, opts.peer_updates, opts.tls).await?;
     let payload = crate::payload::payload(opts.payload_bytes);
     #[cfg(feature = "nats")]
     let nats_target = match nats {
@@ -54,7 +54,7 @@ pub async fn run(
                 && scenario == Scenario::Connections
                 && matches!(hub, HubSpec::Child { .. })
             {
-                match HubTarget::start(hub, opts.peer_updates).await {
+                match HubTarget::start(hub, opts.peer_updates, opts.tls).await {
                     Ok(t) => Some(t),
                     Err(e) => {
                         failure = Some(e);

@@ -1,16 +1,22 @@
 //! The link hub under test: any hub at a URL (ours or a Node.js one), our
 //! hub embedded in this process, or our hub as a child process
 //! (`link-cli hub --bind 127.0.0.1:0`, whose stdout announces
-//! `LINK_SECRET=` and `listening=`).
+//! `LINK_SECRET=` and `listening=`). A hub we start serves `wss://` when
+//! asked (`tls`), with a CA and a certificate for 127.0.0.1 made for the
+//! run; our peers trust that CA alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use link_hub::{HubConfig, HubServer, PeerUpdates, Secret};
+use link_client::RootCertificates;
+use link_hub::{HubConfig, HubServer, PeerUpdates, Secret, TlsConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+use tokio_tungstenite::Connector;
 
 use crate::error::BenchError;
 use crate::report::TargetInfo;
@@ -58,6 +64,7 @@ pub struct HubTarget {
     mode: &'static str,
     pid: Option<u32>,
     running: Running,
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for HubTarget {
@@ -73,7 +80,12 @@ impl std::fmt::Debug for HubTarget {
 impl HubTarget {
     /// Starts (or just names) the hub.
     /// `peer_updates` applies to a hub we start; a URL hub keeps its own.
-    pub async fn start(spec: &HubSpec, peer_updates: PeerUpdates) -> Result<Self, BenchError> {
+    /// `tls` serves `wss://` from a hub we start (a URL hub is as it is).
+    pub async fn start(
+        spec: &HubSpec,
+        peer_updates: PeerUpdates,
+        tls: bool,
+    ) -> Result<Self, BenchError> {
         match spec {
             HubSpec::Url { url, secret, pid } => Ok(Self {
                 url: url.clone(),
@@ -81,15 +93,28 @@ impl HubTarget {
                 mode: "url",
                 pid: *pid,
                 running: Running::External,
+                tls: None,
             }),
-            HubSpec::Embedded => embedded(peer_updates).await,
-            HubSpec::Child { program } => child(program, peer_updates).await,
+            HubSpec::Embedded => embedded(peer_updates, tls).await,
+            HubSpec::Child { program } => child(program, peer_updates, tls).await,
         }
     }
 
     /// The hub URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The CA of a TLS hub we started, for [`link_client`] peers.
+    pub fn root_certificates(&self) -> Option<&RootCertificates> {
+        self.tls.as_ref().map(|t| &t.roots)
+    }
+
+    /// The TLS connector of raw peers (`None`: the default one).
+    pub(crate) fn connector(&self) -> Option<Connector> {
+        self.tls
+            .as_ref()
+            .map(|t| Connector::Rustls(t.client.clone()))
     }
 
     /// The shared secret.
@@ -141,16 +166,26 @@ impl HubTarget {
     }
 }
 
-async fn embedded(peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
+async fn embedded(peer_updates: PeerUpdates, tls: bool) -> Result<HubTarget, BenchError> {
     let secret = link_hub::random_secret()
         .ok_or_else(|| BenchError::Hub("cannot generate a random secret".into()))?;
     let config = HubConfig::builder(Secret::shared(secret.clone()))
         .peer_updates(peer_updates)
         .build()
         .map_err(|e| BenchError::Hub(e.to_string()))?;
-    let server = HubServer::builder(config)
+    let mut builder = HubServer::builder(config)
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .handle_signals(false)
+        .handle_signals(false);
+    let tls = if tls {
+        let pki = Pki::generate()?;
+        let config = TlsConfig::from_pem(pki.cert.as_bytes(), pki.key.as_bytes())
+            .map_err(|e| BenchError::Hub(e.to_string()))?;
+        builder = builder.tls(config);
+        Some(pki.client(None)?)
+    } else {
+        None
+    };
+    let server = builder
         .build()
         .map_err(|e| BenchError::Hub(e.to_string()))?;
     server
@@ -166,18 +201,38 @@ async fn embedded(peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
         mode: "embedded",
         pid: Some(std::process::id()),
         running: Running::Embedded(server),
+        tls,
     })
 }
 
-async fn child(program: &PathBuf, peer_updates: PeerUpdates) -> Result<HubTarget, BenchError> {
-    let mut child = Command::new(program)
-        .args([
-            "hub",
-            "--bind",
-            "127.0.0.1:0",
-            "--peer-updates",
-            peer_updates.as_str(),
-        ])
+async fn child(
+    program: &PathBuf,
+    peer_updates: PeerUpdates,
+    tls: bool,
+) -> Result<HubTarget, BenchError> {
+    let mut command = Command::new(program);
+    command.args([
+        "hub",
+        "--bind",
+        "127.0.0.1:0",
+        "--peer-updates",
+        peer_updates.as_str(),
+    ]);
+    let tls = if tls {
+        let pki = Pki::generate()?;
+        let files = TempDir::new()?;
+        let cert = files.write("hub.crt", &pki.cert)?;
+        let key = files.write("hub.key", &pki.key)?;
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key);
+        Some(pki.client(Some(files))?)
+    } else {
+        None
+    };
+    let mut child = command
         // The child generates its secret and prints it: never pass ours.
         .env_remove("LINK_SECRET")
         .env("RUST_LOG", "warn")
@@ -228,5 +283,100 @@ async fn child(program: &PathBuf, peer_updates: PeerUpdates) -> Result<HubTarget
             child,
             _stdout: lines,
         })),
+        tls,
     })
+}
+
+/// What our peers need to reach a TLS hub we started.
+struct Tls {
+    roots: RootCertificates,
+    client: Arc<rustls::ClientConfig>,
+    /// A child hub's certificate and key files.
+    _files: Option<TempDir>,
+}
+
+/// A CA made for the run and a certificate for 127.0.0.1 it signed (PEM).
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn generate() -> Result<Self, BenchError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let fail = |e: rcgen::Error| BenchError::Hub(format!("cannot make a certificate: {e}"));
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "link-bench CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(fail)?)
+            .map_err(fail)?;
+        let key = KeyPair::generate().map_err(fail)?;
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .map_err(fail)?
+            .signed_by(&key, &ca)
+            .map_err(fail)?;
+        Ok(Self {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// The peers' side: trust this CA alone.
+    fn client(&self, files: Option<TempDir>) -> Result<Tls, BenchError> {
+        use rustls::pki_types::pem::PemObject;
+        let fail = |e: &dyn std::fmt::Display| BenchError::Hub(format!("TLS client setup: {e}"));
+        let roots = RootCertificates::from_pem(self.ca.as_bytes()).map_err(|e| fail(&e))?;
+        let mut store = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca.as_bytes()) {
+            store
+                .add(cert.map_err(|e| fail(&e))?)
+                .map_err(|e| fail(&e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(&e))?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        Ok(Tls {
+            roots,
+            client: Arc::new(client),
+            _files: files,
+        })
+    }
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self, BenchError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("link-bench-tls-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+        Ok(Self(dir))
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf, BenchError> {
+        let path = self.0.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

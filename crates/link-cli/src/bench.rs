@@ -62,6 +62,11 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     child: bool,
 
+    /// Serve wss:// from the hub this starts (embedded or --child), with a
+    /// CA and a certificate for 127.0.0.1 made for the run.
+    #[arg(long, conflicts_with = "url")]
+    tls: bool,
+
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
     /// fanout, connections, or all.
     #[arg(long, value_name = "LIST", default_value = "all")]
@@ -186,6 +191,7 @@ impl BenchArgs {
             max_connect_time: Duration::from_secs(self.max_connect_time),
             peer_updates: self.peer_updates,
             receiver: self.receiver,
+            tls: self.tls,
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

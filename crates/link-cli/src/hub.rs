@@ -9,7 +9,7 @@
 //!
 //! stdout carries only machine-readable `name=value` lines, printed once
 //! the socket is bound: `LINK_SECRET=<hex>` when the secret was generated,
-//! then `listening=ws://<addr><path>`. Logs go to stderr, human-readable
+//! then `listening=ws://<addr><path>` (`wss://` with `--tls-cert`). Logs go to stderr, human-readable
 //! or JSON, filtered by `RUST_LOG` (default `info`).
 //!
 //! Exit status: 0 after a clean shutdown, 1 when the shutdown timed out,
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use link_hub::{HubConfig, HubServer, PeerUpdates, Secret};
+use link_hub::{HubConfig, HubServer, PeerUpdates, Secret, TlsConfig};
 use link_protocol::{ConfigError, HashAlgo};
 use serde_json::Value;
 
@@ -155,6 +155,25 @@ pub(crate) struct HubArgs {
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+
+    /// Serve wss:// and https:// with this PEM certificate chain (leaf
+    /// first). Needs --tls-key. SIGHUP re-reads both files.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Also reload --tls-cert and --tls-key when their contents change,
+    /// checked every SECS seconds (default: on SIGHUP only).
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "tls_cert",
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    tls_watch_secs: Option<u64>,
 }
 
 impl fmt::Debug for HubArgs {
@@ -165,6 +184,7 @@ impl fmt::Debug for HubArgs {
             .field("keys", &self.keys)
             .field("hash", &self.hash)
             .field("path", &self.path)
+            .field("tls_cert", &self.tls_cert)
             .finish_non_exhaustive()
     }
 }
@@ -353,6 +373,12 @@ async fn serve(
     if let Some(path) = &args.path {
         builder = builder.path(path.clone());
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(TlsConfig::from_pem_files(cert, key).map_err(Failure::unusable)?);
+    }
+    if let Some(secs) = args.tls_watch_secs {
+        builder = builder.tls_watch(Duration::from_secs(secs));
+    }
     let server = args
         .access
         .apply(builder)?
@@ -508,5 +534,25 @@ mod tests {
             "{text}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        for args in [
+            &["--tls-cert", "hub.crt"][..],
+            &["--tls-key", "hub.key"][..],
+        ] {
+            let err = parse(args).err().unwrap();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        }
+        assert!(
+            parse(&["--tls-watch-secs", "5"]).is_err(),
+            "needs --tls-cert"
+        );
+        let zero = ["--tls-cert", "c", "--tls-key", "k", "--tls-watch-secs", "0"];
+        assert!(parse(&zero).is_err());
+        let args = parse(&["--tls-cert", "hub.crt", "--tls-key", "hub.key"]).unwrap();
+        assert_eq!(args.tls_cert.as_deref(), Some(Path::new("hub.crt")));
+        assert_eq!(args.tls_key.as_deref(), Some(Path::new("hub.key")));
     }
 }

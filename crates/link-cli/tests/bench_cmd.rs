@@ -163,12 +163,51 @@ fn a_child_hub_is_started_and_measured() {
 }
 
 #[test]
+fn tls_child_and_embedded_hubs_serve_wss() {
+    for mode in ["--child", "--embedded"] {
+        let report = bench(&[
+            mode,
+            "--tls",
+            "--scenario",
+            "rpc-conc,send,publish,connections",
+            "-n",
+            "20",
+            "--connections",
+            "5",
+        ]);
+        let url = report["hub"]["url"].as_str().unwrap();
+        assert!(url.starts_with("wss://127.0.0.1:"), "{mode}: {url}");
+        for (scenario, expected) in [
+            ("rpc-conc", 20),
+            ("send", 20),
+            ("publish", 20),
+            ("connections", 5),
+        ] {
+            assert_eq!(
+                result(&report, scenario)["completed"],
+                expected,
+                "{mode} {scenario}"
+            );
+        }
+    }
+}
+
+#[test]
 fn unusable_options_exit_2() {
     for args in [
         &["bench", "--scenario", "bogus"][..],
         &["bench", "--receiver", "callback"],
         // --url without a secret.
         &["bench", "--url", "ws://127.0.0.1:9"],
+        // --tls is for a hub bench starts.
+        &[
+            "bench",
+            "--url",
+            "wss://127.0.0.1:9",
+            "--secret",
+            "s",
+            "--tls",
+        ],
     ] {
         let out = cli().output(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -63,5 +63,5 @@ pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;
 pub use ids::random_secret;
 pub use link_protocol::HandlerError;
-pub use server::{HubServer, HubServerBuilder, ServerError};
+pub use server::{HubServer, HubServerBuilder, ServerError, TlsConfig, TlsError};
 pub use server_rpc::{ServerRpcRequest, ServerRpcResult};

@@ -146,6 +146,15 @@ impl CliHub {
         assert!(status.success());
     }
 
+    /// Sends SIGHUP (a TLS hub reloads its certificate).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// Waits for the exit; returns the status and everything on stderr.
     pub fn exit(mut self) -> (ExitStatus, String) {
         let pid = self.pid();

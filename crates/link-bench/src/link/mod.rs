@@ -65,6 +65,9 @@ async fn peer(
         // rpc-conc may run more than the default 256 handlers at once.
         .max_concurrent_rpc(0)
         .max_reconnect_attempts(Some(2));
+    if let Some(roots) = hub.root_certificates() {
+        builder = builder.root_certificates(roots.clone());
+    }
     if echo {
         builder = builder.handler(
             ECHO,

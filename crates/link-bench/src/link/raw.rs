@@ -54,10 +54,14 @@ fn ws_config() -> WebSocketConfig {
 
 /// Connects and authenticates as `kind`; resolves at `hello.ack`.
 pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(hub.url(), Some(ws_config()), true)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        hub.url(),
+        Some(ws_config()),
+        true,
+        hub.connector(),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
     let key = Key::new(hub.secret(), HashAlgo::Sha256).map_err(|e| e.to_string())?;
     let mut cfg = ClientConnConfig::new(kind, key).map_err(|e| e.to_string())?;
     cfg.pid = std::process::id();

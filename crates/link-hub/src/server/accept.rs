@@ -75,6 +75,34 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    match &service.settings.tls {
+        None => serve_http(service.clone(), tcp, remote, shutdown).await,
+        Some(tls) => {
+            // Bounded like the request headers, and cut short by a stop.
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.acceptor().accept(tcp));
+            let stream = tokio::select! {
+                result = handshake => result,
+                () = stopping(&mut shutdown) => return,
+            };
+            match stream {
+                Ok(Ok(stream)) => serve_http(service.clone(), stream, remote, shutdown).await,
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(
+    service: Arc<Service>,
+    io: S,
+    remote: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let service = service.clone();
         service_fn(move |req| {
@@ -85,7 +113,7 @@ async fn serve(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -26,6 +26,8 @@ pub(crate) struct Running {
     /// `closed()` resolves once the accept loop and every connection ended.
     shutdown: watch::Sender<bool>,
     signals: Option<JoinHandle<()>>,
+    /// The SIGHUP listener and file watch that reload the TLS certificate.
+    reload: Option<JoinHandle<()>>,
 }
 
 /// How a stop sequence failed (cloneable, for every waiter).
@@ -60,6 +62,12 @@ impl HubServer {
         } else {
             None
         };
+        let reload = super::tls::spawn_reloader(
+            Arc::downgrade(&self.inner),
+            service.settings.handle_signals,
+            service.settings.tls_watch,
+        )
+        .map_err(ServerError::Signals)?;
         let _ = self.inner.local_addr.set(addr);
         let (shutdown, rx) = watch::channel(false);
         let accept = tokio::spawn(super::accept::run(listener, service.clone(), rx));
@@ -67,10 +75,12 @@ impl HubServer {
             accept,
             shutdown,
             signals,
+            reload,
         });
         self.inner.started.store(true, Ordering::Release);
         let path = service.settings.path.as_deref().unwrap_or("");
-        tracing::info!(%addr, "link hub listening on ws://{addr}{path}");
+        let scheme = service.settings.scheme();
+        tracing::info!(%addr, "link hub listening on {scheme}://{addr}{path}");
         Ok(())
     }
 
@@ -138,6 +148,9 @@ impl HubServer {
         if let Some(running) = running {
             if let Some(signals) = running.signals {
                 signals.abort();
+            }
+            if let Some(reload) = running.reload {
+                reload.abort();
             }
             let _ = running.shutdown.send(true);
             let _ = running.accept.await;

@@ -2,7 +2,7 @@
 //! `createHubServer` (docs/hub.md, *Embedding the hub*; protocol §13–§14).
 //!
 //! ```text
-//!  TcpListener ─► per connection: hyper http1 (with upgrades)
+//!  TcpListener ─► per connection: [TLS handshake, with .tls()] ─► hyper http1 (with upgrades)
 //!                   │ Upgrade: websocket ─► path filter ─► 101 ─► Hub::attach
 //!                   │ otherwise, by normalised path:
 //!                   │   user routes ─► /health ─► /state ─► 404 "not found"
@@ -24,6 +24,10 @@
 //! [`HubServerBuilder::authenticate`] hook; upgrades also take a place under
 //! [`HubServerBuilder::max_pending_upgrades`] (`503`) and
 //! [`HubServerBuilder::max_connections_per_ip`] (`429`).
+//!
+//! With [`HubServerBuilder::tls`] the port speaks TLS only (`wss://`,
+//! `https://`); [`HubServer::reload_tls`] and SIGHUP swap the certificate
+//! for new handshakes while connected peers keep theirs.
 //!
 //! Paths are normalised before matching: the query string is ignored and
 //! trailing slashes are removed (`/health/?x=1` is `/health`). The HTTP
@@ -88,6 +92,7 @@ mod access;
 mod lifecycle;
 mod limits;
 mod routes;
+mod tls;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -106,6 +111,7 @@ pub use self::access::{
     DEFAULT_MAX_PENDING_UPGRADES,
 };
 pub use self::routes::IntoRouteResponse;
+pub use self::tls::{TlsConfig, TlsError};
 pub use self::upgrade::{is_upgrade_request, upgrade};
 pub use bytes::Bytes;
 pub use http;
@@ -162,11 +168,14 @@ pub enum ServerError {
         /// The configured bound.
         timeout: Duration,
     },
+    /// rustls refused the TLS server configuration.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
 }
 
 impl ServerError {
     /// A stable code: `INVALID_OPTION`, `BIND_FAILED`, `SIGNAL_SETUP`,
-    /// `SERVER_STOPPED` or `SHUTDOWN_TIMEOUT`.
+    /// `SERVER_STOPPED`, `SHUTDOWN_TIMEOUT` or `TLS_SETUP`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidOption { .. } => "INVALID_OPTION",
@@ -174,6 +183,7 @@ impl ServerError {
             Self::Signals(_) => "SIGNAL_SETUP",
             Self::Stopped => "SERVER_STOPPED",
             Self::ShutdownTimeout { .. } => "SHUTDOWN_TIMEOUT",
+            Self::Tls(_) => "TLS_SETUP",
         }
     }
 }
@@ -189,6 +199,17 @@ pub(crate) struct Settings {
     handle_signals: bool,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    /// `Some`: every connection starts with a TLS handshake.
+    tls: Option<tls::Tls>,
+    /// Reload the certificate when its files change, checked this often.
+    tls_watch: Option<Duration>,
+}
+
+impl Settings {
+    /// `wss` with TLS, else `ws`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "wss" } else { "ws" }
+    }
 }
 
 /// What the accept loop and the connection tasks share.
@@ -262,6 +283,8 @@ impl HubServer {
             drain_delay: Duration::from_millis(250),
             on_shutdown: None,
             access: access::AccessOptions::default(),
+            tls: None,
+            tls_watch: None,
         }
     }
 
@@ -275,10 +298,30 @@ impl HubServer {
         self.inner.local_addr.get().copied()
     }
 
-    /// `ws://<local_addr><path>` once started.
+    /// `ws://<local_addr><path>` once started (`wss://` with TLS).
     pub fn url(&self) -> Option<String> {
-        let path = self.inner.service.settings.path.as_deref().unwrap_or("");
-        self.local_addr().map(|a| format!("ws://{a}{path}"))
+        let settings = &self.inner.service.settings;
+        let path = settings.path.as_deref().unwrap_or("");
+        let scheme = settings.scheme();
+        self.local_addr().map(|a| format!("{scheme}://{a}{path}"))
+    }
+
+    /// True when the server speaks TLS ([`HubServerBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.inner.service.settings.tls.is_some()
+    }
+
+    /// Re-reads the certificate and key files given to
+    /// [`TlsConfig::from_pem_files`]: handshakes from now on get the new
+    /// certificate, connections already up keep theirs. On failure the
+    /// current certificate stays in use (and an error is logged). With
+    /// [`handle_signals`](HubServerBuilder::handle_signals) on, SIGHUP does
+    /// the same (Unix).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.inner.service.settings.tls {
+            Some(tls) => tls.reload(),
+            None => Err(TlsError::NotReloadable("the server has no TLS")),
+        }
     }
 
     /// True from a successful [`start`](Self::start) until the stop
@@ -360,6 +403,8 @@ pub struct HubServerBuilder {
     drain_delay: Duration,
     on_shutdown: Option<ShutdownHook>,
     access: access::AccessOptions,
+    tls: Option<TlsConfig>,
+    tls_watch: Option<Duration>,
 }
 
 impl HubServerBuilder {
@@ -438,6 +483,25 @@ impl HubServerBuilder {
         self
     }
 
+    /// Serve `wss://` and `https://` with this certificate (default: plain
+    /// `ws://` and `http://`). Every route and the WebSocket upgrade go
+    /// over TLS; a client that does not speak TLS is dropped after the
+    /// failed handshake. See [`HubServer::reload_tls`].
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Also reload the TLS certificate when the contents of its files
+    /// change, checking every `interval` (default: off; SIGHUP and
+    /// [`HubServer::reload_tls`] work either way). A change is tried once:
+    /// a half-written file logs one error, and the next change retries.
+    /// Must be positive.
+    pub fn tls_watch(mut self, interval: Duration) -> Self {
+        self.tls_watch = Some(interval);
+        self
+    }
+
     /// Runs once, at the end of the stop sequence.
     pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
     where
@@ -451,6 +515,12 @@ impl HubServerBuilder {
     /// Validates the options and creates the [`Hub`] (call it inside a
     /// tokio runtime). Nothing is bound until [`HubServer::start`].
     pub fn build(self) -> Result<HubServer, ServerError> {
+        if self.tls_watch.is_some_and(|d| d.is_zero()) {
+            return Err(ServerError::InvalidOption {
+                option: "tls_watch",
+                reason: "must be positive",
+            });
+        }
         if self.shutdown_timeout.is_zero() {
             return Err(ServerError::InvalidOption {
                 option: "shutdown_timeout",
@@ -472,6 +542,12 @@ impl HubServerBuilder {
             );
         }
         let access = self.access.build()?;
+        let tls = match self.tls {
+            Some(config) => {
+                Some(tls::Tls::new(config).map_err(|e| ServerError::Tls(e.to_string()))?)
+            }
+            None => None,
+        };
         let (upgrades, _) = watch::channel(());
         let service = Service {
             hub: Hub::new(self.hub_config),
@@ -485,6 +561,8 @@ impl HubServerBuilder {
                 handle_signals: self.handle_signals,
                 shutdown_timeout: self.shutdown_timeout,
                 drain_delay: self.drain_delay,
+                tls,
+                tls_watch: self.tls_watch,
             },
             stopping: Arc::new(AtomicBool::new(false)),
             stop_reason: Arc::new(OnceLock::new()),
@@ -518,6 +596,7 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
             .field("access", &self.access)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -539,6 +618,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "INVALID_OPTION");
         assert!(err.to_string().contains("shutdown_timeout"), "{err}");
+        let err = HubServer::builder(config())
+            .tls_watch(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`tls_watch`"), "{err}");
         let err = HubServer::builder(config())
             .path("link")
             .build()
