@@ -50,6 +50,7 @@ mod future;
 mod hub;
 mod ids;
 mod mailbox;
+mod metrics;
 mod outbox;
 mod router;
 mod routing;
