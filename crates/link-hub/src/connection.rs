@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::{Envelope, Key, close, msg_type};
+use link_protocol::{Envelope, Key, close};
 use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
@@ -134,20 +134,12 @@ struct Reader {
 }
 
 impl Reader {
-    /// Handles one read result; false when the socket is done. Counts the
-    /// bytes of every data frame (`link_hub_received_bytes_total`); the
-    /// frame's type is counted once it has verified, in [`Reader::drain`].
+    /// Handles one read result; false when the socket is done.
     fn incoming(&mut self, frame: Option<Result<Frame, TransportError>>) -> bool {
         let replay = &mut self.shared.replay.checker();
         match frame {
-            Some(Ok(Frame::Text(t))) => {
-                self.shared.metrics.bytes_in(t.len());
-                self.hc.handle_message(now(), t.as_bytes(), replay)
-            }
-            Some(Ok(Frame::Binary(b))) => {
-                self.shared.metrics.bytes_in(b.len());
-                self.hc.handle_message(now(), &b, replay)
-            }
+            Some(Ok(Frame::Text(t))) => self.hc.handle_message(now(), t.as_bytes(), replay),
+            Some(Ok(Frame::Binary(b))) => self.hc.handle_message(now(), &b, replay),
             Some(Ok(Frame::Pong)) => self.hc.handle_pong(),
             Some(Ok(Frame::Ping)) => {}
             Some(Ok(Frame::Close(frame))) => {
@@ -160,9 +152,6 @@ impl Reader {
             }
             Some(Err(TransportError::TooBig(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
-                self.shared
-                    .metrics
-                    .dropped(link_protocol::DropReason::Oversize.code());
                 self.closed_with((Some(close::TOO_BIG), String::new()));
                 self.outbox.control(Transmit::Close {
                     code: Some(close::TOO_BIG),
@@ -243,7 +232,6 @@ impl Reader {
                         continue;
                     };
                     self.outbox.set_key(key);
-                    self.shared.metrics.frame_in(Some(msg_type::HELLO));
                     let kind: Arc<str> = hello.kind.as_str().into();
                     self.kind = Some(kind.clone());
                     let _ = self
@@ -255,10 +243,7 @@ impl Reader {
                         })
                         .await;
                 }
-                HubConnEvent::Message(env) => {
-                    self.shared.metrics.frame_in(env.msg_type());
-                    self.dispatch(env).await;
-                }
+                HubConnEvent::Message(env) => self.dispatch(env).await,
                 HubConnEvent::ProtocolError(e) => self.shared.protocol_error(e, self.remote),
                 HubConnEvent::HelloTimeout => {
                     let hello_timeout_ms = self
@@ -356,12 +341,10 @@ async fn write_loop<K>(
             });
             (*made_under == key.id()).then_some(prefix)
         });
-        let frame = match prefix {
+        Some(match prefix {
             Some(prefix) => prefix.encode(&header),
             None => envelope::encode(key, &header, item.data.as_deref()),
-        };
-        shared.metrics.frame_out(item.msg_type, frame.len());
-        Some(frame)
+        })
     };
     if let Err(e) = writer::write_loop(&mut sink, &*outbox, BATCH, encode).await {
         tracing::debug!("socket write failed: {e}");

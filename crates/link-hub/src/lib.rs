@@ -20,8 +20,6 @@
 //!   a raw TCP stream.
 //! - [`HubConfig::builder`]: the reference's options and defaults.
 //! - [`Hub::events`]: every hub event ([`HubEvent`]).
-//! - [`Hub::metrics`]: Prometheus metrics as OpenMetrics text (what a
-//!   [`HubServer`] serves at `GET /metrics`).
 //!
 //! ## Getting started
 //!
@@ -52,7 +50,6 @@ mod future;
 mod hub;
 mod ids;
 mod mailbox;
-mod metrics;
 mod outbox;
 mod router;
 mod routing;

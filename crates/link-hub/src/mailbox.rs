@@ -49,8 +49,6 @@ pub(crate) enum RouterMsg {
     Health(oneshot::Sender<HubHealth>),
     /// `state()`.
     State(oneshot::Sender<HubState>),
-    /// The gauges of a `/metrics` scrape.
-    Gauges(oneshot::Sender<crate::metrics::Gauges>),
     /// Close every socket with this code (server shutdown).
     CloseAll {
         code: Option<u16>,

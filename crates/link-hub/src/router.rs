@@ -33,8 +33,7 @@ impl Router {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let replay = shared.clone();
         let table = Routing::new(RoutingConfig::from_hub(&shared.config))
-            .with_recent_ids(Box::new(move || replay.replay.len()))
-            .with_metrics(shared.metrics.clone());
+            .with_recent_ids(Box::new(move || replay.replay.len()));
         Self {
             shared,
             table,
@@ -106,9 +105,6 @@ impl Router {
             }
             RouterMsg::State(tx) => {
                 let _ = tx.send(self.table.state());
-            }
-            RouterMsg::Gauges(tx) => {
-                let _ = tx.send(self.table.gauges());
             }
             RouterMsg::CloseAll { code, reason, done } => {
                 let told = self.table.close_all(code, &reason);

@@ -43,7 +43,6 @@ impl Routing {
                 kind: None,
             },
         );
-        self.metrics.sockets_attached.inc();
         if self.stopped {
             self.controls.push_back((conn, hub_stopped()));
             return;
@@ -151,7 +150,6 @@ impl Routing {
         };
         self.order.retain(|k| *k != kind);
         self.statuses.remove(&kind);
-        self.rpc_timer.forget_kind(&kind);
         if let Some(topics) = self.subscriptions.remove(&kind) {
             for topic in topics {
                 if let Some(subs) = self.topics.get_mut(&topic) {

@@ -21,11 +21,6 @@
 //!        └─► poll_event()           hub events, built only while someone listens
 //! ```
 //!
-//! It also counts what only it sees into the hub's metrics (plain atomics,
-//! `crate::metrics`): backpressure and overflow, drops it decides, and RPC
-//! latencies, timed with the instants it is given (relayed RPCs in flight
-//! are held in `rpc_timer.rs`, capped).
-//!
 //! It never reads a clock, opens a socket or spawns a task: the tokio
 //! driver in `router.rs` feeds it and carries its outputs out, and its
 //! tests (`tests.rs`) are transcripts that run in microseconds. Signing
@@ -33,7 +28,6 @@
 
 mod membership;
 mod relay;
-mod rpc_timer;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -48,7 +42,6 @@ use link_protocol::conn::Now;
 use link_protocol::{CanonicalData, Hello, ProtocolError, SERVER, StatusEntry};
 
 use crate::events::HubEvent;
-use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{OutItem, Outbox, Push};
 
 pub(crate) use server::ServerRpcCall;
@@ -234,10 +227,6 @@ pub(crate) struct Routing {
     listening: bool,
     /// Reads the replay guard's size (held outside the table) for health.
     recent_ids: RecentIds,
-    /// The hub's counters and histograms (atomics; read by `/metrics`).
-    metrics: Arc<Metrics>,
-    /// Relayed RPCs forwarded and not answered yet, for their latency.
-    rpc_timer: rpc_timer::RpcTimer,
     controls: VecDeque<(ConnId, ConnCtl)>,
     tasks: VecDeque<Task>,
     events: VecDeque<HubEvent>,
@@ -264,8 +253,6 @@ impl Routing {
             stopped: false,
             listening: false,
             recent_ids: Box::new(|| 0),
-            metrics: Arc::new(Metrics::new()),
-            rpc_timer: rpc_timer::RpcTimer::new(rpc_timer::RPC_TIMER_CAP),
             controls: VecDeque::new(),
             tasks: VecDeque::new(),
             events: VecDeque::new(),
@@ -276,12 +263,6 @@ impl Routing {
     /// outside the table, shared by the sockets' readers).
     pub(crate) fn with_recent_ids(mut self, probe: RecentIds) -> Self {
         self.recent_ids = probe;
-        self
-    }
-
-    /// Where the table counts (the hub's metrics, shared with the sockets).
-    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
         self
     }
 
@@ -305,25 +286,6 @@ impl Routing {
             h.queued_sockets += usize::from(b > 0);
         }
         h
-    }
-
-    /// The gauges of a `/metrics` scrape.
-    pub(crate) fn gauges(&self) -> Gauges {
-        let mut g = Gauges {
-            sockets: self.conns.len(),
-            pending_sockets: self.pending.len(),
-            peers: self.peers.len(),
-            topics: self.topics.len(),
-            server_rpc_in_flight: self.server_rpc_in_flight(),
-            relayed_rpc_in_flight: self.rpc_timer.len(),
-            ..Gauges::default()
-        };
-        for c in self.conns.values() {
-            let b = c.route.queued_bytes();
-            g.outbox_bytes += b;
-            g.queued_sockets += usize::from(b > 0);
-        }
-        g
     }
 
     /// `state()`: peers in registration order, statuses by kind.
@@ -404,7 +366,6 @@ impl Routing {
         self.topics.clear();
         self.subscriptions.clear();
         self.verdicts = verdicts::Verdicts::default();
-        self.rpc_timer.clear();
         self.stopped = true;
     }
 
@@ -442,7 +403,6 @@ impl Routing {
 
     fn protocol_error(&mut self, error: ProtocolError) {
         tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
-        self.metrics.dropped(error.reason.code());
         self.emit(|| HubEvent::ProtocolError {
             error,
             remote_addr: None,
@@ -457,7 +417,6 @@ impl Routing {
             Push::Queued {
                 backpressure: Some(bp),
             } => {
-                self.metrics.backpressure.inc();
                 let max_buffered_bytes = self.config.max_buffered_bytes;
                 let kind = recipient.to_string();
                 self.emit(|| HubEvent::Backpressure {
@@ -470,7 +429,6 @@ impl Routing {
                 });
             }
             Push::Overflow { outbox_bytes } => {
-                self.metrics.outbox_overflow.inc();
                 tracing::debug!(kind = %recipient, msg_type = t, "outbox overflow");
                 let max_outbox_bytes = route.max_bytes();
                 let kind = recipient.to_string();

@@ -132,8 +132,6 @@ impl Routing {
             data,
         );
         let duration_ms = elapsed_ms(running.started, now);
-        self.metrics
-            .rpc_server(&running.rpc_type, duration_ms / 1000.0);
         let (id, from, rpc_type) = (running.id, running.caller.to_string(), running.rpc_type);
         self.emit(|| HubEvent::RpcServer {
             id,
