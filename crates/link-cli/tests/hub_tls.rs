@@ -6,55 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use link_client::{ClientConfig, LinkClient, RootCertificates};
-use link_test_support::{LinkCli, WAIT};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use link_test_support::{LinkCli, TempDir, TestCa, WAIT};
 
 fn cli() -> LinkCli {
     LinkCli::new(env!("CARGO_BIN_EXE_link-cli"))
-}
-
-/// A private CA: its PEM, and a certificate for 127.0.0.1 with its key.
-fn ca(name: &str) -> (String, String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (issuer.pem(), cert.pem(), key.serialize_pem())
-}
-
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("link-cli-tls-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn client(url: &str, kind: &str, ca_pem: &str) -> LinkClient {
@@ -77,10 +36,11 @@ fn path_str(p: &Path) -> &str {
 
 #[tokio::test]
 async fn wss_rpc_and_sighup_reload() {
-    let dir = TempDir::new("reload");
-    let (first_ca, cert, key) = ca("first CA");
-    let cert_file = dir.write("hub.crt", &cert);
-    let key_file = dir.write("hub.key", &key);
+    let dir = TempDir::new("link-cli-tls");
+    let first_ca = TestCa::new("first CA");
+    let issued = first_ca.issue();
+    let cert_file = dir.write("hub.crt", &issued.cert_pem);
+    let key_file = dir.write("hub.key", &issued.key_pem);
     let hub = cli().hub(&[
         "--secret",
         "cli-tls",
@@ -96,18 +56,19 @@ async fn wss_rpc_and_sighup_reload() {
         .to_owned();
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
 
-    let alpha = client(&url, "alpha", &first_ca);
+    let alpha = client(&url, "alpha", &first_ca.pem());
     alpha.ready(Some(WAIT)).await.unwrap();
     let health = alpha.rpc("server", "link.health", None).await.unwrap();
     assert_eq!(health["peerCount"], 1, "{health}");
 
     // New files, then SIGHUP. A client trusting only the second CA keeps
     // retrying until a handshake shows the new certificate.
-    let (second_ca, cert, key) = ca("second CA");
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
+    let second_ca = TestCa::new("second CA");
+    let issued = second_ca.issue();
+    std::fs::write(&cert_file, issued.cert_pem).unwrap();
+    std::fs::write(&key_file, issued.key_pem).unwrap();
     hub.sighup();
-    let beta = client(&url, "beta", &second_ca);
+    let beta = client(&url, "beta", &second_ca.pem());
     beta.ready(Some(WAIT)).await.unwrap();
     // The peer connected before the reload is still there and working.
     let health = alpha.rpc("server", "link.health", None).await.unwrap();
@@ -125,9 +86,8 @@ async fn wss_rpc_and_sighup_reload() {
 
 #[test]
 fn a_bad_key_file_is_refused_by_name() {
-    let dir = TempDir::new("bad-key");
-    let (_, cert, _) = ca("CA");
-    let cert_file = dir.write("hub.crt", &cert);
+    let dir = TempDir::new("link-cli-tls");
+    let cert_file = dir.write("hub.crt", TestCa::new("CA").issue().cert_pem);
     let key_file = dir.write("broken.key", "not a key\n");
     let out = cli().output(&[
         "hub",

@@ -11,17 +11,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use link_client::{
     ClientConfig, ClientConfigBuilder, ConnectError, LinkClient, LinkEvent, RootCertificates,
 };
 use link_hub::{Hub, HubConfig, Secret};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use rustls_pki_types::PrivateKeyDer;
+use link_test_support::{TempDir, TestCa};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -29,63 +25,35 @@ use tokio_rustls::TlsAcceptor;
 const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "tls-secret";
 
-/// A CA and a hub certificate for 127.0.0.1 that it signed.
+/// A CA and a hub certificate for 127.0.0.1 that it signed; the CA is
+/// also written to a file of its own.
 struct Pki {
     ca_pem: String,
     server: Arc<rustls::ServerConfig>,
+    dir: TempDir,
 }
 
 impl Pki {
     fn new() -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "link test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let hub_key = KeyPair::generate().unwrap();
-        let hub_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&hub_key, &ca)
-            .unwrap();
+        let ca = TestCa::new("link test CA");
+        let hub = ca.issue();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![hub_cert.der().clone()],
-                PrivateKeyDer::Pkcs8(hub_key.serialize_der().into()),
-            )
+            .with_single_cert(vec![hub.cert_der], hub.key_der)
             .unwrap();
         Self {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            dir: TempDir::new("link-client-tls"),
         }
     }
 
-    /// Writes the CA to a file of its own (removed on drop).
-    fn ca_file(&self) -> TempFile {
-        TempFile::with(self.ca_pem.as_bytes())
-    }
-}
-
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn with(bytes: &[u8]) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("link-tls-{}-{n}.pem", std::process::id()));
-        std::fs::write(&path, bytes).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    /// The CA's certificate as a PEM file.
+    fn ca_file(&self) -> PathBuf {
+        self.dir.write("ca.pem", &self.ca_pem)
     }
 }
 
@@ -161,8 +129,8 @@ async fn wss_with_the_private_ca_file_does_an_rpc() {
     let pki = Pki::new();
     let hub = TlsHub::start(&pki).await;
     let ca = pki.ca_file();
-    let beta = ready(echo(client(&hub.wss, "beta")).ca_file(&ca.0).unwrap()).await;
-    let alpha = ready(client(&hub.wss, "alpha").ca_file(&ca.0).unwrap()).await;
+    let beta = ready(echo(client(&hub.wss, "beta")).ca_file(&ca).unwrap()).await;
+    let alpha = ready(client(&hub.wss, "alpha").ca_file(&ca).unwrap()).await;
     assert!(alpha.is_connected() && beta.is_ready());
     let answer = alpha.rpc("beta", "echo", Some(json!({"n": 1}))).await;
     assert_eq!(answer, Ok(json!({"echoed": {"n": 1}, "from": "alpha"})));
@@ -229,9 +197,9 @@ async fn plain_ws_still_works_beside_wss() {
     let pki = Pki::new();
     let hub = TlsHub::start(&pki).await;
     let ca = pki.ca_file();
-    let beta = ready(echo(client(&hub.wss, "beta")).ca_file(&ca.0).unwrap()).await;
+    let beta = ready(echo(client(&hub.wss, "beta")).ca_file(&ca).unwrap()).await;
     // A CA given to a ws:// client is simply unused.
-    let alpha = ready(client(&hub.ws, "alpha").ca_file(&ca.0).unwrap()).await;
+    let alpha = ready(client(&hub.ws, "alpha").ca_file(&ca).unwrap()).await;
     let answer = alpha.rpc("beta", "echo", Some(json!("plain"))).await;
     assert_eq!(answer, Ok(json!({"echoed": "plain", "from": "alpha"})));
     alpha.stop().await;
@@ -240,11 +208,12 @@ async fn plain_ws_still_works_beside_wss() {
 
 #[test]
 fn a_bad_ca_file_is_refused_by_name() {
-    let not_pem = TempFile::with(b"not a certificate\n");
-    let err = ClientConfig::builder().ca_file(&not_pem.0).err().unwrap();
+    let dir = TempDir::new("link-client-tls");
+    let not_pem = dir.write("text.pem", "not a certificate\n");
+    let err = ClientConfig::builder().ca_file(&not_pem).err().unwrap();
     assert_eq!(err.code(), "TLS_CA_FILE");
     let shown = err.to_string();
-    assert!(shown.contains(&*not_pem.0.to_string_lossy()), "{shown}");
+    assert!(shown.contains(&*not_pem.to_string_lossy()), "{shown}");
     assert!(shown.contains("no CERTIFICATE block"), "{shown}");
     let missing = std::env::temp_dir().join("link-tls-no-such-file.pem");
     let err = ClientConfig::builder().ca_file(&missing).err().unwrap();

@@ -10,80 +10,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use link_client::{ClientConfig, ClientConfigBuilder, LinkClient, LinkEvent, RootCertificates};
 use link_hub::{HubConfig, Secret, TlsConfig};
-use link_test_support::{TestServer, WAIT};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use rustls_pki_types::{CertificateDer, ServerName};
+use link_test_support::{TempDir, TestCa, TestServer, WAIT};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SECRET: &str = "tls-secret";
-
-/// A private CA.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.issuer.der().clone()
-    }
-
-    /// A certificate for 127.0.0.1 and its key, both PEM.
-    fn issue(&self) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("link-hub-tls-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A started TLS server whose certificate and key are files in `dir`.
 struct TlsServer {
@@ -94,18 +31,18 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    async fn start(ca: &Ca) -> Self {
+    async fn start(ca: &TestCa) -> Self {
         Self::start_with(ca, |b| b).await
     }
 
     async fn start_with(
-        ca: &Ca,
+        ca: &TestCa,
         options: impl FnOnce(link_hub::HubServerBuilder) -> link_hub::HubServerBuilder,
     ) -> Self {
-        let dir = TempDir::new();
-        let (cert_pem, key_pem) = ca.issue();
-        let cert = dir.write("hub.crt", &cert_pem);
-        let key = dir.write("hub.key", &key_pem);
+        let dir = TempDir::new("link-hub-tls");
+        let issued = ca.issue();
+        let cert = dir.write("hub.crt", &issued.cert_pem);
+        let key = dir.write("hub.key", &issued.key_pem);
         let tls = TlsConfig::from_pem_files(&cert, &key).unwrap();
         let config = HubConfig::builder(Secret::shared(SECRET)).build().unwrap();
         let builder = TestServer::builder(config).path("/link").tls(tls);
@@ -119,10 +56,10 @@ impl TlsServer {
     }
 
     /// Writes a new certificate from `ca` over the files.
-    fn replace_files(&self, ca: &Ca) {
-        let (cert_pem, key_pem) = ca.issue();
-        std::fs::write(&self.cert, cert_pem).unwrap();
-        std::fs::write(&self.key, key_pem).unwrap();
+    fn replace_files(&self, ca: &TestCa) {
+        let issued = ca.issue();
+        std::fs::write(&self.cert, issued.cert_pem).unwrap();
+        std::fs::write(&self.key, issued.key_pem).unwrap();
     }
 }
 
@@ -135,7 +72,7 @@ fn client(url: &str, kind: &str) -> ClientConfigBuilder {
         .reconnect_max(Duration::from_millis(50))
 }
 
-fn trusting(url: &str, kind: &str, ca: &Ca) -> ClientConfigBuilder {
+fn trusting(url: &str, kind: &str, ca: &TestCa) -> ClientConfigBuilder {
     let roots = RootCertificates::from_pem(ca.pem().as_bytes()).unwrap();
     client(url, kind).root_certificates(roots)
 }
@@ -166,7 +103,7 @@ async fn first_connect_failure(config: ClientConfigBuilder) -> &'static str {
 }
 
 /// `GET target` over https, trusting `ca` only: (status, body).
-async fn https_get(server: &TestServer, ca: &Ca, target: &str) -> (u16, String) {
+async fn https_get(server: &TestServer, ca: &TestCa, target: &str) -> (u16, String) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -210,7 +147,7 @@ fn echo(config: ClientConfigBuilder) -> ClientConfigBuilder {
 
 #[tokio::test]
 async fn an_rpc_over_wss_through_the_hub_server() {
-    let ca = Ca::new("link test CA");
+    let ca = TestCa::new("link test CA");
     let tls = TlsServer::start(&ca).await;
     let url = &tls.server.url;
     assert!(
@@ -228,7 +165,7 @@ async fn an_rpc_over_wss_through_the_hub_server() {
 
 #[tokio::test]
 async fn health_over_https() {
-    let ca = Ca::new("link test CA");
+    let ca = TestCa::new("link test CA");
     let tls = TlsServer::start(&ca).await;
     let (status, body) = https_get(&tls.server, &ca, "/health").await;
     assert_eq!(status, 200, "{body}");
@@ -240,7 +177,7 @@ async fn health_over_https() {
 
 #[tokio::test]
 async fn a_client_without_the_ca_is_refused_and_the_hub_stays_healthy() {
-    let ca = Ca::new("link test CA");
+    let ca = TestCa::new("link test CA");
     let tls = TlsServer::start(&ca).await;
     let url = &tls.server.url;
     // System roots only (or none): the test CA is unknown.
@@ -249,7 +186,7 @@ async fn a_client_without_the_ca_is_refused_and_the_hub_stays_healthy() {
         "TLS_CERTIFICATE"
     );
     // Trusting another CA is no better.
-    let other = Ca::new("another CA");
+    let other = TestCa::new("another CA");
     assert_eq!(
         first_connect_failure(trusting(url, "stranger", &other)).await,
         "TLS_CERTIFICATE"
@@ -264,7 +201,7 @@ async fn a_client_without_the_ca_is_refused_and_the_hub_stays_healthy() {
 
 #[tokio::test]
 async fn a_plain_ws_client_on_the_tls_port_fails_cleanly() {
-    let ca = Ca::new("link test CA");
+    let ca = TestCa::new("link test CA");
     let tls = TlsServer::start(&ca).await;
     let plain = tls.server.url.replacen("wss://", "ws://", 1);
     let code = first_connect_failure(client(&plain, "plain")).await;
@@ -286,8 +223,8 @@ async fn a_plain_ws_client_on_the_tls_port_fails_cleanly() {
 
 #[tokio::test]
 async fn reload_swaps_the_certificate_and_keeps_connected_peers() {
-    let first = Ca::new("first CA");
-    let second = Ca::new("second CA");
+    let first = TestCa::new("first CA");
+    let second = TestCa::new("second CA");
     let tls = TlsServer::start(&first).await;
     let url = tls.server.url.clone();
     let beta = ready(echo(trusting(&url, "beta", &first))).await;
@@ -331,8 +268,8 @@ async fn reload_swaps_the_certificate_and_keeps_connected_peers() {
 
 #[tokio::test]
 async fn a_watched_certificate_is_reloaded_when_its_files_change() {
-    let first = Ca::new("first CA");
-    let second = Ca::new("second CA");
+    let first = TestCa::new("first CA");
+    let second = TestCa::new("second CA");
     let tls = TlsServer::start_with(&first, |b| b.tls_watch(Duration::from_millis(20))).await;
     let url = tls.server.url.clone();
     let alpha = ready(trusting(&url, "alpha", &first)).await;
@@ -348,10 +285,10 @@ async fn a_watched_certificate_is_reloaded_when_its_files_change() {
 
 #[tokio::test]
 async fn reload_without_files_is_refused() {
-    let ca = Ca::new("link test CA");
-    let (cert, key) = ca.issue();
+    let ca = TestCa::new("link test CA");
+    let issued = ca.issue();
     let config = HubConfig::builder(Secret::shared(SECRET)).build().unwrap();
-    let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let tls = TlsConfig::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap();
     let server = TestServer::start(TestServer::builder(config.clone()).tls(tls)).await;
     assert_eq!(
         server.reload_tls().unwrap_err().code(),
@@ -366,14 +303,14 @@ async fn reload_without_files_is_refused() {
 
 #[test]
 fn bad_files_are_refused_by_name() {
-    let ca = Ca::new("link test CA");
-    let dir = TempDir::new();
-    let (cert_pem, key_pem) = ca.issue();
-    let cert = dir.write("good.crt", &cert_pem);
-    let key = dir.write("good.key", &key_pem);
+    let ca = TestCa::new("link test CA");
+    let dir = TempDir::new("link-hub-tls");
+    let issued = ca.issue();
+    let cert = dir.write("good.crt", &issued.cert_pem);
+    let key = dir.write("good.key", &issued.key_pem);
     assert!(TlsConfig::from_pem_files(&cert, &key).is_ok());
 
-    let missing = dir.0.join("missing.crt");
+    let missing = dir.path().join("missing.crt");
     let err = TlsConfig::from_pem_files(&missing, &key).unwrap_err();
     assert_eq!(err.code(), "TLS_CERT_FILE");
     assert!(err.to_string().contains("missing.crt"), "{err}");
@@ -389,8 +326,7 @@ fn bad_files_are_refused_by_name() {
     assert_eq!(err.code(), "TLS_KEY_FILE");
     assert!(err.to_string().contains("good.crt"), "{err}");
 
-    let (_, other_key) = ca.issue();
-    let other_key = dir.write("other.key", &other_key);
+    let other_key = dir.write("other.key", ca.issue().key_pem);
     let err = TlsConfig::from_pem_files(&cert, &other_key).unwrap_err();
     assert_eq!(err.code(), "TLS_KEY_MISMATCH");
     let shown = err.to_string();

@@ -27,6 +27,8 @@
 //!   under paused tokio time (timers at their real durations, in
 //!   microseconds).
 //! - [`ScriptedHub`] / [`HubSide`]: a fake hub for client tests.
+//! - [`TestCa`]: a private CA made at test time and certificates for
+//!   127.0.0.1 ([`Issued`]); [`TempDir`] for the files they are read from.
 //! - [`ports`]: listeners on `127.0.0.1:0` handed over as they are, and
 //!   [`ClosedPort`], an address held with nothing listening; no port is
 //!   ever probed and released (the bind-then-drop race).
@@ -61,6 +63,7 @@ pub mod ports;
 mod raw;
 mod scripted;
 mod server;
+mod tls;
 mod wait;
 mod ws;
 
@@ -78,5 +81,6 @@ pub use ports::{ClosedPort, local_listener, std_listener};
 pub use raw::Raw;
 pub use scripted::{HubSide, ScriptedHub};
 pub use server::TestServer;
+pub use tls::{Issued, TempDir, TestCa};
 pub use wait::{WAIT, drain_events, guard, next_event, next_event_within, protocol_error};
 pub use ws::{Ws, connect, connect_small_rcvbuf, finish};
