@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::{Envelope, Key, close};
+use link_protocol::{Envelope, Key, close, msg_type};
 use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
 use crate::mailbox::RouterMsg;
+use crate::metrics::ConnMetrics;
 use crate::outbox::Outbox;
 use crate::routing::{ConnCtl, ConnId};
 use crate::shared::{Shared, now, tokio_instant};
@@ -43,7 +44,14 @@ pub(crate) async fn run<T: Transport>(
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
     let (sink, mut stream) = transport.split();
     let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.clone(), gone_tx));
+    let counts = shared.metrics.socket();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        shared.clone(),
+        counts.clone(),
+        gone_tx,
+    ));
     if shared
         .router
         .send(RouterMsg::Attach {
@@ -65,6 +73,7 @@ pub(crate) async fn run<T: Transport>(
         remote,
         hc: HubConn::new(now().instant, shared.conn_config),
         outbox: outbox.clone(),
+        counts,
         kind: None,
         key_lookup: None,
         close: None,
@@ -124,6 +133,8 @@ struct Reader {
     remote: Option<SocketAddr>,
     hc: HubConn,
     outbox: Arc<Outbox>,
+    /// This socket's counters (`/metrics`).
+    counts: Arc<ConnMetrics>,
     kind: Option<Arc<str>>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
@@ -134,12 +145,20 @@ struct Reader {
 }
 
 impl Reader {
-    /// Handles one read result; false when the socket is done.
+    /// Handles one read result; false when the socket is done. Counts the
+    /// bytes of every data frame (`link_hub_received_bytes_total`); the
+    /// frame's type is counted once it has verified, in [`Reader::drain`].
     fn incoming(&mut self, frame: Option<Result<Frame, TransportError>>) -> bool {
         let replay = &mut self.shared.replay.checker();
         match frame {
-            Some(Ok(Frame::Text(t))) => self.hc.handle_message(now(), t.as_bytes(), replay),
-            Some(Ok(Frame::Binary(b))) => self.hc.handle_message(now(), &b, replay),
+            Some(Ok(Frame::Text(t))) => {
+                self.counts.bytes_in(t.len());
+                self.hc.handle_message(now(), t.as_bytes(), replay)
+            }
+            Some(Ok(Frame::Binary(b))) => {
+                self.counts.bytes_in(b.len());
+                self.hc.handle_message(now(), &b, replay)
+            }
             Some(Ok(Frame::Pong)) => self.hc.handle_pong(),
             Some(Ok(Frame::Ping)) => {}
             Some(Ok(Frame::Close(frame))) => {
@@ -152,6 +171,9 @@ impl Reader {
             }
             Some(Err(TransportError::TooBig(e))) => {
                 tracing::debug!(conn = self.conn, "frame over the size cap: {e}");
+                self.shared
+                    .metrics
+                    .dropped(link_protocol::DropReason::Oversize.code());
                 self.closed_with((Some(close::TOO_BIG), String::new()));
                 self.outbox.control(Transmit::Close {
                     code: Some(close::TOO_BIG),
@@ -232,6 +254,7 @@ impl Reader {
                         continue;
                     };
                     self.outbox.set_key(key);
+                    self.counts.frame_in(Some(msg_type::HELLO));
                     let kind: Arc<str> = hello.kind.as_str().into();
                     self.kind = Some(kind.clone());
                     let _ = self
@@ -243,7 +266,10 @@ impl Reader {
                         })
                         .await;
                 }
-                HubConnEvent::Message(env) => self.dispatch(env).await,
+                HubConnEvent::Message(env) => {
+                    self.counts.frame_in(env.msg_type());
+                    self.dispatch(env).await;
+                }
                 HubConnEvent::ProtocolError(e) => self.shared.protocol_error(e, self.remote),
                 HubConnEvent::HelloTimeout => {
                     let hello_timeout_ms = self
@@ -312,6 +338,7 @@ async fn write_loop<K>(
     mut sink: K,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
+    counts: Arc<ConnMetrics>,
     gone: oneshot::Sender<()>,
 ) where
     K: futures_util::Sink<Frame, Error = TransportError> + Unpin,
@@ -341,10 +368,12 @@ async fn write_loop<K>(
             });
             (*made_under == key.id()).then_some(prefix)
         });
-        Some(match prefix {
+        let frame = match prefix {
             Some(prefix) => prefix.encode(&header),
             None => envelope::encode(key, &header, item.data.as_deref()),
-        })
+        };
+        counts.frame_out(item.msg_type, frame.len());
+        Some(frame)
     };
     if let Err(e) = writer::write_loop(&mut sink, &*outbox, BATCH, encode).await {
         tracing::debug!("socket write failed: {e}");

@@ -127,6 +127,16 @@ impl Hub {
         self.ask(RouterMsg::State).await.unwrap_or_default()
     }
 
+    /// The hub's Prometheus metrics as OpenMetrics text (what `GET /metrics`
+    /// serves; names and meanings in docs/operations.md, *Metrics*). Counters
+    /// are read as they stand; the gauges (sockets, peers, outbox bytes…)
+    /// are asked of the router, and left at their last value if it does not
+    /// answer (the hub is stopping).
+    pub async fn metrics(&self) -> String {
+        let table = self.ask(RouterMsg::Stats).await;
+        self.shared.metrics.encode(table)
+    }
+
     /// Closes every socket with `code`/`reason` (e.g. 1001 `server
     /// shutdown`); returns how many sockets were asked to close.
     pub async fn close_all(&self, code: Option<u16>, reason: &str) -> usize {

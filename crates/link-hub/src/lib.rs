@@ -20,6 +20,8 @@
 //!   a raw TCP stream.
 //! - [`HubConfig::builder`]: the reference's options and defaults.
 //! - [`Hub::events`]: every hub event ([`HubEvent`]).
+//! - [`Hub::metrics`]: Prometheus metrics as OpenMetrics text (what a
+//!   [`HubServer`] serves at `GET /metrics`).
 //!
 //! ## Getting started
 //!
@@ -50,6 +52,7 @@ mod future;
 mod hub;
 mod ids;
 mod mailbox;
+mod metrics;
 mod outbox;
 mod router;
 mod routing;

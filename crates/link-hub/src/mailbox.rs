@@ -49,6 +49,8 @@ pub(crate) enum RouterMsg {
     Health(oneshot::Sender<HubHealth>),
     /// `state()`.
     State(oneshot::Sender<HubState>),
+    /// The table's counters and gauges, for a `/metrics` scrape.
+    Stats(oneshot::Sender<crate::routing::TableStats>),
     /// Close every socket with this code (server shutdown).
     CloseAll {
         code: Option<u16>,

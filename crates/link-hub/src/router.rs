@@ -106,6 +106,9 @@ impl Router {
             RouterMsg::State(tx) => {
                 let _ = tx.send(self.table.state());
             }
+            RouterMsg::Stats(tx) => {
+                let _ = tx.send(self.table.stats());
+            }
             RouterMsg::CloseAll { code, reason, done } => {
                 let told = self.table.close_all(code, &reason);
                 self.carry_out();

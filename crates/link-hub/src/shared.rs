@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::HubConfig;
 use crate::events::HubEvent;
 use crate::mailbox::RouterMsg;
+use crate::metrics::Metrics;
 use crate::routing::ConnId;
 
 const REPLAY_SHARDS: usize = 16;
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) router: mpsc::Sender<RouterMsg>,
     pub(crate) replay: ReplayShards,
     pub(crate) ids: link_protocol::conn::IdGen,
+    /// Counters and histograms (`/metrics`), shared with the routing table.
+    pub(crate) metrics: Arc<Metrics>,
     next_conn: AtomicU64,
 }
 
@@ -55,6 +58,7 @@ impl Shared {
             router,
             replay,
             ids: crate::ids::id_gen(),
+            metrics: Arc::new(Metrics::default()),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -93,6 +97,7 @@ impl Shared {
         remote: Option<std::net::SocketAddr>,
     ) {
         tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
+        self.metrics.dropped(error.reason.code());
         self.emit(|| HubEvent::ProtocolError {
             error,
             remote_addr: remote,

@@ -43,6 +43,7 @@ impl Routing {
                 kind: None,
             },
         );
+        self.stats.sockets_attached += 1;
         if self.stopped {
             self.controls.push_back((conn, hub_stopped()));
             return;
@@ -150,6 +151,7 @@ impl Routing {
         };
         self.order.retain(|k| *k != kind);
         self.statuses.remove(&kind);
+        self.rpc_timer.forget_kind(&kind);
         if let Some(topics) = self.subscriptions.remove(&kind) {
             for topic in topics {
                 if let Some(subs) = self.topics.get_mut(&topic) {

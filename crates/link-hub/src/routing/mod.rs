@@ -21,6 +21,11 @@
 //!        └─► poll_event()           hub events, built only while someone listens
 //! ```
 //!
+//! It also counts what only it sees for `/metrics` (`stats.rs`, plain
+//! integers): backpressure and overflow, drops it decides, and RPC
+//! latencies, timed with the instants it is given (a sample of relayed RPCs
+//! in flight is held in `rpc_timer.rs`, capped).
+//!
 //! It never reads a clock, opens a socket or spawns a task: the tokio
 //! driver in `router.rs` feeds it and carries its outputs out, and its
 //! tests (`tests.rs`) are transcripts that run in microseconds. Signing
@@ -28,7 +33,9 @@
 
 mod membership;
 mod relay;
+mod rpc_timer;
 mod server;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod verdicts;
@@ -45,6 +52,7 @@ use crate::events::HubEvent;
 use crate::outbox::{OutItem, Outbox, Push};
 
 pub(crate) use server::ServerRpcCall;
+pub(crate) use stats::{Gauges, Histogram, RPC_BUCKETS, TableStats};
 pub(crate) use verdicts::{AclHooks, AclQuery};
 
 /// Reads a size kept outside the table.
@@ -227,6 +235,15 @@ pub(crate) struct Routing {
     listening: bool,
     /// Reads the replay guard's size (held outside the table) for health.
     recent_ids: RecentIds,
+    /// What the table counts for `/metrics` (its gauges are filled in by
+    /// [`Routing::stats`]).
+    stats: TableStats,
+    /// A sample of relayed RPCs forwarded and not answered yet, for their
+    /// latency: one in `rpc_sample_every`, counted down by
+    /// `rpc_until_sample` (never 0 between calls).
+    rpc_timer: rpc_timer::RpcTimer,
+    rpc_sample_every: u32,
+    rpc_until_sample: u32,
     controls: VecDeque<(ConnId, ConnCtl)>,
     tasks: VecDeque<Task>,
     events: VecDeque<HubEvent>,
@@ -253,6 +270,10 @@ impl Routing {
             stopped: false,
             listening: false,
             recent_ids: Box::new(|| 0),
+            stats: TableStats::default(),
+            rpc_timer: rpc_timer::RpcTimer::new(rpc_timer::RPC_TIMER_CAP),
+            rpc_sample_every: stats::RPC_SAMPLE_EVERY,
+            rpc_until_sample: stats::RPC_SAMPLE_EVERY,
             controls: VecDeque::new(),
             tasks: VecDeque::new(),
             events: VecDeque::new(),
@@ -286,6 +307,33 @@ impl Routing {
             h.queued_sockets += usize::from(b > 0);
         }
         h
+    }
+
+    /// A copy of what the table counts, with its gauges read now (for a
+    /// `/metrics` scrape).
+    pub(crate) fn stats(&self) -> TableStats {
+        TableStats {
+            gauges: self.gauges(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn gauges(&self) -> Gauges {
+        let mut g = Gauges {
+            sockets: self.conns.len(),
+            pending_sockets: self.pending.len(),
+            peers: self.peers.len(),
+            topics: self.topics.len(),
+            server_rpc_in_flight: self.server_rpc_in_flight(),
+            relayed_rpc_in_flight: self.rpc_timer.len(),
+            ..Gauges::default()
+        };
+        for c in self.conns.values() {
+            let b = c.route.queued_bytes();
+            g.outbox_bytes += b;
+            g.queued_sockets += usize::from(b > 0);
+        }
+        g
     }
 
     /// `state()`: peers in registration order, statuses by kind.
@@ -366,6 +414,7 @@ impl Routing {
         self.topics.clear();
         self.subscriptions.clear();
         self.verdicts = verdicts::Verdicts::default();
+        self.rpc_timer.clear();
         self.stopped = true;
     }
 
@@ -403,6 +452,7 @@ impl Routing {
 
     fn protocol_error(&mut self, error: ProtocolError) {
         tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
+        *self.stats.dropped.entry(error.reason.code()).or_default() += 1;
         self.emit(|| HubEvent::ProtocolError {
             error,
             remote_addr: None,
@@ -417,6 +467,7 @@ impl Routing {
             Push::Queued {
                 backpressure: Some(bp),
             } => {
+                self.stats.backpressure += 1;
                 let max_buffered_bytes = self.config.max_buffered_bytes;
                 let kind = recipient.to_string();
                 self.emit(|| HubEvent::Backpressure {
@@ -429,6 +480,7 @@ impl Routing {
                 });
             }
             Push::Overflow { outbox_bytes } => {
+                self.stats.outbox_overflow += 1;
                 tracing::debug!(kind = %recipient, msg_type = t, "outbox overflow");
                 let max_outbox_bytes = route.max_bytes();
                 let kind = recipient.to_string();

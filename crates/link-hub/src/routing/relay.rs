@@ -48,7 +48,7 @@ impl Routing {
                     RpcResponse::error(RpcErrorCode::BadRequest, "rpc.request missing \"rpcType\"");
                 self.reply(kind, env.id(), &resp);
             }
-            Msg::RpcResponse(resp) => self.rpc_response(kind, &env, resp.is_ok()),
+            Msg::RpcResponse(resp) => self.rpc_response(now, kind, &env, resp.is_ok()),
             Msg::RpcCancel { id } => self.rpc_cancel(kind, &env, id),
             Msg::Subscribe { topic } => self.subscribe(kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(kind, topic),
@@ -121,14 +121,26 @@ impl Routing {
         let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
             CanonicalData::new(&messages::rpc_request_value(&rpc_type, rpc_data))
         }));
+        let id: Arc<str> = env.id().into();
         let item = OutItem::new(
-            Some(env.id().into()),
+            Some(id.clone()),
             msg_type::RPC_REQUEST,
             kind.clone(),
             target_kind.clone(),
             Some(data),
         );
         if self.push_item(&route, &target_kind, item).delivered() {
+            self.rpc_until_sample -= 1;
+            if self.rpc_until_sample == 0 {
+                self.rpc_until_sample = self.rpc_sample_every;
+            }
+            if self.rpc_until_sample == self.rpc_sample_every
+                && self
+                    .rpc_timer
+                    .start(id, kind.clone(), target_kind.clone(), now.instant)
+            {
+                self.stats.rpc_untimed += 1;
+            }
             let (id, from, to) = (
                 env.id().to_owned(),
                 kind.to_string(),
@@ -149,12 +161,15 @@ impl Routing {
         }
     }
 
-    fn rpc_response(&mut self, kind: &Arc<str>, env: &Envelope, ok: bool) {
+    fn rpc_response(&mut self, now: Now, kind: &Arc<str>, env: &Envelope, ok: bool) {
         let Some(to) = env.to() else { return };
         let Some(peer) = self.peers.get(to.as_ref()) else {
             return;
         };
         let (route, target) = (peer.route.clone(), peer.kind.clone());
+        // The call ends for the timer whether or not the caller can take
+        // the answer; only a forwarded answer is observed.
+        let started = self.rpc_timer.finish(env.id(), &target, kind);
         let data = env.canonical_data().map(Arc::new);
         let item = OutItem::new(
             Some(env.id().into()),
@@ -164,6 +179,11 @@ impl Routing {
             data,
         );
         if self.push_item(&route, &target, item).delivered() {
+            if let Some(started) = started {
+                self.stats
+                    .rpc_relayed
+                    .observe(now.instant.saturating_duration_since(started));
+            }
             let (id, from, to) = (env.id().to_owned(), kind.to_string(), target.to_string());
             self.emit(|| HubEvent::RpcResponseForwarded { id, from, to, ok });
         }
@@ -175,6 +195,7 @@ impl Routing {
         let Some(to) = env.to().map(|t| t.into_owned()) else {
             return;
         };
+        self.rpc_timer.cancel(&id, kind);
         let (mut found, mut forwarded) = (false, false);
         let target = self
             .peers

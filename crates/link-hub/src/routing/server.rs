@@ -132,6 +132,11 @@ impl Routing {
             data,
         );
         let duration_ms = elapsed_ms(running.started, now);
+        self.stats
+            .rpc_server
+            .entry(running.rpc_type.clone())
+            .or_default()
+            .observe(now.instant.saturating_duration_since(running.started));
         let (id, from, rpc_type) = (running.id, running.caller.to_string(), running.rpc_type);
         self.emit(|| HubEvent::RpcServer {
             id,

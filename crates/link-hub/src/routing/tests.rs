@@ -729,6 +729,7 @@ fn an_rpc_to_a_full_outbox_is_answered_target_unavailable() {
     bus.outbox_bytes = 600;
     bus.connect("slow");
     bus.take("a");
+    let overflows = bus.table.stats().outbox_overflow;
     bus.send(
         "a",
         msg_type::RPC_REQUEST,
@@ -741,6 +742,8 @@ fn an_rpc_to_a_full_outbox_is_answered_target_unavailable() {
         json!({"ok": false, "code": "RPC_TARGET_UNAVAILABLE", "error": "Target backpressured or send failed: slow"})
     );
     assert!(bus.event_names().contains(&"outbox-overflow"));
+    assert_eq!(bus.table.stats().outbox_overflow, overflows + 1);
+    assert_eq!(bus.in_flight(), 0, "not forwarded");
 }
 
 #[test]
@@ -1241,4 +1244,176 @@ fn state_lists_peers_in_registration_order_and_statuses_by_kind() {
     assert_eq!(kinds, ["zeta", "alpha", "mid"]);
     let statuses: Vec<_> = state.last_status.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(statuses, ["alpha", "zeta"]);
+}
+
+// ----- relayed RPC timing (metrics) ------------------------------------------
+
+impl Bus {
+    /// `from` answers request `id` to `to` (the answer carries the id).
+    fn answer(&mut self, from: &str, to: &str, id: &str) {
+        let env = self.envelope(
+            from,
+            msg_type::RPC_RESPONSE,
+            Some(to),
+            json!({"ok": true, "result": 1}),
+        );
+        let mut body = env.body().clone();
+        body.insert("id".into(), json!(id));
+        let env = Envelope::from_object(body).unwrap();
+        let now = self.now();
+        self.table
+            .handle_inbound(now, self.conns[from], from.into(), env);
+        self.idle();
+    }
+
+    fn call(&mut self, from: &str, to: &str) -> String {
+        self.send(
+            from,
+            msg_type::RPC_REQUEST,
+            Some(to),
+            json!({"rpcType": "sum"}),
+        )
+    }
+
+    fn relayed(&self) -> (u64, f64) {
+        let h = self.table.stats().rpc_relayed;
+        (h.count, h.sum_seconds)
+    }
+
+    /// Sampled relayed RPCs in flight.
+    fn in_flight(&self) -> usize {
+        self.table.stats().gauges.relayed_rpc_in_flight
+    }
+
+    /// Every relayed RPC is sampled.
+    fn time_every_rpc(&mut self) {
+        self.table.rpc_sample_every = 1;
+        self.table.rpc_until_sample = 1;
+    }
+}
+
+#[test]
+fn a_relayed_rpc_is_timed_from_request_forwarded_to_response_forwarded() {
+    let mut bus = Bus::new();
+    bus.time_every_rpc();
+    bus.connect("caller");
+    bus.connect("callee");
+    let id = bus.call("caller", "callee");
+    assert_eq!(bus.in_flight(), 1);
+    bus.advance(40);
+    // Only the target can end the call: an answer from anyone else is
+    // relayed as before but times nothing.
+    bus.connect("other");
+    bus.answer("other", "caller", &id);
+    assert_eq!(bus.relayed().0, 0);
+    bus.answer("callee", "caller", &id);
+    let (count, sum) = bus.relayed();
+    assert_eq!(count, 1);
+    assert!((sum - 0.040).abs() < 1e-9, "{sum}");
+    assert_eq!(bus.in_flight(), 0);
+    // A second answer to the same id is not observed twice.
+    bus.answer("callee", "caller", &id);
+    assert_eq!(bus.relayed().0, 1);
+}
+
+#[test]
+fn a_peer_leaving_or_a_cancel_ends_its_timed_calls_unobserved() {
+    let mut bus = Bus::new();
+    bus.time_every_rpc();
+    bus.connect("caller");
+    let callee = bus.connect("callee");
+    bus.connect("third");
+    bus.call("caller", "callee");
+    bus.call("caller", "callee");
+    bus.call("caller", "third");
+    let cancelled = bus.call("third", "caller");
+    assert_eq!(bus.in_flight(), 4);
+    bus.close(callee);
+    assert_eq!(bus.in_flight(), 2, "calls to callee");
+    let caller = bus.conns["caller"];
+    bus.send(
+        "third",
+        msg_type::RPC_CANCEL,
+        Some("caller"),
+        json!({ "id": cancelled }),
+    );
+    assert_eq!(bus.in_flight(), 1, "cancelled");
+    bus.close(caller);
+    assert_eq!(bus.in_flight(), 0, "calls by caller");
+    assert_eq!(bus.relayed().0, 0);
+}
+
+#[test]
+fn the_rpc_timer_is_capped_and_gives_up_the_oldest_call() {
+    let mut bus = Bus::new();
+    bus.time_every_rpc();
+    bus.table.rpc_timer = rpc_timer::RpcTimer::new(2);
+    bus.connect("caller");
+    bus.connect("callee");
+    let first = bus.call("caller", "callee");
+    let second = bus.call("caller", "callee");
+    let third = bus.call("caller", "callee");
+    assert_eq!(bus.in_flight(), 2);
+    assert_eq!(bus.table.stats().rpc_untimed, 1);
+    bus.answer("callee", "caller", &first);
+    assert_eq!(bus.relayed().0, 0, "the oldest was given up");
+    bus.answer("callee", "caller", &second);
+    bus.answer("callee", "caller", &third);
+    assert_eq!(bus.relayed().0, 2);
+    assert_eq!(bus.in_flight(), 0);
+    assert!(
+        bus.take("caller")
+            .iter()
+            .filter(|i| i.msg_type == msg_type::RPC_RESPONSE)
+            .count()
+            == 3,
+        "routing is unaffected by the cap"
+    );
+}
+
+#[test]
+fn one_relayed_rpc_in_sixteen_is_timed() {
+    let mut bus = Bus::new();
+    bus.connect("caller");
+    bus.connect("callee");
+    let ids: Vec<String> = (0..32).map(|_| bus.call("caller", "callee")).collect();
+    assert_eq!(bus.in_flight(), 2, "calls 16 and 32");
+    bus.advance(5);
+    for id in &ids {
+        bus.answer("callee", "caller", id);
+    }
+    let (count, sum) = bus.relayed();
+    assert_eq!(count, 2);
+    assert!((sum - 0.010).abs() < 1e-9, "{sum}");
+    assert_eq!(bus.in_flight(), 0);
+    let answers = bus.take("caller");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|i| i.msg_type == msg_type::RPC_RESPONSE)
+            .count(),
+        32,
+        "every call is answered, timed or not"
+    );
+}
+
+#[test]
+fn the_table_counts_its_drops_sockets_and_server_rpc_latency() {
+    let mut bus = Bus::new();
+    bus.connect("a");
+    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    assert_eq!(bus.table.stats().dropped.get("invalid-topic"), Some(&1));
+    bus.send(
+        "a",
+        msg_type::RPC_REQUEST,
+        Some("server"),
+        json!({"rpcType": "link.health"}),
+    );
+    let stats = bus.table.stats();
+    let health = &stats.rpc_server["link.health"];
+    assert_eq!(health.count, 1);
+    assert_eq!(health.buckets[0], 1, "answered inline, in no time");
+    assert_eq!(stats.sockets_attached, 1);
+    assert_eq!(stats.gauges.peers, 1);
+    assert_eq!(stats.gauges.sockets, 1);
 }

@@ -5,7 +5,7 @@
 //!  TcpListener ─► per connection: [TLS handshake, with .tls()] ─► hyper http1 (with upgrades)
 //!                   │ Upgrade: websocket ─► path filter ─► 101 ─► Hub::attach
 //!                   │ otherwise, by normalised path:
-//!                   │   user routes ─► /health ─► /state ─► 404 "not found"
+//!                   │   user routes ─► /health ─► /state ─► /metrics ─► 404 "not found"
 //!  stop(): stop accepting ─► close_all(1001 "server shutdown") ─► drain delay
 //!          ─► terminate_all ─► HTTP connections done ─► Hub::stop ─► on_shutdown
 //! ```
@@ -195,6 +195,7 @@ pub(crate) struct Settings {
     routes: HashMap<String, RouteFn>,
     health_route: bool,
     state_route: bool,
+    metrics_route: bool,
     extra_state: Option<ExtraStateFn>,
     handle_signals: bool,
     shutdown_timeout: Duration,
@@ -277,6 +278,7 @@ impl HubServer {
             routes: HashMap::new(),
             health_route: true,
             state_route: false,
+            metrics_route: true,
             extra_state: None,
             handle_signals: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -397,6 +399,7 @@ pub struct HubServerBuilder {
     routes: HashMap<String, RouteFn>,
     health_route: bool,
     state_route: bool,
+    metrics_route: bool,
     extra_state: Option<ExtraStateFn>,
     handle_signals: bool,
     shutdown_timeout: Duration,
@@ -447,6 +450,14 @@ impl HubServerBuilder {
     /// lists every peer's hello, so keep it off on public interfaces).
     pub fn enable_state_route(mut self, on: bool) -> Self {
         self.state_route = on;
+        self
+    }
+
+    /// Serve `/metrics`: Prometheus metrics as OpenMetrics text (default
+    /// true; counters only, like `/health`: no kinds, no payloads; names in
+    /// docs/operations.md, *Metrics*).
+    pub fn enable_metrics_route(mut self, on: bool) -> Self {
+        self.metrics_route = on;
         self
     }
 
@@ -557,6 +568,7 @@ impl HubServerBuilder {
                 routes: table,
                 health_route: self.health_route,
                 state_route: self.state_route,
+                metrics_route: self.metrics_route,
                 extra_state: self.extra_state,
                 handle_signals: self.handle_signals,
                 shutdown_timeout: self.shutdown_timeout,
@@ -592,6 +604,7 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("routes", &self.routes.keys().collect::<Vec<_>>())
             .field("health_route", &self.health_route)
             .field("state_route", &self.state_route)
+            .field("metrics_route", &self.metrics_route)
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)

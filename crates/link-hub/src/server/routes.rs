@@ -1,5 +1,5 @@
 //! Plain HTTP requests: path normalisation, user routes, `/health`,
-//! `/state` and the 404 (protocol §14).
+//! `/state`, `/metrics` and the 404 (protocol §14).
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -154,6 +154,7 @@ impl Service {
         match path.as_str() {
             "/health" if settings.health_route => self.health().await,
             "/state" if settings.state_route => self.state().await,
+            "/metrics" if settings.metrics_route => self.metrics().await,
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
     }
@@ -163,6 +164,16 @@ impl Service {
         let hub = self.hub.health().await.to_value();
         let body = format!(r#"{{"ok":true,"now":{},"hub":{hub}}}"#, wall_ms());
         with_type(StatusCode::OK, JSON, Bytes::from(body))
+    }
+
+    /// The Prometheus metrics, as OpenMetrics text.
+    async fn metrics(&self) -> Response<Body> {
+        let body = self.hub.metrics().await;
+        with_type(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            Bytes::from(body),
+        )
     }
 
     /// Pretty `{peers, lastStatus, ...extra_state()}`.
