@@ -2,8 +2,8 @@
 """A/B two (or more) link-cli release builds in one invocation.
 
 Alternates the binaries round by round, so both see the same machine load, and
-prints the median of each throughput/p50 metric with its ratio to the first
-binary. Used for every before/after figure in docs/perf.md.
+prints the median of each throughput/p50 metric (and, with --child, the hub's
+CPU µs per message) with its ratio to the first binary. Used for every before/after figure in docs/perf.md.
 
     cp target/release/link-cli /tmp/link-cli-before   # build, copy, change, build again
     python3 xtask/scripts/ab_bench.py /tmp/link-cli-before,target/release/link-cli \
@@ -33,13 +33,14 @@ def main() -> None:
             )
             for result in json.loads(out.stdout)["results"]:
                 for m in result["metrics"]:
-                    if m["name"] in METRICS:
+                    if m["name"] in METRICS or m["name"].startswith("hub CPU"):
                         key = f"{result['scenario']} {m['name']}"
                         values[b].setdefault(key, []).append(m["value"])
     for key in values[bins[0]]:
         meds = [statistics.median(values[b][key]) for b in bins]
         ratios = "".join(f"  x{v / meds[0]:.2f}" for v in meds[1:])
-        print(f"{key:28s}" + "".join(f"{v:12.0f}" for v in meds) + ratios)
+        fmt = "12.2f" if "CPU" in key else "12.0f"
+        print(f"{key:28s}" + "".join(f"{v:{fmt}}" for v in meds) + ratios)
 
 
 if __name__ == "__main__":
