@@ -604,8 +604,17 @@ mod hub_logger {
     }
 
     /// Logs `hub`'s events until the handle is dropped. Needs a tokio runtime.
+    ///
+    /// The per-message events (`topic.publish`, `direct`, RPC relay) log at
+    /// DEBUG and TRACE: unless the subscriber enables DEBUG here when the
+    /// logger starts, it listens with [`Hub::quiet_events`], so the hub
+    /// builds nothing per message for it.
     pub fn spawn_hub_logger(hub: &Hub, classifier: Classifier) -> LoggerHandle {
-        let rx = hub.events();
+        let rx = if tracing::enabled!(Level::DEBUG) {
+            hub.events()
+        } else {
+            hub.quiet_events()
+        };
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
                 describe_hub(e, &classifier)

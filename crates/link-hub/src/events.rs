@@ -229,6 +229,25 @@ pub enum HubEvent {
 }
 
 impl HubEvent {
+    /// True for the events the hub emits once per message it relays or
+    /// answers (`topic.publish`, `direct`, `rpc.forwarded`,
+    /// `rpc.response.forwarded`, `rpc.server`, `rpc.cancelled`, `message`):
+    /// [`Hub::quiet_events`](crate::Hub::quiet_events) leaves them out, and
+    /// they are built only while an [`events`](crate::Hub::events) or
+    /// firehose listener is subscribed.
+    pub fn is_traffic(&self) -> bool {
+        matches!(
+            self,
+            Self::TopicPublish { .. }
+                | Self::Direct { .. }
+                | Self::RpcForwarded { .. }
+                | Self::RpcResponseForwarded { .. }
+                | Self::RpcServer { .. }
+                | Self::RpcCancelled { .. }
+                | Self::Message { .. }
+        )
+    }
+
     /// The reference's event name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -41,9 +41,10 @@ impl Hub {
     /// Starts the hub's router task.
     pub fn new(config: HubConfig) -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (quiet, _) = broadcast::channel(EVENT_CAPACITY);
         let (firehose, _) = broadcast::channel(EVENT_CAPACITY);
         let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
-        let shared = Arc::new(Shared::new(config, events, firehose, tx));
+        let shared = Arc::new(Shared::new(config, events, quiet, firehose, tx));
         tokio::spawn(Router::new(shared.clone()).run(rx));
         Self { shared }
     }
@@ -108,6 +109,14 @@ impl Hub {
     /// receiver that falls more than 4096 events behind skips ahead.
     pub fn events(&self) -> broadcast::Receiver<Arc<HubEvent>> {
         self.shared.events.subscribe()
+    }
+
+    /// Like [`events`](Self::events) without the per-message events
+    /// ([`HubEvent::is_traffic`]: `topic.publish`, `direct`, the RPC relay
+    /// events): while only quiet listeners are subscribed, the hub builds
+    /// nothing per message relayed. For logs, alerts and dashboards.
+    pub fn quiet_events(&self) -> broadcast::Receiver<Arc<HubEvent>> {
+        self.shared.quiet.subscribe()
     }
 
     /// Like [`events`](Self::events), plus the `message` firehose: a

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) config: HubConfig,
     pub(crate) conn_config: HubConnConfig,
     pub(crate) events: broadcast::Sender<Arc<HubEvent>>,
+    /// Every event but the per-message ones ([`HubEvent::is_traffic`]).
+    pub(crate) quiet: broadcast::Sender<Arc<HubEvent>>,
     /// Every event plus the per-frame `message` firehose.
     pub(crate) firehose: broadcast::Sender<Arc<HubEvent>>,
     pub(crate) router: mpsc::Sender<RouterMsg>,
@@ -36,6 +38,7 @@ impl Shared {
     pub(crate) fn new(
         config: HubConfig,
         events: broadcast::Sender<Arc<HubEvent>>,
+        quiet: broadcast::Sender<Arc<HubEvent>>,
         firehose: broadcast::Sender<Arc<HubEvent>>,
         router: mpsc::Sender<RouterMsg>,
     ) -> Self {
@@ -54,6 +57,7 @@ impl Shared {
             config,
             conn_config,
             events,
+            quiet,
             firehose,
             router,
             replay,
@@ -69,6 +73,14 @@ impl Shared {
 
     /// True when someone listens to events (so building them is worth it).
     pub(crate) fn listening(&self) -> bool {
+        self.events.receiver_count() > 0
+            || self.quiet.receiver_count() > 0
+            || self.firehose.receiver_count() > 0
+    }
+
+    /// True when someone listens to the per-message events too (so building
+    /// one for every message relayed is worth it).
+    pub(crate) fn traffic_listening(&self) -> bool {
         self.events.receiver_count() > 0 || self.firehose.receiver_count() > 0
     }
 
@@ -84,6 +96,9 @@ impl Shared {
             let event = Arc::new(build());
             if self.firehose.receiver_count() > 0 {
                 let _ = self.firehose.send(event.clone());
+            }
+            if self.quiet.receiver_count() > 0 && !event.is_traffic() {
+                let _ = self.quiet.send(event.clone());
             }
             if self.events.receiver_count() > 0 && !matches!(*event, HubEvent::Message { .. }) {
                 let _ = self.events.send(event);

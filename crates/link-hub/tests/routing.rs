@@ -750,3 +750,36 @@ async fn a_spoofed_from_is_replaced_by_the_authenticated_kind() {
         }
     }
 }
+
+#[tokio::test]
+async fn quiet_event_listeners_see_no_per_message_events() {
+    let hub = TestHub::shared(S).await;
+    let mut quiet = hub.hub.quiet_events();
+    let mut sub = hub.peer("sub", S).await;
+    let mut publisher = hub.peer("publisher", S).await;
+    sub.subscribe("t").await;
+    publisher
+        .send(
+            "topic.message",
+            None,
+            Some(json!({"topic": "t", "payload": 1})),
+        )
+        .await;
+    sub.recv("topic.message").await;
+    // An invalid topic: a protocol error, which quiet listeners do get. It
+    // comes after the publish, so a topic.publish event would be seen first.
+    publisher
+        .send("topic.subscribe", None, Some(json!({"topic": ""})))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let e = quiet.recv().await.expect("the hub is running");
+        assert!(!e.is_traffic(), "{e:?}");
+        seen.push(e.name());
+        if matches!(&*e, HubEvent::ProtocolError { .. }) {
+            break;
+        }
+    }
+    assert!(seen.contains(&"peer.connect"), "{seen:?}");
+    assert!(seen.contains(&"topic.subscribe"), "{seen:?}");
+}

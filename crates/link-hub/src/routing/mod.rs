@@ -52,6 +52,15 @@ use crate::events::HubEvent;
 use crate::outbox::{OutItem, Outbox, Push};
 
 pub(crate) use server::ServerRpcCall;
+
+/// Who listens to the hub's events (the driver reads it once per batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Listening {
+    /// Someone wants events.
+    pub(crate) events: bool,
+    /// Someone wants the per-message ones too ([`HubEvent::is_traffic`]).
+    pub(crate) traffic: bool,
+}
 pub(crate) use stats::{Gauges, Histogram, RPC_BUCKETS, TableStats};
 pub(crate) use verdicts::{AclHooks, AclQuery};
 
@@ -232,7 +241,7 @@ pub(crate) struct Routing {
     /// `stop()` ran: sockets attached from now on are closed at once.
     stopped: bool,
     /// Someone listens to events: build them.
-    listening: bool,
+    listening: Listening,
     /// Reads the replay guard's size (held outside the table) for health.
     recent_ids: RecentIds,
     /// What the table counts for `/metrics` (its gauges are filled in by
@@ -268,7 +277,7 @@ impl Routing {
             server: SERVER.into(),
             presence: membership::Presence::default(),
             stopped: false,
-            listening: false,
+            listening: Listening::default(),
             recent_ids: Box::new(|| 0),
             stats: TableStats::default(),
             rpc_timer: rpc_timer::RpcTimer::new(rpc_timer::RPC_TIMER_CAP),
@@ -356,8 +365,9 @@ impl Routing {
 
     // ----- inputs ------------------------------------------------------------
 
-    /// Whether events are wanted; while false none are built.
-    pub(crate) fn set_listening(&mut self, listening: bool) {
+    /// Which events are wanted; none are built while nobody listens, and no
+    /// per-message event while nobody wants those.
+    pub(crate) fn set_listening(&mut self, listening: Listening) {
         self.listening = listening;
     }
 
@@ -445,7 +455,15 @@ impl Routing {
 
     /// Queues an event built only if someone listens.
     fn emit(&mut self, build: impl FnOnce() -> HubEvent) {
-        if self.listening {
+        if self.listening.events {
+            self.events.push_back(build());
+        }
+    }
+
+    /// Queues a per-message event ([`HubEvent::is_traffic`]), built only if
+    /// someone listens to those.
+    fn emit_traffic(&mut self, build: impl FnOnce() -> HubEvent) {
+        if self.listening.traffic {
             self.events.push_back(build());
         }
     }

@@ -146,7 +146,7 @@ impl Routing {
                 kind.to_string(),
                 target_kind.to_string(),
             );
-            self.emit(|| HubEvent::RpcForwarded {
+            self.emit_traffic(|| HubEvent::RpcForwarded {
                 id,
                 from,
                 to,
@@ -185,7 +185,7 @@ impl Routing {
                     .observe(now.instant.saturating_duration_since(started));
             }
             let (id, from, to) = (env.id().to_owned(), kind.to_string(), target.to_string());
-            self.emit(|| HubEvent::RpcResponseForwarded { id, from, to, ok });
+            self.emit_traffic(|| HubEvent::RpcResponseForwarded { id, from, to, ok });
         }
     }
 
@@ -217,7 +217,7 @@ impl Routing {
             }
         }
         let from = kind.to_string();
-        self.emit(|| HubEvent::RpcCancelled {
+        self.emit_traffic(|| HubEvent::RpcCancelled {
             id,
             from,
             to,
@@ -311,7 +311,7 @@ impl Routing {
             }
         }
         let (from, subscriber_count) = (kind.to_string(), subscribers.len());
-        self.emit(|| HubEvent::TopicPublish {
+        self.emit_traffic(|| HubEvent::TopicPublish {
             from,
             topic,
             payload: payload(),
@@ -340,7 +340,7 @@ impl Routing {
         );
         if self.push_item(&route, &target, item).delivered() {
             let (from, to) = (kind.to_string(), target.to_string());
-            self.emit(|| HubEvent::Direct {
+            self.emit_traffic(|| HubEvent::Direct {
                 from,
                 to,
                 msg_type: direct_type,

@@ -138,7 +138,7 @@ impl Routing {
             .or_default()
             .observe(now.instant.saturating_duration_since(running.started));
         let (id, from, rpc_type) = (running.id, running.caller.to_string(), running.rpc_type);
-        self.emit(|| HubEvent::RpcServer {
+        self.emit_traffic(|| HubEvent::RpcServer {
             id,
             from,
             rpc_type,

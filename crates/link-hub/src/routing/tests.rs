@@ -47,6 +47,12 @@ struct Bus {
     next_id: u64,
 }
 
+/// Every event wanted, per-message ones included.
+const ALL_EVENTS: Listening = Listening {
+    events: true,
+    traffic: true,
+};
+
 impl Bus {
     fn new() -> Self {
         Self::with(config())
@@ -54,7 +60,7 @@ impl Bus {
 
     fn with(config: RoutingConfig) -> Self {
         let mut table = Routing::new(config).with_recent_ids(Box::new(|| 7));
-        table.set_listening(true);
+        table.set_listening(ALL_EVENTS);
         Self {
             table,
             base: Instant::now(),
@@ -1211,14 +1217,60 @@ fn close_all_tells_every_socket_and_counts_them() {
 #[test]
 fn no_events_are_built_while_nobody_listens() {
     let mut bus = Bus::new();
-    bus.table.set_listening(false);
+    bus.table.set_listening(Listening::default());
     bus.connect("a");
     bus.connect("b");
     bus.send("a", msg_type::DIRECT, Some("b"), json!({"directType": "x"}));
     assert!(bus.events().is_empty());
-    bus.table.set_listening(true);
+    bus.table.set_listening(ALL_EVENTS);
     bus.send("a", msg_type::DIRECT, Some("b"), json!({"directType": "x"}));
     assert_eq!(bus.event_names(), ["direct"]);
+}
+
+#[test]
+fn quiet_listeners_get_no_per_message_events() {
+    let mut bus = Bus::new();
+    bus.table.set_listening(Listening {
+        events: true,
+        traffic: false,
+    });
+    bus.connect("a");
+    bus.connect("b");
+    bus.events();
+    bus.take("b");
+    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.send(
+        "a",
+        msg_type::TOPIC_MESSAGE,
+        None,
+        json!({"topic": "t", "payload": 1}),
+    );
+    bus.send("a", msg_type::DIRECT, Some("b"), json!({"directType": "x"}));
+    bus.send(
+        "a",
+        msg_type::RPC_REQUEST,
+        Some("b"),
+        json!({"rpcType": "r"}),
+    );
+    bus.send(
+        "a",
+        msg_type::RPC_REQUEST,
+        Some("server"),
+        json!({"rpcType": "link.health"}),
+    );
+    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    // The messages were relayed; only the events that are not one per
+    // message were built.
+    let relayed: Vec<_> = bus.take("b").iter().map(|i| i.msg_type).collect();
+    assert_eq!(
+        relayed,
+        [
+            msg_type::TOPIC_MESSAGE,
+            msg_type::DIRECT,
+            msg_type::RPC_REQUEST
+        ]
+    );
+    assert_eq!(bus.event_names(), ["topic.subscribe", "protocol-error"]);
 }
 
 #[test]
