@@ -628,6 +628,38 @@ pub fn topic_payload_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_
     member_as(env, "payload")
 }
 
+/// An `rpc.request`'s `rpcType` when it is a string without escapes (what
+/// a relay needs), read off the signed text when there is one: no tree is
+/// built. `None` when it is missing or not a plain string: ask
+/// [`Message::parse`] then.
+pub fn rpc_type(env: &Envelope) -> Option<&str> {
+    match env.signed_data_text().filter(|t| t.starts_with('{')) {
+        Some(text) => plain_string(signed_member(text, "rpcType")?),
+        None => env.data()?.get("rpcType")?.as_str(),
+    }
+}
+
+/// An `rpc.request`'s `rpcData` as [`Message::parse`] reads it (`None` when
+/// absent, `Some(Null)` for `null`), from the signed text when there is one.
+pub fn rpc_data(env: &Envelope) -> Option<Value> {
+    let signed = env.signed_data_text().filter(|t| t.starts_with('{'));
+    if let Some(Ok(v)) = signed.map(|text| {
+        signed_member(text, "rpcData")
+            .map(serde_json::from_str)
+            .transpose()
+    }) {
+        return v;
+    }
+    env.data()?.get("rpcData").cloned()
+}
+
+/// The text of member `name` of a signed object's text.
+fn signed_member<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    signed_form::members(text)
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, span)| text.get(span))
+}
+
 /// A `direct` message's `directData`, as [`topic_payload`] reads a payload.
 pub fn direct_data(env: &Envelope) -> Option<&Value> {
     env.data()?.get("directData")
@@ -688,6 +720,42 @@ mod tests {
             .envelope;
         let authentic = crate::envelope::parse_authentic(&frame, 1 << 20, &key).unwrap();
         [scanned, authentic]
+    }
+
+    #[test]
+    fn rpc_type_and_data_read_like_parse_from_text_and_tree() {
+        let p = json!({"z": [1.5, "x"], "a": null});
+        for data in [
+            json!({"rpcType": "sum", "rpcData": p}),
+            json!({"rpcType": "sum", "rpcData": null}),
+            json!({"rpcType": "sum"}),
+            json!({"rpcType": "s\"um", "rpcData": 1}),
+            json!({"rpcType": "", "rpcData": 1}),
+            json!({"rpcType": 5, "rpcData": 1}),
+            json!({"rpcType": null}),
+            json!({"rpcData": 1}),
+            json!({"rpcType": "sum", "rpcData": 1, "extra": true}),
+            json!([1]),
+            Value::Null,
+        ] {
+            for e in wire(msg_type::RPC_REQUEST, data.clone()) {
+                match Message::parse(&e) {
+                    Message::RpcRequest { rpc_type, rpc_data } => {
+                        // A type with escapes is left to `parse`.
+                        if let Some(t) = super::rpc_type(&e) {
+                            assert_eq!(t, rpc_type, "{data}");
+                        } else {
+                            assert!(rpc_type.contains('\\') || rpc_type.contains('"'), "{data}");
+                        }
+                        assert_eq!(super::rpc_data(&e), rpc_data, "{data}");
+                    }
+                    other => {
+                        assert_eq!(other, Message::Malformed(msg_type::RPC_REQUEST), "{data}");
+                        assert_eq!(rpc_type(&e), None, "{data}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

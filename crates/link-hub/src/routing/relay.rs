@@ -38,17 +38,28 @@ impl Routing {
             tracing::debug!(%kind, "dropping a frame from a stale socket");
             return;
         }
+        // The RPC relay reads no payload into a tree: only the request's
+        // type (read off the signed text), and data only if it is rebuilt.
+        match env.msg_type() {
+            Some(msg_type::RPC_RESPONSE) => return self.rpc_response(now, kind, &env),
+            Some(msg_type::RPC_REQUEST) => {
+                if let Some(rpc_type) = messages::rpc_type(&env) {
+                    let rpc_data = || messages::rpc_data(&env);
+                    return self.rpc_request(now, kind, &env, rpc_type, rpc_data);
+                }
+            }
+            _ => {}
+        }
         match Msg::parse(&env) {
             Msg::StatusPush(status) => self.status_update(now, kind, status),
             Msg::RpcRequest { rpc_type, rpc_data } => {
-                self.rpc_request(now, kind, &env, rpc_type, rpc_data)
+                self.rpc_request(now, kind, &env, &rpc_type, || rpc_data)
             }
             Msg::Malformed(msg_type::RPC_REQUEST) => {
                 let resp =
                     RpcResponse::error(RpcErrorCode::BadRequest, "rpc.request missing \"rpcType\"");
                 self.reply(kind, env.id(), &resp);
             }
-            Msg::RpcResponse(resp) => self.rpc_response(now, kind, &env, resp.is_ok()),
             Msg::RpcCancel { id } => self.rpc_cancel(kind, &env, id),
             Msg::Subscribe { topic } => self.subscribe(kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(kind, topic),
@@ -98,12 +109,14 @@ impl Routing {
         now: Now,
         kind: &Arc<str>,
         env: &Envelope,
-        rpc_type: String,
-        rpc_data: Option<Value>,
+        rpc_type: &str,
+        rpc_data: impl FnOnce() -> Option<Value>,
     ) {
         let to = env.to();
         let target = match to.as_deref() {
-            Some(SERVER) => return self.server_rpc(now, kind, env, rpc_type, rpc_data),
+            Some(SERVER) => {
+                return self.server_rpc(now, kind, env, rpc_type.to_owned(), rpc_data());
+            }
             None => {
                 let resp = RpcResponse::error(RpcErrorCode::BadRequest, rpc_error_text::MISSING_TO);
                 return self.reply(kind, env.id(), &resp);
@@ -119,7 +132,7 @@ impl Routing {
         };
         let (route, target_kind) = (peer.route.clone(), peer.kind.clone());
         let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
-            CanonicalData::new(&messages::rpc_request_value(&rpc_type, rpc_data))
+            CanonicalData::new(&messages::rpc_request_value(rpc_type, rpc_data()))
         }));
         let id: Arc<str> = env.id().into();
         let item = OutItem::new(
@@ -141,16 +154,11 @@ impl Routing {
             {
                 self.stats.rpc_untimed += 1;
             }
-            let (id, from, to) = (
-                env.id().to_owned(),
-                kind.to_string(),
-                target_kind.to_string(),
-            );
             self.emit_traffic(|| HubEvent::RpcForwarded {
-                id,
-                from,
-                to,
-                rpc_type,
+                id: env.id().to_owned(),
+                from: kind.to_string(),
+                to: target_kind.to_string(),
+                rpc_type: rpc_type.to_owned(),
             });
         } else {
             let resp = RpcResponse::error(
@@ -161,7 +169,7 @@ impl Routing {
         }
     }
 
-    fn rpc_response(&mut self, now: Now, kind: &Arc<str>, env: &Envelope, ok: bool) {
+    fn rpc_response(&mut self, now: Now, kind: &Arc<str>, env: &Envelope) {
         let Some(to) = env.to() else { return };
         let Some(peer) = self.peers.get(to.as_ref()) else {
             return;
@@ -184,8 +192,12 @@ impl Routing {
                     .rpc_relayed
                     .observe(now.instant.saturating_duration_since(started));
             }
-            let (id, from, to) = (env.id().to_owned(), kind.to_string(), target.to_string());
-            self.emit_traffic(|| HubEvent::RpcResponseForwarded { id, from, to, ok });
+            self.emit_traffic(|| HubEvent::RpcResponseForwarded {
+                id: env.id().to_owned(),
+                from: kind.to_string(),
+                to: target.to_string(),
+                ok: RpcResponse::parse(env.data()).is_ok(),
+            });
         }
     }
 
@@ -310,9 +322,9 @@ impl Routing {
                 }
             }
         }
-        let (from, subscriber_count) = (kind.to_string(), subscribers.len());
+        let subscriber_count = subscribers.len();
         self.emit_traffic(|| HubEvent::TopicPublish {
-            from,
+            from: kind.to_string(),
             topic,
             payload: payload(),
             subscriber_count,
@@ -339,10 +351,9 @@ impl Routing {
             Some(data),
         );
         if self.push_item(&route, &target, item).delivered() {
-            let (from, to) = (kind.to_string(), target.to_string());
             self.emit_traffic(|| HubEvent::Direct {
-                from,
-                to,
+                from: kind.to_string(),
+                to: target.to_string(),
                 msg_type: direct_type,
                 data: direct_data(),
             });
