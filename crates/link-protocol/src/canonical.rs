@@ -172,12 +172,9 @@ pub fn write_f64(f: f64, out: &mut String) {
 pub fn write_str(s: &str, out: &mut String) {
     out.push('"');
     let bytes = s.as_bytes();
-    // Most strings (ids, kinds, types, topics) need no escape: one scan
-    // (a fold without early exit, which the compiler vectorises), one copy.
-    let plain = bytes
-        .iter()
-        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
+    // Most strings (ids, kinds, types, topics) need no escape: one
+    // vectorised scan, one copy.
+    if crate::plain::is_plain(bytes) {
         out.push_str(s);
         out.push('"');
         return;

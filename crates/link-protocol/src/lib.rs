@@ -53,6 +53,7 @@ pub mod handler_error;
 mod hex;
 mod hmac_sha256;
 pub mod messages;
+mod plain;
 pub mod replay;
 pub mod signed_form;
 pub mod signed_tail;

@@ -346,11 +346,7 @@ impl Scan<'_> {
         let mut escaped = false;
         loop {
             // Skip plain bytes in one pass; a string must end before the text does.
-            let plain = self
-                .b
-                .get(self.i..)?
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            let plain = crate::plain::find_special(self.b.get(self.i..)?)?;
             self.i += plain;
             match self.b[self.i] {
                 b'"' => {
