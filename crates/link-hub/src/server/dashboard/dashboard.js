@@ -90,6 +90,14 @@
     return Math.max(0, get(last.s) - get(ref.s)) / ((last.t - ref.t) / 1000);
   }
 
+  // How much a counter grew over the window (from the oldest snapshot in
+  // it); null without a second of history.
+  function delta(get, windowMs) {
+    const ref = reference(windowMs);
+    if (!ref) return null;
+    return Math.max(0, get(history[history.length - 1].s) - get(ref.s));
+  }
+
   // Prometheus' histogram_quantile over bucket counts (not cumulative; the
   // last is +Inf), linear within the bucket holding the rank.
   function quantile(bounds, buckets, q) {
@@ -136,6 +144,13 @@
     return td;
   }
 
+  function sub(text) {
+    const el = document.createElement("span");
+    el.className = "sub";
+    el.textContent = text;
+    return el;
+  }
+
   function row(cells) {
     const tr = document.createElement("tr");
     tr.append(...cells);
@@ -148,23 +163,18 @@
 
   function renderPeers(s) {
     const rows = s.peers.map((p) => {
-      const connected = document.createElement("td");
-      connected.append(document.createTextNode(span(s.now - p.connectedAt)));
-      const since = document.createElement("div");
-      since.className = "since";
-      since.textContent = "since " + clock(p.connectedAt);
-      connected.append(since);
+      const connected = cell(span(s.now - p.connectedAt), "nowrap");
+      connected.append(sub("since " + clock(p.connectedAt)));
       const status = document.createElement("td");
+      status.className = "status-cell";
       if (p.status !== null) {
         const code = document.createElement("code");
         code.className = "status";
         code.textContent = p.status;
-        const age = document.createElement("span");
-        age.className = "age";
-        age.textContent = span(s.now - p.statusAt) + " ago";
-        status.append(code, age);
+        code.title = p.status;
+        status.append(code, sub("updated " + span(s.now - p.statusAt) + " ago"));
       } else {
-        status.className = "muted";
+        status.classList.add("muted");
         status.textContent = "—";
       }
       const tr = row([cell(p.kind, "kind mono"), cell(p.remote || "in-process", "mono muted"), connected, status]);
@@ -201,7 +211,7 @@
     const relayedRate = perSecond((x) => frame(x, "rpc.request", "in") - sum(x.rpc.server, (h) => h.count));
     const rows = [
       row([
-        cell("relayed, peer to peer"),
+        cell("relayed: peer to peer", "mono"),
         cell(rate(relayedRate), "num"),
         cell(num(frame(s, "rpc.request", "in") - sum(s.rpc.server, (h) => h.count)), "num muted"),
         cell(secs(relayed.p50), "num"),
@@ -254,7 +264,7 @@
         reason,
         cell(e.kind || "—", "mono"),
         cell(e.type || "—", "mono"),
-        cell(e.detail || "—", "muted"),
+        cell(e.detail || "—", "mono muted"),
         cell(e.remote || "—", "mono muted"),
       ]);
     });
@@ -267,25 +277,27 @@
   function renderKpis(s, relayed) {
     $("k-peers").textContent = num(s.hub.peers);
     $("k-peers-hint").textContent = s.hub.pendingSockets > 0
-      ? s.hub.pendingSockets + " waiting for hello"
-      : num(s.hub.socketsAttached) + " sockets accepted";
+      ? s.hub.pendingSockets + " awaiting hello"
+      : num(s.hub.sockets) + (s.hub.sockets === 1 ? " socket" : " sockets");
     $("k-topics").textContent = num(s.hub.topics);
     $("k-topics-hint").textContent = num(sum(s.topics, (t) => t.subscribers)) + " subscriptions";
     $("k-in").textContent = rate(perSecond(framesIn));
-    $("k-in-hint").textContent = "per second · " + num(framesIn(s)) + " total";
+    $("k-in-hint").textContent = num(framesIn(s)) + " since start";
     $("k-out").textContent = rate(perSecond(framesOut));
-    $("k-out-hint").textContent = "per second · " + num(framesOut(s)) + " total";
+    $("k-out-hint").textContent = num(framesOut(s)) + " since start";
     $("k-rpc").textContent = rate(perSecond((x) => frame(x, "rpc.request", "in")));
-    $("k-rpc-hint").textContent = "per second · " + num(frame(s, "rpc.request", "in")) + " total";
+    $("k-rpc-hint").textContent = num(frame(s, "rpc.request", "in")) + " since start";
     $("k-p99").textContent = secs(relayed.p99);
     $("k-p99-hint").textContent = relayed.p50 === null
       ? "relayed · no call yet"
-      : "relayed · p50 " + secs(relayed.p50) + (relayed.windowed ? "" : " · all time");
+      : "p50 " + secs(relayed.p50) + (relayed.windowed ? "" : " · all time");
     $("k-outbox").textContent = bytes(s.hub.outboxBytes);
-    $("k-outbox-hint").textContent = s.hub.queuedSockets + " queued · " + num(s.hub.outboxOverflow) + " overflowed";
-    const perMin = perSecond(drops, 60000);
+    $("k-outbox-hint").textContent = s.hub.outboxOverflow > 0
+      ? num(s.hub.outboxOverflow) + " overflowed"
+      : s.hub.queuedSockets + " sockets queued";
+    const lastMinute = delta(drops, 60000);
     $("k-drops").textContent = num(drops(s));
-    $("k-drops-hint").textContent = perMin === null ? "since start" : rate(perMin * 60) + " in the last minute";
+    $("k-drops-hint").textContent = lastMinute === null ? "since start" : num(lastMinute) + " last minute";
   }
 
   // ----- the chart ----------------------------------------------------------
@@ -336,9 +348,14 @@
     const pw = w - left - right, ph = h - top - bottom;
     const points = series();
     const end = latest ? latest.now : Date.now();
-    const start = end - HISTORY_MS;
+    // The span grows with the history, one minute at a time, up to five.
+    const kept = history.length ? end - history[0].t : 0;
+    const minutes = Math.min(HISTORY_MS / 60000, Math.max(1, Math.ceil(kept / 60000)));
+    const spanMs = minutes * 60000;
+    const start = end - spanMs;
+    $("chart-span").textContent = "messages per second, last " + (minutes === 1 ? "minute" : minutes + " minutes");
     const max = niceCeil(Math.max(1, ...points.map((p) => Math.max(p.in, p.out))));
-    const x = (t) => left + ((t - start) / HISTORY_MS) * pw;
+    const x = (t) => left + ((t - start) / spanMs) * pw;
     const y = (v) => top + ph - (v / max) * ph;
 
     ctx.font = "11px system-ui, sans-serif";
@@ -358,9 +375,11 @@
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (let m = 5; m >= 0; m--) {
-      const xx = x(end - m * 60000);
-      ctx.fillText(m === 0 ? "now" : "−" + m + " min", Math.min(Math.max(xx, left + 16), w - right - 14), top + ph + 6);
+    const step = minutes === 1 ? 10000 : 60000;
+    for (let t = 0; t <= spanMs; t += step) {
+      const xx = x(end - t);
+      const label = t === 0 ? "now" : step < 60000 ? "−" + t / 1000 + " s" : "−" + t / 60000 + " min";
+      ctx.fillText(label, Math.min(Math.max(xx, left + 16), w - right - 14), top + ph + 6);
     }
     const line = (key, stroke, fill) => {
       const pts = points.filter((p) => p.t >= start);
