@@ -101,6 +101,11 @@ pub(crate) struct HubArgs {
     #[arg(long)]
     state_route: bool,
 
+    /// Serve the live dashboard at /ui (read-only; behind --allow-cidr and
+    /// --bearer-token-file like /state: open /ui?token=TOKEN).
+    #[arg(long)]
+    ui: bool,
+
     /// Largest frame in bytes; larger frames close the socket with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -369,7 +374,8 @@ async fn serve(
 ) -> Result<Status, Failure> {
     let mut builder = HubServer::builder(config)
         .bind(bind)
-        .enable_state_route(args.state_route);
+        .enable_state_route(args.state_route)
+        .enable_dashboard(args.ui);
     if let Some(path) = &args.path {
         builder = builder.path(path.clone());
     }
@@ -397,6 +403,12 @@ async fn serve(
         );
     }
     let url = server.url().unwrap_or_default();
+    if args.ui
+        && let Some(addr) = server.local_addr()
+    {
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        tracing::info!("live dashboard at {scheme}://{addr}/ui");
+    }
     if let Err(e) = announce(generated.as_deref(), &url) {
         let _ = server.stop().await;
         return Err(Failure::write(&e));

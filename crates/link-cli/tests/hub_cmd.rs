@@ -215,6 +215,7 @@ async fn bearer_token_file_and_allow_cidr() {
         "--secret",
         "s",
         "--state-route",
+        "--ui",
         "--bearer-token-file",
         token.to_str().unwrap(),
         "--allow-cidr",
@@ -234,11 +235,20 @@ async fn bearer_token_file_and_allow_cidr() {
         200
     );
     assert_eq!(http_get(addr, "/health").await.status, 200);
+    // The dashboard (--ui) is behind the same rule.
+    assert_eq!(http_get(addr, "/ui").await.status, 401);
+    let page = http_get(addr, "/ui?token=tok%2Fen%2B1").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.content_type, "text/html; charset=utf-8");
     let _peer = Peer::connect(&format!("ws://{addr}/?token=tok%2Fen%2B1"), "alpha", "s").await;
     hub.sigterm();
     let (status, stderr) = hub.exit();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(!stderr.contains("tok/en"), "the token leaked to the logs");
+    assert!(
+        stderr.contains(&format!("live dashboard at http://{addr}/ui")),
+        "stderr:\n{stderr}"
+    );
 
     let hub = cli().hub(&[
         "--secret",

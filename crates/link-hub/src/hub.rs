@@ -146,6 +146,25 @@ impl Hub {
         self.shared.metrics.encode(table)
     }
 
+    /// What the live dashboard shows of the routing table (`None`: the
+    /// router no longer answers, the hub is stopping).
+    pub(crate) async fn dashboard(&self) -> Option<crate::routing::DashboardView> {
+        self.ask(RouterMsg::Dashboard).await
+    }
+
+    /// The shared metrics (the dashboard reads the socket counters and the
+    /// recent drops).
+    pub(crate) fn metrics_handle(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// Resolves changes of the routing table's revision (membership,
+    /// statuses, subscriptions). Holding the receiver is what makes the
+    /// router send them.
+    pub(crate) fn dashboard_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.dashboard.subscribe()
+    }
+
     /// Closes every socket with `code`/`reason` (e.g. 1001 `server
     /// shutdown`); returns how many sockets were asked to close.
     pub async fn close_all(&self, code: Option<u16>, reason: &str) -> usize {

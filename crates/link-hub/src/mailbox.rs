@@ -51,6 +51,9 @@ pub(crate) enum RouterMsg {
     State(oneshot::Sender<HubState>),
     /// The table's counters and gauges, for a `/metrics` scrape.
     Stats(oneshot::Sender<crate::routing::TableStats>),
+    /// What the live dashboard shows of the table (asked only while a
+    /// dashboard page is open).
+    Dashboard(oneshot::Sender<crate::routing::DashboardView>),
     /// Close every socket with this code (server shutdown).
     CloseAll {
         code: Option<u16>,

@@ -17,8 +17,9 @@
 //! the same lock the scrape takes, so counters never go back. Metric names
 //! start with `link_hub_`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,7 +29,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use link_protocol::msg_type;
+use link_protocol::{ProtocolError, msg_type};
 
 use crate::routing::{Histogram, RPC_BUCKETS, TableStats};
 
@@ -135,6 +136,60 @@ pub(crate) struct Metrics {
     /// The table's stats at the last scrape it answered (used while the hub
     /// stops and the table no longer answers).
     last_table: Mutex<TableStats>,
+    /// The last [`RECENT_ERRORS`] drops, newest last, for the dashboard.
+    recent: Mutex<VecDeque<RecentError>>,
+}
+
+/// Drops kept for the dashboard's list.
+pub(crate) const RECENT_ERRORS: usize = 50;
+
+/// Longest kind or message type kept in [`RecentError`] (they come from
+/// frames that failed checks, so they may be anything).
+const MAX_LABEL_BYTES: usize = 64;
+
+/// One dropped frame as the dashboard lists it: why, whose, when and from
+/// where. Never the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecentError {
+    /// Hub wall clock ms.
+    pub(crate) at_ms: u64,
+    /// The drop reason code (`bad-signature`, `invalid-topic`…).
+    pub(crate) reason: &'static str,
+    /// The sender kind, when known (cut to 64 bytes).
+    pub(crate) kind: Option<String>,
+    /// The frame's type, when known (cut to 64 bytes).
+    pub(crate) msg_type: Option<String>,
+    /// The sub-reason, when there is one.
+    pub(crate) detail: Option<&'static str>,
+    /// The socket's remote address, when known.
+    pub(crate) remote: Option<SocketAddr>,
+}
+
+/// Frames in and out, one message type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TypeCount {
+    pub(crate) msg_type: &'static str,
+    pub(crate) frames_in: u64,
+    pub(crate) frames_out: u64,
+}
+
+/// What the dashboard reads of the socket counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    /// Every message type (and `other`), in a fixed order.
+    pub(crate) by_type: Vec<TypeCount>,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    /// Frames dropped before the table, by reason.
+    pub(crate) dropped: BTreeMap<&'static str, u64>,
+}
+
+fn cut(label: &str) -> String {
+    let mut end = label.len().min(MAX_LABEL_BYTES);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    label[..end].to_owned()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +216,53 @@ impl Metrics {
     /// code) before it reached the routing table.
     pub(crate) fn dropped(&self, reason: &'static str) {
         *lock(&self.dropped).entry(reason).or_default() += 1;
+    }
+
+    /// Keeps `error` in the dashboard's list of recent drops (the oldest
+    /// goes past [`RECENT_ERRORS`]); an error path only.
+    pub(crate) fn recent_error(
+        &self,
+        error: &ProtocolError,
+        remote: Option<SocketAddr>,
+        at_ms: u64,
+    ) {
+        let entry = RecentError {
+            at_ms,
+            reason: error.reason.code(),
+            kind: error.kind.as_deref().map(cut),
+            msg_type: error.msg_type.as_deref().map(cut),
+            detail: error.detail,
+            remote,
+        };
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    /// The recent drops, oldest first.
+    pub(crate) fn recent_errors(&self) -> Vec<RecentError> {
+        lock(&self.recent).iter().cloned().collect()
+    }
+
+    /// The socket counters summed now, for the dashboard.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let t = self.totals();
+        Traffic {
+            by_type: TYPES
+                .iter()
+                .enumerate()
+                .map(|(i, msg_type)| TypeCount {
+                    msg_type,
+                    frames_in: t.frames_in[i],
+                    frames_out: t.frames_out[i],
+                })
+                .collect(),
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            dropped: lock(&self.dropped).clone(),
+        }
     }
 
     fn totals(&self) -> Totals {
@@ -419,6 +521,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_recent_errors_keep_the_last_fifty_without_payload_and_cut_labels() {
+        let m = Metrics::default();
+        let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for i in 0..(RECENT_ERRORS as u64 + 3) {
+            let e = ProtocolError::new(link_protocol::DropReason::BadSignature)
+                .with_kind("k".repeat(100))
+                .with_type(Some("é".repeat(40).as_str()));
+            m.recent_error(&e, Some(remote), i);
+        }
+        let recent = m.recent_errors();
+        assert_eq!(recent.len(), RECENT_ERRORS);
+        assert_eq!(recent[0].at_ms, 3, "the oldest three went");
+        assert_eq!(recent[RECENT_ERRORS - 1].at_ms, RECENT_ERRORS as u64 + 2);
+        let last = &recent[RECENT_ERRORS - 1];
+        assert_eq!(last.reason, "bad-signature");
+        assert_eq!(last.kind.as_deref(), Some("k".repeat(64).as_str()));
+        assert_eq!(last.msg_type.as_deref(), Some("é".repeat(32).as_str()));
+        assert_eq!(last.remote, Some(remote));
+    }
 
     #[test]
     fn every_type_has_its_own_index_and_others_share_the_last() {

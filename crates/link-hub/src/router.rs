@@ -70,6 +70,8 @@ impl Router {
                         self.table.handle_input_done(left > 0 || !rx.is_empty());
                         self.carry_out();
                     }
+                    // One atomic load per batch while no dashboard is open.
+                    self.shared.dashboard_revision(self.table.revision());
                 }
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
             }
@@ -112,6 +114,9 @@ impl Router {
             RouterMsg::Stats(tx) => {
                 let _ = tx.send(self.table.stats());
             }
+            RouterMsg::Dashboard(tx) => {
+                let _ = tx.send(self.table.dashboard());
+            }
             RouterMsg::CloseAll { code, reason, done } => {
                 let told = self.table.close_all(code, &reason);
                 self.carry_out();
@@ -142,6 +147,9 @@ impl Router {
         }
         while let Some(event) = self.table.poll_event() {
             self.shared.emit(|| event);
+        }
+        while let Some(error) = self.table.poll_protocol_error() {
+            self.shared.metrics.recent_error(&error, None, wall_ms());
         }
     }
 

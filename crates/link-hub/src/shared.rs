@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use link_protocol::conn::{HubConnConfig, Now};
 use link_protocol::{ProtocolError, ReplayCheck, ReplayConfig, ReplayGuard};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::HubConfig;
 use crate::events::HubEvent;
@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) ids: link_protocol::conn::IdGen,
     /// Counters and histograms (`/metrics`), shared with the routing table.
     pub(crate) metrics: Arc<Metrics>,
+    /// The routing table's revision, sent only while a dashboard page
+    /// watches (it has receivers only then).
+    pub(crate) dashboard: watch::Sender<u64>,
     next_conn: AtomicU64,
 }
 
@@ -63,6 +66,7 @@ impl Shared {
             replay,
             ids: crate::ids::id_gen(),
             metrics: Arc::new(Metrics::default()),
+            dashboard: watch::Sender::new(0),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -90,6 +94,18 @@ impl Shared {
         self.firehose.receiver_count() > 0
     }
 
+    /// Tells the open dashboards (if any) the table's revision, when it
+    /// moved. With no dashboard open this is one atomic load.
+    pub(crate) fn dashboard_revision(&self, revision: u64) {
+        if self.dashboard.receiver_count() > 0 {
+            self.dashboard.send_if_modified(|seen| {
+                let moved = *seen != revision;
+                *seen = revision;
+                moved
+            });
+        }
+    }
+
     /// Emits an event built only if someone listens.
     pub(crate) fn emit(&self, build: impl FnOnce() -> HubEvent) {
         if self.listening() {
@@ -113,6 +129,7 @@ impl Shared {
     ) {
         tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
         self.metrics.dropped(error.reason.code());
+        self.metrics.recent_error(&error, remote, wall_ms());
         self.emit(|| HubEvent::ProtocolError {
             error,
             remote_addr: remote,

@@ -34,6 +34,9 @@
 //!   ever probed and released (the bind-then-drop race).
 //! - [`LinkCli`] / [`CliHub`]: the built `link-cli` binary, its hub
 //!   started on port 0 and read back from `listening=`.
+//! - [`Chromium`]: Debian's headless Chromium, started by the test and
+//!   driven over the DevTools protocol (navigate, evaluate, wait for a DOM
+//!   condition with a deadline, screenshot).
 //! - Waits bounded by the hang guard [`WAIT`] ([`next_event`], [`guard`]),
 //!   [`http_request`], and client starters ([`ready`], [`started`]).
 //!
@@ -52,6 +55,7 @@
 // A panic is how this crate fails a test: unwrapping is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod cli;
 mod clients;
 mod frames;
@@ -67,6 +71,7 @@ mod tls;
 mod wait;
 mod ws;
 
+pub use browser::{CHROMIUM_ENV, Chromium, DEFAULT_CHROMIUM};
 pub use cli::{CliHub, Done, LinkCli, PROCESS_WAIT, finish as finish_cli};
 pub use clients::{ready, started};
 pub use frames::{

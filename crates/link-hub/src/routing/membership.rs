@@ -97,6 +97,7 @@ impl Routing {
         } else {
             self.order.push(kind.clone());
         }
+        self.revision += 1;
         self.peers.insert(
             kind.clone(),
             Peer {
@@ -149,6 +150,7 @@ impl Routing {
         let Some(peer) = self.peers.remove(&kind) else {
             return;
         };
+        self.revision += 1;
         self.order.retain(|k| *k != kind);
         self.statuses.remove(&kind);
         self.rpc_timer.forget_kind(&kind);

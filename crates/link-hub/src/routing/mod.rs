@@ -18,7 +18,8 @@
 //!        │                          remote hub is the next variant)
 //!        ├─► poll_control()         close / evict / displace a socket
 //!        ├─► poll_task()            a server-RPC handler or ACL hook to run
-//!        └─► poll_event()           hub events, built only while someone listens
+//!        ├─► poll_event()           hub events, built only while someone listens
+//!        └─► poll_protocol_error()  the drops it decides, for the dashboard's list
 //! ```
 //!
 //! It also counts what only it sees for `/metrics` (`stats.rs`, plain
@@ -31,6 +32,7 @@
 //! tests (`tests.rs`) are transcripts that run in microseconds. Signing
 //! happens later, on each recipient socket's writer.
 
+mod dashboard;
 mod membership;
 mod relay;
 mod rpc_timer;
@@ -51,6 +53,7 @@ use link_protocol::{CanonicalData, Hello, ProtocolError, SERVER, StatusEntry};
 use crate::events::HubEvent;
 use crate::outbox::{OutItem, Outbox, Push};
 
+pub(crate) use dashboard::{DashboardView, PeerRow, TopicRow};
 pub(crate) use server::ServerRpcCall;
 
 /// Who listens to the hub's events (the driver reads it once per batch).
@@ -61,7 +64,7 @@ pub(crate) struct Listening {
     /// Someone wants the per-message ones too ([`HubEvent::is_traffic`]).
     pub(crate) traffic: bool,
 }
-pub(crate) use stats::{Gauges, Histogram, RPC_BUCKETS, TableStats};
+pub(crate) use stats::{Gauges, Histogram, RPC_BUCKETS, RPC_SAMPLE_EVERY, TableStats};
 pub(crate) use verdicts::{AclHooks, AclQuery};
 
 /// Reads a size kept outside the table.
@@ -188,11 +191,15 @@ struct Peer {
     peers_seen: u64,
 }
 
-/// A topic's subscribers, in subscription order.
+/// A topic's subscribers, in subscription order, and what was published
+/// to it since it got its first subscriber (for the dashboard: plain
+/// counters, bumped where a publish is routed).
 #[derive(Default)]
 struct Subscribers {
     order: Vec<Arc<str>>,
     set: HashSet<Arc<str>>,
+    published: u64,
+    delivered: u64,
 }
 
 impl Subscribers {
@@ -253,9 +260,15 @@ pub(crate) struct Routing {
     rpc_timer: rpc_timer::RpcTimer,
     rpc_sample_every: u32,
     rpc_until_sample: u32,
+    /// Bumped on every membership, status and subscription change (the
+    /// dashboard pushes a view when it moves).
+    revision: u64,
     controls: VecDeque<(ConnId, ConnCtl)>,
     tasks: VecDeque<Task>,
     events: VecDeque<HubEvent>,
+    /// Drops the table decided, for the dashboard's recent errors (drained
+    /// after every input; capped in case nobody drains it).
+    errors: VecDeque<ProtocolError>,
 }
 
 impl Routing {
@@ -283,9 +296,11 @@ impl Routing {
             rpc_timer: rpc_timer::RpcTimer::new(rpc_timer::RPC_TIMER_CAP),
             rpc_sample_every: stats::RPC_SAMPLE_EVERY,
             rpc_until_sample: stats::RPC_SAMPLE_EVERY,
+            revision: 0,
             controls: VecDeque::new(),
             tasks: VecDeque::new(),
             events: VecDeque::new(),
+            errors: VecDeque::new(),
         }
     }
 
@@ -445,6 +460,12 @@ impl Routing {
         self.events.pop_front()
     }
 
+    /// The next frame the table dropped (an error path: it is queued
+    /// whether or not anyone listens to events).
+    pub(crate) fn poll_protocol_error(&mut self) -> Option<ProtocolError> {
+        self.errors.pop_front()
+    }
+
     // ----- helpers -----------------------------------------------------------
 
     fn ticket(&mut self) -> Ticket {
@@ -471,6 +492,10 @@ impl Routing {
     fn protocol_error(&mut self, error: ProtocolError) {
         tracing::debug!(reason = error.reason.code(), kind = ?error.kind, "frame dropped");
         *self.stats.dropped.entry(error.reason.code()).or_default() += 1;
+        if self.errors.len() == MAX_QUEUED_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(error.clone());
         self.emit(|| HubEvent::ProtocolError {
             error,
             remote_addr: None,
@@ -534,6 +559,9 @@ impl Routing {
         self.peers.get(kind).map(|p| p.conn) == Some(conn)
     }
 }
+
+/// Drops queued for [`Routing::poll_protocol_error`] at most.
+const MAX_QUEUED_ERRORS: usize = 64;
 
 /// 1001 `hub stopped`.
 fn hub_stopped() -> ConnCtl {

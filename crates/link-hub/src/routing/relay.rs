@@ -76,6 +76,7 @@ impl Routing {
             status.as_ref(),
             at,
         )));
+        self.revision += 1;
         self.statuses.insert(
             kind.clone(),
             StatusEntry {
@@ -243,6 +244,7 @@ impl Routing {
             return;
         };
         if self.topics.entry(topic.clone()).or_default().insert(kind) {
+            self.revision += 1;
             self.subscriptions
                 .entry(kind.clone())
                 .or_default()
@@ -281,6 +283,7 @@ impl Routing {
                 None => false,
             };
             if removed {
+                self.revision += 1;
                 let k = kind.to_string();
                 self.emit(|| HubEvent::TopicUnsubscribe { kind: k, topic });
             }
@@ -294,11 +297,13 @@ impl Routing {
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_MESSAGE) else {
             return;
         };
-        let subscribers: Vec<Arc<str>> = self
-            .topics
-            .get(&topic)
-            .map(|s| s.order.iter().filter(|k| *k != kind).cloned().collect())
-            .unwrap_or_default();
+        let subscribers: Vec<Arc<str>> = match self.topics.get_mut(&topic) {
+            Some(s) => {
+                s.published += 1;
+                s.order.iter().filter(|k| *k != kind).cloned().collect()
+            }
+            None => Vec::new(),
+        };
         let mut delivered = 0;
         if !subscribers.is_empty() {
             let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
@@ -320,6 +325,9 @@ impl Routing {
                 if self.push_item(&route, sub, item).delivered() {
                     delivered += 1;
                 }
+            }
+            if let Some(s) = self.topics.get_mut(&topic) {
+                s.delivered += delivered as u64;
             }
         }
         let subscriber_count = subscribers.len();

@@ -1469,3 +1469,152 @@ fn the_table_counts_its_drops_sockets_and_server_rpc_latency() {
     assert_eq!(stats.gauges.peers, 1);
     assert_eq!(stats.gauges.sockets, 1);
 }
+
+// ----- the dashboard's view -------------------------------------------------
+
+#[test]
+fn the_dashboard_view_lists_peers_with_status_and_topics_with_their_counters() {
+    let mut bus = Bus::new();
+    bus.connect("pub");
+    bus.advance(250);
+    bus.connect("x");
+    bus.connect("y");
+    bus.send(
+        "x",
+        msg_type::TOPIC_SUBSCRIBE,
+        None,
+        json!({"topic": "news"}),
+    );
+    bus.send(
+        "y",
+        msg_type::TOPIC_SUBSCRIBE,
+        None,
+        json!({"topic": "news"}),
+    );
+    bus.send(
+        "pub",
+        msg_type::TOPIC_SUBSCRIBE,
+        None,
+        json!({"topic": "news"}),
+    );
+    bus.send(
+        "y",
+        msg_type::TOPIC_SUBSCRIBE,
+        None,
+        json!({"topic": "alerts"}),
+    );
+    for _ in 0..3 {
+        bus.send(
+            "pub",
+            msg_type::TOPIC_MESSAGE,
+            None,
+            json!({"topic": "news", "payload": 1}),
+        );
+    }
+    // A topic nobody holds is not counted (nor kept).
+    bus.send(
+        "pub",
+        msg_type::TOPIC_MESSAGE,
+        None,
+        json!({"topic": "void", "payload": 1}),
+    );
+    bus.send(
+        "x",
+        msg_type::STATUS_UPDATE,
+        None,
+        json!({"phase": "ready"}),
+    );
+    let view = bus.table.dashboard();
+    let kinds: Vec<&str> = view.peers.iter().map(|p| &*p.kind).collect();
+    assert_eq!(kinds, ["pub", "x", "y"], "registration order");
+    assert_eq!(view.peer_count, 3);
+    assert_eq!(view.peers[0].connected_at, T0_MS);
+    assert_eq!(view.peers[1].connected_at, T0_MS + 250);
+    assert_eq!(
+        view.peers[1].status.as_deref(),
+        Some(r#"{"phase":"ready"}"#)
+    );
+    assert_eq!(view.peers[1].status_at, Some(T0_MS + 250));
+    assert_eq!(view.peers[0].status, None);
+    assert_eq!(
+        view.topics,
+        [
+            TopicRow {
+                topic: "alerts".into(),
+                subscribers: 1,
+                published: 0,
+                delivered: 0,
+            },
+            TopicRow {
+                topic: "news".into(),
+                subscribers: 3,
+                published: 3,
+                // Every subscriber but the publisher, three times.
+                delivered: 6,
+            },
+        ]
+    );
+    assert_eq!(view.topic_count, 2);
+    assert_eq!(view.stats.gauges.peers, 3);
+}
+
+#[test]
+fn the_revision_moves_on_membership_status_and_subscriptions_only() {
+    let mut bus = Bus::new();
+    let mut seen = bus.table.revision();
+    let mut moved = |bus: &mut Bus| {
+        let now = bus.table.revision();
+        let moved = now != seen;
+        seen = now;
+        moved
+    };
+    bus.connect("a");
+    assert!(moved(&mut bus), "a registered");
+    bus.connect("b");
+    assert!(moved(&mut bus), "b registered");
+    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    assert!(moved(&mut bus), "subscribed");
+    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    assert!(!moved(&mut bus), "already subscribed");
+    bus.send(
+        "a",
+        msg_type::TOPIC_MESSAGE,
+        None,
+        json!({"topic": "t", "payload": 1}),
+    );
+    bus.send("a", msg_type::DIRECT, Some("b"), json!({"type": "x"}));
+    assert!(!moved(&mut bus), "messages are not changes");
+    bus.send("a", msg_type::STATUS_UPDATE, None, json!({"up": true}));
+    assert!(moved(&mut bus), "status");
+    bus.send(
+        "b",
+        msg_type::TOPIC_UNSUBSCRIBE,
+        None,
+        json!({"topic": "t"}),
+    );
+    assert!(moved(&mut bus), "unsubscribed");
+    let b = bus.conns["b"];
+    bus.close(b);
+    assert!(moved(&mut bus), "b left");
+}
+
+#[test]
+fn drops_the_table_decides_are_queued_for_the_dashboard_even_unheard() {
+    let mut bus = Bus::new();
+    bus.table.set_listening(Listening::default());
+    bus.connect("a");
+    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    assert!(bus.events().is_empty(), "no events built while unheard");
+    let e = bus.table.poll_protocol_error().expect("the drop");
+    assert_eq!(e.reason, DropReason::InvalidTopic);
+    assert_eq!(e.kind.as_deref(), Some("a"));
+    assert!(bus.table.poll_protocol_error().is_none());
+    // Undrained, the queue stays bounded.
+    for _ in 0..100 {
+        bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    }
+    assert_eq!(
+        std::iter::from_fn(|| bus.table.poll_protocol_error()).count(),
+        MAX_QUEUED_ERRORS
+    );
+}

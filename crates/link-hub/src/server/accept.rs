@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,7 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::Service;
-use super::routes::{Body, normalize, text};
+use super::dashboard::ServiceBody;
+use super::routes::{normalize, text};
 use super::upgrade::{Guard, is_upgrade_request, upgrade_with};
 
 /// Time a client has to send its request headers.
@@ -129,15 +131,31 @@ async fn serve_http<S>(
 }
 
 impl Service {
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ServiceBody> {
         if !is_upgrade_request(&req) {
-            if self.access.guards_route(normalize(req.uri().path()))
+            let path = normalize(req.uri().path());
+            if self.access.guards_route(path)
                 && let Err(refused) = self.access.check_route(&req, remote).await
             {
-                return self.access.refuse(remote, refused);
+                return self.access.refuse(remote, refused).map(Either::Left);
             }
-            return self.http(req).await;
+            // The dashboard's paths, unless a user route takes them.
+            if let Some(dashboard) = &self.dashboard
+                && !self.settings.routes.contains_key(path)
+                && let Some(res) = dashboard.answer(&self.hub, path)
+            {
+                return res;
+            }
+            return self.http(req).await.map(Either::Left);
         }
+        self.upgrade(req, remote).await.map(Either::Left)
+    }
+
+    async fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<super::routes::Body> {
         if let Some(path) = &self.settings.path
             && normalize(req.uri().path()) != path
         {

@@ -113,6 +113,9 @@ impl HubServer {
         let service = self.inner.service.clone();
         let _ = service.stop_reason.set(close_reason(reason.into()));
         service.stopping.store(true, Ordering::Release);
+        if let Some(dashboard) = &service.dashboard {
+            dashboard.close();
+        }
         let running = match std::mem::replace(&mut *self.inner.phase.lock().await, Phase::Stopped) {
             Phase::Running(running) => Some(running),
             Phase::Idle | Phase::Stopped => None,

@@ -5,7 +5,8 @@
 //!  TcpListener ─► per connection: [TLS handshake, with .tls()] ─► hyper http1 (with upgrades)
 //!                   │ Upgrade: websocket ─► path filter ─► 101 ─► Hub::attach
 //!                   │ otherwise, by normalised path:
-//!                   │   user routes ─► /health ─► /state ─► /metrics ─► 404 "not found"
+//!                   │   user routes ─► [/ui, /ui/events] ─► /health ─► /state ─► /metrics
+//!                   │   ─► 404 "not found"
 //!  stop(): stop accepting ─► close_all(1001 "server shutdown") ─► drain delay
 //!          ─► terminate_all ─► HTTP connections done ─► Hub::stop ─► on_shutdown
 //! ```
@@ -89,6 +90,7 @@
 
 mod accept;
 mod access;
+mod dashboard;
 mod lifecycle;
 mod limits;
 mod routes;
@@ -110,6 +112,7 @@ pub use self::access::{
     AuthDecision, AuthRequest, Cidr, CidrError, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_PENDING_UPGRADES,
 };
+pub use self::dashboard::MAX_DASHBOARD_FEEDS;
 pub use self::routes::IntoRouteResponse;
 pub use self::tls::{TlsConfig, TlsError};
 pub use self::upgrade::{is_upgrade_request, upgrade};
@@ -226,6 +229,8 @@ pub(crate) struct Service {
     upgrades: watch::Sender<()>,
     /// Access rule and connection limits.
     access: access::Access,
+    /// `Some` with [`HubServerBuilder::enable_dashboard`].
+    dashboard: Option<dashboard::Dashboard>,
 }
 
 /// Held by the handles only, so that dropping the last handle drops the
@@ -279,6 +284,7 @@ impl HubServer {
             health_route: true,
             state_route: false,
             metrics_route: true,
+            dashboard: false,
             extra_state: None,
             handle_signals: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -400,6 +406,7 @@ pub struct HubServerBuilder {
     health_route: bool,
     state_route: bool,
     metrics_route: bool,
+    dashboard: bool,
     extra_state: Option<ExtraStateFn>,
     handle_signals: bool,
     shutdown_timeout: Duration,
@@ -552,6 +559,12 @@ impl HubServerBuilder {
                 "/state is enabled on every interface: it lists every peer's hello and status"
             );
         }
+        if self.dashboard && self.bind.ip().is_unspecified() {
+            tracing::warn!(
+                bind = %self.bind,
+                "/ui is enabled on every interface: it shows every peer, its address and status"
+            );
+        }
         let access = self.access.build()?;
         let tls = match self.tls {
             Some(config) => {
@@ -580,6 +593,7 @@ impl HubServerBuilder {
             stop_reason: Arc::new(OnceLock::new()),
             upgrades,
             access,
+            dashboard: self.dashboard.then(dashboard::Dashboard::new),
         };
         let (outcome, _) = watch::channel(None);
         Ok(HubServer {
@@ -605,6 +619,7 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("health_route", &self.health_route)
             .field("state_route", &self.state_route)
             .field("metrics_route", &self.metrics_route)
+            .field("dashboard", &self.dashboard)
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
