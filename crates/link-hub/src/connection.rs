@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::{Envelope, Key, close};
+use link_protocol::{DropReason, Envelope, Key, ProtocolError, close};
 use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
@@ -27,6 +27,7 @@ use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
 use crate::mailbox::RouterMsg;
 use crate::outbox::Outbox;
+use crate::ratelimit::{MessageClass, PeerLimiter, Verdict};
 use crate::routing::{ConnCtl, ConnId};
 use crate::shared::{Shared, now, tokio_instant};
 
@@ -66,6 +67,7 @@ pub(crate) async fn run<T: Transport>(
         hc: HubConn::new(now().instant, shared.conn_config),
         outbox: outbox.clone(),
         kind: None,
+        limiter: None,
         key_lookup: None,
         close: None,
     };
@@ -125,6 +127,9 @@ struct Reader {
     hc: HubConn,
     outbox: Arc<Outbox>,
     kind: Option<Arc<str>>,
+    /// The kind's rate limits, from its hello on (`None`: no limit applies,
+    /// nothing is checked).
+    limiter: Option<PeerLimiter>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
     /// Close code and reason to report when the socket goes: the first
@@ -233,6 +238,12 @@ impl Reader {
                     };
                     self.outbox.set_key(key);
                     let kind: Arc<str> = hello.kind.as_str().into();
+                    self.limiter = self
+                        .shared
+                        .config
+                        .rate_limits
+                        .as_deref()
+                        .and_then(|limits| PeerLimiter::new(limits, &kind, now().instant));
                     self.kind = Some(kind.clone());
                     let _ = self
                         .shared
@@ -276,6 +287,19 @@ impl Reader {
             let (from, envelope) = (kind.to_string(), env.clone());
             self.shared.emit(|| HubEvent::Message { from, envelope });
         }
+        // Rate limits, before the frame costs the router anything. Without
+        // limits for this kind this is one `None` check.
+        if let Some(limiter) = &mut self.limiter
+            && let Some(class) = env.msg_type().and_then(MessageClass::of_type)
+            && let Verdict::Refuse {
+                first_of_run,
+                disconnect,
+            } = limiter.check(class, now().instant)
+        {
+            self.refuse(kind, &env, class, first_of_run, disconnect)
+                .await;
+            return;
+        }
         let _ = self
             .shared
             .router
@@ -285,6 +309,46 @@ impl Reader {
                 env,
             })
             .await;
+    }
+}
+
+impl Reader {
+    /// A frame over its class's limit: an RPC is answered `RPC_RATE_LIMITED`
+    /// (by the router, in order with the sender's other frames), anything
+    /// else is dropped. Every refusal is counted; the first of a run emits
+    /// a `protocol-error` `rate-limited` event.
+    async fn refuse(
+        &mut self,
+        kind: Arc<str>,
+        env: &Envelope,
+        class: MessageClass,
+        first_of_run: bool,
+        disconnect: bool,
+    ) {
+        self.shared.rate_limited.refused(class);
+        if first_of_run {
+            let error = ProtocolError::new(DropReason::RateLimited)
+                .with_kind(&*kind)
+                .with_type(env.msg_type())
+                .with_detail(class.as_str());
+            self.shared.protocol_error(error, self.remote);
+        }
+        if disconnect {
+            self.shared.rate_limited.disconnected();
+            self.hc
+                .close(now(), Some(close::POLICY), close::REASON_RATE_LIMITED);
+            self.relay_transmits();
+        } else if class == MessageClass::Rpc {
+            let _ = self
+                .shared
+                .router
+                .send(RouterMsg::RateLimitedRpc {
+                    conn: self.conn,
+                    kind,
+                    id: env.id().into(),
+                })
+                .await;
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::config::HubConfig;
 use crate::events::{HubEvent, HubHealth, HubState};
 use crate::mailbox::RouterMsg;
+use crate::ratelimit::RateLimited;
 use crate::router::Router;
 use crate::shared::Shared;
 
@@ -125,6 +126,13 @@ impl Hub {
     /// Peers and last statuses, as the reference's `getState()`.
     pub async fn state(&self) -> HubState {
         self.ask(RouterMsg::State).await.unwrap_or_default()
+    }
+
+    /// Frames refused by the rate limits since the hub started, per class,
+    /// and sockets closed for staying over them (all zero without limits).
+    /// Read without asking the router.
+    pub fn rate_limited(&self) -> RateLimited {
+        self.shared.rate_limited.snapshot()
     }
 
     /// Closes every socket with `code`/`reason` (e.g. 1001 `server

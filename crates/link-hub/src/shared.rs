@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::HubConfig;
 use crate::events::HubEvent;
 use crate::mailbox::RouterMsg;
+use crate::ratelimit::RateLimitCounters;
 use crate::routing::ConnId;
 
 const REPLAY_SHARDS: usize = 16;
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) router: mpsc::Sender<RouterMsg>,
     pub(crate) replay: ReplayShards,
     pub(crate) ids: link_protocol::conn::IdGen,
+    /// Frames refused by the rate limits (touched only on a refusal).
+    pub(crate) rate_limited: RateLimitCounters,
     next_conn: AtomicU64,
 }
 
@@ -55,6 +58,7 @@ impl Shared {
             router,
             replay,
             ids: crate::ids::id_gen(),
+            rate_limited: RateLimitCounters::default(),
             next_conn: AtomicU64::new(1),
         }
     }
