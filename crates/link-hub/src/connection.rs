@@ -338,6 +338,10 @@ impl Reader {
             self.hc
                 .close(now(), Some(close::POLICY), close::REASON_RATE_LIMITED);
             self.relay_transmits();
+            // Nothing more from this socket reaches the router (frames the
+            // state machine had already queued included).
+            self.kind = None;
+            self.limiter = None;
         } else if class == MessageClass::Rpc {
             let _ = self
                 .shared
