@@ -291,13 +291,9 @@ impl Reader {
         // limits for this kind this is one `None` check.
         if let Some(limiter) = &mut self.limiter
             && let Some(class) = env.msg_type().and_then(MessageClass::of_type)
-            && let Verdict::Refuse {
-                first_of_run,
-                disconnect,
-            } = limiter.check(class, now().instant)
+            && let Verdict::Refuse { report, disconnect } = limiter.check(class, now().instant)
         {
-            self.refuse(kind, &env, class, first_of_run, disconnect)
-                .await;
+            self.refuse(kind, &env, class, report, disconnect).await;
             return;
         }
         let _ = self
@@ -315,18 +311,19 @@ impl Reader {
 impl Reader {
     /// A frame over its class's limit: an RPC is answered `RPC_RATE_LIMITED`
     /// (by the router, in order with the sender's other frames), anything
-    /// else is dropped. Every refusal is counted; the first of a run emits
-    /// a `protocol-error` `rate-limited` event.
+    /// else is dropped. Every refusal is counted; the reported ones (at
+    /// most one per class per second) emit a `protocol-error` `rate-limited`
+    /// event.
     async fn refuse(
         &mut self,
         kind: Arc<str>,
         env: &Envelope,
         class: MessageClass,
-        first_of_run: bool,
+        report: bool,
         disconnect: bool,
     ) {
         self.shared.rate_limited.refused(class);
-        if first_of_run {
+        if report {
             let error = ProtocolError::new(DropReason::RateLimited)
                 .with_kind(&*kind)
                 .with_type(env.msg_type())

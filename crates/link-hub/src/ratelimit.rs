@@ -7,7 +7,7 @@
 //!  PeerLimiter (one per authenticated socket; None when no limit applies)
 //!      │ check(class, now) for each verified rpc.request / topic.message /
 //!      ▼ direct / status.update, before the frame reaches the router
-//!  Verdict::Pass | Verdict::Refuse { first_of_run, disconnect }
+//!  Verdict::Pass | Verdict::Refuse { report, disconnect }
 //! ```
 //!
 //! The decision is sans-I/O: [`PeerLimiter::check`] takes the time from the
@@ -495,6 +495,15 @@ impl Clock for PassedClock {
 
 type Bucket = RateLimiter<NotKeyed, InMemoryState, PassedClock, NoOpMiddleware<Duration>>;
 
+/// A peer's refusals of one class are reported (a `protocol-error` event)
+/// at most this often: the first refusal, then at most one per second while
+/// they go on. A flood at 10x a limit alternates passes and refusals every
+/// few frames, so "one event per run of refusals" would still be one event
+/// per passing frame; a time bound keeps a flood from washing other events
+/// out of listeners' buffers (and the hub log quiet). Counters count every
+/// refusal.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -503,10 +512,10 @@ pub enum Verdict {
     /// Over the limit: refuse it (an RPC is answered `RPC_RATE_LIMITED`,
     /// anything else is dropped).
     Refuse {
-        /// The first refusal of this class since a frame of it passed: the
-        /// hub emits one `protocol-error` event per run of refusals, so a
-        /// flood cannot wash other events out of listeners' buffers.
-        first_of_run: bool,
+        /// Report this refusal (a `protocol-error` `rate-limited` event):
+        /// the peer's first refusal of this class, or the first
+        /// [`REPORT_EVERY`] after the last reported one.
+        report: bool,
         /// The refusals in a row reached the disconnect threshold: close
         /// the socket.
         disconnect: bool,
@@ -518,8 +527,8 @@ pub enum Verdict {
 pub struct PeerLimiter {
     buckets: [Option<Bucket>; 4],
     start: Instant,
-    /// Per class: the last check of it refused.
-    refusing: [bool; 4],
+    /// Per class: when a refusal was last reported.
+    reported: [Option<Instant>; 4],
     refused_in_a_row: u32,
     disconnect_after: Option<NonZeroU32>,
 }
@@ -540,7 +549,7 @@ impl PeerLimiter {
         Some(Self {
             buckets,
             start: now,
-            refusing: [false; 4],
+            reported: [None; 4],
             refused_in_a_row: 0,
             disconnect_after: limits.disconnect_after,
         })
@@ -560,19 +569,19 @@ impl PeerLimiter {
             }
         };
         if conforms {
-            self.refusing[i] = false;
             self.refused_in_a_row = 0;
             return Verdict::Pass;
         }
-        let first_of_run = !std::mem::replace(&mut self.refusing[i], true);
+        let report =
+            self.reported[i].is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY);
+        if report {
+            self.reported[i] = Some(now);
+        }
         self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
         let disconnect = self
             .disconnect_after
             .is_some_and(|n| self.refused_in_a_row == n.get());
-        Verdict::Refuse {
-            first_of_run,
-            disconnect,
-        }
+        Verdict::Refuse { report, disconnect }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Per-peer rate limits through a real hub: the `RPC_RATE_LIMITED` answer on
 //! the wire (scripted peer and `LinkClient`), publish/send/status dropped
-//! with one `protocol-error` `rate-limited` event per run while other peers
-//! are unaffected, the per-kind table over the default, the counters, the
+//! with a `protocol-error` `rate-limited` event (at most one per class and
+//! peer per second: exact counts under paused time) while other peers are
+//! unaffected, the per-kind table over the default, the counters, the
 //! optional 1008 close, the refill under paused time, and no limits by
 //! default.
 //!
@@ -98,7 +99,8 @@ async fn an_rpc_over_the_limit_is_answered_rpc_rate_limited_on_the_wire() {
 
     assert_eq!(counts(hub.hub.rate_limited()), [2, 0, 0, 0, 0]);
     let events = rate_limited_events(&mut rx);
-    assert_eq!(events.len(), 1, "one event for the run of refusals");
+    // The first refusal is reported; the second only if a second passed.
+    assert!((1..=2).contains(&events.len()), "{events:?}");
     let e = &events[0];
     assert_eq!(e.kind.as_deref(), Some("alpha"));
     assert_eq!(e.msg_type.as_deref(), Some("rpc.request"));
@@ -178,7 +180,8 @@ async fn a_publish_flood_is_dropped_counted_and_reported_once_while_others_flow(
 
     assert_eq!(counts(hub.hub.rate_limited()), [0, 27, 0, 0, 0]);
     let events = rate_limited_events(&mut rx);
-    assert_eq!(events.len(), 1, "one event for the run, 27 counted");
+    // Reported at most once a second: far fewer events than refusals.
+    assert!(!events.is_empty() && events.len() < 27, "{events:?}");
     assert_eq!(events[0].kind.as_deref(), Some("flooder"));
     assert_eq!(events[0].msg_type.as_deref(), Some("topic.message"));
     assert_eq!(events[0].detail, Some("publish"));
@@ -238,9 +241,10 @@ async fn sends_and_statuses_over_the_limit_are_dropped() {
         .iter()
         .map(|e| e.detail.unwrap())
         .collect();
-    // Runs are per class: one for the sends (refused at 1 and 2), one for
-    // the status (refused at 2).
-    assert_eq!(details, ["send", "status"]);
+    // Reported per class: the first send refusal (at 1) comes before the
+    // status one (at 2).
+    assert_eq!(details.first(), Some(&"send"));
+    assert!(details.contains(&"status"), "{details:?}");
 }
 
 #[tokio::test]
@@ -389,6 +393,7 @@ async fn publish_and_sync(peer: &mut MemoryPeer, k: &link_protocol::Key, n: u32)
 #[tokio::test(start_paused = true)]
 async fn a_bucket_refills_with_hub_time() {
     let hub = Hub::new(config(limits(&["publish=1/s,burst=2"])));
+    let mut rx = hub.events();
     let k = key(S);
     let mut a = MemoryPeer::attach(&hub, remote());
     a.hello(&k, "a").await;
@@ -397,14 +402,21 @@ async fn a_bucket_refills_with_hub_time() {
         publish_and_sync(&mut a, &k, n).await;
     }
     assert_eq!(refused(&hub), 1, "burst 2: the third is refused");
+    assert_eq!(rate_limited_events(&mut rx).len(), 1, "reported");
     tokio::time::advance(Duration::from_millis(999)).await;
     publish_and_sync(&mut a, &k, 3).await;
     assert_eq!(refused(&hub), 2, "not a whole second yet");
+    assert_eq!(rate_limited_events(&mut rx).len(), 0, "reported < 1 s ago");
     tokio::time::advance(Duration::from_millis(1)).await;
     publish_and_sync(&mut a, &k, 4).await;
     assert_eq!(refused(&hub), 2, "one earned back after 1 s");
     publish_and_sync(&mut a, &k, 5).await;
     assert_eq!(refused(&hub), 3);
+    assert_eq!(
+        rate_limited_events(&mut rx).len(),
+        1,
+        "1 s after the report"
+    );
     tokio::time::advance(Duration::from_secs(60)).await;
     for n in 6..8 {
         publish_and_sync(&mut a, &k, n).await;
@@ -415,4 +427,5 @@ async fn a_bucket_refills_with_hub_time() {
         4,
         "a long pause refills the burst (2), no more"
     );
+    assert_eq!(rate_limited_events(&mut rx).len(), 1);
 }

@@ -11,12 +11,14 @@ fn ms(t0: Instant, ms: u64) -> Instant {
 }
 
 const PASS: Verdict = Verdict::Pass;
+/// A refusal to report.
 const FIRST: Verdict = Verdict::Refuse {
-    first_of_run: true,
+    report: true,
     disconnect: false,
 };
+/// A refusal within a second of the last reported one.
 const AGAIN: Verdict = Verdict::Refuse {
-    first_of_run: false,
+    report: false,
     disconnect: false,
 };
 
@@ -35,9 +37,17 @@ fn a_full_bucket_passes_its_burst_then_refills_one_frame_per_interval() {
     // 10/s: one frame earned back every 100 ms, not before.
     assert_eq!(l.check(p, ms(t0, 99)), AGAIN);
     assert_eq!(l.check(p, ms(t0, 100)), PASS);
-    assert_eq!(l.check(p, ms(t0, 100)), FIRST);
+    // Reported at most once a second, passes in between or not.
+    assert_eq!(l.check(p, ms(t0, 100)), AGAIN);
     assert_eq!(l.check(p, ms(t0, 250)), PASS);
-    assert_eq!(l.check(p, ms(t0, 250)), FIRST);
+    assert_eq!(l.check(p, ms(t0, 250)), AGAIN);
+    // 749 ms later the bucket is full again (3), not fuller.
+    let got: Vec<Verdict> = (0..4).map(|_| l.check(p, ms(t0, 999))).collect();
+    assert_eq!(got, [PASS, PASS, PASS, AGAIN]);
+    // 1 s after the last report: reported again.
+    assert_eq!(l.check(p, ms(t0, 1000)), FIRST);
+    assert_eq!(l.check(p, ms(t0, 1100)), PASS);
+    assert_eq!(l.check(p, ms(t0, 1100)), AGAIN);
 }
 
 #[test]
@@ -70,7 +80,7 @@ fn classes_have_their_own_buckets_and_an_unlimited_class_always_passes() {
         assert_eq!(l.check(MessageClass::Status, t0), PASS);
         assert_eq!(l.check(MessageClass::Send, t0), PASS);
     }
-    // The publish run goes on: no new first refusal while it lasts...
+    // Within the second: not reported again...
     assert_eq!(l.check(MessageClass::Publish, t0), AGAIN);
     // ...and one hour later a publish passes (1/h).
     assert_eq!(l.check(MessageClass::Publish, ms(t0, 3_600_000)), PASS);
@@ -140,7 +150,7 @@ fn disconnect_comes_after_n_refusals_in_a_row_and_a_pass_resets_the_count() {
     assert_eq!(l.check(s, t0), FIRST);
     assert_eq!(l.check(s, t0), AGAIN);
     // A frame of another class that passes (a status: unlimited) resets the
-    // count, though not the send run (runs are per class).
+    // count.
     assert_eq!(l.check(MessageClass::Status, t0), PASS);
     assert_eq!(l.check(s, t0), AGAIN);
     assert_eq!(l.check(p, t0), PASS);
@@ -150,7 +160,7 @@ fn disconnect_comes_after_n_refusals_in_a_row_and_a_pass_resets_the_count() {
     assert_eq!(
         l.check(s, t0),
         Verdict::Refuse {
-            first_of_run: false,
+            report: false,
             disconnect: true
         }
     );
