@@ -7,7 +7,10 @@
 //! it), so what the flood may cost the others is that, plus the flooder's
 //! own sending on the same machine. Reported: the others' delivered rate
 //! with the flooder, without it, and the change (`impact %`), plus the
-//! flooder's offered and delivered rates.
+//! flooder's offered and delivered rates. With a hub whose CPU time can be
+//! read (`--child`, `--hub-pid`): the hub's CPU per message of the others,
+//! both ways, and the share of the hub's CPU the flood took (`flood CPU
+//! %`), which a busy shared machine disturbs far less than the rates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +24,8 @@ use super::{Receivers, Window, peer, wait_subscribed};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
-use crate::report::{Metric, Outcome, System};
+use crate::report::{CPU_PER_MSG, Metric, Outcome, System};
+use crate::sys::CpuMeter;
 use crate::target::{FLOODER_KIND, HubTarget};
 
 /// The flooder offers this many times its limit.
@@ -83,6 +87,16 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
         o.metrics
             .push(Metric::lower("impact %", ((b - w) / b * 100.0).max(0.0)));
     }
+    if let (Some(cb), Some(cw)) = (base.hub_cpu_us, with.hub_cpu_us) {
+        o.metrics.push(Metric::lower(CPU_PER_MSG, cw));
+        o.metrics.push(Metric::lower("alone hub CPU µs/msg", cb));
+        if cw > 0.0 {
+            o.metrics.push(Metric::lower(
+                "flood CPU %",
+                ((cw - cb) / cw * 100.0).max(0.0),
+            ));
+        }
+    }
     o.metrics
         .push(Metric::higher("flooder offered/s", offered.rate()));
     let delivered = sunk_during as f64 / measured;
@@ -125,6 +139,9 @@ struct Delivered {
     expected: u64,
     got: u64,
     secs: f64,
+    /// The hub's CPU time per delivered message over the phase (flood
+    /// included), when the hub's process can be read.
+    hub_cpu_us: Option<f64>,
 }
 
 impl Delivered {
@@ -169,6 +186,7 @@ async fn others(
         wait_subscribed(&publisher, sc, &topic, &[s_kind], ctx.opts.idle_timeout).await?;
         setup.push((publisher, sub, topic, window, receivers));
     }
+    let cpu = CpuMeter::start(hub.cpu_pid());
     let start = Instant::now();
     let producing = setup.iter().map(|(publisher, _, topic, window, _)| {
         produce(sc, n, window, || {
@@ -185,6 +203,7 @@ async fn others(
         clients.push(publisher);
         clients.push(sub);
     }
+    let hub_cpu_us = cpu.and_then(|m| m.us_per(got));
     drop(bar);
     for c in clients {
         c.stop().await;
@@ -198,6 +217,7 @@ async fn others(
         expected: n * pairs as u64,
         got,
         secs,
+        hub_cpu_us,
     })
 }
 
