@@ -3,7 +3,7 @@
 //! its [`Outbox`], signing each frame with the socket's key at flush.
 //!
 //! ```text
-//!  WebSocket ──► reader: HubConn ──verified──► [ACL lane] ──► router
+//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► [ACL lane] ──► router
 //!                  ▲ timers / control (evict, displace, close)
 //!  WebSocket ◄── writer: Outbox ◄── router pushes (per-socket lock)
 //! ```
@@ -128,8 +128,8 @@ struct Reader {
     outbox: Arc<Outbox>,
     kind: Option<Arc<str>>,
     /// The kind's rate limits, from its hello on (`None`: no limit applies,
-    /// nothing is checked).
-    limiter: Option<PeerLimiter>,
+    /// nothing is checked). Boxed: the reader's hot fields stay together.
+    limiter: Option<Box<PeerLimiter>>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
     /// Close code and reason to report when the socket goes: the first
@@ -243,7 +243,8 @@ impl Reader {
                         .config
                         .rate_limits
                         .as_deref()
-                        .and_then(|limits| PeerLimiter::new(limits, &kind, now().instant));
+                        .and_then(|limits| PeerLimiter::new(limits, &kind, now().instant))
+                        .map(Box::new);
                     self.kind = Some(kind.clone());
                     let _ = self
                         .shared
@@ -288,40 +289,47 @@ impl Reader {
             self.shared.emit(|| HubEvent::Message { from, envelope });
         }
         // Rate limits, before the frame costs the router anything. Without
-        // limits for this kind this is one `None` check.
-        if let Some(limiter) = &mut self.limiter
-            && let Some(class) = env.msg_type().and_then(MessageClass::of_type)
-            && let Verdict::Refuse { report, disconnect } = limiter.check(class, now().instant)
-        {
-            self.refuse(kind, &env, class, report, disconnect).await;
-            return;
-        }
-        let _ = self
-            .shared
-            .router
-            .send(RouterMsg::Inbound {
+        // limits for this kind this is one `None` check, and the one await
+        // below is the only one (the path is the same as without limits).
+        let refused = match &mut self.limiter {
+            None => None,
+            Some(limiter) => match env.msg_type().and_then(MessageClass::of_type) {
+                Some(class) => match limiter.check(class, now().instant) {
+                    Verdict::Pass => None,
+                    Verdict::Refuse { report, disconnect } => Some((class, report, disconnect)),
+                },
+                None => None,
+            },
+        };
+        let msg = match refused {
+            None => RouterMsg::Inbound {
                 conn: self.conn,
                 kind,
                 env,
-            })
-            .await;
+            },
+            Some((class, report, disconnect)) => {
+                match self.refuse(kind, &env, class, report, disconnect) {
+                    Some(msg) => msg,
+                    None => return,
+                }
+            }
+        };
+        let _ = self.shared.router.send(msg).await;
     }
-}
 
-impl Reader {
     /// A frame over its class's limit: an RPC is answered `RPC_RATE_LIMITED`
-    /// (by the router, in order with the sender's other frames), anything
-    /// else is dropped. Every refusal is counted; the reported ones (at
-    /// most one per class per second) emit a `protocol-error` `rate-limited`
-    /// event.
-    async fn refuse(
+    /// (by the router, in order with the sender's other frames: the message
+    /// to send it is returned), anything else is dropped. Every refusal is
+    /// counted; the reported ones (at most one per class per second) emit a
+    /// `protocol-error` `rate-limited` event.
+    fn refuse(
         &mut self,
         kind: Arc<str>,
         env: &Envelope,
         class: MessageClass,
         report: bool,
         disconnect: bool,
-    ) {
+    ) -> Option<RouterMsg> {
         self.shared.rate_limited.refused(class);
         if report {
             let error = ProtocolError::new(DropReason::RateLimited)
@@ -339,17 +347,13 @@ impl Reader {
             // state machine had already queued included).
             self.kind = None;
             self.limiter = None;
-        } else if class == MessageClass::Rpc {
-            let _ = self
-                .shared
-                .router
-                .send(RouterMsg::RateLimitedRpc {
-                    conn: self.conn,
-                    kind,
-                    id: env.id().into(),
-                })
-                .await;
+            return None;
         }
+        (class == MessageClass::Rpc).then(|| RouterMsg::RateLimitedRpc {
+            conn: self.conn,
+            kind,
+            id: env.id().into(),
+        })
     }
 }
 

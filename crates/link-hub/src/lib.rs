@@ -20,6 +20,9 @@
 //!   a raw TCP stream.
 //! - [`HubConfig::builder`]: the reference's options and defaults.
 //! - [`Hub::events`]: every hub event ([`HubEvent`]).
+//! - [`RateLimits`]: per-peer token buckets per message class and kind
+//!   ([`HubConfigBuilder::rate_limits`]; none by default), counted by
+//!   [`Hub::rate_limited`].
 //!
 //! ## Getting started
 //!
