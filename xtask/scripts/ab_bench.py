@@ -8,13 +8,19 @@ binary. Used for every before/after figure in docs/perf.md.
     cp target/release/link-cli /tmp/link-cli-before   # build, copy, change, build again
     python3 xtask/scripts/ab_bench.py /tmp/link-cli-before,target/release/link-cli \
         publish,send,rpc-conc,fanout 3 [extra link-cli bench flags...]
+
+Pass a binary twice (a copy under another name) for an A/A control of the
+machine's noise; add --child for the hub's CPU time per message.
 """
 import json
 import statistics
 import subprocess
 import sys
 
-METRICS = ("msgs/s", "calls/s", "delivered/s", "p50 µs")
+# Rates and latencies; with --child (or --hub-pid) also the hub's CPU time per
+# unit of work, which a busy shared machine disturbs far less than the rates.
+METRICS = ("msgs/s", "calls/s", "delivered/s", "p50 µs",
+           "hub CPU µs/msg", "hub CPU µs/call", "hub CPU µs/delivery")
 
 
 def main() -> None:
@@ -39,7 +45,8 @@ def main() -> None:
     for key in values[bins[0]]:
         meds = [statistics.median(values[b][key]) for b in bins]
         ratios = "".join(f"  x{v / meds[0]:.2f}" for v in meds[1:])
-        print(f"{key:28s}" + "".join(f"{v:12.0f}" for v in meds) + ratios)
+        cells = "".join(f"{v:12.2f}" if v < 100 else f"{v:12.0f}" for v in meds)
+        print(f"{key:28s}" + cells + ratios)
 
 
 if __name__ == "__main__":
