@@ -52,7 +52,7 @@ pub enum MessageClass {
 }
 
 impl MessageClass {
-    /// Every class, in the order of [`MessageClass::index`].
+    /// Every class, in the order [`RateLimits::for_kind`] returns limits.
     pub const ALL: [Self; 4] = [Self::Rpc, Self::Publish, Self::Send, Self::Status];
 
     /// The name used by flags, files and events: `rpc`, `publish`, `send`, `status`.
