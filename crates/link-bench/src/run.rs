@@ -129,5 +129,9 @@ fn files_needed(opts: &BenchOptions, hub: &HubSpec) -> u64 {
     if opts.scenarios.contains(&Scenario::Connections) {
         peers = peers.max(opts.connections as u64);
     }
+    if opts.scenarios.contains(&Scenario::Flood) {
+        // Each phase's pairs, plus the flooder and its subscriber.
+        peers = peers.max(2 * opts.flood_pairs as u64 + 2);
+    }
     peers * ends + SPARE_FILES
 }
