@@ -8,13 +8,19 @@ CPU µs per message) with its ratio to the first binary. Used for every before/a
     cp target/release/link-cli /tmp/link-cli-before   # build, copy, change, build again
     python3 xtask/scripts/ab_bench.py /tmp/link-cli-before,target/release/link-cli \
         publish,send,rpc-conc,fanout 3 [extra link-cli bench flags...]
+
+Pass a binary twice (a copy under another name) for an A/A control of the
+machine's noise; add --child for the hub's CPU time per message.
 """
 import json
 import statistics
 import subprocess
 import sys
 
-METRICS = ("msgs/s", "calls/s", "delivered/s", "p50 µs")
+# Rates and latencies; with --child (or --hub-pid) also the hub's CPU time per
+# unit of work, which a busy shared machine disturbs far less than the rates.
+METRICS = ("msgs/s", "calls/s", "delivered/s", "p50 µs",
+           "hub CPU µs/msg", "hub CPU µs/call", "hub CPU µs/delivery")
 
 
 def main() -> None:

@@ -19,7 +19,8 @@
 //!
 //! Scenarios ([`Scenario`]): `rpc-seq`, `rpc-conc`, `send`, `publish`,
 //! `fanout` (with a slow-subscriber variant, `fanout-slow`) and
-//! `connections`. Latencies go into an HdrHistogram; throughput is counted
+//! `connections`, plus `flood` (run only when named: other publishers'
+//! rate with and without a peer flooding at 10x its rate limit). Latencies go into an HdrHistogram; throughput is counted
 //! at the receivers, from the first message sent to the last one received.
 //!
 //! ## Getting started
@@ -62,4 +63,4 @@ pub use options::{BenchOptions, PeerUpdates, Receiver, Scenario, parse_scenarios
 pub use progress::{Bar, Progress};
 pub use report::{BenchReport, Metric, Outcome, System};
 pub use run::run;
-pub use target::{HubSpec, HubTarget};
+pub use target::{FLOODER_KIND, HubSpec, HubTarget};

@@ -25,10 +25,14 @@ pub enum Scenario {
     Fanout,
     /// K idle authenticated peers: hub memory per connection and hello rate.
     Connections,
+    /// Publishers at full speed, without and then with one peer flooding
+    /// at 10x its publish rate limit: the others' rate and the change (not
+    /// in `all`: the hub must hold the flooder's limit).
+    Flood,
 }
 
 impl Scenario {
-    /// Every scenario, in the order `all` runs them.
+    /// The scenarios `all` runs, in order (every one but `flood`).
     pub const ALL: [Self; 6] = [
         Self::RpcSeq,
         Self::RpcConc,
@@ -36,6 +40,17 @@ impl Scenario {
         Self::Publish,
         Self::Fanout,
         Self::Connections,
+    ];
+
+    /// Every scenario that has a name.
+    pub const NAMED: [Self; 7] = [
+        Self::RpcSeq,
+        Self::RpcConc,
+        Self::Send,
+        Self::Publish,
+        Self::Fanout,
+        Self::Connections,
+        Self::Flood,
     ];
 
     /// The name on the command line and in reports.
@@ -47,6 +62,7 @@ impl Scenario {
             Self::Publish => "publish",
             Self::Fanout => "fanout",
             Self::Connections => "connections",
+            Self::Flood => "flood",
         }
     }
 
@@ -58,6 +74,7 @@ impl Scenario {
             Self::Send | Self::Publish => 100_000,
             Self::Fanout => 1_000,
             Self::Connections => 10_000,
+            Self::Flood => 50_000,
         }
     }
 }
@@ -72,13 +89,13 @@ impl FromStr for Scenario {
     type Err = BenchError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
+        Self::NAMED
             .into_iter()
             .find(|sc| sc.as_str() == s)
             .ok_or_else(|| BenchError::InvalidOption {
                 option: "scenario",
                 reason: format!(
-                    "unknown scenario {s:?} (expected one of rpc-seq, rpc-conc, send, publish, fanout, connections, all)"
+                    "unknown scenario {s:?} (expected one of rpc-seq, rpc-conc, send, publish, fanout, connections, flood, all)"
                 ),
             })
     }
@@ -147,6 +164,13 @@ pub struct BenchOptions {
     /// Serve `wss://` from a hub we start (embedded or child), with a
     /// certificate for 127.0.0.1 made for the run (default: off).
     pub tls: bool,
+    /// `flood`: the flooder's publish limit in messages per second (burst
+    /// the same); it publishes at 10 times this (default 1000). A hub we
+    /// start gets `--rate-limit bench-flooder:publish=N/s` when `flood`
+    /// runs; a `--url` hub must hold that limit itself.
+    pub flood_limit: u32,
+    /// `flood`: publisher/subscriber pairs of normal load (default 2).
+    pub flood_pairs: usize,
 }
 
 /// How a link subscriber receives in `publish` and `fanout`.
@@ -205,6 +229,8 @@ impl Default for BenchOptions {
             peer_updates: PeerUpdates::Broadcast,
             receiver: Receiver::Handler,
             tls: false,
+            flood_limit: 1_000,
+            flood_pairs: 2,
         }
     }
 }
@@ -230,6 +256,8 @@ impl BenchOptions {
             ("runs", self.runs > 0),
             ("idle-timeout", !self.idle_timeout.is_zero()),
             ("max-connect-time", !self.max_connect_time.is_zero()),
+            ("flood-limit", self.flood_limit > 0),
+            ("flood-pairs", self.flood_pairs > 0),
         ] {
             if !ok {
                 return bad(option, "must be positive");
@@ -242,6 +270,14 @@ impl BenchOptions {
             });
         }
         Ok(())
+    }
+
+    /// The flooder's publish limit a hub we start must hold (`None` when
+    /// `flood` does not run: the hub then has no limit at all).
+    pub fn hub_flood_limit(&self) -> Option<u32> {
+        self.scenarios
+            .contains(&Scenario::Flood)
+            .then_some(self.flood_limit)
     }
 
     /// N for a scenario.
@@ -264,6 +300,16 @@ mod tests {
         let two = parse_scenarios(&["send,rpc-seq".into(), "send".into()]).unwrap();
         assert_eq!(two, [Scenario::RpcSeq, Scenario::Send]);
         assert!(parse_scenarios(&["nope".into()]).is_err());
+        // flood runs only when named.
+        assert!(!all.contains(&Scenario::Flood));
+        let flood = parse_scenarios(&["publish,flood".into()]).unwrap();
+        assert_eq!(flood, [Scenario::Publish, Scenario::Flood]);
+        let o = BenchOptions {
+            scenarios: flood,
+            ..BenchOptions::default()
+        };
+        assert_eq!(o.hub_flood_limit(), Some(1000));
+        assert_eq!(BenchOptions::default().hub_flood_limit(), None);
         assert_eq!(parse_scenarios(&[]).unwrap(), Scenario::ALL);
     }
 

@@ -281,6 +281,7 @@ impl BenchReport {
             10.0,
             self.link("fanout-slow", "impact %"),
         );
+        lower("flood impact % ≤ 10", 10.0, self.link("flood", "impact %"));
         out
     }
 

@@ -29,7 +29,7 @@ pub async fn run(
         ));
     }
     ensure_open_files(files_needed(opts, hub))?;
-    let target = HubTarget::start(hub, opts.peer_updates, opts.tls).await?;
+    let target = HubTarget::start(hub, opts.peer_updates, opts.tls, opts.hub_flood_limit()).await?;
     let payload = crate::payload::payload(opts.payload_bytes);
     #[cfg(feature = "nats")]
     let nats_target = match nats {
@@ -54,7 +54,9 @@ pub async fn run(
                 && scenario == Scenario::Connections
                 && matches!(hub, HubSpec::Child { .. })
             {
-                match HubTarget::start(hub, opts.peer_updates, opts.tls).await {
+                match HubTarget::start(hub, opts.peer_updates, opts.tls, opts.hub_flood_limit())
+                    .await
+                {
                     Ok(t) => Some(t),
                     Err(e) => {
                         failure = Some(e);
@@ -126,6 +128,10 @@ fn files_needed(opts: &BenchOptions, hub: &HubSpec) -> u64 {
     let mut peers = (opts.subscribers + opts.slow + 2) as u64;
     if opts.scenarios.contains(&Scenario::Connections) {
         peers = peers.max(opts.connections as u64);
+    }
+    if opts.scenarios.contains(&Scenario::Flood) {
+        // Each phase's pairs, plus the flooder and its subscriber.
+        peers = peers.max(2 * opts.flood_pairs as u64 + 2);
     }
     peers * ends + SPARE_FILES
 }

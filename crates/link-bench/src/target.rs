@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use link_client::RootCertificates;
-use link_hub::{HubConfig, HubServer, PeerUpdates, Secret, TlsConfig};
+use link_hub::{HubConfig, HubServer, PeerUpdates, RateLimits, Secret, TlsConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::Connector;
@@ -81,10 +81,13 @@ impl HubTarget {
     /// Starts (or just names) the hub.
     /// `peer_updates` applies to a hub we start; a URL hub keeps its own.
     /// `tls` serves `wss://` from a hub we start (a URL hub is as it is).
+    /// `flood_limit` gives a hub we start the `flood` scenario's flooder
+    /// limit ([`FLOODER_KIND`]`:publish=N/s`); `None`: no limits.
     pub async fn start(
         spec: &HubSpec,
         peer_updates: PeerUpdates,
         tls: bool,
+        flood_limit: Option<u32>,
     ) -> Result<Self, BenchError> {
         match spec {
             HubSpec::Url { url, secret, pid } => Ok(Self {
@@ -95,8 +98,8 @@ impl HubTarget {
                 running: Running::External,
                 tls: None,
             }),
-            HubSpec::Embedded => embedded(peer_updates, tls).await,
-            HubSpec::Child { program } => child(program, peer_updates, tls).await,
+            HubSpec::Embedded => embedded(peer_updates, tls, flood_limit).await,
+            HubSpec::Child { program } => child(program, peer_updates, tls, flood_limit).await,
         }
     }
 
@@ -166,11 +169,31 @@ impl HubTarget {
     }
 }
 
-async fn embedded(peer_updates: PeerUpdates, tls: bool) -> Result<HubTarget, BenchError> {
+/// The kind of the `flood` scenario's flooder: the one kind a hub we start
+/// limits (and only when `flood` runs).
+pub const FLOODER_KIND: &str = "bench-flooder";
+
+/// `bench-flooder:publish=N/s`, as `link-cli hub --rate-limit` takes it.
+fn flood_setting(limit: u32) -> String {
+    format!("{FLOODER_KIND}:publish={limit}/s")
+}
+
+async fn embedded(
+    peer_updates: PeerUpdates,
+    tls: bool,
+    flood_limit: Option<u32>,
+) -> Result<HubTarget, BenchError> {
     let secret = link_hub::random_secret()
         .ok_or_else(|| BenchError::Hub("cannot generate a random secret".into()))?;
+    let mut limits = RateLimits::new();
+    if let Some(limit) = flood_limit {
+        limits = limits
+            .apply_setting(&flood_setting(limit))
+            .map_err(|e| BenchError::Hub(e.to_string()))?;
+    }
     let config = HubConfig::builder(Secret::shared(secret.clone()))
         .peer_updates(peer_updates)
+        .rate_limits(limits)
         .build()
         .map_err(|e| BenchError::Hub(e.to_string()))?;
     let mut builder = HubServer::builder(config)
@@ -209,6 +232,7 @@ async fn child(
     program: &PathBuf,
     peer_updates: PeerUpdates,
     tls: bool,
+    flood_limit: Option<u32>,
 ) -> Result<HubTarget, BenchError> {
     let mut command = Command::new(program);
     command.args([
@@ -218,6 +242,9 @@ async fn child(
         "--peer-updates",
         peer_updates.as_str(),
     ]);
+    if let Some(limit) = flood_limit {
+        command.arg("--rate-limit").arg(flood_setting(limit));
+    }
     let tls = if tls {
         let pki = Pki::generate()?;
         let files = TempDir::new()?;

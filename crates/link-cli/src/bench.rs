@@ -68,7 +68,7 @@ pub(crate) struct BenchArgs {
     tls: bool,
 
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
-    /// fanout, connections, or all.
+    /// fanout, connections, or all; and flood (only when named).
     #[arg(long, value_name = "LIST", default_value = "all")]
     scenario: Vec<String>,
 
@@ -89,6 +89,16 @@ pub(crate) struct BenchArgs {
     /// and report the others' rate against the run without them.
     #[arg(long, value_name = "K", default_value_t = 0)]
     slow: usize,
+
+    /// flood: the flooder's publish limit per second; it publishes at 10x
+    /// this. A hub this starts holds it (--rate-limit
+    /// bench-flooder:publish=N/s); a --url hub must hold it itself.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    flood_limit: u32,
+
+    /// flood: publisher/subscriber pairs of normal load.
+    #[arg(long, value_name = "P", default_value_t = 2)]
+    flood_pairs: usize,
 
     /// Idle authenticated peers for the connections scenario.
     #[arg(long, value_name = "K", default_value_t = 10_000)]
@@ -192,6 +202,8 @@ impl BenchArgs {
             peer_updates: self.peer_updates,
             receiver: self.receiver,
             tls: self.tls,
+            flood_limit: self.flood_limit,
+            flood_pairs: self.flood_pairs,
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

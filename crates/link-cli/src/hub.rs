@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::exit::{Failure, Status};
 
 mod access;
+mod rate;
 
 /// Hub defaults (the reference's; docs/hub.md), shown in `--help`; a unit test keeps
 /// them equal to `HubConfig`'s.
@@ -157,6 +158,10 @@ pub(crate) struct HubArgs {
     #[command(flatten)]
     access: access::AccessArgs,
 
+    /// Per-peer rate limits.
+    #[command(flatten)]
+    rate: rate::RateLimitArgs,
+
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -238,6 +243,7 @@ impl HubArgs {
             .replay_window(Duration::from_millis(self.replay_window_ms))
             .max_recent_ids(self.max_recent_ids)
             .peer_updates(self.peer_updates)
+            .rate_limits(self.rate.limits()?)
             .build()
             .map_err(|e| self.option_failure(&e))
     }

@@ -163,6 +163,40 @@ fn a_child_hub_is_started_and_measured() {
 }
 
 #[test]
+fn flood_runs_only_when_named_and_reports_the_others_both_ways() {
+    let report = bench(&[
+        "--child",
+        "--scenario",
+        "flood",
+        "-n",
+        "100",
+        "--flood-limit",
+        "50",
+        "--flood-pairs",
+        "2",
+    ]);
+    let r = result(&report, "flood");
+    assert_eq!(r["expected"], 200);
+    assert_eq!(r["completed"], 200, "{r:#}");
+    for name in [
+        "msgs/s",
+        "alone msgs/s",
+        "impact %",
+        "flooder offered/s",
+        "flooder delivered/s",
+    ] {
+        assert!(metric(r, name).is_finite(), "{name}");
+    }
+    assert!(
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["scenario"] == "flood")
+    );
+}
+
+#[test]
 fn tls_child_and_embedded_hubs_serve_wss() {
     for mode in ["--child", "--embedded"] {
         let report = bench(&[

@@ -286,3 +286,76 @@ fn access_flags_are_checked() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn rate_limit_flags_and_table_apply() {
+    let table = temp_file(
+        "limits.json",
+        r#"{"default": {"publish": "100/s"}, "kinds": {"beta": {"rpc": "off"}}}"#,
+    );
+    let hub = cli().hub(&[
+        "--secret",
+        "s",
+        "--rate-limits",
+        table.to_str().unwrap(),
+        "--rate-limit",
+        "rpc=1/h",
+    ]);
+    let (_, addr) = hub.announced();
+    let mut alpha = Peer::connect(&url(addr), "alpha", "s").await;
+    let ok = alpha.rpc("server", "link.topic.list", None).await;
+    assert_eq!(ok.data().unwrap()["ok"], true);
+    let refused = alpha.rpc("server", "link.topic.list", None).await;
+    assert_eq!(refused.data().unwrap()["code"], "RPC_RATE_LIMITED");
+    // The table lifts the flag's default for beta.
+    let mut beta = Peer::connect(&url(addr), "beta", "s").await;
+    for _ in 0..3 {
+        let r = beta.rpc("server", "link.topic.list", None).await;
+        assert_eq!(r.data().unwrap()["ok"], true);
+    }
+    hub.sigterm();
+    let (status, stderr) = hub.exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    // The refusal is logged at warn (one line for the run).
+    assert!(
+        stderr.contains("rate-limited (rpc)") && stderr.contains("kind=alpha"),
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn rate_limit_flags_are_checked() {
+    let bad_json = temp_file("badlimits.json", r#"{"default": {"publsh": "1/s"}}"#);
+    let bad_json = bad_json.to_str().unwrap().to_owned();
+    for (args, needles) in [
+        (
+            &["--rate-limit", "pub=1/s"][..],
+            &["--rate-limit", "unknown message class \"pub\""][..],
+        ),
+        (&["--rate-limit", "publish=0/s"], &["positive integer"]),
+        (&["--rate-limit", "publish=10/d"], &["/s, /m or /h"]),
+        (&["--rate-limit", "publish"], &["CLASS=RATE"]),
+        (&["--rate-limit", "bad kind:rpc=1/s"], &["bad kind"]),
+        (
+            &["--rate-limit-disconnect", "0"],
+            &["--rate-limit-disconnect"],
+        ),
+        (
+            &["--rate-limits", "/nonexistent/limits.json"],
+            &["--rate-limits /nonexistent/limits.json"],
+        ),
+        (
+            &["--rate-limits", &bad_json],
+            &[&format!("--rate-limits {bad_json}"), "\"publsh\""],
+        ),
+    ] {
+        let out =
+            cli().output(&[&["hub", "--secret", "s", "--bind", "127.0.0.1:0"], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        }
+    }
+}

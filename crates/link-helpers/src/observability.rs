@@ -69,6 +69,7 @@ pub const DEFAULT_CONCERNING: &[&str] = &[
     "rpc-response-mismatch",
     "clock-skew",
     "no-ack",
+    "rate-limited",
 ];
 
 impl Default for Classifier {

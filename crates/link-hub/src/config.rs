@@ -14,6 +14,7 @@ use link_protocol::{ConfigError, HashAlgo, Key};
 
 use crate::acl::Acl;
 pub use crate::future::BoxFuture;
+use crate::ratelimit::RateLimits;
 use crate::server_rpc::{ServerRpcHandler, ServerRpcRequest};
 
 type Resolver = Arc<dyn Fn(&str) -> BoxFuture<Option<String>> + Send + Sync>;
@@ -159,6 +160,8 @@ pub struct HubConfig {
     pub(crate) peer_updates: PeerUpdates,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
+    /// `None` when no kind has a limit: nothing is checked per frame.
+    pub(crate) rate_limits: Option<Arc<RateLimits>>,
 }
 
 impl HubConfig {
@@ -181,7 +184,13 @@ impl HubConfig {
             peer_updates: PeerUpdates::Broadcast,
             handlers: HashMap::new(),
             acl: Acl::default(),
+            rate_limits: RateLimits::default(),
         }
+    }
+
+    /// Per-peer rate limits (`None`: no limits, the default).
+    pub fn rate_limits(&self) -> Option<&RateLimits> {
+        self.rate_limits.as_deref()
     }
 
     /// Whether `peers.update` is broadcast.
@@ -269,6 +278,7 @@ pub struct HubConfigBuilder {
     peer_updates: PeerUpdates,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
+    rate_limits: RateLimits,
 }
 
 macro_rules! setters {
@@ -307,6 +317,9 @@ impl HubConfigBuilder {
         peer_updates: PeerUpdates,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
+        /// Per-peer rate limits by message class and kind (default: none,
+        /// nothing is checked; docs/operations.md, "Rate limits").
+        rate_limits: RateLimits,
     }
 
     /// Registers a server RPC handler for `to: "server"` requests of
@@ -374,6 +387,7 @@ impl HubConfigBuilder {
             peer_updates: self.peer_updates,
             handlers: self.handlers,
             acl: self.acl,
+            rate_limits: (!self.rate_limits.is_empty()).then(|| Arc::new(self.rate_limits)),
         })
     }
 }
@@ -395,6 +409,7 @@ mod tests {
         assert_eq!(c.max_outbox_bytes, 16 << 20);
         assert_eq!(c.max_concurrent_rpc, 256);
         assert!(!c.expose_rpc_errors);
+        assert!(c.rate_limits().is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! its [`Outbox`], signing each frame with the socket's key at flush.
 //!
 //! ```text
-//!  WebSocket ──► reader: HubConn ──verified──► [ACL lane] ──► router
+//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► [ACL lane] ──► router
 //!                  ▲ timers / control (evict, displace, close)
 //!  WebSocket ◄── writer: Outbox ◄── router pushes (per-socket lock)
 //! ```
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
-use link_protocol::{Envelope, Key, close, msg_type};
+use link_protocol::{DropReason, Envelope, Key, ProtocolError, close, msg_type};
 use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
@@ -28,6 +28,7 @@ use crate::events::{HubEvent, TimeoutReason};
 use crate::mailbox::RouterMsg;
 use crate::metrics::ConnMetrics;
 use crate::outbox::Outbox;
+use crate::ratelimit::{MessageClass, PeerLimiter, Verdict};
 use crate::routing::{ConnCtl, ConnId};
 use crate::shared::{Shared, now, tokio_instant};
 
@@ -75,6 +76,7 @@ pub(crate) async fn run<T: Transport>(
         outbox: outbox.clone(),
         counts,
         kind: None,
+        limiter: None,
         key_lookup: None,
         close: None,
     };
@@ -136,6 +138,9 @@ struct Reader {
     /// This socket's counters (`/metrics`).
     counts: Arc<ConnMetrics>,
     kind: Option<Arc<str>>,
+    /// The kind's rate limits, from its hello on (`None`: no limit applies,
+    /// nothing is checked). Boxed: the reader's hot fields stay together.
+    limiter: Option<Box<PeerLimiter>>,
     /// A key resolver running for the pending hello.
     key_lookup: Option<oneshot::Receiver<Option<Key>>>,
     /// Close code and reason to report when the socket goes: the first
@@ -256,6 +261,13 @@ impl Reader {
                     self.outbox.set_key(key);
                     self.counts.frame_in(Some(msg_type::HELLO));
                     let kind: Arc<str> = hello.kind.as_str().into();
+                    self.limiter = self
+                        .shared
+                        .config
+                        .rate_limits
+                        .as_deref()
+                        .and_then(|limits| PeerLimiter::new(limits, &kind, now().instant))
+                        .map(Box::new);
                     self.kind = Some(kind.clone());
                     let _ = self
                         .shared
@@ -302,15 +314,72 @@ impl Reader {
             let (from, envelope) = (kind.to_string(), env.clone());
             self.shared.emit(|| HubEvent::Message { from, envelope });
         }
-        let _ = self
-            .shared
-            .router
-            .send(RouterMsg::Inbound {
+        // Rate limits, before the frame costs the router anything. Without
+        // limits for this kind this is one `None` check, and the one await
+        // below is the only one (the path is the same as without limits).
+        let refused = match &mut self.limiter {
+            None => None,
+            Some(limiter) => match env.msg_type().and_then(MessageClass::of_type) {
+                Some(class) => match limiter.check(class, now().instant) {
+                    Verdict::Pass => None,
+                    Verdict::Refuse { report, disconnect } => Some((class, report, disconnect)),
+                },
+                None => None,
+            },
+        };
+        let msg = match refused {
+            None => RouterMsg::Inbound {
                 conn: self.conn,
                 kind,
                 env,
-            })
-            .await;
+            },
+            Some((class, report, disconnect)) => {
+                match self.refuse(kind, &env, class, report, disconnect) {
+                    Some(msg) => msg,
+                    None => return,
+                }
+            }
+        };
+        let _ = self.shared.router.send(msg).await;
+    }
+
+    /// A frame over its class's limit: an RPC is answered `RPC_RATE_LIMITED`
+    /// (by the router, in order with the sender's other frames: the message
+    /// to send it is returned), anything else is dropped. Every refusal is
+    /// counted; the reported ones (at most one per class per second) emit a
+    /// `protocol-error` `rate-limited` event.
+    fn refuse(
+        &mut self,
+        kind: Arc<str>,
+        env: &Envelope,
+        class: MessageClass,
+        report: bool,
+        disconnect: bool,
+    ) -> Option<RouterMsg> {
+        self.shared.rate_limited.refused(class);
+        if report {
+            let error = ProtocolError::new(DropReason::RateLimited)
+                .with_kind(&*kind)
+                .with_type(env.msg_type())
+                .with_detail(class.as_str());
+            self.shared.protocol_error(error, self.remote);
+        }
+        if disconnect {
+            self.shared.rate_limited.disconnected();
+            self.hc
+                .close(now(), Some(close::POLICY), close::REASON_RATE_LIMITED);
+            self.relay_transmits();
+            // Nothing more from this socket reaches the router (frames the
+            // state machine had already queued included).
+            self.kind = None;
+            self.limiter = None;
+            return None;
+        }
+        (class == MessageClass::Rpc).then(|| RouterMsg::RateLimitedRpc {
+            conn: self.conn,
+            kind,
+            id: env.id().into(),
+        })
     }
 }
 

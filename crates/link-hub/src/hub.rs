@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::config::HubConfig;
 use crate::events::{HubEvent, HubHealth, HubState};
 use crate::mailbox::RouterMsg;
+use crate::ratelimit::RateLimited;
 use crate::router::Router;
 use crate::shared::Shared;
 
@@ -143,7 +144,7 @@ impl Hub {
     /// answer (the hub is stopping).
     pub async fn metrics(&self) -> String {
         let table = self.ask(RouterMsg::Stats).await;
-        self.shared.metrics.encode(table)
+        self.shared.metrics.encode(table, self.rate_limited())
     }
 
     /// What the live dashboard shows of the routing table (`None`: the
@@ -163,6 +164,13 @@ impl Hub {
     /// router send them.
     pub(crate) fn dashboard_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.dashboard.subscribe()
+    }
+
+    /// Frames refused by the rate limits since the hub started, per class,
+    /// and sockets closed for staying over them (all zero without limits).
+    /// Read without asking the router.
+    pub fn rate_limited(&self) -> RateLimited {
+        self.shared.rate_limited.snapshot()
     }
 
     /// Closes every socket with `code`/`reason` (e.g. 1001 `server

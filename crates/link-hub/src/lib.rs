@@ -22,6 +22,9 @@
 //! - [`Hub::events`]: every hub event ([`HubEvent`]).
 //! - [`Hub::metrics`]: Prometheus metrics as OpenMetrics text (what a
 //!   [`HubServer`] serves at `GET /metrics`).
+//! - [`RateLimits`]: per-peer token buckets per message class and kind
+//!   ([`HubConfigBuilder::rate_limits`]; none by default), counted by
+//!   [`Hub::rate_limited`].
 //!
 //! ## Getting started
 //!
@@ -54,6 +57,7 @@ mod ids;
 mod mailbox;
 mod metrics;
 mod outbox;
+pub mod ratelimit;
 mod router;
 mod routing;
 pub mod server;
@@ -66,5 +70,6 @@ pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;
 pub use ids::random_secret;
 pub use link_protocol::HandlerError;
+pub use ratelimit::{Limit, MessageClass, RateLimitError, RateLimited, RateLimits};
 pub use server::{HubServer, HubServerBuilder, ServerError, TlsConfig, TlsError};
 pub use server_rpc::{ServerRpcRequest, ServerRpcResult};

@@ -32,6 +32,13 @@ pub(crate) enum RouterMsg {
         kind: Arc<str>,
         env: Envelope,
     },
+    /// An `rpc.request` refused by the sender's rate limit: answer it
+    /// `RPC_RATE_LIMITED`.
+    RateLimitedRpc {
+        conn: ConnId,
+        kind: Arc<str>,
+        id: Box<str>,
+    },
     /// An ACL hook answered.
     Verdict { ticket: Ticket, verdict: Verdict },
     /// A server RPC handler finished.

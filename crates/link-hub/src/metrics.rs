@@ -31,6 +31,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use link_protocol::{ProtocolError, msg_type};
 
+use crate::ratelimit::{MessageClass, RateLimited};
 use crate::routing::{Histogram, RPC_BUCKETS, TableStats};
 
 /// The `Content-Type` of the exposition text.
@@ -275,8 +276,9 @@ impl Metrics {
     }
 
     /// The exposition text, with the table's stats copied at scrape time
-    /// (`None`: the table did not answer; its last copy is used).
-    pub(crate) fn encode(&self, table: Option<TableStats>) -> String {
+    /// (`None`: the table did not answer; its last copy is used), and the
+    /// rate limits' refusals.
+    pub(crate) fn encode(&self, table: Option<TableStats>, limited: RateLimited) -> String {
         let table = match table {
             Some(t) => {
                 *lock(&self.last_table) = t.clone();
@@ -289,12 +291,36 @@ impl Metrics {
         for (reason, n) in &table.dropped {
             *dropped.entry(reason).or_default() += n;
         }
-        let registry = registry(&totals, &dropped, table);
+        let mut registry = registry(&totals, &dropped, table);
+        register_rate_limits(&mut registry, limited);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &registry);
         text
     }
+}
+
+/// The rate limits' refusals, by message class.
+fn register_rate_limits(r: &mut Registry, limited: RateLimited) {
+    let classes = [
+        MessageClass::Rpc,
+        MessageClass::Publish,
+        MessageClass::Send,
+        MessageClass::Status,
+    ];
+    r.register(
+        "rate_limited",
+        "Frames refused by per-peer rate limits, by message class (rpc: answered RPC_RATE_LIMITED; publish, send, status: dropped)",
+        Counters {
+            label: "class",
+            values: classes.map(|c| (c.as_str(), limited.get(c))).to_vec(),
+        },
+    );
+    r.register(
+        "rate_limit_disconnects",
+        "Sockets closed 1008 for staying over their rate limits",
+        ConstCounter::new(limited.disconnects),
+    );
 }
 
 /// A registry holding this scrape's values.
@@ -567,7 +593,12 @@ mod tests {
         h.observe(Duration::from_millis(1));
         table.rpc_server.insert("link.health".into(), h);
         table.gauges.peers = 3;
-        let text = m.encode(Some(table));
+        let limited = RateLimited {
+            publish: 4,
+            disconnects: 1,
+            ..RateLimited::default()
+        };
+        let text = m.encode(Some(table), limited);
         for line in [
             "link_hub_frames_in_total{type=\"topic.message\"} 1",
             "link_hub_frames_in_total{type=\"direct\"} 0",
@@ -579,6 +610,9 @@ mod tests {
             "link_hub_rpc_server_duration_seconds_count{rpc_type=\"link.health\"} 1",
             "link_hub_rpc_relayed_duration_seconds_count 0",
             "link_hub_peers 3",
+            "link_hub_rate_limited_total{class=\"publish\"} 4",
+            "link_hub_rate_limited_total{class=\"status\"} 0",
+            "link_hub_rate_limit_disconnects_total 1",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
@@ -594,11 +628,11 @@ mod tests {
         writer.frame_out(msg_type::HELLO_ACK, 5);
         let mut table = TableStats::default();
         table.gauges.peers = 2;
-        let before = m.encode(Some(table));
+        let before = m.encode(Some(table), RateLimited::default());
         drop((reader, writer));
         assert!(lock(&m.sockets).live.is_empty());
         // The table no longer answers (the hub stops): the last copy stands.
-        let after = m.encode(None);
+        let after = m.encode(None, RateLimited::default());
         assert_eq!(before, after);
         assert!(
             after.contains("link_hub_received_bytes_total 7\n"),

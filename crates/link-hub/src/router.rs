@@ -93,6 +93,9 @@ impl Router {
             RouterMsg::Inbound { conn, kind, env } => {
                 self.table.handle_inbound(now, conn, kind, env)
             }
+            RouterMsg::RateLimitedRpc { conn, kind, id } => {
+                self.table.handle_rate_limited_rpc(conn, &kind, &id)
+            }
             RouterMsg::Verdict { ticket, verdict } => {
                 self.table.handle_verdict(now, ticket, verdict)
             }

@@ -14,6 +14,7 @@ use crate::config::HubConfig;
 use crate::events::HubEvent;
 use crate::mailbox::RouterMsg;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimitCounters;
 use crate::routing::ConnId;
 
 const REPLAY_SHARDS: usize = 16;
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// The routing table's revision, sent only while a dashboard page
     /// watches (it has receivers only then).
     pub(crate) dashboard: watch::Sender<u64>,
+    /// Frames refused by the rate limits (touched only on a refusal).
+    pub(crate) rate_limited: RateLimitCounters,
     next_conn: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Shared {
             ids: crate::ids::id_gen(),
             metrics: Arc::new(Metrics::default()),
             dashboard: watch::Sender::new(0),
+            rate_limited: RateLimitCounters::default(),
             next_conn: AtomicU64::new(1),
         }
     }

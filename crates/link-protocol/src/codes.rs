@@ -76,11 +76,14 @@ pub enum RpcErrorCode {
     HandlerError,
     /// A handler returned a value that is not wire-safe.
     ResultNotSerializable,
+    /// The caller is over its `rpc` rate limit (a link-hub extension; the
+    /// reference hub has no rate limits).
+    RateLimited,
 }
 
 impl RpcErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::BadRequest,
         Self::NoTarget,
         Self::TargetUnavailable,
@@ -89,6 +92,7 @@ impl RpcErrorCode {
         Self::Overloaded,
         Self::HandlerError,
         Self::ResultNotSerializable,
+        Self::RateLimited,
     ];
 
     /// Wire string.
@@ -102,6 +106,7 @@ impl RpcErrorCode {
             Self::Overloaded => "RPC_OVERLOADED",
             Self::HandlerError => "RPC_HANDLER_ERROR",
             Self::ResultNotSerializable => "RPC_RESULT_NOT_SERIALIZABLE",
+            Self::RateLimited => "RPC_RATE_LIMITED",
         }
     }
 
@@ -137,6 +142,8 @@ pub mod rpc_error_text {
     pub const HANDLER_OVERLOADED: &str = "Handler overloaded - too many concurrent RPCs";
     /// Sanitised `RPC_HANDLER_ERROR`.
     pub const INTERNAL: &str = "Internal handler error";
+    /// Hub `RPC_RATE_LIMITED` (link-hub's rate limits).
+    pub const RATE_LIMITED: &str = "Rate limit exceeded";
     /// `RPC_RESULT_NOT_SERIALIZABLE`.
     pub const NOT_SERIALIZABLE: &str = "RPC handler returned a non-serializable result";
     /// Fallback message for an error response without `error`.
@@ -174,6 +181,9 @@ pub mod close {
     pub const REASON_SERVER_SHUTDOWN: &str = "server shutdown";
     /// Reason when a client closes after a rejected hello and will retry.
     pub const REASON_REJECTED_RETRY: &str = "hello rejected - will retry";
+    /// Reason when link-hub closes a peer that stayed over its rate limits
+    /// (with [`POLICY`]).
+    pub const REASON_RATE_LIMITED: &str = "rate limited";
     /// Reason on a keepalive termination (event only; no frame is sent).
     pub const REASON_KEEPALIVE: &str = "keepalive timeout";
     /// Reason when a close handshake we started was not finished within

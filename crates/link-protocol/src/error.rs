@@ -45,6 +45,9 @@ pub enum DropReason {
     InvalidTopic,
     /// (client) an `rpc.response` from neither `server` nor the callee.
     RpcResponseMismatch,
+    /// (link-hub) over the sender's rate limit for the frame's class
+    /// (`detail`: `rpc`, `publish`, `send` or `status`).
+    RateLimited,
 }
 
 impl DropReason {
@@ -65,6 +68,7 @@ impl DropReason {
             Self::ReplayId => "replay-id",
             Self::InvalidTopic => "invalid-topic",
             Self::RpcResponseMismatch => "rpc-response-mismatch",
+            Self::RateLimited => "rate-limited",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! and subscribers that stop reading).
 
 mod connections;
+mod flood;
 mod raw;
 pub(crate) mod rpc;
 pub(crate) mod stream;
@@ -41,6 +42,7 @@ pub(crate) async fn run(
         Scenario::Publish => stream::publish(ctx, hub).await.map(|o| vec![o]),
         Scenario::Fanout => stream::fanout(ctx, hub).await,
         Scenario::Connections => connections::run(ctx, hub).await.map(|o| vec![o]),
+        Scenario::Flood => flood::run(ctx, hub).await.map(|o| vec![o]),
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) struct Produced {
 }
 
 /// Sends `n` messages with `op`, within the window, pacing on backpressure.
-async fn produce(
+pub(super) async fn produce(
     sc: Scenario,
     n: u64,
     window: &Window,

@@ -32,6 +32,17 @@ impl Routing {
         }
     }
 
+    /// An `rpc.request` that `conn`'s reader refused under the sender's
+    /// rate limit: answered at once with `RPC_RATE_LIMITED`, in the order
+    /// of the sender's other frames, like any hub-made RPC error.
+    pub(crate) fn handle_rate_limited_rpc(&mut self, conn: ConnId, kind: &Arc<str>, id: &str) {
+        if !self.is_current(conn, kind) {
+            return;
+        }
+        let resp = RpcResponse::error(RpcErrorCode::RateLimited, rpc_error_text::RATE_LIMITED);
+        self.reply(kind, id, &resp);
+    }
+
     /// Routes a message that needs no (more) verdict.
     pub(super) fn route(&mut self, now: Now, conn: ConnId, kind: &Arc<str>, env: Envelope) {
         if !self.is_current(conn, kind) {

@@ -1087,6 +1087,7 @@ fn a_denied_rpc_is_answered_with_the_hooks_code_and_calls_are_judged_independent
     bus.connect("b");
     bus.take("a");
     bus.take("b");
+    bus.events();
     let first = bus.send(
         "a",
         msg_type::RPC_REQUEST,
@@ -1617,4 +1618,53 @@ fn drops_the_table_decides_are_queued_for_the_dashboard_even_unheard() {
         std::iter::from_fn(|| bus.table.poll_protocol_error()).count(),
         MAX_QUEUED_ERRORS
     );
+}
+
+#[test]
+fn a_rate_limited_rpc_is_answered_from_the_hub_with_the_request_id_in_order() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    bus.connect("b");
+    bus.take("a");
+    bus.take("b");
+    bus.events();
+    let first = bus.send(
+        "a",
+        msg_type::RPC_REQUEST,
+        Some("b"),
+        json!({"rpcType": "x"}),
+    );
+    // The reader refused the next one; the table answers it.
+    bus.table
+        .handle_rate_limited_rpc(a, &Arc::from("a"), "a-refused");
+    bus.idle();
+    let relayed = bus.take("b");
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(relayed[0].id.as_deref(), Some(first.as_str()));
+    let answers = bus.take("a");
+    assert_eq!(answers.len(), 1);
+    let answer = &answers[0];
+    assert_eq!(answer.msg_type, msg_type::RPC_RESPONSE);
+    assert_eq!(&*answer.from, "server");
+    assert_eq!(answer.id.as_deref(), Some("a-refused"));
+    assert_eq!(
+        data(answer),
+        json!({"ok": false, "error": "Rate limit exceeded", "code": "RPC_RATE_LIMITED"})
+    );
+    // The refusal's event comes from the reader, not the table.
+    assert_eq!(bus.event_names(), ["rpc.forwarded"]);
+}
+
+#[test]
+fn a_rate_limited_rpc_from_a_replaced_socket_is_not_answered() {
+    let mut bus = Bus::new();
+    let old = bus.connect("a");
+    bus.connect("a");
+    bus.take("a");
+    bus.take_conn(old);
+    bus.table
+        .handle_rate_limited_rpc(old, &Arc::from("a"), "a-1");
+    bus.idle();
+    assert!(bus.take("a").is_empty());
+    assert!(bus.take_conn(old).is_empty());
 }
