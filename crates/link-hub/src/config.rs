@@ -140,6 +140,11 @@ impl std::str::FromStr for PeerUpdates {
     }
 }
 
+/// Default [`HubConfigBuilder::max_peer_list_bytes`]: a list frame (data
+/// plus the envelope around it) stays under the 1 MiB frame cap of Node
+/// clients.
+pub const DEFAULT_MAX_PEER_LIST_BYTES: usize = (1 << 20) - 4096;
+
 /// Validated hub settings. Build with [`HubConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -157,6 +162,7 @@ pub struct HubConfig {
     pub(crate) max_concurrent_rpc: usize,
     pub(crate) expose_rpc_errors: bool,
     pub(crate) peer_updates: PeerUpdates,
+    pub(crate) max_peer_list_bytes: usize,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
 }
@@ -179,6 +185,7 @@ impl HubConfig {
             max_concurrent_rpc: 256,
             expose_rpc_errors: false,
             peer_updates: PeerUpdates::Broadcast,
+            max_peer_list_bytes: DEFAULT_MAX_PEER_LIST_BYTES,
             handlers: HashMap::new(),
             acl: Acl::default(),
         }
@@ -187,6 +194,11 @@ impl HubConfig {
     /// Whether `peers.update` is broadcast.
     pub fn peer_updates(&self) -> PeerUpdates {
         self.peer_updates
+    }
+
+    /// Largest `peers.update` data.
+    pub fn max_peer_list_bytes(&self) -> usize {
+        self.max_peer_list_bytes
     }
 
     /// Frame cap; also the WebSocket max frame and message size.
@@ -267,6 +279,7 @@ pub struct HubConfigBuilder {
     max_concurrent_rpc: usize,
     expose_rpc_errors: bool,
     peer_updates: PeerUpdates,
+    max_peer_list_bytes: usize,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
 }
@@ -305,6 +318,10 @@ impl HubConfigBuilder {
         expose_rpc_errors: bool,
         /// Whether `peers.update` is broadcast (default: yes, as the reference does).
         peer_updates: PeerUpdates,
+        /// Largest `peers.update` data in bytes (default 1 MiB − 4 KiB, so the
+        /// frame fits a Node client's 1 MiB cap; must be positive). A larger
+        /// list holds the earliest-registered peers that fit (docs/protocol.md).
+        max_peer_list_bytes: usize,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
     }
@@ -341,6 +358,7 @@ impl HubConfigBuilder {
         positive("max_message_bytes", self.max_message_bytes > 0)?;
         positive("max_buffered_bytes", self.max_buffered_bytes > 0)?;
         positive("max_outbox_bytes", self.max_outbox_bytes > 0)?;
+        positive("max_peer_list_bytes", self.max_peer_list_bytes > 0)?;
         let hash = self.hash;
         let keys = match self.secret {
             Secret::Shared(s) => KeySource::Shared(Key::new(&s, hash)?),
@@ -372,6 +390,7 @@ impl HubConfigBuilder {
             max_concurrent_rpc: self.max_concurrent_rpc,
             expose_rpc_errors: self.expose_rpc_errors,
             peer_updates: self.peer_updates,
+            max_peer_list_bytes: self.max_peer_list_bytes,
             handlers: self.handlers,
             acl: self.acl,
         })
