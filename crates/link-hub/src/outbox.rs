@@ -360,6 +360,11 @@ impl Outbox {
         }
     }
 
+    /// The writer took a peer list and has not flushed it yet.
+    pub(crate) fn list_unflushed(&self) -> bool {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
     /// Bytes queued (health).
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)

@@ -27,13 +27,16 @@ struct ListRef {
 /// is not held back).
 const TOLERANCE: Duration = Duration::from_millis(50);
 
+/// The most the hub-wide rate limit runs ahead of now.
+const HUB_DEBT: Duration = Duration::from_secs(1);
+
 /// Membership changes handled before pending `peers.update`s go out even if
 /// more inputs keep arriving.
 pub(super) const PEERS_FLUSH_EVERY: usize = 256;
 
 /// Once membership has been still for this long, every peer that has not
 /// seen the final list gets it, whatever its rate allows.
-pub(super) const QUIET: Duration = Duration::from_millis(100);
+pub(super) const QUIET: Duration = Duration::from_millis(250);
 
 /// How the hub paces `peers.update` (defaults in [`PresenceLimits::default`]).
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +50,11 @@ pub(crate) struct PresenceLimits {
     /// each peer a bounded number of lists, not one per join. Default
     /// 256 KiB/s.
     pub(crate) list_bytes_per_peer_per_sec: f64,
+    /// The same bound for the whole hub while membership keeps changing
+    /// (newcomers' first lists included), so a storm leaves the CPU to the
+    /// hellos; the final lists, once quiet, are bounded by the in-flight
+    /// cap alone. Default 32 MiB/s.
+    pub(crate) list_bytes_per_sec: f64,
     /// Bytes of lists queued or being written across all outboxes at once;
     /// past it further lists wait (memory stays bounded in a storm).
     /// Default 64 MiB.
@@ -58,6 +66,7 @@ impl Default for PresenceLimits {
         Self {
             small_list_bytes: 64 * 1024,
             list_bytes_per_peer_per_sec: 256.0 * 1024.0,
+            list_bytes_per_sec: 32.0 * 1024.0 * 1024.0,
             lists_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
@@ -95,6 +104,8 @@ pub(super) struct Presence {
     held_since: Option<Instant>,
     /// Lists queued or being written, hub-wide.
     gauge: Arc<ListGauge>,
+    /// The hub-wide rate limit (GCRA), as `PeerPresence::next_at`.
+    hub_next_at: Option<Instant>,
     /// The last list left peers out (logged once per crossing).
     truncated: bool,
 }
@@ -352,6 +363,8 @@ impl Routing {
         let version = self.presence.version;
         let quiet = self.presence.changed_at.is_none_or(|t| now >= t + QUIET);
         let (mut next_due, mut held, mut stale) = (None::<Instant>, false, false);
+        let mut busy = false;
+        let mut held_by_rate = false;
         let fresh = self.presence.fresh.clone();
         let n = self.order.len();
         let start = self.presence.cursor.min(n);
@@ -373,12 +386,37 @@ impl Routing {
                 }
                 continue;
             }
-            if held {
+            if held || held_by_rate {
                 stale = true;
                 continue;
             }
             if !quiet && let Some(t) = limit.filter(|t| *t > now) {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                stale = true;
+                continue;
+            }
+            // The hub's own rate while membership keeps changing.
+            let hub_limit = self
+                .presence
+                .hub_next_at
+                .map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
+            if !quiet && let Some(t) = hub_limit.filter(|t| *t > now) {
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                stale = true;
+                held_by_rate = true;
+                if i >= fresh_len {
+                    self.presence.cursor = (start + i - fresh_len) % n;
+                }
+                continue;
+            }
+            // One list per socket at a time: a writer still busy with the
+            // previous one gets the newest when it is done.
+            if self
+                .peers
+                .get(&kind)
+                .is_some_and(|p| p.route.list_unflushed())
+            {
+                busy = true;
                 stale = true;
                 continue;
             }
@@ -407,7 +445,7 @@ impl Routing {
                 .is_some_and(|pp| pp.seen < version)
         });
         self.presence.dirty = stale;
-        self.presence.due = if held {
+        self.presence.due = if held || busy {
             Some(now + RETRY)
         } else if stale {
             next_due
@@ -419,6 +457,7 @@ impl Routing {
     /// Queues the current list for `kind` and records that it saw it.
     fn send_list(&mut self, now: Instant, kind: &Arc<str>) {
         let list = self.current_list();
+        let limits = self.config.presence;
         let Some(p) = self.peers.get_mut(kind) else {
             return;
         };
@@ -433,9 +472,14 @@ impl Routing {
             kind.clone(),
             Some(list.data.clone()),
         );
-        let rate = self.config.presence.list_bytes_per_peer_per_sec;
-        let cost = Duration::from_secs_f64(item.size() as f64 / rate);
-        pp.next_at = Some(pp.next_at.map_or(now, |t| t.max(now)) + cost);
+        let cost = |rate: f64| Duration::from_secs_f64(item.size() as f64 / rate);
+        pp.next_at =
+            Some(pp.next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
+        // The hub's debt is capped: a final round does not mute the next
+        // storm for long.
+        let hub =
+            self.presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
+        self.presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
         item.prefix = Some(list.prefix.clone());
         item.gauge = Some(self.presence.gauge.clone());
         let route = p.route.clone();

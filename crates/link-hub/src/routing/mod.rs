@@ -81,6 +81,13 @@ impl Route {
         }
     }
 
+    /// A peer list taken by the writer is not on the socket yet.
+    fn list_unflushed(&self) -> bool {
+        match self {
+            Self::Local(outbox) => outbox.list_unflushed(),
+        }
+    }
+
     fn queued_bytes(&self) -> usize {
         match self {
             Self::Local(outbox) => outbox.queued_bytes(),

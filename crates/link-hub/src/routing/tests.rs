@@ -162,9 +162,11 @@ impl Bus {
         self.take_conn(conn)
     }
 
+    /// As the socket's writer does: take, then flush.
     fn take_conn(&mut self, conn: ConnId) -> Vec<OutItem> {
         let mut batch = Vec::new();
         self.outboxes[&conn].take(&mut batch, usize::MAX);
+        link_transport::writer::Outgoing::flushed(&*self.outboxes[&conn]);
         batch
     }
 

@@ -5,8 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use link_transport::writer::Outgoing;
-
 use super::*;
 
 /// What a peer that derives its events by diffing lists (as the Node
@@ -45,7 +43,6 @@ fn drain(bus: &mut Bus, views: &mut HashMap<String, View>) {
         {
             view.apply(item);
         }
-        Outgoing::flushed(&*bus.outboxes[&conn]);
     }
 }
 
@@ -99,6 +96,7 @@ fn small_limits() -> RoutingConfig {
         presence: membership::PresenceLimits {
             small_list_bytes: 4 * 1024,
             list_bytes_per_peer_per_sec: 64.0 * 1024.0,
+            list_bytes_per_sec: 64.0 * 1024.0 * 1024.0,
             lists_in_flight_bytes: 1 << 20,
         },
         ..config()
