@@ -95,16 +95,17 @@ impl std::fmt::Debug for Secret {
 /// Whether the hub broadcasts `peers.update` (protocol §5.2 step 5).
 ///
 /// The reference sends the **whole** peer list to **every** peer on every
-/// join and leave. That is what Node clients expect, and it is the default,
-/// but it costs O(peers²) bytes per wave of joins, and past about 7 000
-/// peers the list no longer fits the 1 MiB frame cap of either
-/// implementation. Large fleets turn it off and discover peers on demand
-/// with the built-in `link.peer.list` server RPC.
+/// join and leave. Node clients expect lists of that shape, and they are
+/// the default; our hub builds one list per membership version, paces them
+/// in a join storm (every peer still ends with the final list) and caps
+/// one at [`HubConfigBuilder::max_peer_list_bytes`] (docs/hub.md, *Large
+/// fleets*). Fleets that need no list turn it off and discover peers on
+/// demand with the built-in `link.peer.list` server RPC.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PeerUpdates {
-    /// The reference behaviour: the list goes to every peer on each change
-    /// (coalesced per socket while its outbox is busy).
+    /// The reference's lists: every peer gets the full list after changes
+    /// (paced and coalesced, always ending with the final state).
     #[default]
     Broadcast,
     /// No `peers.update` at all. A client's peer list stays empty (and its
