@@ -106,6 +106,8 @@ pub(super) struct Presence {
     gauge: Arc<ListGauge>,
     /// The hub-wide rate limit (GCRA), as `PeerPresence::next_at`.
     hub_next_at: Option<Instant>,
+    /// When the last flush ran.
+    flushed_at: Option<Instant>,
     /// The last list left peers out (logged once per crossing).
     truncated: bool,
 }
@@ -331,7 +333,13 @@ impl Routing {
         if !self.presence.dirty {
             return None;
         }
-        let quiet = self.presence.changed_at.map(|t| t + QUIET);
+        // The quiet instant wakes the table once; after a flush at or past
+        // it, `due` alone says when to try again.
+        let quiet = self
+            .presence
+            .changed_at
+            .map(|t| t + QUIET)
+            .filter(|q| self.presence.flushed_at.is_none_or(|f| f < *q));
         match (self.presence.due, quiet) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -360,6 +368,7 @@ impl Routing {
     /// [`QUIET`], everyone gets the final list. Past the in-flight cap the
     /// flush stops and retries shortly.
     fn flush_peers(&mut self, now: Instant) {
+        self.presence.flushed_at = Some(now);
         let version = self.presence.version;
         let quiet = self.presence.changed_at.is_none_or(|t| now >= t + QUIET);
         let (mut next_due, mut held, mut stale) = (None::<Instant>, false, false);

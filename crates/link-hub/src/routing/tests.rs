@@ -162,6 +162,13 @@ impl Bus {
         self.take_conn(conn)
     }
 
+    /// Takes what is queued without flushing (a writer mid-write).
+    fn take_conn_unflushed(&mut self, conn: ConnId) -> Vec<OutItem> {
+        let mut batch = Vec::new();
+        self.outboxes[&conn].take(&mut batch, usize::MAX);
+        batch
+    }
+
     /// As the socket's writer does: take, then flush.
     fn take_conn(&mut self, conn: ConnId) -> Vec<OutItem> {
         let mut batch = Vec::new();

@@ -209,3 +209,33 @@ fn a_list_past_max_peer_list_bytes_holds_the_earliest_peers_and_nobody_is_discon
     let all = bus.table.peer_list(None);
     assert_eq!(all["peers"].as_array().unwrap().len(), 11);
 }
+
+#[test]
+fn a_writer_still_busy_with_a_list_gets_the_newest_when_done_and_the_timer_never_spins() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    // a's writer took its first list and has not flushed it yet.
+    let mut taken = Vec::new();
+    bus.outboxes[&a].take(&mut taken, usize::MAX);
+    assert_eq!(peers_of(&taken[1]), ["a"]);
+    bus.connect("b");
+    bus.advance(membership::QUIET.as_millis() as u64 + 1);
+    for _ in 0..3 {
+        let now = bus.now();
+        bus.table.handle_timeout(now);
+        let next = bus
+            .table
+            .poll_timeout()
+            .expect("a still waits for the list");
+        assert!(next > now.instant, "the timer would fire at once, forever");
+        assert!(bus.take_conn_unflushed(a).is_empty(), "one list in flight");
+        bus.advance(membership::RETRY.as_millis() as u64);
+    }
+    link_transport::writer::Outgoing::flushed(&*bus.outboxes[&a]);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let got = bus.take_conn(a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(peers_of(&got[0]), ["a", "b"]);
+    assert_eq!(bus.table.poll_timeout(), None);
+}
