@@ -1,7 +1,14 @@
 //! Membership: sockets attaching, hellos registering a kind (displacing the
 //! socket that held it), sockets going, and the peer list every peer is
-//! sent (`peers.update`, coalesced: a burst of joins costs each peer one
-//! list; protocol §5.2, §6.1).
+//! sent (`peers.update`, protocol §5.2, §5.2.1, §6.1).
+//!
+//! Lists cost O(change) to build, not O(peers) per recipient: each peer's
+//! entry is canonicalised once, a version's list is their concatenation,
+//! built once and shared (data and signed prefix) by every outbox. Lists
+//! are paced: per-peer and hub-wide rates while membership changes, one
+//! list per socket in flight, a hub-wide byte cap on lists in flight, and
+//! the final list for everyone once membership is quiet. Every list is a
+//! full snapshot, so a client diffing lists sees each peer join once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +44,11 @@ pub(super) const PEERS_FLUSH_EVERY: usize = 256;
 /// Once membership has been still for this long, every peer that has not
 /// seen the final list gets it, whatever its rate allows.
 pub(super) const QUIET: Duration = Duration::from_millis(250);
+
+/// A change that interrupts such a final round (a lull in a storm, not its
+/// end) doubles the stillness asked for the next one, up to this; a round
+/// that completes sets it back to [`QUIET`].
+pub(super) const MAX_QUIET: Duration = Duration::from_secs(2);
 
 /// How the hub paces `peers.update` (defaults in [`PresenceLimits::default`]).
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +120,10 @@ pub(super) struct Presence {
     hub_next_at: Option<Instant>,
     /// When the last flush ran.
     flushed_at: Option<Instant>,
+    /// The stillness the next final round waits for (`None`: [`QUIET`]).
+    quiet_for: Option<Duration>,
+    /// A final round sent lists and has not completed.
+    in_round: bool,
     /// The last list left peers out (logged once per crossing).
     truncated: bool,
 }
@@ -134,6 +150,10 @@ pub(super) struct PeerPresence {
 }
 
 impl Presence {
+    fn quiet(&self) -> Duration {
+        self.quiet_for.unwrap_or(QUIET)
+    }
+
     /// The hub stopped: nothing more to send.
     pub(super) fn stop(&mut self) {
         self.dirty = false;
@@ -338,7 +358,7 @@ impl Routing {
         let quiet = self
             .presence
             .changed_at
-            .map(|t| t + QUIET)
+            .map(|t| t + self.presence.quiet())
             .filter(|q| self.presence.flushed_at.is_none_or(|f| f < *q));
         match (self.presence.due, quiet) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -356,6 +376,10 @@ impl Routing {
 
     /// A peer joined or left: a new version, not yet seen by anyone.
     fn membership_changed(&mut self, now: Instant) {
+        if std::mem::take(&mut self.presence.in_round) {
+            // A lull, not the end: the lists of that round are stale now.
+            self.presence.quiet_for = Some((self.presence.quiet() * 2).min(MAX_QUIET));
+        }
         self.presence.version += 1;
         self.presence.dirty = true;
         self.presence.changed_at = Some(now);
@@ -365,12 +389,17 @@ impl Routing {
     /// first, then the others in registration order from where the last
     /// flush stopped. While membership keeps changing each peer is held
     /// to its rate ([`PresenceLimits`]); once it has been quiet for
-    /// [`QUIET`], everyone gets the final list. Past the in-flight cap the
+    /// [`QUIET`] (longer after an interrupted round, up to [`MAX_QUIET`]),
+    /// everyone gets the final list. Past the in-flight cap the
     /// flush stops and retries shortly.
     fn flush_peers(&mut self, now: Instant) {
         self.presence.flushed_at = Some(now);
         let version = self.presence.version;
-        let quiet = self.presence.changed_at.is_none_or(|t| now >= t + QUIET);
+        let quiet_for = self.presence.quiet();
+        let quiet = self
+            .presence
+            .changed_at
+            .is_none_or(|t| now >= t + quiet_for);
         let (mut next_due, mut held, mut stale) = (None::<Instant>, false, false);
         let mut busy = false;
         let mut held_by_rate = false;
@@ -454,6 +483,12 @@ impl Routing {
                 .is_some_and(|pp| pp.seen < version)
         });
         self.presence.dirty = stale;
+        if quiet {
+            self.presence.in_round = stale;
+            if !stale {
+                self.presence.quiet_for = None;
+            }
+        }
         self.presence.due = if held || busy {
             Some(now + RETRY)
         } else if stale {

@@ -239,3 +239,59 @@ fn a_writer_still_busy_with_a_list_gets_the_newest_when_done_and_the_timer_never
     assert_eq!(peers_of(&got[0]), ["a", "b"]);
     assert_eq!(bus.table.poll_timeout(), None);
 }
+
+#[test]
+fn a_final_round_cut_short_by_a_join_makes_the_next_wait_longer() {
+    // Lists go only in final rounds (rates of a byte a second), one per
+    // flush (any list fills the in-flight cap).
+    let mut bus = Bus::with(RoutingConfig {
+        presence: membership::PresenceLimits {
+            small_list_bytes: 1,
+            list_bytes_per_peer_per_sec: 1.0,
+            list_bytes_per_sec: 1.0,
+            lists_in_flight_bytes: 1,
+        },
+        ..config()
+    });
+    let mut views = HashMap::new();
+    for kind in kinds(5) {
+        let conn = bus.attach();
+        bus.register(conn, &kind);
+        bus.idle();
+    }
+    settle(&mut bus, &mut views);
+    assert!(views.values().all(|v| v.kinds.len() == 5));
+    // A join, then 250 ms of quiet: the round starts, one list per flush.
+    let conn = bus.attach();
+    bus.register(conn, "late-1");
+    bus.idle();
+    bus.advance(membership::QUIET.as_millis() as u64);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let sent: usize =
+        kinds(5).iter().map(|k| bus.take(k).len()).sum::<usize>() + bus.take("late-1").len();
+    assert!(sent >= 1, "the final round started");
+    // Another join cuts it short: the next round waits twice as long.
+    let conn = bus.attach();
+    bus.register(conn, "late-2");
+    bus.idle();
+    let joined = bus.now().instant;
+    let next = bus.table.poll_timeout().unwrap();
+    assert_eq!(next, joined + 2 * membership::QUIET);
+    bus.advance(membership::QUIET.as_millis() as u64 + 1);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    for k in kinds(5) {
+        assert!(
+            bus.take(&k)
+                .iter()
+                .all(|i| i.msg_type != msg_type::PEERS_UPDATE),
+            "no list before the longer quiet"
+        );
+    }
+    settle(&mut bus, &mut views);
+    for (kind, view) in &views {
+        assert_eq!(view.kinds.len(), 7, "{kind}");
+        assert!(view.connects.values().all(|n| *n == 1));
+    }
+}
