@@ -42,6 +42,8 @@ struct Counters {
     presence_bytes: AtomicU64,
     /// Peers whose last list names every peer.
     complete: AtomicU64,
+    /// The longest list any peer read.
+    longest: AtomicU64,
     changed: Notify,
 }
 
@@ -177,8 +179,11 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
     ));
     if lists && connected == k as u64 && converged.is_none() {
         o.notes.push(format!(
-            "not converged: some peers never held a list of all {k} peers (idle {:?})",
-            ctx.opts.idle_timeout
+            "not converged: {} of {k} peers held a list of all {k} peers when nothing had \
+             changed for {:?} (the longest list named {})",
+            counters.complete.load(Ordering::Relaxed),
+            ctx.opts.idle_timeout,
+            counters.longest.load(Ordering::Relaxed)
         ));
     }
     o.notes.push(format!(
@@ -256,6 +261,7 @@ async fn hold(mut ws: raw::Ws, mut stop: watch::Receiver<bool>, c: Arc<Counters>
                     let Message::Text(t) = &m else { continue };
                     let Some(n) = listed(t.as_str()) else { continue };
                     c.presence_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+                    c.longest.fetch_max(n as u64, Ordering::Relaxed);
                     if (n >= k) != complete {
                         complete = n >= k;
                         if complete {
