@@ -482,6 +482,17 @@ impl Routing {
                 .and_then(|p| p.presence.as_ref())
                 .is_some_and(|pp| pp.seen < version)
         });
+        if stale {
+            tracing::debug!(
+                version,
+                quiet,
+                held,
+                held_by_rate,
+                busy,
+                in_flight = self.presence.gauge.bytes(),
+                "peer lists held back"
+            );
+        }
         self.presence.dirty = stale;
         if quiet {
             self.presence.in_round = stale;
