@@ -272,9 +272,9 @@ impl BenchReport {
             );
         }
         lower(
-            "connections hub KiB/conn ≤ 16",
+            "connections settled KiB/conn ≤ 16",
             16.0,
-            self.link("connections", "hub KiB/conn"),
+            self.link("connections", "settled KiB/conn"),
         );
         lower(
             "fanout-slow impact % ≤ 10",

@@ -65,6 +65,7 @@ pub struct HubTarget {
     pid: Option<u32>,
     running: Running,
     tls: Option<Tls>,
+    peer_updates: PeerUpdates,
 }
 
 impl std::fmt::Debug for HubTarget {
@@ -97,10 +98,17 @@ impl HubTarget {
                 pid: *pid,
                 running: Running::External,
                 tls: None,
+                peer_updates,
             }),
             HubSpec::Embedded => embedded(peer_updates, tls, flood_limit).await,
             HubSpec::Child { program } => child(program, peer_updates, tls, flood_limit).await,
         }
+    }
+
+    /// The `peers.update` mode asked for (a URL hub's own mode is unknown:
+    /// the one given is assumed).
+    pub fn peer_updates(&self) -> PeerUpdates {
+        self.peer_updates
     }
 
     /// The hub URL.
@@ -198,6 +206,8 @@ async fn embedded(
         .map_err(|e| BenchError::Hub(e.to_string()))?;
     let mut builder = HubServer::builder(config)
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        // Every peer of the load tool comes from 127.0.0.1.
+        .max_connections_per_ip(1_000_000)
         .handle_signals(false);
     let tls = if tls {
         let pki = Pki::generate()?;
@@ -225,6 +235,7 @@ async fn embedded(
         pid: Some(std::process::id()),
         running: Running::Embedded(server),
         tls,
+        peer_updates,
     })
 }
 
@@ -241,6 +252,9 @@ async fn child(
         "127.0.0.1:0",
         "--peer-updates",
         peer_updates.as_str(),
+        // Every peer of the load tool comes from 127.0.0.1.
+        "--max-connections-per-ip",
+        "1000000",
     ]);
     if let Some(limit) = flood_limit {
         command.arg("--rate-limit").arg(flood_setting(limit));
@@ -311,6 +325,7 @@ async fn child(
             _stdout: lines,
         })),
         tls,
+        peer_updates,
     })
 }
 

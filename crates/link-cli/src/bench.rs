@@ -62,6 +62,11 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     child: bool,
 
+    /// The `link-cli` executable the --child hub runs (default: this one);
+    /// an older build gives an A/B of two hubs under one load tool.
+    #[arg(long, value_name = "PATH", requires = "child")]
+    hub_program: Option<std::path::PathBuf>,
+
     /// Serve wss:// from the hub this starts (embedded or --child), with a
     /// CA and a certificate for 127.0.0.1 made for the run.
     #[arg(long, conflicts_with = "url")]
@@ -222,9 +227,12 @@ impl BenchArgs {
                 })
             }
             (None, true) => {
-                let program = std::env::current_exe().map_err(|e| {
-                    Failure::unusable(format_args!("cannot find this executable: {e}"))
-                })?;
+                let program = match &self.hub_program {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe().map_err(|e| {
+                        Failure::unusable(format_args!("cannot find this executable: {e}"))
+                    })?,
+                };
                 Ok(HubSpec::Child { program })
             }
             (None, false) => Ok(HubSpec::Embedded),

@@ -122,7 +122,10 @@ fn every_scenario_counts_every_message_on_the_embedded_hub() {
     assert!(metric(result(&report, "fanout-slow"), "impact %") >= 0.0);
     let conns = result(&report, "connections");
     metric(conns, "hellos/s");
-    metric(conns, "hub KiB/conn");
+    metric(conns, "settled KiB/conn");
+    metric(conns, "peak KiB/conn");
+    metric(conns, "presence KiB/peer");
+    assert!(metric(conns, "converged s") > 0.0);
 }
 
 #[test]

@@ -921,13 +921,12 @@ fn respond(inner: &Inner, id: &str, to: &str, resp: &RpcResponse) {
 }
 
 fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {
+    // Set lookups: a list of thousands of peers diffs in linear time.
+    let now: std::collections::HashSet<&str> = peers.iter().map(|p| p.kind.as_str()).collect();
     let prev: HashMap<String, PeerInfo> = {
         let mut core = inner.core();
         let prev = std::mem::replace(&mut core.peers, peers.clone());
-        for gone in prev
-            .iter()
-            .filter(|p| !peers.iter().any(|n| n.kind == p.kind))
-        {
+        for gone in prev.iter().filter(|p| !now.contains(p.kind.as_str())) {
             core.statuses.remove(&gone.kind);
         }
         prev.into_iter().map(|p| (p.kind.clone(), p)).collect()
@@ -946,7 +945,7 @@ fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {
         }
     }
     for (kind, old) in prev {
-        if !peers.iter().any(|p| p.kind == kind) {
+        if !now.contains(kind.as_str()) {
             inner.emit(|| LinkEvent::PeerDisconnect(old));
         }
     }

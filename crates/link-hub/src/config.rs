@@ -96,16 +96,17 @@ impl std::fmt::Debug for Secret {
 /// Whether the hub broadcasts `peers.update` (protocol §5.2 step 5).
 ///
 /// The reference sends the **whole** peer list to **every** peer on every
-/// join and leave. That is what Node clients expect, and it is the default,
-/// but it costs O(peers²) bytes per wave of joins, and past about 7 000
-/// peers the list no longer fits the 1 MiB frame cap of either
-/// implementation. Large fleets turn it off and discover peers on demand
-/// with the built-in `link.peer.list` server RPC.
+/// join and leave. Node clients expect lists of that shape, and they are
+/// the default; our hub builds one list per membership version, paces them
+/// in a join storm (every peer still ends with the final list) and caps
+/// one at [`HubConfigBuilder::max_peer_list_bytes`] (docs/hub.md, *Large
+/// fleets*). Fleets that need no list turn it off and discover peers on
+/// demand with the built-in `link.peer.list` server RPC.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PeerUpdates {
-    /// The reference behaviour: the list goes to every peer on each change
-    /// (coalesced per socket while its outbox is busy).
+    /// The reference's lists: every peer gets the full list after changes
+    /// (paced and coalesced, always ending with the final state).
     #[default]
     Broadcast,
     /// No `peers.update` at all. A client's peer list stays empty (and its
@@ -141,6 +142,11 @@ impl std::str::FromStr for PeerUpdates {
     }
 }
 
+/// Default [`HubConfigBuilder::max_peer_list_bytes`]: a list frame (data
+/// plus the envelope around it) stays under the 1 MiB frame cap of Node
+/// clients.
+pub const DEFAULT_MAX_PEER_LIST_BYTES: usize = (1 << 20) - 4096;
+
 /// Validated hub settings. Build with [`HubConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -158,6 +164,7 @@ pub struct HubConfig {
     pub(crate) max_concurrent_rpc: usize,
     pub(crate) expose_rpc_errors: bool,
     pub(crate) peer_updates: PeerUpdates,
+    pub(crate) max_peer_list_bytes: usize,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
     /// `None` when no kind has a limit: nothing is checked per frame.
@@ -182,6 +189,7 @@ impl HubConfig {
             max_concurrent_rpc: 256,
             expose_rpc_errors: false,
             peer_updates: PeerUpdates::Broadcast,
+            max_peer_list_bytes: DEFAULT_MAX_PEER_LIST_BYTES,
             handlers: HashMap::new(),
             acl: Acl::default(),
             rate_limits: RateLimits::default(),
@@ -196,6 +204,11 @@ impl HubConfig {
     /// Whether `peers.update` is broadcast.
     pub fn peer_updates(&self) -> PeerUpdates {
         self.peer_updates
+    }
+
+    /// Largest `peers.update` data.
+    pub fn max_peer_list_bytes(&self) -> usize {
+        self.max_peer_list_bytes
     }
 
     /// Frame cap; also the WebSocket max frame and message size.
@@ -276,6 +289,7 @@ pub struct HubConfigBuilder {
     max_concurrent_rpc: usize,
     expose_rpc_errors: bool,
     peer_updates: PeerUpdates,
+    max_peer_list_bytes: usize,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
     rate_limits: RateLimits,
@@ -315,6 +329,10 @@ impl HubConfigBuilder {
         expose_rpc_errors: bool,
         /// Whether `peers.update` is broadcast (default: yes, as the reference does).
         peer_updates: PeerUpdates,
+        /// Largest `peers.update` data in bytes (default 1 MiB − 4 KiB, so the
+        /// frame fits a Node client's 1 MiB cap; must be positive). A larger
+        /// list holds the earliest-registered peers that fit (docs/protocol.md).
+        max_peer_list_bytes: usize,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
         /// Per-peer rate limits by message class and kind (default: none,
@@ -354,6 +372,7 @@ impl HubConfigBuilder {
         positive("max_message_bytes", self.max_message_bytes > 0)?;
         positive("max_buffered_bytes", self.max_buffered_bytes > 0)?;
         positive("max_outbox_bytes", self.max_outbox_bytes > 0)?;
+        positive("max_peer_list_bytes", self.max_peer_list_bytes > 0)?;
         let hash = self.hash;
         let keys = match self.secret {
             Secret::Shared(s) => KeySource::Shared(Key::new(&s, hash)?),
@@ -385,6 +404,7 @@ impl HubConfigBuilder {
             max_concurrent_rpc: self.max_concurrent_rpc,
             expose_rpc_errors: self.expose_rpc_errors,
             peer_updates: self.peer_updates,
+            max_peer_list_bytes: self.max_peer_list_bytes,
             handlers: self.handlers,
             acl: self.acl,
             rate_limits: (!self.rate_limits.is_empty()).then(|| Arc::new(self.rate_limits)),

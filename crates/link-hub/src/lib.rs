@@ -65,7 +65,9 @@ pub mod server_rpc;
 mod shared;
 
 pub use acl::{Acl, AclOp, Verdict};
-pub use config::{HubConfig, HubConfigBuilder, KeySource, PeerUpdates, Secret};
+pub use config::{
+    DEFAULT_MAX_PEER_LIST_BYTES, HubConfig, HubConfigBuilder, KeySource, PeerUpdates, Secret,
+};
 pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;
 pub use ids::random_secret;

@@ -12,6 +12,10 @@
 //!   same originating peer, and a queued `peers.update` by a newer list
 //!   (conflation); a queued `rpc.request` can be removed by its caller's
 //!   `rpc.cancel`.
+//! - Peer lists carry the hub's [`ListGauge`]: their bytes count from the
+//!   push until the writer's flush that put them on the socket (or until
+//!   the outbox drops them), so the routing table can bound what every
+//!   writer together holds of lists.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,7 +41,33 @@ pub(crate) struct OutItem {
     /// first writer to encode one fills it, writers under the same key
     /// reuse it.
     pub(crate) prefix: Option<Arc<PrefixCell>>,
+    /// Counts this item's bytes until they are flushed (peer lists).
+    pub(crate) gauge: Option<Arc<ListGauge>>,
     size: usize,
+}
+
+/// Bytes of peer lists queued or being written, across every outbox of a
+/// hub.
+#[derive(Debug, Default)]
+pub(crate) struct ListGauge(AtomicUsize);
+
+impl ListGauge {
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        // Saturating: a release never exceeds what was added, but be safe.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
 }
 
 /// A fan-out's [`SharedPrefix`], made under the key it names.
@@ -66,8 +96,25 @@ impl OutItem {
             data,
             origin: None,
             prefix: None,
+            gauge: None,
             size,
         }
+    }
+
+    /// The estimate the caps use (the reference's).
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    fn gauged(&self) -> Option<(&ListGauge, usize)> {
+        self.gauge.as_deref().map(|g| (g, self.size))
+    }
+}
+
+/// Releases the gauged bytes of items leaving a queue unwritten.
+fn release<'a>(items: impl IntoIterator<Item = &'a OutItem>) {
+    for (g, n) in items.into_iter().filter_map(OutItem::gauged) {
+        g.sub(n);
     }
 }
 
@@ -104,6 +151,8 @@ struct State {
     /// A close frame is queued: nothing may be written after it.
     closing: bool,
     backpressure_episode: bool,
+    /// Gauged bytes taken by the writer and not yet flushed.
+    unflushed: Option<(Arc<ListGauge>, usize)>,
 }
 
 /// The outbox of one socket.
@@ -119,6 +168,8 @@ pub(crate) struct Outbox {
     buffered: AtomicUsize,
     /// Mirror of `state.bytes` for lock-free health reads.
     queued_bytes: AtomicUsize,
+    /// `state.unflushed` is set (a lock-free check at every flush).
+    unflushed: AtomicBool,
 }
 
 impl Outbox {
@@ -131,6 +182,16 @@ impl Outbox {
             stalled: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
+            unflushed: AtomicBool::new(false),
+        }
+    }
+
+    /// The writer flushed: the lists it had taken are on the socket.
+    fn release_flushed(&self) {
+        if self.unflushed.swap(false, Ordering::Relaxed)
+            && let Some((g, n)) = self.lock().unflushed.take()
+        {
+            g.sub(n);
         }
     }
 
@@ -170,7 +231,12 @@ impl Outbox {
         };
         if let Some(pos) = conflate {
             let new = item.size;
-            let old = std::mem::replace(&mut st.queue[pos], item).size;
+            if let Some((g, n)) = item.gauged() {
+                g.add(n);
+            }
+            let old = std::mem::replace(&mut st.queue[pos], item);
+            release([&old]);
+            let old = old.size;
             st.bytes = st.bytes - old + new;
             self.queued_bytes.store(st.bytes, Ordering::Relaxed);
             return Push::Queued { backpressure: None };
@@ -186,6 +252,9 @@ impl Outbox {
             };
         }
         st.bytes += item.size;
+        if let Some((g, n)) = item.gauged() {
+            g.add(n);
+        }
         st.queue.push_back(item);
         self.queued_bytes.store(st.bytes, Ordering::Relaxed);
         let backpressure = if stalled && !st.backpressure_episode {
@@ -212,6 +281,7 @@ impl Outbox {
         });
         match pos.and_then(|p| st.queue.remove(p)) {
             Some(item) => {
+                release([&item]);
                 st.bytes -= item.size;
                 self.queued_bytes.store(st.bytes, Ordering::Relaxed);
                 true
@@ -232,6 +302,7 @@ impl Outbox {
             }
             // Messages still queued are dropped: the peer can no longer get them.
             st.closing = true;
+            release(&st.queue);
             st.queue.clear();
             st.bytes = 0;
             self.queued_bytes.store(0, Ordering::Relaxed);
@@ -245,6 +316,7 @@ impl Outbox {
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
+        release(&st.queue);
         st.queue.clear();
         st.bytes = 0;
         self.queued_bytes.store(0, Ordering::Relaxed);
@@ -258,9 +330,22 @@ impl Outbox {
         let controls: Vec<Transmit> = st.control.drain(..).collect();
         let n = st.queue.len().min(max);
         let mut freed = 0;
+        let mut gauged = 0;
+        let mut gauge = None;
         for item in st.queue.drain(..n) {
             freed += item.size;
+            if let Some(g) = &item.gauge {
+                gauged += item.size;
+                gauge.get_or_insert_with(|| g.clone());
+            }
             batch.push(item);
+        }
+        if let Some(g) = gauge {
+            match &mut st.unflushed {
+                Some((_, n)) => *n += gauged,
+                None => st.unflushed = Some((g, gauged)),
+            }
+            self.unflushed.store(true, Ordering::Relaxed);
         }
         st.bytes -= freed;
         if st.queue.is_empty() {
@@ -273,6 +358,11 @@ impl Outbox {
             more: !st.queue.is_empty(),
             drained: false,
         }
+    }
+
+    /// The writer took a peer list and has not flushed it yet.
+    pub(crate) fn list_unflushed(&self) -> bool {
+        self.unflushed.load(Ordering::Relaxed)
     }
 
     /// Bytes queued (health).
@@ -307,6 +397,20 @@ impl Outgoing for Outbox {
 
     fn flushed(&self) {
         self.buffered.store(0, Ordering::Relaxed);
+        self.release_flushed();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let st = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        release(&st.queue);
+        if let Some((g, n)) = st.unflushed.take() {
+            g.sub(n);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::acl::{self, Verdict};
 use crate::mailbox::RouterMsg;
 use crate::routing::{AclQuery, ConnCtl, ConnId, Listening, Route, Routing, RoutingConfig, Task};
-use crate::shared::{Shared, now, wall_ms};
+use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 /// Mailbox messages handled per wake-up (one clock read each).
 const BATCH: usize = 64;
@@ -51,6 +51,7 @@ impl Router {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            let deadline = self.table.poll_timeout();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
@@ -67,13 +68,19 @@ impl Router {
                     for msg in batch.drain(..) {
                         left -= 1;
                         self.handle(now, msg);
-                        self.table.handle_input_done(left > 0 || !rx.is_empty());
+                        self.table.handle_input_done(now, left > 0 || !rx.is_empty());
                         self.carry_out();
                     }
                     // One atomic load per batch while no dashboard is open.
                     self.shared.dashboard_revision(self.table.revision());
                 }
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
+                // Peer lists held back (rate, in-flight cap) or the final
+                // list once membership is quiet.
+                _ = tokio::time::sleep_until(deadline.map_or_else(far_future, tokio_instant)), if deadline.is_some() => {
+                    self.table.handle_timeout(now());
+                    self.carry_out();
+                }
             }
         }
     }
@@ -103,7 +110,7 @@ impl Router {
                 self.table.handle_server_rpc_done(now, ticket, result)
             }
             RouterMsg::Closed { conn, code, reason } => {
-                self.table.handle_closed(conn, code, reason);
+                self.table.handle_closed(now, conn, code, reason);
                 // After the table's controls for it (none are sent to a
                 // closed socket anyway).
                 self.ctls.remove(&conn);
@@ -217,4 +224,8 @@ async fn ask_hook(hooks: &acl::Acl, query: AclQuery) -> Verdict {
             None => Verdict::Allow,
         },
     }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
 }

@@ -419,6 +419,27 @@ impl CanonicalData {
         &self.0
     }
 
+    /// `{"<name>":[item,…]}` from items already in canonical form: the
+    /// canonical text of an object with that one member, built by
+    /// concatenation (no value is parsed or canonicalised again). A peer
+    /// list of thousands of entries is then a copy of cached texts.
+    pub fn object_of_array<'a>(
+        name: &str,
+        items: impl IntoIterator<Item = &'a CanonicalData>,
+    ) -> Self {
+        let mut text = String::from("{");
+        canonical::write_str(name, &mut text);
+        text.push_str(":[");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(item.as_str());
+        }
+        text.push_str("]}");
+        Self(text)
+    }
+
     /// Byte length of the canonical text.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -745,6 +766,19 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn object_of_array_is_the_canonical_text_of_the_whole() {
+        let items = [
+            serde_json::json!({"kind": "b", "a": [1, 2.5, "é\u{1}"]}),
+            serde_json::json!({"z": null, "kind": "a"}),
+        ];
+        let parts: Vec<CanonicalData> = items.iter().map(CanonicalData::new).collect();
+        let whole = CanonicalData::new(&serde_json::json!({ "peers": items }));
+        assert_eq!(CanonicalData::object_of_array("peers", &parts), whole);
+        let empty = CanonicalData::new(&serde_json::json!({ "peers": [] }));
+        assert_eq!(CanonicalData::object_of_array("peers", []), empty);
+    }
     use super::*;
     use crate::HashAlgo;
     use serde_json::json;

@@ -374,7 +374,7 @@ async fn connections(ctx: &Ctx<'_>, nats: &NatsTarget) -> Result<Outcome, BenchE
         .push(Metric::higher("hellos/s", connected as f64 / secs));
     if let (Some(b), Some(a), true) = (before, after, connected > 0) {
         o.metrics.push(Metric::lower(
-            "hub KiB/conn",
+            "settled KiB/conn",
             a.saturating_sub(b) as f64 / connected as f64 / 1024.0,
         ));
         o.metrics

@@ -1,10 +1,18 @@
 //! Membership: sockets attaching, hellos registering a kind (displacing the
 //! socket that held it), sockets going, and the peer list every peer is
-//! sent (`peers.update`, coalesced: a burst of joins costs each peer one
-//! list; protocol §5.2, §6.1).
+//! sent (`peers.update`, protocol §5.2, §5.2.1, §6.1).
+//!
+//! Lists cost O(change) to build, not O(peers) per recipient: each peer's
+//! entry is canonicalised once, a version's list is their concatenation,
+//! built once and shared (data and signed prefix) by every outbox. Lists
+//! are paced: per-peer and hub-wide rates while membership changes, one
+//! list per socket in flight, a hub-wide byte cap on lists in flight, and
+//! the final list for everyone once membership is quiet. Every list is a
+//! full snapshot, so a client diffing lists sees each peer join once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use link_protocol::conn::Now;
 use link_protocol::messages;
@@ -13,22 +21,155 @@ use serde_json::Value;
 
 use super::{ConnCtl, ConnEntry, ConnId, Peer, Route, Routing, hub_stopped};
 use crate::events::{HubEvent, TimeoutReason};
+use crate::outbox::{ListGauge, OutItem, PrefixCell};
+
+/// A list handed to one recipient.
+struct ListRef {
+    version: u64,
+    data: Arc<CanonicalData>,
+    prefix: Arc<PrefixCell>,
+}
+
+/// The rate limit lets a peer run this far ahead (a burst of small lists
+/// is not held back).
+const TOLERANCE: Duration = Duration::from_millis(50);
+
+/// The most the hub-wide rate limit runs ahead of now.
+const HUB_DEBT: Duration = Duration::from_secs(1);
 
 /// Membership changes handled before pending `peers.update`s go out even if
 /// more inputs keep arriving.
 pub(super) const PEERS_FLUSH_EVERY: usize = 256;
+
+/// Once membership has been still for this long, every peer that has not
+/// seen the final list gets it, whatever its rate allows.
+pub(super) const QUIET: Duration = Duration::from_millis(250);
+
+/// A change that interrupts such a final round (a lull in a storm, not its
+/// end) doubles the stillness asked for the next one, up to this; a round
+/// that completes sets it back to [`QUIET`].
+pub(super) const MAX_QUIET: Duration = Duration::from_secs(2);
+
+/// How the hub paces `peers.update` (defaults in [`PresenceLimits::default`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PresenceLimits {
+    /// A newcomer gets the list at once, right after `hello.ack` (the
+    /// reference's order), while the list is smaller than this; a larger
+    /// one waits for the next flush with everyone else's. Default 64 KiB.
+    pub(crate) small_list_bytes: usize,
+    /// While membership keeps changing, a peer is sent lists at most at
+    /// this rate (bytes of list per second, per peer): a join storm costs
+    /// each peer a bounded number of lists, not one per join. Default
+    /// 256 KiB/s.
+    pub(crate) list_bytes_per_peer_per_sec: f64,
+    /// The same bound for the whole hub while membership keeps changing
+    /// (newcomers' first lists included), so a storm leaves the CPU to the
+    /// hellos; the final lists, once quiet, are bounded by the in-flight
+    /// cap alone. Default 32 MiB/s.
+    pub(crate) list_bytes_per_sec: f64,
+    /// Bytes of lists queued or being written across all outboxes at once;
+    /// past it further lists wait (memory stays bounded in a storm).
+    /// Default 64 MiB.
+    pub(crate) lists_in_flight_bytes: usize,
+}
+
+impl Default for PresenceLimits {
+    fn default() -> Self {
+        Self {
+            small_list_bytes: 64 * 1024,
+            list_bytes_per_peer_per_sec: 256.0 * 1024.0,
+            list_bytes_per_sec: 32.0 * 1024.0 * 1024.0,
+            lists_in_flight_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// How soon a flush held back by the in-flight cap tries again.
+pub(super) const RETRY: Duration = Duration::from_millis(5);
+
+/// Past this long without the gauge going under the cap (peers stalled on
+/// full sockets hold their lists), one list goes anyway: presence never
+/// stops.
+pub(super) const STUCK: Duration = Duration::from_millis(250);
 
 /// The membership version and the list sent for it.
 #[derive(Default)]
 pub(super) struct Presence {
     /// Bumped on every membership change.
     version: u64,
-    /// The `peers.update` data of `version`, canonicalised once.
-    cache: Option<(u64, Arc<CanonicalData>)>,
+    /// The list of `version`, built once and shared by every recipient.
+    cache: Option<List>,
     /// Some peers have not seen the current version yet.
     dirty: bool,
     /// Inputs handled since `dirty` was set.
     since_dirty: usize,
+    /// When membership last changed.
+    changed_at: Option<Instant>,
+    /// A flush is due then (time coalescing, or lists held back).
+    due: Option<Instant>,
+    /// Where the next flush starts in the registration order (fairness
+    /// when the in-flight cap stops a flush part way).
+    cursor: usize,
+    /// Newcomers still waiting for their first list, served first.
+    fresh: Vec<Arc<str>>,
+    /// Since when flushes have been held back by the gauge.
+    held_since: Option<Instant>,
+    /// Lists queued or being written, hub-wide.
+    gauge: Arc<ListGauge>,
+    /// The hub-wide rate limit (GCRA), as `PeerPresence::next_at`.
+    hub_next_at: Option<Instant>,
+    /// When the last flush ran.
+    flushed_at: Option<Instant>,
+    /// The stillness the next final round waits for (`None`: [`QUIET`]).
+    quiet_for: Option<Duration>,
+    /// A final round sent lists and has not completed.
+    in_round: bool,
+    /// The last list left peers out (logged once per crossing).
+    truncated: bool,
+}
+
+/// One version's list: the canonical data (shared by every recipient's
+/// outbox) and the fan-out's signed prefix (shared-secret mode hashes the
+/// data once).
+struct List {
+    version: u64,
+    data: Arc<CanonicalData>,
+    prefix: Arc<PrefixCell>,
+}
+
+/// One peer's presence state, kept in its [`super::Peer`].
+#[derive(Debug)]
+pub(super) struct PeerPresence {
+    /// Its entry in the list, canonical, made once at registration.
+    entry: CanonicalData,
+    /// The membership version it last got a list for.
+    seen: u64,
+    /// Rate limit (GCRA): the earliest time it may get the next list
+    /// while membership keeps changing.
+    next_at: Option<Instant>,
+}
+
+impl Presence {
+    fn quiet(&self) -> Duration {
+        self.quiet_for.unwrap_or(QUIET)
+    }
+
+    /// The hub stopped: nothing more to send.
+    pub(super) fn stop(&mut self) {
+        self.dirty = false;
+        self.due = None;
+        self.fresh.clear();
+    }
+}
+
+impl PeerPresence {
+    pub(super) fn new(info: &PeerInfo) -> Self {
+        Self {
+            entry: CanonicalData::new(&info.to_value()),
+            seen: 0,
+            next_at: None,
+        }
+    }
 }
 
 impl Routing {
@@ -98,17 +239,18 @@ impl Routing {
             self.order.push(kind.clone());
         }
         self.revision += 1;
-        self.peers.insert(
-            kind.clone(),
-            Peer {
-                conn,
-                kind: kind.clone(),
-                hello: hello.clone(),
-                connected_at: now.wall_ms,
-                route: route.clone(),
-                peers_seen: 0,
-            },
-        );
+        let mut peer = Peer {
+            conn,
+            kind: kind.clone(),
+            hello: hello.clone(),
+            connected_at: now.wall_ms,
+            route: route.clone(),
+            presence: None,
+        };
+        if self.config.broadcast_peers {
+            peer.presence = Some(PeerPresence::new(&peer_info(&peer)));
+        }
+        self.peers.insert(kind.clone(), peer);
         let ack = HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES);
         let ack = Arc::new(CanonicalData::new(&ack.to_value()));
         self.push_from_hub(&route, None, msg_type::HELLO_ACK, &kind, ack);
@@ -120,13 +262,17 @@ impl Routing {
             replaced,
         });
         if self.config.broadcast_peers {
-            self.presence.version += 1;
-            let data = self.peers_data();
-            self.push_from_hub(&route, None, msg_type::PEERS_UPDATE, &kind, data);
-            if let Some(p) = self.peers.get_mut(&kind) {
-                p.peers_seen = self.presence.version;
+            self.membership_changed(now.instant);
+            let small = self
+                .presence
+                .cache
+                .as_ref()
+                .is_none_or(|l| l.data.len() < self.config.presence.small_list_bytes);
+            if small {
+                self.send_list(now.instant, &kind);
+            } else {
+                self.presence.fresh.push(kind.clone());
             }
-            self.presence.dirty = true;
         }
         let snapshot =
             messages::status_snapshot_value(self.statuses.iter().map(|(k, e)| (&**k, e)));
@@ -137,7 +283,13 @@ impl Routing {
     /// The socket is gone, with the close code and reason its reader saw.
     /// If it held its kind, the kind leaves: its status, its subscriptions
     /// and its held messages go, and the others learn of it.
-    pub(crate) fn handle_closed(&mut self, conn: ConnId, code: Option<u16>, reason: String) {
+    pub(crate) fn handle_closed(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        code: Option<u16>,
+        reason: String,
+    ) {
         let Some(entry) = self.conns.remove(&conn) else {
             return;
         };
@@ -165,8 +317,7 @@ impl Routing {
             }
         }
         if self.config.broadcast_peers {
-            self.presence.version += 1;
-            self.presence.dirty = true;
+            self.membership_changed(now.instant);
         }
         let (k, hello, connected_at) = (kind.to_string(), peer.hello, peer.connected_at);
         self.emit(|| HubEvent::PeerDisconnect {
@@ -179,49 +330,284 @@ impl Routing {
     }
 
     /// Call after each input. Peers that have not seen the current peer
-    /// list get it when no more inputs are waiting, or after
-    /// [`PEERS_FLUSH_EVERY`] inputs if they keep coming.
-    pub(crate) fn handle_input_done(&mut self, more_waiting: bool) {
+    /// list get it when no more inputs are waiting (or after
+    /// [`PEERS_FLUSH_EVERY`] inputs if they keep coming), as far as their
+    /// rate and the in-flight cap allow; the rest wait for
+    /// [`Routing::poll_timeout`].
+    pub(crate) fn handle_input_done(&mut self, now: Now, more_waiting: bool) {
         if !self.presence.dirty {
             return;
         }
         self.presence.since_dirty += 1;
-        if !more_waiting || self.presence.since_dirty >= PEERS_FLUSH_EVERY {
-            self.flush_peers();
+        if more_waiting && self.presence.since_dirty < PEERS_FLUSH_EVERY {
+            return;
+        }
+        self.presence.since_dirty = 0;
+        // Nobody can take a list before `due` unless a newcomer waits.
+        let waiting = self.presence.due.is_some_and(|d| now.instant < d);
+        if !waiting || !self.presence.fresh.is_empty() {
+            self.flush_peers(now.instant);
         }
     }
 
-    /// Sends the current peer list to every peer that has not seen it.
-    fn flush_peers(&mut self) {
-        self.presence.dirty = false;
-        self.presence.since_dirty = 0;
-        let data = self.peers_data();
+    /// When the table wants [`Routing::handle_timeout`]: lists held back
+    /// by a peer's rate or by the in-flight cap, or the final list once
+    /// membership is quiet.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if !self.presence.dirty {
+            return None;
+        }
+        // The quiet instant wakes the table once; after a flush at or past
+        // it, `due` alone says when to try again.
+        let quiet = self
+            .presence
+            .changed_at
+            .map(|t| t + self.presence.quiet())
+            .filter(|q| self.presence.flushed_at.is_none_or(|f| f < *q));
+        match (self.presence.due, quiet) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A timer from [`Routing::poll_timeout`] fired (extra calls are
+    /// harmless).
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        if self.poll_timeout().is_some_and(|t| t <= now.instant) {
+            self.flush_peers(now.instant);
+        }
+    }
+
+    /// A peer joined or left: a new version, not yet seen by anyone.
+    fn membership_changed(&mut self, now: Instant) {
+        if std::mem::take(&mut self.presence.in_round) {
+            // A lull, not the end: the lists of that round are stale now.
+            self.presence.quiet_for = Some((self.presence.quiet() * 2).min(MAX_QUIET));
+        }
+        self.presence.version += 1;
+        self.presence.dirty = true;
+        self.presence.changed_at = Some(now);
+    }
+
+    /// Sends the current list to peers that have not seen it: newcomers
+    /// first, then the others in registration order from where the last
+    /// flush stopped. While membership keeps changing each peer is held
+    /// to its rate ([`PresenceLimits`]); once it has been quiet for
+    /// [`QUIET`] (longer after an interrupted round, up to [`MAX_QUIET`]),
+    /// everyone gets the final list. Past the in-flight cap the
+    /// flush stops and retries shortly.
+    fn flush_peers(&mut self, now: Instant) {
+        self.presence.flushed_at = Some(now);
         let version = self.presence.version;
-        for kind in self.order.clone() {
-            let Some(p) = self.peers.get_mut(&kind) else {
+        let quiet_for = self.presence.quiet();
+        let quiet = self
+            .presence
+            .changed_at
+            .is_none_or(|t| now >= t + quiet_for);
+        let (mut next_due, mut held, mut stale) = (None::<Instant>, false, false);
+        let mut busy = false;
+        let mut held_by_rate = false;
+        let fresh = self.presence.fresh.clone();
+        let n = self.order.len();
+        let start = self.presence.cursor.min(n);
+        let fresh_len = fresh.len();
+        for i in 0..fresh_len + n {
+            let kind = match fresh.get(i) {
+                Some(k) => k.clone(),
+                None => self.order[(start + i - fresh_len) % n].clone(),
+            };
+            let Some(pp) = self.peers.get(&kind).and_then(|p| p.presence.as_ref()) else {
                 continue;
             };
-            if p.peers_seen >= version {
+            let limit = pp.next_at.map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
+            if pp.seen >= version {
+                // Up to date; when it could take the next list still
+                // bounds when anyone can.
+                if let Some(t) = limit.filter(|t| *t > now) {
+                    next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                }
                 continue;
             }
-            p.peers_seen = version;
-            let route = p.route.clone();
-            self.push_from_hub(&route, None, msg_type::PEERS_UPDATE, &kind, data.clone());
+            if held || held_by_rate {
+                stale = true;
+                continue;
+            }
+            if !quiet && let Some(t) = limit.filter(|t| *t > now) {
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                stale = true;
+                continue;
+            }
+            // The hub's own rate while membership keeps changing.
+            let hub_limit = self
+                .presence
+                .hub_next_at
+                .map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
+            if !quiet && let Some(t) = hub_limit.filter(|t| *t > now) {
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                stale = true;
+                held_by_rate = true;
+                if i >= fresh_len {
+                    self.presence.cursor = (start + i - fresh_len) % n;
+                }
+                continue;
+            }
+            // One list per socket at a time: a writer still busy with the
+            // previous one gets the newest when it is done.
+            if self
+                .peers
+                .get(&kind)
+                .is_some_and(|p| p.route.list_unflushed())
+            {
+                busy = true;
+                stale = true;
+                continue;
+            }
+            if self.presence.gauge.bytes() >= self.config.presence.lists_in_flight_bytes {
+                let since = *self.presence.held_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < STUCK {
+                    held = true;
+                    stale = true;
+                    if i >= fresh_len {
+                        self.presence.cursor = (start + i - fresh_len) % n;
+                    }
+                    continue;
+                }
+                // Held back too long: one list goes anyway.
+                self.presence.held_since = Some(now);
+            } else {
+                self.presence.held_since = None;
+            }
+            self.send_list(now, &kind);
+        }
+        let peers = &self.peers;
+        self.presence.fresh.retain(|k| {
+            peers
+                .get(k)
+                .and_then(|p| p.presence.as_ref())
+                .is_some_and(|pp| pp.seen < version)
+        });
+        if stale {
+            tracing::debug!(
+                version,
+                quiet,
+                held,
+                held_by_rate,
+                busy,
+                in_flight = self.presence.gauge.bytes(),
+                "peer lists held back"
+            );
+        }
+        self.presence.dirty = stale;
+        if quiet {
+            self.presence.in_round = stale;
+            if !stale {
+                self.presence.quiet_for = None;
+            }
+        }
+        self.presence.due = if held || busy {
+            Some(now + RETRY)
+        } else if stale {
+            next_due
+        } else {
+            None
+        };
+    }
+
+    /// Queues the current list for `kind` and records that it saw it.
+    fn send_list(&mut self, now: Instant, kind: &Arc<str>) {
+        let list = self.current_list();
+        let limits = self.config.presence;
+        let Some(p) = self.peers.get_mut(kind) else {
+            return;
+        };
+        let Some(pp) = p.presence.as_mut() else {
+            return;
+        };
+        pp.seen = list.version;
+        let mut item = OutItem::new(
+            None,
+            msg_type::PEERS_UPDATE,
+            self.server.clone(),
+            kind.clone(),
+            Some(list.data.clone()),
+        );
+        let cost = |rate: f64| Duration::from_secs_f64(item.size() as f64 / rate);
+        pp.next_at =
+            Some(pp.next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
+        // The hub's debt is capped: a final round does not mute the next
+        // storm for long.
+        let hub =
+            self.presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
+        self.presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
+        item.prefix = Some(list.prefix.clone());
+        item.gauge = Some(self.presence.gauge.clone());
+        let route = p.route.clone();
+        self.push_item(&route, kind, item);
+    }
+
+    /// The list of the current version, built once per version from the
+    /// peers' cached entries, in registration order, as long as it fits
+    /// `max_peer_list_bytes` (docs/protocol.md, "Large peer lists").
+    fn current_list(&mut self) -> ListRef {
+        let version = self.presence.version;
+        if let Some(l) = &self.presence.cache
+            && l.version == version
+        {
+            return ListRef {
+                version,
+                data: l.data.clone(),
+                prefix: l.prefix.clone(),
+            };
+        }
+        // `{"peers":[` and `]}` around the entries, commas between.
+        let mut bytes = 12;
+        let mut listed = 0;
+        for kind in &self.order {
+            let Some(pp) = self.peers.get(kind).and_then(|p| p.presence.as_ref()) else {
+                continue;
+            };
+            let add = pp.entry.len() + usize::from(listed > 0);
+            if bytes + add > self.config.max_peer_list_bytes {
+                break;
+            }
+            bytes += add;
+            listed += 1;
+        }
+        let entries = self
+            .order
+            .iter()
+            .filter_map(|k| self.peers.get(k).and_then(|p| p.presence.as_ref()))
+            .take(listed)
+            .map(|pp| &pp.entry);
+        let data = Arc::new(CanonicalData::object_of_array("peers", entries));
+        let omitted = self.peers.len() - listed;
+        if omitted > 0 && !self.presence.truncated {
+            tracing::warn!(
+                peers = self.peers.len(),
+                listed,
+                max_peer_list_bytes = self.config.max_peer_list_bytes,
+                "the peer list is larger than max_peer_list_bytes: peers.update lists the \
+                 earliest peers that fit"
+            );
+        }
+        self.presence.truncated = omitted > 0;
+        let prefix = Arc::new(PrefixCell::new());
+        self.presence.cache = Some(List {
+            version,
+            data: data.clone(),
+            prefix: prefix.clone(),
+        });
+        ListRef {
+            version,
+            data,
+            prefix,
         }
     }
 
-    /// The current `peers.update` payload, canonicalised once per version.
-    fn peers_data(&mut self) -> Arc<CanonicalData> {
-        match &self.presence.cache {
-            Some((v, data)) if *v == self.presence.version => data.clone(),
-            _ => {
-                let data = Arc::new(CanonicalData::new(&messages::peers_update_value(
-                    &self.peer_infos(),
-                )));
-                self.presence.cache = Some((self.presence.version, data.clone()));
-                data
-            }
-        }
+    /// Bytes of lists queued or being written (tests).
+    #[cfg(test)]
+    pub(super) fn lists_in_flight(&self) -> usize {
+        self.presence.gauge.bytes()
     }
 
     pub(super) fn peer_infos(&self) -> Vec<PeerInfo> {

@@ -11,11 +11,13 @@
 //!  handle_inbound(now, conn, kind, envelope)            a verified frame
 //!  handle_verdict(now, ticket, verdict)                 an ACL hook answered
 //!  handle_server_rpc_done(now, ticket, result)          a server RPC handler returned
-//!  handle_input_done(more_waiting)                      coalesced peers.update
+//!  handle_input_done(now, more_waiting)                 coalesced peers.update
+//!  handle_timeout(now)                                  paced peers.update
 //!  close_all / terminate_all / stop                     operator control
 //!        │
 //!        ├─► Route::push(OutItem)   deliveries (today a local outbox; a
 //!        │                          remote hub is the next variant)
+//!        ├─► poll_timeout()         when to call handle_timeout
 //!        ├─► poll_control()         close / evict / displace a socket
 //!        ├─► poll_task()            a server-RPC handler or ACL hook to run
 //!        ├─► poll_event()           hub events, built only while someone listens
@@ -99,6 +101,13 @@ impl Route {
         }
     }
 
+    /// A peer list taken by the writer is not on the socket yet.
+    fn list_unflushed(&self) -> bool {
+        match self {
+            Self::Local(outbox) => outbox.list_unflushed(),
+        }
+    }
+
     fn queued_bytes(&self) -> usize {
         match self {
             Self::Local(outbox) => outbox.queued_bytes(),
@@ -134,6 +143,11 @@ pub(crate) struct RoutingConfig {
     pub(crate) hello_timeout: Option<Duration>,
     /// Send `peers.update` on every membership change.
     pub(crate) broadcast_peers: bool,
+    /// Largest `peers.update` data; past it the list holds the earliest
+    /// peers that fit.
+    pub(crate) max_peer_list_bytes: usize,
+    /// How `peers.update` is paced.
+    pub(crate) presence: membership::PresenceLimits,
     /// Server RPCs allowed to run at once (0: no cap).
     pub(crate) max_concurrent_rpc: usize,
     /// Pass every handler error's text to the caller.
@@ -153,6 +167,8 @@ impl RoutingConfig {
             max_pending_sockets: config.max_pending_sockets,
             hello_timeout: config.hello_timeout,
             broadcast_peers: config.peer_updates == crate::config::PeerUpdates::Broadcast,
+            max_peer_list_bytes: config.max_peer_list_bytes,
+            presence: membership::PresenceLimits::default(),
             max_concurrent_rpc: config.max_concurrent_rpc,
             expose_rpc_errors: config.expose_rpc_errors,
             max_buffered_bytes: config.max_buffered_bytes,
@@ -187,8 +203,8 @@ struct Peer {
     hello: Hello,
     connected_at: u64,
     route: Route,
-    /// The membership version this peer last got a `peers.update` for.
-    peers_seen: u64,
+    /// Its list entry and what it has seen (`None` when lists are off).
+    presence: Option<membership::PeerPresence>,
 }
 
 /// A topic's subscribers, in subscription order, and what was published
@@ -440,6 +456,7 @@ impl Routing {
         self.subscriptions.clear();
         self.verdicts = verdicts::Verdicts::default();
         self.rpc_timer.clear();
+        self.presence.stop();
         self.stopped = true;
     }
 

@@ -19,6 +19,8 @@ use crate::acl::{AclOp, Verdict};
 use crate::events::{HubEvent, TimeoutReason};
 use crate::outbox::{OutItem, Outbox};
 
+mod presence;
+
 const T0_MS: u64 = 1_795_424_111_000;
 
 fn config() -> RoutingConfig {
@@ -26,6 +28,8 @@ fn config() -> RoutingConfig {
         max_pending_sockets: 100,
         hello_timeout: Some(Duration::from_secs(5)),
         broadcast_peers: true,
+        max_peer_list_bytes: crate::config::DEFAULT_MAX_PEER_LIST_BYTES,
+        presence: membership::PresenceLimits::default(),
         max_concurrent_rpc: 0,
         expose_rpc_errors: false,
         max_buffered_bytes: 1 << 20,
@@ -112,7 +116,8 @@ impl Bus {
 
     /// The mailbox is empty.
     fn idle(&mut self) {
-        self.table.handle_input_done(false);
+        let now = self.now();
+        self.table.handle_input_done(now, false);
     }
 
     fn envelope(&mut self, kind: &str, t: &'static str, to: Option<&str>, data: Value) -> Envelope {
@@ -151,7 +156,9 @@ impl Bus {
     }
 
     fn close(&mut self, conn: ConnId) {
-        self.table.handle_closed(conn, Some(1000), String::new());
+        let now = self.now();
+        self.table
+            .handle_closed(now, conn, Some(1000), String::new());
         self.idle();
     }
 
@@ -161,9 +168,18 @@ impl Bus {
         self.take_conn(conn)
     }
 
+    /// Takes what is queued without flushing (a writer mid-write).
+    fn take_conn_unflushed(&mut self, conn: ConnId) -> Vec<OutItem> {
+        let mut batch = Vec::new();
+        self.outboxes[&conn].take(&mut batch, usize::MAX);
+        batch
+    }
+
+    /// As the socket's writer does: take, then flush.
     fn take_conn(&mut self, conn: ConnId) -> Vec<OutItem> {
         let mut batch = Vec::new();
         self.outboxes[&conn].take(&mut batch, usize::MAX);
+        link_transport::writer::Outgoing::flushed(&*self.outboxes[&conn]);
         batch
     }
 
@@ -248,7 +264,8 @@ fn a_join_burst_costs_each_peer_one_list_when_the_mailbox_drains() {
     for kind in ["b", "c", "d"] {
         let conn = bus.attach();
         bus.register(conn, kind);
-        bus.table.handle_input_done(true);
+        let now = bus.now();
+        bus.table.handle_input_done(now, true);
     }
     assert!(bus.take("a").is_empty());
     bus.idle();
@@ -280,13 +297,15 @@ fn a_busy_mailbox_still_flushes_peer_lists_every_256_inputs() {
     bus.take("a");
     let conn = bus.attach();
     bus.register(conn, "late");
-    bus.table.handle_input_done(true);
+    let now = bus.now();
+    bus.table.handle_input_done(now, true);
     for i in 1..membership::PEERS_FLUSH_EVERY {
         let env = bus.envelope("sender", msg_type::DIRECT, Some("nobody"), json!({}));
         let now = bus.now();
         bus.table
             .handle_inbound(now, bus.conns["sender"], "sender".into(), env);
-        bus.table.handle_input_done(true);
+        let now = bus.now();
+        bus.table.handle_input_done(now, true);
         if i < membership::PEERS_FLUSH_EVERY - 1 {
             assert!(bus.take("a").is_empty(), "flushed early at input {i}");
         }
