@@ -58,6 +58,16 @@ const ALL_EVENTS: Listening = Listening {
 };
 
 impl Bus {
+    /// `kind` subscribes to `topic`.
+    fn subscribe(&mut self, kind: &str, topic: &str) {
+        self.send(
+            kind,
+            msg_type::TOPIC_SUBSCRIBE,
+            None,
+            json!({ "topic": topic }),
+        );
+    }
+
     fn new() -> Self {
         Self::with(config())
     }
@@ -332,12 +342,7 @@ fn a_second_hello_for_a_kind_displaces_the_first_socket() {
     let mut bus = Bus::new();
     let first = bus.connect("billing");
     bus.connect("watcher");
-    bus.send(
-        "billing",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "t"}),
-    );
+    bus.subscribe("billing", "t");
     bus.events();
     let second = bus.attach();
     bus.register(second, "billing");
@@ -384,12 +389,7 @@ fn a_peer_that_goes_leaves_its_topics_status_and_the_list() {
     let mut bus = Bus::new();
     bus.connect("a");
     let b = bus.connect("b");
-    bus.send(
-        "b",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "news"}),
-    );
+    bus.subscribe("b", "news");
     bus.send(
         "b",
         msg_type::STATUS_UPDATE,
@@ -508,15 +508,15 @@ fn the_topic_fan_out_order_is_the_subscription_order_after_resubscribing() {
     for kind in ["pub", "x", "y"] {
         bus.connect(kind);
     }
-    bus.send("x", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
-    bus.send("y", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("x", "t");
+    bus.subscribe("y", "t");
     bus.send(
         "x",
         msg_type::TOPIC_UNSUBSCRIBE,
         None,
         json!({"topic": "t"}),
     );
-    bus.send("x", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("x", "t");
     let list = bus.table.topic_list(None);
     assert_eq!(
         list,
@@ -530,7 +530,7 @@ fn an_invalid_topic_is_a_protocol_error_and_routes_nothing() {
     bus.connect("a");
     bus.connect("b");
     bus.events();
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    bus.subscribe("b", "");
     bus.send("a", msg_type::TOPIC_MESSAGE, None, json!({"payload": 1}));
     let reasons: Vec<_> = bus
         .events()
@@ -582,24 +582,9 @@ fn link_topic_list_answers_every_topic_or_one() {
     let mut bus = Bus::new();
     bus.connect("a");
     bus.connect("b");
-    bus.send(
-        "a",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "beta"}),
-    );
-    bus.send(
-        "b",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "alpha"}),
-    );
-    bus.send(
-        "a",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "alpha"}),
-    );
+    bus.subscribe("a", "beta");
+    bus.subscribe("b", "alpha");
+    bus.subscribe("a", "alpha");
     bus.take("a");
     bus.send(
         "a",
@@ -820,7 +805,7 @@ fn link_health_and_link_peer_list_answer_from_the_table() {
     let mut bus = Bus::new();
     bus.connect("a");
     bus.connect("b");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     bus.take("a");
     bus.send(
         "a",
@@ -974,7 +959,7 @@ fn laned_messages_are_judged_one_at_a_time_in_the_order_sent() {
     });
     bus.connect("a");
     bus.connect("b");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     let [(t1, AclOp::Subscribe)] = judged(&mut bus)[..] else {
         panic!("subscribe not judged")
     };
@@ -986,7 +971,7 @@ fn laned_messages_are_judged_one_at_a_time_in_the_order_sent() {
         None,
         json!({"topic": "t", "payload": 1}),
     );
-    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("a", "t");
     let [(t_a, AclOp::Subscribe)] = judged(&mut bus)[..] else {
         panic!("a's lane is its own")
     };
@@ -1018,7 +1003,7 @@ fn a_message_no_hook_applies_to_still_waits_its_turn_in_the_lane() {
     bus.connect("a");
     bus.connect("b");
     bus.take("b");
-    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("a", "t");
     // No send hook, but a direct is laned: it must not overtake the
     // subscribe in front of it.
     bus.send(
@@ -1051,7 +1036,7 @@ fn a_denied_publish_is_dropped_silently_and_the_lane_moves_on() {
     });
     bus.connect("a");
     bus.connect("b");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     bus.take("a");
     bus.take("b");
     bus.events();
@@ -1258,7 +1243,7 @@ fn quiet_listeners_get_no_per_message_events() {
     bus.connect("b");
     bus.events();
     bus.take("b");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     bus.send(
         "a",
         msg_type::TOPIC_MESSAGE,
@@ -1278,7 +1263,7 @@ fn quiet_listeners_get_no_per_message_events() {
         Some("server"),
         json!({"rpcType": "link.health"}),
     );
-    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    bus.subscribe("a", "");
     // The messages were relayed; only the events that are not one per
     // message were built.
     let relayed: Vec<_> = bus.take("b").iter().map(|i| i.msg_type).collect();
@@ -1473,7 +1458,7 @@ fn one_relayed_rpc_in_sixteen_is_timed() {
 fn the_table_counts_its_drops_sockets_and_server_rpc_latency() {
     let mut bus = Bus::new();
     bus.connect("a");
-    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    bus.subscribe("a", "");
     assert_eq!(bus.table.stats().dropped.get("invalid-topic"), Some(&1));
     bus.send(
         "a",
@@ -1499,30 +1484,10 @@ fn the_dashboard_view_lists_peers_with_status_and_topics_with_their_counters() {
     bus.advance(250);
     bus.connect("x");
     bus.connect("y");
-    bus.send(
-        "x",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "news"}),
-    );
-    bus.send(
-        "y",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "news"}),
-    );
-    bus.send(
-        "pub",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "news"}),
-    );
-    bus.send(
-        "y",
-        msg_type::TOPIC_SUBSCRIBE,
-        None,
-        json!({"topic": "alerts"}),
-    );
+    bus.subscribe("x", "news");
+    bus.subscribe("y", "news");
+    bus.subscribe("pub", "news");
+    bus.subscribe("y", "alerts");
     for _ in 0..3 {
         bus.send(
             "pub",
@@ -1592,9 +1557,9 @@ fn the_revision_moves_on_membership_status_and_subscriptions_only() {
     assert!(moved(&mut bus), "a registered");
     bus.connect("b");
     assert!(moved(&mut bus), "b registered");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     assert!(moved(&mut bus), "subscribed");
-    bus.send("b", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": "t"}));
+    bus.subscribe("b", "t");
     assert!(!moved(&mut bus), "already subscribed");
     bus.send(
         "a",
@@ -1623,7 +1588,7 @@ fn drops_the_table_decides_are_queued_for_the_dashboard_even_unheard() {
     let mut bus = Bus::new();
     bus.table.set_listening(Listening::default());
     bus.connect("a");
-    bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+    bus.subscribe("a", "");
     assert!(bus.events().is_empty(), "no events built while unheard");
     let e = bus.table.poll_protocol_error().expect("the drop");
     assert_eq!(e.reason, DropReason::InvalidTopic);
@@ -1631,7 +1596,7 @@ fn drops_the_table_decides_are_queued_for_the_dashboard_even_unheard() {
     assert!(bus.table.poll_protocol_error().is_none());
     // Undrained, the queue stays bounded.
     for _ in 0..100 {
-        bus.send("a", msg_type::TOPIC_SUBSCRIBE, None, json!({"topic": ""}));
+        bus.subscribe("a", "");
     }
     assert_eq!(
         std::iter::from_fn(|| bus.table.poll_protocol_error()).count(),
