@@ -412,13 +412,15 @@ async fn write_loop<K>(
 ) where
     K: futures_util::Sink<Frame, Error = TransportError> + Unpin,
 {
+    // Fresh ids a run at a time: no shared counter touched per frame.
+    let mut ids = shared.ids.block();
     let encode = |item: OutItem, ts: u64| {
         let key = outbox.key()?;
         let fresh;
         let id = match &item.id {
             Some(id) => &**id,
             None => {
-                fresh = shared.ids.next_id_text();
+                fresh = ids.next_id_text(&shared.ids);
                 fresh.as_str()
             }
         };
