@@ -992,4 +992,28 @@ mod tests {
             DropReason::OversizedId
         );
     }
+
+    /// Found by fuzzing (`frame`): an envelope with an unknown member that
+    /// sorts between `data` and `from` re-encodes to our own shape, and the
+    /// authenticate-first path read that member as part of `data` (which
+    /// then parsed as `null` and relayed as invalid JSON). It now leaves
+    /// such a frame to the checked path, which reads it right.
+    #[test]
+    fn authentic_path_does_not_read_a_member_after_data_as_data() {
+        let k = key("s");
+        for extra in [r#""datsig":"x""#, r#""e":{"f":[1]}"#] {
+            let text = format!(
+                r#"{{"data":true,{extra},"from":null,"id":"m","to":null,"ts":7,"type":"x","v":1}}"#
+            );
+            let body = serde_json::from_str::<Value>(&text).unwrap();
+            let Value::Object(body) = body else { panic!() };
+            let frame = Envelope::from_object(body).unwrap().encode(&k);
+            assert!(frame.starts_with(&text[..text.len() - 1]), "{frame}");
+            assert!(parse_authentic(&frame, 1 << 20, &k).is_none(), "{frame}");
+            let checked = parse_frame(frame.as_bytes(), 1 << 20).unwrap();
+            assert!(checked.verify(&k));
+            assert_eq!(checked.envelope.data(), Some(&json!(true)));
+            assert_eq!(checked.envelope.canonical_data().unwrap().as_str(), "true");
+        }
+    }
 }
