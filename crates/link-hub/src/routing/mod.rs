@@ -26,6 +26,8 @@
 //! tests (`tests.rs`) are transcripts that run in microseconds. Signing
 //! happens later, on each recipient socket's writer.
 
+#[cfg(any(test, feature = "fuzzing"))]
+mod invariants;
 mod membership;
 mod relay;
 mod server;
