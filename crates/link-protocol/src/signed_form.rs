@@ -650,6 +650,30 @@ mod tests {
     }
 
     #[test]
+    fn one_value_and_nothing_after_it() {
+        for one in [
+            r#"{"a":[1,"}"]}"#,
+            "[]",
+            r#""x\"y""#,
+            "true",
+            "-1.5e3",
+            "null",
+        ] {
+            assert!(is_one_value(one.as_bytes()), "{one}");
+        }
+        let more = [
+            r#"{"a":1},"e":2"#,
+            r#"[1],"e":{}"#,
+            r#""s","e":[]"#,
+            r#"true,"datsig":"x""#,
+            "",
+        ];
+        for text in more {
+            assert!(!is_one_value(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
     fn split_finds_body_and_data() {
         let f = br#"{"data":{"x":[1]},"from":"a","id":"i","to":null,"ts":5,"type":"t","v":1,"sig":"00ff"}"#;
         let s = split(f).unwrap();
