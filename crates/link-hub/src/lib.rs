@@ -52,6 +52,9 @@ pub mod config;
 mod connection;
 pub mod events;
 mod future;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod ids;
 mod mailbox;

@@ -66,10 +66,11 @@ struct SignedBody {
     /// The signing text: the frame without its `sig` member.
     text: String,
     head: Head,
-    /// Whether `text` is canonical: known at once when the scanner read it,
-    /// checked on first need when only its signature was (a frame whose MAC
-    /// over its own bytes verified is what a key holder wrote, canonical
-    /// when the writer canonicalises, as ours does).
+    /// Whether `text` is canonical and the `data` span holds the data value
+    /// alone: known at once when the scanner read it, checked on first need
+    /// when only its signature was (a frame whose MAC over its own bytes
+    /// verified is what a key holder wrote, canonical when the writer
+    /// canonicalises, as ours does).
     canonical: OnceLock<bool>,
     data_value: OnceLock<Option<Value>>,
     body: OnceLock<Map<String, Value>>,
@@ -179,9 +180,16 @@ impl SignedBody {
     }
 
     fn is_canonical(&self) -> bool {
-        *self
-            .canonical
-            .get_or_init(|| signed_form::is_canonical(self.text.as_bytes()))
+        *self.canonical.get_or_init(|| {
+            // The data span must also be the data value alone: a frame read
+            // off its tail may hold unknown members after it.
+            signed_form::is_canonical(self.text.as_bytes())
+                && self
+                    .head
+                    .data
+                    .as_ref()
+                    .is_none_or(|r| signed_form::is_one_value(&self.text.as_bytes()[r.clone()]))
+        })
     }
 
     fn body(&self) -> &Map<String, Value> {
@@ -195,7 +203,11 @@ impl SignedBody {
         self.data_value
             .get_or_init(|| {
                 let text = self.slice(self.head.data.as_ref()?);
-                Some(serde_json::from_str(text).unwrap_or(Value::Null))
+                // A span that is not one value (unknown members after
+                // `data`, read off the tail): read the whole body instead.
+                serde_json::from_str(text)
+                    .ok()
+                    .or_else(|| self.body().get("data").cloned())
             })
             .as_ref()
     }
@@ -298,6 +310,16 @@ pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, P
 /// wrote. A receiver that accepts frames only from such writers (a client
 /// reading its hub) gives the same result either way for every frame a
 /// correct writer sends, and a forger gets nothing past the MAC.
+///
+/// One shape is read differently here (found by fuzzing): an envelope with
+/// an unknown top-level member whose key sorts between `data` and `from`,
+/// which only [`Envelope::encode`] of a hand-built object writes (never our
+/// hub or client). Its `data`, `body`, `canonical` and `canonical_data`
+/// stay exact (checked when first asked for), but
+/// [`Envelope::signed_data_text`], and the typed readers built on it such
+/// as [`crate::Message::parse`], see that member after the payload.
+/// Checking for it up front would walk the whole payload, the cost this
+/// path exists to avoid (3-4x on a 4 KB frame, measured).
 ///
 /// ```
 /// use link_protocol::{envelope, CanonicalData, Header, HashAlgo, Key};
@@ -685,7 +707,9 @@ impl Envelope {
     /// The payload's text as it arrived, when the frame was in signing form
     /// (so it was covered by the verified signature, and is canonical when
     /// its writer canonicalises): typed readers parse it straight into
-    /// their own types.
+    /// their own types. For an envelope from [`parse_authentic`] whose
+    /// writer added an unknown member sorting between `data` and `from`,
+    /// the text runs on over that member (see there).
     pub fn signed_data_text(&self) -> Option<&str> {
         match &self.repr {
             Repr::Tree { .. } => None,
@@ -1025,5 +1049,36 @@ mod tests {
             parse_frame(frame.as_bytes(), 1 << 20).unwrap_err().reason(),
             DropReason::OversizedId
         );
+    }
+
+    /// Found by fuzzing (`frame`): an envelope with an unknown member that
+    /// sorts between `data` and `from` re-encodes to our own shape, and the
+    /// authenticate-first path read that member as part of `data`, which
+    /// then parsed as `null` and was given out verbatim as the canonical
+    /// data (invalid JSON). Data, body and canonical forms are now exact.
+    #[test]
+    fn authentic_path_reads_data_right_with_a_member_after_it() {
+        let k = key("s");
+        for (extra, data) in [
+            (r#""datsig":"x""#, json!(true)),
+            (r#""e":{"f":[1]}"#, json!(true)),
+        ] {
+            let text = format!(
+                r#"{{"data":true,{extra},"from":null,"id":"m","to":null,"ts":7,"type":"x","v":1}}"#
+            );
+            let body = serde_json::from_str::<Value>(&text).unwrap();
+            let Value::Object(body) = body else { panic!() };
+            let frame = Envelope::from_object(body).unwrap().encode(&k);
+            assert!(frame.starts_with(&text[..text.len() - 1]), "{frame}");
+            let checked = parse_frame(frame.as_bytes(), 1 << 20).unwrap();
+            assert!(checked.verify(&k));
+            let authentic = parse_authentic(&frame, 1 << 20, &k).unwrap();
+            for env in [&authentic, &checked.envelope] {
+                assert_eq!(env.data(), Some(&data), "{frame}");
+                assert_eq!(env.canonical_data().unwrap().as_str(), "true");
+                assert_eq!(env.canonical(), text);
+                assert_eq!(env.body(), checked.envelope.body());
+            }
+        }
     }
 }

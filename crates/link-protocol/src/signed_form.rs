@@ -93,6 +93,10 @@ pub fn split(frame: &[u8]) -> Option<SignedForm> {
 
 /// True when `text` is exactly the canonical form of the JSON it denotes.
 ///
+/// `text` is taken to be UTF-8 (every caller passes a `str`'s bytes): the
+/// scanner checks JSON structure and escapes, not the encoding inside
+/// strings.
+///
 /// ```
 /// use link_protocol::signed_form::is_canonical;
 /// assert!(is_canonical(br#"{"a":[1,"x",null],"b":1.5}"#));
@@ -107,6 +111,29 @@ pub fn is_canonical(text: &[u8]) -> bool {
         top: SignedForm::default(),
     };
     scan.value(0) && scan.i == text.len()
+}
+
+/// True when `text` is one JSON value and nothing after it, read as
+/// [`members`] skips values (strings scanned, brackets counted, scalars not
+/// checked). [`crate::signed_tail`] uses it to be sure a frame's `data`
+/// ends where the next member begins.
+pub(crate) fn is_one_value(text: &[u8]) -> bool {
+    match text.first() {
+        Some(b'{' | b'[' | b'"') => {
+            let mut scan = Scan {
+                b: text,
+                i: 0,
+                close_at_end: false,
+                top: SignedForm::default(),
+            };
+            scan.skip_value() && scan.i == text.len()
+        }
+        // A bare scalar: nothing that could end it or start another value.
+        Some(_) => !text
+            .iter()
+            .any(|c| matches!(c, b',' | b':' | b'"' | b'{' | b'}' | b'[' | b']')),
+        None => false,
+    }
 }
 
 /// The members of a JSON object text in canonical form (what
@@ -615,6 +642,30 @@ mod tests {
         );
         for not_object in ["{}", "[1]", "1", "", "\"{\""] {
             assert_eq!(members(not_object).count(), 0, "{not_object}");
+        }
+    }
+
+    #[test]
+    fn one_value_and_nothing_after_it() {
+        for one in [
+            r#"{"a":[1,"}"]}"#,
+            "[]",
+            r#""x\"y""#,
+            "true",
+            "-1.5e3",
+            "null",
+        ] {
+            assert!(is_one_value(one.as_bytes()), "{one}");
+        }
+        let more = [
+            r#"{"a":1},"e":2"#,
+            r#"[1],"e":{}"#,
+            r#""s","e":[]"#,
+            r#"true,"datsig":"x""#,
+            "",
+        ];
+        for text in more {
+            assert!(!is_one_value(text.as_bytes()), "{text}");
         }
     }
 

@@ -6,7 +6,13 @@
 //! (`data` optional, `from` and `to` a string or `null`). Every member after
 //! `data` is a short scalar, so reading them backwards from the closing
 //! brace finds the header and the signature without looking inside `D`: the
-//! payload is whatever lies between `{"data":` and `,"from":`.
+//! payload is whatever lies between `{"data":` and `,"from":`. That is `D`
+//! alone for every frame written from a `Header` and `data` (all our hub
+//! and client write); an envelope with an unknown top-level member sorting
+//! between `data` and `from` (only [`crate::Envelope::encode`] of a
+//! hand-built object writes one) puts that member there too, which
+//! [`crate::envelope::parse_authentic`]'s envelope accounts for where it
+//! is cheap (see there).
 //!
 //! Nothing located here is trusted until the signature over the frame's own
 //! bytes checks out ([`crate::envelope::parse_authentic`]): a frame with a

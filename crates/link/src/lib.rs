@@ -166,6 +166,8 @@ mod readme_and_docs {
     struct Perf;
     #[doc = include_str!("../../../docs/protocol.md")]
     struct Protocol;
+    #[doc = include_str!("../../../docs/reliability.md")]
+    struct Reliability;
     #[doc = include_str!("../../../docs/adr/0001-sans-io-protocol-crate.md")]
     struct Adr0001;
     #[doc = include_str!("../../../docs/adr/0002-wire-key-order.md")]

@@ -35,6 +35,8 @@
 //! happens later, on each recipient socket's writer.
 
 mod dashboard;
+#[cfg(any(test, feature = "fuzzing"))]
+mod invariants;
 mod membership;
 mod relay;
 mod rpc_timer;
@@ -56,6 +58,7 @@ use crate::events::HubEvent;
 use crate::outbox::{OutItem, Outbox, Push};
 
 pub(crate) use dashboard::{DashboardView, PeerRow, TopicRow};
+pub(crate) use membership::PresenceLimits;
 pub(crate) use server::ServerRpcCall;
 
 /// Who listens to the hub's events (the driver reads it once per batch).
@@ -168,7 +171,7 @@ impl RoutingConfig {
             hello_timeout: config.hello_timeout,
             broadcast_peers: config.peer_updates == crate::config::PeerUpdates::Broadcast,
             max_peer_list_bytes: config.max_peer_list_bytes,
-            presence: membership::PresenceLimits::default(),
+            presence: PresenceLimits::default(),
             max_concurrent_rpc: config.max_concurrent_rpc,
             expose_rpc_errors: config.expose_rpc_errors,
             max_buffered_bytes: config.max_buffered_bytes,

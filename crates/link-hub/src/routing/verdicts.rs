@@ -87,6 +87,14 @@ impl Verdicts {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Verdicts {
+    /// ACL checks in flight, and sockets with a lane (for the fuzz checks).
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (self.judging.len(), self.lanes.len())
+    }
+}
+
 /// One message waiting for its verdict.
 struct Judging {
     conn: ConnId,
