@@ -10,6 +10,9 @@ use link_hub::RateLimits;
 use crate::exit::Failure;
 
 /// Per-peer rate limits (default: none).
+// The field docs are `--help` text, where `[/s|/m|/h]` is the usual
+// optional-part notation, not a rustdoc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub(crate) struct RateLimitArgs {
     /// A per-peer limit for one message class (rpc, publish, send, status):
