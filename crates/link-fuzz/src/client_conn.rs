@@ -30,7 +30,7 @@ use link_protocol::envelope::{self, CanonicalData, Header};
 use link_protocol::{HashAlgo, Key, ReplayConfig, SERVER, Value, msg_type};
 use serde_json::json;
 
-use crate::input::Input;
+use crate::input::{Input, assert_no_timer_due, time_step};
 
 const T0_MS: u64 = 1_795_424_111_000;
 const MAX_STEPS: usize = 200;
@@ -193,19 +193,10 @@ fn step(sim: &mut Sim, input: &mut Input<'_>) {
             Op::Other
         }
         _ => {
-            sim.elapsed_ms += match (input.byte() % 3, sim.conn.poll_timeout()) {
-                (0, Some(at)) => at.saturating_duration_since(now.instant).as_millis() as u64,
-                (1, Some(at)) => at.saturating_duration_since(now.instant).as_millis() as u64 + 1,
-                _ => u64::from(input.u16()),
-            };
+            sim.elapsed_ms += time_step(input, now.instant, sim.conn.poll_timeout());
             let now = sim.now();
             sim.conn.handle_timeout(now);
-            if let Some(at) = sim.conn.poll_timeout() {
-                assert!(
-                    at > now.instant,
-                    "a timer is still due after handle_timeout"
-                );
-            }
+            assert_no_timer_due(sim.conn.poll_timeout(), now.instant);
             Op::Timeout
         }
     };

@@ -24,7 +24,7 @@ use link_protocol::conn::{HubConn, HubConnConfig, HubConnEvent, HubConnState, No
 use link_protocol::envelope::{self, CanonicalData, Header};
 use link_protocol::{HashAlgo, Key, ReplayConfig, ReplayGuard, Value, msg_type};
 
-use crate::input::Input;
+use crate::input::{Input, assert_no_timer_due, time_step};
 
 /// Wall clock at the start (ms since the epoch).
 const T0_MS: u64 = 1_795_424_111_000;
@@ -165,19 +165,10 @@ fn step(sim: &mut Sim, input: &mut Input<'_>) {
         }
         7 => {
             // Jump to the next deadline, or a little past it, or a bit.
-            sim.elapsed_ms += match (input.byte() % 3, sim.conn.poll_timeout()) {
-                (0, Some(at)) => at.saturating_duration_since(now.instant).as_millis() as u64,
-                (1, Some(at)) => at.saturating_duration_since(now.instant).as_millis() as u64 + 1,
-                _ => u64::from(input.u16()),
-            };
+            sim.elapsed_ms += time_step(input, now.instant, sim.conn.poll_timeout());
             let now = sim.now();
             sim.conn.handle_timeout(now);
-            if let Some(at) = sim.conn.poll_timeout() {
-                assert!(
-                    at > now.instant,
-                    "a timer is still due after handle_timeout"
-                );
-            }
+            assert_no_timer_due(sim.conn.poll_timeout(), now.instant);
             Op::Timeout
         }
         8 => {

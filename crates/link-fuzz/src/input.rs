@@ -61,6 +61,27 @@ impl<'a> Input<'a> {
     }
 }
 
+/// How far a harness moves its clock before `handle_timeout`: to the next
+/// deadline, just past it, or an arbitrary step (in milliseconds).
+pub fn time_step(
+    input: &mut Input<'_>,
+    now: std::time::Instant,
+    deadline: Option<std::time::Instant>,
+) -> u64 {
+    match (input.byte() % 3, deadline) {
+        (0, Some(at)) => at.saturating_duration_since(now).as_millis() as u64,
+        (1, Some(at)) => at.saturating_duration_since(now).as_millis() as u64 + 1,
+        _ => u64::from(input.u16()),
+    }
+}
+
+/// After `handle_timeout(now)`, no timer may still be due.
+pub fn assert_no_timer_due(next: Option<std::time::Instant>, now: std::time::Instant) {
+    if let Some(at) = next {
+        assert!(at > now, "a timer is still due after handle_timeout");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
