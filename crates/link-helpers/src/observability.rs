@@ -396,9 +396,9 @@ fn diagnostic_text(d: &Diagnostic) -> String {
     s
 }
 
-async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, describe: F)
+async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, mut describe: F)
 where
-    F: Fn(&E) -> Option<Line>,
+    F: FnMut(&E) -> Option<Line>,
 {
     loop {
         match rx.recv().await {
@@ -434,7 +434,50 @@ mod hub_logger {
     use link_hub::{Hub, HubEvent, TimeoutReason};
     use tracing::Level;
 
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
+
+    /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`)
+    /// logged at most once a second each: a stalled consumer can cause
+    /// thousands a second. The next line logged says how many were not.
+    #[derive(Debug, Default)]
+    pub(crate) struct Throttle {
+        /// (event, kind) -> when its last line was logged, lines held since.
+        last: HashMap<(&'static str, String), (Instant, u64)>,
+    }
+
+    impl Throttle {
+        const EVERY: Duration = Duration::from_secs(1);
+        /// Keys kept before the stale ones are let go.
+        const KEEP: usize = 4096;
+
+        /// `Some(held)` when a line for `event` about `kind` may be logged
+        /// at `now` (`held` lines were not since the last one), else `None`.
+        pub(crate) fn pass(
+            &mut self,
+            event: &'static str,
+            kind: &str,
+            now: Instant,
+        ) -> Option<u64> {
+            if let Some((at, held)) = self.last.get_mut(&(event, kind.to_owned())) {
+                if now.saturating_duration_since(*at) < Self::EVERY {
+                    *held += 1;
+                    return None;
+                }
+                let was = *held;
+                (*at, *held) = (now, 0);
+                return Some(was);
+            }
+            if self.last.len() >= Self::KEEP {
+                self.last
+                    .retain(|_, (at, _)| now.saturating_duration_since(*at) < Self::EVERY);
+            }
+            self.last.insert((event, kind.to_owned()), (now, 0));
+            Some(0)
+        }
+    }
 
     /// A close code as a hub log line shows it: the number, and what the
     /// codes that are easy to misread mean (1005 and 1006 are never sent on
@@ -616,9 +659,20 @@ mod hub_logger {
         } else {
             hub.quiet_events()
         };
+        let mut throttle = Throttle::default();
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
-                describe_hub(e, &classifier)
+                let mut l = describe_hub(e, &classifier)?;
+                if let HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } =
+                    e
+                {
+                    let held = throttle.pass(l.event, kind, Instant::now())?;
+                    if held > 0 {
+                        l.text
+                            .push_str(&format!(" ({held} more like it not logged)"));
+                    }
+                }
+                Some(l)
             })),
         }
     }
@@ -626,6 +680,21 @@ mod hub_logger {
     #[cfg(test)]
     mod tests {
         use super::close_code_text;
+
+        #[test]
+        fn slow_socket_lines_are_logged_once_a_second_per_peer_with_a_count() {
+            let mut t = super::Throttle::default();
+            let t0 = std::time::Instant::now();
+            let at = |ms| t0 + std::time::Duration::from_millis(ms);
+            assert_eq!(t.pass("backpressure", "a", at(0)), Some(0));
+            assert_eq!(t.pass("backpressure", "a", at(500)), None);
+            assert_eq!(t.pass("backpressure", "a", at(999)), None);
+            // Another peer, or another event about the same peer, is its own line.
+            assert_eq!(t.pass("backpressure", "b", at(999)), Some(0));
+            assert_eq!(t.pass("outbox-overflow", "a", at(999)), Some(0));
+            assert_eq!(t.pass("backpressure", "a", at(1000)), Some(2));
+            assert_eq!(t.pass("backpressure", "a", at(2500)), Some(0));
+        }
 
         #[test]
         fn close_codes_that_are_never_sent_say_what_they_mean() {
