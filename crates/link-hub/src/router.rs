@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::acl::{self, Verdict};
 use crate::mailbox::RouterMsg;
-use crate::routing::{AclQuery, ConnCtl, ConnId, Listening, Route, Routing, RoutingConfig, Task};
+use crate::routing::{AclQuery, ConnCtl, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 /// Mailbox messages handled per wake-up (one clock read each).
@@ -60,10 +60,7 @@ impl Router {
                     // One clock read and one listener check per wake-up:
                     // the messages of a batch are handled at one instant.
                     let now = now();
-                    self.table.set_listening(Listening {
-                        events: self.shared.listening(),
-                        traffic: self.shared.traffic_listening(),
-                    });
+                    self.table.set_listening(self.shared.listeners());
                     let mut left = batch.len();
                     for msg in batch.drain(..) {
                         left -= 1;

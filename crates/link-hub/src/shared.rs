@@ -86,10 +86,14 @@ impl Shared {
             || self.firehose.receiver_count() > 0
     }
 
-    /// True when someone listens to the per-message events too (so building
-    /// one for every message relayed is worth it).
-    pub(crate) fn traffic_listening(&self) -> bool {
-        self.events.receiver_count() > 0 || self.firehose.receiver_count() > 0
+    /// Who listens, for the routing table: each channel's receivers are
+    /// counted once (every count takes the channel's lock).
+    pub(crate) fn listeners(&self) -> crate::routing::Listening {
+        let traffic = self.events.receiver_count() > 0 || self.firehose.receiver_count() > 0;
+        crate::routing::Listening {
+            events: traffic || self.quiet.receiver_count() > 0,
+            traffic,
+        }
     }
 
     /// True when someone listens to the `message` firehose (so cloning every
