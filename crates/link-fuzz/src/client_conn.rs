@@ -244,14 +244,8 @@ fn hub_frame(sim: &mut Sim, input: &mut Input<'_>) -> (String, bool) {
 }
 
 fn drain_and_check(sim: &mut Sim, before: ClientState, op: Op) {
-    let mut transmits = Vec::new();
-    while let Some(t) = sim.conn.poll_transmit() {
-        transmits.push(t);
-    }
-    let mut events = Vec::new();
-    while let Some(e) = sim.conn.poll_event() {
-        events.push(e);
-    }
+    let transmits: Vec<_> = std::iter::from_fn(|| sim.conn.poll_transmit()).collect();
+    let events: Vec<_> = std::iter::from_fn(|| sim.conn.poll_event()).collect();
     let state = sim.conn.state();
     let connected = matches!(state, ClientState::Handshaking | ClientState::Ready);
     assert_eq!(sim.conn.is_ready(), state == ClientState::Ready);

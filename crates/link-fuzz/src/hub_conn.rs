@@ -235,14 +235,8 @@ fn honest_frame(sim: &mut Sim, input: &mut Input<'_>) -> String {
 }
 
 fn drain_and_check(sim: &mut Sim, before: HubConnState, op: Op) {
-    let mut transmits = Vec::new();
-    while let Some(t) = sim.conn.poll_transmit() {
-        transmits.push(t);
-    }
-    let mut events = Vec::new();
-    while let Some(e) = sim.conn.poll_event() {
-        events.push(e);
-    }
+    let transmits: Vec<_> = std::iter::from_fn(|| sim.conn.poll_transmit()).collect();
+    let events: Vec<_> = std::iter::from_fn(|| sim.conn.poll_event()).collect();
     let state = sim.conn.state();
     match before {
         HubConnState::Closed => {
