@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::exit::{Failure, Status};
 
 mod access;
+mod cluster;
 mod rate;
 
 /// Hub defaults (the reference's; docs/hub.md), shown in `--help`; a unit test keeps
@@ -162,6 +163,10 @@ pub(crate) struct HubArgs {
     #[command(flatten)]
     rate: rate::RateLimitArgs,
 
+    /// A cluster of hubs over NATS.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
+
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -231,7 +236,17 @@ impl HubArgs {
     }
 
     fn config(&self, secret: Secret) -> Result<HubConfig, Failure> {
-        HubConfig::builder(secret)
+        // A generated secret differs per hub: it cannot be the cluster's.
+        let shared = match &secret {
+            Secret::Shared(s) if self.secret.is_some() => Some(s.as_str()),
+            _ => None,
+        };
+        let cluster = self.cluster.config(shared)?;
+        let mut builder = HubConfig::builder(secret);
+        if let Some(cluster) = cluster {
+            builder = builder.cluster(cluster);
+        }
+        builder
             .hash(self.hash)
             .max_message_bytes(self.max_message_bytes)
             .max_buffered_bytes(self.max_buffered_bytes)

@@ -75,7 +75,7 @@ enum Command {
     /// Check the signature of a wire frame.
     Verify(offline::VerifyArgs),
     /// Run a hub: HTTP and WebSocket on one port, until SIGINT/SIGTERM.
-    Hub(hub::HubArgs),
+    Hub(Box<hub::HubArgs>),
     /// Load-test a hub (embedded, child or any URL), optionally beside nats-server.
     Bench(Box<bench::BenchArgs>),
     /// Call an RPC on a peer (or `server`) and print the result as JSON.

@@ -643,6 +643,26 @@ mod hub_logger {
                     "outbox to {kind} full: {msg_type} refused ({outbox_bytes}/{max_outbox_bytes} bytes)"
                 ),
             ),
+            HubEvent::ClusterHub {
+                hub,
+                up: true,
+                peers,
+            } => line(
+                Level::INFO,
+                name,
+                format!("cluster hub {hub} up ({peers} peers)"),
+            ),
+            HubEvent::ClusterHub { hub, up: false, .. } => {
+                line(Level::WARN, name, format!("cluster hub {hub} gone"))
+            }
+            HubEvent::ClusterPeer { kind, hub, joined } => line(
+                Level::DEBUG,
+                name,
+                format!(
+                    "{kind} {} on hub {hub}",
+                    if *joined { "reachable" } else { "gone" }
+                ),
+            ),
             _ => None,
         }
     }

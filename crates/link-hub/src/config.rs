@@ -169,6 +169,9 @@ pub struct HubConfig {
     pub(crate) acl: Acl,
     /// `None` when no kind has a limit: nothing is checked per frame.
     pub(crate) rate_limits: Option<Arc<RateLimits>>,
+    /// Joins a cluster of hubs over NATS (`None`: a lone hub).
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl HubConfig {
@@ -193,6 +196,8 @@ impl HubConfig {
             handlers: HashMap::new(),
             acl: Acl::default(),
             rate_limits: RateLimits::default(),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 
@@ -293,6 +298,8 @@ pub struct HubConfigBuilder {
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
     rate_limits: RateLimits,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 macro_rules! setters {
@@ -353,6 +360,13 @@ impl HubConfigBuilder {
         self
     }
 
+    /// Joins the hub to a cluster of hubs over NATS (docs/cluster.md).
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, cluster: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<HubConfig, ConfigError> {
         let positive = |option: &'static str, ok: bool| {
@@ -373,6 +387,18 @@ impl HubConfigBuilder {
         positive("max_buffered_bytes", self.max_buffered_bytes > 0)?;
         positive("max_outbox_bytes", self.max_outbox_bytes > 0)?;
         positive("max_peer_list_bytes", self.max_peer_list_bytes > 0)?;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(|e| ConfigError::InvalidOption {
+                option: "cluster",
+                reason: match e {
+                    crate::cluster::ClusterConfigError::Name(_) => {
+                        "the name must be 1-64 characters of A-Z a-z 0-9 _ -"
+                    }
+                    crate::cluster::ClusterConfigError::Secret => "the cluster secret is empty",
+                },
+            })?;
+        }
         let hash = self.hash;
         let keys = match self.secret {
             Secret::Shared(s) => KeySource::Shared(Key::new(&s, hash)?),
@@ -408,6 +434,8 @@ impl HubConfigBuilder {
             handlers: self.handlers,
             acl: self.acl,
             rate_limits: (!self.rate_limits.is_empty()).then(|| Arc::new(self.rate_limits)),
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster,
         })
     }
 }

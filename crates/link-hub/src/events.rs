@@ -226,6 +226,26 @@ pub enum HubEvent {
         /// The envelope.
         envelope: Envelope,
     },
+    /// `cluster.hub` (a clustered hub only): another hub of the cluster
+    /// came up (its first heartbeat) or went (bye, silence, or NATS lost).
+    ClusterHub {
+        /// Its id.
+        hub: String,
+        /// Up or gone.
+        up: bool,
+        /// Peers it holds (0 when gone).
+        peers: u64,
+    },
+    /// `cluster.peer` (a clustered hub only): a kind became reachable on
+    /// another hub, or stopped being.
+    ClusterPeer {
+        /// Kind.
+        kind: String,
+        /// The hub that holds it.
+        hub: String,
+        /// Reachable now (`true`) or gone.
+        joined: bool,
+    },
 }
 
 impl HubEvent {
@@ -268,6 +288,8 @@ impl HubEvent {
             Self::Backpressure { .. } => "backpressure",
             Self::OutboxOverflow { .. } => "outbox-overflow",
             Self::Message { .. } => "message",
+            Self::ClusterHub { .. } => "cluster.hub",
+            Self::ClusterPeer { .. } => "cluster.peer",
         }
     }
 }

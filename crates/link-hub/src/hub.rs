@@ -46,7 +46,10 @@ impl Hub {
         let (firehose, _) = broadcast::channel(EVENT_CAPACITY);
         let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
         let shared = Arc::new(Shared::new(config, events, quiet, firehose, tx));
-        tokio::spawn(Router::new(shared.clone()).run(rx));
+        let router = Router::new(shared.clone());
+        #[cfg(feature = "cluster")]
+        let router = router.with_cluster();
+        tokio::spawn(router.run(rx));
         Self { shared }
     }
 

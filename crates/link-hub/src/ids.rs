@@ -15,6 +15,21 @@ pub(crate) fn id_gen() -> IdGen {
     IdGen::new(prefix)
 }
 
+/// This hub's id in a cluster: 16 random hex digits, new per process (a
+/// restarted hub is a new member with a fresh message sequence).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn hub_id() -> String {
+    let mut bytes = [0u8; 8];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        // Distinct enough for a cluster of a few hubs on one clock.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id())).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A random secret of 32 bytes as lowercase hex (for a hub started without one).
 pub fn random_secret() -> Option<String> {
     let mut bytes = [0u8; 32];

@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+mod cluster;
 pub mod config;
 mod connection;
 pub mod events;
@@ -68,6 +69,8 @@ pub mod server_rpc;
 mod shared;
 
 pub use acl::{Acl, AclOp, Verdict};
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterConfig, ClusterConfigError, NatsAuth};
 pub use config::{
     DEFAULT_MAX_PEER_LIST_BYTES, HubConfig, HubConfigBuilder, KeySource, PeerUpdates, Secret,
 };

@@ -52,6 +52,9 @@ pub(crate) enum RouterMsg {
         code: Option<u16>,
         reason: String,
     },
+    /// What the cluster driver learned from NATS.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Cluster(crate::cluster::link::ClusterIn),
     /// `health()`.
     Health(oneshot::Sender<HubHealth>),
     /// `state()`.

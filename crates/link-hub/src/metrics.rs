@@ -434,6 +434,48 @@ fn registry(totals: &Totals, dropped: &BTreeMap<&'static str, u64>, table: Table
             ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)),
         );
     }
+    if let Some(c) = table.cluster {
+        let gauge = |v: usize| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        r.register(
+            "cluster_up",
+            "1 while NATS is connected",
+            gauge(usize::from(c.up)),
+        );
+        r.register(
+            "cluster_hubs",
+            "Other hubs of the cluster alive",
+            gauge(c.hubs),
+        );
+        r.register(
+            "cluster_remote_peers",
+            "Kinds held on other hubs",
+            gauge(c.remote_peers),
+        );
+        for (name, help, value) in [
+            (
+                "cluster_published",
+                "Messages sealed and handed to NATS",
+                c.published,
+            ),
+            (
+                "cluster_rejected",
+                "Messages from NATS dropped: bad MAC, stale, replayed or malformed",
+                c.rejected,
+            ),
+            (
+                "cluster_slow_consumers",
+                "Slow-consumer events from the NATS client (messages from NATS it dropped)",
+                c.slow_consumers,
+            ),
+            (
+                "cluster_refused",
+                "Messages for other hubs refused: NATS down or the outbound queue full",
+                c.refused + table.cluster_refused,
+            ),
+        ] {
+            r.register(name, help, ConstCounter::new(value));
+        }
+    }
     r
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Router {
     table: Routing,
     /// Each attached socket's control channel (to its reader).
     ctls: HashMap<ConnId, mpsc::UnboundedSender<ConnCtl>>,
+    /// The cluster driver, when the hub is in a cluster.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 impl Router {
@@ -38,7 +41,29 @@ impl Router {
             shared,
             table,
             ctls: HashMap::new(),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
+    }
+
+    /// Joins the cluster the configuration names: the table learns of the
+    /// link, the driver starts.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn with_cluster(mut self) -> Self {
+        let Some(config) = self.shared.config.cluster.clone() else {
+            return self;
+        };
+        let (link, outbound) = crate::cluster::link::ClusterLink::new(crate::ids::hub_id().into());
+        let handle = crate::cluster::start(
+            config,
+            link.clone(),
+            outbound,
+            self.shared.router.clone(),
+            self.shared.config.replay_window,
+        );
+        self.table.join_cluster(link);
+        self.cluster = Some(handle);
+        self
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<RouterMsg>) {
@@ -112,6 +137,7 @@ impl Router {
                 // closed socket anyway).
                 self.ctls.remove(&conn);
             }
+            RouterMsg::Cluster(input) => self.table.handle_cluster(now, input),
             RouterMsg::Health(tx) => {
                 let _ = tx.send(self.table.health());
             }
@@ -137,6 +163,11 @@ impl Router {
             RouterMsg::Stop(done) => {
                 self.table.stop();
                 self.carry_out();
+                // A clustered hub hands its leases back before it says done.
+                #[cfg(feature = "cluster")]
+                if let Some(cluster) = &self.cluster {
+                    return cluster.stop(done);
+                }
                 let _ = done.send(());
             }
         }
@@ -157,6 +188,12 @@ impl Router {
         }
         while let Some(error) = self.table.poll_protocol_error() {
             self.shared.metrics.recent_error(&error, None, wall_ms());
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            while let Some(out) = self.table.poll_cluster() {
+                cluster.send(out);
+            }
         }
     }
 

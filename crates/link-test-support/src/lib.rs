@@ -34,6 +34,9 @@
 //!   ever probed and released (the bind-then-drop race).
 //! - [`LinkCli`] / [`CliHub`]: the built `link-cli` binary, its hub
 //!   started on port 0 and read back from `listening=`.
+//! - [`NatsServer`]: Debian's nats-server with JetStream on a port it
+//!   picks (read back from its log), killed and restarted for real, for
+//!   the cluster tests.
 //! - [`Chromium`]: Debian's headless Chromium, started by the test and
 //!   driven over the DevTools protocol (navigate, evaluate, wait for a DOM
 //!   condition with a deadline, screenshot).
@@ -62,6 +65,7 @@ mod frames;
 mod http;
 mod hub;
 mod memory;
+mod nats;
 mod peer;
 pub mod ports;
 mod raw;
@@ -81,6 +85,7 @@ pub use frames::{
 pub use http::{HttpReply, http_get, http_request};
 pub use hub::{TestHub, TestHubBuilder, probe_dropped, probe_frame, stall};
 pub use memory::MemoryPeer;
+pub use nats::NatsServer;
 pub use peer::Peer;
 pub use ports::{ClosedPort, local_listener, std_listener};
 pub use raw::Raw;

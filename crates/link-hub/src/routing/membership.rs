@@ -251,6 +251,7 @@ impl Routing {
             peer.presence = Some(PeerPresence::new(&peer_info(&peer)));
         }
         self.peers.insert(kind.clone(), peer);
+        self.cluster_registered(conn, &kind, &hello, now.wall_ms);
         let ack = HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES);
         let ack = Arc::new(CanonicalData::new(&ack.to_value()));
         self.push_from_hub(&route, None, msg_type::HELLO_ACK, &kind, ack);
@@ -303,6 +304,7 @@ impl Routing {
             return;
         };
         self.revision += 1;
+        self.cluster_left(&kind);
         self.order.retain(|k| *k != kind);
         self.statuses.remove(&kind);
         self.rpc_timer.forget_kind(&kind);
@@ -312,6 +314,7 @@ impl Routing {
                     subs.remove(&kind);
                     if subs.order.is_empty() {
                         self.topics.remove(&topic);
+                        self.cluster_interest(&topic, false);
                     }
                 }
             }
@@ -611,17 +614,27 @@ impl Routing {
     }
 
     pub(super) fn peer_infos(&self) -> Vec<PeerInfo> {
-        self.order
+        let mut infos: Vec<PeerInfo> = self
+            .order
             .iter()
             .filter_map(|k| self.peers.get(k))
             .map(peer_info)
-            .collect()
+            .collect();
+        infos.extend(self.remote_peer_infos());
+        infos
     }
 
     /// `link.peer.list`: every peer, or the one named by `{kind}`.
     pub(super) fn peer_list(&self, rpc_data: Option<&Value>) -> Value {
         let peers = match rpc_data.and_then(|d| d.get("kind")).and_then(Value::as_str) {
-            Some(kind) => self.peers.get(kind).map(peer_info).into_iter().collect(),
+            Some(kind) => match self.peers.get(kind) {
+                Some(p) => vec![peer_info(p)],
+                None => self
+                    .remote_peer_infos()
+                    .into_iter()
+                    .filter(|p| p.kind == kind)
+                    .collect(),
+            },
             None => self.peer_infos(),
         };
         messages::peers_update_value(&peers)

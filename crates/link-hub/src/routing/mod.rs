@@ -34,6 +34,8 @@
 //! tests (`tests.rs`) are transcripts that run in microseconds. Signing
 //! happens later, on each recipient socket's writer.
 
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod cluster;
 mod dashboard;
 #[cfg(any(test, feature = "fuzzing"))]
 mod invariants;
@@ -54,6 +56,7 @@ use std::time::{Duration, Instant};
 use link_protocol::conn::Now;
 use link_protocol::{CanonicalData, Hello, ProtocolError, SERVER, StatusEntry};
 
+use crate::cluster::link::RemoteHub;
 use crate::events::HubEvent;
 use crate::outbox::{OutItem, Outbox, Push};
 
@@ -87,6 +90,10 @@ pub(crate) type Ticket = u64;
 pub(crate) enum Route {
     /// A socket on this hub: its outbox, drained and signed by its writer.
     Local(Arc<Outbox>),
+    /// A peer on another hub of the cluster: the message crosses NATS and
+    /// that hub's writer signs it.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Remote(Arc<RemoteHub>),
 }
 
 impl Route {
@@ -94,6 +101,7 @@ impl Route {
     pub(crate) fn push(&self, item: OutItem) -> Push {
         match self {
             Self::Local(outbox) => outbox.push(item),
+            Self::Remote(hub) => hub.push(item),
         }
     }
 
@@ -101,6 +109,7 @@ impl Route {
     fn cancel_request(&self, id: &str, from: &str) -> bool {
         match self {
             Self::Local(outbox) => outbox.cancel_request(id, from),
+            Self::Remote(_) => false,
         }
     }
 
@@ -108,18 +117,21 @@ impl Route {
     fn list_unflushed(&self) -> bool {
         match self {
             Self::Local(outbox) => outbox.list_unflushed(),
+            Self::Remote(_) => false,
         }
     }
 
     fn queued_bytes(&self) -> usize {
         match self {
             Self::Local(outbox) => outbox.queued_bytes(),
+            Self::Remote(_) => 0,
         }
     }
 
     fn max_bytes(&self) -> usize {
         match self {
             Self::Local(outbox) => outbox.max_bytes(),
+            Self::Remote(_) => crate::cluster::link::OUTBOUND_CAPACITY,
         }
     }
 }
@@ -285,6 +297,8 @@ pub(crate) struct Routing {
     controls: VecDeque<(ConnId, ConnCtl)>,
     tasks: VecDeque<Task>,
     events: VecDeque<HubEvent>,
+    /// The other hubs and what they hold (`None` on a lone hub).
+    cluster: Option<cluster::ClusterView>,
     /// Drops the table decided, for the dashboard's recent errors (drained
     /// after every input; capped in case nobody drains it).
     errors: VecDeque<ProtocolError>,
@@ -320,6 +334,7 @@ impl Routing {
             tasks: VecDeque::new(),
             events: VecDeque::new(),
             errors: VecDeque::new(),
+            cluster: None,
         }
     }
 
@@ -357,6 +372,7 @@ impl Routing {
     pub(crate) fn stats(&self) -> TableStats {
         TableStats {
             gauges: self.gauges(),
+            cluster: self.cluster_stats(),
             ..self.stats.clone()
         }
     }

@@ -82,6 +82,10 @@ impl Routing {
 
     fn status_update(&mut self, now: Now, kind: &Arc<str>, status: Option<Value>) {
         let at = now.wall_ms;
+        if self.cluster.is_some() {
+            let own = status.as_ref().map(|s| Arc::new(CanonicalData::new(s)));
+            self.cluster_status(kind, at, own);
+        }
         let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
             kind,
             status.as_ref(),
@@ -135,14 +139,13 @@ impl Routing {
             }
             Some(target) => target,
         };
-        let Some(peer) = self.peers.get(target) else {
+        let Some((route, target_kind)) = self.target(target) else {
             let resp = RpcResponse::error(
                 RpcErrorCode::NoTarget,
                 format!("{}{target}", rpc_error_text::NO_TARGET),
             );
             return self.reply(kind, env.id(), &resp);
         };
-        let (route, target_kind) = (peer.route.clone(), peer.kind.clone());
         let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
             CanonicalData::new(&messages::rpc_request_value(rpc_type, rpc_data()))
         }));
@@ -155,6 +158,9 @@ impl Routing {
             Some(data),
         );
         if self.push_item(&route, &target_kind, item).delivered() {
+            if self.cluster.is_some() {
+                self.cluster_call_started(kind, id.clone(), &route);
+            }
             self.rpc_until_sample -= 1;
             if self.rpc_until_sample == 0 {
                 self.rpc_until_sample = self.rpc_sample_every;
@@ -183,10 +189,9 @@ impl Routing {
 
     fn rpc_response(&mut self, now: Now, kind: &Arc<str>, env: &Envelope) {
         let Some(to) = env.to() else { return };
-        let Some(peer) = self.peers.get(to.as_ref()) else {
+        let Some((route, target)) = self.target(&to) else {
             return;
         };
-        let (route, target) = (peer.route.clone(), peer.kind.clone());
         // The call ends for the timer whether or not the caller can take
         // the answer; only a forwarded answer is observed.
         let started = self.rpc_timer.finish(env.id(), &target, kind);
@@ -220,12 +225,9 @@ impl Routing {
             return;
         };
         self.rpc_timer.cancel(&id, kind);
+        self.cluster_call_done(kind, &id);
         let (mut found, mut forwarded) = (false, false);
-        let target = self
-            .peers
-            .get(to.as_str())
-            .filter(|_| to != SERVER)
-            .map(|p| (p.route.clone(), p.kind.clone()));
+        let target = self.target(&to).filter(|_| to != SERVER);
         if let Some((route, target)) = target {
             found = route.cancel_request(&id, kind);
             if !found {
@@ -254,7 +256,12 @@ impl Routing {
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_SUBSCRIBE) else {
             return;
         };
-        if self.topics.entry(topic.clone()).or_default().insert(kind) {
+        let subs = self.topics.entry(topic.clone()).or_default();
+        let first = subs.order.is_empty();
+        if subs.insert(kind) {
+            if first {
+                self.cluster_interest(&topic, true);
+            }
             self.revision += 1;
             self.subscriptions
                 .entry(kind.clone())
@@ -288,6 +295,7 @@ impl Routing {
                     let removed = subs.remove(kind);
                     if subs.order.is_empty() {
                         self.topics.remove(&topic);
+                        self.cluster_interest(&topic, false);
                     }
                     removed
                 }
@@ -316,10 +324,14 @@ impl Routing {
             None => Vec::new(),
         };
         let mut delivered = 0;
-        if !subscribers.is_empty() {
+        let clustered = self.cluster.is_some();
+        if !subscribers.is_empty() || clustered {
             let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
                 CanonicalData::new(&messages::topic_message_value(&topic, payload()))
             }));
+            if clustered {
+                self.cluster_publish(&topic, kind, data.clone());
+            }
             let prefix = Arc::new(PrefixCell::new());
             for sub in &subscribers {
                 let Some(route) = self.peers.get(sub).map(|p| p.route.clone()) else {
@@ -355,10 +367,9 @@ impl Routing {
     fn direct(&mut self, kind: &Arc<str>, env: &Envelope, direct_type: String) {
         let direct_data = || messages::direct_data(env).cloned();
         let Some(to) = env.to() else { return };
-        let Some(peer) = self.peers.get(to.as_ref()) else {
+        let Some((route, target)) = self.target(&to) else {
             return;
         };
-        let (route, target) = (peer.route.clone(), peer.kind.clone());
         let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
             CanonicalData::new(&messages::direct_value(&direct_type, direct_data()))
         }));

@@ -89,7 +89,14 @@ impl Routing {
         // as in flight while running.
         self.builtin_running += 1;
         let result = match rpc_type.as_str() {
-            HEALTH => Ok(self.health().to_value()),
+            HEALTH => {
+                let mut health = self.health().to_value();
+                // Only a clustered hub (a new deployment) adds the member.
+                if let (Some(cluster), Value::Object(h)) = (self.cluster_health(), &mut health) {
+                    h.insert("cluster".into(), cluster);
+                }
+                Ok(health)
+            }
             PEER_LIST => Ok(self.peer_list(rpc_data.as_ref())),
             _ => Ok(self.topic_list(rpc_data.as_ref())),
         };

@@ -56,6 +56,11 @@ pub(crate) struct TableStats {
     pub(crate) rpc_relayed: Histogram,
     /// Sampled relayed RPCs given up because the timer was full.
     pub(crate) rpc_untimed: u64,
+    /// Topic messages and statuses not handed to the cluster (NATS down or
+    /// its queue full).
+    pub(crate) cluster_refused: u64,
+    /// The cluster's figures (`None` on a lone hub), read at copy time.
+    pub(crate) cluster: Option<ClusterStats>,
     /// RPCs to the hub, by rpc type (only types the hub serves: bounded).
     pub(crate) rpc_server: BTreeMap<String, Histogram>,
     pub(crate) gauges: Gauges,
@@ -90,4 +95,23 @@ mod tests {
         assert_eq!(h.count, 3);
         assert!((h.sum_seconds - 31.000_101).abs() < 1e-9);
     }
+}
+
+/// A clustered hub's figures for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClusterStats {
+    /// Other hubs alive.
+    pub(crate) hubs: usize,
+    /// Kinds held on other hubs (alive).
+    pub(crate) remote_peers: usize,
+    /// Messages sealed and handed to NATS.
+    pub(crate) published: u64,
+    /// Messages from NATS dropped (bad MAC, stale, replayed, malformed).
+    pub(crate) rejected: u64,
+    /// Slow-consumer events from async-nats.
+    pub(crate) slow_consumers: u64,
+    /// Deliveries refused at the link (NATS down or its queue full).
+    pub(crate) refused: u64,
+    /// NATS is connected.
+    pub(crate) up: bool,
 }

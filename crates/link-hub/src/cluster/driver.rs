@@ -1,0 +1,772 @@
+//! The cluster's tokio tasks around one async-nats connection. They make no
+//! routing decision: the table (`routing/cluster.rs`) does; these seal and
+//! publish what it hands over, open what NATS delivers and feed it back
+//! through the router's mailbox, and keep the leases.
+//!
+//! - **publisher**: the bounded [`Outbound`] queue and the heartbeat tick
+//!   → sealed messages on NATS; `bye` at stop.
+//! - **receiver**: this hub's inbox, heartbeats, statuses and the topics
+//!   its peers hold → opened, checked, [`ClusterIn`] to the router (whose
+//!   bounded mailbox is the backpressure); NATS connection events; hub
+//!   liveness (`hubs.rs`).
+//! - **leases**: claims and releases in order, refreshes, the bucket
+//!   watch (the directory of kinds), and a resync after NATS comes back.
+//!
+//! Every queue between a hub and NATS is bounded: the outbound queue
+//! ([`OUTBOUND_CAPACITY`](super::link::OUTBOUND_CAPACITY)), async-nats'
+//! client and subscription buffers, the router's mailbox. A subscription
+//! that overflows is reported by async-nats as a slow consumer: logged and
+//! counted (`link_hub_cluster_*` in `/metrics`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use link_protocol::{CanonicalData, Hello, msg_type};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::config::{ClusterConfig, NatsAuth};
+use super::hubs::{HubChange, HubWatch};
+use super::link::{ClusterIn, ClusterLink, ClusterOut, Outbound};
+use super::wire::{self, LeaseValue, Op, Opener, Sealer};
+use crate::mailbox::RouterMsg;
+use crate::outbox::OutItem;
+use crate::routing::ConnId;
+use crate::shared::wall_ms;
+
+/// Messages from NATS queued per subscription (async-nats' buffer).
+const SUBSCRIPTION_CAPACITY: usize = 8192;
+
+/// Claims tried before a kind is given up to a faster hub.
+const CLAIM_TRIES: usize = 5;
+
+/// The router's handle on the driver.
+pub(crate) struct ClusterHandle {
+    leases: mpsc::UnboundedSender<LeaseCmd>,
+    interest: mpsc::UnboundedSender<(String, bool)>,
+    stop: watch::Sender<bool>,
+}
+
+impl ClusterHandle {
+    /// Carries one of the table's cluster outputs to its task.
+    pub(crate) fn send(&self, out: ClusterOut) {
+        match out {
+            ClusterOut::Claim {
+                kind,
+                conn,
+                hello,
+                connected_at,
+            } => {
+                let _ = self.leases.send(LeaseCmd::Claim {
+                    kind,
+                    conn,
+                    hello,
+                    connected_at,
+                });
+            }
+            ClusterOut::Release { kind } => {
+                let _ = self.leases.send(LeaseCmd::Release { kind });
+            }
+            ClusterOut::Interest { topic, on } => {
+                let _ = self.interest.send((topic, on));
+            }
+        }
+    }
+
+    /// The hub stops: every lease it holds is handed back and the others
+    /// are told (bye); `done` fires when the leases are back.
+    pub(crate) fn stop(&self, done: oneshot::Sender<()>) {
+        let _ = self.stop.send(true);
+        if let Err(mpsc::error::SendError(LeaseCmd::Stop(done))) =
+            self.leases.send(LeaseCmd::Stop(done))
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+enum LeaseCmd {
+    Claim {
+        kind: Arc<str>,
+        conn: ConnId,
+        hello: Hello,
+        connected_at: u64,
+    },
+    Release {
+        kind: Arc<str>,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// Subjects of one cluster.
+#[derive(Clone)]
+struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    fn hub(&self, hub: &str) -> String {
+        format!("{}.hub.{hub}", self.prefix)
+    }
+    fn topic(&self, topic: &str) -> String {
+        format!("{}.t.{}", self.prefix, wire::hex(topic))
+    }
+    fn heartbeat(&self) -> String {
+        format!("{}.hb", self.prefix)
+    }
+    fn status(&self) -> String {
+        format!("{}.status", self.prefix)
+    }
+}
+
+/// Starts the driver for `link` (whose queue `outbound` drains).
+pub(crate) fn start(
+    config: ClusterConfig,
+    link: Arc<ClusterLink>,
+    outbound: mpsc::Receiver<Outbound>,
+    router: mpsc::Sender<RouterMsg>,
+    window: Duration,
+) -> ClusterHandle {
+    let (lease_tx, lease_rx) = mpsc::unbounded_channel();
+    let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Ctx {
+        subjects: Subjects {
+            prefix: format!("link.{}", config.name),
+        },
+        key: config.secret.clone(),
+        link,
+        router,
+        window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+        config,
+    };
+    tokio::spawn(run(ctx, outbound, lease_rx, interest_rx, stop_rx));
+    ClusterHandle {
+        leases: lease_tx,
+        interest: interest_tx,
+        stop: stop_tx,
+    }
+}
+
+/// What every task needs.
+#[derive(Clone)]
+struct Ctx {
+    subjects: Subjects,
+    key: Vec<u8>,
+    link: Arc<ClusterLink>,
+    router: mpsc::Sender<RouterMsg>,
+    window_ms: u64,
+    config: ClusterConfig,
+}
+
+impl Ctx {
+    async fn tell(&self, input: ClusterIn) {
+        let _ = self.router.send(RouterMsg::Cluster(input)).await;
+    }
+}
+
+async fn run(
+    ctx: Ctx,
+    outbound: mpsc::Receiver<Outbound>,
+    leases: mpsc::UnboundedReceiver<LeaseCmd>,
+    interest: mpsc::UnboundedReceiver<(String, bool)>,
+    stop: watch::Receiver<bool>,
+) {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("link-hub {}", ctx.link.hub))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            // Back within a second of NATS returning (the cluster re-forms
+            // in seconds, not NATS' default minutes of backoff).
+            Duration::from_millis((attempts as u64 * 100).min(1000))
+        })
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .event_callback(move |event| {
+            let tx = events_tx.clone();
+            async move {
+                let _ = tx.send(event);
+            }
+        });
+    options = match &ctx.config.auth {
+        NatsAuth::None => options,
+        NatsAuth::Token(t) => options.token(t.clone()),
+        NatsAuth::UserPassword(u, p) => options.user_and_password(u.clone(), p.clone()),
+        NatsAuth::CredsFile(path) => match options.credentials_file(path).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the NATS credentials; the hub stays alone");
+                return;
+            }
+        },
+    };
+    let client = match options.connect(ctx.config.url.as_str()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %ctx.config.url, error = %e, "cannot use NATS; the hub stays alone");
+            return;
+        }
+    };
+    tracing::info!(hub = %ctx.link.hub, url = %ctx.config.url, cluster = %ctx.config.name, "cluster: connecting");
+    let (resync_tx, resync_rx) = watch::channel(0u64);
+    tokio::spawn(publisher(
+        ctx.clone(),
+        client.clone(),
+        outbound,
+        stop.clone(),
+    ));
+    tokio::spawn(leases_task(ctx.clone(), client.clone(), leases, resync_rx));
+    receiver(ctx, client, interest, events, resync_tx, stop).await;
+}
+
+// ----- publisher -------------------------------------------------------------
+
+async fn publisher(
+    ctx: Ctx,
+    client: async_nats::Client,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sealer = Sealer::new(wire::key(&ctx.key), &ctx.link.hub);
+    let mut tick = tokio::time::interval(ctx.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let heartbeat = ctx.subjects.heartbeat();
+    loop {
+        let (subject, op, data) = tokio::select! {
+            out = outbound.recv() => match out {
+                Some(out) => sealed(&ctx.subjects, out),
+                None => return,
+            },
+            _ = tick.tick() => {
+                if !ctx.link.is_up() {
+                    continue;
+                }
+                let peers = ctx.link.peers.load(Ordering::Relaxed);
+                (heartbeat.clone(), Op::Heartbeat { peers }, None)
+            }
+            _ = stop.changed() => {
+                let bytes = sealer.seal(&heartbeat, wall_ms(), &Op::Bye, None);
+                let _ = client.publish(heartbeat.clone(), Bytes::from(bytes)).await;
+                let _ = client.flush().await;
+                return;
+            }
+        };
+        let bytes = sealer.seal(&subject, wall_ms(), &op, data.as_deref());
+        if client.publish(subject, Bytes::from(bytes)).await.is_ok() {
+            ctx.link.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The subject, header and data of one outbound message.
+fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<CanonicalData>>) {
+    match out {
+        Outbound::Deliver { hub, item } => (
+            subjects.hub(&hub),
+            Op::Deliver {
+                id: item.id.as_deref().map(str::to_owned),
+                msg_type: item.msg_type.to_owned(),
+                from: item.from.to_string(),
+                to: item.to.to_string(),
+            },
+            item.data,
+        ),
+        Outbound::Publish { topic, from, data } => (
+            subjects.topic(&topic),
+            Op::Publish {
+                topic,
+                from: from.to_string(),
+            },
+            Some(data),
+        ),
+        Outbound::Status { kind, at, data } => (
+            subjects.status(),
+            Op::Status {
+                kind: kind.to_string(),
+                at,
+            },
+            data,
+        ),
+    }
+}
+
+// ----- receiver --------------------------------------------------------------
+
+async fn receiver(
+    ctx: Ctx,
+    client: async_nats::Client,
+    mut interest: mpsc::UnboundedReceiver<(String, bool)>,
+    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+    resync: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut opener = Opener::new(wire::key(&ctx.key), ctx.window_ms);
+    let mut hubs = HubWatch::new(ctx.config.hub_timeout);
+    // Fixed subscriptions and the topics' forwarders share one queue.
+    let (msgs_tx, mut msgs) = mpsc::channel::<async_nats::Message>(SUBSCRIPTION_CAPACITY);
+    for subject in [
+        ctx.subjects.hub(&ctx.link.hub),
+        ctx.subjects.heartbeat(),
+        ctx.subjects.status(),
+    ] {
+        match client.subscribe(subject.clone()).await {
+            Ok(sub) => {
+                tokio::spawn(forward(sub, msgs_tx.clone()));
+            }
+            Err(e) => tracing::error!(%subject, error = %e, "cluster: cannot subscribe"),
+        }
+    }
+    let mut topics: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut expire = tokio::time::interval(ctx.config.heartbeat / 2);
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut epoch = 0u64;
+    loop {
+        tokio::select! {
+            Some(msg) = msgs.recv() => {
+                let now_ms = wall_ms();
+                match opener.open(msg.subject.as_str(), &msg.payload, now_ms) {
+                    Ok(opened) => {
+                        for input in inputs(&ctx, &mut hubs, opened) {
+                            ctx.tell(input).await;
+                        }
+                    }
+                    Err(e) => {
+                        ctx.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(subject = %msg.subject, reason = e.code(), "cluster message dropped");
+                    }
+                }
+            }
+            Some((topic, on)) = interest.recv() => {
+                if on {
+                    if topics.contains_key(&topic) {
+                        continue;
+                    }
+                    match client.subscribe(ctx.subjects.topic(&topic)).await {
+                        Ok(sub) => {
+                            topics.insert(topic, tokio::spawn(forward(sub, msgs_tx.clone())));
+                        }
+                        Err(e) => tracing::warn!(%topic, error = %e, "cluster: cannot subscribe to a topic"),
+                    }
+                } else if let Some(task) = topics.remove(&topic) {
+                    // Dropping the subscriber unsubscribes.
+                    task.abort();
+                }
+            }
+            Some(event) = events.recv() => match event {
+                async_nats::Event::Connected => {
+                    tracing::info!(hub = %ctx.link.hub, "cluster: NATS connected");
+                    ctx.link.set_up(true);
+                    ctx.tell(ClusterIn::Link(true)).await;
+                    epoch += 1;
+                    let _ = resync.send(epoch);
+                }
+                async_nats::Event::Disconnected => {
+                    tracing::warn!(hub = %ctx.link.hub, "cluster: NATS disconnected; serving local peers only");
+                    ctx.link.set_up(false);
+                    hubs.clear();
+                    ctx.tell(ClusterIn::Link(false)).await;
+                }
+                async_nats::Event::SlowConsumer(sid) => {
+                    ctx.link.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(sid, "cluster: slow consumer (messages from NATS dropped)");
+                }
+                other => tracing::debug!(event = %other, "cluster: NATS event"),
+            },
+            _ = expire.tick() => {
+                for change in hubs.expire(Instant::now()) {
+                    if let HubChange::Gone { hub } = &change {
+                        opener.forget(hub);
+                    }
+                    ctx.tell(change_input(change)).await;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Moves one subscription's messages into the receiver's queue.
+async fn forward(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>) {
+    while let Some(msg) = sub.next().await {
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn change_input(change: HubChange) -> ClusterIn {
+    match change {
+        HubChange::Alive { hub, peers } => ClusterIn::HubAlive {
+            hub: hub.into(),
+            peers,
+        },
+        HubChange::Gone { hub } => ClusterIn::HubGone { hub: hub.into() },
+    }
+}
+
+/// What an opened message means for the table.
+fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn> {
+    let hub: Arc<str> = opened.hub.as_str().into();
+    if hub == ctx.link.hub {
+        return Vec::new(); // our own heartbeat, status or topic message
+    }
+    let data = opened.data.map(Arc::new);
+    match opened.op {
+        Op::Heartbeat { peers } => hubs
+            .heartbeat(Instant::now(), &opened.hub, peers)
+            .map(change_input)
+            .into_iter()
+            .collect(),
+        Op::Bye => hubs
+            .bye(&opened.hub)
+            .map(change_input)
+            .into_iter()
+            .collect(),
+        Op::Deliver {
+            id,
+            msg_type,
+            from,
+            to,
+        } => {
+            let Some(msg_type) = relayable(&msg_type) else {
+                return Vec::new();
+            };
+            let item = OutItem::new(id.map(Into::into), msg_type, from.into(), to.into(), data);
+            vec![ClusterIn::Deliver { hub, item }]
+        }
+        Op::Publish { topic, from } => vec![ClusterIn::Publish {
+            topic,
+            from: from.into(),
+            data,
+        }],
+        Op::Status { kind, at } => {
+            let status = data.and_then(|d| serde_json::from_str(d.as_str()).ok());
+            vec![ClusterIn::Status {
+                kind: kind.into(),
+                at,
+                status,
+            }]
+        }
+    }
+}
+
+/// The message types one hub relays to another's peer.
+fn relayable(t: &str) -> Option<&'static str> {
+    [
+        msg_type::RPC_REQUEST,
+        msg_type::RPC_RESPONSE,
+        msg_type::RPC_CANCEL,
+        msg_type::DIRECT,
+    ]
+    .into_iter()
+    .find(|known| *known == t)
+}
+
+// ----- leases ----------------------------------------------------------------
+
+/// A lease this hub holds for a local peer.
+struct Held {
+    conn: ConnId,
+    rev: u64,
+    lease: LeaseValue,
+}
+
+async fn leases_task(
+    ctx: Ctx,
+    client: async_nats::Client,
+    mut cmds: mpsc::UnboundedReceiver<LeaseCmd>,
+    mut resync: watch::Receiver<u64>,
+) {
+    let key = wire::key(&ctx.key);
+    let js = jetstream::new(client);
+    let bucket = format!("link_{}", ctx.config.name);
+    let max_age_ms = u64::try_from(ctx.config.lease_age.as_millis()).unwrap_or(u64::MAX);
+    // Claims made before the bucket is ready wait here.
+    let mut waiting: Vec<LeaseCmd> = Vec::new();
+    let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+    let mut refresh = tokio::time::interval(ctx.config.lease_age / 3);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut store: Option<kv::Store> = None;
+    let mut watch: Option<kv::Watch> = None;
+    loop {
+        if store.is_none() && ctx.link.is_up() {
+            store = open_bucket(&js, &bucket, ctx.config.lease_age).await;
+            if let Some(s) = &store {
+                watch = s.watch_with_history(">").await.ok();
+                for cmd in std::mem::take(&mut waiting) {
+                    lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                }
+            }
+        }
+        tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { return };
+                match &store {
+                    Some(s) => {
+                        let stop = matches!(cmd, LeaseCmd::Stop(_));
+                        lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                        if stop {
+                            return;
+                        }
+                    }
+                    None => match cmd {
+                        LeaseCmd::Stop(done) => {
+                            let _ = done.send(());
+                            return;
+                        }
+                        cmd => waiting.push(cmd),
+                    },
+                }
+            }
+            entry = next_entry(&mut watch) => match entry {
+                Some(entry) => {
+                    tracing::trace!(key = %entry.key, rev = entry.revision, op = ?entry.operation, "cluster: lease entry");
+                    if let Some(input) = lease_input(&key, entry, max_age_ms) {
+                        ctx.tell(input).await;
+                    }
+                }
+                None => {
+                    // The watch ended (its consumer was lost): watch again;
+                    // the history replays the directory (the table skips
+                    // revisions it has seen).
+                    watch = match &store {
+                        Some(s) => s.watch_with_history(">").await.ok(),
+                        None => None,
+                    };
+                }
+            },
+            _ = refresh.tick() => {
+                if let Some(s) = &store {
+                    refresh_all(&ctx, s, &key, &mut held).await;
+                }
+            }
+            changed = resync.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // NATS is back: the bucket handle is rebuilt, held leases
+                // are claimed again (one may have expired meanwhile) and
+                // the watch replays the directory.
+                store = open_bucket(&js, &bucket, ctx.config.lease_age).await;
+                if let Some(s) = &store {
+                    watch = s.watch_with_history(">").await.ok();
+                    let again: Vec<(Arc<str>, Held)> = held.drain().collect();
+                    for (kind, h) in again {
+                        claim(&ctx, s, &key, &mut held, kind, h.conn, h.lease).await;
+                    }
+                    for cmd in std::mem::take(&mut waiting) {
+                        lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match watch {
+        Some(w) => match w.next().await {
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cluster: lease watch error; watching again");
+                None
+            }
+            None => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn open_bucket(js: &jetstream::Context, bucket: &str, age: Duration) -> Option<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Some(store);
+    }
+    // The bucket's stream, made as async-nats' `create_key_value` would
+    // make it, without its account query (whose reply from nats-server 2.9,
+    // Debian's, async-nats cannot read).
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: age,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: age.min(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    if let Err(e) = js.get_or_create_stream(config).await {
+        tracing::warn!(%bucket, error = %e, "cluster: no lease bucket yet");
+        return None;
+    }
+    match js.get_key_value(bucket).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(%bucket, error = %e, "cluster: no lease bucket yet");
+            None
+        }
+    }
+}
+
+async fn lease_cmd(
+    ctx: &Ctx,
+    store: &kv::Store,
+    key: &ring::hmac::Key,
+    held: &mut HashMap<Arc<str>, Held>,
+    cmd: LeaseCmd,
+) {
+    match cmd {
+        LeaseCmd::Claim {
+            kind,
+            conn,
+            hello,
+            connected_at,
+        } => {
+            let lease = LeaseValue {
+                hub: ctx.link.hub.to_string(),
+                kind: kind.to_string(),
+                hello: hello.to_value(),
+                connected_at,
+                t: wall_ms(),
+            };
+            claim(ctx, store, key, held, kind, conn, lease).await;
+        }
+        LeaseCmd::Release { kind } => {
+            if let Some(h) = held.remove(&kind) {
+                let _ = store
+                    .delete_expect_revision(wire::hex(&kind), Some(h.rev))
+                    .await;
+            }
+        }
+        LeaseCmd::Stop(done) => {
+            for (kind, h) in held.drain() {
+                let _ = store
+                    .delete_expect_revision(wire::hex(&kind), Some(h.rev))
+                    .await;
+            }
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Takes `kind`'s lease whoever holds it (a newer hello wins, as on one
+/// hub): create if absent, else compare-and-set on the revision read; a
+/// conflict (another hub wrote meanwhile) reads again.
+async fn claim(
+    ctx: &Ctx,
+    store: &kv::Store,
+    key: &ring::hmac::Key,
+    held: &mut HashMap<Arc<str>, Held>,
+    kind: Arc<str>,
+    conn: ConnId,
+    mut lease: LeaseValue,
+) {
+    let kv_key = wire::hex(&kind);
+    let mut rev = None;
+    for _ in 0..CLAIM_TRIES {
+        lease.t = wall_ms();
+        let value = Bytes::from(wire::seal_lease(key, &kv_key, &lease));
+        let attempt = match store.entry(kv_key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => store
+                .update(kv_key.as_str(), value, entry.revision)
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(_) => store
+                .create(kv_key.as_str(), value)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match attempt {
+            Ok(r) => {
+                rev = Some(r);
+                break;
+            }
+            Err(e) => tracing::debug!(%kind, error = %e, "cluster: claim conflict, reading again"),
+        }
+    }
+    tracing::debug!(%kind, ?rev, "cluster: claim");
+    if let Some(rev) = rev {
+        held.insert(kind.clone(), Held { conn, rev, lease });
+    }
+    ctx.tell(ClusterIn::Claimed { kind, conn, rev }).await;
+}
+
+/// Rewrites every held lease at its revision; one another hub took is lost.
+async fn refresh_all(
+    ctx: &Ctx,
+    store: &kv::Store,
+    key: &ring::hmac::Key,
+    held: &mut HashMap<Arc<str>, Held>,
+) {
+    let kinds: Vec<Arc<str>> = held.keys().cloned().collect();
+    for kind in kinds {
+        let Some(h) = held.get_mut(&kind) else {
+            continue;
+        };
+        h.lease.t = wall_ms();
+        let kv_key = wire::hex(&kind);
+        let value = Bytes::from(wire::seal_lease(key, &kv_key, &h.lease));
+        match store.update(kv_key.as_str(), value, h.rev).await {
+            Ok(rev) => h.rev = rev,
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                let conn = h.conn;
+                held.remove(&kind);
+                ctx.tell(ClusterIn::Claimed {
+                    kind,
+                    conn,
+                    rev: None,
+                })
+                .await;
+            }
+            Err(e) => tracing::debug!(%kind, error = %e, "cluster: lease refresh failed"),
+        }
+    }
+}
+
+/// A bucket entry as the table's input (entries failing their MAC or too
+/// old are dropped and counted).
+fn lease_input(key: &ring::hmac::Key, entry: kv::Entry, max_age_ms: u64) -> Option<ClusterIn> {
+    let kind = unhex(&entry.key)?;
+    match entry.operation {
+        kv::Operation::Put => {
+            let lease = wire::open_lease(key, &entry.key, &entry.value, wall_ms(), max_age_ms)
+                .map_err(|e| tracing::debug!(key = %entry.key, reason = e.code(), "lease dropped"))
+                .ok()?;
+            if lease.kind != kind {
+                return None;
+            }
+            let hello = Hello::sanitize(Some(&lease.hello)).ok()?;
+            Some(ClusterIn::Lease {
+                kind: kind.into(),
+                hub: lease.hub.into(),
+                rev: entry.revision,
+                hello,
+                connected_at: lease.connected_at,
+            })
+        }
+        kv::Operation::Delete | kv::Operation::Purge => Some(ClusterIn::LeaseGone {
+            kind: kind.into(),
+            rev: entry.revision,
+        }),
+    }
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}

@@ -1,0 +1,557 @@
+//! What crosses NATS between the hubs of a cluster, byte for byte, and how
+//! it is authenticated. Sans-I/O: [`Sealer::seal`] and [`Opener::open`]
+//! take the subject and the time; the driver does the publishing.
+//!
+//! ```text
+//!  message = mac[32] ‖ header_len: u32 BE ‖ header (JSON) ‖ data (canonical text, optional)
+//!  mac     = HMAC-SHA256(cluster secret, subject ‖ 0x00 ‖ header_len ‖ header ‖ data)
+//!  header  = {"h": hub id, "s": seq, "t": wall ms, "op": …, op fields}
+//! ```
+//!
+//! A NATS client without the cluster secret can publish on the subjects
+//! but cannot make a MAC: its message is dropped and counted. The subject
+//! is under the MAC, so a message cannot be moved to another hub's inbox
+//! or another topic. Replays are refused twice over: a header more than
+//! the replay window away from now is stale, and within the window every
+//! hub's sequence numbers are held in a sliding bitmap (a hub id is random
+//! per process, so a restarted hub starts a new sequence).
+//!
+//! Peer data is never re-parsed: the sending hub built it with
+//! [`CanonicalData::new`] (or read it verbatim off a verified frame), and
+//! the receiving hub signs it as is for its recipient.
+
+use std::collections::HashMap;
+
+use link_protocol::CanonicalData;
+use ring::hmac;
+use serde_json::{Map, Value, json};
+
+/// Bytes of the MAC that opens every message.
+pub(crate) const MAC_LEN: usize = 32;
+
+/// Sequence numbers held per sending hub below its highest.
+const WINDOW_BITS: u64 = 1024;
+
+/// Why a message from NATS was dropped (counted, logged at debug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// Shorter than its framing says.
+    #[error("truncated")]
+    Truncated,
+    /// The MAC does not verify under the cluster secret.
+    #[error("bad MAC")]
+    BadMac,
+    /// The header is not the JSON object this module writes.
+    #[error("malformed header")]
+    Malformed,
+    /// Outside the replay window.
+    #[error("stale")]
+    Stale,
+    /// Seen already (or older than the sequence window).
+    #[error("replayed")]
+    Replayed,
+}
+
+impl WireError {
+    /// The stable code it is counted under.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::BadMac => "bad-mac",
+            Self::Malformed => "malformed",
+            Self::Stale => "stale",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
+/// What one message says.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Op {
+    /// A message for a peer on the receiving hub, built by the sending hub
+    /// (a relayed RPC, response, cancel or direct message; an RPC error the
+    /// hub made).
+    Deliver {
+        id: Option<String>,
+        msg_type: String,
+        from: String,
+        to: String,
+    },
+    /// A topic message from a peer of the sending hub.
+    Publish { topic: String, from: String },
+    /// A peer of the sending hub set its status (`data`: the status, absent
+    /// for `null`) at `at` (hub wall ms).
+    Status { kind: String, at: u64 },
+    /// The sending hub is alive and holds `peers` peers.
+    Heartbeat { peers: u64 },
+    /// The sending hub is stopping: its peers are gone.
+    Bye,
+}
+
+/// An opened message.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Opened {
+    /// The sending hub.
+    pub(crate) hub: String,
+    pub(crate) op: Op,
+    pub(crate) data: Option<CanonicalData>,
+}
+
+fn mac(key: &hmac::Key, subject: &str, rest: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(subject.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(rest);
+    ctx.sign()
+}
+
+/// The cluster secret as an HMAC key.
+pub(crate) fn key(secret: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, secret)
+}
+
+/// Seals this hub's messages: its id, a sequence, the time, the MAC.
+pub(crate) struct Sealer {
+    key: hmac::Key,
+    hub: String,
+    seq: u64,
+}
+
+impl Sealer {
+    pub(crate) fn new(key: hmac::Key, hub: &str) -> Self {
+        Self {
+            key,
+            hub: hub.to_owned(),
+            seq: 0,
+        }
+    }
+
+    /// The bytes to publish on `subject`.
+    pub(crate) fn seal(
+        &mut self,
+        subject: &str,
+        now_ms: u64,
+        op: &Op,
+        data: Option<&CanonicalData>,
+    ) -> Vec<u8> {
+        self.seq += 1;
+        let mut header = Map::new();
+        header.insert("h".into(), self.hub.as_str().into());
+        header.insert("s".into(), self.seq.into());
+        header.insert("t".into(), now_ms.into());
+        let fields = match op {
+            Op::Deliver {
+                id,
+                msg_type,
+                from,
+                to,
+            } => json!({"op": "deliver", "id": id, "type": msg_type, "from": from, "to": to}),
+            Op::Publish { topic, from } => json!({"op": "publish", "topic": topic, "from": from}),
+            Op::Status { kind, at } => json!({"op": "status", "kind": kind, "at": at}),
+            Op::Heartbeat { peers } => json!({"op": "heartbeat", "peers": peers}),
+            Op::Bye => json!({"op": "bye"}),
+        };
+        if let Value::Object(fields) = fields {
+            header.extend(fields);
+        }
+        let header = Value::Object(header).to_string();
+        let data = data.map_or("", CanonicalData::as_str);
+        let header_len = u32::try_from(header.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(MAC_LEN + 4 + header.len() + data.len());
+        out.extend_from_slice(&[0; MAC_LEN]);
+        out.extend_from_slice(&header_len.to_be_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data.as_bytes());
+        let tag = mac(&self.key, subject, &out[MAC_LEN..]);
+        out[..MAC_LEN].copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+/// Opens other hubs' messages: MAC, freshness, replay.
+pub(crate) struct Opener {
+    key: hmac::Key,
+    window_ms: u64,
+    seen: HashMap<String, SeqWindow>,
+}
+
+impl Opener {
+    /// `window_ms`: how far a message's time may be from now (the hub's
+    /// replay window).
+    pub(crate) fn new(key: hmac::Key, window_ms: u64) -> Self {
+        Self {
+            key,
+            window_ms,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Checks and decodes one message read on `subject`.
+    pub(crate) fn open(
+        &mut self,
+        subject: &str,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Opened, WireError> {
+        let (tag, rest) = bytes
+            .split_first_chunk::<MAC_LEN>()
+            .ok_or(WireError::Truncated)?;
+        let want = mac(&self.key, subject, rest);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_ref(), &tag[..])) {
+            return Err(WireError::BadMac);
+        }
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or(WireError::Truncated)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(WireError::Truncated);
+        }
+        let (header, data) = rest.split_at(len);
+        let Ok(Value::Object(h)) = serde_json::from_slice::<Value>(header) else {
+            return Err(WireError::Malformed);
+        };
+        let text = |name: &str| h.get(name).and_then(Value::as_str).map(str::to_owned);
+        let number = |name: &str| h.get(name).and_then(Value::as_u64);
+        let (Some(hub), Some(seq), Some(t), Some(op)) =
+            (text("h"), number("s"), number("t"), text("op"))
+        else {
+            return Err(WireError::Malformed);
+        };
+        if t.abs_diff(now_ms) > self.window_ms {
+            return Err(WireError::Stale);
+        }
+        let op = match op.as_str() {
+            "deliver" => Op::Deliver {
+                id: text("id"),
+                msg_type: text("type").ok_or(WireError::Malformed)?,
+                from: text("from").ok_or(WireError::Malformed)?,
+                to: text("to").ok_or(WireError::Malformed)?,
+            },
+            "publish" => Op::Publish {
+                topic: text("topic").ok_or(WireError::Malformed)?,
+                from: text("from").ok_or(WireError::Malformed)?,
+            },
+            "status" => Op::Status {
+                kind: text("kind").ok_or(WireError::Malformed)?,
+                at: number("at").ok_or(WireError::Malformed)?,
+            },
+            "heartbeat" => Op::Heartbeat {
+                peers: number("peers").ok_or(WireError::Malformed)?,
+            },
+            "bye" => Op::Bye,
+            _ => return Err(WireError::Malformed),
+        };
+        let data = match std::str::from_utf8(data) {
+            Ok("") => None,
+            Ok(text) => Some(CanonicalData::assume_canonical(text.to_owned())),
+            Err(_) => return Err(WireError::Malformed),
+        };
+        // Last: only an authentic, well-formed message takes a slot.
+        if !self.seen.entry(hub.clone()).or_default().admit(seq) {
+            return Err(WireError::Replayed);
+        }
+        Ok(Opened { hub, op, data })
+    }
+
+    /// Forgets a hub (gone): its window is not needed any more.
+    pub(crate) fn forget(&mut self, hub: &str) {
+        self.seen.remove(hub);
+    }
+}
+
+/// A lease entry's value: which hub's peer holds a kind, with the peer's
+/// hello for the others' peer lists. Sealed like a message (the MAC covers
+/// the bucket key, so a value cannot be moved to another kind) and dated:
+/// a value older than the bucket's age is refused, so a captured value
+/// cannot be put back later.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LeaseValue {
+    pub(crate) hub: String,
+    pub(crate) kind: String,
+    pub(crate) hello: Value,
+    pub(crate) connected_at: u64,
+    /// When it was written (hub wall ms); refreshed with the lease.
+    pub(crate) t: u64,
+}
+
+fn lease_mac(key: &hmac::Key, kv_key: &str, json: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(b"lease\0");
+    ctx.update(kv_key.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(json);
+    ctx.sign()
+}
+
+/// The bytes to store under `kv_key`.
+pub(crate) fn seal_lease(key: &hmac::Key, kv_key: &str, lease: &LeaseValue) -> Vec<u8> {
+    let json = json!({
+        "hub": lease.hub,
+        "kind": lease.kind,
+        "hello": lease.hello,
+        "connectedAt": lease.connected_at,
+        "t": lease.t,
+    })
+    .to_string();
+    let mut out = Vec::with_capacity(MAC_LEN + json.len());
+    out.extend_from_slice(lease_mac(key, kv_key, json.as_bytes()).as_ref());
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// Checks a value read under `kv_key`: MAC, then age (`max_age_ms`).
+pub(crate) fn open_lease(
+    key: &hmac::Key,
+    kv_key: &str,
+    bytes: &[u8],
+    now_ms: u64,
+    max_age_ms: u64,
+) -> Result<LeaseValue, WireError> {
+    let (tag, json) = bytes
+        .split_first_chunk::<MAC_LEN>()
+        .ok_or(WireError::Truncated)?;
+    let want = lease_mac(key, kv_key, json);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_ref(), &tag[..])) {
+        return Err(WireError::BadMac);
+    }
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(json) else {
+        return Err(WireError::Malformed);
+    };
+    let text = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_owned);
+    let number = |name: &str| v.get(name).and_then(Value::as_u64);
+    let (Some(hub), Some(kind), Some(connected_at), Some(t)) = (
+        text("hub"),
+        text("kind"),
+        number("connectedAt"),
+        number("t"),
+    ) else {
+        return Err(WireError::Malformed);
+    };
+    if t.abs_diff(now_ms) > max_age_ms {
+        return Err(WireError::Stale);
+    }
+    Ok(LeaseValue {
+        hub,
+        kind,
+        hello: v.get("hello").cloned().unwrap_or(Value::Null),
+        connected_at,
+        t,
+    })
+}
+
+/// `text` as lowercase hex: a NATS subject token or KV key for any kind or
+/// topic name (both allow characters those do not).
+pub(crate) fn hex(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len() * 2);
+    for b in text.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The sequence numbers seen from one hub: the highest and a bitmap of the
+/// [`WINDOW_BITS`] below it (messages of several subjects may arrive a
+/// little out of order).
+#[derive(Default)]
+struct SeqWindow {
+    top: u64,
+    bits: [u64; (WINDOW_BITS / 64) as usize],
+}
+
+impl SeqWindow {
+    fn bit(&mut self, seq: u64) -> (&mut u64, u64) {
+        let i = seq % WINDOW_BITS;
+        (&mut self.bits[(i / 64) as usize], 1 << (i % 64))
+    }
+
+    /// True the first time `seq` is seen (and it is not too old).
+    fn admit(&mut self, seq: u64) -> bool {
+        if seq == 0 {
+            return false;
+        }
+        if seq > self.top {
+            let shift = seq - self.top;
+            if shift >= WINDOW_BITS {
+                self.bits = Default::default();
+            } else {
+                for s in self.top + 1..seq {
+                    let (word, mask) = self.bit(s);
+                    *word &= !mask;
+                }
+            }
+            self.top = seq;
+            let (word, mask) = self.bit(seq);
+            *word |= mask;
+            return true;
+        }
+        if self.top - seq >= WINDOW_BITS {
+            return false;
+        }
+        let (word, mask) = self.bit(seq);
+        let fresh = *word & mask == 0;
+        *word |= mask;
+        fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn pair() -> (Sealer, Opener) {
+        (
+            Sealer::new(key(b"cluster-secret"), "hub-a"),
+            Opener::new(key(b"cluster-secret"), 30_000),
+        )
+    }
+
+    fn deliver() -> Op {
+        Op::Deliver {
+            id: Some("m1".into()),
+            msg_type: "direct".into(),
+            from: "alpha".into(),
+            to: "beta".into(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_message_opens_once_with_its_data_verbatim() {
+        let (mut sealer, mut opener) = pair();
+        let data = CanonicalData::new(&json!({"directType": "ping", "directData": [1, "é"]}));
+        let bytes = sealer.seal("link.c.hub.b", NOW, &deliver(), Some(&data));
+        let opened = opener.open("link.c.hub.b", &bytes, NOW + 5).unwrap();
+        assert_eq!(opened.hub, "hub-a");
+        assert_eq!(opened.op, deliver());
+        assert_eq!(
+            opened.data.as_ref().map(CanonicalData::as_str),
+            Some(data.as_str())
+        );
+        assert_eq!(
+            opener.open("link.c.hub.b", &bytes, NOW + 6),
+            Err(WireError::Replayed)
+        );
+    }
+
+    #[test]
+    fn another_secret_another_subject_or_a_flipped_byte_fail_the_mac() {
+        let (mut sealer, mut opener) = pair();
+        let bytes = sealer.seal("link.c.hub.b", NOW, &deliver(), None);
+        let mut outsider = Opener::new(key(b"guess"), 30_000);
+        assert_eq!(
+            outsider.open("link.c.hub.b", &bytes, NOW),
+            Err(WireError::BadMac)
+        );
+        assert_eq!(
+            opener.open("link.c.hub.c", &bytes, NOW),
+            Err(WireError::BadMac)
+        );
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 2;
+        flipped[last] ^= 1;
+        assert_eq!(
+            opener.open("link.c.hub.b", &flipped, NOW),
+            Err(WireError::BadMac)
+        );
+        assert_eq!(
+            opener.open("link.c.hub.b", &bytes[..10], NOW),
+            Err(WireError::Truncated)
+        );
+        // The failures took no sequence slot: the genuine message opens.
+        assert!(opener.open("link.c.hub.b", &bytes, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_message_outside_the_window_is_stale() {
+        let (mut sealer, mut opener) = pair();
+        let bytes = sealer.seal("s", NOW, &Op::Bye, None);
+        assert_eq!(
+            opener.open("s", &bytes, NOW + 30_001),
+            Err(WireError::Stale)
+        );
+        assert_eq!(
+            opener.open("s", &bytes, NOW - 30_001),
+            Err(WireError::Stale)
+        );
+        assert!(opener.open("s", &bytes, NOW + 30_000).is_ok());
+    }
+
+    #[test]
+    fn out_of_order_sequences_within_the_window_open_and_replays_do_not() {
+        let (mut sealer, mut opener) = pair();
+        let msgs: Vec<Vec<u8>> = (0..3000)
+            .map(|_| sealer.seal("s", NOW, &Op::Heartbeat { peers: 1 }, None))
+            .collect();
+        // 2 arrives before 1; both open once.
+        assert!(opener.open("s", &msgs[1], NOW).is_ok());
+        assert!(opener.open("s", &msgs[0], NOW).is_ok());
+        assert_eq!(opener.open("s", &msgs[0], NOW), Err(WireError::Replayed));
+        for m in &msgs[2..2000] {
+            assert!(opener.open("s", m, NOW).is_ok());
+        }
+        // Seq 1500 (inside the window) and seq 500 (below it) are refused.
+        assert_eq!(opener.open("s", &msgs[1499], NOW), Err(WireError::Replayed));
+        assert_eq!(opener.open("s", &msgs[499], NOW), Err(WireError::Replayed));
+        // A jump past the window clears it; what follows still opens.
+        assert!(opener.open("s", &msgs[2999], NOW).is_ok());
+        assert!(opener.open("s", &msgs[2500], NOW).is_ok());
+        assert_eq!(opener.open("s", &msgs[2500], NOW), Err(WireError::Replayed));
+    }
+
+    #[test]
+    fn every_op_round_trips() {
+        let (mut sealer, mut opener) = pair();
+        let ops = [
+            deliver(),
+            Op::Deliver {
+                id: None,
+                msg_type: "rpc.cancel".into(),
+                from: "a".into(),
+                to: "b".into(),
+            },
+            Op::Publish {
+                topic: "news.eu".into(),
+                from: "alpha".into(),
+            },
+            Op::Status {
+                kind: "alpha".into(),
+                at: NOW,
+            },
+            Op::Heartbeat { peers: 7 },
+            Op::Bye,
+        ];
+        for op in ops {
+            let bytes = sealer.seal("s", NOW, &op, None);
+            assert_eq!(opener.open("s", &bytes, NOW).unwrap().op, op);
+        }
+    }
+
+    #[test]
+    fn a_lease_opens_under_its_key_only_and_only_while_fresh() {
+        let k = key(b"cluster-secret");
+        let lease = LeaseValue {
+            hub: "hub-a".into(),
+            kind: "alpha".into(),
+            hello: json!({"kind": "alpha"}),
+            connected_at: NOW,
+            t: NOW,
+        };
+        let bytes = seal_lease(&k, "616c706861", &lease);
+        assert_eq!(open_lease(&k, "616c706861", &bytes, NOW, 30_000), Ok(lease));
+        assert_eq!(
+            open_lease(&k, "62657461", &bytes, NOW, 30_000),
+            Err(WireError::BadMac)
+        );
+        assert_eq!(
+            open_lease(&key(b"guess"), "616c706861", &bytes, NOW, 30_000),
+            Err(WireError::BadMac)
+        );
+        assert_eq!(
+            open_lease(&k, "616c706861", &bytes, NOW + 30_001, 30_000),
+            Err(WireError::Stale)
+        );
+        assert_eq!(hex("alpha"), "616c706861");
+        assert_eq!(hex("é."), "c3a92e");
+    }
+}

@@ -1,0 +1,638 @@
+//! The table's view of the cluster (sans-I/O): which other hubs are alive,
+//! which kinds they hold (from the lease bucket), the lease each local peer
+//! holds, and what a message from another hub does here. Decisions only:
+//! the driver (`cluster/driver.rs`) talks to NATS.
+//!
+//! - A kind is routed to the local socket that holds it, else to the hub
+//!   whose lease names it, while that hub is alive.
+//! - One connection per kind per cluster: a local peer whose kind's lease
+//!   moves to another hub at a later revision is displaced (close 4000),
+//!   exactly as a second hello on this hub would displace it; a claim that
+//!   lost displaces its peer too. Claims are answered in the driver.
+//! - A hub that says bye or misses heartbeats takes its peers with it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use link_protocol::codes::rpc_error_text;
+use link_protocol::conn::Now;
+use link_protocol::{
+    CanonicalData, Hello, RpcErrorCode, RpcResponse, StatusEntry, messages, msg_type,
+};
+
+use super::{ConnCtl, ConnId, Route, Routing};
+use crate::cluster::link::{ClusterIn, ClusterLink, ClusterOut, Outbound, RemoteHub};
+use crate::events::HubEvent;
+use crate::outbox::{OutItem, PrefixCell};
+
+/// A kind held on another hub.
+#[derive(Clone, Debug)]
+pub(crate) struct RemotePeer {
+    pub(crate) hub: Arc<str>,
+    pub(crate) rev: u64,
+    pub(crate) hello: Hello,
+    pub(crate) connected_at: u64,
+}
+
+/// Where a local peer's lease stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lease {
+    /// Claimed; the driver has not answered yet.
+    Pending,
+    /// Held since this revision.
+    Held(u64),
+}
+
+/// Another hub, alive.
+struct HubEntry {
+    route: Route,
+    peers: u64,
+}
+
+/// The cluster part of the table (absent on a lone hub).
+pub(crate) struct ClusterView {
+    link: Arc<ClusterLink>,
+    hubs: HashMap<Arc<str>, HubEntry>,
+    remote: HashMap<Arc<str>, RemotePeer>,
+    leases: HashMap<Arc<str>, Lease>,
+    /// RPCs from local callers waiting on another hub, by (caller, id):
+    /// answered `RPC_TARGET_UNAVAILABLE` here if that hub goes first.
+    calls: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    out: VecDeque<ClusterOut>,
+}
+
+/// Cross-hub RPCs tracked at most; past it a call is not tracked (its
+/// caller's timeout still ends it).
+pub(crate) const MAX_TRACKED_CALLS: usize = 65_536;
+
+impl ClusterView {
+    pub(crate) fn new(link: Arc<ClusterLink>) -> Self {
+        Self {
+            link,
+            hubs: HashMap::new(),
+            remote: HashMap::new(),
+            leases: HashMap::new(),
+            calls: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The hub holding `kind`, when it is another one and alive.
+    fn remote_route(&self, kind: &str) -> Option<(Route, Arc<str>)> {
+        let (k, peer) = self.remote.get_key_value(kind)?;
+        let hub = self.hubs.get(&peer.hub)?;
+        Some((hub.route.clone(), k.clone()))
+    }
+
+    /// Remote peers whose hub is alive, oldest first.
+    pub(crate) fn remote_peers(&self) -> Vec<(&Arc<str>, &RemotePeer)> {
+        let mut peers: Vec<_> = self
+            .remote
+            .iter()
+            .filter(|(_, p)| self.hubs.contains_key(&p.hub))
+            .collect();
+        peers.sort_by(|a, b| (a.1.connected_at, a.0).cmp(&(b.1.connected_at, b.0)));
+        peers
+    }
+
+    /// The kinds `hub`'s leases name.
+    fn kinds_on(&self, hub: &str) -> Vec<Arc<str>> {
+        let mut kinds: Vec<Arc<str>> = self
+            .remote
+            .iter()
+            .filter(|(_, p)| &*p.hub == hub)
+            .map(|(k, _)| k.clone())
+            .collect();
+        kinds.sort();
+        kinds
+    }
+
+    /// Other hubs alive and their peer counts, by id.
+    pub(crate) fn hubs(&self) -> Vec<(String, u64)> {
+        let mut hubs: Vec<_> = self
+            .hubs
+            .iter()
+            .map(|(h, e)| (h.to_string(), e.peers))
+            .collect();
+        hubs.sort();
+        hubs
+    }
+}
+
+impl Routing {
+    /// Joins a cluster: from now on kinds unknown here are looked up on the
+    /// other hubs, and local membership goes out as [`ClusterOut`].
+    pub(crate) fn join_cluster(&mut self, link: Arc<ClusterLink>) {
+        self.cluster = Some(ClusterView::new(link));
+    }
+
+    /// The next membership or interest change for the driver.
+    pub(crate) fn poll_cluster(&mut self) -> Option<ClusterOut> {
+        self.cluster.as_mut()?.out.pop_front()
+    }
+
+    /// Where `kind`'s messages go: its socket here, else its hub.
+    pub(super) fn target(&self, kind: &str) -> Option<(Route, Arc<str>)> {
+        if let Some(p) = self.peers.get(kind) {
+            return Some((p.route.clone(), p.kind.clone()));
+        }
+        self.cluster.as_ref()?.remote_route(kind)
+    }
+
+    // ----- local changes, told to the cluster ------------------------------
+
+    pub(super) fn cluster_registered(
+        &mut self,
+        conn: ConnId,
+        kind: &Arc<str>,
+        hello: &Hello,
+        at: u64,
+    ) {
+        if let Some(c) = &mut self.cluster {
+            c.link
+                .peers
+                .store(self.peers.len() as u64, Ordering::Relaxed);
+            c.leases.insert(kind.clone(), Lease::Pending);
+            c.out.push_back(ClusterOut::Claim {
+                kind: kind.clone(),
+                conn,
+                hello: hello.clone(),
+                connected_at: at,
+            });
+        }
+    }
+
+    pub(super) fn cluster_left(&mut self, kind: &Arc<str>) {
+        if let Some(c) = &mut self.cluster {
+            c.link
+                .peers
+                .store(self.peers.len() as u64, Ordering::Relaxed);
+            if c.leases.remove(kind).is_some() {
+                c.out.push_back(ClusterOut::Release { kind: kind.clone() });
+            }
+        }
+    }
+
+    pub(super) fn cluster_interest(&mut self, topic: &str, on: bool) {
+        if let Some(c) = &mut self.cluster {
+            c.out.push_back(ClusterOut::Interest {
+                topic: topic.to_owned(),
+                on,
+            });
+        }
+    }
+
+    pub(super) fn cluster_publish(
+        &mut self,
+        topic: &str,
+        from: &Arc<str>,
+        data: Arc<CanonicalData>,
+    ) {
+        if let Some(c) = &self.cluster {
+            let pushed = c.link.send(Outbound::Publish {
+                topic: topic.to_owned(),
+                from: from.clone(),
+                data,
+            });
+            if !pushed.delivered() {
+                self.stats.cluster_refused += 1;
+            }
+        }
+    }
+
+    pub(super) fn cluster_status(
+        &mut self,
+        kind: &Arc<str>,
+        at: u64,
+        data: Option<Arc<CanonicalData>>,
+    ) {
+        if let Some(c) = &self.cluster {
+            let pushed = c.link.send(Outbound::Status {
+                kind: kind.clone(),
+                at,
+                data,
+            });
+            if !pushed.delivered() {
+                self.stats.cluster_refused += 1;
+            }
+        }
+    }
+
+    /// A local caller's request went to another hub.
+    pub(super) fn cluster_call_started(&mut self, caller: &Arc<str>, id: Arc<str>, route: &Route) {
+        if let (Some(c), Route::Remote(hub)) = (&mut self.cluster, route)
+            && c.calls.len() < MAX_TRACKED_CALLS
+        {
+            c.calls.insert((caller.clone(), id), hub.hub.clone());
+        }
+    }
+
+    /// A local caller's request was answered or cancelled.
+    pub(super) fn cluster_call_done(&mut self, caller: &str, id: &str) {
+        if let Some(c) = &mut self.cluster
+            && !c.calls.is_empty()
+        {
+            c.calls.remove(&(Arc::from(caller), Arc::from(id)));
+        }
+    }
+
+    /// Every call waiting on `hub` ends with `RPC_TARGET_UNAVAILABLE`.
+    fn fail_calls_to(&mut self, hub: &str) {
+        let Some(c) = &mut self.cluster else { return };
+        let mut failed: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        c.calls.retain(|call, h| {
+            let gone = &**h == hub;
+            if gone {
+                failed.push(call.clone());
+            }
+            !gone
+        });
+        failed.sort();
+        for (caller, id) in failed {
+            let resp = RpcResponse::error(
+                RpcErrorCode::TargetUnavailable,
+                "the target's hub left the cluster",
+            );
+            self.reply(&caller, &id, &resp);
+        }
+    }
+
+    // ----- what the driver learned -------------------------------------------
+
+    /// One input from the cluster driver.
+    pub(crate) fn handle_cluster(&mut self, now: Now, input: ClusterIn) {
+        if self.cluster.is_none() || self.stopped {
+            return;
+        }
+        match input {
+            ClusterIn::Link(up) => {
+                if !up {
+                    // Every other hub is out of reach: their peers leave
+                    // until NATS is back and their heartbeats say so.
+                    let hubs: Vec<Arc<str>> = self.cluster_hubs();
+                    for hub in hubs {
+                        self.hub_gone(now, &hub);
+                    }
+                }
+            }
+            ClusterIn::HubAlive { hub, peers } => self.hub_alive(now, hub, peers),
+            ClusterIn::HubGone { hub } => self.hub_gone(now, &hub),
+            ClusterIn::Lease {
+                kind,
+                hub,
+                rev,
+                hello,
+                connected_at,
+            } => self.lease(now, kind, hub, rev, hello, connected_at),
+            ClusterIn::LeaseGone { kind, rev } => self.lease_gone(now, &kind, rev),
+            ClusterIn::Claimed { kind, conn, rev } => self.claimed(&kind, conn, rev),
+            ClusterIn::Deliver { hub, item } => self.remote_deliver(&hub, item),
+            ClusterIn::Publish { topic, from, data } => self.remote_publish(&topic, &from, data),
+            ClusterIn::Status { kind, at, status } => self.remote_status(&kind, at, status),
+        }
+    }
+
+    fn cluster_hubs(&self) -> Vec<Arc<str>> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.hubs.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn hub_alive(&mut self, now: Now, hub: Arc<str>, peers: u64) {
+        let Some(c) = &mut self.cluster else { return };
+        if hub == c.link.hub {
+            return;
+        }
+        if let Some(entry) = c.hubs.get_mut(&hub) {
+            entry.peers = peers;
+            return;
+        }
+        let route = Route::Remote(Arc::new(RemoteHub {
+            hub: hub.clone(),
+            link: c.link.clone(),
+        }));
+        c.hubs.insert(hub.clone(), HubEntry { route, peers });
+        tracing::info!(%hub, "cluster hub up");
+        // Its leases known already become peers.
+        let kinds = c.kinds_on(&hub);
+        let h = hub.to_string();
+        self.emit(|| HubEvent::ClusterHub {
+            hub: h,
+            up: true,
+            peers,
+        });
+        self.remote_peers_moved(now, &hub, kinds, true);
+    }
+
+    fn hub_gone(&mut self, now: Now, hub: &Arc<str>) {
+        let Some(c) = &mut self.cluster else { return };
+        if c.hubs.remove(hub).is_none() {
+            return;
+        }
+        tracing::info!(%hub, "cluster hub gone");
+        let kinds = c.kinds_on(hub);
+        self.fail_calls_to(hub);
+        // Its leases stay known (a hub back within the bucket's age brings
+        // them back); routing to them stops now.
+        for kind in &kinds {
+            if !self.peers.contains_key(kind) {
+                self.statuses.remove(kind);
+            }
+        }
+        let h = hub.to_string();
+        self.emit(|| HubEvent::ClusterHub {
+            hub: h,
+            up: false,
+            peers: 0,
+        });
+        self.remote_peers_moved(now, hub, kinds, false);
+    }
+
+    fn lease(
+        &mut self,
+        now: Now,
+        kind: Arc<str>,
+        hub: Arc<str>,
+        rev: u64,
+        hello: Hello,
+        connected_at: u64,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        if hub == c.link.hub {
+            // Our own claim, seen by the watch: `Claimed` decides.
+            if c.remote.get(&kind).is_some_and(|p| p.rev < rev)
+                && let Some(gone) = c.remote.remove(&kind)
+                && c.hubs.contains_key(&gone.hub)
+            {
+                self.remote_peers_moved(now, &gone.hub, vec![kind], false);
+            }
+            return;
+        }
+        if c.remote.get(&kind).is_some_and(|p| p.rev >= rev) {
+            return;
+        }
+        let local = c.leases.get(&kind).copied();
+        let alive = c.hubs.contains_key(&hub);
+        let moved = c
+            .remote
+            .insert(
+                kind.clone(),
+                RemotePeer {
+                    hub: hub.clone(),
+                    rev,
+                    hello,
+                    connected_at,
+                },
+            )
+            .is_none_or(|before| before.hub != hub);
+        if let Some(Lease::Held(ours)) = local
+            && rev > ours
+        {
+            self.displaced_by_cluster(&kind);
+        }
+        if alive && moved {
+            self.remote_peers_moved(now, &hub, vec![kind], true);
+        }
+    }
+
+    fn lease_gone(&mut self, now: Now, kind: &Arc<str>, rev: u64) {
+        let Some(c) = &mut self.cluster else { return };
+        if c.remote.get(kind).is_some_and(|p| p.rev < rev) {
+            let Some(gone) = c.remote.remove(kind) else {
+                return;
+            };
+            let alive = c.hubs.contains_key(&gone.hub);
+            if !self.peers.contains_key(kind) {
+                self.statuses.remove(kind);
+            }
+            if alive {
+                self.remote_peers_moved(now, &gone.hub, vec![kind.clone()], false);
+            }
+        }
+    }
+
+    fn claimed(&mut self, kind: &Arc<str>, conn: ConnId, rev: Option<u64>) {
+        if !self.is_current(conn, kind) {
+            return;
+        }
+        let Some(c) = &mut self.cluster else { return };
+        match rev {
+            Some(rev) => {
+                c.leases.insert(kind.clone(), Lease::Held(rev));
+                if c.remote.get(kind).is_some_and(|p| p.rev > rev) {
+                    self.displaced_by_cluster(kind);
+                }
+            }
+            None => self.displaced_by_cluster(kind),
+        }
+    }
+
+    /// Another hub's peer took `kind`: the local socket is displaced (close
+    /// 4000, as on one hub); its close removes it from the table.
+    fn displaced_by_cluster(&mut self, kind: &Arc<str>) {
+        if let Some(c) = &mut self.cluster {
+            c.leases.remove(kind);
+        }
+        if let Some(peer) = self.peers.get(kind) {
+            tracing::debug!(%kind, "displaced by a peer on another hub");
+            self.controls.push_back((peer.conn, ConnCtl::Displace));
+        }
+    }
+
+    /// Kinds on `hub` became reachable (`joined`) or stopped being: routing
+    /// follows at once; listeners hear of it.
+    fn remote_peers_moved(
+        &mut self,
+        _now: Now,
+        hub: &Arc<str>,
+        kinds: Vec<Arc<str>>,
+        joined: bool,
+    ) {
+        if kinds.is_empty() {
+            return;
+        }
+        self.revision += 1;
+        for kind in kinds {
+            let (kind, hub) = (kind.to_string(), hub.to_string());
+            self.emit(|| HubEvent::ClusterPeer { kind, hub, joined });
+        }
+    }
+
+    fn remote_deliver(&mut self, hub: &Arc<str>, item: OutItem) {
+        let Some(peer) = self.peers.get(&item.to) else {
+            // Raced away (or never here): an RPC still gets its answer.
+            if item.msg_type == msg_type::RPC_REQUEST
+                && let Some(id) = item.id.clone()
+            {
+                self.remote_rpc_error(hub, &item.from, &id, &item.to);
+            }
+            return;
+        };
+        let (route, to) = (peer.route.clone(), peer.kind.clone());
+        let (msg_type, id, from) = (item.msg_type, item.id.clone(), item.from.clone());
+        if msg_type == msg_type::RPC_RESPONSE
+            && let Some(id) = &id
+        {
+            self.cluster_call_done(&to, id);
+        }
+        // A cancel for a request still queued here removes it; else the
+        // cancel goes on to the peer.
+        if msg_type == msg_type::RPC_CANCEL
+            && let Some(target_id) = item.data.as_deref().and_then(cancelled_id)
+            && route.cancel_request(&target_id, &from)
+        {
+            return;
+        }
+        let delivered = self.push_item(&route, &to, item).delivered();
+        if !delivered
+            && msg_type == msg_type::RPC_REQUEST
+            && let Some(id) = id
+        {
+            self.remote_rpc_error(hub, &from, &id, &to);
+        }
+    }
+
+    /// Answers a remote caller's request that cannot reach its target here.
+    fn remote_rpc_error(&mut self, hub: &Arc<str>, caller: &Arc<str>, id: &str, target: &str) {
+        let resp = RpcResponse::error(
+            RpcErrorCode::TargetUnavailable,
+            format!("{}{target}", rpc_error_text::TARGET_UNAVAILABLE),
+        );
+        let data = Arc::new(CanonicalData::new(&resp.to_value()));
+        let item = OutItem::new(
+            Some(id.into()),
+            msg_type::RPC_RESPONSE,
+            self.server.clone(),
+            caller.clone(),
+            Some(data),
+        );
+        let route = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.hubs.get(hub))
+            .map(|h| h.route.clone());
+        if let Some(route) = route {
+            route.push(item);
+        }
+    }
+
+    fn remote_publish(&mut self, topic: &str, from: &Arc<str>, data: Option<Arc<CanonicalData>>) {
+        let subscribers: Vec<Arc<str>> = match self.topics.get_mut(topic) {
+            Some(s) => {
+                s.published += 1;
+                s.order.iter().filter(|k| *k != from).cloned().collect()
+            }
+            None => return,
+        };
+        let prefix = Arc::new(PrefixCell::new());
+        let mut delivered = 0u64;
+        for sub in &subscribers {
+            let Some(route) = self.peers.get(sub).map(|p| p.route.clone()) else {
+                continue;
+            };
+            let mut item = OutItem::new(
+                None,
+                msg_type::TOPIC_MESSAGE,
+                from.clone(),
+                sub.clone(),
+                data.clone(),
+            );
+            item.prefix = Some(prefix.clone());
+            if self.push_item(&route, sub, item).delivered() {
+                delivered += 1;
+            }
+        }
+        if let Some(s) = self.topics.get_mut(topic) {
+            s.delivered += delivered;
+        }
+    }
+
+    fn remote_status(&mut self, kind: &Arc<str>, at: u64, status: Option<serde_json::Value>) {
+        if self.peers.contains_key(kind) {
+            return; // the local socket holds the kind now
+        }
+        let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
+            kind,
+            status.as_ref(),
+            at,
+        )));
+        self.revision += 1;
+        self.statuses.insert(
+            kind.clone(),
+            StatusEntry {
+                status,
+                at: at as f64,
+            },
+        );
+        let prefix = Arc::new(PrefixCell::new());
+        for other in self.order.clone() {
+            let Some(route) = self.peers.get(&other).map(|p| p.route.clone()) else {
+                continue;
+            };
+            let mut item = OutItem::new(
+                None,
+                msg_type::STATUS_UPDATE,
+                self.server.clone(),
+                other.clone(),
+                Some(data.clone()),
+            );
+            item.origin = Some(kind.clone());
+            item.prefix = Some(prefix.clone());
+            self.push_item(&route, &other, item);
+        }
+    }
+
+    /// The cluster's figures for `/metrics`.
+    pub(super) fn cluster_stats(&self) -> Option<super::stats::ClusterStats> {
+        let c = self.cluster.as_ref()?;
+        let n = &c.link.counters;
+        Some(super::stats::ClusterStats {
+            hubs: c.hubs.len(),
+            remote_peers: c.remote_peers().len(),
+            published: n.published.load(Ordering::Relaxed),
+            rejected: n.rejected.load(Ordering::Relaxed),
+            slow_consumers: n.slow_consumers.load(Ordering::Relaxed),
+            refused: n.refused.load(Ordering::Relaxed),
+            up: c.link.is_up(),
+        })
+    }
+
+    /// `link.health`'s cluster part: this hub and the others alive.
+    pub(super) fn cluster_health(&self) -> Option<serde_json::Value> {
+        let c = self.cluster.as_ref()?;
+        let mut hubs = vec![serde_json::json!({
+            "hub": &*c.link.hub,
+            "peers": self.peers.len(),
+            "self": true,
+        })];
+        for (hub, peers) in c.hubs() {
+            hubs.push(serde_json::json!({"hub": hub, "peers": peers, "self": false}));
+        }
+        Some(serde_json::json!({"hub": &*c.link.hub, "up": c.link.is_up(), "hubs": hubs}))
+    }
+
+    /// Remote peers for `link.peer.list`.
+    pub(super) fn remote_peer_infos(&self) -> Vec<messages::PeerInfo> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        c.remote_peers()
+            .into_iter()
+            .filter(|(k, _)| !self.peers.contains_key(*k))
+            .map(|(k, p)| messages::PeerInfo {
+                kind: k.to_string(),
+                hello: Some(p.hello.clone()),
+                connected_at: Some(p.connected_at as f64),
+                connected: true,
+            })
+            .collect()
+    }
+}
+
+/// The request id an `rpc.cancel`'s data names.
+fn cancelled_id(data: &CanonicalData) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(data.as_str()).ok()?;
+    v.get("id")?.as_str().map(str::to_owned)
+}

@@ -1,0 +1,359 @@
+//! The table in a cluster, as transcripts: what the driver would tell it
+//! (hubs alive, leases, claims, messages from other hubs) and what it hands
+//! to NATS (the outbound queue) or to its own peers. No NATS here: the
+//! driver is tested against a real server in `tests/cluster.rs`.
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::cluster::link::{ClusterIn, ClusterLink, ClusterOut, Outbound};
+
+const HUB_B: &str = "hub-b";
+
+/// A bus whose table is in a cluster with NATS up.
+fn clustered() -> (Bus, Arc<ClusterLink>, mpsc::Receiver<Outbound>) {
+    let mut bus = Bus::new();
+    let (link, rx) = ClusterLink::new("hub-a".into());
+    link.set_up(true);
+    bus.table.join_cluster(link.clone());
+    (bus, link, rx)
+}
+
+impl Bus {
+    fn cluster(&mut self, input: ClusterIn) {
+        let now = self.now();
+        self.table.handle_cluster(now, input);
+    }
+
+    fn cluster_out(&mut self) -> Vec<ClusterOut> {
+        std::iter::from_fn(|| self.table.poll_cluster()).collect()
+    }
+
+    /// Hub B is alive and its peer `kind` holds the lease at `rev`.
+    fn remote_peer(&mut self, kind: &str, rev: u64) {
+        self.cluster(ClusterIn::HubAlive {
+            hub: HUB_B.into(),
+            peers: 1,
+        });
+        self.cluster(ClusterIn::Lease {
+            kind: kind.into(),
+            hub: HUB_B.into(),
+            rev,
+            hello: Hello::sanitize(Some(&json!({ "kind": kind }))).unwrap(),
+            connected_at: T0_MS,
+        });
+    }
+}
+
+/// `hub: type from->to data` lines for what went to NATS.
+fn outbound(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|out| match out {
+            Outbound::Deliver { hub, item } => format!("{hub}: {}", line(&item)),
+            Outbound::Publish { topic, from, data } => {
+                format!("topic {topic}: {from} {}", data.as_str())
+            }
+            Outbound::Status { kind, data, .. } => format!(
+                "status {kind}: {}",
+                data.as_deref().map_or("null", CanonicalData::as_str)
+            ),
+        })
+        .collect()
+}
+
+#[test]
+fn a_kind_on_another_live_hub_is_routed_there_and_only_while_it_lives() {
+    let (mut bus, _link, mut rx) = clustered();
+    bus.connect("alpha");
+    bus.take("alpha");
+    bus.events();
+    bus.remote_peer("beta", 3);
+    assert_eq!(bus.event_names(), ["cluster.hub", "cluster.peer"]);
+
+    bus.send(
+        "alpha",
+        msg_type::RPC_REQUEST,
+        Some("beta"),
+        json!({"rpcType": "sum", "rpcData": [1, 2]}),
+    );
+    bus.send(
+        "alpha",
+        msg_type::DIRECT,
+        Some("beta"),
+        json!({"directType": "note", "directData": 1}),
+    );
+    assert_eq!(
+        outbound(&mut rx),
+        [
+            r#"hub-b: rpc.request alpha->beta {"rpcData":[1,2],"rpcType":"sum"}"#,
+            r#"hub-b: direct alpha->beta {"directData":1,"directType":"note"}"#,
+        ]
+    );
+    assert!(bus.transcript("alpha").is_empty());
+
+    // Hub B misses its heartbeats: beta is nowhere now.
+    bus.cluster(ClusterIn::HubGone { hub: HUB_B.into() });
+    assert_eq!(
+        bus.event_names(),
+        ["rpc.forwarded", "direct", "cluster.hub", "cluster.peer"]
+    );
+    bus.send(
+        "alpha",
+        msg_type::RPC_REQUEST,
+        Some("beta"),
+        json!({"rpcType": "sum"}),
+    );
+    assert!(outbound(&mut rx).is_empty());
+    let reply = bus.take("alpha");
+    assert_eq!(data(&reply[0])["code"], "RPC_NO_TARGET");
+}
+
+#[test]
+fn with_nats_down_a_call_to_another_hub_fails_at_once() {
+    let (mut bus, link, mut rx) = clustered();
+    bus.connect("alpha");
+    bus.take("alpha");
+    bus.remote_peer("beta", 3);
+    link.set_up(false);
+    bus.send(
+        "alpha",
+        msg_type::RPC_REQUEST,
+        Some("beta"),
+        json!({"rpcType": "sum"}),
+    );
+    assert!(outbound(&mut rx).is_empty());
+    let reply = bus.take("alpha");
+    assert_eq!(data(&reply[0])["code"], "RPC_TARGET_UNAVAILABLE");
+    // The driver says so: every other hub is out of reach.
+    bus.cluster(ClusterIn::Link(false));
+    assert_eq!(bus.table.cluster_stats().unwrap().hubs, 0);
+}
+
+#[test]
+fn a_registration_claims_the_lease_and_a_leave_hands_it_back() {
+    let (mut bus, _link, _rx) = clustered();
+    let conn = bus.connect("alpha");
+    let hello = Hello::sanitize(Some(&json!({"kind": "alpha"}))).unwrap();
+    assert_eq!(
+        bus.cluster_out(),
+        [ClusterOut::Claim {
+            kind: "alpha".into(),
+            conn,
+            hello,
+            connected_at: T0_MS,
+        }]
+    );
+    bus.close(conn);
+    assert_eq!(
+        bus.cluster_out(),
+        [ClusterOut::Release {
+            kind: "alpha".into()
+        }]
+    );
+}
+
+#[test]
+fn a_later_lease_on_another_hub_displaces_the_local_socket_an_earlier_does_not() {
+    let (mut bus, _link, _rx) = clustered();
+    let conn = bus.connect("alpha");
+    bus.cluster(ClusterIn::HubAlive {
+        hub: HUB_B.into(),
+        peers: 0,
+    });
+    bus.cluster(ClusterIn::Claimed {
+        kind: "alpha".into(),
+        conn,
+        rev: Some(5),
+    });
+    // A stale entry (revision 4, before our claim) changes nothing.
+    bus.remote_peer("alpha", 4);
+    assert!(bus.controls().is_empty());
+    // A newer hello on hub B (revision 7) wins, as on one hub: close 4000.
+    bus.remote_peer("alpha", 7);
+    assert_eq!(bus.controls(), [(conn, ConnCtl::Displace)]);
+}
+
+#[test]
+fn a_lost_claim_displaces_the_local_socket() {
+    let (mut bus, _link, _rx) = clustered();
+    let conn = bus.connect("alpha");
+    bus.cluster(ClusterIn::Claimed {
+        kind: "alpha".into(),
+        conn,
+        rev: None,
+    });
+    assert_eq!(bus.controls(), [(conn, ConnCtl::Displace)]);
+    // A claim answered for a socket that is gone already is ignored.
+    bus.close(conn);
+    bus.cluster(ClusterIn::Claimed {
+        kind: "alpha".into(),
+        conn,
+        rev: None,
+    });
+    assert!(bus.controls().is_empty());
+}
+
+#[test]
+fn the_first_and_last_local_subscribers_move_the_hubs_interest() {
+    let (mut bus, _link, mut rx) = clustered();
+    let a = bus.connect("alpha");
+    let b = bus.connect("beta");
+    bus.cluster_out();
+    bus.subscribe("alpha", "news");
+    bus.subscribe("beta", "news");
+    assert_eq!(
+        bus.cluster_out(),
+        [ClusterOut::Interest {
+            topic: "news".into(),
+            on: true
+        }]
+    );
+    // A publish crosses NATS once, whatever the local fan-out.
+    bus.send(
+        "alpha",
+        msg_type::TOPIC_MESSAGE,
+        None,
+        json!({"topic": "news", "payload": 1}),
+    );
+    assert_eq!(
+        outbound(&mut rx),
+        [r#"topic news: alpha {"payload":1,"topic":"news"}"#]
+    );
+    bus.close(a);
+    assert!(
+        !bus.cluster_out()
+            .iter()
+            .any(|o| matches!(o, ClusterOut::Interest { .. }))
+    );
+    bus.close(b);
+    assert!(bus.cluster_out().contains(&ClusterOut::Interest {
+        topic: "news".into(),
+        on: false
+    }));
+}
+
+#[test]
+fn messages_from_another_hub_reach_local_peers() {
+    let (mut bus, _link, mut rx) = clustered();
+    bus.connect("alpha");
+    bus.connect("gamma");
+    bus.subscribe("alpha", "news");
+    bus.take("alpha");
+    bus.take("gamma");
+    bus.remote_peer("beta", 3);
+    let news = Arc::new(CanonicalData::new(&json!({"topic": "news", "payload": 2})));
+    bus.cluster(ClusterIn::Publish {
+        topic: "news".into(),
+        from: "beta".into(),
+        data: Some(news),
+    });
+    bus.cluster(ClusterIn::Status {
+        kind: "beta".into(),
+        at: T0_MS,
+        status: Some(json!("busy")),
+    });
+    let note = OutItem::new(
+        Some("m1".into()),
+        msg_type::DIRECT,
+        "beta".into(),
+        "gamma".into(),
+        Some(Arc::new(CanonicalData::new(
+            &json!({"directType": "n", "directData": null}),
+        ))),
+    );
+    bus.cluster(ClusterIn::Deliver {
+        hub: HUB_B.into(),
+        item: note,
+    });
+    assert_eq!(
+        bus.transcript("alpha"),
+        [
+            r#"topic.message beta->alpha {"payload":2,"topic":"news"}"#,
+            format!(
+                r#"status.update server->alpha {{"at":{T0_MS},"from":"beta","status":"busy"}}"#
+            )
+            .as_str(),
+        ]
+    );
+    assert_eq!(
+        bus.transcript("gamma"),
+        [
+            format!(
+                r#"status.update server->gamma {{"at":{T0_MS},"from":"beta","status":"busy"}}"#
+            )
+            .as_str(),
+            r#"direct beta->gamma {"directData":null,"directType":"n"}"#,
+        ]
+    );
+    assert!(outbound(&mut rx).is_empty());
+}
+
+#[test]
+fn a_request_for_a_kind_that_left_is_answered_to_the_callers_hub() {
+    let (mut bus, _link, mut rx) = clustered();
+    bus.remote_peer("beta", 3);
+    let call = OutItem::new(
+        Some("call-1".into()),
+        msg_type::RPC_REQUEST,
+        "beta".into(),
+        "gone".into(),
+        Some(Arc::new(CanonicalData::new(&json!({"rpcType": "x"})))),
+    );
+    bus.cluster(ClusterIn::Deliver {
+        hub: HUB_B.into(),
+        item: call,
+    });
+    let out = outbound(&mut rx);
+    assert_eq!(
+        out,
+        [
+            r#"hub-b: rpc.response server->beta {"code":"RPC_TARGET_UNAVAILABLE","error":"Target backpressured or send failed: gone","ok":false}"#
+        ]
+    );
+}
+
+#[test]
+fn calls_waiting_on_a_hub_that_goes_end_with_a_typed_error() {
+    let (mut bus, _link, mut rx) = clustered();
+    bus.connect("alpha");
+    bus.take("alpha");
+    bus.remote_peer("beta", 3);
+    let answered = bus.send(
+        "alpha",
+        msg_type::RPC_REQUEST,
+        Some("beta"),
+        json!({"rpcType": "fast"}),
+    );
+    let waiting = bus.send(
+        "alpha",
+        msg_type::RPC_REQUEST,
+        Some("beta"),
+        json!({"rpcType": "slow"}),
+    );
+    assert_eq!(outbound(&mut rx).len(), 2);
+    // Beta's hub answers the first call.
+    let answer = OutItem::new(
+        Some(answered.as_str().into()),
+        msg_type::RPC_RESPONSE,
+        "beta".into(),
+        "alpha".into(),
+        Some(Arc::new(CanonicalData::new(
+            &json!({"ok": true, "result": 1}),
+        ))),
+    );
+    bus.cluster(ClusterIn::Deliver {
+        hub: HUB_B.into(),
+        item: answer,
+    });
+    // Hub B dies: the call still waiting ends here, typed, at once.
+    bus.cluster(ClusterIn::HubGone { hub: HUB_B.into() });
+    let got = bus.take("alpha");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id.as_deref(), Some(answered.as_str()));
+    assert_eq!(data(&got[0]), json!({"ok": true, "result": 1}));
+    assert_eq!(got[1].id.as_deref(), Some(waiting.as_str()));
+    assert_eq!(
+        data(&got[1]),
+        json!({"ok": false, "code": "RPC_TARGET_UNAVAILABLE", "error": "the target's hub left the cluster"})
+    );
+}

@@ -1,0 +1,250 @@
+//! A cluster of hubs over a real nats-server (Debian's, started by the
+//! test on a port it picks): peers on different hubs call, message,
+//! publish and see statuses as if on one hub; one connection per kind per
+//! cluster; a stopped hub's peers leave; NATS lost and back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use link_hub::{ClusterConfig, HubConfig, HubEvent, Secret};
+use link_test_support::{NatsServer, TestHub, WAIT, next_event, ready};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+const SECRET: &str = "cluster-test-secret";
+const CLUSTER_SECRET: &str = "inter-hub-secret";
+
+async fn hub(nats: &NatsServer) -> TestHub {
+    hub_with(nats, CLUSTER_SECRET).await
+}
+
+async fn hub_with(nats: &NatsServer, cluster_secret: &str) -> TestHub {
+    let config = HubConfig::builder(Secret::shared(SECRET))
+        .cluster(
+            ClusterConfig::new(nats.url(), cluster_secret)
+                .heartbeat(Duration::from_millis(200), Duration::from_millis(1000)),
+        )
+        .build()
+        .unwrap();
+    TestHub::builder(config).client_secret(SECRET).start().await
+}
+
+/// Waits until `events` reports `kind` reachable on another hub.
+async fn reachable(events: &mut broadcast::Receiver<Arc<HubEvent>>, kind: &str) {
+    reachable_all(events, &[kind]).await;
+}
+
+/// Waits until `events` reports every one of `kinds` reachable, in any
+/// order.
+async fn reachable_all(events: &mut broadcast::Receiver<Arc<HubEvent>>, kinds: &[&str]) {
+    let mut waiting: Vec<&str> = kinds.to_vec();
+    while !waiting.is_empty() {
+        let e = next_event(events, |e| {
+            matches!(e, HubEvent::ClusterPeer { joined: true, .. })
+        })
+        .await;
+        if let HubEvent::ClusterPeer { kind, .. } = &*e {
+            waiting.retain(|k| k != kind);
+        }
+    }
+}
+
+/// Waits until `events` reports `kind` gone from another hub.
+async fn unreachable(events: &mut broadcast::Receiver<Arc<HubEvent>>, kind: &str) {
+    next_event(
+        events,
+        |e| matches!(e, HubEvent::ClusterPeer { kind: k, joined: false, .. } if k == kind),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn peers_on_three_hubs_call_message_and_publish_as_on_one() {
+    let nats = NatsServer::start().await;
+    let (a, b, c) = (hub(&nats).await, hub(&nats).await, hub(&nats).await);
+    let mut a_events = a.events();
+    let mut c_events = c.events();
+
+    let beta = ready(b.client("beta").handler("echo", |call| async move {
+        Ok(json!({"echoed": call.data, "from": call.from}))
+    }))
+    .await;
+    let gamma = ready(c.client("gamma")).await;
+    reachable_all(&mut a_events, &["beta", "gamma"]).await;
+    let alpha = ready(a.client("alpha")).await;
+    reachable(&mut c_events, "alpha").await;
+
+    // RPC across hubs: the answer comes back signed for alpha by its hub.
+    let r = alpha
+        .rpc("beta", "echo", Some(json!({"x": [1, 2.5, "é"]})))
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"echoed": {"x": [1, 2.5, "é"]}, "from": "alpha"}));
+
+    // A kind nowhere in the cluster: RPC_NO_TARGET at once.
+    let err = alpha.rpc("nobody", "echo", None).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
+
+    // Direct messages across hubs, in order.
+    let mut directs = gamma.directs();
+    for i in 0..20 {
+        alpha.send("gamma", "note", Some(json!(i))).unwrap();
+    }
+    for i in 0..20 {
+        let m = tokio::time::timeout(WAIT, directs.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.from.as_str(), m.msg_type.as_str()), ("alpha", "note"));
+        assert_eq!(m.data(), Some(&json!(i)));
+    }
+
+    // A topic with subscribers on two other hubs: every message once per
+    // subscriber, in the publisher's order.
+    let mut on_b = beta.subscribe("news").unwrap();
+    let mut on_c = gamma.subscribe("news").unwrap();
+    // The hubs subscribe on NATS when their first peer does: probe until
+    // both receive (no event says a NATS subscription is in place).
+    probe_until_received(&alpha, &mut [&mut on_b, &mut on_c]).await;
+    for i in 0..50 {
+        alpha.publish("news", json!({"n": i})).unwrap();
+    }
+    for sub in [&mut on_b, &mut on_c] {
+        for i in 0..50 {
+            let m = tokio::time::timeout(WAIT, sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(m.from, "alpha");
+            assert_eq!(m.payload(), Some(&json!({"n": i})));
+        }
+    }
+
+    // link.peer.list and link.health are cluster-wide.
+    let list = alpha.rpc("server", "link.peer.list", None).await.unwrap();
+    let mut kinds: Vec<&str> = list["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["alpha", "beta", "gamma"]);
+    let health = alpha.rpc("server", "link.health", None).await.unwrap();
+    let hubs = health["cluster"]["hubs"].as_array().unwrap();
+    assert_eq!(hubs.len(), 3, "{health}");
+    let peers: u64 = hubs.iter().map(|h| h["peers"].as_u64().unwrap()).sum();
+    assert_eq!(peers, 3, "{health}");
+    drop((beta, gamma));
+}
+
+/// Publishes probes until every subscription got one, then drains them.
+async fn probe_until_received(
+    publisher: &link_client::LinkClient,
+    subs: &mut [&mut link_client::Subscription],
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got = vec![false; subs.len()];
+    while got.iter().any(|g| !g) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probes never arrived"
+        );
+        publisher.publish("news", json!("probe")).unwrap();
+        for (i, sub) in subs.iter_mut().enumerate() {
+            while let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(50), sub.recv()).await
+            {
+                assert_eq!(m.payload(), Some(&json!("probe")));
+                got[i] = true;
+            }
+        }
+    }
+    // Probes still in flight to the other subscriber are drained.
+    for sub in subs.iter_mut() {
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+            assert_eq!(m.payload(), Some(&json!("probe")));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hello_on_another_hub_displaces_the_kind_with_4000() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut b_events = b.events();
+    let mut first = a.peer("alpha", SECRET).await;
+    reachable(&mut b_events, "alpha").await;
+    let mut a_events = a.events();
+    let _second = b.peer("alpha", SECRET).await;
+    let (code, reason) = first.closed().await;
+    assert_eq!(code, 4000, "{reason}");
+    // Hub A now routes alpha to hub B.
+    reachable(&mut a_events, "alpha").await;
+}
+
+#[tokio::test]
+async fn statuses_cross_hubs() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut b_events = b.events();
+    let mut watcher = b.peer("watcher", SECRET).await;
+    let mut a_events = a.events();
+    reachable(&mut a_events, "watcher").await;
+    let mut alpha = a.peer("alpha", SECRET).await;
+    reachable(&mut b_events, "alpha").await;
+    alpha
+        .send("status.update", None, Some(json!({"load": 0.5})))
+        .await;
+    let update = watcher.recv("status.update").await;
+    assert_eq!(update.from(), Some("server"));
+    let data = update.data().unwrap();
+    assert_eq!(data["from"], "alpha");
+    assert_eq!(data["status"], json!({"load": 0.5}));
+    // A newcomer on hub B gets alpha's status in its snapshot.
+    let mut late = b.peer("late", SECRET).await;
+    let snapshot = late.recv("status.snapshot").await;
+    assert_eq!(
+        snapshot.data().unwrap()["alpha"]["status"],
+        json!({"load": 0.5}),
+        "{:?}",
+        snapshot.data()
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_hub_hands_its_peers_back_at_once() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut a_events = a.events();
+    let _beta = b.peer("beta", SECRET).await;
+    reachable(&mut a_events, "beta").await;
+    b.stop().await;
+    unreachable(&mut a_events, "beta").await;
+    let alpha = ready(a.client("alpha")).await;
+    let err = alpha.rpc("beta", "x", None).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
+    // And beta may connect to hub A at once.
+    let _beta_again = a.peer("beta", SECRET).await;
+}
+
+#[tokio::test]
+async fn a_hub_with_another_secret_is_not_part_of_the_cluster() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let outsider = hub_with(&nats, "not-the-secret").await;
+    let mut a_events = a.events();
+    let _mallory = outsider.peer("mallory", SECRET).await;
+    let _beta = b.peer("beta", SECRET).await;
+    // beta (an insider on hub B) becomes reachable; mallory never does.
+    let seen = next_event(&mut a_events, |e| matches!(e, HubEvent::ClusterPeer { .. })).await;
+    assert!(
+        matches!(&*seen, HubEvent::ClusterPeer { kind, .. } if kind == "beta"),
+        "{seen:?}"
+    );
+    let alpha = ready(a.client("alpha")).await;
+    let err = alpha.rpc("mallory", "x", None).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
+}
