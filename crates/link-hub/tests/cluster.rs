@@ -248,3 +248,29 @@ async fn a_hub_with_another_secret_is_not_part_of_the_cluster() {
     let err = alpha.rpc("mallory", "x", None).await.unwrap_err();
     assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
 }
+
+#[tokio::test]
+async fn with_nats_gone_each_hub_serves_its_own_and_the_cluster_reforms_when_it_is_back() {
+    let mut nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut a_events = a.events();
+    let _beta = ready(b.client("beta").handler("where", |_| async { Ok(json!("b")) })).await;
+    reachable(&mut a_events, "beta").await;
+    let alpha = ready(a.client("alpha")).await;
+    let _gamma = ready(a.client("gamma").handler("where", |_| async { Ok(json!("a")) })).await;
+    assert_eq!(alpha.rpc("beta", "where", None).await.unwrap(), json!("b"));
+
+    nats.kill().await;
+    // Hub B is out of reach: beta leaves A's view; a call to it fails at
+    // once, typed; A's own peers carry on.
+    unreachable(&mut a_events, "beta").await;
+    let err = alpha.rpc("beta", "where", None).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
+    assert_eq!(alpha.rpc("gamma", "where", None).await.unwrap(), json!("a"));
+
+    // NATS back on the same port and store: the hubs reconnect, the
+    // leases are claimed again, beta is reachable again, no restart.
+    nats.restart().await;
+    reachable(&mut a_events, "beta").await;
+    assert_eq!(alpha.rpc("beta", "where", None).await.unwrap(), json!("b"));
+}

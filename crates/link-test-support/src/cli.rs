@@ -146,6 +146,15 @@ impl CliHub {
         assert!(status.success());
     }
 
+    /// Kills the hub with SIGKILL (no shutdown of any kind) and waits for
+    /// it to be gone.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL link-cli hub");
+            child.wait().expect("wait for link-cli hub");
+        }
+    }
+
     /// Sends SIGHUP (a TLS hub reloads its certificate).
     pub fn sighup(&self) {
         let status = Command::new("kill")
