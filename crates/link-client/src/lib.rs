@@ -58,6 +58,7 @@ pub mod events;
 pub mod handler;
 mod inner;
 mod outbox;
+mod random;
 mod streams;
 pub mod tls;
 
@@ -68,6 +69,7 @@ pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};
 pub use link_protocol::HandlerError;
+pub use link_protocol::conn::UrlOrder;
 pub use streams::{DirectStream, Subscription, TopicHandler};
 pub use tls::{RootCertificates, TlsConfigError};
 pub use tokio_util::sync::CancellationToken;
