@@ -42,6 +42,12 @@
 //! # }
 //! ```
 //!
+//! Several hub URLs (`urls(..)`, `add_url(..)`) make a failover list:
+//! a failed attempt moves on to the next URL at once, the reconnect
+//! backoff comes once per round through the list, and `url_order` picks
+//! the first URL as the preferred one or shuffles every round (see
+//! `docs/client.md`, *Failover*).
+//!
 //! Without a url, secret or kind the client is *disabled*: it never
 //! connects, `ready`, `rpc`, `send` and `publish` fail with
 //! `LINK_NOT_READY`, and subscriptions are kept but never receive, so a
