@@ -584,7 +584,7 @@ async fn several_urls_fail_over_from_repeated_flags_or_a_comma_separated_link_ur
         .await;
     assert_eq!(done.code, Some(0), "{}", done.stderr);
 
-    // Every URL dead: the run ends after one round, naming each failure.
+    // Every URL dead: the run ends after one cycle, naming each failure.
     let done = hub
         .run(&[
             "health",

@@ -211,8 +211,8 @@ impl ClientConfigBuilder {
     }
 
     /// The order several URLs are tried in (default [`UrlOrder::Ordered`]:
-    /// every round starts from the first URL; [`UrlOrder::Random`]: a fresh
-    /// shuffle every round).
+    /// every cycle starts from the first URL; [`UrlOrder::Random`]: a fresh
+    /// shuffle every cycle).
     pub fn url_order(mut self, order: UrlOrder) -> Self {
         self.url_order = order;
         self

@@ -44,8 +44,8 @@
 //!
 //! Several hub URLs (`urls(..)`, `add_url(..)`) make a failover list:
 //! a failed attempt moves on to the next URL at once, the reconnect
-//! backoff comes once per round through the list, and `url_order` picks
-//! the first URL as the preferred one or shuffles every round (see
+//! backoff comes once per cycle through the list, and `url_order` picks
+//! the first URL as the preferred one or shuffles every cycle (see
 //! `docs/client.md`, *Failover*).
 //!
 //! Without a url, secret or kind the client is *disabled*: it never

@@ -19,9 +19,9 @@
 //! - reconnect delays stay within the backoff's bounds, and attempts stop at
 //!   `max_attempts`;
 //! - failover: every `Connect` names one of the endpoints, and no endpoint
-//!   is dialled twice in one round (a round ends with a scheduled reconnect,
+//!   is dialled twice in one cycle (a cycle ends with a scheduled reconnect,
 //!   exhaustion or a start); only a failed attempt with endpoints left in
-//!   its round reconnects without a delay;
+//!   its cycle reconnects without a delay;
 //! - timers: after `handle_timeout(now)` nothing is due at `now`; a link
 //!   waiting to reconnect, closing, or connected with keepalive has a timer
 //!   armed (it never hangs).
@@ -67,8 +67,8 @@ struct Sim {
     backoff: BackoffConfig,
     ever_started: bool,
     endpoints: usize,
-    /// Endpoints dialled in the current round.
-    round: Vec<usize>,
+    /// Endpoints dialled in the current cycle.
+    cycle: Vec<usize>,
 }
 
 impl Sim {
@@ -155,7 +155,7 @@ pub fn run(data: &[u8]) {
         backoff,
         ever_started: false,
         endpoints,
-        round: Vec::new(),
+        cycle: Vec::new(),
     };
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
@@ -171,7 +171,7 @@ fn step(sim: &mut Sim, input: &mut Input<'_>) {
     let op = match input.byte() % 12 {
         0 => {
             if matches!(before, ClientState::Idle | ClientState::Stopped) {
-                sim.round.clear();
+                sim.cycle.clear();
             }
             sim.conn.start();
             sim.ever_started = true;
@@ -298,19 +298,19 @@ fn drain_and_check(sim: &mut Sim, before: ClientState, op: Op) {
                     sim.endpoints
                 );
                 assert!(
-                    !sim.round.contains(endpoint),
-                    "endpoint {endpoint} twice in a round: {:?}",
-                    sim.round
+                    !sim.cycle.contains(endpoint),
+                    "endpoint {endpoint} twice in a cycle: {:?}",
+                    sim.cycle
                 );
-                sim.round.push(*endpoint);
+                sim.cycle.push(*endpoint);
             }
             ClientEvent::Ready { .. } => assert_eq!(state, ClientState::Ready),
             ClientEvent::Disconnected(d) => {
                 assert!(!connected, "Disconnected but still connected");
                 if d.will_reconnect {
-                    // At once only to the next endpoint of a round that a
+                    // At once only to the next endpoint of a cycle that a
                     // link never ready on this connection has not finished.
-                    let at_once = !d.was_ready && sim.round.len() < sim.endpoints;
+                    let at_once = !d.was_ready && sim.cycle.len() < sim.endpoints;
                     assert!(
                         matches!(
                             state,
@@ -339,11 +339,11 @@ fn drain_and_check(sim: &mut Sim, before: ClientState, op: Op) {
                     assert!(*attempt <= max, "attempt {attempt} over {max}");
                 }
                 assert_eq!(state, ClientState::WaitingToReconnect);
-                sim.round.clear();
+                sim.cycle.clear();
             }
             ClientEvent::ReconnectExhausted { .. } => {
                 assert_eq!(state, ClientState::Stopped);
-                sim.round.clear();
+                sim.cycle.clear();
             }
             _ => {}
         }

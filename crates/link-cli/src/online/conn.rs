@@ -236,7 +236,7 @@ impl ConnArgs {
     /// error seen; a connect attempt that fails (`ConnectFailed`) ends the
     /// wait at once with its code (`CONNECT_IO`, `WS_HANDSHAKE`, …)
     /// instead of retrying until `--timeout`. With several URLs the wait
-    /// ends once each has failed (one round of the failover list), naming
+    /// ends once each has failed (one cycle of the failover list), naming
     /// every failure; a URL that cannot be dialled ends it at once.
     pub(crate) async fn ready(&self, link: &LinkClient) -> Result<(), Failure> {
         let mut events = link.events();
