@@ -550,3 +550,68 @@ async fn subscribe_exits_when_a_restarted_hub_never_acknowledges() {
         done.stderr
     );
 }
+
+#[tokio::test]
+async fn several_urls_fail_over_from_repeated_flags_or_a_comma_separated_link_url() {
+    let hub = TestHub::shared(SECRET).await;
+    let (dead, other_dead) = (ClosedPort::new(), ClosedPort::new());
+
+    // LINK_URL with a dead hub first: the command reaches the second.
+    let link_url = format!("{}, {}", dead.url(), hub.url);
+    let done = finish_cli(
+        hub.cli(&["health", "--timeout", FOREVER_MS])
+            .env("LINK_URL", &link_url)
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.json().is_object());
+
+    // --url repeated (it replaces LINK_URL), in random order.
+    let done = hub
+        .run(&[
+            "health",
+            "--url",
+            &dead.url(),
+            "--url",
+            &hub.url,
+            "--url-order",
+            "random",
+            "--timeout",
+            FOREVER_MS,
+        ])
+        .await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+
+    // Every URL dead: the run ends after one cycle, naming each failure.
+    let done = hub
+        .run(&[
+            "health",
+            "--url",
+            &dead.url(),
+            "--url",
+            &other_dead.url(),
+            "--timeout",
+            FOREVER_MS,
+        ])
+        .await;
+    assert_eq!(done.code, Some(1));
+    for url in [dead.url(), other_dead.url()] {
+        assert!(
+            done.stderr
+                .contains(&format!("CONNECT_IO: connect to {url} failed")),
+            "{}",
+            done.stderr
+        );
+    }
+
+    // One bad URL in the list is unusable input.
+    let done = hub
+        .run(&["health", "--url", &format!("{},http://x", hub.url)])
+        .await;
+    assert_eq!(done.code, Some(2));
+    assert!(done.stderr.contains("\"http://x\""), "{}", done.stderr);
+    let done = hub.run(&["health", "--url-order", "round-robin"]).await;
+    assert_eq!(done.code, Some(2));
+}

@@ -237,6 +237,13 @@ impl LinkClient {
         self.inner.core().connected
     }
 
+    /// The hub URL of the socket open (`None` while connecting, waiting
+    /// to reconnect, stopped or disabled). With several URLs, the one the
+    /// link failed over to (docs/client.md, *Failover*).
+    pub fn connected_url(&self) -> Option<String> {
+        self.inner.core().url.clone()
+    }
+
     /// `hello.ack` was received on the current connection.
     pub fn is_ready(&self) -> bool {
         self.inner.is_ready()

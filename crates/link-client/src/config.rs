@@ -2,13 +2,16 @@
 //! validation (docs/client.md, *Configuration*). Missing url, secret or kind gives a
 //! *disabled* client: it starts with a warning and every operation fails
 //! with `LINK_NOT_READY`, so a service can run without a bus.
+//!
+//! Several hub URLs make a failover list (docs/client.md, *Failover*):
+//! `url(..)` sets one, `urls(..)` a list, `add_url(..)` appends.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use link_protocol::conn::BackoffConfig;
+use link_protocol::conn::{BackoffConfig, UrlOrder};
 use link_protocol::replay::{DEFAULT_MAX_RECENT_IDS, DEFAULT_REPLAY_WINDOW_MS};
 use link_protocol::{ConfigError, HashAlgo, Key, validate};
 use serde_json::Value;
@@ -22,7 +25,12 @@ pub type StatusProvider = Arc<dyn Fn() -> Value + Send + Sync>;
 /// Validated client settings. Build with [`ClientConfig::builder`].
 #[derive(Clone)]
 pub struct ClientConfig {
-    pub(crate) url: Option<String>,
+    /// Hub URLs in the configured order (empty: disabled).
+    pub(crate) urls: Vec<String>,
+    pub(crate) url_order: UrlOrder,
+    /// Seed of the random order and the reconnect jitter (None: the OS's
+    /// random numbers).
+    pub(crate) random_seed: Option<u64>,
     pub(crate) key: Option<Key>,
     pub(crate) kind: Option<String>,
     pub(crate) name: Option<String>,
@@ -51,7 +59,8 @@ pub struct ClientConfig {
 impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
+            .field("url_order", &self.url_order)
             .field("kind", &self.kind)
             .field("name", &self.name)
             .field("secret", &self.key.as_ref().map(|_| "<redacted>"))
@@ -68,7 +77,7 @@ impl ClientConfig {
 
     /// True when url, secret or kind is missing.
     pub fn is_disabled(&self) -> bool {
-        self.url.is_none() || self.key.is_none() || self.kind.is_none()
+        self.urls.is_empty() || self.key.is_none() || self.kind.is_none()
     }
 
     /// The kind (None when disabled for lack of one).
@@ -76,9 +85,19 @@ impl ClientConfig {
         self.kind.as_deref()
     }
 
-    /// The hub URL.
+    /// The hub URL: the first of the list.
     pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
+        self.urls.first().map(String::as_str)
+    }
+
+    /// Every hub URL, in the configured order.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The order the URLs are tried in.
+    pub fn url_order(&self) -> UrlOrder {
+        self.url_order
     }
 
     /// The HMAC hash algorithm.
@@ -90,7 +109,9 @@ impl ClientConfig {
 /// Builder for [`ClientConfig`]; each setter documents its default.
 #[must_use]
 pub struct ClientConfigBuilder {
-    url: Option<String>,
+    urls: Vec<String>,
+    url_order: UrlOrder,
+    random_seed: Option<u64>,
     secret: Option<String>,
     kind: Option<String>,
     name: Option<String>,
@@ -123,7 +144,9 @@ pub struct ClientConfigBuilder {
 impl Default for ClientConfigBuilder {
     fn default() -> Self {
         Self {
-            url: None,
+            urls: Vec::new(),
+            url_order: UrlOrder::Ordered,
+            random_seed: None,
             secret: None,
             kind: None,
             name: None,
@@ -162,9 +185,44 @@ macro_rules! setters {
 }
 
 impl ClientConfigBuilder {
-    /// Hub URL, e.g. `ws://127.0.0.1:8080` (none: disabled).
+    /// Hub URL, e.g. `ws://127.0.0.1:8080` (none: disabled). Replaces any
+    /// URL set before; [`add_url`](Self::add_url) adds a failover URL.
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
+        self.urls = vec![url.into()];
+        self
+    }
+
+    /// Hub URLs to fail over between, tried in `url_order` (docs/client.md,
+    /// *Failover*). Replaces any URL set before; an empty list leaves the
+    /// client disabled. `ws://` and `wss://` may be mixed.
+    pub fn urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Appends a hub URL to the failover list.
+    pub fn add_url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// The order several URLs are tried in (default [`UrlOrder::Ordered`]:
+    /// every cycle starts from the first URL; [`UrlOrder::Random`]: a fresh
+    /// shuffle every cycle).
+    pub fn url_order(mut self, order: UrlOrder) -> Self {
+        self.url_order = order;
+        self
+    }
+
+    /// Seeds the random numbers of the random URL order and of the
+    /// reconnect jitter, for a reproducible sequence, e.g. in a test
+    /// (default: unseeded, from the operating system).
+    pub fn random_seed(mut self, seed: u64) -> Self {
+        self.random_seed = Some(seed);
         self
     }
 
@@ -267,7 +325,7 @@ impl ClientConfigBuilder {
     /// Validates and builds.
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
         let bad = |option, reason| Err(ConfigError::InvalidOption { option, reason });
-        if self.url.as_deref().is_some_and(str::is_empty) {
+        if self.urls.iter().any(String::is_empty) {
             return bad("url", "must be a non-empty string");
         }
         if let Some(kind) = &self.kind {
@@ -313,8 +371,9 @@ impl ClientConfigBuilder {
             None => None,
         };
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        let tls = match self.url.as_deref() {
-            Some(url) if tls::is_wss(url) => match tls::client_config(&self.roots) {
+        // One TLS configuration shared by every `wss://` URL of the list.
+        let tls = match self.urls.iter().find(|u| tls::is_wss(u)) {
+            Some(url) => match tls::client_config(&self.roots) {
                 Ok(tls) => Some(tls),
                 // Unreachable with the ring provider and checked roots; a
                 // connect then fails with `TLS_ERROR`.
@@ -323,10 +382,12 @@ impl ClientConfigBuilder {
                     None
                 }
             },
-            _ => None,
+            None => None,
         };
         Ok(ClientConfig {
-            url: self.url,
+            urls: self.urls,
+            url_order: self.url_order,
+            random_seed: self.random_seed,
             key,
             kind: self.kind,
             name: self.name,
@@ -380,6 +441,39 @@ mod tests {
         assert!(c.tls.is_none(), "no TLS for ws://");
         let wss = ClientConfig::builder().url("WSS://hub.example:443").build();
         assert!(wss.unwrap().tls.is_some(), "TLS for wss://, any case");
+    }
+
+    #[test]
+    fn several_urls_make_a_failover_list() {
+        let c = ClientConfig::builder()
+            .url("ws://a:1")
+            .add_url("wss://b:2")
+            .url_order(UrlOrder::Random)
+            .build()
+            .unwrap();
+        assert_eq!(c.urls(), ["ws://a:1", "wss://b:2"]);
+        assert_eq!(c.url(), Some("ws://a:1"), "url() is the first of the list");
+        assert_eq!(c.url_order(), UrlOrder::Random);
+        assert!(c.tls.is_some(), "one wss:// URL in the list needs TLS");
+        // url() replaces the list, as it replaced the one URL before.
+        let c = ClientConfig::builder()
+            .urls(["ws://a:1", "ws://b:2"])
+            .url("ws://c:3")
+            .build()
+            .unwrap();
+        assert_eq!(c.urls(), ["ws://c:3"]);
+        assert_eq!(c.url_order(), UrlOrder::Ordered);
+        let c = ClientConfig::builder()
+            .urls(Vec::<String>::new())
+            .kind("a")
+            .secret("s")
+            .build()
+            .unwrap();
+        assert!(c.is_disabled(), "no URL at all: disabled");
+        assert!(matches!(
+            ClientConfig::builder().urls(["ws://a:1", ""]).build(),
+            Err(ConfigError::InvalidOption { option: "url", .. })
+        ));
     }
 
     #[test]

@@ -223,7 +223,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut cmd_rx: mpsc::UnboundedReceiver<C
 /// ready says so at the default log level.
 fn warn_diagnostic(inner: &Inner, d: link_protocol::Diagnostic) {
     use link_protocol::Diagnostic;
-    let url = inner.config.url.as_deref().unwrap_or_default();
+    let url = inner.core().url.clone().unwrap_or_default();
+    let url = url.as_str();
     let after = inner.config.hello_ack_diagnostic.unwrap_or_default();
     match d {
         Diagnostic::NoAck { verified: true } => tracing::warn!(
@@ -268,13 +269,10 @@ fn client_conn(inner: &Inner) -> Option<ClientConn> {
     cfg.hello_ack_diagnostic = c.hello_ack_diagnostic;
     cfg.reconnect = c.reconnect;
     cfg.reconnect_on_rejection = c.reconnect_on_rejection;
-    let rng = ring::rand::SystemRandom::new();
-    let random = move || {
-        let mut b = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&rng, &mut b);
-        (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    ClientConn::new(cfg, Box::new(inner.ids.clone()), Box::new(random)).ok()
+    cfg.endpoints = c.urls.len();
+    cfg.url_order = c.url_order;
+    let random = crate::random::source(c.random_seed);
+    ClientConn::new(cfg, Box::new(inner.ids.clone()), random).ok()
 }
 
 enum SocketEvent {
@@ -372,22 +370,23 @@ fn pump(
         while let Some(ev) = conn.poll_event() {
             progressed = true;
             match ev {
-                ClientEvent::Connect { attempt } => {
+                ClientEvent::Connect { attempt, endpoint } => {
                     close_socket(socket);
                     // Pings, closes or a terminate still queued were meant
                     // for the old socket.
                     inner.outbox.clear_controls();
+                    let url = hub_url(inner, endpoint);
+                    tracing::debug!(url, attempt, "connecting");
                     *connecting = Some(Attempt {
                         attempt,
-                        dial: connect(inner),
+                        dial: connect(inner, url.to_owned()),
                     });
                 }
                 ClientEvent::Connected => {
+                    let url = hub_url(inner, conn.endpoint()).to_owned();
                     inner.core().connected = true;
-                    let (url, kind) = (
-                        inner.config.url.clone().unwrap_or_default(),
-                        inner.kind().to_owned(),
-                    );
+                    inner.core().url = Some(url.clone());
+                    let kind = inner.kind().to_owned();
                     inner.emit(|| LinkEvent::Connect { url, kind });
                 }
                 ClientEvent::Verified => {
@@ -475,20 +474,32 @@ fn pump(
     }
 }
 
-/// One connect attempt: TCP, TLS for `wss://`, the WebSocket upgrade, all
-/// within `connect_timeout`. Owns what it needs: dropping it cancels it.
-fn connect(inner: &Inner) -> Pin<Box<dyn Future<Output = Result<Ws, ConnectError>> + Send>> {
+/// The URL of `endpoint` (an index the state machine keeps below the
+/// number of URLs).
+fn hub_url(inner: &Inner, endpoint: usize) -> &str {
+    let urls = &inner.config.urls;
+    urls.get(endpoint)
+        .or_else(|| urls.first())
+        .map_or("", String::as_str)
+}
+
+/// One connect attempt to `url`: TCP, TLS for `wss://`, the WebSocket
+/// upgrade, all within `connect_timeout`. Owns what it needs: dropping it
+/// cancels it.
+fn connect(
+    inner: &Inner,
+    url: String,
+) -> Pin<Box<dyn Future<Output = Result<Ws, ConnectError>> + Send>> {
     let c = &inner.config;
-    let url = c.url.clone().unwrap_or_default();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(c.max_message_bytes))
         .max_frame_size(Some(c.max_message_bytes))
         .max_write_buffer_size(c.max_buffered_bytes + c.max_message_bytes);
     // Always a connector of ours: tokio-tungstenite's default TLS set-up is
-    // never used.
+    // never used. A `ws://` URL of a mixed list dials in plain text.
     let connector = Some(match &c.tls {
-        Some(tls) => Connector::Rustls(tls.clone()),
-        None => Connector::Plain,
+        Some(tls) if crate::tls::is_wss(&url) => Connector::Rustls(tls.clone()),
+        _ => Connector::Plain,
     });
     let after = c.connect_timeout;
     Box::pin(async move {
@@ -605,6 +616,7 @@ fn on_disconnect(inner: &Inner, terminal: bool) {
             core.stopped = true;
         }
         core.connected = false;
+        core.url = None;
         core.verified = false;
         (
             std::mem::take(&mut core.pending),
@@ -630,6 +642,7 @@ fn hard_stop(inner: &Inner, reason: &str) {
         let mut core = inner.core();
         core.stopped = true;
         core.connected = false;
+        core.url = None;
         (
             std::mem::take(&mut core.pending),
             std::mem::take(&mut core.inflight),

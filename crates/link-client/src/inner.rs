@@ -186,6 +186,8 @@ pub(crate) struct Core {
     /// Features of the last `hello.ack` (None before the first).
     pub(crate) features: Option<Vec<String>>,
     pub(crate) connected: bool,
+    /// The hub URL of the socket open (None when none is).
+    pub(crate) url: Option<String>,
     pub(crate) verified: bool,
     pub(crate) reconnect_attempt: u32,
     /// `stop()` was called (or the link stopped by itself).

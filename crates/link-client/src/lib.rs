@@ -42,6 +42,12 @@
 //! # }
 //! ```
 //!
+//! Several hub URLs (`urls(..)`, `add_url(..)`) make a failover list:
+//! a failed attempt moves on to the next URL at once, the reconnect
+//! backoff comes once per cycle through the list, and `url_order` picks
+//! the first URL as the preferred one or shuffles every cycle (see
+//! `docs/client.md`, *Failover*).
+//!
 //! Without a url, secret or kind the client is *disabled*: it never
 //! connects, `ready`, `rpc`, `send` and `publish` fail with
 //! `LINK_NOT_READY`, and subscriptions are kept but never receive, so a
@@ -58,6 +64,7 @@ pub mod events;
 pub mod handler;
 mod inner;
 mod outbox;
+mod random;
 mod streams;
 pub mod tls;
 
@@ -68,6 +75,7 @@ pub use events::{ClientHealth, LinkEvent, RpcOutcome};
 pub use handler::{HandlerResult, RpcCall, RpcHandler};
 pub use inner::{DirectMessage, Phase, TopicMessage};
 pub use link_protocol::HandlerError;
+pub use link_protocol::conn::UrlOrder;
 pub use streams::{DirectStream, Subscription, TopicHandler};
 pub use tls::{RootCertificates, TlsConfigError};
 pub use tokio_util::sync::CancellationToken;

@@ -17,7 +17,7 @@ use link_client::{
     ClientConfig, ClientConfigBuilder, ConnectError, LinkClient, LinkEvent, RootCertificates,
 };
 use link_hub::{Hub, HubConfig, Secret};
-use link_test_support::{TempDir, TestCa};
+use link_test_support::{ClosedPort, TempDir, TestCa};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -202,6 +202,37 @@ async fn plain_ws_still_works_beside_wss() {
     let alpha = ready(client(&hub.ws, "alpha").ca_file(&ca).unwrap()).await;
     let answer = alpha.rpc("beta", "echo", Some(json!("plain"))).await;
     assert_eq!(answer, Ok(json!({"echoed": "plain", "from": "alpha"})));
+    alpha.stop().await;
+    beta.stop().await;
+}
+
+#[tokio::test]
+async fn a_failover_list_may_mix_ws_and_wss() {
+    let pki = Pki::new();
+    let hub = TlsHub::start(&pki).await;
+    let ca = pki.ca_file();
+    let dead = ClosedPort::new();
+    // A dead ws:// URL, then the hub over TLS.
+    let alpha = ready(
+        client(&hub.wss, "alpha")
+            .urls([dead.url(), hub.wss.clone()])
+            .ca_file(&ca)
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(alpha.connected_url().as_deref(), Some(hub.wss.as_str()));
+    // A dead wss:// URL, then the same hub in plain text.
+    let dead_wss = dead.url().replacen("ws://", "wss://", 1);
+    let beta = ready(echo(
+        client(&hub.ws, "beta")
+            .urls([dead_wss, hub.ws.clone()])
+            .ca_file(&ca)
+            .unwrap(),
+    ))
+    .await;
+    assert_eq!(beta.connected_url().as_deref(), Some(hub.ws.as_str()));
+    let answer = alpha.rpc("beta", "echo", Some(json!("mixed"))).await;
+    assert_eq!(answer, Ok(json!({"echoed": "mixed", "from": "alpha"})));
     alpha.stop().await;
     beta.stop().await;
 }

@@ -4,7 +4,8 @@
 //! or a wrong key; `hello.ack` accepting or rejecting, peer lists, RPCs,
 //! topic and direct messages; fresh, repeated or stale ids and timestamps),
 //! pongs, and the clock moving and firing timers, under fuzz-chosen
-//! keepalive, diagnostic and reconnect settings.
+//! keepalive, diagnostic and reconnect settings and one to three hub URLs
+//! (failover), in order or shuffled.
 //!
 //! Checks, after every input and its outputs are drained:
 //! - the getters agree with the state (`is_ready`, `is_connected`); `Idle`
@@ -17,6 +18,10 @@
 //!   link's key as a `hello` from its kind;
 //! - reconnect delays stay within the backoff's bounds, and attempts stop at
 //!   `max_attempts`;
+//! - failover: every `Connect` names one of the endpoints, and no endpoint
+//!   is dialled twice in one cycle (a cycle ends with a scheduled reconnect,
+//!   exhaustion or a start); only a failed attempt with endpoints left in
+//!   its cycle reconnects without a delay;
 //! - timers: after `handle_timeout(now)` nothing is due at `now`; a link
 //!   waiting to reconnect, closing, or connected with keepalive has a timer
 //!   armed (it never hangs).
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use link_protocol::conn::{
     BackoffConfig, ClientConn, ClientConnConfig, ClientEvent, ClientState, Now, SeqIds, Transmit,
+    UrlOrder,
 };
 use link_protocol::envelope::{self, CanonicalData, Header};
 use link_protocol::{HashAlgo, Key, ReplayConfig, SERVER, Value, msg_type};
@@ -60,6 +66,9 @@ struct Sim {
     keepalive: bool,
     backoff: BackoffConfig,
     ever_started: bool,
+    endpoints: usize,
+    /// Endpoints dialled in the current cycle.
+    cycle: Vec<usize>,
 }
 
 impl Sim {
@@ -117,6 +126,15 @@ pub fn run(data: &[u8]) {
     let backoff = config.reconnect;
     // Jitter draws from a fixed sequence over [0, 1).
     let mut seed = u64::from(input.byte());
+    // The failover settings come from the seed byte: no extra input is read,
+    // so the corpora keep their meaning.
+    config.endpoints = usize::try_from(seed % 3).unwrap_or(0) + 1;
+    config.url_order = if seed & 0x80 == 0 {
+        UrlOrder::Ordered
+    } else {
+        UrlOrder::Random
+    };
+    let endpoints = config.endpoints;
     let random = Box::new(move || {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (seed >> 11) as f64 / (1u64 << 53) as f64
@@ -136,6 +154,8 @@ pub fn run(data: &[u8]) {
         keepalive,
         backoff,
         ever_started: false,
+        endpoints,
+        cycle: Vec::new(),
     };
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
@@ -150,6 +170,9 @@ fn step(sim: &mut Sim, input: &mut Input<'_>) {
     let now = sim.now();
     let op = match input.byte() % 12 {
         0 => {
+            if matches!(before, ClientState::Idle | ClientState::Stopped) {
+                sim.cycle.clear();
+            }
             sim.conn.start();
             sim.ever_started = true;
             Op::Start
@@ -267,18 +290,32 @@ fn drain_and_check(sim: &mut Sim, before: ClientState, op: Op) {
     let before_connected = matches!(before, ClientState::Handshaking | ClientState::Ready);
     for e in &events {
         match e {
-            ClientEvent::Connect { .. } => {
+            ClientEvent::Connect { endpoint, .. } => {
                 assert_eq!(state, ClientState::Connecting, "Connect left {state:?}");
+                assert!(
+                    *endpoint < sim.endpoints,
+                    "endpoint {endpoint} of {}",
+                    sim.endpoints
+                );
+                assert!(
+                    !sim.cycle.contains(endpoint),
+                    "endpoint {endpoint} twice in a cycle: {:?}",
+                    sim.cycle
+                );
+                sim.cycle.push(*endpoint);
             }
             ClientEvent::Ready { .. } => assert_eq!(state, ClientState::Ready),
             ClientEvent::Disconnected(d) => {
                 assert!(!connected, "Disconnected but still connected");
                 if d.will_reconnect {
+                    // At once only to the next endpoint of a cycle that a
+                    // link never ready on this connection has not finished.
+                    let at_once = !d.was_ready && sim.cycle.len() < sim.endpoints;
                     assert!(
                         matches!(
                             state,
                             ClientState::WaitingToReconnect | ClientState::Stopped
-                        ),
+                        ) || (at_once && state == ClientState::Connecting),
                         "will reconnect from {state:?}"
                     );
                 } else {
@@ -302,8 +339,12 @@ fn drain_and_check(sim: &mut Sim, before: ClientState, op: Op) {
                     assert!(*attempt <= max, "attempt {attempt} over {max}");
                 }
                 assert_eq!(state, ClientState::WaitingToReconnect);
+                sim.cycle.clear();
             }
-            ClientEvent::ReconnectExhausted { .. } => assert_eq!(state, ClientState::Stopped),
+            ClientEvent::ReconnectExhausted { .. } => {
+                assert_eq!(state, ClientState::Stopped);
+                sim.cycle.clear();
+            }
             _ => {}
         }
     }

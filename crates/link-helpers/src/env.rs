@@ -27,7 +27,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use link_client::ClientConfigBuilder;
+use link_client::{ClientConfigBuilder, UrlOrder};
 use link_protocol::HashAlgo;
 
 /// Where variables come from.
@@ -212,8 +212,16 @@ impl<S: EnvSource> Env<S> {
     pub fn client_config(&self, prefix: &str) -> Result<ClientConfigBuilder, EnvError> {
         let key = |name: &str| format!("{prefix}{name}");
         let mut b = link_client::ClientConfig::builder();
-        if let Some(url) = self.string(&key("LINK_URL")) {
-            b = b.url(url);
+        let url_key = key("LINK_URL");
+        if let Some(urls) = self.string(&url_key) {
+            b = b.urls(url_list(&url_key, &urls)?);
+        }
+        let order_key = key("LINK_URL_ORDER");
+        if let Some(v) = self.string(&order_key) {
+            let order = v
+                .parse::<UrlOrder>()
+                .map_err(|_| EnvError::invalid(&order_key, &v, "ordered or random"))?;
+            b = b.url_order(order);
         }
         if let Some(kind) = self.string(&key("LINK_KIND")) {
             b = b.kind(kind);
@@ -274,6 +282,36 @@ impl<S: EnvSource> Env<S> {
     }
 }
 
+/// Hub URLs separated by commas (a failover list), each trimmed; an empty
+/// entry (`a,,b`, a trailing comma) is an error naming `key`. The error
+/// shows the list with each URL's query replaced by `?…`, as a query may
+/// carry a token.
+pub fn url_list(key: &str, value: &str) -> Result<Vec<String>, EnvError> {
+    value
+        .split(',')
+        .map(|url| match url.trim() {
+            "" => Err(EnvError::invalid(
+                key,
+                &without_queries(value),
+                "an empty URL in the comma-separated list",
+            )),
+            url => Ok(url.to_owned()),
+        })
+        .collect()
+}
+
+/// `value` with every `?query` of its comma-separated URLs cut to `?…`.
+fn without_queries(value: &str) -> String {
+    value
+        .split(',')
+        .map(|url| match url.split_once('?') {
+            Some((base, _)) => format!("{base}?…"),
+            None => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// [`Env::num`] on the process environment.
 pub fn num<T: EnvNum>(key: &str) -> Result<Option<T>, EnvError> {
     Env::process().num(key)
@@ -294,7 +332,9 @@ pub fn require_env(keys: &[&str]) -> Result<(), EnvError> {
 ///
 /// | variable | setter | value |
 /// |---|---|---|
-/// | `LINK_URL`, `LINK_KIND`, `LINK_SECRET` | `url`, `kind`, `secret` | string (the secret is not trimmed) |
+/// | `LINK_URL` | `urls` | one hub URL, or several separated by commas (failover, in order) |
+/// | `LINK_URL_ORDER` | `url_order` | `ordered` (default) or `random` |
+/// | `LINK_KIND`, `LINK_SECRET` | `kind`, `secret` | string (the secret is not trimmed) |
 /// | `LINK_HASH_ALGO` | `hash` | `sha256`, `sha384`, `sha512` |
 /// | `LINK_PERMESSAGE_DEFLATE` | `per_message_deflate` | bool; `true` is refused (unsupported) |
 /// | `LINK_RECONNECT_ON_REJECTION` | `reconnect_on_rejection` | bool |
@@ -423,6 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn link_url_takes_a_comma_separated_failover_list() {
+        let e = env(&[
+            ("LINK_URL", " ws://a:1 , wss://b:2/link,ws://c:3 "),
+            ("LINK_URL_ORDER", "Random"),
+        ]);
+        let config = e.client_config("").unwrap().build().unwrap();
+        assert_eq!(config.urls(), ["ws://a:1", "wss://b:2/link", "ws://c:3"]);
+        assert_eq!(config.url(), Some("ws://a:1"));
+        assert_eq!(config.url_order(), UrlOrder::Random);
+        let one = env(&[("LINK_URL", "ws://a:1")]).client_config("").unwrap();
+        let one = one.build().unwrap();
+        assert_eq!(one.urls(), ["ws://a:1"]);
+        assert_eq!(one.url_order(), UrlOrder::Ordered);
+        for bad in ["ws://a:1,,ws://b:2", "ws://a:1,", ", ws://a:1"] {
+            match env(&[("P_LINK_URL", bad)]).client_config("P_") {
+                Err(EnvError::Invalid { key, value, .. }) => {
+                    assert_eq!((key.as_str(), value.as_str()), ("P_LINK_URL", bad));
+                }
+                Err(other) => panic!("{bad:?}: {other:?}"),
+                Ok(_) => panic!("{bad:?} accepted"),
+            }
+        }
+        let err = url_list("LINK_URL", "ws://a:1/link?token=hunter2,").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("ws://a:1/link?…"), "{err}");
+    }
+
+    #[test]
     fn client_config_without_variables_is_disabled() {
         let config = env(&[]).client_config("").unwrap().build().unwrap();
         assert!(config.is_disabled());
@@ -432,6 +500,7 @@ mod tests {
     fn client_config_errors_name_the_prefixed_variable() {
         let cases = [
             ("X_LINK_HASH_ALGO", "md5"),
+            ("X_LINK_URL_ORDER", "round-robin"),
             ("X_LINK_PERMESSAGE_DEFLATE", "on"),
             ("X_LINK_PERMESSAGE_DEFLATE", "sometimes"),
             ("X_LINK_RECONNECT_ON_REJECTION", "2"),

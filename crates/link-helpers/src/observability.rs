@@ -415,14 +415,30 @@ where
     }
 }
 
-/// Logs `client`'s events until the handle is dropped. Needs a tokio runtime.
+/// Logs `client`'s events until the handle is dropped. Needs a tokio
+/// runtime. The `ready` and `disconnect` lines end with `hub=URL`, the hub
+/// URL of that connection (the one a failover list led to).
 pub fn spawn_client_logger(client: &LinkClient, classifier: Classifier) -> LoggerHandle {
     let rx = client.events();
     let link = client.kind().to_owned();
     LoggerHandle {
-        task: tokio::spawn(pump(rx, link, move |e: &LinkEvent| {
-            describe_client(e, &classifier)
-        })),
+        task: tokio::spawn(pump(rx, link, client_describer(classifier))),
+    }
+}
+
+/// [`describe_client`], remembering the URL of the last `connect` for the
+/// `ready` and `disconnect` lines that follow it.
+fn client_describer(classifier: Classifier) -> impl FnMut(&LinkEvent) -> Option<Line> {
+    let mut hub: Option<String> = None;
+    move |e: &LinkEvent| {
+        if let LinkEvent::Connect { url, .. } = e {
+            hub = Some(url.clone());
+        }
+        let mut l = describe_client(e, &classifier)?;
+        if let (Some(url), LinkEvent::Ready { .. } | LinkEvent::Disconnect { .. }) = (&hub, e) {
+            l.text.push_str(&format!(" hub={url}"));
+        }
+        Some(l)
     }
 }
 
@@ -798,6 +814,41 @@ mod tests {
             Severity::Noisy
         );
         assert!(format!("{c:?}").contains("custom: true"));
+    }
+
+    #[test]
+    fn ready_and_disconnect_lines_name_the_hub_of_that_connection() {
+        let mut describe = client_describer(Classifier::default());
+        let mut text = |e: LinkEvent| describe(&e).map(|l| l.text);
+        let ready = || LinkEvent::Ready {
+            kind: "alpha".into(),
+            features: vec![],
+        };
+        assert!(
+            !text(ready()).unwrap().contains("hub="),
+            "no connect seen yet"
+        );
+        let connect = |url: &str| LinkEvent::Connect {
+            url: url.into(),
+            kind: "alpha".into(),
+        };
+        assert_eq!(
+            text(connect("ws://a:1")).as_deref(),
+            Some("connected to ws://a:1")
+        );
+        assert!(text(ready()).unwrap().ends_with(" hub=ws://a:1"));
+        let gone = text(LinkEvent::Disconnect {
+            code: Some(1006),
+            reason: String::new(),
+            will_reconnect: true,
+            was_ready: true,
+            displaced: false,
+        })
+        .unwrap();
+        assert!(gone.ends_with(" hub=ws://a:1"), "{gone}");
+        // Failed over: the next lines name the other hub.
+        text(connect("wss://b:2"));
+        assert!(text(ready()).unwrap().ends_with(" hub=wss://b:2"));
     }
 
     #[test]

@@ -7,8 +7,11 @@ mod sim;
 
 use std::time::Duration;
 
-use link_protocol::conn::{ClientEvent, ClientState, HubConnEvent, HubConnState};
-use link_protocol::{Diagnostic, DropReason, HelloAck, ProtocolError, msg_type};
+use link_protocol::conn::{
+    ClientConn, ClientConnConfig, ClientEvent, ClientState, HubConnEvent, HubConnState, SeqIds,
+    UrlOrder,
+};
+use link_protocol::{ConfigError, Diagnostic, DropReason, HelloAck, ProtocolError, msg_type};
 use serde_json::json;
 use sim::{KeyMode, Sim, key};
 
@@ -53,7 +56,7 @@ fn handshake_reaches_ready_only_on_hello_ack() {
     assert_eq!(
         sim.log,
         [
-            "client event: connect attempt=0",
+            "client event: connect attempt=0 endpoint=0",
             "client event: connected",
             "client -> hub: hello",
             "hub event: key-needed alpha",
@@ -573,4 +576,161 @@ fn a_close_the_hub_never_answers_ends_in_terminate() {
     sim.advance(link_protocol::conn::CLOSE_GRACE);
     assert_eq!(sim.lines("client terminates").len(), 1);
     assert_eq!(sim.client.state(), ClientState::Stopped);
+}
+
+/// The endpoints dialled so far, in order.
+fn dialled(sim: &Sim) -> Vec<usize> {
+    sim.client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Connect { endpoint, .. } => Some(*endpoint),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hub closes the ready connection (a hub going away), then the
+/// client's backoff runs out.
+fn hub_goes_away(sim: &mut Sim) {
+    let now = sim.clock.hub_now();
+    sim.hub
+        .as_mut()
+        .unwrap()
+        .close(now, Some(1001), "going away");
+    sim.run();
+    sim.hub = None;
+    sim.advance(secs(2));
+}
+
+#[test]
+fn failover_dials_the_next_endpoint_at_once_after_a_refused_one() {
+    let mut sim = Sim::with_client(|c| c.endpoints = 3);
+    sim.down.extend([0, 1]);
+    sim.start();
+    assert!(sim.client.is_ready());
+    assert_eq!(dialled(&sim), [0, 1, 2]);
+    assert_eq!(sim.client.endpoint(), 2);
+    assert!(
+        sim.lines("reconnect in").is_empty(),
+        "no backoff within a cycle: {:?}",
+        sim.log
+    );
+    assert_eq!(
+        sim.lines("connect attempt"),
+        [
+            "client event: connect attempt=0 endpoint=0",
+            "client event: connect attempt=0 endpoint=1",
+            "client event: connect attempt=0 endpoint=2",
+        ]
+    );
+}
+
+#[test]
+fn failover_pays_the_backoff_once_per_full_cycle() {
+    let mut sim = Sim::with_client(|c| {
+        c.endpoints = 3;
+        c.reconnect.max_attempts = Some(2);
+    });
+    sim.down.extend([0, 1, 2]);
+    sim.start();
+    assert_eq!(dialled(&sim), [0, 1, 2]);
+    assert_eq!(
+        sim.lines("reconnect"),
+        ["client event: reconnect in 1000ms attempt=1"]
+    );
+    assert_eq!(sim.client.state(), ClientState::WaitingToReconnect);
+    sim.advance(Duration::from_millis(999));
+    assert_eq!(dialled(&sim).len(), 3, "nothing before the delay");
+    sim.advance(Duration::from_millis(1));
+    // Ordered: the next cycle starts from the first URL again.
+    assert_eq!(dialled(&sim), [0, 1, 2, 0, 1, 2]);
+    sim.advance(Duration::from_millis(1500));
+    assert_eq!(dialled(&sim), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    assert_eq!(
+        sim.lines("reconnect"),
+        [
+            "client event: reconnect in 1000ms attempt=1",
+            "client event: reconnect in 1500ms attempt=2",
+            "client event: reconnect-exhausted 2",
+        ]
+    );
+    assert_eq!(sim.client.state(), ClientState::Stopped);
+}
+
+#[test]
+fn failover_after_a_lost_connection_tries_the_others_first_then_prefers_the_primary() {
+    let mut sim = Sim::with_client(|c| c.endpoints = 3);
+    sim.start();
+    assert_eq!((dialled(&sim), sim.client.endpoint()), (vec![0], 0));
+    // The primary goes away: the client waits its backoff (a ready link
+    // was lost), then moves to the next URL, not straight back to it.
+    hub_goes_away(&mut sim);
+    assert_eq!(sim.lines("reconnect in").len(), 1);
+    assert_eq!(dialled(&sim), [0, 1]);
+    assert!(sim.client.is_ready());
+    // Losing the secondary, the client goes back to the primary first.
+    hub_goes_away(&mut sim);
+    assert_eq!(dialled(&sim), [0, 1, 0]);
+    assert!(sim.client.is_ready());
+    // The primary down for good: losing it again, the client tries the
+    // others in order; its turn in that cycle comes last.
+    sim.down.insert(0);
+    hub_goes_away(&mut sim);
+    assert_eq!(dialled(&sim), [0, 1, 0, 1]);
+    sim.down.insert(1);
+    hub_goes_away(&mut sim);
+    // Lost 1: cycle [0, 2, 1]; 0 is refused, 2 is dialled at once.
+    assert_eq!(dialled(&sim), [0, 1, 0, 1, 0, 2]);
+    assert!(sim.client.is_ready());
+    assert_eq!(sim.client.endpoint(), 2);
+    assert_eq!(
+        sim.lines("reconnect in"),
+        ["client event: reconnect in 1000ms attempt=1"; 4],
+        "one backoff per lost connection, reset at every ready"
+    );
+}
+
+#[test]
+fn failover_in_random_order_uses_the_injected_random_source() {
+    // The simulator's random source always says 0.5: Fisher–Yates then
+    // turns [0, 1, 2] into [0, 2, 1].
+    let mut sim = Sim::with_client(|c| {
+        c.endpoints = 3;
+        c.url_order = UrlOrder::Random;
+    });
+    sim.down.extend([0, 1, 2]);
+    sim.start();
+    assert_eq!(dialled(&sim), [0, 2, 1]);
+    sim.down.clear();
+    sim.advance(secs(2));
+    assert_eq!(dialled(&sim), [0, 2, 1, 0]);
+    assert!(sim.client.is_ready());
+}
+
+#[test]
+fn a_handshake_that_fails_moves_on_like_a_refused_dial() {
+    // The hub closes before hello.ack (e.g. a hub that does not know the
+    // key): the link was never ready, so the next endpoint is tried at once.
+    let mut sim = Sim::with_client(|c| c.endpoints = 2);
+    sim.keys.clear();
+    sim.start();
+    let now = sim.clock.hub_now();
+    sim.hub.as_mut().unwrap().close(now, Some(1008), "unknown");
+    sim.run();
+    assert_eq!(dialled(&sim), [0, 1]);
+    assert!(sim.lines("reconnect in").is_empty());
+}
+
+#[test]
+fn zero_endpoints_is_a_config_error() {
+    let mut config = ClientConnConfig::new("alpha", key("demo-secret")).unwrap();
+    config.endpoints = 0;
+    let ids = Box::new(SeqIds::new("c"));
+    assert!(matches!(
+        ClientConn::new(config, ids, Box::new(|| 0.5)),
+        Err(ConfigError::InvalidOption {
+            option: "endpoints",
+            ..
+        })
+    ));
 }

@@ -20,7 +20,9 @@
 //! A connect attempt that fails (refused, TLS, an upgrade the hub refused,
 //! a URL that cannot be dialled) ends the wait at once with its
 //! `ConnectError` code; only a hub that accepts the socket and never
-//! answers the hello uses up `--timeout`.
+//! answers the hello uses up `--timeout`. With several `--url` (repeated,
+//! or comma-separated as in `LINK_URL`) the client fails over from one to
+//! the next, and the wait ends once every URL has failed, naming each.
 
 use std::fmt;
 use std::future::Future;
@@ -31,7 +33,9 @@ use std::time::Duration;
 
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use link_client::{ClientConfig, ConnectError, LinkClient, LinkError, LinkEvent, RpcOptions};
+use link_client::{
+    ClientConfig, ConnectError, LinkClient, LinkError, LinkEvent, RpcOptions, UrlOrder,
+};
 use link_protocol::HashAlgo;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -46,9 +50,30 @@ const DEFAULT_URL: &str = "ws://127.0.0.1:8080";
 /// Connection and output options shared by every online subcommand.
 #[derive(Args)]
 pub(crate) struct ConnArgs {
-    /// Hub WebSocket URL.
-    #[arg(long, env = "LINK_URL", value_name = "URL", default_value = DEFAULT_URL)]
-    url: String,
+    /// Hub WebSocket URL. Repeat it, or separate URLs with commas (as in
+    /// LINK_URL), for a failover list: on a failed connect or a lost link
+    /// the client moves on to the next URL.
+    #[arg(
+        long = "url",
+        env = "LINK_URL",
+        value_name = "URL",
+        default_value = DEFAULT_URL,
+        value_delimiter = ','
+    )]
+    urls: Vec<String>,
+
+    /// The order several URLs are tried in: `ordered` (the first is
+    /// preferred) or `random`.
+    #[arg(
+        long,
+        env = "LINK_URL_ORDER",
+        value_name = "ORDER",
+        default_value = "ordered",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["ordered", "random"])
+            .try_map(|name| name.parse::<UrlOrder>()),
+    )]
+    url_order: UrlOrder,
 
     /// Shared secret or this peer's key. Prefer setting LINK_SECRET:
     /// arguments are visible to other local users.
@@ -101,7 +126,8 @@ pub(crate) struct ConnArgs {
 impl fmt::Debug for ConnArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnArgs")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
+            .field("url_order", &self.url_order)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("kind", &self.kind)
             .field("hash", &self.hash)
@@ -144,6 +170,11 @@ impl ConnArgs {
         }
     }
 
+    /// The hub URLs, trimmed (`LINK_URL="ws://a, ws://b"`).
+    fn hub_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| u.trim().to_owned()).collect()
+    }
+
     /// The client configuration; unusable options are exit 2.
     fn config(&self, kind: String) -> Result<ClientConfig, Failure> {
         let Some(secret) = self.secret.clone() else {
@@ -151,10 +182,13 @@ impl ConnArgs {
                 "no secret: pass --secret or set LINK_SECRET",
             ));
         };
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+        let urls = self.hub_urls();
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("ws://") || u.starts_with("wss://")))
+        {
             return Err(Failure::unusable(format_args!(
-                "--url {}: expected ws://HOST:PORT or wss://HOST:PORT",
-                self.url
+                "--url {bad:?}: expected ws://HOST:PORT or wss://HOST:PORT"
             )));
         }
         let mut builder = ClientConfig::builder();
@@ -164,7 +198,8 @@ impl ConnArgs {
                 .map_err(|e| Failure::unusable(format_args!("--ca: {e}")))?;
         }
         builder
-            .url(self.url.clone())
+            .urls(urls)
+            .url_order(self.url_order)
             .secret(secret)
             .kind(kind.clone())
             .hash(self.hash)
@@ -200,11 +235,28 @@ impl ConnArgs {
     /// Refused hellos and timeouts are exit 1, naming the last connection
     /// error seen; a connect attempt that fails (`ConnectFailed`) ends the
     /// wait at once with its code (`CONNECT_IO`, `WS_HANDSHAKE`, …)
-    /// instead of retrying until `--timeout`.
+    /// instead of retrying until `--timeout`. With several URLs the wait
+    /// ends once each has failed (one cycle of the failover list), naming
+    /// every failure; a URL that cannot be dialled ends it at once.
     pub(crate) async fn ready(&self, link: &LinkClient) -> Result<(), Failure> {
         let mut events = link.events();
+        let mut failures = link.events();
         // Registered before the link starts, so the first failure is seen.
-        let refused = link.wait_for(|e| matches!(e, LinkEvent::ConnectFailed { .. }), None);
+        let (urls, mut failed) = (self.urls.len().max(1), 0);
+        let refused = link.wait_for(
+            move |e| match e {
+                LinkEvent::ConnectFailed {
+                    error: ConnectError::InvalidUrl { .. },
+                    ..
+                } => true,
+                LinkEvent::ConnectFailed { .. } => {
+                    failed += 1;
+                    failed >= urls
+                }
+                _ => false,
+            },
+            None,
+        );
         tokio::select! {
             biased;
             result = link.ready(Some(self.timeout())) => match result {
@@ -215,7 +267,8 @@ impl ConnArgs {
                         .unwrap_or_default();
                     Err(Failure::rejected(format_args!(
                         "LINK_NOT_READY: no hello.ack from {} within {} ms{why}",
-                        self.url, self.timeout
+                        self.hub_urls().join(", "),
+                        self.timeout
                     )))
                 }
                 Err(e) => Err(link_failure(&e)),
@@ -226,12 +279,34 @@ impl ConnArgs {
                     Err(Failure::unusable(format_args!("{}: {error}", error.code())))
                 }
                 LinkEvent::ConnectFailed { error, .. } => {
-                    Err(Failure::rejected(format_args!("{}: {error}", error.code())))
+                    let mut all = connect_failures(&mut failures, urls);
+                    if all.is_empty() {
+                        all.push(format!("{}: {error}", error.code()));
+                    }
+                    Err(Failure::rejected(all.join("; ")))
                 }
                 _ => Err(Failure::rejected("LINK_NOT_READY: the connect attempt failed")),
             },
         }
     }
+}
+
+/// `CODE: error` for the first `max` failed connect attempts in the
+/// buffered events, in order (one per URL tried).
+fn connect_failures(events: &mut broadcast::Receiver<Arc<LinkEvent>>, max: usize) -> Vec<String> {
+    let mut failures = Vec::new();
+    while failures.len() < max {
+        match events.try_recv() {
+            Ok(event) => {
+                if let LinkEvent::ConnectFailed { error, .. } = &*event {
+                    failures.push(format!("{}: {error}", error.code()));
+                }
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    failures
 }
 
 /// The most recent connection-level failure in the buffered events. A
@@ -368,6 +443,26 @@ mod tests {
             format!("{failure:?}").contains("/nonexistent/ca.pem"),
             "{failure:?}"
         );
+    }
+
+    #[test]
+    fn url_repeats_or_takes_a_comma_separated_list() {
+        let repeated = parse(&["--url", "ws://a:1", "--url", "wss://b:2", "--secret", "s"]);
+        let repeated = repeated.unwrap();
+        assert_eq!(repeated.urls, ["ws://a:1", "wss://b:2"]);
+        let ordered = parse(&["--url-order", "ordered"]).unwrap();
+        assert_eq!(ordered.url_order, UrlOrder::Ordered);
+        let config = repeated.config(repeated.kind()).unwrap();
+        assert_eq!(config.urls(), ["ws://a:1", "wss://b:2"]);
+        let listed = parse(&["--url", "ws://a:1, ws://b:2", "--url-order", "RANDOM"]).unwrap();
+        assert_eq!(listed.hub_urls(), ["ws://a:1", "ws://b:2"]);
+        assert_eq!(listed.url_order, UrlOrder::Random);
+        let empty = parse(&["--url", "ws://a:1,", "--secret", "s"]).unwrap();
+        assert!(
+            empty.config(empty.kind()).is_err(),
+            "an empty URL is refused"
+        );
+        assert!(parse(&["--url-order", "round-robin"]).is_err());
     }
 
     #[test]

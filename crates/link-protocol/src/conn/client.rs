@@ -11,11 +11,18 @@
 //!  Stopped: after stop(), close 4000 (displaced), rejection, or exhaustion. Sticky
 //!  until start().
 //! ```
+//!
+//! With several hub URLs (`endpoints` > 1) each `Connect` names the endpoint
+//! to dial. A failed attempt (a dial, or a connection closed before ready)
+//! moves on to the next endpoint of the cycle at once; the reconnect
+//! backoff comes once per cycle (see [`UrlOrder`] and docs/client.md,
+//! *Failover*). With one endpoint this is the reference's schedule.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::backoff::{Backoff, BackoffConfig};
+use super::endpoints::{Endpoints, UrlOrder};
 use super::timers::Timers;
 use super::{IdSource, Now, Transmit};
 use crate::codes::{SERVER, close, msg_type};
@@ -49,6 +56,10 @@ pub struct ClientConnConfig {
     pub reconnect: BackoffConfig,
     /// Reconnect after `hello.ack ok:false` instead of stopping.
     pub reconnect_on_rejection: bool,
+    /// Number of hub URLs the driver can dial, at least 1 (1).
+    pub endpoints: usize,
+    /// The order the endpoints are tried in (ordered).
+    pub url_order: UrlOrder,
 }
 
 impl ClientConnConfig {
@@ -66,6 +77,8 @@ impl ClientConnConfig {
             hello_ack_diagnostic: Some(Duration::from_secs(5)),
             reconnect: BackoffConfig::default(),
             reconnect_on_rejection: false,
+            endpoints: 1,
+            url_order: UrlOrder::Ordered,
         })
     }
 
@@ -81,6 +94,12 @@ impl ClientConnConfig {
             return Err(ConfigError::InvalidOption {
                 option: "keepalive_interval",
                 reason: "must be positive (use None to disable)",
+            });
+        }
+        if self.endpoints == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "endpoints",
+                reason: "must be positive",
             });
         }
         self.reconnect.validate()
@@ -126,8 +145,11 @@ pub enum ClientEvent {
     /// Open a socket to the hub now, then call `handle_open` (or
     /// `handle_closed` with 1006 if it fails).
     Connect {
-        /// Consecutive reconnect attempts so far (0 for the first connect).
+        /// Consecutive reconnect attempts so far (0 for the first connect):
+        /// backoff delays taken, one per cycle through the endpoints.
         attempt: u32,
+        /// The endpoint to dial: an index below `endpoints`.
+        endpoint: usize,
     },
     /// The socket opened and the hello was queued.
     Connected,
@@ -191,6 +213,7 @@ pub struct ClientConn {
     random: Box<dyn FnMut() -> f64 + Send>,
     state: ClientState,
     backoff: Backoff,
+    endpoints: Endpoints,
     replay: ReplayGuard,
     timers: Timers<4>,
     features: Vec<String>,
@@ -226,6 +249,7 @@ impl ClientConn {
         config.validate()?;
         Ok(Self {
             backoff: Backoff::new(config.reconnect),
+            endpoints: Endpoints::new(config.endpoints, config.url_order),
             replay: ReplayGuard::new(config.replay),
             config,
             ids,
@@ -280,6 +304,12 @@ impl ClientConn {
         self.backoff.attempts()
     }
 
+    /// The endpoint of the connect attempt under way, or of the connection
+    /// up (the last one dialled otherwise).
+    pub fn endpoint(&self) -> usize {
+        self.endpoints.current()
+    }
+
     /// Ids held by the replay guard.
     pub fn recent_ids(&self) -> usize {
         self.replay.len()
@@ -293,7 +323,12 @@ impl ClientConn {
             self.stopping = false;
             self.backoff.reset();
             self.state = ClientState::Connecting;
-            self.events.push_back(ClientEvent::Connect { attempt: 0 });
+            self.endpoints.new_cycle(None, &mut *self.random);
+            let endpoint = self.next_endpoint();
+            self.events.push_back(ClientEvent::Connect {
+                attempt: 0,
+                endpoint,
+            });
         }
     }
 
@@ -434,10 +469,28 @@ impl ClientConn {
                 will_reconnect,
             }));
         }
-        self.was_ready = false;
+        let was_ready = std::mem::take(&mut self.was_ready);
         if !will_reconnect {
             self.state = ClientState::Stopped;
             return;
+        }
+        if was_ready {
+            // A working connection was lost: a new cycle after the backoff,
+            // with the endpoint that failed last.
+            let lost = self.endpoints.current();
+            self.endpoints.new_cycle(Some(lost), &mut *self.random);
+        } else if let Some(endpoint) = self.endpoints.next() {
+            // A failed attempt with endpoints left in this cycle: the next
+            // one at once, no backoff between the endpoints of a cycle.
+            self.state = ClientState::Connecting;
+            self.events.push_back(ClientEvent::Connect {
+                attempt: self.backoff.attempts(),
+                endpoint,
+            });
+            return;
+        } else {
+            // Every endpoint failed: the next cycle, after the backoff.
+            self.endpoints.new_cycle(None, &mut *self.random);
         }
         let random = (self.random)();
         match self.backoff.next_delay(random) {
@@ -470,8 +523,10 @@ impl ClientConn {
             && self.state == ClientState::WaitingToReconnect
         {
             self.state = ClientState::Connecting;
+            let endpoint = self.next_endpoint();
             self.events.push_back(ClientEvent::Connect {
                 attempt: self.backoff.attempts(),
+                endpoint,
             });
         }
         if self.timers.expire(DIAGNOSTIC, now.instant) && self.state == ClientState::Handshaking {
@@ -566,6 +621,14 @@ impl ClientConn {
     }
 
     // ----- internals -----------------------------------------------------
+
+    /// The first endpoint of a cycle just started (the current one if the
+    /// cycle were empty, which `new_cycle` never leaves it).
+    fn next_endpoint(&mut self) -> usize {
+        self.endpoints
+            .next()
+            .unwrap_or_else(|| self.endpoints.current())
+    }
 
     fn drop_frame(&mut self, err: ProtocolError) {
         self.events.push_back(ClientEvent::ProtocolError(err));

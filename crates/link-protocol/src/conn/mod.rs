@@ -23,11 +23,13 @@
 
 mod backoff;
 mod client;
+mod endpoints;
 mod hub;
 mod timers;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use client::{CLOSE_GRACE, ClientConn, ClientConnConfig, ClientEvent, ClientState, Disconnect};
+pub use endpoints::UrlOrder;
 pub use hub::{HubConn, HubConnConfig, HubConnEvent, HubConnState, TERMINATE_GRACE};
 
 use std::time::Instant;

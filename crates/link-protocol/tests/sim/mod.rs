@@ -6,7 +6,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use link_protocol::conn::{
@@ -72,6 +72,9 @@ pub struct Sim {
     /// When false the hub never completes a close handshake the client starts.
     pub hub_answers_close: bool,
     pub client_answers_pings: bool,
+    /// Endpoints (hub URLs) where a dial is refused; every other one
+    /// reaches this simulated hub.
+    pub down: HashSet<usize>,
     /// Every frame the client wrote, in order (for replay tests).
     pub client_frames: Vec<String>,
     pub log: Vec<String>,
@@ -111,6 +114,7 @@ impl Sim {
             hub_answers_pings: true,
             hub_answers_close: true,
             client_answers_pings: true,
+            down: HashSet::new(),
             client_frames: Vec::new(),
             log: Vec::new(),
             client_events: Vec::new(),
@@ -300,12 +304,18 @@ impl Sim {
     fn client_event(&mut self, e: ClientEvent) {
         self.log
             .push(format!("client event: {}", describe_client(&e)));
-        if let ClientEvent::Connect { .. } = e {
-            self.hub = Some(HubConn::new(self.clock.hub_now().instant, self.hub_config));
+        self.client_events.push(e.clone());
+        if let ClientEvent::Connect { endpoint, .. } = e {
             let now = self.clock.client_now();
+            if self.down.contains(&endpoint) {
+                self.log.push(format!("dial {endpoint} refused"));
+                self.client
+                    .handle_closed(now, Some(close::ABNORMAL), "connect failed");
+                return;
+            }
+            self.hub = Some(HubConn::new(self.clock.hub_now().instant, self.hub_config));
             self.client.handle_open(now);
         }
-        self.client_events.push(e);
     }
 
     fn hub_event(&mut self, e: HubConnEvent) {
@@ -354,7 +364,9 @@ pub fn type_of(frame: &str) -> String {
 
 pub fn describe_client(e: &ClientEvent) -> String {
     match e {
-        ClientEvent::Connect { attempt } => format!("connect attempt={attempt}"),
+        ClientEvent::Connect { attempt, endpoint } => {
+            format!("connect attempt={attempt} endpoint={endpoint}")
+        }
         ClientEvent::Connected => "connected".into(),
         ClientEvent::Verified => "verified".into(),
         ClientEvent::Ready { kind, features } => format!("ready {kind} {features:?}"),
