@@ -70,7 +70,10 @@ async fn a_killed_hub_process_leaves_the_cluster_and_its_kinds_move() {
         let alpha = alpha.clone();
         tokio::spawn(async move { alpha.rpc("beta", "slow", Some(json!(1))).await })
     };
-    tokio::time::timeout(WAIT, called.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, called.recv())
+        .await
+        .unwrap()
+        .unwrap();
 
     tokio::task::block_in_place(|| b.kill());
     // Within the hang guard (10 s): beta leaves hub A's view, and the call
@@ -87,7 +90,14 @@ async fn a_killed_hub_process_leaves_the_cluster_and_its_kinds_move() {
 
     // beta connects to hub A at once (its stale lease is taken over).
     drop(beta);
-    let beta_again = ready(a.client("beta").handler("fast", |_| async { Ok(json!("here")) })).await;
-    assert_eq!(alpha.rpc("beta", "fast", None).await.unwrap(), json!("here"));
+    let beta_again = ready(
+        a.client("beta")
+            .handler("fast", |_| async { Ok(json!("here")) }),
+    )
+    .await;
+    assert_eq!(
+        alpha.rpc("beta", "fast", None).await.unwrap(),
+        json!("here")
+    );
     drop(beta_again);
 }

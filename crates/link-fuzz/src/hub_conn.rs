@@ -263,7 +263,7 @@ fn drain_and_check(sim: &mut Sim, before: HubConnState, op: Op) {
     }
     for e in &events {
         match e {
-            HubConnEvent::Authenticated { hello } => {
+            HubConnEvent::Authenticated { hello, .. } => {
                 assert_eq!(op, Op::KeyResolved, "authenticated without a key");
                 assert_eq!(sim.conn.kind(), Some(hello.kind.as_str()));
             }

@@ -254,7 +254,7 @@ impl Reader {
                         self.relay_transmits();
                     }
                 },
-                HubConnEvent::Authenticated { hello } => {
+                HubConnEvent::Authenticated { hello, id, ts } => {
                     let Some(key) = self.hc.key().cloned() else {
                         continue;
                     };
@@ -275,6 +275,7 @@ impl Reader {
                         .send(RouterMsg::Register {
                             conn: self.conn,
                             hello,
+                            hello_id: (id.into(), ts),
                         })
                         .await;
                 }

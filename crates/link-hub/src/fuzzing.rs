@@ -217,7 +217,7 @@ impl Sim {
                     return;
                 };
                 sock.kind = Some(kind.into());
-                self.table.handle_register(now, conn, hello);
+                self.table.handle_register(now, conn, hello, None);
             }
             4..=8 => {
                 let Some(conn) = self.pick(input, true) else {

@@ -24,8 +24,12 @@ pub(crate) enum RouterMsg {
         ctl: mpsc::UnboundedSender<ConnCtl>,
         remote: Option<SocketAddr>,
     },
-    /// The socket's hello verified.
-    Register { conn: ConnId, hello: Hello },
+    /// The socket's hello verified (with the hello frame's id and ts).
+    Register {
+        conn: ConnId,
+        hello: Hello,
+        hello_id: (Arc<str>, f64),
+    },
     /// A verified message.
     Inbound {
         conn: ConnId,

@@ -118,7 +118,11 @@ impl Router {
                 self.ctls.insert(conn, ctl);
                 self.table.handle_attach(conn, Route::Local(outbox), remote);
             }
-            RouterMsg::Register { conn, hello } => self.table.handle_register(now, conn, hello),
+            RouterMsg::Register {
+                conn,
+                hello,
+                hello_id,
+            } => self.table.handle_register(now, conn, hello, Some(hello_id)),
             RouterMsg::Inbound { conn, kind, env } => {
                 self.table.handle_inbound(now, conn, kind, env)
             }
@@ -137,7 +141,25 @@ impl Router {
                 // closed socket anyway).
                 self.ctls.remove(&conn);
             }
-            RouterMsg::Cluster(input) => self.table.handle_cluster(now, input),
+            RouterMsg::Cluster(input) => {
+                // A hello accepted on another hub cannot be replayed here.
+                if let crate::cluster::link::ClusterIn::Lease {
+                    kind,
+                    hello_id: Some((id, ts)),
+                    ..
+                } = &input
+                {
+                    use link_protocol::ReplayCheck;
+                    let _ = self.shared.replay.checker().check(
+                        kind,
+                        id,
+                        *ts,
+                        false,
+                        now.wall_ms as f64,
+                    );
+                }
+                self.table.handle_cluster(now, input)
+            }
             RouterMsg::Health(tx) => {
                 let _ = tx.send(self.table.health());
             }

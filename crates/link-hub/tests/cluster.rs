@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use link_hub::{ClusterConfig, HubConfig, HubEvent, Secret};
-use link_test_support::{NatsServer, TestHub, WAIT, next_event, ready};
+use link_protocol::DropReason;
+use link_test_support::{
+    NatsServer, TestHub, WAIT, fresh_id, hello_frame, key, next_event, protocol_error, ready,
+};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -254,10 +257,18 @@ async fn with_nats_gone_each_hub_serves_its_own_and_the_cluster_reforms_when_it_
     let mut nats = NatsServer::start().await;
     let (a, b) = (hub(&nats).await, hub(&nats).await);
     let mut a_events = a.events();
-    let _beta = ready(b.client("beta").handler("where", |_| async { Ok(json!("b")) })).await;
+    let _beta = ready(
+        b.client("beta")
+            .handler("where", |_| async { Ok(json!("b")) }),
+    )
+    .await;
     reachable(&mut a_events, "beta").await;
     let alpha = ready(a.client("alpha")).await;
-    let _gamma = ready(a.client("gamma").handler("where", |_| async { Ok(json!("a")) })).await;
+    let _gamma = ready(
+        a.client("gamma")
+            .handler("where", |_| async { Ok(json!("a")) }),
+    )
+    .await;
     assert_eq!(alpha.rpc("beta", "where", None).await.unwrap(), json!("b"));
 
     nats.kill().await;
@@ -273,4 +284,106 @@ async fn with_nats_gone_each_hub_serves_its_own_and_the_cluster_reforms_when_it_
     nats.restart().await;
     reachable(&mut a_events, "beta").await;
     assert_eq!(alpha.rpc("beta", "where", None).await.unwrap(), json!("b"));
+}
+
+#[tokio::test]
+async fn a_hello_captured_on_one_hub_is_refused_on_another() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut b_events = b.events();
+    let k = key(SECRET);
+    let hello = hello_frame(&k, &fresh_id("alpha-hello"), "alpha");
+    let mut alpha = a.raw_peer().await;
+    alpha.send_text(hello.clone()).await;
+    alpha.recv(&k, "hello.ack").await;
+    reachable(&mut b_events, "alpha").await;
+
+    // Replayed on hub B while alpha is on A: refused as on one hub.
+    let mut early = b.raw_peer().await;
+    early.send_text(hello.clone()).await;
+    let e = protocol_error(&mut b_events, DropReason::ReplayId).await;
+    assert_eq!(
+        (e.kind.as_deref(), e.msg_type.as_deref()),
+        (Some("alpha"), Some("hello"))
+    );
+
+    // alpha leaves hub A; the captured hello, on hub B, is still refused.
+    drop(alpha);
+    unreachable(&mut b_events, "alpha").await;
+    let mut attacker = b.raw_peer().await;
+    attacker.send_text(hello.clone()).await;
+    let e = protocol_error(&mut b_events, DropReason::ReplayId).await;
+    assert_eq!(e.kind.as_deref(), Some("alpha"));
+}
+
+#[tokio::test]
+async fn a_nats_client_without_the_secret_cannot_inject_forge_or_take_a_lease() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut a_events = a.events();
+    let _beta = ready(
+        b.client("beta")
+            .handler("who", |call| async move { Ok(json!(call.from)) }),
+    )
+    .await;
+    reachable(&mut a_events, "beta").await;
+    let alpha = ready(a.client("alpha")).await;
+    let mut news = alpha.subscribe("news").unwrap();
+    let mut directs = alpha.directs();
+
+    // An outsider on the same NATS: forged messages on every subject the
+    // hubs read, a forged lease for beta, beta's lease deleted.
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let forged = |text: &str| bytes::Bytes::from(format!("{:032}{text}", 0));
+    for subject in [
+        "link.link.hb",
+        "link.link.status",
+        &format!("link.link.t.{}", "6e657773"),
+    ] {
+        nc.publish(subject.to_owned(), forged(r#"{"op":"bye"}"#))
+            .await
+            .unwrap();
+    }
+    let js = async_nats::jetstream::new(nc.clone());
+    let kv = js.get_key_value("link_link").await.unwrap();
+    kv.put("62657461", forged(r#"{"hub":"mallory","kind":"beta"}"#))
+        .await
+        .unwrap();
+    kv.put(
+        "6d616c6c6f7279",
+        forged(r#"{"hub":"mallory","kind":"mallory"}"#),
+    )
+    .await
+    .unwrap();
+    nc.flush().await.unwrap();
+
+    // beta is still on hub B and answers as itself; mallory is nowhere;
+    // nothing forged reached alpha.
+    assert_eq!(
+        alpha.rpc("beta", "who", None).await.unwrap(),
+        json!("alpha")
+    );
+    let err = alpha.rpc("mallory", "who", None).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_NO_TARGET", "{err:?}");
+    kv.delete("62657461").await.unwrap();
+    assert_eq!(
+        alpha.rpc("beta", "who", None).await.unwrap(),
+        json!("alpha")
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), news.recv())
+            .await
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), directs.recv())
+            .await
+            .is_err()
+    );
+    let metrics = a.hub.metrics().await;
+    let rejected = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("link_hub_cluster_rejected_total "))
+        .unwrap_or("0");
+    assert_ne!(rejected, "0", "{metrics}");
 }

@@ -60,12 +60,14 @@ impl ClusterHandle {
                 conn,
                 hello,
                 connected_at,
+                hello_id,
             } => {
                 let _ = self.leases.send(LeaseCmd::Claim {
                     kind,
                     conn,
                     hello,
                     connected_at,
+                    hello_id,
                 });
             }
             ClusterOut::Release { kind } => {
@@ -95,6 +97,7 @@ enum LeaseCmd {
         conn: ConnId,
         hello: Hello,
         connected_at: u64,
+        hello_id: Option<(Arc<str>, f64)>,
     },
     Release {
         kind: Arc<str>,
@@ -284,6 +287,13 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
             },
             Some(data),
         ),
+        Outbound::Release { kind } => (
+            subjects.heartbeat(),
+            Op::Release {
+                kind: kind.to_string(),
+            },
+            None,
+        ),
         Outbound::Status { kind, at, data } => (
             subjects.status(),
             Op::Status {
@@ -427,6 +437,10 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             .map(change_input)
             .into_iter()
             .collect(),
+        Op::Release { kind } => vec![ClusterIn::Released {
+            hub,
+            kind: kind.into(),
+        }],
         Op::Deliver {
             id,
             msg_type,
@@ -629,12 +643,14 @@ async fn lease_cmd(
             conn,
             hello,
             connected_at,
+            hello_id,
         } => {
             let lease = LeaseValue {
                 hub: ctx.link.hub.to_string(),
                 kind: kind.to_string(),
                 hello: hello.to_value(),
                 connected_at,
+                hello_id: hello_id.map(|(id, ts)| (id.to_string(), ts)),
                 t: wall_ms(),
             };
             claim(ctx, store, key, held, kind, conn, lease).await;
@@ -675,10 +691,24 @@ async fn claim(
         lease.t = wall_ms();
         let value = Bytes::from(wire::seal_lease(key, &kv_key, &lease));
         let attempt = match store.entry(kv_key.as_str()).await {
-            Ok(Some(entry)) if entry.operation == kv::Operation::Put => store
-                .update(kv_key.as_str(), value, entry.revision)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                // The same hello that took the lease on another hub: a
+                // replay (the frame was captured there). It loses.
+                let held = wire::open_lease(key, &kv_key, &entry.value, wall_ms(), u64::MAX).ok();
+                if let Some(held) = held
+                    && held.hub != lease.hub
+                    && held.hello_id.is_some()
+                    && held.hello_id.as_ref().map(|(id, _)| id)
+                        == lease.hello_id.as_ref().map(|(id, _)| id)
+                {
+                    tracing::warn!(%kind, "cluster: a hello replayed from another hub refused");
+                    break;
+                }
+                store
+                    .update(kv_key.as_str(), value, entry.revision)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Ok(_) => store
                 .create(kv_key.as_str(), value)
                 .await
@@ -718,17 +748,38 @@ async fn refresh_all(
         match store.update(kv_key.as_str(), value, h.rev).await {
             Ok(rev) => h.rev = rev,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let conn = h.conn;
-                held.remove(&kind);
-                ctx.tell(ClusterIn::Claimed {
-                    kind,
-                    conn,
-                    rev: None,
-                })
-                .await;
+                let Some(h) = held.remove(&kind) else {
+                    continue;
+                };
+                if written_by_a_hub(store, key, &kv_key).await {
+                    // A newer hello on another hub took the kind.
+                    ctx.tell(ClusterIn::Claimed {
+                        kind,
+                        conn: h.conn,
+                        rev: None,
+                    })
+                    .await;
+                } else {
+                    // Someone without the cluster secret wrote the key: it
+                    // proves nothing; the lease is taken back.
+                    tracing::warn!(%kind, "cluster: a lease overwritten without the cluster secret; taking it back");
+                    claim(ctx, store, key, held, kind, h.conn, h.lease).await;
+                }
             }
             Err(e) => tracing::debug!(%kind, error = %e, "cluster: lease refresh failed"),
         }
+    }
+}
+
+/// True when `kv_key`'s current value was sealed with the cluster secret.
+async fn written_by_a_hub(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str) -> bool {
+    match store.entry(kv_key).await {
+        Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+            wire::open_lease(key, kv_key, &entry.value, wall_ms(), u64::MAX).is_ok()
+        }
+        // Deleted or purged: only a hub handing a lease back does that
+        // legitimately, and never ours; take it back either way.
+        _ => false,
     }
 }
 
@@ -751,6 +802,7 @@ fn lease_input(key: &ring::hmac::Key, entry: kv::Entry, max_age_ms: u64) -> Opti
                 rev: entry.revision,
                 hello,
                 connected_at: lease.connected_at,
+                hello_id: lease.hello_id.map(|(id, ts)| (id.into(), ts)),
             })
         }
         kv::Operation::Delete | kv::Operation::Purge => Some(ClusterIn::LeaseGone {

@@ -31,6 +31,8 @@ pub(crate) enum Outbound {
         from: Arc<str>,
         data: Arc<CanonicalData>,
     },
+    /// A local peer left: the other hubs stop routing to it here.
+    Release { kind: Arc<str> },
     /// A local peer's status (`data`: the status, `None` for `null`).
     Status {
         kind: Arc<str>,
@@ -50,6 +52,9 @@ pub(crate) enum ClusterOut {
         conn: ConnId,
         hello: Hello,
         connected_at: u64,
+        /// The hello frame's id and ts: the other hubs add them to their
+        /// replay guards, so the hello cannot be replayed on them.
+        hello_id: Option<(Arc<str>, f64)>,
     },
     /// A local peer left: hand its lease back if it still holds it.
     Release { kind: Arc<str> },
@@ -73,9 +78,15 @@ pub(crate) enum ClusterIn {
         rev: u64,
         hello: Hello,
         connected_at: u64,
+        /// The id and ts of the hello that took it.
+        hello_id: Option<(Arc<str>, f64)>,
     },
-    /// `kind`'s lease was handed back (or expired) at `rev`.
+    /// `kind`'s lease entry was deleted at `rev` (handed back, expired,
+    /// or deleted by anyone with access to the bucket: a delete carries no
+    /// MAC, so it only counts for a hub that is gone).
     LeaseGone { kind: Arc<str>, rev: u64 },
+    /// `hub` says its peer `kind` left (authenticated).
+    Released { hub: Arc<str>, kind: Arc<str> },
     /// This hub's claim for `conn`'s `kind` took revision `rev`, or was
     /// lost (`None`: another hub's peer holds it now).
     Claimed {

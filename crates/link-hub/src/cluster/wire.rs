@@ -84,6 +84,8 @@ pub(crate) enum Op {
     Status { kind: String, at: u64 },
     /// The sending hub is alive and holds `peers` peers.
     Heartbeat { peers: u64 },
+    /// The sending hub's peer `kind` left (its lease is handed back).
+    Release { kind: String },
     /// The sending hub is stopping: its peers are gone.
     Bye,
 }
@@ -149,6 +151,7 @@ impl Sealer {
             Op::Publish { topic, from } => json!({"op": "publish", "topic": topic, "from": from}),
             Op::Status { kind, at } => json!({"op": "status", "kind": kind, "at": at}),
             Op::Heartbeat { peers } => json!({"op": "heartbeat", "peers": peers}),
+            Op::Release { kind } => json!({"op": "release", "kind": kind}),
             Op::Bye => json!({"op": "bye"}),
         };
         if let Value::Object(fields) = fields {
@@ -237,6 +240,9 @@ impl Opener {
             "heartbeat" => Op::Heartbeat {
                 peers: number("peers").ok_or(WireError::Malformed)?,
             },
+            "release" => Op::Release {
+                kind: text("kind").ok_or(WireError::Malformed)?,
+            },
             "bye" => Op::Bye,
             _ => return Err(WireError::Malformed),
         };
@@ -269,6 +275,8 @@ pub(crate) struct LeaseValue {
     pub(crate) kind: String,
     pub(crate) hello: Value,
     pub(crate) connected_at: u64,
+    /// The id and ts of the hello that took the lease.
+    pub(crate) hello_id: Option<(String, f64)>,
     /// When it was written (hub wall ms); refreshed with the lease.
     pub(crate) t: u64,
 }
@@ -289,6 +297,8 @@ pub(crate) fn seal_lease(key: &hmac::Key, kv_key: &str, lease: &LeaseValue) -> V
         "kind": lease.kind,
         "hello": lease.hello,
         "connectedAt": lease.connected_at,
+        "helloId": lease.hello_id.as_ref().map(|(id, _)| id),
+        "helloTs": lease.hello_id.as_ref().map(|(_, ts)| ts),
         "t": lease.t,
     })
     .to_string();
@@ -329,11 +339,16 @@ pub(crate) fn open_lease(
     if t.abs_diff(now_ms) > max_age_ms {
         return Err(WireError::Stale);
     }
+    let hello_id = match (text("helloId"), v.get("helloTs").and_then(Value::as_f64)) {
+        (Some(id), Some(ts)) => Some((id, ts)),
+        _ => None,
+    };
     Ok(LeaseValue {
         hub,
         kind,
         hello: v.get("hello").cloned().unwrap_or(Value::Null),
         connected_at,
+        hello_id,
         t,
     })
 }
@@ -519,6 +534,9 @@ mod tests {
                 at: NOW,
             },
             Op::Heartbeat { peers: 7 },
+            Op::Release {
+                kind: "alpha".into(),
+            },
             Op::Bye,
         ];
         for op in ops {
@@ -535,6 +553,7 @@ mod tests {
             kind: "alpha".into(),
             hello: json!({"kind": "alpha"}),
             connected_at: NOW,
+            hello_id: Some(("h-1".into(), NOW as f64)),
             t: NOW,
         };
         let bytes = seal_lease(&k, "616c706861", &lease);

@@ -148,6 +148,7 @@ impl Routing {
         kind: &Arc<str>,
         hello: &Hello,
         at: u64,
+        hello_id: Option<(Arc<str>, f64)>,
     ) {
         if let Some(c) = &mut self.cluster {
             c.link
@@ -159,6 +160,7 @@ impl Routing {
                 conn,
                 hello: hello.clone(),
                 connected_at: at,
+                hello_id,
             });
         }
     }
@@ -170,6 +172,8 @@ impl Routing {
                 .store(self.peers.len() as u64, Ordering::Relaxed);
             if c.leases.remove(kind).is_some() {
                 c.out.push_back(ClusterOut::Release { kind: kind.clone() });
+                // Said on NATS too: the bucket's delete carries no MAC.
+                c.link.send(Outbound::Release { kind: kind.clone() });
             }
         }
     }
@@ -284,8 +288,10 @@ impl Routing {
                 rev,
                 hello,
                 connected_at,
+                hello_id: _, // the router recorded it in the replay guard
             } => self.lease(now, kind, hub, rev, hello, connected_at),
-            ClusterIn::LeaseGone { kind, rev } => self.lease_gone(now, &kind, rev),
+            ClusterIn::LeaseGone { kind, rev } => self.lease_gone(now, &kind, Some(rev), None),
+            ClusterIn::Released { hub, kind } => self.lease_gone(now, &kind, None, Some(&hub)),
             ClusterIn::Claimed { kind, conn, rev } => self.claimed(&kind, conn, rev),
             ClusterIn::Deliver { hub, item } => self.remote_deliver(&hub, item),
             ClusterIn::Publish { topic, from, data } => self.remote_publish(&topic, &from, data),
@@ -397,9 +403,17 @@ impl Routing {
         }
     }
 
-    fn lease_gone(&mut self, now: Now, kind: &Arc<str>, rev: u64) {
+    /// `kind` left its hub: a deleted entry (`rev`; counts only while its
+    /// hub is gone, as anyone with bucket access can delete) or the hub's
+    /// own word (`by`).
+    fn lease_gone(&mut self, now: Now, kind: &Arc<str>, rev: Option<u64>, by: Option<&Arc<str>>) {
         let Some(c) = &mut self.cluster else { return };
-        if c.remote.get(kind).is_some_and(|p| p.rev < rev) {
+        let gone = c.remote.get(kind).is_some_and(|p| match (rev, by) {
+            (_, Some(hub)) => p.hub == *hub,
+            (Some(rev), None) => p.rev < rev && !c.hubs.contains_key(&p.hub),
+            (None, None) => false,
+        });
+        if gone {
             let Some(gone) = c.remote.remove(kind) else {
                 return;
             };

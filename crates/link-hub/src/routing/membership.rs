@@ -214,7 +214,13 @@ impl Routing {
     /// held the kind is displaced (close 4000). The newcomer gets
     /// `hello.ack`, the peer list and the status snapshot, in the
     /// reference's order; the others get the list when inputs pause.
-    pub(crate) fn handle_register(&mut self, now: Now, conn: ConnId, hello: Hello) {
+    pub(crate) fn handle_register(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        hello: Hello,
+        hello_id: Option<(Arc<str>, f64)>,
+    ) {
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -251,7 +257,7 @@ impl Routing {
             peer.presence = Some(PeerPresence::new(&peer_info(&peer)));
         }
         self.peers.insert(kind.clone(), peer);
-        self.cluster_registered(conn, &kind, &hello, now.wall_ms);
+        self.cluster_registered(conn, &kind, &hello, now.wall_ms, hello_id);
         let ack = HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES);
         let ack = Arc::new(CanonicalData::new(&ack.to_value()));
         self.push_from_hub(&route, None, msg_type::HELLO_ACK, &kind, ack);

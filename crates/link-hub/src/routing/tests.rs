@@ -114,7 +114,7 @@ impl Bus {
         let hello = Hello::sanitize(Some(&json!({ "kind": kind }))).unwrap();
         self.conns.insert(kind.to_owned(), conn);
         let now = self.now();
-        self.table.handle_register(now, conn, hello);
+        self.table.handle_register(now, conn, hello, None);
     }
 
     /// Attach, register, and let the mailbox drain.

@@ -107,6 +107,11 @@ pub enum HubConnEvent {
     Authenticated {
         /// The sanitised hello.
         hello: Hello,
+        /// The hello frame's id and timestamp (a cluster of hubs shares
+        /// them, so that the hello cannot be replayed on another hub).
+        id: String,
+        /// Its `ts`.
+        ts: f64,
     },
     /// A verified frame from the authenticated kind.
     Message(Envelope),
@@ -233,7 +238,11 @@ impl HubConn {
                 if let Some(d) = self.config.keepalive_interval {
                     self.timers.set(KEEPALIVE, now.instant + d);
                 }
-                self.events.push_back(HubConnEvent::Authenticated { hello });
+                self.events.push_back(HubConnEvent::Authenticated {
+                    hello,
+                    id: received.envelope.id().to_owned(),
+                    ts: received.envelope.ts(),
+                });
             }
             Err(mut e) => {
                 e.kind = Some(hello.kind.into());

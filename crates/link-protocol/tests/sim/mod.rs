@@ -331,7 +331,7 @@ impl Sim {
                 }
                 KeyMode::Manual => self.pending_keys.push_back(kind.clone()),
             },
-            HubConnEvent::Authenticated { hello } if self.hub_acks => {
+            HubConnEvent::Authenticated { hello, .. } if self.hub_acks => {
                 let mut ack = self.ack.clone();
                 if ack.ok {
                     ack.server_time = Some(self.clock.hub_now().wall_ms as f64);
@@ -391,7 +391,7 @@ pub fn describe_client(e: &ClientEvent) -> String {
 pub fn describe_hub(e: &HubConnEvent) -> String {
     match e {
         HubConnEvent::KeyNeeded { kind } => format!("key-needed {kind}"),
-        HubConnEvent::Authenticated { hello } => format!("authenticated {}", hello.kind),
+        HubConnEvent::Authenticated { hello, .. } => format!("authenticated {}", hello.kind),
         HubConnEvent::Message(env) => format!("message {}", env.msg_type().unwrap_or("?")),
         HubConnEvent::ProtocolError(p) => format!("protocol-error {p}"),
         HubConnEvent::HelloTimeout => "hello-timeout".into(),

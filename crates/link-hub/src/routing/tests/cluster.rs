@@ -41,6 +41,7 @@ impl Bus {
             rev,
             hello: Hello::sanitize(Some(&json!({ "kind": kind }))).unwrap(),
             connected_at: T0_MS,
+            hello_id: None,
         });
     }
 }
@@ -53,6 +54,7 @@ fn outbound(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
             Outbound::Publish { topic, from, data } => {
                 format!("topic {topic}: {from} {}", data.as_str())
             }
+            Outbound::Release { kind } => format!("release {kind}"),
             Outbound::Status { kind, data, .. } => format!(
                 "status {kind}: {}",
                 data.as_deref().map_or("null", CanonicalData::as_str)
@@ -91,7 +93,8 @@ fn a_kind_on_another_live_hub_is_routed_there_and_only_while_it_lives() {
     );
     assert!(bus.transcript("alpha").is_empty());
 
-    // Hub B misses its heartbeats: beta is nowhere now.
+    // Hub B misses its heartbeats: beta is nowhere now, and the call
+    // still waiting on it ends.
     bus.cluster(ClusterIn::HubGone { hub: HUB_B.into() });
     assert_eq!(
         bus.event_names(),
@@ -104,8 +107,12 @@ fn a_kind_on_another_live_hub_is_routed_there_and_only_while_it_lives() {
         json!({"rpcType": "sum"}),
     );
     assert!(outbound(&mut rx).is_empty());
-    let reply = bus.take("alpha");
-    assert_eq!(data(&reply[0])["code"], "RPC_NO_TARGET");
+    let codes: Vec<Value> = bus
+        .take("alpha")
+        .iter()
+        .map(|r| data(r)["code"].clone())
+        .collect();
+    assert_eq!(codes, ["RPC_TARGET_UNAVAILABLE", "RPC_NO_TARGET"]);
 }
 
 #[test]
@@ -131,7 +138,7 @@ fn with_nats_down_a_call_to_another_hub_fails_at_once() {
 
 #[test]
 fn a_registration_claims_the_lease_and_a_leave_hands_it_back() {
-    let (mut bus, _link, _rx) = clustered();
+    let (mut bus, _link, mut rx) = clustered();
     let conn = bus.connect("alpha");
     let hello = Hello::sanitize(Some(&json!({"kind": "alpha"}))).unwrap();
     assert_eq!(
@@ -141,6 +148,7 @@ fn a_registration_claims_the_lease_and_a_leave_hands_it_back() {
             conn,
             hello,
             connected_at: T0_MS,
+            hello_id: None,
         }]
     );
     bus.close(conn);
@@ -150,6 +158,34 @@ fn a_registration_claims_the_lease_and_a_leave_hands_it_back() {
             kind: "alpha".into()
         }]
     );
+    // The other hubs hear it from this hub, authenticated.
+    assert_eq!(outbound(&mut rx), ["release alpha"]);
+}
+
+#[test]
+fn a_deleted_lease_counts_only_for_a_hub_that_is_gone_a_release_from_its_hub_always() {
+    let (mut bus, _link, _rx) = clustered();
+    bus.remote_peer("beta", 3);
+    bus.remote_peer("gamma", 4);
+    bus.events();
+    // Anyone with bucket access can delete: while hub B lives, beta stays.
+    bus.cluster(ClusterIn::LeaseGone {
+        kind: "beta".into(),
+        rev: 9,
+    });
+    assert!(bus.table.target("beta").is_some());
+    // Hub B's own (authenticated) word removes it; another hub's does not.
+    bus.cluster(ClusterIn::Released {
+        hub: "hub-c".into(),
+        kind: "beta".into(),
+    });
+    assert!(bus.table.target("beta").is_some());
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+    });
+    assert!(bus.table.target("beta").is_none());
+    assert_eq!(bus.event_names(), ["cluster.peer"]);
 }
 
 #[test]
