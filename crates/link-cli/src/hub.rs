@@ -363,7 +363,10 @@ fn warn_if_readable_by_others(_file: &Path, _what: &str) {}
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The NATS client's own connection lines are noise beside the hub's
+    // `cluster:` lines (RUST_LOG=async_nats=info brings them back).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);

@@ -320,7 +320,7 @@ impl Routing {
             link: c.link.clone(),
         }));
         c.hubs.insert(hub.clone(), HubEntry { route, peers });
-        tracing::info!(%hub, "cluster hub up");
+        tracing::debug!(%hub, "cluster hub up");
         // Its leases known already become peers.
         let kinds = c.kinds_on(&hub);
         let h = hub.to_string();
@@ -337,7 +337,7 @@ impl Routing {
         if c.hubs.remove(hub).is_none() {
             return;
         }
-        tracing::info!(%hub, "cluster hub gone");
+        tracing::debug!(%hub, "cluster hub gone");
         let kinds = c.kinds_on(hub);
         self.fail_calls_to(hub);
         // Its leases stay known (a hub back within the bucket's age brings
