@@ -310,6 +310,8 @@ impl Sim {
         while let Some(task) = self.table.poll_task() {
             match task {
                 Task::ServerRpc(call) => self.server_tickets.push(call.ticket),
+                // Answered like a user handler (the fuzzed table is alone).
+                Task::ClusterTopics { ticket, .. } => self.server_tickets.push(ticket),
                 Task::Judge { ticket, .. } => self.judge_tickets.push(ticket),
             }
         }

@@ -59,6 +59,9 @@ pub(crate) enum RouterMsg {
     /// What the cluster driver learned from NATS.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Cluster(crate::cluster::link::ClusterIn),
+    /// This hub's topics (another hub's `link.topic.list` asks).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    LocalTopics(oneshot::Sender<crate::routing::TopicMap>),
     /// `health()`.
     Health(oneshot::Sender<HubHealth>),
     /// `state()`.

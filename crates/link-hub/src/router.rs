@@ -160,6 +160,9 @@ impl Router {
                 }
                 self.table.handle_cluster(now, input)
             }
+            RouterMsg::LocalTopics(tx) => {
+                let _ = tx.send(self.table.local_topics());
+            }
             RouterMsg::Health(tx) => {
                 let _ = tx.send(self.table.health());
             }
@@ -240,6 +243,45 @@ impl Router {
                         None => Err(link_protocol::HandlerError::internal("handler missing")),
                     };
                     let ticket = call.ticket;
+                    let _ = shared
+                        .router
+                        .send(RouterMsg::ServerRpcDone { ticket, result })
+                        .await;
+                });
+            }
+            Task::ClusterTopics {
+                ticket,
+                local,
+                hubs,
+                topic,
+            } => {
+                #[cfg(feature = "cluster")]
+                if let Some(cluster) = &self.cluster {
+                    let others = cluster.topics(hubs);
+                    tokio::spawn(async move {
+                        let mut merged = local;
+                        for map in others.await {
+                            for (t, kinds) in map {
+                                let subs = merged.entry(t).or_default();
+                                for kind in kinds {
+                                    if !subs.contains(&kind) {
+                                        subs.push(kind);
+                                    }
+                                }
+                            }
+                        }
+                        let result =
+                            Ok(crate::routing::topic_list_value(&merged, topic.as_deref()));
+                        let _ = shared
+                            .router
+                            .send(RouterMsg::ServerRpcDone { ticket, result })
+                            .await;
+                    });
+                    return;
+                }
+                let _ = (hubs, &shared);
+                let result = Ok(crate::routing::topic_list_value(&local, topic.as_deref()));
+                tokio::spawn(async move {
                     let _ = shared
                         .router
                         .send(RouterMsg::ServerRpcDone { ticket, result })

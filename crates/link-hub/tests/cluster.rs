@@ -125,7 +125,28 @@ async fn peers_on_three_hubs_call_message_and_publish_as_on_one() {
         }
     }
 
-    // link.peer.list and link.health are cluster-wide.
+    // link.topic.list, link.peer.list and link.health are cluster-wide.
+    let topics = alpha.rpc("server", "link.topic.list", None).await.unwrap();
+    let news = &topics["topics"][0];
+    assert_eq!(news["topic"], "news", "{topics}");
+    let mut subscribers: Vec<&str> = news["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    subscribers.sort();
+    assert_eq!(subscribers, ["beta", "gamma"], "{topics}");
+    let one = alpha
+        .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        one["subscribers"].as_array().map(Vec::len),
+        Some(2),
+        "{one}"
+    );
+
     let list = alpha.rpc("server", "link.peer.list", None).await.unwrap();
     let mut kinds: Vec<&str> = list["peers"]
         .as_array()

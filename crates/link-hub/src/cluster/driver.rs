@@ -44,11 +44,21 @@ const SUBSCRIPTION_CAPACITY: usize = 8192;
 /// Claims tried before a kind is given up to a faster hub.
 const CLAIM_TRIES: usize = 5;
 
+/// How long a `link.topic.list` waits for the other hubs' answers.
+const QUERY_WAIT: Duration = Duration::from_millis(500);
+
 /// The router's handle on the driver.
 pub(crate) struct ClusterHandle {
     leases: mpsc::UnboundedSender<LeaseCmd>,
     interest: mpsc::UnboundedSender<(String, bool)>,
+    queries: mpsc::UnboundedSender<Query>,
     stop: watch::Sender<bool>,
+}
+
+/// Ask the other hubs for their topics: up to `hubs` answers.
+struct Query {
+    hubs: usize,
+    answers: oneshot::Sender<Vec<crate::routing::TopicMap>>,
 }
 
 impl ClusterHandle {
@@ -77,6 +87,17 @@ impl ClusterHandle {
                 let _ = self.interest.send((topic, on));
             }
         }
+    }
+
+    /// The other hubs' topics (`hubs` answers at most, or what came within
+    /// half a second).
+    pub(crate) fn topics(
+        &self,
+        hubs: usize,
+    ) -> impl std::future::Future<Output = Vec<crate::routing::TopicMap>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.queries.send(Query { hubs, answers: tx });
+        async move { rx.await.unwrap_or_default() }
     }
 
     /// The hub stops: every lease it holds is handed back and the others
@@ -124,6 +145,9 @@ impl Subjects {
     fn status(&self) -> String {
         format!("{}.status", self.prefix)
     }
+    fn topics_query(&self) -> String {
+        format!("{}.q.topics", self.prefix)
+    }
 }
 
 /// Starts the driver for `link` (whose queue `outbound` drains).
@@ -136,6 +160,7 @@ pub(crate) fn start(
 ) -> ClusterHandle {
     let (lease_tx, lease_rx) = mpsc::unbounded_channel();
     let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+    let (query_tx, query_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Ctx {
         subjects: Subjects {
@@ -147,10 +172,11 @@ pub(crate) fn start(
         window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         config,
     };
-    tokio::spawn(run(ctx, outbound, lease_rx, interest_rx, stop_rx));
+    tokio::spawn(run(ctx, outbound, lease_rx, interest_rx, query_rx, stop_rx));
     ClusterHandle {
         leases: lease_tx,
         interest: interest_tx,
+        queries: query_tx,
         stop: stop_tx,
     }
 }
@@ -177,6 +203,7 @@ async fn run(
     outbound: mpsc::Receiver<Outbound>,
     leases: mpsc::UnboundedReceiver<LeaseCmd>,
     interest: mpsc::UnboundedReceiver<(String, bool)>,
+    queries: mpsc::UnboundedReceiver<Query>,
     stop: watch::Receiver<bool>,
 ) {
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -217,14 +244,23 @@ async fn run(
     };
     tracing::info!(hub = %ctx.link.hub, url = %ctx.config.url, cluster = %ctx.config.name, "cluster: connecting");
     let (resync_tx, resync_rx) = watch::channel(0u64);
+    let sealer = Sealer::new(wire::key(&ctx.key), &ctx.link.hub);
     tokio::spawn(publisher(
         ctx.clone(),
         client.clone(),
+        sealer.clone(),
         outbound,
         stop.clone(),
     ));
     tokio::spawn(leases_task(ctx.clone(), client.clone(), leases, resync_rx));
-    receiver(ctx, client, interest, events, resync_tx, stop).await;
+    let inputs = ReceiverInputs {
+        interest,
+        queries,
+        events,
+        resync: resync_tx,
+        stop,
+    };
+    receiver(ctx, client, sealer, inputs).await;
 }
 
 // ----- publisher -------------------------------------------------------------
@@ -232,10 +268,10 @@ async fn run(
 async fn publisher(
     ctx: Ctx,
     client: async_nats::Client,
+    sealer: Sealer,
     mut outbound: mpsc::Receiver<Outbound>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sealer = Sealer::new(wire::key(&ctx.key), &ctx.link.hub);
     let mut tick = tokio::time::interval(ctx.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let heartbeat = ctx.subjects.heartbeat();
@@ -307,14 +343,23 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
 
 // ----- receiver --------------------------------------------------------------
 
-async fn receiver(
-    ctx: Ctx,
-    client: async_nats::Client,
-    mut interest: mpsc::UnboundedReceiver<(String, bool)>,
-    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+/// What the receiver listens to besides NATS.
+struct ReceiverInputs {
+    interest: mpsc::UnboundedReceiver<(String, bool)>,
+    queries: mpsc::UnboundedReceiver<Query>,
+    events: mpsc::UnboundedReceiver<async_nats::Event>,
     resync: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
+    stop: watch::Receiver<bool>,
+}
+
+async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: ReceiverInputs) {
+    let ReceiverInputs {
+        mut interest,
+        mut queries,
+        mut events,
+        resync,
+        mut stop,
+    } = given;
     let mut opener = Opener::new(wire::key(&ctx.key), ctx.window_ms);
     let mut hubs = HubWatch::new(ctx.config.hub_timeout);
     // Fixed subscriptions and the topics' forwarders share one queue.
@@ -323,6 +368,7 @@ async fn receiver(
         ctx.subjects.hub(&ctx.link.hub),
         ctx.subjects.heartbeat(),
         ctx.subjects.status(),
+        ctx.subjects.topics_query(),
     ] {
         match client.subscribe(subject.clone()).await {
             Ok(sub) => {
@@ -340,6 +386,14 @@ async fn receiver(
             Some(msg) = msgs.recv() => {
                 let now_ms = wall_ms();
                 match opener.open(msg.subject.as_str(), &msg.payload, now_ms) {
+                    Ok(opened) if opened.op == Op::TopicsQuery => {
+                        if let Some(reply) = msg.reply.clone()
+                            && opened.hub != *ctx.link.hub
+                        {
+                            let (ctx, client, sealer) = (ctx.clone(), client.clone(), sealer.clone());
+                            tokio::spawn(answer_topics(ctx, client, sealer, reply.to_string()));
+                        }
+                    }
                     Ok(opened) => {
                         for input in inputs(&ctx, &mut hubs, opened) {
                             ctx.tell(input).await;
@@ -350,6 +404,9 @@ async fn receiver(
                         tracing::debug!(subject = %msg.subject, reason = e.code(), "cluster message dropped");
                     }
                 }
+            }
+            Some(query) = queries.recv() => {
+                tokio::spawn(ask_topics(ctx.clone(), client.clone(), sealer.clone(), query));
             }
             Some((topic, on)) = interest.recv() => {
                 if on {
@@ -400,6 +457,53 @@ async fn receiver(
     }
 }
 
+/// Answers another hub's `link.topic.list` with this hub's topics.
+async fn answer_topics(ctx: Ctx, client: async_nats::Client, sealer: Sealer, reply: String) {
+    let (tx, rx) = oneshot::channel();
+    if ctx.router.send(RouterMsg::LocalTopics(tx)).await.is_err() {
+        return;
+    }
+    let Ok(topics) = rx.await else { return };
+    let data = CanonicalData::new(&serde_json::json!(topics));
+    let bytes = sealer.seal(&reply, wall_ms(), &Op::Topics, Some(&data));
+    let _ = client.publish(reply, Bytes::from(bytes)).await;
+}
+
+/// Asks every other hub for its topics; gathers up to `query.hubs`
+/// answers within [`QUERY_WAIT`].
+async fn ask_topics(ctx: Ctx, client: async_nats::Client, sealer: Sealer, query: Query) {
+    let inbox = client.new_inbox();
+    let mut answers = Vec::new();
+    if let Ok(mut sub) = client.subscribe(inbox.clone()).await {
+        let subject = ctx.subjects.topics_query();
+        let bytes = sealer.seal(&subject, wall_ms(), &Op::TopicsQuery, None);
+        if client
+            .publish_with_reply(subject, inbox.clone(), Bytes::from(bytes))
+            .await
+            .is_ok()
+        {
+            let mut opener = Opener::new(wire::key(&ctx.key), ctx.window_ms);
+            let deadline = tokio::time::Instant::now() + QUERY_WAIT;
+            while answers.len() < query.hubs {
+                let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+                    break;
+                };
+                let Ok(opened) = opener.open(&inbox, &msg.payload, wall_ms()) else {
+                    ctx.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let map = opened.data.and_then(|d| {
+                    serde_json::from_str::<crate::routing::TopicMap>(d.as_str()).ok()
+                });
+                if let (Op::Topics, Some(map)) = (opened.op, map) {
+                    answers.push(map);
+                }
+            }
+        }
+    }
+    let _ = query.answers.send(answers);
+}
+
 /// Moves one subscription's messages into the receiver's queue.
 async fn forward(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>) {
     while let Some(msg) = sub.next().await {
@@ -441,6 +545,8 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             hub,
             kind: kind.into(),
         }],
+        // Answered by the receiver itself; answers go to a query's inbox.
+        Op::TopicsQuery | Op::Topics => Vec::new(),
         Op::Deliver {
             id,
             msg_type,

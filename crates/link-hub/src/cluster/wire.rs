@@ -86,6 +86,10 @@ pub(crate) enum Op {
     Heartbeat { peers: u64 },
     /// The sending hub's peer `kind` left (its lease is handed back).
     Release { kind: String },
+    /// `link.topic.list` on the sending hub: every hub answers `Topics`.
+    TopicsQuery,
+    /// A hub's topics (`data`: `{topic: [kinds in subscription order]}`).
+    Topics,
     /// The sending hub is stopping: its peers are gone.
     Bye,
 }
@@ -113,10 +117,12 @@ pub(crate) fn key(secret: &[u8]) -> hmac::Key {
 }
 
 /// Seals this hub's messages: its id, a sequence, the time, the MAC.
+/// Clones share the sequence (every task of a hub seals with one).
+#[derive(Clone)]
 pub(crate) struct Sealer {
     key: hmac::Key,
     hub: String,
-    seq: u64,
+    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sealer {
@@ -124,22 +130,22 @@ impl Sealer {
         Self {
             key,
             hub: hub.to_owned(),
-            seq: 0,
+            seq: Default::default(),
         }
     }
 
     /// The bytes to publish on `subject`.
     pub(crate) fn seal(
-        &mut self,
+        &self,
         subject: &str,
         now_ms: u64,
         op: &Op,
         data: Option<&CanonicalData>,
     ) -> Vec<u8> {
-        self.seq += 1;
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut header = Map::new();
         header.insert("h".into(), self.hub.as_str().into());
-        header.insert("s".into(), self.seq.into());
+        header.insert("s".into(), seq.into());
         header.insert("t".into(), now_ms.into());
         let fields = match op {
             Op::Deliver {
@@ -152,6 +158,8 @@ impl Sealer {
             Op::Status { kind, at } => json!({"op": "status", "kind": kind, "at": at}),
             Op::Heartbeat { peers } => json!({"op": "heartbeat", "peers": peers}),
             Op::Release { kind } => json!({"op": "release", "kind": kind}),
+            Op::TopicsQuery => json!({"op": "topics?"}),
+            Op::Topics => json!({"op": "topics"}),
             Op::Bye => json!({"op": "bye"}),
         };
         if let Value::Object(fields) = fields {
@@ -243,6 +251,8 @@ impl Opener {
             "release" => Op::Release {
                 kind: text("kind").ok_or(WireError::Malformed)?,
             },
+            "topics?" => Op::TopicsQuery,
+            "topics" => Op::Topics,
             "bye" => Op::Bye,
             _ => return Err(WireError::Malformed),
         };
@@ -433,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_sealed_message_opens_once_with_its_data_verbatim() {
-        let (mut sealer, mut opener) = pair();
+        let (sealer, mut opener) = pair();
         let data = CanonicalData::new(&json!({"directType": "ping", "directData": [1, "é"]}));
         let bytes = sealer.seal("link.c.hub.b", NOW, &deliver(), Some(&data));
         let opened = opener.open("link.c.hub.b", &bytes, NOW + 5).unwrap();
@@ -451,7 +461,7 @@ mod tests {
 
     #[test]
     fn another_secret_another_subject_or_a_flipped_byte_fail_the_mac() {
-        let (mut sealer, mut opener) = pair();
+        let (sealer, mut opener) = pair();
         let bytes = sealer.seal("link.c.hub.b", NOW, &deliver(), None);
         let mut outsider = Opener::new(key(b"guess"), 30_000);
         assert_eq!(
@@ -479,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_message_outside_the_window_is_stale() {
-        let (mut sealer, mut opener) = pair();
+        let (sealer, mut opener) = pair();
         let bytes = sealer.seal("s", NOW, &Op::Bye, None);
         assert_eq!(
             opener.open("s", &bytes, NOW + 30_001),
@@ -494,7 +504,7 @@ mod tests {
 
     #[test]
     fn out_of_order_sequences_within_the_window_open_and_replays_do_not() {
-        let (mut sealer, mut opener) = pair();
+        let (sealer, mut opener) = pair();
         let msgs: Vec<Vec<u8>> = (0..3000)
             .map(|_| sealer.seal("s", NOW, &Op::Heartbeat { peers: 1 }, None))
             .collect();
@@ -516,7 +526,7 @@ mod tests {
 
     #[test]
     fn every_op_round_trips() {
-        let (mut sealer, mut opener) = pair();
+        let (sealer, mut opener) = pair();
         let ops = [
             deliver(),
             Op::Deliver {
@@ -537,6 +547,8 @@ mod tests {
             Op::Release {
                 kind: "alpha".into(),
             },
+            Op::TopicsQuery,
+            Op::Topics,
             Op::Bye,
         ];
         for op in ops {

@@ -598,6 +598,12 @@ impl Routing {
         }
     }
 
+    /// Other hubs alive (`None` on a lone hub or while NATS is down).
+    pub(super) fn cluster_hub_count(&self) -> Option<usize> {
+        let c = self.cluster.as_ref()?;
+        c.link.is_up().then_some(c.hubs.len())
+    }
+
     /// The cluster's figures for `/metrics`.
     pub(super) fn cluster_stats(&self) -> Option<super::stats::ClusterStats> {
         let c = self.cluster.as_ref()?;

@@ -62,7 +62,7 @@ use crate::outbox::{OutItem, Outbox, Push};
 
 pub(crate) use dashboard::{DashboardView, PeerRow, TopicRow};
 pub(crate) use membership::PresenceLimits;
-pub(crate) use server::ServerRpcCall;
+pub(crate) use server::{ServerRpcCall, topic_list_value};
 
 /// Who listens to the hub's events (the driver reads it once per batch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,7 +201,21 @@ pub(crate) enum Task {
     ServerRpc(ServerRpcCall),
     /// Ask an ACL hook, then call [`Routing::handle_verdict`] with the ticket.
     Judge { ticket: Ticket, query: AclQuery },
+    /// `link.topic.list` in a cluster: ask the `hubs` other hubs for their
+    /// topics, merge them with `local`, then call
+    /// [`Routing::handle_server_rpc_done`] with the ticket and the answer
+    /// (shaped by `topic`, the one asked for, if any).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    ClusterTopics {
+        ticket: Ticket,
+        local: TopicMap,
+        hubs: usize,
+        topic: Option<String>,
+    },
 }
+
+/// Topics and their subscribers, in subscription order.
+pub(crate) type TopicMap = BTreeMap<String, Vec<String>>;
 
 /// One attached socket.
 struct ConnEntry {

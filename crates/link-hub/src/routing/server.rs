@@ -13,7 +13,7 @@ use link_protocol::conn::Now;
 use link_protocol::{CanonicalData, Envelope, RpcErrorCode, RpcResponse, msg_type};
 use serde_json::{Value, json};
 
-use super::{Route, Routing, Task, Ticket, elapsed_ms};
+use super::{Route, Routing, Task, Ticket, TopicMap, elapsed_ms};
 use crate::events::HubEvent;
 use crate::server_rpc::{HEALTH, PEER_LIST, ServerRpcRequest, ServerRpcResult, TOPIC_LIST};
 
@@ -71,6 +71,28 @@ impl Routing {
             rpc_type: rpc_type.clone(),
             started: now.instant,
         };
+        if !user
+            && rpc_type == TOPIC_LIST
+            && let Some(hubs) = self.cluster_hub_count().filter(|n| *n > 0)
+        {
+            // The other hubs are asked; the answer comes back as a task's.
+            let ticket = self.ticket();
+            self.server_calls.insert(ticket, running);
+            let topic = rpc_data
+                .as_ref()
+                .and_then(|d| d.get("topic"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            let local = self.local_topics();
+            self.tasks.push_back(Task::ClusterTopics {
+                ticket,
+                local,
+                hubs,
+                topic,
+            });
+            return;
+        }
         if user {
             let ticket = self.ticket();
             self.server_calls.insert(ticket, running);
@@ -158,26 +180,34 @@ impl Routing {
     /// `link.topic.list`: every topic with its subscribers, or the one
     /// named by `{topic}`.
     pub(super) fn topic_list(&self, rpc_data: Option<&Value>) -> Value {
-        let subscribers_of = |topic: &str| -> Vec<String> {
-            self.topics
-                .get(topic)
-                .map(|s| s.order.iter().map(|k| k.to_string()).collect())
-                .unwrap_or_default()
-        };
-        match rpc_data
+        let topic = rpc_data
             .and_then(|d| d.get("topic"))
             .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
-            Some(topic) => json!({"topic": topic, "subscribers": subscribers_of(topic)}),
-            None => {
-                let topics: Vec<Value> = self
-                    .topics
-                    .keys()
-                    .map(|t| json!({"topic": t, "subscribers": subscribers_of(t)}))
-                    .collect();
-                json!({ "topics": topics })
-            }
+            .filter(|t| !t.is_empty());
+        topic_list_value(&self.local_topics(), topic)
+    }
+
+    /// This hub's topics and their subscribers.
+    pub(crate) fn local_topics(&self) -> TopicMap {
+        self.topics
+            .iter()
+            .map(|(t, s)| (t.clone(), s.order.iter().map(|k| k.to_string()).collect()))
+            .collect()
+    }
+}
+
+/// `link.topic.list`'s answer from a topic map: every topic, or `topic`.
+pub(crate) fn topic_list_value(topics: &TopicMap, topic: Option<&str>) -> Value {
+    match topic {
+        Some(topic) => {
+            json!({"topic": topic, "subscribers": topics.get(topic).cloned().unwrap_or_default()})
+        }
+        None => {
+            let topics: Vec<Value> = topics
+                .iter()
+                .map(|(t, subs)| json!({"topic": t, "subscribers": subs}))
+                .collect();
+            json!({ "topics": topics })
         }
     }
 }
