@@ -408,3 +408,34 @@ async fn a_nats_client_without_the_secret_cannot_inject_forge_or_take_a_lease() 
         .unwrap_or("0");
     assert_ne!(rejected, "0", "{metrics}");
 }
+
+#[tokio::test]
+async fn a_timed_out_call_is_cancelled_on_the_other_hub() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (hub(&nats).await, hub(&nats).await);
+    let mut a_events = a.events();
+    let cancelled = Arc::new(tokio::sync::Notify::new());
+    let seen = cancelled.clone();
+    let _beta = ready(b.client("beta").handler("slow", move |call| {
+        let seen = seen.clone();
+        async move {
+            call.cancel.cancelled().await;
+            seen.notify_one();
+            Ok(json!("too late"))
+        }
+    }))
+    .await;
+    reachable(&mut a_events, "beta").await;
+    let alpha = ready(a.client("alpha")).await;
+    let opts = link_client::RpcOptions {
+        timeout: Some(Duration::from_millis(100)),
+        cancel: None,
+    };
+    let err = alpha.rpc_with("beta", "slow", None, opts).await.unwrap_err();
+    assert_eq!(err.code(), "RPC_TIMEOUT", "{err:?}");
+    // alpha's rpc.cancel crossed to hub B and fired beta's token.
+    tokio::time::timeout(WAIT, cancelled.notified()).await.unwrap();
+    // The late answer is suppressed by alpha's client; the link stays good.
+    let health = alpha.rpc("server", "link.health", None).await.unwrap();
+    assert_eq!(health["cluster"]["up"], true);
+}
