@@ -431,11 +431,50 @@ async fn a_timed_out_call_is_cancelled_on_the_other_hub() {
         timeout: Some(Duration::from_millis(100)),
         cancel: None,
     };
-    let err = alpha.rpc_with("beta", "slow", None, opts).await.unwrap_err();
+    let err = alpha
+        .rpc_with("beta", "slow", None, opts)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "RPC_TIMEOUT", "{err:?}");
     // alpha's rpc.cancel crossed to hub B and fired beta's token.
-    tokio::time::timeout(WAIT, cancelled.notified()).await.unwrap();
+    tokio::time::timeout(WAIT, cancelled.notified())
+        .await
+        .unwrap();
     // The late answer is suppressed by alpha's client; the link stays good.
     let health = alpha.rpc("server", "link.health", None).await.unwrap();
     assert_eq!(health["cluster"]["up"], true);
+}
+
+#[tokio::test]
+async fn per_peer_keys_work_across_hubs_and_never_cross_nats() {
+    let nats = NatsServer::start().await;
+    let keys = [("alpha", "key-alpha"), ("beta", "key-beta")];
+    // Hub A knows only alpha's key, hub B only beta's: each verifies and
+    // signs for its own peers.
+    let per_kind = |i: usize| {
+        let config = HubConfig::builder(Secret::per_kind([keys[i]]))
+            .cluster(
+                ClusterConfig::new(nats.url(), CLUSTER_SECRET)
+                    .heartbeat(Duration::from_millis(200), Duration::from_millis(1000)),
+            )
+            .build()
+            .unwrap();
+        TestHub::builder(config).start()
+    };
+    let (a, b) = (per_kind(0).await, per_kind(1).await);
+    let mut a_events = a.events();
+    let client = |hub: &TestHub, (kind, key): (&str, &str)| {
+        link_client::ClientConfig::builder()
+            .url(hub.url.clone())
+            .secret(key)
+            .kind(kind)
+    };
+    let _beta =
+        ready(client(&b, keys[1]).handler("who", |call| async move { Ok(json!(call.from)) })).await;
+    reachable(&mut a_events, "beta").await;
+    let alpha = ready(client(&a, keys[0])).await;
+    assert_eq!(
+        alpha.rpc("beta", "who", None).await.unwrap(),
+        json!("alpha")
+    );
 }
