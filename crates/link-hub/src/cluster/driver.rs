@@ -362,8 +362,10 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
     } = given;
     let mut opener = Opener::new(wire::key(&ctx.key), ctx.window_ms);
     let mut hubs = HubWatch::new(ctx.config.hub_timeout);
-    // Fixed subscriptions and the topics' forwarders share one queue.
+    // The fixed subscriptions are read here directly (no hop for RPCs and
+    // direct messages); the topics' forwarders share one queue.
     let (msgs_tx, mut msgs) = mpsc::channel::<async_nats::Message>(SUBSCRIPTION_CAPACITY);
+    let mut fixed = futures_util::stream::SelectAll::new();
     for subject in [
         ctx.subjects.hub(&ctx.link.hub),
         ctx.subjects.heartbeat(),
@@ -371,9 +373,7 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
         ctx.subjects.topics_query(),
     ] {
         match client.subscribe(subject.clone()).await {
-            Ok(sub) => {
-                tokio::spawn(forward(sub, msgs_tx.clone()));
-            }
+            Ok(sub) => fixed.push(sub),
             Err(e) => tracing::error!(%subject, error = %e, "cluster: cannot subscribe"),
         }
     }
@@ -383,27 +383,11 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
     let mut epoch = 0u64;
     loop {
         tokio::select! {
+            Some(msg) = fixed.next() => {
+                on_message(&ctx, &client, &sealer, &mut opener, &mut hubs, msg).await;
+            }
             Some(msg) = msgs.recv() => {
-                let now_ms = wall_ms();
-                match opener.open(msg.subject.as_str(), &msg.payload, now_ms) {
-                    Ok(opened) if opened.op == Op::TopicsQuery => {
-                        if let Some(reply) = msg.reply.clone()
-                            && opened.hub != *ctx.link.hub
-                        {
-                            let (ctx, client, sealer) = (ctx.clone(), client.clone(), sealer.clone());
-                            tokio::spawn(answer_topics(ctx, client, sealer, reply.to_string()));
-                        }
-                    }
-                    Ok(opened) => {
-                        for input in inputs(&ctx, &mut hubs, opened) {
-                            ctx.tell(input).await;
-                        }
-                    }
-                    Err(e) => {
-                        ctx.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(subject = %msg.subject, reason = e.code(), "cluster message dropped");
-                    }
-                }
+                on_message(&ctx, &client, &sealer, &mut opener, &mut hubs, msg).await;
             }
             Some(query) = queries.recv() => {
                 tokio::spawn(ask_topics(ctx.clone(), client.clone(), sealer.clone(), query));
@@ -453,6 +437,36 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
                 }
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One message from NATS: opened (MAC, window, sequence) and handed on.
+async fn on_message(
+    ctx: &Ctx,
+    client: &async_nats::Client,
+    sealer: &Sealer,
+    opener: &mut Opener,
+    hubs: &mut HubWatch,
+    msg: async_nats::Message,
+) {
+    match opener.open(msg.subject.as_str(), &msg.payload, wall_ms()) {
+        Ok(opened) if opened.op == Op::TopicsQuery => {
+            if let Some(reply) = msg.reply
+                && opened.hub != *ctx.link.hub
+            {
+                let (ctx, client, sealer) = (ctx.clone(), client.clone(), sealer.clone());
+                tokio::spawn(answer_topics(ctx, client, sealer, reply.to_string()));
+            }
+        }
+        Ok(opened) => {
+            for input in inputs(ctx, hubs, opened) {
+                ctx.tell(input).await;
+            }
+        }
+        Err(e) => {
+            ctx.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(subject = %msg.subject, reason = e.code(), "cluster message dropped");
         }
     }
 }
