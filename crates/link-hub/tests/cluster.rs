@@ -222,6 +222,15 @@ async fn statuses_cross_hubs() {
     alpha
         .send("status.update", None, Some(json!({"load": 0.5})))
         .await;
+    // watcher's peer list (a Node peer's view) has alpha from hub A.
+    let list = watcher.peers_update_with("alpha").await;
+    let kinds: Vec<&str> = list.data().unwrap()["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["watcher", "alpha"]);
     let update = watcher.recv("status.update").await;
     assert_eq!(update.from(), Some("server"));
     let data = update.data().unwrap();
@@ -236,6 +245,9 @@ async fn statuses_cross_hubs() {
         "{:?}",
         snapshot.data()
     );
+    // alpha leaves hub A: it leaves watcher's list on hub B.
+    drop(alpha);
+    watcher.peers_update_without("alpha").await;
 }
 
 #[tokio::test]

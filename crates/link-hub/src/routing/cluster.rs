@@ -33,6 +33,19 @@ pub(crate) struct RemotePeer {
     pub(crate) rev: u64,
     pub(crate) hello: Hello,
     pub(crate) connected_at: u64,
+    /// Its `peers.update` entry, canonical, made once.
+    pub(crate) entry: Arc<CanonicalData>,
+}
+
+impl RemotePeer {
+    fn info(&self, kind: &str) -> messages::PeerInfo {
+        messages::PeerInfo {
+            kind: kind.to_owned(),
+            hello: Some(self.hello.clone()),
+            connected_at: Some(self.connected_at as f64),
+            connected: true,
+        }
+    }
 }
 
 /// Where a local peer's lease stands.
@@ -381,17 +394,17 @@ impl Routing {
         }
         let local = c.leases.get(&kind).copied();
         let alive = c.hubs.contains_key(&hub);
+        let mut peer = RemotePeer {
+            hub: hub.clone(),
+            rev,
+            hello,
+            connected_at,
+            entry: Arc::new(CanonicalData::assume_canonical(String::new())),
+        };
+        peer.entry = Arc::new(CanonicalData::new(&peer.info(&kind).to_value()));
         let moved = c
             .remote
-            .insert(
-                kind.clone(),
-                RemotePeer {
-                    hub: hub.clone(),
-                    rev,
-                    hello,
-                    connected_at,
-                },
-            )
+            .insert(kind.clone(), peer)
             .is_none_or(|before| before.hub != hub);
         if let Some(Lease::Held(ours)) = local
             && rev > ours
@@ -456,14 +469,8 @@ impl Routing {
     }
 
     /// Kinds on `hub` became reachable (`joined`) or stopped being: routing
-    /// follows at once; listeners hear of it.
-    fn remote_peers_moved(
-        &mut self,
-        _now: Now,
-        hub: &Arc<str>,
-        kinds: Vec<Arc<str>>,
-        joined: bool,
-    ) {
+    /// follows at once; listeners hear of it; the peer lists change.
+    fn remote_peers_moved(&mut self, now: Now, hub: &Arc<str>, kinds: Vec<Arc<str>>, joined: bool) {
         if kinds.is_empty() {
             return;
         }
@@ -472,6 +479,22 @@ impl Routing {
             let (kind, hub) = (kind.to_string(), hub.to_string());
             self.emit(|| HubEvent::ClusterPeer { kind, hub, joined });
         }
+        if self.config.broadcast_peers {
+            self.membership_changed(now.instant);
+        }
+    }
+
+    /// The other hubs' peers' list entries (alive, not held here), oldest
+    /// first: a peer list is this hub's peers then these.
+    pub(super) fn remote_entries(&self) -> Vec<Arc<CanonicalData>> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        c.remote_peers()
+            .into_iter()
+            .filter(|(k, _)| !self.peers.contains_key(*k))
+            .map(|(_, p)| p.entry.clone())
+            .collect()
     }
 
     fn remote_deliver(&mut self, hub: &Arc<str>, item: OutItem) {
@@ -641,12 +664,7 @@ impl Routing {
         c.remote_peers()
             .into_iter()
             .filter(|(k, _)| !self.peers.contains_key(*k))
-            .map(|(k, p)| messages::PeerInfo {
-                kind: k.to_string(),
-                hello: Some(p.hello.clone()),
-                connected_at: Some(p.connected_at as f64),
-                connected: true,
-            })
+            .map(|(k, p)| p.info(k))
             .collect()
     }
 }

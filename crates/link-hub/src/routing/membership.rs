@@ -388,7 +388,7 @@ impl Routing {
     }
 
     /// A peer joined or left: a new version, not yet seen by anyone.
-    fn membership_changed(&mut self, now: Instant) {
+    pub(super) fn membership_changed(&mut self, now: Instant) {
         if std::mem::take(&mut self.presence.in_round) {
             // A lull, not the end: the lists of that round are stale now.
             self.presence.quiet_for = Some((self.presence.quiet() * 2).min(MAX_QUIET));
@@ -568,28 +568,28 @@ impl Routing {
                 prefix: l.prefix.clone(),
             };
         }
+        // This hub's peers in registration order, then the other hubs'
+        // (a cluster), oldest first.
+        let remote = self.remote_entries();
+        let all = self
+            .order
+            .iter()
+            .filter_map(|k| self.peers.get(k).and_then(|p| p.presence.as_ref()))
+            .map(|pp| &pp.entry)
+            .chain(remote.iter().map(|e| &**e));
         // `{"peers":[` and `]}` around the entries, commas between.
         let mut bytes = 12;
         let mut listed = 0;
-        for kind in &self.order {
-            let Some(pp) = self.peers.get(kind).and_then(|p| p.presence.as_ref()) else {
-                continue;
-            };
-            let add = pp.entry.len() + usize::from(listed > 0);
+        for entry in all.clone() {
+            let add = entry.len() + usize::from(listed > 0);
             if bytes + add > self.config.max_peer_list_bytes {
                 break;
             }
             bytes += add;
             listed += 1;
         }
-        let entries = self
-            .order
-            .iter()
-            .filter_map(|k| self.peers.get(k).and_then(|p| p.presence.as_ref()))
-            .take(listed)
-            .map(|pp| &pp.entry);
-        let data = Arc::new(CanonicalData::object_of_array("peers", entries));
-        let omitted = self.peers.len() - listed;
+        let data = Arc::new(CanonicalData::object_of_array("peers", all.take(listed)));
+        let omitted = self.peers.len() + remote.len() - listed;
         if omitted > 0 && !self.presence.truncated {
             tracing::warn!(
                 peers = self.peers.len(),

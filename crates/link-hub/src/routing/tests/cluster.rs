@@ -10,9 +10,22 @@ use crate::cluster::link::{ClusterIn, ClusterLink, ClusterOut, Outbound};
 
 const HUB_B: &str = "hub-b";
 
-/// A bus whose table is in a cluster with NATS up.
+/// A bus whose table is in a cluster with NATS up (peer lists off: these
+/// transcripts are about routing; `listing()` has them on).
 fn clustered() -> (Bus, Arc<ClusterLink>, mpsc::Receiver<Outbound>) {
-    let mut bus = Bus::new();
+    in_cluster(RoutingConfig {
+        broadcast_peers: false,
+        ..config()
+    })
+}
+
+/// The same with peer lists on.
+fn listing() -> (Bus, Arc<ClusterLink>, mpsc::Receiver<Outbound>) {
+    in_cluster(config())
+}
+
+fn in_cluster(config: RoutingConfig) -> (Bus, Arc<ClusterLink>, mpsc::Receiver<Outbound>) {
+    let mut bus = Bus::with(config);
     let (link, rx) = ClusterLink::new("hub-a".into());
     link.set_up(true);
     bus.table.join_cluster(link.clone());
@@ -392,4 +405,34 @@ fn calls_waiting_on_a_hub_that_goes_end_with_a_typed_error() {
         data(&got[1]),
         json!({"ok": false, "code": "RPC_TARGET_UNAVAILABLE", "error": "the target's hub left the cluster"})
     );
+}
+
+#[test]
+fn peer_lists_hold_this_hubs_peers_then_the_other_hubs_peers() {
+    let (mut bus, _link, _rx) = listing();
+    bus.connect("alpha");
+    bus.take("alpha");
+    bus.remote_peer("beta", 3);
+    bus.advance(1000); // past the quiet time: the final list goes out
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let lists: Vec<Vec<String>> = bus
+        .take("alpha")
+        .iter()
+        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
+        .map(peers_of)
+        .collect();
+    assert_eq!(lists.last().unwrap(), &["alpha", "beta"]);
+    // Hub B goes: beta leaves the list.
+    bus.cluster(ClusterIn::HubGone { hub: HUB_B.into() });
+    bus.advance(1000);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let lists: Vec<Vec<String>> = bus
+        .take("alpha")
+        .iter()
+        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
+        .map(peers_of)
+        .collect();
+    assert_eq!(lists.last().unwrap(), &["alpha"]);
 }
