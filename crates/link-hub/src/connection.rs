@@ -275,6 +275,7 @@ impl Reader {
                         .send(RouterMsg::Register {
                             conn: self.conn,
                             hello,
+                            peer_deltas: self.hc.wants_peer_deltas(),
                         })
                         .await;
                 }

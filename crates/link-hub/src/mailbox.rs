@@ -24,8 +24,13 @@ pub(crate) enum RouterMsg {
         ctl: mpsc::UnboundedSender<ConnCtl>,
         remote: Option<SocketAddr>,
     },
-    /// The socket's hello verified.
-    Register { conn: ConnId, hello: Hello },
+    /// The socket's hello verified (`peer_deltas`: it asked for the
+    /// `peers.delta` extension).
+    Register {
+        conn: ConnId,
+        hello: Hello,
+        peer_deltas: bool,
+    },
     /// A verified message.
     Inbound {
         conn: ConnId,

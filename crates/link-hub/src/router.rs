@@ -93,7 +93,13 @@ impl Router {
                 self.ctls.insert(conn, ctl);
                 self.table.handle_attach(conn, Route::Local(outbox), remote);
             }
-            RouterMsg::Register { conn, hello } => self.table.handle_register(now, conn, hello),
+            RouterMsg::Register {
+                conn,
+                hello,
+                peer_deltas,
+            } => self
+                .table
+                .handle_register_asking(now, conn, hello, peer_deltas),
             RouterMsg::Inbound { conn, kind, env } => {
                 self.table.handle_inbound(now, conn, kind, env)
             }

@@ -436,6 +436,12 @@ impl CanonicalData {
         Ok(Self::new(&wire_safe::to_value(value)?))
     }
 
+    /// Text the crate built in canonical form by concatenation (the
+    /// presence builders); never from outside input.
+    pub(crate) fn from_canonical_text(text: String) -> Self {
+        Self(text)
+    }
+
     /// The canonical text.
     pub fn as_str(&self) -> &str {
         &self.0

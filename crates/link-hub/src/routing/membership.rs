@@ -9,6 +9,10 @@
 //! list per socket in flight, a hub-wide byte cap on lists in flight, and
 //! the final list for everyone once membership is quiet. Every list is a
 //! full snapshot, so a client diffing lists sees each peer join once.
+//!
+//! A peer whose hello asked for `peers.delta` is paced the same way but is
+//! sent a versioned snapshot once, then deltas (`peer_deltas.rs`); nobody
+//! else ever sees those messages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use link_protocol::conn::Now;
 use link_protocol::messages;
-use link_protocol::{CanonicalData, HUB_FEATURES, Hello, HelloAck, PeerInfo, msg_type};
+use link_protocol::{CanonicalData, Feature, HUB_FEATURES, Hello, HelloAck, PeerInfo, msg_type};
 use serde_json::Value;
 
+use super::peer_deltas::{Change, DeltaLog, Next};
 use super::{ConnCtl, ConnEntry, ConnId, Peer, Route, Routing, hub_stopped};
 use crate::events::{HubEvent, TimeoutReason};
-use crate::outbox::{ListGauge, OutItem, PrefixCell};
+use crate::outbox::{ListGauge, OutItem, PrefixCell, Push};
 
 /// A list handed to one recipient.
 struct ListRef {
@@ -96,11 +101,11 @@ pub(super) const STUCK: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(super) struct Presence {
     /// Bumped on every membership change.
-    version: u64,
+    pub(super) version: u64,
     /// The list of `version`, built once and shared by every recipient.
     cache: Option<List>,
     /// Some peers have not seen the current version yet.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Inputs handled since `dirty` was set.
     since_dirty: usize,
     /// When membership last changed.
@@ -110,8 +115,9 @@ pub(super) struct Presence {
     /// Where the next flush starts in the registration order (fairness
     /// when the in-flight cap stops a flush part way).
     cursor: usize,
-    /// Newcomers still waiting for their first list, served first.
-    fresh: Vec<Arc<str>>,
+    /// Newcomers still waiting for their first list, and delta peers that
+    /// asked for a fresh snapshot, served first.
+    pub(super) fresh: Vec<Arc<str>>,
     /// Since when flushes have been held back by the gauge.
     held_since: Option<Instant>,
     /// Lists queued or being written, hub-wide.
@@ -126,6 +132,8 @@ pub(super) struct Presence {
     in_round: bool,
     /// The last list left peers out (logged once per crossing).
     truncated: bool,
+    /// The change log and the snapshots and deltas built from it.
+    pub(super) deltas: DeltaLog,
 }
 
 /// One version's list: the canonical data (shared by every recipient's
@@ -142,6 +150,13 @@ struct List {
 pub(super) struct PeerPresence {
     /// Its entry in the list, canonical, made once at registration.
     entry: CanonicalData,
+    /// Its compact entry in snapshots and deltas (docs/protocol.md §5.2.2).
+    pub(super) compact: Arc<CanonicalData>,
+    /// Its hello asked for `peers.delta`: it is sent snapshots and deltas,
+    /// never `peers.update`.
+    pub(super) deltas: bool,
+    /// (Delta peers.) It holds no usable list: the next send is a snapshot.
+    pub(super) snapshot_due: bool,
     /// The membership version it last got a list for.
     seen: u64,
     /// Rate limit (GCRA): the earliest time it may get the next list
@@ -159,13 +174,17 @@ impl Presence {
         self.dirty = false;
         self.due = None;
         self.fresh.clear();
+        self.deltas.clear();
     }
 }
 
 impl PeerPresence {
-    pub(super) fn new(info: &PeerInfo) -> Self {
+    pub(super) fn new(info: &PeerInfo, deltas: bool) -> Self {
         Self {
             entry: CanonicalData::new(&info.to_value()),
+            compact: Arc::new(link_protocol::presence::compact_entry(info)),
+            deltas,
+            snapshot_due: deltas,
             seen: 0,
             next_at: None,
         }
@@ -214,7 +233,23 @@ impl Routing {
     /// held the kind is displaced (close 4000). The newcomer gets
     /// `hello.ack`, the peer list and the status snapshot, in the
     /// reference's order; the others get the list when inputs pause.
+    #[cfg(test)]
     pub(crate) fn handle_register(&mut self, now: Now, conn: ConnId, hello: Hello) {
+        self.handle_register_asking(now, conn, hello, false);
+    }
+
+    /// As [`Routing::handle_register`], for a hello that may have asked
+    /// for the `peers.delta` extension (its `data.features`): such a peer
+    /// is told so in `hello.ack` (while peer lists are on) and is sent a
+    /// snapshot and deltas instead of `peers.update`.
+    pub(crate) fn handle_register_asking(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        hello: Hello,
+        peer_deltas: bool,
+    ) {
+        let peer_deltas = peer_deltas && self.config.broadcast_peers;
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -247,11 +282,35 @@ impl Routing {
             route: route.clone(),
             presence: None,
         };
+        let mut previous = None;
         if self.config.broadcast_peers {
-            peer.presence = Some(PeerPresence::new(&peer_info(&peer)));
+            let pp = PeerPresence::new(&peer_info(&peer), peer_deltas);
+            let compact = pp.compact.clone();
+            peer.presence = Some(pp);
+            previous = Some(compact);
         }
-        self.peers.insert(kind.clone(), peer);
-        let ack = HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES);
+        let old = self.peers.insert(kind.clone(), peer);
+        if let Some(compact) = previous {
+            let old = old
+                .and_then(|p| p.presence)
+                .map_or(0, |pp| pp.compact.len() + 1);
+            self.presence.deltas.add_entry_bytes(compact.len() + 1, old);
+            let change = if replaced {
+                Change::Changed(compact)
+            } else {
+                Change::Joined(compact)
+            };
+            self.presence
+                .deltas
+                .record(self.presence.version + 1, kind.clone(), change);
+        }
+        let ack = if peer_deltas {
+            let mut features = HUB_FEATURES.to_vec();
+            features.push(Feature::PeersDelta.as_str());
+            HelloAck::accepted(now.wall_ms, &kind, &features)
+        } else {
+            HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES)
+        };
         let ack = Arc::new(CanonicalData::new(&ack.to_value()));
         self.push_from_hub(&route, None, msg_type::HELLO_ACK, &kind, ack);
         let (k, connected_at) = (kind.to_string(), now.wall_ms);
@@ -263,13 +322,16 @@ impl Routing {
         });
         if self.config.broadcast_peers {
             self.membership_changed(now.instant);
-            let small = self
-                .presence
-                .cache
-                .as_ref()
-                .is_none_or(|l| l.data.len() < self.config.presence.small_list_bytes);
+            let small = if peer_deltas {
+                self.presence.deltas.snapshot_bytes() < self.config.presence.small_list_bytes
+            } else {
+                self.presence
+                    .cache
+                    .as_ref()
+                    .is_none_or(|l| l.data.len() < self.config.presence.small_list_bytes)
+            };
             if small {
-                self.send_list(now.instant, &kind);
+                let _ = self.send_list(now.instant, &kind);
             } else {
                 self.presence.fresh.push(kind.clone());
             }
@@ -315,6 +377,14 @@ impl Routing {
                     }
                 }
             }
+        }
+        if let Some(pp) = &peer.presence {
+            self.presence
+                .deltas
+                .add_entry_bytes(0, pp.compact.len() + 1);
+            self.presence
+                .deltas
+                .record(self.presence.version + 1, kind.clone(), Change::Left);
         }
         if self.config.broadcast_peers {
             self.membership_changed(now.instant);
@@ -420,7 +490,10 @@ impl Routing {
                 continue;
             };
             let limit = pp.next_at.map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
-            if pp.seen >= version {
+            // A resync (a delta peer up to date asking for a snapshot) is
+            // held to its rate even once quiet.
+            let resync = pp.snapshot_due && pp.seen >= version && pp.seen > 0;
+            if pp.seen >= version && !resync {
                 // Up to date; when it could take the next list still
                 // bounds when anyone can.
                 if let Some(t) = limit.filter(|t| *t > now) {
@@ -432,7 +505,9 @@ impl Routing {
                 stale = true;
                 continue;
             }
-            if !quiet && let Some(t) = limit.filter(|t| *t > now) {
+            if (!quiet || resync)
+                && let Some(t) = limit.filter(|t| *t > now)
+            {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 stale = true;
                 continue;
@@ -477,14 +552,24 @@ impl Routing {
             } else {
                 self.presence.held_since = None;
             }
-            self.send_list(now, &kind);
+            if !self.send_list(now, &kind) {
+                // Refused by its outbox: a snapshot when its rate allows.
+                stale = true;
+                let t = self
+                    .peers
+                    .get(&kind)
+                    .and_then(|p| p.presence.as_ref())
+                    .and_then(|pp| pp.next_at)
+                    .unwrap_or(now + RETRY);
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+            }
         }
         let peers = &self.peers;
         self.presence.fresh.retain(|k| {
             peers
                 .get(k)
                 .and_then(|p| p.presence.as_ref())
-                .is_some_and(|pp| pp.seen < version)
+                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
         });
         if stale {
             tracing::debug!(
@@ -513,15 +598,24 @@ impl Routing {
         };
     }
 
-    /// Queues the current list for `kind` and records that it saw it.
-    fn send_list(&mut self, now: Instant, kind: &Arc<str>) {
+    /// Queues the current list for `kind` and records that it saw it (for
+    /// a delta peer: a snapshot or a delta, recorded once queued).
+    fn send_list(&mut self, now: Instant, kind: &Arc<str>) -> bool {
+        let delta_peer = self
+            .peers
+            .get(kind)
+            .and_then(|p| p.presence.as_ref())
+            .map(|pp| (pp.deltas, pp.seen, pp.snapshot_due));
+        if let Some((true, seen, snapshot_due)) = delta_peer {
+            return self.send_delta(now, kind, seen, snapshot_due);
+        }
         let list = self.current_list();
         let limits = self.config.presence;
         let Some(p) = self.peers.get_mut(kind) else {
-            return;
+            return true;
         };
         let Some(pp) = p.presence.as_mut() else {
-            return;
+            return true;
         };
         pp.seen = list.version;
         let mut item = OutItem::new(
@@ -531,18 +625,85 @@ impl Routing {
             kind.clone(),
             Some(list.data.clone()),
         );
-        let cost = |rate: f64| Duration::from_secs_f64(item.size() as f64 / rate);
-        pp.next_at =
-            Some(pp.next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
-        // The hub's debt is capped: a final round does not mute the next
-        // storm for long.
-        let hub =
-            self.presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
-        self.presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
+        let size = item.size();
+        Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, size);
         item.prefix = Some(list.prefix.clone());
         item.gauge = Some(self.presence.gauge.clone());
         let route = p.route.clone();
         self.push_item(&route, kind, item);
+        true
+    }
+
+    /// Charges `bytes` of lists to a peer's rate (`next_at`) and to the
+    /// hub's.
+    fn charge_rates(
+        presence: &mut Presence,
+        limits: PresenceLimits,
+        now: Instant,
+        next_at: &mut Option<Instant>,
+        bytes: usize,
+    ) {
+        let cost = |rate: f64| Duration::from_secs_f64(bytes as f64 / rate);
+        *next_at =
+            Some(next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
+        // The hub's debt is capped: a final round does not mute the next
+        // storm for long.
+        let hub =
+            presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
+        presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
+    }
+
+    /// Queues for a delta peer what brings it to the current version: a
+    /// snapshot (all parts) or one delta. Recorded as seen only when all
+    /// of it was queued; otherwise its next send is a fresh snapshot.
+    fn send_delta(&mut self, now: Instant, kind: &Arc<str>, seen: u64, snapshot_due: bool) -> bool {
+        let next = self.next_presence(seen, snapshot_due);
+        let (version, msg_type, built) = match next {
+            Next::Snapshot(v, parts) => (v, msg_type::PEERS_SNAPSHOT, parts.to_vec()),
+            Next::Delta(v, b) => (v, msg_type::PEERS_DELTA, vec![b]),
+        };
+        let items: Vec<OutItem> = built
+            .into_iter()
+            .map(|b| {
+                let mut item = OutItem::new(
+                    None,
+                    msg_type,
+                    self.server.clone(),
+                    kind.clone(),
+                    Some(b.data),
+                );
+                item.prefix = Some(b.prefix);
+                item.gauge = Some(self.presence.gauge.clone());
+                item
+            })
+            .collect();
+        let bytes: usize = items.iter().map(OutItem::size).sum();
+        let limits = self.config.presence;
+        let Some(p) = self.peers.get_mut(kind) else {
+            return true;
+        };
+        let Some(pp) = p.presence.as_mut() else {
+            return true;
+        };
+        Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, bytes);
+        let route = p.route.clone();
+        let mut all = true;
+        for item in items {
+            all &= matches!(self.push_item(&route, kind, item), Push::Queued { .. });
+            if !all {
+                break;
+            }
+        }
+        if let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) {
+            if all {
+                pp.seen = version;
+                pp.snapshot_due = false;
+            } else {
+                // Part of it may be queued: only a whole snapshot repairs.
+                pp.snapshot_due = true;
+            }
+        }
+        all
     }
 
     /// The list of the current version, built once per version from the

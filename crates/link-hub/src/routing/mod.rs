@@ -38,6 +38,7 @@ mod dashboard;
 #[cfg(any(test, feature = "fuzzing"))]
 mod invariants;
 mod membership;
+mod peer_deltas;
 mod relay;
 mod rpc_timer;
 mod server;

@@ -19,6 +19,7 @@ use crate::acl::{AclOp, Verdict};
 use crate::events::{HubEvent, TimeoutReason};
 use crate::outbox::{OutItem, Outbox};
 
+mod deltas;
 mod presence;
 
 const T0_MS: u64 = 1_795_424_111_000;

@@ -49,6 +49,11 @@ pub struct ClientConnConfig {
     pub reconnect: BackoffConfig,
     /// Reconnect after `hello.ack ok:false` instead of stopping.
     pub reconnect_on_rejection: bool,
+    /// Ask for the `peers.delta` extension: the hello's data gets
+    /// `features: ["peers.delta"]` (docs/protocol.md §5.2.2). Off by
+    /// default here (the hello is then the reference's, byte for byte);
+    /// `link-client` turns it on.
+    pub peer_deltas: bool,
 }
 
 impl ClientConnConfig {
@@ -66,6 +71,7 @@ impl ClientConnConfig {
             hello_ack_diagnostic: Some(Duration::from_secs(5)),
             reconnect: BackoffConfig::default(),
             reconnect_on_rejection: false,
+            peer_deltas: false,
         })
     }
 
@@ -330,7 +336,16 @@ impl ClientConn {
             pid: Some(f64::from(self.config.pid)),
             started_at: Some(now.wall_ms as f64),
         };
-        let data = CanonicalData::new(&hello.to_value());
+        let mut value = hello.to_value();
+        if self.config.peer_deltas
+            && let Some(m) = value.as_object_mut()
+        {
+            m.insert(
+                "features".into(),
+                serde_json::Value::from(vec![crate::Feature::PeersDelta.as_str()]),
+            );
+        }
+        let data = CanonicalData::new(&value);
         let frame = self.encode_with(now, msg_type::HELLO, None, Some(&data)).1;
         self.transmits.push_back(Transmit::Frame(frame));
         if let Some(d) = self.config.keepalive_interval {
