@@ -27,6 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now};
 use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
+use link_protocol::presence::{PeerStep, PeersDelta};
 use link_protocol::{
     CanonicalData, DropReason, Envelope, Feature, HandlerError, PeerInfo, ProtocolError,
     ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, close, codes::rpc_error_text,
@@ -268,6 +269,7 @@ fn client_conn(inner: &Inner) -> Option<ClientConn> {
     cfg.hello_ack_diagnostic = c.hello_ack_diagnostic;
     cfg.reconnect = c.reconnect;
     cfg.reconnect_on_rejection = c.reconnect_on_rejection;
+    cfg.peer_deltas = c.peer_deltas;
     let rng = ring::rand::SystemRandom::new();
     let random = move || {
         let mut b = [0u8; 8];
@@ -383,7 +385,13 @@ fn pump(
                     });
                 }
                 ClientEvent::Connected => {
-                    inner.core().connected = true;
+                    {
+                        let mut core = inner.core();
+                        core.connected = true;
+                        // A hub that grants `peers.delta` sends a fresh
+                        // snapshot on every connection.
+                        core.peer_sync.reset();
+                    }
                     let (url, kind) = (
                         inner.config.url.clone().unwrap_or_default(),
                         inner.kind().to_owned(),
@@ -700,6 +708,14 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             }
         }
         Msg::PeersUpdate(peers) => on_peers(inner, peers),
+        Msg::PeersSnapshot(part) => {
+            let step = inner.core().peer_sync.on_snapshot(part);
+            on_peer_step(inner, step);
+        }
+        Msg::PeersDelta(delta) => {
+            let step = inner.core().peer_sync.on_delta(delta);
+            on_peer_step(inner, step);
+        }
         Msg::StatusSnapshot(map) => {
             let mut core = inner.core();
             for (k, e) in map {
@@ -918,6 +934,76 @@ fn respond(inner: &Inner, id: &str, to: &str, resp: &RpcResponse) {
         Some(to.to_owned()),
         Some(data),
     ));
+}
+
+/// Acts on what the `peers.delta` tracker made of a snapshot part or a
+/// delta: the same list and the same `peer.*` events as a v1 list would
+/// give.
+fn on_peer_step(inner: &Inner, step: PeerStep) {
+    match step {
+        PeerStep::List(peers) => on_peers(inner, peers),
+        PeerStep::Apply(delta) => on_peer_delta(inner, delta),
+        PeerStep::Resync => {
+            tracing::debug!("peer list gap: asking the hub for a fresh snapshot");
+            let data = CanonicalData::new(&Value::Object(Default::default()));
+            let _ = inner.enqueue(inner.item(None, msg_type::PEERS_RESYNC, None, Some(data)));
+        }
+        _ => {}
+    }
+}
+
+/// Applies a delta in O(change), with the events a v1 client diffing the
+/// lists before and after would emit, in the same order: for each changed
+/// peer (in list order) and each joined one (appended), `peer-replaced`
+/// when it was listed before with another `connectedAt`, else
+/// `peer-connect`; then `peer-disconnect` for each peer gone.
+fn on_peer_delta(inner: &Inner, delta: PeersDelta) {
+    let left: std::collections::HashSet<&str> = delta.left.iter().map(String::as_str).collect();
+    let (gone, replaced) = {
+        let mut core = inner.core();
+        let mut gone: HashMap<String, PeerInfo> = HashMap::new();
+        if !left.is_empty() {
+            let peers = std::mem::take(&mut core.peers);
+            let (out, kept): (Vec<PeerInfo>, Vec<PeerInfo>) = peers
+                .into_iter()
+                .partition(|p| left.contains(p.kind.as_str()));
+            core.peers = kept;
+            gone = out.into_iter().map(|p| (p.kind.clone(), p)).collect();
+        }
+        let mut replaced: Vec<(PeerInfo, Option<PeerInfo>)> = Vec::new();
+        for p in delta.changed {
+            if let Some(slot) = core.peers.iter_mut().find(|q| q.kind == p.kind) {
+                let old = std::mem::replace(slot, p.clone());
+                replaced.push((p, Some(old)));
+            }
+        }
+        for p in delta.joined {
+            let old = gone.remove(&p.kind);
+            core.peers.push(p.clone());
+            replaced.push((p, old));
+        }
+        for kind in gone.keys() {
+            core.statuses.remove(kind);
+        }
+        (gone, replaced)
+    };
+    for (p, old) in replaced {
+        match old {
+            None => inner.emit(|| LinkEvent::PeerConnect(p)),
+            Some(old) if old.connected_at != p.connected_at => {
+                let kind = p.kind.clone();
+                inner.emit(|| LinkEvent::PeerReplaced {
+                    kind,
+                    prev: old,
+                    peer: p,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for (_, old) in gone {
+        inner.emit(|| LinkEvent::PeerDisconnect(old));
+    }
 }
 
 fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {
