@@ -659,20 +659,20 @@ impl Routing {
     fn send_delta(&mut self, now: Instant, kind: &Arc<str>, seen: u64, snapshot_due: bool) -> bool {
         let next = self.next_presence(seen, snapshot_due);
         let (version, msg_type, built) = match next {
-            Next::Snapshot(v, parts) => (v, msg_type::PEERS_SNAPSHOT, parts.to_vec()),
-            Next::Delta(v, b) => (v, msg_type::PEERS_DELTA, vec![b]),
+            Next::Snapshot(v, parts) => (v, msg_type::PEERS_SNAPSHOT, parts),
+            Next::Deltas(v, chain) => (v, msg_type::PEERS_DELTA, chain),
         };
         let items: Vec<OutItem> = built
-            .into_iter()
+            .iter()
             .map(|b| {
                 let mut item = OutItem::new(
                     None,
                     msg_type,
                     self.server.clone(),
                     kind.clone(),
-                    Some(b.data),
+                    Some(b.data.clone()),
                 );
-                item.prefix = Some(b.prefix);
+                item.prefix = Some(b.prefix.clone());
                 item.gauge = Some(self.presence.gauge.clone());
                 item
             })

@@ -2,7 +2,8 @@
 //! bounded log of membership changes, one per version, and what a peer that
 //! asked for the extension is sent instead of `peers.update`: a snapshot
 //! (`peers.snapshot`, in parts) when it has none or is too far behind, else
-//! one `peers.delta` from the version it holds to the current one.
+//! `peers.delta`s from the version it holds to the current one (one, or a
+//! chain of small ones cut at version boundaries when the change is large).
 //!
 //! Both are built once per (base, version) and shared by every recipient
 //! with the same base, like v1 lists; pacing is membership.rs's (the same
@@ -22,13 +23,11 @@ use crate::outbox::PrefixCell;
 /// Changes kept in the log; a peer further behind gets a snapshot.
 pub(super) const LOG_CAP: usize = 16_384;
 
-/// A snapshot part holds entries up to about this many bytes (far below
-/// any frame cap a client may set; our client's default is 1 MiB).
-pub(super) const SNAPSHOT_PART_BYTES: usize = 256 * 1024;
-
-/// A delta larger than this (or than the snapshot) is replaced by a
-/// snapshot, so no frame grows with the size of the bus.
-pub(super) const DELTA_MAX_BYTES: usize = 256 * 1024;
+/// A snapshot part, and each delta of a chain, holds entries up to about
+/// this many bytes: far below any frame cap a client may set (our client's
+/// default is 1 MiB), and small enough that a socket's write buffer does
+/// not grow with the size of the bus.
+pub(super) const PART_BYTES: usize = 16 * 1024;
 
 /// What one membership version changed.
 #[derive(Clone, Debug)]
@@ -64,8 +63,9 @@ pub(super) struct DeltaLog {
     log: VecDeque<(u64, Arc<str>, Change)>,
     /// Sum of every current peer's compact entry (a snapshot's size, about).
     entry_bytes: usize,
-    /// Deltas to the current version, by base (cleared when it moves).
-    deltas: HashMap<u64, Built>,
+    /// Delta chains to the current version, by base (cleared when it
+    /// moves).
+    deltas: HashMap<u64, Arc<[Built]>>,
     deltas_to: u64,
     /// The snapshot of a version, in parts.
     snapshot: Option<(u64, Arc<[Built]>)>,
@@ -100,10 +100,11 @@ impl DeltaLog {
     }
 }
 
-/// What a delta peer is sent next.
+/// What a delta peer is sent next: the version it then holds, and the
+/// messages (snapshot parts, or a chain of deltas).
 pub(super) enum Next {
     Snapshot(u64, Arc<[Built]>),
-    Delta(u64, Built),
+    Deltas(u64, Arc<[Built]>),
 }
 
 impl Routing {
@@ -119,17 +120,44 @@ impl Routing {
             self.presence.deltas.deltas.clear();
             self.presence.deltas.deltas_to = version;
         }
-        if let Some(b) = self.presence.deltas.deltas.get(&seen) {
-            return Next::Delta(version, b.clone());
+        if let Some(chain) = self.presence.deltas.deltas.get(&seen) {
+            return Next::Deltas(version, chain.clone());
         }
-        let data = self.build_delta(seen, version);
-        let cap = DELTA_MAX_BYTES.min(self.presence.deltas.snapshot_bytes().max(1024));
-        if data.len() > cap {
+        // Cut where a part's entries pass PART_BYTES (at version
+        // boundaries: each delta of the chain is a real one).
+        let mut cuts = Vec::new();
+        let (mut bytes, mut total, mut in_part) = (0, 0, 0);
+        let log = &self.presence.deltas.log;
+        let skip = log.partition_point(|(v, _, _)| *v <= seen);
+        for (v, kind, change) in log.iter().skip(skip) {
+            let add = match change {
+                Change::Joined(e) | Change::Changed(e) => e.len() + 1,
+                Change::Left => kind.len() + 3,
+            };
+            if in_part > 0 && bytes + add > PART_BYTES {
+                cuts.push(v - 1);
+                (bytes, in_part) = (0, 0);
+            }
+            bytes += add;
+            total += add;
+            in_part += 1;
+        }
+        if total > self.presence.deltas.snapshot_bytes().max(1024) {
+            // More to say than the whole list (mostly departures).
             return self.snapshot();
         }
-        let built = Built::new(data);
-        self.presence.deltas.deltas.insert(seen, built.clone());
-        Next::Delta(version, built)
+        cuts.push(version);
+        let mut base = seen;
+        let chain: Arc<[Built]> = cuts
+            .into_iter()
+            .map(|end| {
+                let b = Built::new(self.build_delta(base, end));
+                base = end;
+                b
+            })
+            .collect();
+        self.presence.deltas.deltas.insert(seen, chain.clone());
+        Next::Deltas(version, chain)
     }
 
     /// The net change from `base` to `version`: a kind that left and came
@@ -147,7 +175,8 @@ impl Routing {
         let mut touched: Vec<&Arc<str>> = Vec::new();
         let log = &self.presence.deltas.log;
         let skip = log.partition_point(|(v, _, _)| *v <= base);
-        for (i, (_, kind, change)) in log.iter().enumerate().skip(skip) {
+        let end = log.partition_point(|(v, _, _)| *v <= version);
+        for (i, (_, kind, change)) in log.iter().enumerate().take(end).skip(skip) {
             let n = net.entry(kind).or_insert_with(|| {
                 touched.push(kind);
                 Net {
@@ -217,11 +246,11 @@ impl Routing {
             .filter_map(|k| self.peers.get(k).and_then(|p| p.presence.as_ref()))
             .map(|pp| &*pp.compact)
             .collect();
-        // Cut into runs of at most SNAPSHOT_PART_BYTES (at least one entry).
+        // Cut into runs of at most PART_BYTES (at least one entry).
         let mut runs: Vec<&[&CanonicalData]> = Vec::new();
         let (mut start, mut bytes) = (0, 0);
         for (i, e) in entries.iter().enumerate() {
-            if i > start && bytes + e.len() + 1 > SNAPSHOT_PART_BYTES {
+            if i > start && bytes + e.len() + 1 > PART_BYTES {
                 runs.push(&entries[start..i]);
                 (start, bytes) = (i, 0);
             }

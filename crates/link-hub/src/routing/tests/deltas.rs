@@ -412,3 +412,48 @@ fn a_peer_held_back_past_a_large_departure_gets_a_snapshot_not_a_larger_delta() 
     assert_eq!(w.list, ["watcher", "z"]);
     assert_eq!(w.resyncs, 0);
 }
+
+#[test]
+fn large_changes_come_as_small_chained_deltas_and_large_lists_as_small_parts() {
+    let mut bus = Bus::new();
+    let mut views = HashMap::new();
+    bus.connect_delta("watcher");
+    drain_deltas(&mut bus, &mut views);
+    let watcher = bus.conns["watcher"];
+    // The watcher's writer holds a list meanwhile: 600 joins pile up.
+    bus.connect("first");
+    let held = bus.take_conn_unflushed(watcher);
+    assert_eq!(types(&held), ["peers.delta"]);
+    for i in 0..600 {
+        let conn = bus.attach();
+        bus.register(conn, &format!("joiner-{i:03}"));
+    }
+    bus.idle();
+    link_transport::writer::Outgoing::flushed(&*bus.outboxes[&watcher]);
+    views.get_mut("watcher").unwrap().apply(&held[0]);
+    settle_deltas(&mut bus, &mut views);
+    let w = &views["watcher"];
+    let chain = w
+        .types
+        .iter()
+        .filter(|t| **t == msg_type::PEERS_DELTA)
+        .count();
+    assert!(chain >= 3, "{chain} deltas: one per join batch of ~16 KiB");
+    assert_eq!(w.resyncs, 0);
+    assert_eq!(w.list.len(), 602);
+    for l in &w.lines {
+        assert!(l.len() < 17 * 1024, "a {}-byte message", l.len());
+    }
+    // A newcomer's snapshot of 602 comes in parts of about 16 KiB.
+    bus.connect_delta("late");
+    settle_deltas(&mut bus, &mut views);
+    let late = &views["late"];
+    let parts = late
+        .types
+        .iter()
+        .filter(|t| **t == msg_type::PEERS_SNAPSHOT)
+        .count();
+    assert!(parts >= 2, "{parts} parts");
+    assert_eq!(late.list.len(), 603);
+    assert!(late.lines.iter().all(|l| l.len() < 17 * 1024));
+}
