@@ -23,7 +23,7 @@ use link_protocol::messages;
 use link_protocol::{CanonicalData, Feature, HUB_FEATURES, Hello, HelloAck, PeerInfo, msg_type};
 use serde_json::Value;
 
-use super::peer_deltas::{Change, DeltaLog, Next};
+use super::peer_deltas::{Built, Change, DeltaLog, Next};
 use super::{ConnCtl, ConnEntry, ConnId, Peer, Route, Routing, hub_stopped};
 use crate::events::{HubEvent, TimeoutReason};
 use crate::outbox::{ListGauge, OutItem, PrefixCell, Push};
@@ -157,6 +157,10 @@ pub(super) struct PeerPresence {
     pub(super) deltas: bool,
     /// (Delta peers.) It holds no usable list: the next send is a snapshot.
     pub(super) snapshot_due: bool,
+    /// (Delta peers.) The snapshot being sent, one part per flush: its
+    /// version, the next part, and the parts (held until sent; the whole
+    /// snapshot was charged to the rates when its first part went).
+    snapshot_next: Option<(u64, usize, Arc<[Built]>)>,
     /// The membership version it last got a list for.
     seen: u64,
     /// Rate limit (GCRA): the earliest time it may get the next list
@@ -185,6 +189,7 @@ impl PeerPresence {
             compact: Arc::new(link_protocol::presence::compact_entry(info)),
             deltas,
             snapshot_due: deltas,
+            snapshot_next: None,
             seen: 0,
             next_at: None,
         }
@@ -493,7 +498,9 @@ impl Routing {
             // A resync (a delta peer up to date asking for a snapshot) is
             // held to its rate even once quiet.
             let resync = pp.snapshot_due && pp.seen >= version && pp.seen > 0;
-            if pp.seen >= version && !resync {
+            // The rest of a snapshot already charged to the rates.
+            let paid = pp.snapshot_next.is_some();
+            if pp.seen >= version && !resync && !paid {
                 // Up to date; when it could take the next list still
                 // bounds when anyone can.
                 if let Some(t) = limit.filter(|t| *t > now) {
@@ -501,11 +508,12 @@ impl Routing {
                 }
                 continue;
             }
-            if held || held_by_rate {
+            if (held || held_by_rate) && !paid {
                 stale = true;
                 continue;
             }
             if (!quiet || resync)
+                && !paid
                 && let Some(t) = limit.filter(|t| *t > now)
             {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
@@ -517,7 +525,10 @@ impl Routing {
                 .presence
                 .hub_next_at
                 .map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
-            if !quiet && let Some(t) = hub_limit.filter(|t| *t > now) {
+            if !quiet
+                && !paid
+                && let Some(t) = hub_limit.filter(|t| *t > now)
+            {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 stale = true;
                 held_by_rate = true;
@@ -527,12 +538,16 @@ impl Routing {
                 continue;
             }
             // One list per socket at a time: a writer still busy with the
-            // previous one gets the newest when it is done.
-            if self
-                .peers
-                .get(&kind)
-                .is_some_and(|p| p.route.list_unflushed())
-            {
+            // previous one gets the newest when it is done. (A v1 list still
+            // queued is replaced in the queue; a delta peer's messages
+            // chain, so one of them waits until the previous is written.)
+            if self.peers.get(&kind).is_some_and(|p| {
+                if p.presence.as_ref().is_some_and(|pp| pp.deltas) {
+                    p.route.list_pending()
+                } else {
+                    p.route.list_unflushed()
+                }
+            }) {
                 busy = true;
                 stale = true;
                 continue;
@@ -562,6 +577,17 @@ impl Routing {
                     .and_then(|pp| pp.next_at)
                     .unwrap_or(now + RETRY);
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
+            } else if self
+                .peers
+                .get(&kind)
+                .and_then(|p| p.presence.as_ref())
+                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
+            {
+                // A delta peer is sent one message per flush (its socket's
+                // write buffer holds one part, not a whole list): the rest
+                // once its writer has flushed this one.
+                stale = true;
+                busy = true;
             }
         }
         let peers = &self.peers;
@@ -653,31 +679,53 @@ impl Routing {
         presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
     }
 
-    /// Queues for a delta peer what brings it to the current version: a
-    /// snapshot (all parts) or one delta. Recorded as seen only when all
-    /// of it was queued; otherwise its next send is a fresh snapshot.
+    /// Queues for a delta peer the next message towards the current
+    /// version: the next part of the snapshot it is part way through (its
+    /// version's deltas follow), else the first part of the current
+    /// version's snapshot or the first delta of the chain from what it
+    /// holds. A snapshot is charged to the rates whole, at its first part.
+    /// False when its outbox refused the message: its next send is then a
+    /// fresh snapshot.
     fn send_delta(&mut self, now: Instant, kind: &Arc<str>, seen: u64, snapshot_due: bool) -> bool {
-        let next = self.next_presence(seen, snapshot_due);
-        let (version, msg_type, built) = match next {
-            Next::Snapshot(v, parts) => (v, msg_type::PEERS_SNAPSHOT, parts),
-            Next::Deltas(v, chain) => (v, msg_type::PEERS_DELTA, chain),
+        let sending = self
+            .peers
+            .get_mut(kind)
+            .and_then(|p| p.presence.as_mut())
+            .and_then(|pp| pp.snapshot_next.take());
+        // (the message, its type, the snapshot and part it is, bytes to charge)
+        let (built, msg_type, snapshot, charge) = match sending {
+            Some((v, i, parts)) if i < parts.len() => (
+                parts[i].clone(),
+                msg_type::PEERS_SNAPSHOT,
+                Some((v, i, parts)),
+                0,
+            ),
+            _ => match self.next_presence(seen, snapshot_due) {
+                Next::Snapshot(v, parts) => {
+                    let all = parts.iter().map(|b| b.data.len() + 200).sum();
+                    (
+                        parts[0].clone(),
+                        msg_type::PEERS_SNAPSHOT,
+                        Some((v, 0, parts)),
+                        all,
+                    )
+                }
+                Next::Deltas(chain) => {
+                    let b: Built = chain[0].clone();
+                    let charge = b.data.len() + 200;
+                    (b, msg_type::PEERS_DELTA, None, charge)
+                }
+            },
         };
-        let items: Vec<OutItem> = built
-            .iter()
-            .map(|b| {
-                let mut item = OutItem::new(
-                    None,
-                    msg_type,
-                    self.server.clone(),
-                    kind.clone(),
-                    Some(b.data.clone()),
-                );
-                item.prefix = Some(b.prefix.clone());
-                item.gauge = Some(self.presence.gauge.clone());
-                item
-            })
-            .collect();
-        let bytes: usize = items.iter().map(OutItem::size).sum();
+        let mut item = OutItem::new(
+            None,
+            msg_type,
+            self.server.clone(),
+            kind.clone(),
+            Some(built.data.clone()),
+        );
+        item.prefix = Some(built.prefix.clone());
+        item.gauge = Some(self.presence.gauge.clone());
         let limits = self.config.presence;
         let Some(p) = self.peers.get_mut(kind) else {
             return true;
@@ -685,25 +733,31 @@ impl Routing {
         let Some(pp) = p.presence.as_mut() else {
             return true;
         };
-        Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, bytes);
+        if charge > 0 {
+            Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, charge);
+        }
         let route = p.route.clone();
-        let mut all = true;
-        for item in items {
-            all &= matches!(self.push_item(&route, kind, item), Push::Queued { .. });
-            if !all {
-                break;
-            }
-        }
-        if let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) {
-            if all {
-                pp.seen = version;
-                pp.snapshot_due = false;
-            } else {
-                // Part of it may be queued: only a whole snapshot repairs.
+        let queued = matches!(self.push_item(&route, kind, item), Push::Queued { .. });
+        let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) else {
+            return queued;
+        };
+        match (queued, snapshot) {
+            (false, _) => {
+                // A snapshot's parts may be half queued: only a whole
+                // snapshot repairs.
                 pp.snapshot_due = true;
+                pp.snapshot_next = None;
+            }
+            (true, Some((v, i, parts))) if i + 1 < parts.len() => {
+                pp.snapshot_next = Some((v, i + 1, parts));
+            }
+            (true, _) => {
+                pp.seen = built.to;
+                pp.snapshot_due = false;
+                pp.snapshot_next = None;
             }
         }
-        all
+        queued
     }
 
     /// The list of the current version, built once per version from the

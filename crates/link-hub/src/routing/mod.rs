@@ -112,6 +112,13 @@ impl Route {
         }
     }
 
+    /// A peer list is queued or taken and not on the socket yet.
+    fn list_pending(&self) -> bool {
+        match self {
+            Self::Local(outbox) => outbox.list_pending(),
+        }
+    }
+
     fn queued_bytes(&self) -> usize {
         match self {
             Self::Local(outbox) => outbox.queued_bytes(),

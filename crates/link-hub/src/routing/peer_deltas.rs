@@ -27,7 +27,7 @@ pub(super) const LOG_CAP: usize = 16_384;
 /// this many bytes: far below any frame cap a client may set (our client's
 /// default is 1 MiB), and small enough that a socket's write buffer does
 /// not grow with the size of the bus.
-pub(super) const PART_BYTES: usize = 16 * 1024;
+pub(super) const PART_BYTES: usize = 8 * 1024;
 
 /// What one membership version changed.
 #[derive(Clone, Debug)]
@@ -45,13 +45,26 @@ pub(super) enum Change {
 pub(super) struct Built {
     pub(super) data: Arc<CanonicalData>,
     pub(super) prefix: Arc<PrefixCell>,
+    /// The version a client holds once it applied this message (a
+    /// snapshot part: the snapshot's, once the last part is in).
+    pub(super) to: u64,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("bytes", &self.data.len())
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Built {
-    fn new(data: CanonicalData) -> Self {
+    fn new(data: CanonicalData, to: u64) -> Self {
         Self {
             data: Arc::new(data),
             prefix: Arc::new(PrefixCell::new()),
+            to,
         }
     }
 }
@@ -67,7 +80,8 @@ pub(super) struct DeltaLog {
     /// moves).
     deltas: HashMap<u64, Arc<[Built]>>,
     deltas_to: u64,
-    /// The snapshot of a version, in parts.
+    /// The snapshot of a version, in parts (a peer part way through an
+    /// older one holds that one's parts itself).
     snapshot: Option<(u64, Arc<[Built]>)>,
 }
 
@@ -100,11 +114,12 @@ impl DeltaLog {
     }
 }
 
-/// What a delta peer is sent next: the version it then holds, and the
-/// messages (snapshot parts, or a chain of deltas).
+/// What a delta peer is sent next: the current version's snapshot parts
+/// (with that version), or the chain of deltas from what it holds (each
+/// link says the version it leads to).
 pub(super) enum Next {
     Snapshot(u64, Arc<[Built]>),
-    Deltas(u64, Arc<[Built]>),
+    Deltas(Arc<[Built]>),
 }
 
 impl Routing {
@@ -121,7 +136,7 @@ impl Routing {
             self.presence.deltas.deltas_to = version;
         }
         if let Some(chain) = self.presence.deltas.deltas.get(&seen) {
-            return Next::Deltas(version, chain.clone());
+            return Next::Deltas(chain.clone());
         }
         // Cut where a part's entries pass PART_BYTES (at version
         // boundaries: each delta of the chain is a real one).
@@ -148,16 +163,23 @@ impl Routing {
         }
         cuts.push(version);
         let mut base = seen;
-        let chain: Arc<[Built]> = cuts
+        let chain: Vec<Built> = cuts
             .into_iter()
             .map(|end| {
-                let b = Built::new(self.build_delta(base, end));
+                let b = Built::new(self.build_delta(base, end), end);
                 base = end;
                 b
             })
             .collect();
-        self.presence.deltas.deltas.insert(seen, chain.clone());
-        Next::Deltas(version, chain)
+        // Each link's tail is the chain from its end: peers are sent one
+        // link at a time, and the next one finds the rest here.
+        let mut from = seen;
+        for i in 0..chain.len() {
+            let tail: Arc<[Built]> = chain[i..].to_vec().into();
+            self.presence.deltas.deltas.insert(from, tail);
+            from = chain[i].to;
+        }
+        Next::Deltas(chain.into())
     }
 
     /// The net change from `base` to `version`: a kind that left and came
@@ -262,12 +284,10 @@ impl Routing {
             .iter()
             .enumerate()
             .map(|(i, run)| {
-                Built::new(presence::snapshot_data(
+                Built::new(
+                    presence::snapshot_data(version, i as u32, n, run.iter().copied()),
                     version,
-                    i as u32,
-                    n,
-                    run.iter().copied(),
-                ))
+                )
             })
             .collect();
         self.presence.deltas.snapshot = Some((version, parts.clone()));
