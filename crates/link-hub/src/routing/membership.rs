@@ -89,6 +89,11 @@ impl Default for PresenceLimits {
     }
 }
 
+/// A delta peer is sent at most about this many bytes of snapshot parts
+/// and deltas at a time; the rest once its socket has written them (its
+/// write buffer holds a few parts, not a whole list).
+pub(super) const DELTA_WINDOW: usize = 32 * 1024;
+
 /// How soon a flush held back by the in-flight cap tries again.
 pub(super) const RETRY: Duration = Duration::from_millis(5);
 
@@ -583,9 +588,9 @@ impl Routing {
                 .and_then(|p| p.presence.as_ref())
                 .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
             {
-                // A delta peer is sent one message per flush (its socket's
-                // write buffer holds one part, not a whole list): the rest
-                // once its writer has flushed this one.
+                // A delta peer is sent a window of messages per flush (its
+                // socket's write buffer holds a few parts, not a whole
+                // list): the rest once its writer has flushed these.
                 stale = true;
                 busy = true;
             }
@@ -632,8 +637,8 @@ impl Routing {
             .get(kind)
             .and_then(|p| p.presence.as_ref())
             .map(|pp| (pp.deltas, pp.seen, pp.snapshot_due));
-        if let Some((true, seen, snapshot_due)) = delta_peer {
-            return self.send_delta(now, kind, seen, snapshot_due);
+        if let Some((true, _, _)) = delta_peer {
+            return self.send_deltas(now, kind);
         }
         let list = self.current_list();
         let limits = self.config.presence;
@@ -679,14 +684,46 @@ impl Routing {
         presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
     }
 
+    /// Queues for a delta peer its next messages towards the current
+    /// version, about [`DELTA_WINDOW`] bytes of them at most (the rest once
+    /// its socket has written these). False when its outbox refused one.
+    fn send_deltas(&mut self, now: Instant, kind: &Arc<str>) -> bool {
+        let version = self.presence.version;
+        let mut sent = 0;
+        loop {
+            let Some((seen, snapshot_due)) = self
+                .peers
+                .get(kind)
+                .and_then(|p| p.presence.as_ref())
+                .filter(|pp| pp.seen < version || pp.snapshot_due)
+                .map(|pp| (pp.seen, pp.snapshot_due))
+            else {
+                return true;
+            };
+            if sent >= DELTA_WINDOW {
+                return true;
+            }
+            match self.send_delta(now, kind, seen, snapshot_due) {
+                Some(bytes) => sent += bytes,
+                None => return false,
+            }
+        }
+    }
+
     /// Queues for a delta peer the next message towards the current
     /// version: the next part of the snapshot it is part way through (its
     /// version's deltas follow), else the first part of the current
     /// version's snapshot or the first delta of the chain from what it
     /// holds. A snapshot is charged to the rates whole, at its first part.
-    /// False when its outbox refused the message: its next send is then a
-    /// fresh snapshot.
-    fn send_delta(&mut self, now: Instant, kind: &Arc<str>, seen: u64, snapshot_due: bool) -> bool {
+    /// Its size, or `None` when its outbox refused the message: its next
+    /// send is then a fresh snapshot.
+    fn send_delta(
+        &mut self,
+        now: Instant,
+        kind: &Arc<str>,
+        seen: u64,
+        snapshot_due: bool,
+    ) -> Option<usize> {
         let sending = self
             .peers
             .get_mut(kind)
@@ -727,11 +764,12 @@ impl Routing {
         item.prefix = Some(built.prefix.clone());
         item.gauge = Some(self.presence.gauge.clone());
         let limits = self.config.presence;
+        let size = item.size();
         let Some(p) = self.peers.get_mut(kind) else {
-            return true;
+            return Some(size);
         };
         let Some(pp) = p.presence.as_mut() else {
-            return true;
+            return Some(size);
         };
         if charge > 0 {
             Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, charge);
@@ -739,7 +777,7 @@ impl Routing {
         let route = p.route.clone();
         let queued = matches!(self.push_item(&route, kind, item), Push::Queued { .. });
         let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) else {
-            return queued;
+            return queued.then_some(size);
         };
         match (queued, snapshot) {
             (false, _) => {
@@ -757,7 +795,7 @@ impl Routing {
                 pp.snapshot_next = None;
             }
         }
-        queued
+        queued.then_some(size)
     }
 
     /// The list of the current version, built once per version from the
