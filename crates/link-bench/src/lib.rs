@@ -59,7 +59,7 @@ mod target;
 
 pub use error::BenchError;
 pub use nats_spec::NatsSpec;
-pub use options::{BenchOptions, PeerUpdates, Receiver, Scenario, parse_scenarios};
+pub use options::{BenchOptions, Clients, PeerUpdates, Receiver, Scenario, parse_scenarios};
 pub use progress::{Bar, Progress};
 pub use report::{BenchReport, Metric, Outcome, System};
 pub use run::run;

@@ -142,6 +142,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Hellos in flight while opening connections (default 64).
     pub hello_concurrency: usize,
+    /// `connections`: v1 peers (full lists) or delta peers (default v1).
+    pub clients: Clients,
     /// Messages a producer may have in flight (sent, not yet counted by
     /// every receiver) in `send`, `publish` and `fanout` (default 1000:
     /// below the 1024-message buffer of a `LinkClient` stream, which drops
@@ -171,6 +173,42 @@ pub struct BenchOptions {
     pub flood_limit: u32,
     /// `flood`: publisher/subscriber pairs of normal load (default 2).
     pub flood_pairs: usize,
+}
+
+/// What the `connections` scenario's peers ask of the hub's presence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clients {
+    /// Our client without the `peers.delta` feature: full `peers.update`
+    /// lists, as Node peers are served.
+    #[default]
+    V1,
+    /// Our client with `peers.delta`: one snapshot, then deltas.
+    Delta,
+}
+
+impl Clients {
+    /// The name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::Delta => "delta",
+        }
+    }
+}
+
+impl FromStr for Clients {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "v1" => Ok(Self::V1),
+            "delta" => Ok(Self::Delta),
+            _ => Err(BenchError::InvalidOption {
+                option: "clients",
+                reason: format!("unknown clients {s:?} (expected v1 or delta)"),
+            }),
+        }
+    }
 }
 
 /// How a link subscriber receives in `publish` and `fanout`.
@@ -221,6 +259,7 @@ impl Default for BenchOptions {
             slow: 0,
             connections: 10_000,
             hello_concurrency: 64,
+            clients: Clients::V1,
             window: 1_000,
             payload_bytes: 80,
             runs: 1,

@@ -180,6 +180,9 @@ pub struct BenchReport {
     /// How link subscribers received in `publish` and `fanout`
     /// ([`Receiver::as_str`](crate::Receiver::as_str)).
     pub receiver: &'static str,
+    /// What the `connections` peers asked of presence
+    /// ([`Clients::as_str`](crate::Clients::as_str)).
+    pub clients: &'static str,
     /// Runs per scenario (figures are medians).
     pub runs: usize,
     /// Medians per scenario and system, in run order.
@@ -512,6 +515,7 @@ mod tests {
             machine: Machine::current(),
             payload_bytes: 80,
             receiver: "handler",
+            clients: "v1",
             runs: 1,
             results: vec![
                 outcome(System::Link, 10.0, 5.0),

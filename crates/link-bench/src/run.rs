@@ -112,6 +112,7 @@ pub async fn run(
         machine: Machine::current(),
         payload_bytes: opts.payload_bytes,
         receiver: opts.receiver.as_str(),
+        clients: opts.clients.as_str(),
         runs: opts.runs,
         results: medians(&all),
     })

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use link_bench::{
-    BenchError, BenchOptions, HubSpec, NatsSpec, PeerUpdates, Progress, Receiver, parse_scenarios,
+    BenchError, BenchOptions, Clients, HubSpec, NatsSpec, PeerUpdates, Progress, Receiver,
+    parse_scenarios,
 };
 
 use crate::exit::{Failure, Status};
@@ -113,6 +114,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     hello_concurrency: usize,
 
+    /// connections: what the peers ask of presence: `v1` (full peers.update
+    /// lists, as Node peers are served) or `delta` (the peers.delta
+    /// extension: one snapshot, then deltas).
+    #[arg(long, value_name = "KIND", default_value = "v1")]
+    clients: Clients,
+
     /// Messages in flight (sent, not yet counted by every receiver) in
     /// send, publish and fanout. Keep it under 1024, the buffer of a client
     /// stream, which drops on overflow; 0 for no limit.
@@ -199,6 +206,7 @@ impl BenchArgs {
             slow: self.slow,
             connections: self.connections,
             hello_concurrency: self.hello_concurrency,
+            clients: self.clients,
             window: self.window,
             payload_bytes: self.payload_bytes,
             runs: self.runs,

@@ -129,6 +129,27 @@ fn every_scenario_counts_every_message_on_the_embedded_hub() {
 }
 
 #[test]
+fn connections_with_delta_clients_converge_and_say_so() {
+    let report = bench(&[
+        "--child",
+        "--scenario",
+        "connections",
+        "--connections",
+        "60",
+        "--clients",
+        "delta",
+    ]);
+    assert_eq!(report["clients"], "delta");
+    let conns = result(&report, "connections");
+    assert_eq!(conns["completed"], 60);
+    assert!(metric(conns, "converged s") > 0.0, "{conns:#}");
+    assert!(metric(conns, "presence KiB/peer") > 0.0);
+    let notes = conns["notes"].to_string();
+    assert!(notes.contains("delta clients"), "{notes}");
+    assert!(!notes.contains("not converged"), "{notes}");
+}
+
+#[test]
 fn a_child_hub_is_started_and_measured() {
     let report = bench(&[
         "--child",

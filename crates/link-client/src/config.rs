@@ -40,6 +40,7 @@ pub struct ClientConfig {
     pub(crate) rpc_timeout: Option<Duration>,
     pub(crate) reconnect: BackoffConfig,
     pub(crate) reconnect_on_rejection: bool,
+    pub(crate) peer_deltas: bool,
     pub(crate) hello_ack_diagnostic: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) replay_window: Duration,
@@ -125,6 +126,7 @@ pub struct ClientConfigBuilder {
     reconnect_jitter: f64,
     max_reconnect_attempts: Option<u32>,
     reconnect_on_rejection: bool,
+    peer_deltas: bool,
     hello_ack_diagnostic: Duration,
     keepalive: Duration,
     replay_window: Duration,
@@ -160,6 +162,7 @@ impl Default for ClientConfigBuilder {
             reconnect_jitter: 0.5,
             max_reconnect_attempts: None,
             reconnect_on_rejection: false,
+            peer_deltas: true,
             hello_ack_diagnostic: Duration::from_secs(5),
             keepalive: Duration::from_secs(30),
             replay_window: Duration::from_millis(DEFAULT_REPLAY_WINDOW_MS),
@@ -291,6 +294,15 @@ impl ClientConfigBuilder {
         max_reconnect_attempts: Option<u32>,
         /// Reconnect after a rejected hello instead of stopping (default false).
         reconnect_on_rejection: bool,
+        /// Ask the hub for the `peers.delta` extension (default true): the
+        /// hello's data gets `features: ["peers.delta"]`, and a hub that
+        /// grants it (a link hub, in `hello.ack` features) sends one
+        /// snapshot and then deltas instead of a full `peers.update` per
+        /// change. The reference hub ignores the field, and the client then
+        /// diffs full lists. False is "v1 mode": the hello is the Node
+        /// client's, byte for byte. The peer list and the `peer.*` events
+        /// are the same either way.
+        peer_deltas: bool,
         /// Delay before the no-ack diagnostic (default 5 s; zero disables).
         hello_ack_diagnostic: Duration,
         /// Keepalive ping interval (default 30 s; zero disables).
@@ -397,6 +409,7 @@ impl ClientConfigBuilder {
             rpc_timeout: nonzero(self.rpc_timeout),
             reconnect,
             reconnect_on_rejection: self.reconnect_on_rejection,
+            peer_deltas: self.peer_deltas,
             hello_ack_diagnostic: nonzero(self.hello_ack_diagnostic),
             keepalive: nonzero(self.keepalive),
             replay_window: self.replay_window,

@@ -27,6 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{ClientConn, ClientConnConfig, ClientEvent, Now};
 use link_protocol::envelope::{self, Header};
 use link_protocol::messages::Message as Msg;
+use link_protocol::presence::{PeerStep, PeersDelta};
 use link_protocol::{
     CanonicalData, DropReason, Envelope, Feature, HandlerError, PeerInfo, ProtocolError,
     ReplayConfig, RpcErrorCode, RpcResponse, SERVER, StatusEntry, close, codes::rpc_error_text,
@@ -270,6 +271,7 @@ fn client_conn(inner: &Inner) -> Option<ClientConn> {
     cfg.reconnect = c.reconnect;
     cfg.reconnect_on_rejection = c.reconnect_on_rejection;
     cfg.endpoints = c.urls.len();
+    cfg.peer_deltas = c.peer_deltas;
     cfg.url_order = c.url_order;
     let random = crate::random::source(c.random_seed);
     ClientConn::new(cfg, Box::new(inner.ids.clone()), random).ok()
@@ -384,8 +386,14 @@ fn pump(
                 }
                 ClientEvent::Connected => {
                     let url = hub_url(inner, conn.endpoint()).to_owned();
-                    inner.core().connected = true;
-                    inner.core().url = Some(url.clone());
+                    {
+                        let mut core = inner.core();
+                        core.connected = true;
+                        core.url = Some(url.clone());
+                        // A hub that grants `peers.delta` sends a fresh
+                        // snapshot on every connection.
+                        core.peer_sync.reset();
+                    }
                     let kind = inner.kind().to_owned();
                     inner.emit(|| LinkEvent::Connect { url, kind });
                 }
@@ -713,6 +721,14 @@ fn on_message(inner: &Arc<Inner>, env: Envelope, message: Msg) {
             }
         }
         Msg::PeersUpdate(peers) => on_peers(inner, peers),
+        Msg::PeersSnapshot(part) => {
+            let step = inner.core().peer_sync.on_snapshot(part);
+            on_peer_step(inner, step);
+        }
+        Msg::PeersDelta(delta) => {
+            let step = inner.core().peer_sync.on_delta(delta);
+            on_peer_step(inner, step);
+        }
         Msg::StatusSnapshot(map) => {
             let mut core = inner.core();
             for (k, e) in map {
@@ -931,6 +947,76 @@ fn respond(inner: &Inner, id: &str, to: &str, resp: &RpcResponse) {
         Some(to.to_owned()),
         Some(data),
     ));
+}
+
+/// Acts on what the `peers.delta` tracker made of a snapshot part or a
+/// delta: the same list and the same `peer.*` events as a v1 list would
+/// give.
+fn on_peer_step(inner: &Inner, step: PeerStep) {
+    match step {
+        PeerStep::List(peers) => on_peers(inner, peers),
+        PeerStep::Apply(delta) => on_peer_delta(inner, delta),
+        PeerStep::Resync => {
+            tracing::debug!("peer list gap: asking the hub for a fresh snapshot");
+            let data = CanonicalData::new(&Value::Object(Default::default()));
+            let _ = inner.enqueue(inner.item(None, msg_type::PEERS_RESYNC, None, Some(data)));
+        }
+        _ => {}
+    }
+}
+
+/// Applies a delta in O(change), with the events a v1 client diffing the
+/// lists before and after would emit, in the same order: for each changed
+/// peer (in list order) and each joined one (appended), `peer-replaced`
+/// when it was listed before with another `connectedAt`, else
+/// `peer-connect`; then `peer-disconnect` for each peer gone.
+fn on_peer_delta(inner: &Inner, delta: PeersDelta) {
+    let left: std::collections::HashSet<&str> = delta.left.iter().map(String::as_str).collect();
+    let (gone, replaced) = {
+        let mut core = inner.core();
+        let mut gone: HashMap<String, PeerInfo> = HashMap::new();
+        if !left.is_empty() {
+            let peers = std::mem::take(&mut core.peers);
+            let (out, kept): (Vec<PeerInfo>, Vec<PeerInfo>) = peers
+                .into_iter()
+                .partition(|p| left.contains(p.kind.as_str()));
+            core.peers = kept;
+            gone = out.into_iter().map(|p| (p.kind.clone(), p)).collect();
+        }
+        let mut replaced: Vec<(PeerInfo, Option<PeerInfo>)> = Vec::new();
+        for p in delta.changed {
+            if let Some(slot) = core.peers.iter_mut().find(|q| q.kind == p.kind) {
+                let old = std::mem::replace(slot, p.clone());
+                replaced.push((p, Some(old)));
+            }
+        }
+        for p in delta.joined {
+            let old = gone.remove(&p.kind);
+            core.peers.push(p.clone());
+            replaced.push((p, old));
+        }
+        for kind in gone.keys() {
+            core.statuses.remove(kind);
+        }
+        (gone, replaced)
+    };
+    for (p, old) in replaced {
+        match old {
+            None => inner.emit(|| LinkEvent::PeerConnect(p)),
+            Some(old) if old.connected_at != p.connected_at => {
+                let kind = p.kind.clone();
+                inner.emit(|| LinkEvent::PeerReplaced {
+                    kind,
+                    prev: old,
+                    peer: p,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for (_, old) in gone {
+        inner.emit(|| LinkEvent::PeerDisconnect(old));
+    }
 }
 
 fn on_peers(inner: &Inner, peers: Vec<PeerInfo>) {

@@ -182,6 +182,8 @@ pub(crate) struct Core {
     pub(crate) subs: hashbrown::HashMap<String, TopicSubs>,
     pub(crate) directs: Vec<Sink<DirectMessage>>,
     pub(crate) peers: Vec<PeerInfo>,
+    /// Where the `peers.delta` extension stands on this connection.
+    pub(crate) peer_sync: link_protocol::presence::PeerSync,
     pub(crate) statuses: HashMap<String, StatusEntry>,
     /// Features of the last `hello.ack` (None before the first).
     pub(crate) features: Option<Vec<String>>,

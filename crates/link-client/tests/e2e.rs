@@ -34,7 +34,15 @@ async fn rpc_round_trip_typed_and_server() {
     }))
     .await;
     let alpha = ready(hub.client("alpha")).await;
-    assert_eq!(alpha.hub_features().unwrap(), ["topics", "direct"]);
+    // Our hub grants the `peers.delta` extension our client asks for by
+    // default; a v1-mode client is told only the reference's features.
+    assert_eq!(
+        alpha.hub_features().unwrap(),
+        ["topics", "direct", "peers.delta"]
+    );
+    let v1 = ready(hub.client("gamma").peer_deltas(false)).await;
+    assert_eq!(v1.hub_features().unwrap(), ["topics", "direct"]);
+    v1.stop().await;
 
     let r = alpha
         .rpc("beta", "echo", Some(json!({"x": [1, 2.5, "é"]})))

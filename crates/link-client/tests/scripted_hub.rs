@@ -120,7 +120,11 @@ fn assert_like(env: &Envelope, f: &Captured) {
     assert_eq!(env.data(), f.data(), "data of #{}", f.n);
 }
 
-/// Asserts the hello shape: `{kind, name, pid, startedAt}` with our pid.
+/// Asserts the hello shape: `{kind, name, pid, startedAt}` with our pid,
+/// plus the one extension field our client adds by default,
+/// `features: ["peers.delta"]` (the reference hub ignores it; this
+/// scripted hub answers as the reference does, so the conversation goes on
+/// with full lists).
 fn assert_hello(hello: &link_protocol::Envelope, f: &Captured) {
     assert_eq!(hello.msg_type(), Some("hello"));
     assert_eq!(hello.from(), f.raw["from"].as_str());
@@ -131,7 +135,10 @@ fn assert_hello(hello: &link_protocol::Envelope, f: &Captured) {
         k.sort();
         k
     };
-    assert_eq!(keys(ours), keys(theirs));
+    let mut ours_v1 = ours.clone();
+    let features = ours_v1.as_object_mut().unwrap().remove("features");
+    assert_eq!(features, Some(json!(["peers.delta"])));
+    assert_eq!(keys(&ours_v1), keys(theirs));
     assert_eq!(ours["kind"], theirs["kind"]);
     assert_eq!(ours["name"], theirs["name"]);
     assert_eq!(ours["pid"], json!(std::process::id()));

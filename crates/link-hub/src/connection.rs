@@ -276,6 +276,7 @@ impl Reader {
                             conn: self.conn,
                             hello,
                             hello_id: (id.into(), ts),
+                            peer_deltas: self.hc.wants_peer_deltas(),
                         })
                         .await;
                 }

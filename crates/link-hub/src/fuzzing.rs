@@ -189,7 +189,8 @@ impl Sim {
 
     fn step(&mut self, input: &mut Input<'_>) {
         let now = self.now();
-        match input.byte() % 16 {
+        let op = input.byte() % 16;
+        match op {
             0 | 1 => {
                 let conn = self.next_conn;
                 self.next_conn += 1;
@@ -217,7 +218,9 @@ impl Sim {
                     return;
                 };
                 sock.kind = Some(kind.into());
-                self.table.handle_register(now, conn, hello, None);
+                // 3: the hello asked for the `peers.delta` extension.
+                self.table
+                    .handle_register_asking(now, conn, hello, op == 3, None);
             }
             4..=8 => {
                 let Some(conn) = self.pick(input, true) else {

@@ -24,11 +24,13 @@ pub(crate) enum RouterMsg {
         ctl: mpsc::UnboundedSender<ConnCtl>,
         remote: Option<SocketAddr>,
     },
-    /// The socket's hello verified (with the hello frame's id and ts).
+    /// The socket's hello verified: the hello frame's id and ts, and
+    /// whether it asked for the `peers.delta` extension.
     Register {
         conn: ConnId,
         hello: Hello,
         hello_id: (Arc<str>, f64),
+        peer_deltas: bool,
     },
     /// A verified message.
     Inbound {

@@ -365,6 +365,12 @@ impl Outbox {
         self.unflushed.load(Ordering::Relaxed)
     }
 
+    /// A peer list (or snapshot part, or delta) is queued, or taken by the
+    /// writer and not flushed yet.
+    pub(crate) fn list_pending(&self) -> bool {
+        self.list_unflushed() || self.lock().queue.iter().any(|q| q.gauge.is_some())
+    }
+
     /// Bytes queued (health).
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)

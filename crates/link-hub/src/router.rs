@@ -122,7 +122,10 @@ impl Router {
                 conn,
                 hello,
                 hello_id,
-            } => self.table.handle_register(now, conn, hello, Some(hello_id)),
+                peer_deltas,
+            } => self
+                .table
+                .handle_register_asking(now, conn, hello, peer_deltas, Some(hello_id)),
             RouterMsg::Inbound { conn, kind, env } => {
                 self.table.handle_inbound(now, conn, kind, env)
             }

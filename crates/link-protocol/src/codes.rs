@@ -29,6 +29,15 @@ pub mod msg_type {
     pub const TOPIC_MESSAGE: &str = "topic.message";
     /// Directed fire-and-forget.
     pub const DIRECT: &str = "direct";
+    /// Hub → client: the full peer list in parts, with its membership
+    /// version (the `peers.delta` extension; docs/protocol.md §5.2.2).
+    pub const PEERS_SNAPSHOT: &str = "peers.snapshot";
+    /// Hub → client: the peers that joined, left or re-registered between
+    /// two membership versions (the `peers.delta` extension).
+    pub const PEERS_DELTA: &str = "peers.delta";
+    /// Client → hub: "send me a fresh snapshot" after a gap (the
+    /// `peers.delta` extension).
+    pub const PEERS_RESYNC: &str = "peers.resync";
 }
 
 /// The `from`/`to` name of the hub itself.
@@ -44,6 +53,10 @@ pub enum Feature {
     Topics,
     /// Directed messages.
     Direct,
+    /// Versioned peer snapshots and deltas instead of full `peers.update`
+    /// lists: a link extension, negotiated (client hello `features`, then
+    /// `hello.ack` `features`); the reference never sends it.
+    PeersDelta,
 }
 
 impl Feature {
@@ -52,6 +65,7 @@ impl Feature {
         match self {
             Self::Topics => "topics",
             Self::Direct => "direct",
+            Self::PeersDelta => "peers.delta",
         }
     }
 }

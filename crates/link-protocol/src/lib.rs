@@ -54,6 +54,7 @@ mod hex;
 mod hmac_sha256;
 pub mod messages;
 mod plain;
+pub mod presence;
 pub mod replay;
 pub mod signed_form;
 pub mod signed_tail;

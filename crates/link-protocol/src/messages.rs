@@ -83,6 +83,17 @@ impl Hello {
     }
 }
 
+/// The strings of a hello's `data.features` (a link extension: the
+/// reference hub ignores the field, [`Hello::sanitize`] drops it, and it is
+/// never echoed in `peers.update`). Non-strings are skipped.
+pub fn hello_features(data: Option<&Value>) -> impl Iterator<Item = &str> {
+    data.and_then(|d| d.get("features"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 /// `hello.ack` data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HelloAck {
@@ -419,6 +430,12 @@ pub enum Message {
     HelloAck(HelloAck),
     /// `peers.update`.
     PeersUpdate(Vec<PeerInfo>),
+    /// `peers.snapshot` (the `peers.delta` extension).
+    PeersSnapshot(crate::presence::PeersSnapshot),
+    /// `peers.delta` (the `peers.delta` extension).
+    PeersDelta(crate::presence::PeersDelta),
+    /// `peers.resync` from a client (the `peers.delta` extension).
+    PeersResync,
     /// `status.snapshot`.
     StatusSnapshot(BTreeMap<String, StatusEntry>),
     /// `status.update` from a client (any JSON, `None` when absent).
@@ -496,6 +513,15 @@ impl Message {
                 }
                 _ => Self::Malformed(msg_type::PEERS_UPDATE),
             },
+            msg_type::PEERS_SNAPSHOT => match crate::presence::PeersSnapshot::parse(data) {
+                Some(s) => Self::PeersSnapshot(s),
+                None => Self::Malformed(msg_type::PEERS_SNAPSHOT),
+            },
+            msg_type::PEERS_DELTA => match crate::presence::PeersDelta::parse(data) {
+                Some(d) => Self::PeersDelta(d),
+                None => Self::Malformed(msg_type::PEERS_DELTA),
+            },
+            msg_type::PEERS_RESYNC => Self::PeersResync,
             msg_type::STATUS_SNAPSHOT => match data {
                 Some(Value::Object(m)) => Self::StatusSnapshot(
                     m.iter()

@@ -6,10 +6,15 @@
 //! and once settled (`VmRSS` of the hub process: the child hub, or this
 //! whole process when the hub is embedded).
 //!
-//! Peers are `v1` clients: they read full `peers.update` lists, as Node
-//! peers are served. A peer counts as holding the final list when a list
-//! names all K peers; the load tool counts the entries without checking
-//! the MAC (that CPU is the hub's to use on a shared box).
+//! Peers are `v1` clients by default (`--clients v1`): they read full
+//! `peers.update` lists, as Node peers are served. A peer counts as holding
+//! the final list when a list names all K peers; the load tool counts the
+//! entries without checking the MAC (that CPU is the hub's to use on a
+//! shared box). With `--clients delta` the peers ask for the `peers.delta`
+//! extension: they count a snapshot's entries, then add each delta's
+//! joined and subtract its left, following versions (a gap is answered
+//! with `peers.resync`, as our client does); a peer holds the final list
+//! when its count is K.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::raw;
 use crate::context::Ctx;
 use crate::error::BenchError;
-use crate::options::Scenario;
+use crate::options::{Clients, Scenario};
 use crate::report::{Metric, Outcome, System};
 use crate::sys::rss_bytes;
 use crate::target::HubTarget;
@@ -44,6 +49,8 @@ struct Counters {
     complete: AtomicU64,
     /// The longest list any peer read.
     longest: AtomicU64,
+    /// `peers.resync` requests sent (delta clients).
+    resyncs: AtomicU64,
     changed: Notify,
 }
 
@@ -74,8 +81,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
     let counters = Arc::new(Counters::default());
     let bar = ctx.progress.bar("link connections", k as u64);
     let names: Vec<String> = (0..k).map(|i| ctx.name(&format!("c{i}"))).collect();
+    let delta = ctx.opts.clients == Clients::Delta;
     let mut hellos = futures_util::stream::iter(names.iter())
-        .map(|kind| raw::hello(hub, kind))
+        .map(|kind| raw::hello_asking(hub, kind, delta))
         .buffer_unordered(ctx.opts.hello_concurrency);
     let start = Instant::now();
     let (mut connected, mut failed) = (0u64, 0u64);
@@ -98,7 +106,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
                 last = Instant::now();
                 bar.set(connected);
                 holders.push(tokio::spawn(hold(
-                    peer.ws,
+                    peer,
                     stop_rx.clone(),
                     counters.clone(),
                     k,
@@ -186,10 +194,20 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
             counters.longest.load(Ordering::Relaxed)
         ));
     }
+    let (clients, what) = match ctx.opts.clients {
+        Clients::V1 => ("v1", "peers.update"),
+        Clients::Delta => ("delta", "peers.snapshot and peers.delta"),
+    };
     o.notes.push(format!(
-        "idle peers received {frames} frames ({:.1} MiB) while the others joined (peers.update)",
+        "{clients} clients: idle peers received {frames} frames ({:.1} MiB) while the others \
+         joined ({what})",
         bytes as f64 / (1024.0 * 1024.0)
     ));
+    let resyncs = counters.resyncs.load(Ordering::Relaxed);
+    if resyncs > 0 {
+        o.notes
+            .push(format!("{resyncs} peers.resync sent after gaps"));
+    }
     match hub.mode() {
         "embedded" => o.notes.push(
             "embedded: RSS is this whole process (hub plus the load generator's side of every \
@@ -227,7 +245,8 @@ async fn converge(counters: &Counters, peers: u64, idle: Duration) -> Option<Ins
     }
 }
 
-/// `data.peers` of a `peers.update` frame, entries left unread.
+/// The presence frames, entries left unread: `peers.update` (v1),
+/// `peers.snapshot` and `peers.delta` (the extension).
 #[derive(serde::Deserialize)]
 struct PeersFrame<'a> {
     #[serde(rename = "type", borrow)]
@@ -235,22 +254,113 @@ struct PeersFrame<'a> {
     data: Option<PeersData>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
 struct PeersData {
     peers: Vec<serde::de::IgnoredAny>,
+    version: u64,
+    part: u32,
+    parts: u32,
+    base: u64,
+    joined: Vec<serde::de::IgnoredAny>,
+    left: Vec<serde::de::IgnoredAny>,
 }
 
-/// The number of peers in `text` when it is a `peers.update`.
-fn listed(text: &str) -> Option<usize> {
+/// What a presence frame says.
+enum Presence {
+    /// A full list of this many peers.
+    List(usize),
+    /// A snapshot part: version, part, parts, entries.
+    Part(u64, u32, u32, usize),
+    /// A delta: base, version, joined, left.
+    Delta(u64, u64, usize, usize),
+}
+
+fn presence(text: &str) -> Option<Presence> {
+    use link_protocol::msg_type;
     let f: PeersFrame<'_> = serde_json::from_str(text).ok()?;
-    (f.msg_type == link_protocol::msg_type::PEERS_UPDATE)
-        .then(|| f.data.map_or(0, |d| d.peers.len()))
+    let d = f.data.unwrap_or_default();
+    match &*f.msg_type {
+        msg_type::PEERS_UPDATE => Some(Presence::List(d.peers.len())),
+        msg_type::PEERS_SNAPSHOT => Some(Presence::Part(d.version, d.part, d.parts, d.peers.len())),
+        msg_type::PEERS_DELTA => Some(Presence::Delta(
+            d.base,
+            d.version,
+            d.joined.len(),
+            d.left.len(),
+        )),
+        _ => None,
+    }
+}
+
+/// A delta client's count of the peers it holds, following versions as
+/// `link_protocol::presence::PeerSync` does (without reading entries).
+#[derive(Default)]
+struct Tracker {
+    version: Option<u64>,
+    /// A snapshot being gathered: version, next part, parts, entries.
+    building: Option<(u64, u32, u32, usize)>,
+    count: usize,
+    asked: bool,
+}
+
+impl Tracker {
+    /// Applies a frame; `Err(())` asks for a resync.
+    fn apply(&mut self, p: Presence) -> Result<(), ()> {
+        match p {
+            Presence::List(n) => self.count = n,
+            Presence::Part(v, part, parts, n) => {
+                if part == 0 {
+                    self.building = Some((v, 0, parts, 0));
+                }
+                match self.building.as_mut() {
+                    Some((bv, next, bparts, acc))
+                        if *bv == v && *next == part && *bparts == parts =>
+                    {
+                        *acc += n;
+                        *next += 1;
+                        if *next == *bparts {
+                            self.count = *acc;
+                            self.version = Some(v);
+                            self.building = None;
+                            self.asked = false;
+                        }
+                    }
+                    _ => {
+                        self.building = None;
+                        return self.gap();
+                    }
+                }
+            }
+            Presence::Delta(base, v, joined, left) => match self.version {
+                Some(held) if held == base && v > base => {
+                    self.count = (self.count + joined).saturating_sub(left);
+                    self.version = Some(v);
+                }
+                Some(held) if v <= held => {}
+                _ if self.building.is_some() => {}
+                _ => return self.gap(),
+            },
+        }
+        Ok(())
+    }
+
+    fn gap(&mut self) -> Result<(), ()> {
+        self.version = None;
+        if std::mem::replace(&mut self.asked, true) {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
 }
 
 /// Keeps an idle peer alive: reads (so pings get their pongs) and counts
 /// what arrives, until told to stop; then closes.
-async fn hold(mut ws: raw::Ws, mut stop: watch::Receiver<bool>, c: Arc<Counters>, k: usize) {
+async fn hold(peer: raw::RawPeer, mut stop: watch::Receiver<bool>, c: Arc<Counters>, k: usize) {
+    let raw::RawPeer { mut ws, mut conn } = peer;
     let mut complete = false;
+    let mut tracker = Tracker::default();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -259,8 +369,22 @@ async fn hold(mut ws: raw::Ws, mut stop: watch::Receiver<bool>, c: Arc<Counters>
                     c.frames.fetch_add(1, Ordering::Relaxed);
                     c.bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
                     let Message::Text(t) = &m else { continue };
-                    let Some(n) = listed(t.as_str()) else { continue };
+                    let Some(p) = presence(t.as_str()) else { continue };
                     c.presence_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+                    if tracker.apply(p).is_err() {
+                        c.resyncs.fetch_add(1, Ordering::Relaxed);
+                        let data = link_protocol::CanonicalData::new(&serde_json::json!({}));
+                        let (_, frame) = conn.encode(
+                            raw::now(),
+                            link_protocol::msg_type::PEERS_RESYNC,
+                            None,
+                            Some(&data),
+                        );
+                        if ws.send(Message::text(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let n = tracker.count;
                     c.longest.fetch_max(n as u64, Ordering::Relaxed);
                     if (n >= k) != complete {
                         complete = n >= k;
@@ -278,4 +402,26 @@ async fn hold(mut ws: raw::Ws, mut stop: watch::Receiver<bool>, c: Arc<Counters>
     }
     let _ = ws.close(None).await;
     let _ = ws.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_follows_parts_and_deltas_and_asks_once_per_gap() {
+        let mut t = Tracker::default();
+        assert!(t.apply(Presence::Part(3, 0, 2, 5)).is_ok());
+        assert_eq!(t.count, 0, "nothing held until the last part");
+        assert!(t.apply(Presence::Part(3, 1, 2, 4)).is_ok());
+        assert_eq!((t.count, t.version), (9, Some(3)));
+        assert!(t.apply(Presence::Delta(3, 5, 2, 1)).is_ok());
+        assert_eq!((t.count, t.version), (10, Some(5)));
+        assert!(t.apply(Presence::Delta(6, 7, 1, 0)).is_err(), "a gap asks");
+        assert!(t.apply(Presence::Delta(7, 8, 1, 0)).is_ok(), "once");
+        assert!(t.apply(Presence::Part(8, 0, 1, 12)).is_ok());
+        assert_eq!((t.count, t.version), (12, Some(8)));
+        let f = r#"{"type":"peers.delta","data":{"base":1,"changed":[],"joined":[["a",null,1,2,3]],"left":["b","c"],"version":2}}"#;
+        assert!(matches!(presence(f), Some(Presence::Delta(1, 2, 1, 2))));
+    }
 }

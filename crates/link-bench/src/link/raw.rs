@@ -24,7 +24,7 @@ pub(crate) struct RawPeer {
     pub(crate) conn: ClientConn,
 }
 
-fn now() -> Now {
+pub(crate) fn now() -> Now {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -54,6 +54,15 @@ fn ws_config() -> WebSocketConfig {
 
 /// Connects and authenticates as `kind`; resolves at `hello.ack`.
 pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String> {
+    hello_asking(hub, kind, false).await
+}
+
+/// As [`hello`], asking for the `peers.delta` extension or not.
+pub(crate) async fn hello_asking(
+    hub: &HubTarget,
+    kind: &str,
+    peer_deltas: bool,
+) -> Result<RawPeer, String> {
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
         hub.url(),
         Some(ws_config()),
@@ -67,6 +76,7 @@ pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String
     cfg.pid = std::process::id();
     cfg.keepalive_interval = None;
     cfg.hello_ack_diagnostic = None;
+    cfg.peer_deltas = peer_deltas;
     let mut conn =
         ClientConn::new(cfg, Box::new(ids()), Box::new(|| 0.5)).map_err(|e| e.to_string())?;
     conn.start();

@@ -18,9 +18,10 @@ use std::sync::atomic::Ordering;
 use link_protocol::codes::rpc_error_text;
 use link_protocol::conn::Now;
 use link_protocol::{
-    CanonicalData, Hello, RpcErrorCode, RpcResponse, StatusEntry, messages, msg_type,
+    CanonicalData, Hello, RpcErrorCode, RpcResponse, StatusEntry, messages, msg_type, presence,
 };
 
+use super::peer_deltas::Change;
 use super::{ConnCtl, ConnId, Route, Routing};
 use crate::cluster::link::{ClusterIn, ClusterLink, ClusterOut, Outbound, RemoteHub};
 use crate::events::HubEvent;
@@ -35,6 +36,8 @@ pub(crate) struct RemotePeer {
     pub(crate) connected_at: u64,
     /// Its `peers.update` entry, canonical, made once.
     pub(crate) entry: Arc<CanonicalData>,
+    /// Its compact entry in `peers.delta` snapshots and deltas.
+    pub(crate) compact: Arc<CanonicalData>,
 }
 
 impl RemotePeer {
@@ -109,15 +112,15 @@ impl ClusterView {
         peers
     }
 
-    /// The kinds `hub`'s leases name.
-    fn kinds_on(&self, hub: &str) -> Vec<Arc<str>> {
-        let mut kinds: Vec<Arc<str>> = self
+    /// The kinds `hub`'s leases name, with their compact entries.
+    fn kinds_on(&self, hub: &str) -> Vec<(Arc<str>, Arc<CanonicalData>)> {
+        let mut kinds: Vec<(Arc<str>, Arc<CanonicalData>)> = self
             .remote
             .iter()
             .filter(|(_, p)| &*p.hub == hub)
-            .map(|(k, _)| k.clone())
+            .map(|(k, p)| (k.clone(), p.compact.clone()))
             .collect();
-        kinds.sort();
+        kinds.sort_by(|a, b| a.0.cmp(&b.0));
         kinds
     }
 
@@ -355,7 +358,7 @@ impl Routing {
         self.fail_calls_to(hub);
         // Its leases stay known (a hub back within the bucket's age brings
         // them back); routing to them stops now.
-        for kind in &kinds {
+        for (kind, _) in &kinds {
             if !self.peers.contains_key(kind) {
                 self.statuses.remove(kind);
             }
@@ -385,7 +388,7 @@ impl Routing {
                 && let Some(gone) = c.remote.remove(&kind)
                 && c.hubs.contains_key(&gone.hub)
             {
-                self.remote_peers_moved(now, &gone.hub, vec![kind], false);
+                self.remote_peers_moved(now, &gone.hub, vec![(kind, gone.compact)], false);
             }
             return;
         }
@@ -394,25 +397,45 @@ impl Routing {
         }
         let local = c.leases.get(&kind).copied();
         let alive = c.hubs.contains_key(&hub);
-        let mut peer = RemotePeer {
+        let info = messages::PeerInfo {
+            kind: kind.to_string(),
+            hello: Some(hello.clone()),
+            connected_at: Some(connected_at as f64),
+            connected: true,
+        };
+        let peer = RemotePeer {
             hub: hub.clone(),
             rev,
             hello,
             connected_at,
-            entry: Arc::new(CanonicalData::assume_canonical(String::new())),
+            entry: Arc::new(CanonicalData::new(&info.to_value())),
+            compact: Arc::new(presence::compact_entry(&info)),
         };
-        peer.entry = Arc::new(CanonicalData::new(&peer.info(&kind).to_value()));
-        let moved = c
-            .remote
-            .insert(kind.clone(), peer)
-            .is_none_or(|before| before.hub != hub);
+        let compact = peer.compact.clone();
+        let before = c.remote.insert(kind.clone(), peer);
         if let Some(Lease::Held(ours)) = local
             && rev > ours
         {
             self.displaced_by_cluster(&kind);
         }
-        if alive && moved {
-            self.remote_peers_moved(now, &hub, vec![kind], true);
+        // A kind moving from one live hub to another leaves there and
+        // joins here (a new socket, as on one hub).
+        if let Some(before) = before
+            && before.hub != hub
+            && self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.hubs.contains_key(&before.hub))
+        {
+            self.remote_peers_moved(
+                now,
+                &before.hub,
+                vec![(kind.clone(), before.compact)],
+                false,
+            );
+        }
+        if alive {
+            self.remote_peers_moved(now, &hub, vec![(kind, compact)], true);
         }
     }
 
@@ -435,7 +458,7 @@ impl Routing {
                 self.statuses.remove(kind);
             }
             if alive {
-                self.remote_peers_moved(now, &gone.hub, vec![kind.clone()], false);
+                self.remote_peers_moved(now, &gone.hub, vec![(kind.clone(), gone.compact)], false);
             }
         }
     }
@@ -470,18 +493,90 @@ impl Routing {
 
     /// Kinds on `hub` became reachable (`joined`) or stopped being: routing
     /// follows at once; listeners hear of it; the peer lists change.
-    fn remote_peers_moved(&mut self, now: Now, hub: &Arc<str>, kinds: Vec<Arc<str>>, joined: bool) {
+    ///
+    /// Each kind not held here is one membership version, logged for
+    /// `peers.delta` peers like a local join or leave.
+    fn remote_peers_moved(
+        &mut self,
+        now: Now,
+        hub: &Arc<str>,
+        kinds: Vec<(Arc<str>, Arc<CanonicalData>)>,
+        joined: bool,
+    ) {
         if kinds.is_empty() {
             return;
         }
         self.revision += 1;
-        for kind in kinds {
-            let (kind, hub) = (kind.to_string(), hub.to_string());
-            self.emit(|| HubEvent::ClusterPeer { kind, hub, joined });
+        for (kind, compact) in kinds {
+            let (k, h) = (kind.to_string(), hub.to_string());
+            self.emit(|| HubEvent::ClusterPeer {
+                kind: k,
+                hub: h,
+                joined,
+            });
+            if self.config.broadcast_peers && !self.peers.contains_key(&kind) {
+                self.log_remote_change(now, kind, compact, joined);
+            }
         }
-        if self.config.broadcast_peers {
-            self.membership_changed(now.instant);
+    }
+
+    /// One membership version for a remote peer entering (`joined`) or
+    /// leaving this hub's lists.
+    fn log_remote_change(
+        &mut self,
+        now: Now,
+        kind: Arc<str>,
+        compact: Arc<CanonicalData>,
+        joined: bool,
+    ) {
+        let deltas = &mut self.presence.deltas;
+        let change = if joined {
+            deltas.add_entry_bytes(compact.len() + 1, 0);
+            Change::Joined(compact)
+        } else {
+            deltas.add_entry_bytes(0, compact.len() + 1);
+            Change::Left
+        };
+        deltas.record(self.presence.version + 1, kind, change);
+        self.membership_changed(now.instant);
+    }
+
+    /// A local registration of `kind` is about to replace its remote entry
+    /// in the lists: that entry leaves first (the local one joins).
+    pub(super) fn hide_remote(&mut self, now: Now, kind: &Arc<str>) {
+        if let Some(compact) = self.listed_remote(kind) {
+            self.log_remote_change(now, kind.clone(), compact, false);
         }
+    }
+
+    /// `kind`'s local socket left: its remote entry, if any, joins the
+    /// lists again.
+    pub(super) fn show_remote(&mut self, now: Now, kind: &Arc<str>) {
+        if let Some(compact) = self.listed_remote(kind) {
+            self.log_remote_change(now, kind.clone(), compact, true);
+        }
+    }
+
+    /// `kind`'s compact entry when another live hub holds it (lists on).
+    fn listed_remote(&self, kind: &str) -> Option<Arc<CanonicalData>> {
+        if !self.config.broadcast_peers {
+            return None;
+        }
+        let c = self.cluster.as_ref()?;
+        let p = c.remote.get(kind)?;
+        c.hubs.contains_key(&p.hub).then(|| p.compact.clone())
+    }
+
+    /// The other hubs' peers' compact entries, in list order.
+    pub(super) fn remote_compacts(&self) -> Vec<Arc<CanonicalData>> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        c.remote_peers()
+            .into_iter()
+            .filter(|(k, _)| !self.peers.contains_key(*k))
+            .map(|(_, p)| p.compact.clone())
+            .collect()
     }
 
     /// The other hubs' peers' list entries (alive, not held here), oldest

@@ -9,6 +9,10 @@
 //! list per socket in flight, a hub-wide byte cap on lists in flight, and
 //! the final list for everyone once membership is quiet. Every list is a
 //! full snapshot, so a client diffing lists sees each peer join once.
+//!
+//! A peer whose hello asked for `peers.delta` is paced the same way but is
+//! sent a versioned snapshot once, then deltas (`peer_deltas.rs`); nobody
+//! else ever sees those messages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use link_protocol::conn::Now;
 use link_protocol::messages;
-use link_protocol::{CanonicalData, HUB_FEATURES, Hello, HelloAck, PeerInfo, msg_type};
+use link_protocol::{CanonicalData, Feature, HUB_FEATURES, Hello, HelloAck, PeerInfo, msg_type};
 use serde_json::Value;
 
+use super::peer_deltas::{Built, Change, DeltaLog, Next};
 use super::{ConnCtl, ConnEntry, ConnId, Peer, Route, Routing, hub_stopped};
 use crate::events::{HubEvent, TimeoutReason};
-use crate::outbox::{ListGauge, OutItem, PrefixCell};
+use crate::outbox::{ListGauge, OutItem, PrefixCell, Push};
 
 /// A list handed to one recipient.
 struct ListRef {
@@ -84,6 +89,11 @@ impl Default for PresenceLimits {
     }
 }
 
+/// A delta peer is sent at most about this many bytes of snapshot parts
+/// and deltas at a time; the rest once its socket has written them (its
+/// write buffer holds a few parts, not a whole list).
+pub(super) const DELTA_WINDOW: usize = 32 * 1024;
+
 /// How soon a flush held back by the in-flight cap tries again.
 pub(super) const RETRY: Duration = Duration::from_millis(5);
 
@@ -96,11 +106,11 @@ pub(super) const STUCK: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(super) struct Presence {
     /// Bumped on every membership change.
-    version: u64,
+    pub(super) version: u64,
     /// The list of `version`, built once and shared by every recipient.
     cache: Option<List>,
     /// Some peers have not seen the current version yet.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Inputs handled since `dirty` was set.
     since_dirty: usize,
     /// When membership last changed.
@@ -110,8 +120,9 @@ pub(super) struct Presence {
     /// Where the next flush starts in the registration order (fairness
     /// when the in-flight cap stops a flush part way).
     cursor: usize,
-    /// Newcomers still waiting for their first list, served first.
-    fresh: Vec<Arc<str>>,
+    /// Newcomers still waiting for their first list, and delta peers that
+    /// asked for a fresh snapshot, served first.
+    pub(super) fresh: Vec<Arc<str>>,
     /// Since when flushes have been held back by the gauge.
     held_since: Option<Instant>,
     /// Lists queued or being written, hub-wide.
@@ -126,6 +137,8 @@ pub(super) struct Presence {
     in_round: bool,
     /// The last list left peers out (logged once per crossing).
     truncated: bool,
+    /// The change log and the snapshots and deltas built from it.
+    pub(super) deltas: DeltaLog,
 }
 
 /// One version's list: the canonical data (shared by every recipient's
@@ -142,6 +155,17 @@ struct List {
 pub(super) struct PeerPresence {
     /// Its entry in the list, canonical, made once at registration.
     entry: CanonicalData,
+    /// Its compact entry in snapshots and deltas (docs/protocol.md §5.2.2).
+    pub(super) compact: Arc<CanonicalData>,
+    /// Its hello asked for `peers.delta`: it is sent snapshots and deltas,
+    /// never `peers.update`.
+    pub(super) deltas: bool,
+    /// (Delta peers.) It holds no usable list: the next send is a snapshot.
+    pub(super) snapshot_due: bool,
+    /// (Delta peers.) The snapshot being sent, one part per flush: its
+    /// version, the next part, and the parts (held until sent; the whole
+    /// snapshot was charged to the rates when its first part went).
+    snapshot_next: Option<(u64, usize, Arc<[Built]>)>,
     /// The membership version it last got a list for.
     seen: u64,
     /// Rate limit (GCRA): the earliest time it may get the next list
@@ -159,13 +183,18 @@ impl Presence {
         self.dirty = false;
         self.due = None;
         self.fresh.clear();
+        self.deltas.clear();
     }
 }
 
 impl PeerPresence {
-    pub(super) fn new(info: &PeerInfo) -> Self {
+    pub(super) fn new(info: &PeerInfo, deltas: bool) -> Self {
         Self {
             entry: CanonicalData::new(&info.to_value()),
+            compact: Arc::new(link_protocol::presence::compact_entry(info)),
+            deltas,
+            snapshot_due: deltas,
+            snapshot_next: None,
             seen: 0,
             next_at: None,
         }
@@ -214,13 +243,25 @@ impl Routing {
     /// held the kind is displaced (close 4000). The newcomer gets
     /// `hello.ack`, the peer list and the status snapshot, in the
     /// reference's order; the others get the list when inputs pause.
-    pub(crate) fn handle_register(
+    #[cfg(test)]
+    pub(crate) fn handle_register(&mut self, now: Now, conn: ConnId, hello: Hello) {
+        self.handle_register_asking(now, conn, hello, false, None);
+    }
+
+    /// As [`Routing::handle_register`], for a hello that may have asked
+    /// for the `peers.delta` extension (its `data.features`): such a peer
+    /// is told so in `hello.ack` (while peer lists are on) and is sent a
+    /// snapshot and deltas instead of `peers.update`. `hello_id` (the hello
+    /// frame's id and ts) goes with the kind's lease in a cluster.
+    pub(crate) fn handle_register_asking(
         &mut self,
         now: Now,
         conn: ConnId,
         hello: Hello,
+        peer_deltas: bool,
         hello_id: Option<(Arc<str>, f64)>,
     ) {
+        let peer_deltas = peer_deltas && self.config.broadcast_peers;
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -253,12 +294,40 @@ impl Routing {
             route: route.clone(),
             presence: None,
         };
+        let mut previous = None;
         if self.config.broadcast_peers {
-            peer.presence = Some(PeerPresence::new(&peer_info(&peer)));
+            let pp = PeerPresence::new(&peer_info(&peer), peer_deltas);
+            let compact = pp.compact.clone();
+            peer.presence = Some(pp);
+            previous = Some(compact);
         }
-        self.peers.insert(kind.clone(), peer);
+        if !replaced {
+            // In a cluster the kind may be listed as another hub's peer.
+            self.hide_remote(now, &kind);
+        }
+        let old = self.peers.insert(kind.clone(), peer);
+        if let Some(compact) = previous {
+            let old = old
+                .and_then(|p| p.presence)
+                .map_or(0, |pp| pp.compact.len() + 1);
+            self.presence.deltas.add_entry_bytes(compact.len() + 1, old);
+            let change = if replaced {
+                Change::Changed(compact)
+            } else {
+                Change::Joined(compact)
+            };
+            self.presence
+                .deltas
+                .record(self.presence.version + 1, kind.clone(), change);
+        }
         self.cluster_registered(conn, &kind, &hello, now.wall_ms, hello_id);
-        let ack = HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES);
+        let ack = if peer_deltas {
+            let mut features = HUB_FEATURES.to_vec();
+            features.push(Feature::PeersDelta.as_str());
+            HelloAck::accepted(now.wall_ms, &kind, &features)
+        } else {
+            HelloAck::accepted(now.wall_ms, &kind, &HUB_FEATURES)
+        };
         let ack = Arc::new(CanonicalData::new(&ack.to_value()));
         self.push_from_hub(&route, None, msg_type::HELLO_ACK, &kind, ack);
         let (k, connected_at) = (kind.to_string(), now.wall_ms);
@@ -270,13 +339,16 @@ impl Routing {
         });
         if self.config.broadcast_peers {
             self.membership_changed(now.instant);
-            let small = self
-                .presence
-                .cache
-                .as_ref()
-                .is_none_or(|l| l.data.len() < self.config.presence.small_list_bytes);
+            let small = if peer_deltas {
+                self.presence.deltas.snapshot_bytes() < self.config.presence.small_list_bytes
+            } else {
+                self.presence
+                    .cache
+                    .as_ref()
+                    .is_none_or(|l| l.data.len() < self.config.presence.small_list_bytes)
+            };
             if small {
-                self.send_list(now.instant, &kind);
+                let _ = self.send_list(now.instant, &kind);
             } else {
                 self.presence.fresh.push(kind.clone());
             }
@@ -325,9 +397,19 @@ impl Routing {
                 }
             }
         }
+        if let Some(pp) = &peer.presence {
+            self.presence
+                .deltas
+                .add_entry_bytes(0, pp.compact.len() + 1);
+            self.presence
+                .deltas
+                .record(self.presence.version + 1, kind.clone(), Change::Left);
+        }
         if self.config.broadcast_peers {
             self.membership_changed(now.instant);
         }
+        // In a cluster another hub may hold the kind too (it moved there).
+        self.show_remote(now, &kind);
         let (k, hello, connected_at) = (kind.to_string(), peer.hello, peer.connected_at);
         self.emit(|| HubEvent::PeerDisconnect {
             kind: k,
@@ -429,7 +511,12 @@ impl Routing {
                 continue;
             };
             let limit = pp.next_at.map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
-            if pp.seen >= version {
+            // A resync (a delta peer up to date asking for a snapshot) is
+            // held to its rate even once quiet.
+            let resync = pp.snapshot_due && pp.seen >= version && pp.seen > 0;
+            // The rest of a snapshot already charged to the rates.
+            let paid = pp.snapshot_next.is_some();
+            if pp.seen >= version && !resync && !paid {
                 // Up to date; when it could take the next list still
                 // bounds when anyone can.
                 if let Some(t) = limit.filter(|t| *t > now) {
@@ -437,11 +524,14 @@ impl Routing {
                 }
                 continue;
             }
-            if held || held_by_rate {
+            if (held || held_by_rate) && !paid {
                 stale = true;
                 continue;
             }
-            if !quiet && let Some(t) = limit.filter(|t| *t > now) {
+            if (!quiet || resync)
+                && !paid
+                && let Some(t) = limit.filter(|t| *t > now)
+            {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 stale = true;
                 continue;
@@ -451,7 +541,10 @@ impl Routing {
                 .presence
                 .hub_next_at
                 .map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
-            if !quiet && let Some(t) = hub_limit.filter(|t| *t > now) {
+            if !quiet
+                && !paid
+                && let Some(t) = hub_limit.filter(|t| *t > now)
+            {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 stale = true;
                 held_by_rate = true;
@@ -461,12 +554,16 @@ impl Routing {
                 continue;
             }
             // One list per socket at a time: a writer still busy with the
-            // previous one gets the newest when it is done.
-            if self
-                .peers
-                .get(&kind)
-                .is_some_and(|p| p.route.list_unflushed())
-            {
+            // previous one gets the newest when it is done. (A v1 list still
+            // queued is replaced in the queue; a delta peer's messages
+            // chain, so one of them waits until the previous is written.)
+            if self.peers.get(&kind).is_some_and(|p| {
+                if p.presence.as_ref().is_some_and(|pp| pp.deltas) {
+                    p.route.list_pending()
+                } else {
+                    p.route.list_unflushed()
+                }
+            }) {
                 busy = true;
                 stale = true;
                 continue;
@@ -486,14 +583,35 @@ impl Routing {
             } else {
                 self.presence.held_since = None;
             }
-            self.send_list(now, &kind);
+            if !self.send_list(now, &kind) {
+                // Refused by its outbox: a snapshot when its rate allows.
+                stale = true;
+                let t = self
+                    .peers
+                    .get(&kind)
+                    .and_then(|p| p.presence.as_ref())
+                    .and_then(|pp| pp.next_at)
+                    .unwrap_or(now + RETRY);
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+            } else if self
+                .peers
+                .get(&kind)
+                .and_then(|p| p.presence.as_ref())
+                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
+            {
+                // A delta peer is sent a window of messages per flush (its
+                // socket's write buffer holds a few parts, not a whole
+                // list): the rest once its writer has flushed these.
+                stale = true;
+                busy = true;
+            }
         }
         let peers = &self.peers;
         self.presence.fresh.retain(|k| {
             peers
                 .get(k)
                 .and_then(|p| p.presence.as_ref())
-                .is_some_and(|pp| pp.seen < version)
+                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
         });
         if stale {
             tracing::debug!(
@@ -522,15 +640,24 @@ impl Routing {
         };
     }
 
-    /// Queues the current list for `kind` and records that it saw it.
-    fn send_list(&mut self, now: Instant, kind: &Arc<str>) {
+    /// Queues the current list for `kind` and records that it saw it (for
+    /// a delta peer: a snapshot or a delta, recorded once queued).
+    fn send_list(&mut self, now: Instant, kind: &Arc<str>) -> bool {
+        let delta_peer = self
+            .peers
+            .get(kind)
+            .and_then(|p| p.presence.as_ref())
+            .map(|pp| (pp.deltas, pp.seen, pp.snapshot_due));
+        if let Some((true, _, _)) = delta_peer {
+            return self.send_deltas(now, kind);
+        }
         let list = self.current_list();
         let limits = self.config.presence;
         let Some(p) = self.peers.get_mut(kind) else {
-            return;
+            return true;
         };
         let Some(pp) = p.presence.as_mut() else {
-            return;
+            return true;
         };
         pp.seen = list.version;
         let mut item = OutItem::new(
@@ -540,18 +667,146 @@ impl Routing {
             kind.clone(),
             Some(list.data.clone()),
         );
-        let cost = |rate: f64| Duration::from_secs_f64(item.size() as f64 / rate);
-        pp.next_at =
-            Some(pp.next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
-        // The hub's debt is capped: a final round does not mute the next
-        // storm for long.
-        let hub =
-            self.presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
-        self.presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
+        let size = item.size();
+        Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, size);
         item.prefix = Some(list.prefix.clone());
         item.gauge = Some(self.presence.gauge.clone());
         let route = p.route.clone();
         self.push_item(&route, kind, item);
+        true
+    }
+
+    /// Charges `bytes` of lists to a peer's rate (`next_at`) and to the
+    /// hub's.
+    fn charge_rates(
+        presence: &mut Presence,
+        limits: PresenceLimits,
+        now: Instant,
+        next_at: &mut Option<Instant>,
+        bytes: usize,
+    ) {
+        let cost = |rate: f64| Duration::from_secs_f64(bytes as f64 / rate);
+        *next_at =
+            Some(next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_peer_per_sec));
+        // The hub's debt is capped: a final round does not mute the next
+        // storm for long.
+        let hub =
+            presence.hub_next_at.map_or(now, |t| t.max(now)) + cost(limits.list_bytes_per_sec);
+        presence.hub_next_at = Some(hub.min(now + HUB_DEBT));
+    }
+
+    /// Queues for a delta peer its next messages towards the current
+    /// version, about [`DELTA_WINDOW`] bytes of them at most (the rest once
+    /// its socket has written these). False when its outbox refused one.
+    fn send_deltas(&mut self, now: Instant, kind: &Arc<str>) -> bool {
+        let version = self.presence.version;
+        let mut sent = 0;
+        loop {
+            let Some((seen, snapshot_due)) = self
+                .peers
+                .get(kind)
+                .and_then(|p| p.presence.as_ref())
+                .filter(|pp| pp.seen < version || pp.snapshot_due)
+                .map(|pp| (pp.seen, pp.snapshot_due))
+            else {
+                return true;
+            };
+            if sent >= DELTA_WINDOW {
+                return true;
+            }
+            match self.send_delta(now, kind, seen, snapshot_due) {
+                Some(bytes) => sent += bytes,
+                None => return false,
+            }
+        }
+    }
+
+    /// Queues for a delta peer the next message towards the current
+    /// version: the next part of the snapshot it is part way through (its
+    /// version's deltas follow), else the first part of the current
+    /// version's snapshot or the first delta of the chain from what it
+    /// holds. A snapshot is charged to the rates whole, at its first part.
+    /// Its size, or `None` when its outbox refused the message: its next
+    /// send is then a fresh snapshot.
+    fn send_delta(
+        &mut self,
+        now: Instant,
+        kind: &Arc<str>,
+        seen: u64,
+        snapshot_due: bool,
+    ) -> Option<usize> {
+        let sending = self
+            .peers
+            .get_mut(kind)
+            .and_then(|p| p.presence.as_mut())
+            .and_then(|pp| pp.snapshot_next.take());
+        // (the message, its type, the snapshot and part it is, bytes to charge)
+        let (built, msg_type, snapshot, charge) = match sending {
+            Some((v, i, parts)) if i < parts.len() => (
+                parts[i].clone(),
+                msg_type::PEERS_SNAPSHOT,
+                Some((v, i, parts)),
+                0,
+            ),
+            _ => match self.next_presence(seen, snapshot_due) {
+                Next::Snapshot(v, parts) => {
+                    let all = parts.iter().map(|b| b.data.len() + 200).sum();
+                    (
+                        parts[0].clone(),
+                        msg_type::PEERS_SNAPSHOT,
+                        Some((v, 0, parts)),
+                        all,
+                    )
+                }
+                Next::Deltas(chain) => {
+                    let b: Built = chain[0].clone();
+                    let charge = b.data.len() + 200;
+                    (b, msg_type::PEERS_DELTA, None, charge)
+                }
+            },
+        };
+        let mut item = OutItem::new(
+            None,
+            msg_type,
+            self.server.clone(),
+            kind.clone(),
+            Some(built.data.clone()),
+        );
+        item.prefix = Some(built.prefix.clone());
+        item.gauge = Some(self.presence.gauge.clone());
+        let limits = self.config.presence;
+        let size = item.size();
+        let Some(p) = self.peers.get_mut(kind) else {
+            return Some(size);
+        };
+        let Some(pp) = p.presence.as_mut() else {
+            return Some(size);
+        };
+        if charge > 0 {
+            Self::charge_rates(&mut self.presence, limits, now, &mut pp.next_at, charge);
+        }
+        let route = p.route.clone();
+        let queued = matches!(self.push_item(&route, kind, item), Push::Queued { .. });
+        let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) else {
+            return queued.then_some(size);
+        };
+        match (queued, snapshot) {
+            (false, _) => {
+                // A snapshot's parts may be half queued: only a whole
+                // snapshot repairs.
+                pp.snapshot_due = true;
+                pp.snapshot_next = None;
+            }
+            (true, Some((v, i, parts))) if i + 1 < parts.len() => {
+                pp.snapshot_next = Some((v, i + 1, parts));
+            }
+            (true, _) => {
+                pp.seen = built.to;
+                pp.snapshot_due = false;
+                pp.snapshot_next = None;
+            }
+        }
+        queued.then_some(size)
     }
 
     /// The list of the current version, built once per version from the

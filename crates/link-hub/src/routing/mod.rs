@@ -40,6 +40,7 @@ mod dashboard;
 #[cfg(any(test, feature = "fuzzing"))]
 mod invariants;
 mod membership;
+mod peer_deltas;
 mod relay;
 mod rpc_timer;
 mod server;
@@ -117,6 +118,14 @@ impl Route {
     fn list_unflushed(&self) -> bool {
         match self {
             Self::Local(outbox) => outbox.list_unflushed(),
+            Self::Remote(_) => false,
+        }
+    }
+
+    /// A peer list is queued or taken and not on the socket yet.
+    fn list_pending(&self) -> bool {
+        match self {
+            Self::Local(outbox) => outbox.list_pending(),
             Self::Remote(_) => false,
         }
     }

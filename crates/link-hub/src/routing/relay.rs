@@ -76,6 +76,7 @@ impl Routing {
             Msg::Unsubscribe { topic } => self.unsubscribe(kind, topic),
             Msg::TopicMessage { topic } => self.publish(kind, &env, topic),
             Msg::Direct { direct_type } => self.direct(kind, &env, direct_type),
+            Msg::PeersResync => self.peers_resync(kind),
             _ => {} // unknown types and hub-only types are ignored
         }
     }

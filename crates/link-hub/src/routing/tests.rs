@@ -20,6 +20,7 @@ use crate::events::{HubEvent, TimeoutReason};
 use crate::outbox::{OutItem, Outbox};
 
 mod cluster;
+mod deltas;
 mod presence;
 
 const T0_MS: u64 = 1_795_424_111_000;
@@ -114,7 +115,7 @@ impl Bus {
         let hello = Hello::sanitize(Some(&json!({ "kind": kind }))).unwrap();
         self.conns.insert(kind.to_owned(), conn);
         let now = self.now();
-        self.table.handle_register(now, conn, hello, None);
+        self.table.handle_register(now, conn, hello);
     }
 
     /// Attach, register, and let the mailbox drain.

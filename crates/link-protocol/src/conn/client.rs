@@ -60,6 +60,11 @@ pub struct ClientConnConfig {
     pub endpoints: usize,
     /// The order the endpoints are tried in (ordered).
     pub url_order: UrlOrder,
+    /// Ask for the `peers.delta` extension: the hello's data gets
+    /// `features: ["peers.delta"]` (docs/protocol.md §5.2.2). Off by
+    /// default here (the hello is then the reference's, byte for byte);
+    /// `link-client` turns it on.
+    pub peer_deltas: bool,
 }
 
 impl ClientConnConfig {
@@ -79,6 +84,7 @@ impl ClientConnConfig {
             reconnect_on_rejection: false,
             endpoints: 1,
             url_order: UrlOrder::Ordered,
+            peer_deltas: false,
         })
     }
 
@@ -365,7 +371,16 @@ impl ClientConn {
             pid: Some(f64::from(self.config.pid)),
             started_at: Some(now.wall_ms as f64),
         };
-        let data = CanonicalData::new(&hello.to_value());
+        let mut value = hello.to_value();
+        if self.config.peer_deltas
+            && let Some(m) = value.as_object_mut()
+        {
+            m.insert(
+                "features".into(),
+                serde_json::Value::from(vec![crate::Feature::PeersDelta.as_str()]),
+            );
+        }
+        let data = CanonicalData::new(&value);
         let frame = self.encode_with(now, msg_type::HELLO, None, Some(&data)).1;
         self.transmits.push_back(Transmit::Frame(frame));
         if let Some(d) = self.config.keepalive_interval {

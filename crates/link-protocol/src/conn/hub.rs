@@ -143,6 +143,8 @@ pub struct HubConn {
     pipelined: VecDeque<Received>,
     kind: Option<String>,
     key: Option<Key>,
+    /// The accepted hello asked for the `peers.delta` extension.
+    peer_deltas: bool,
     awaiting_pong: bool,
     timers: Timers<3>,
     transmits: VecDeque<Transmit>,
@@ -163,6 +165,7 @@ impl HubConn {
             pipelined: VecDeque::new(),
             kind: None,
             key: None,
+            peer_deltas: false,
             awaiting_pong: false,
             timers,
             transmits: VecDeque::new(),
@@ -190,6 +193,13 @@ impl HubConn {
     /// The authenticated kind.
     pub fn kind(&self) -> Option<&str> {
         self.kind.as_deref()
+    }
+
+    /// Whether the accepted hello listed `peers.delta` in `data.features`
+    /// (the extension of docs/protocol.md §5.2.2; the hub serves such a
+    /// peer snapshots and deltas instead of `peers.update`).
+    pub fn wants_peer_deltas(&self) -> bool {
+        self.peer_deltas
     }
 
     /// The key every frame to and from this socket is signed with.
@@ -234,6 +244,8 @@ impl HubConn {
                 self.state = HubConnState::Authenticated;
                 self.kind = Some(hello.kind.clone());
                 self.key = Some(key);
+                self.peer_deltas = crate::messages::hello_features(received.envelope.data())
+                    .any(|f| f == crate::Feature::PeersDelta.as_str());
                 self.timers.stop(HELLO);
                 if let Some(d) = self.config.keepalive_interval {
                     self.timers.set(KEEPALIVE, now.instant + d);

@@ -91,7 +91,7 @@ fn one_list_per_version_is_shared_by_every_recipient_with_one_signed_prefix() {
 }
 
 /// Limits scaled down with the bus (a list of 300 peers is about 35 KiB).
-fn small_limits() -> RoutingConfig {
+pub(super) fn small_limits() -> RoutingConfig {
     RoutingConfig {
         presence: membership::PresenceLimits {
             small_list_bytes: 4 * 1024,

@@ -1,0 +1,316 @@
+//! The `peers.delta` extension on the hub (docs/protocol.md §5.2.2): a
+//! bounded log of membership changes, one per version, and what a peer that
+//! asked for the extension is sent instead of `peers.update`: a snapshot
+//! (`peers.snapshot`, in parts) when it has none or is too far behind, else
+//! `peers.delta`s from the version it holds to the current one (one, or a
+//! chain of small ones cut at version boundaries when the change is large).
+//!
+//! Both are built once per (base, version) and shared by every recipient
+//! with the same base, like v1 lists; pacing is membership.rs's (the same
+//! per-peer and hub-wide rates, one list per socket in flight, the same
+//! in-flight gauge), so a join storm costs each peer one delta per interval
+//! covering everything since what it saw.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use link_protocol::CanonicalData;
+use link_protocol::presence;
+
+use super::Routing;
+use crate::outbox::PrefixCell;
+
+/// Changes kept in the log; a peer further behind gets a snapshot.
+pub(super) const LOG_CAP: usize = 16_384;
+
+/// A snapshot part, and each delta of a chain, holds entries up to about
+/// this many bytes: far below any frame cap a client may set (our client's
+/// default is 1 MiB), and small enough that a socket's write buffer does
+/// not grow with the size of the bus.
+pub(super) const PART_BYTES: usize = 8 * 1024;
+
+/// What one membership version changed.
+#[derive(Clone, Debug)]
+pub(super) enum Change {
+    /// A kind registered (appended to the registration order).
+    Joined(Arc<CanonicalData>),
+    /// A kind re-registered by a new socket (keeps its place).
+    Changed(Arc<CanonicalData>),
+    /// A kind left.
+    Left,
+}
+
+/// One message's data and the signed prefix its recipients share.
+#[derive(Clone)]
+pub(super) struct Built {
+    pub(super) data: Arc<CanonicalData>,
+    pub(super) prefix: Arc<PrefixCell>,
+    /// The version a client holds once it applied this message (a
+    /// snapshot part: the snapshot's, once the last part is in).
+    pub(super) to: u64,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("bytes", &self.data.len())
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Built {
+    fn new(data: CanonicalData, to: u64) -> Self {
+        Self {
+            data: Arc::new(data),
+            prefix: Arc::new(PrefixCell::new()),
+            to,
+        }
+    }
+}
+
+/// The log and the messages built from it.
+#[derive(Default)]
+pub(super) struct DeltaLog {
+    /// `(version, kind, change)`, versions contiguous, oldest first.
+    log: VecDeque<(u64, Arc<str>, Change)>,
+    /// Sum of every current peer's compact entry (a snapshot's size, about).
+    entry_bytes: usize,
+    /// Delta chains to the current version, by base (cleared when it
+    /// moves).
+    deltas: HashMap<u64, Arc<[Built]>>,
+    deltas_to: u64,
+    /// The snapshot of a version, in parts (a peer part way through an
+    /// older one holds that one's parts itself).
+    snapshot: Option<(u64, Arc<[Built]>)>,
+}
+
+impl DeltaLog {
+    /// Records the change that made `version`.
+    pub(super) fn record(&mut self, version: u64, kind: Arc<str>, change: Change) {
+        self.log.push_back((version, kind, change));
+        while self.log.len() > LOG_CAP {
+            self.log.pop_front();
+        }
+    }
+
+    pub(super) fn add_entry_bytes(&mut self, add: usize, remove: usize) {
+        self.entry_bytes = (self.entry_bytes + add).saturating_sub(remove);
+    }
+
+    /// The oldest base a delta can be built from.
+    fn oldest_base(&self, version: u64) -> u64 {
+        self.log.front().map_or(version, |(v, _, _)| v - 1)
+    }
+
+    /// About how many bytes a snapshot's entries take.
+    pub(super) fn snapshot_bytes(&self) -> usize {
+        self.entry_bytes
+    }
+
+    /// Forgets everything (the hub stopped).
+    pub(super) fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// What a delta peer is sent next: the current version's snapshot parts
+/// (with that version), or the chain of deltas from what it holds (each
+/// link says the version it leads to).
+pub(super) enum Next {
+    Snapshot(u64, Arc<[Built]>),
+    Deltas(Arc<[Built]>),
+}
+
+impl Routing {
+    /// What `kind` (a peer that asked for deltas, holding `seen`, or
+    /// nothing when `snapshot_due`) gets to reach the current version.
+    pub(super) fn next_presence(&mut self, seen: u64, snapshot_due: bool) -> Next {
+        let version = self.presence.version;
+        let log = &self.presence.deltas;
+        if snapshot_due || seen < log.oldest_base(version) {
+            return self.snapshot();
+        }
+        if self.presence.deltas.deltas_to != version {
+            self.presence.deltas.deltas.clear();
+            self.presence.deltas.deltas_to = version;
+        }
+        if let Some(chain) = self.presence.deltas.deltas.get(&seen) {
+            return Next::Deltas(chain.clone());
+        }
+        // Cut where a part's entries pass PART_BYTES (at version
+        // boundaries: each delta of the chain is a real one).
+        let mut cuts = Vec::new();
+        let (mut bytes, mut total, mut in_part) = (0, 0, 0);
+        let log = &self.presence.deltas.log;
+        let skip = log.partition_point(|(v, _, _)| *v <= seen);
+        for (v, kind, change) in log.iter().skip(skip) {
+            let add = match change {
+                Change::Joined(e) | Change::Changed(e) => e.len() + 1,
+                Change::Left => kind.len() + 3,
+            };
+            if in_part > 0 && bytes + add > PART_BYTES {
+                cuts.push(v - 1);
+                (bytes, in_part) = (0, 0);
+            }
+            bytes += add;
+            total += add;
+            in_part += 1;
+        }
+        if total > self.presence.deltas.snapshot_bytes().max(1024) {
+            // More to say than the whole list (mostly departures).
+            return self.snapshot();
+        }
+        cuts.push(version);
+        let mut base = seen;
+        let chain: Vec<Built> = cuts
+            .into_iter()
+            .map(|end| {
+                let b = Built::new(self.build_delta(base, end), end);
+                base = end;
+                b
+            })
+            .collect();
+        // Each link's tail is the chain from its end: peers are sent one
+        // link at a time, and the next one finds the rest here.
+        let mut from = seen;
+        for i in 0..chain.len() {
+            let tail: Arc<[Built]> = chain[i..].to_vec().into();
+            self.presence.deltas.deltas.insert(from, tail);
+            from = chain[i].to;
+        }
+        Next::Deltas(chain.into())
+    }
+
+    /// The net change from `base` to `version`: a kind that left and came
+    /// back is listed as left and joined (it moved to the end of the
+    /// registration order); one re-registered in place as changed.
+    fn build_delta(&self, base: u64, version: u64) -> CanonicalData {
+        struct Net {
+            in_base: bool,
+            entry: Option<Arc<CanonicalData>>,
+            moved: bool,
+            /// Position of its last join among the log's changes.
+            joined_at: usize,
+        }
+        let mut net: HashMap<&Arc<str>, Net> = HashMap::new();
+        let mut touched: Vec<&Arc<str>> = Vec::new();
+        let log = &self.presence.deltas.log;
+        let skip = log.partition_point(|(v, _, _)| *v <= base);
+        let end = log.partition_point(|(v, _, _)| *v <= version);
+        for (i, (_, kind, change)) in log.iter().enumerate().take(end).skip(skip) {
+            let n = net.entry(kind).or_insert_with(|| {
+                touched.push(kind);
+                Net {
+                    in_base: !matches!(change, Change::Joined(_)),
+                    entry: None,
+                    moved: false,
+                    joined_at: 0,
+                }
+            });
+            match change {
+                Change::Joined(e) => {
+                    n.entry = Some(e.clone());
+                    n.moved = n.in_base;
+                    n.joined_at = i;
+                }
+                Change::Changed(e) => n.entry = Some(e.clone()),
+                Change::Left => n.entry = None,
+            }
+        }
+        let mut left: Vec<&str> = Vec::new();
+        let mut changed: Vec<&Arc<str>> = Vec::new();
+        let mut joined: Vec<(usize, &CanonicalData)> = Vec::new();
+        for kind in touched {
+            let Some(n) = net.get(kind) else { continue };
+            match (&n.entry, n.in_base) {
+                (None, true) => left.push(kind),
+                (None, false) => {}
+                (Some(_), true) if !n.moved => changed.push(kind),
+                (Some(e), in_base) => {
+                    if in_base {
+                        left.push(kind);
+                    }
+                    joined.push((n.joined_at, e));
+                }
+            }
+        }
+        joined.sort_by_key(|(at, _)| *at);
+        if changed.len() > 1 {
+            // In registration order, as a v1 client diffing lists meets them.
+            let pos: HashMap<&Arc<str>, usize> =
+                self.order.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            changed.sort_by_key(|k| pos.get(k).copied().unwrap_or(usize::MAX));
+        }
+        let changed = changed
+            .iter()
+            .filter_map(|k| net.get(k).and_then(|n| n.entry.as_deref()));
+        presence::delta_data(
+            base,
+            version,
+            changed,
+            joined.into_iter().map(|(_, e)| e),
+            left,
+        )
+    }
+
+    /// The current version's snapshot in parts, built once per version.
+    fn snapshot(&mut self) -> Next {
+        let version = self.presence.version;
+        if let Some((v, parts)) = &self.presence.deltas.snapshot
+            && *v == version
+        {
+            return Next::Snapshot(version, parts.clone());
+        }
+        // This hub's peers, then the other hubs' (a cluster), as in v1 lists.
+        let remote = self.remote_compacts();
+        let entries: Vec<&CanonicalData> = self
+            .order
+            .iter()
+            .filter_map(|k| self.peers.get(k).and_then(|p| p.presence.as_ref()))
+            .map(|pp| &*pp.compact)
+            .chain(remote.iter().map(|e| &**e))
+            .collect();
+        // Cut into runs of at most PART_BYTES (at least one entry).
+        let mut runs: Vec<&[&CanonicalData]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, e) in entries.iter().enumerate() {
+            if i > start && bytes + e.len() + 1 > PART_BYTES {
+                runs.push(&entries[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += e.len() + 1;
+        }
+        runs.push(&entries[start..]);
+        let n = runs.len() as u32;
+        let parts: Arc<[Built]> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| {
+                Built::new(
+                    presence::snapshot_data(version, i as u32, n, run.iter().copied()),
+                    version,
+                )
+            })
+            .collect();
+        self.presence.deltas.snapshot = Some((version, parts.clone()));
+        Next::Snapshot(version, parts)
+    }
+
+    /// `peers.resync` from `kind`: if it asked for deltas, it gets a fresh
+    /// snapshot when its rate allows (a resync never bypasses the per-peer
+    /// rate, even once membership is quiet).
+    pub(super) fn peers_resync(&mut self, kind: &Arc<str>) {
+        let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) else {
+            return;
+        };
+        if !pp.deltas || pp.snapshot_due {
+            return;
+        }
+        pp.snapshot_due = true;
+        self.presence.dirty = true;
+        if !self.presence.fresh.contains(kind) {
+            self.presence.fresh.push(kind.clone());
+        }
+    }
+}
