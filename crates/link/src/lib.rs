@@ -156,6 +156,8 @@ mod readme_and_docs {
     struct Architecture;
     #[doc = include_str!("../../../docs/client.md")]
     struct Client;
+    #[doc = include_str!("../../../docs/cluster.md")]
+    struct Cluster;
     #[doc = include_str!("../../../docs/helpers.md")]
     struct Helpers;
     #[doc = include_str!("../../../docs/hub.md")]
