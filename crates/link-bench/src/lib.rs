@@ -45,14 +45,17 @@
 mod context;
 mod error;
 mod link;
+pub mod meter;
 #[cfg(feature = "nats")]
 mod nats;
+mod nats_server;
 mod nats_spec;
 mod options;
 pub mod payload;
 mod progress;
 pub mod report;
 mod run;
+mod scrape;
 pub mod stats;
 pub mod sys;
 mod target;
