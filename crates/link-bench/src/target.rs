@@ -75,10 +75,13 @@ enum Running {
     External,
     Embedded(HubServer),
     Child(Box<ChildHub>),
-    Cluster {
-        hubs: Vec<ChildHub>,
-        nats: NatsTarget,
-    },
+    Cluster(Box<ClusterProcs>),
+}
+
+/// The processes of a cluster we started.
+struct ClusterProcs {
+    hubs: Vec<ChildHub>,
+    nats: NatsTarget,
 }
 
 /// One hub of the target: where peers connect, and its process.
@@ -294,7 +297,8 @@ impl HubTarget {
                 let _ = server.stop().await;
             }
             Running::Child(hub) => hub.stop().await,
-            Running::Cluster { hubs, nats } => {
+            Running::Cluster(procs) => {
+                let ClusterProcs { hubs, nats } = *procs;
                 for hub in hubs {
                     hub.stop().await;
                 }
@@ -557,7 +561,7 @@ async fn cluster(
         secret,
         mode: "cluster",
         pid: first.pid,
-        running: Running::Cluster { hubs, nats },
+        running: Running::Cluster(Box::new(ClusterProcs { hubs, nats })),
         tls: None,
         peer_updates,
         members,
