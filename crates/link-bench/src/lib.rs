@@ -2,8 +2,9 @@
 //!
 //! A load generator for link hubs, built on [`link_client`]: it runs the
 //! same scenarios against any protocol-v1 hub (ours embedded in-process, ours
-//! as a child process, or any hub at a URL, Node.js included) and — with
-//! the `nats` feature — against nats-server through async-nats, and reports
+//! as a child process, a cluster of our hubs over NATS with the peers spread
+//! so that traffic crosses hubs, or any hub at a URL, Node.js included) and
+//! — with the `nats` feature — against nats-server through async-nats, and reports
 //! the figures side by side. `link-cli bench` and `cargo xtask bench` are
 //! its front ends; `docs/perf.md` has the method and the figures.
 //!
@@ -11,10 +12,10 @@
 //!  BenchOptions + HubSpec (+ NatsSpec)
 //!        │
 //!        ▼
-//!   run() ─► HubTarget (embedded | child | url) ─► link scenarios ──┐
-//!        └─► NatsTarget (spawned | url) ────────► nats scenarios ──┤ Outcome per run
-//!                                                                   ▼
-//!                              medians ─► BenchReport ─► table() | serde JSON
+//!   run() ─► HubTarget (embedded | child | cluster | url) ─► link scenarios ──┐
+//!        └─► NatsTarget (spawned | url) ──────────────────► nats scenarios ──┤ Outcome per run
+//!                                                                             ▼
+//!                                        medians ─► BenchReport ─► table() | serde JSON
 //! ```
 //!
 //! Scenarios ([`Scenario`]): `rpc-seq`, `rpc-conc`, `send`, `publish`,
@@ -45,14 +46,17 @@
 mod context;
 mod error;
 mod link;
+pub mod meter;
 #[cfg(feature = "nats")]
 mod nats;
+mod nats_server;
 mod nats_spec;
 mod options;
 pub mod payload;
 mod progress;
 pub mod report;
 mod run;
+mod scrape;
 pub mod stats;
 pub mod sys;
 mod target;

@@ -160,10 +160,26 @@ impl Outcome {
 /// Where the link side ran.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetInfo {
-    /// `embedded`, `child` or `url`.
+    /// `embedded`, `child`, `url` or `cluster`.
     pub mode: &'static str,
-    /// The hub URL.
+    /// The hub URL (a cluster's first hub).
     pub url: String,
+    /// A cluster of hubs (`--cluster N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// A cluster of child hubs over NATS.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterInfo {
+    /// How many hubs.
+    pub hubs: usize,
+    /// Every hub's URL, hub 0 first (the numbers in the notes).
+    pub urls: Vec<String>,
+    /// The nats-server.
+    pub nats: String,
+    /// The cluster's name.
+    pub name: String,
 }
 
 /// A whole benchmark.
@@ -344,11 +360,18 @@ impl BenchReport {
             }
         }
         let mut out = String::new();
+        let hub = match &self.hub.cluster {
+            Some(c) => format!(
+                "cluster of {} child hubs over {} ({})",
+                c.hubs,
+                c.nats,
+                c.urls.join(", ")
+            ),
+            None => format!("{} hub {}", self.hub.mode, self.hub.url),
+        };
         let _ = writeln!(
             out,
-            "link bench: {} hub {}{}; {} CPU(s){}; payload {} B; link subscribers: {}; {}",
-            self.hub.mode,
-            self.hub.url,
+            "link bench: {hub}{}; {} CPU(s){}; payload {} B; link subscribers: {}; {}",
             self.nats
                 .as_deref()
                 .map(|n| format!(" vs nats-server {n}"))
@@ -510,6 +533,7 @@ mod tests {
             hub: TargetInfo {
                 mode: "embedded",
                 url: "ws://127.0.0.1:1".into(),
+                cluster: None,
             },
             nats: Some("nats://127.0.0.1:2".into()),
             machine: Machine::current(),

@@ -33,7 +33,7 @@ pub async fn run(
     let payload = crate::payload::payload(opts.payload_bytes);
     #[cfg(feature = "nats")]
     let nats_target = match nats {
-        Some(spec) => match crate::nats::NatsTarget::start(spec).await {
+        Some(spec) => match crate::nats::NatsTarget::start(spec, false).await {
             Ok(t) => Some(t),
             Err(e) => {
                 target.stop().await;
@@ -48,11 +48,11 @@ pub async fn run(
         for run in 0..opts.runs {
             let ctx = Ctx::new(opts, &payload, progress);
             // Memory per connection is only meaningful on a fresh hub: a
-            // warm one reuses what the previous run freed. A child hub is
-            // restarted for every further `connections` run.
+            // warm one reuses what the previous run freed. A child hub (or
+            // a cluster) is restarted for every further `connections` run.
             let fresh = if run > 0
                 && scenario == Scenario::Connections
-                && matches!(hub, HubSpec::Child { .. })
+                && matches!(hub, HubSpec::Child { .. } | HubSpec::Cluster { .. })
             {
                 match HubTarget::start(hub, opts.peer_updates, opts.tls, opts.hub_flood_limit())
                     .await

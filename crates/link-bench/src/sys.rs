@@ -7,6 +7,15 @@ use serde::Serialize;
 
 use crate::error::BenchError;
 
+/// The summed resident set size of processes (`None` if one cannot be read
+/// or there are none).
+pub fn total_rss_bytes(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| rss_bytes(*p)).sum()
+}
+
 /// Resident set size of a process in bytes (`VmRSS`), Linux only.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -66,9 +75,16 @@ impl CpuMeter {
 
     /// Microseconds of CPU the process used since `start`, per unit (a
     /// message, a delivery, a call).
+    #[cfg(any(test, feature = "nats"))]
     pub(crate) fn us_per(&self, units: u64) -> Option<f64> {
+        let used = self.used_us()?;
+        (units > 0).then(|| used / units as f64)
+    }
+
+    /// Microseconds of CPU the process used since `start`.
+    pub(crate) fn used_us(&self) -> Option<f64> {
         let now = process_cpu_ns(self.pid)?;
-        (units > 0).then(|| now.saturating_sub(self.start_ns) as f64 / 1000.0 / units as f64)
+        Some(now.saturating_sub(self.start_ns) as f64 / 1000.0)
     }
 }
 

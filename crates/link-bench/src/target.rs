@@ -1,16 +1,20 @@
 //! The link hub under test: any hub at a URL (ours or a Node.js one), our
-//! hub embedded in this process, or our hub as a child process
+//! hub embedded in this process, our hub as a child process
 //! (`link-cli hub --bind 127.0.0.1:0`, whose stdout announces
-//! `LINK_SECRET=` and `listening=`). A hub we start serves `wss://` when
-//! asked (`tls`), with a CA and a certificate for 127.0.0.1 made for the
-//! run; our peers trust that CA alone.
+//! `LINK_SECRET=` and `listening=`), or a cluster of N such child hubs
+//! joined over NATS (`--cluster URL`, one shared secret given through
+//! `LINK_SECRET`, a cluster name of its own), with the nats-server we
+//! start for it (JetStream on) or one at a URL. A hub we start serves
+//! `wss://` when asked (`tls`, not for a cluster), with a CA and a
+//! certificate for 127.0.0.1 made for the run; our peers trust that CA
+//! alone.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use link_client::RootCertificates;
 use link_hub::{HubConfig, HubServer, PeerUpdates, RateLimits, Secret, TlsConfig};
@@ -19,10 +23,19 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::Connector;
 
 use crate::error::BenchError;
-use crate::report::TargetInfo;
+use crate::nats_server::NatsTarget;
+use crate::nats_spec::NatsSpec;
+use crate::report::{ClusterInfo, TargetInfo};
+use crate::scrape;
 
 /// How long a child hub has to announce itself.
 const CHILD_START: Duration = Duration::from_secs(30);
+
+/// How long the hubs of a cluster have to see one another.
+const CLUSTER_FORM: Duration = Duration::from_secs(30);
+
+/// Between two looks at a forming cluster's `/metrics`.
+const FORM_POLL: Duration = Duration::from_millis(20);
 
 /// Where the hub comes from.
 #[derive(Clone, Debug)]
@@ -44,12 +57,38 @@ pub enum HubSpec {
         /// The `link-cli` executable.
         program: PathBuf,
     },
+    /// `hubs` of our hubs as child processes, joined in a cluster over
+    /// NATS (`program hub --bind 127.0.0.1:0 --cluster URL`); scenarios
+    /// spread their peers over them so that traffic crosses hubs.
+    Cluster {
+        /// The `link-cli` executable.
+        program: PathBuf,
+        /// How many hubs (2 or more).
+        hubs: usize,
+        /// The nats-server: started for the run (JetStream on) or at a URL
+        /// (JetStream must be on: the kind leases are a KV bucket).
+        nats: NatsSpec,
+    },
 }
 
 enum Running {
     External,
     Embedded(HubServer),
     Child(Box<ChildHub>),
+    Cluster(Box<ClusterProcs>),
+}
+
+/// The processes of a cluster we started.
+struct ClusterProcs {
+    hubs: Vec<ChildHub>,
+    nats: NatsTarget,
+}
+
+/// One hub of the target: where peers connect, and its process.
+#[derive(Clone, Debug)]
+struct Member {
+    url: String,
+    pid: Option<u32>,
 }
 
 struct ChildHub {
@@ -66,6 +105,12 @@ pub struct HubTarget {
     running: Running,
     tls: Option<Tls>,
     peer_updates: PeerUpdates,
+    /// Every hub: one, or the hubs of a cluster (the first is `url`).
+    members: Vec<Member>,
+    /// A cluster's NATS URL and name.
+    cluster: Option<(String, String)>,
+    /// A cluster's nats-server process, when known.
+    nats_pid: Option<u32>,
 }
 
 impl std::fmt::Debug for HubTarget {
@@ -99,10 +144,96 @@ impl HubTarget {
                 running: Running::External,
                 tls: None,
                 peer_updates,
+                members: vec![Member {
+                    url: url.clone(),
+                    pid: *pid,
+                }],
+                cluster: None,
+                nats_pid: None,
             }),
             HubSpec::Embedded => embedded(peer_updates, tls, flood_limit).await,
-            HubSpec::Child { program } => child(program, peer_updates, tls, flood_limit).await,
+            HubSpec::Child { program } => {
+                let (hub, url, secret, tls) =
+                    spawn_child(program, peer_updates, tls, flood_limit, None).await?;
+                let pid = hub.child.id();
+                Ok(HubTarget {
+                    url: url.clone(),
+                    secret,
+                    mode: "child",
+                    pid,
+                    running: Running::Child(Box::new(hub)),
+                    tls,
+                    peer_updates,
+                    members: vec![Member { url, pid }],
+                    cluster: None,
+                    nats_pid: None,
+                })
+            }
+            HubSpec::Cluster {
+                program,
+                hubs,
+                nats,
+            } => {
+                if tls {
+                    return Err(BenchError::InvalidOption {
+                        option: "tls",
+                        reason: "not with a cluster (its hubs' /metrics are read over plain HTTP)"
+                            .into(),
+                    });
+                }
+                cluster(program, *hubs, nats, peer_updates, flood_limit).await
+            }
         }
+    }
+
+    /// How many hubs peers are spread over (1 but for a cluster).
+    pub fn hubs(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True for a cluster of hubs.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The URL of hub `i` (modulo the number of hubs).
+    pub fn url_at(&self, i: usize) -> &str {
+        &self.members[i % self.members.len()].url
+    }
+
+    /// Every hub's process whose CPU time is the hub's alone (none for an
+    /// embedded hub: its process runs the load too).
+    pub fn cpu_pids(&self) -> Vec<u32> {
+        if self.mode == "embedded" {
+            return Vec::new();
+        }
+        self.members.iter().filter_map(|m| m.pid).collect()
+    }
+
+    /// A cluster's nats-server process (started by the bench, or given
+    /// with `--nats-pid`).
+    pub fn nats_pid(&self) -> Option<u32> {
+        self.nats_pid
+    }
+
+    /// Every hub's process, for memory (this process when embedded).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.pid).collect()
+    }
+
+    /// The sum over a cluster's hubs of `link_hub_cluster_published_total`
+    /// (messages sealed and handed to NATS); `None` for a lone hub, or when
+    /// a hub's `/metrics` cannot be read.
+    pub async fn cluster_published(&self) -> Option<u64> {
+        if !self.is_cluster() {
+            return None;
+        }
+        let mut total = 0u64;
+        for m in &self.members {
+            let text = scrape::metrics(&m.url).await.ok()?;
+            total += scrape::value(&text, "link_hub_cluster_published_total")? as u64;
+        }
+        Some(total)
     }
 
     /// The `peers.update` mode asked for (a URL hub's own mode is unknown:
@@ -138,20 +269,10 @@ impl HubTarget {
         self.mode
     }
 
-    /// The process whose memory is the hub's (this process when embedded).
+    /// The process whose memory is the hub's (this process when embedded;
+    /// a cluster's first hub: [`pids`](Self::pids) has them all).
     pub fn pid(&self) -> Option<u32> {
         self.pid
-    }
-
-    /// The process whose CPU time is the hub's alone: a child hub, or a
-    /// hub at a URL whose pid was given; never an embedded hub (its
-    /// process runs the load too).
-    pub fn cpu_pid(&self) -> Option<u32> {
-        if self.mode == "embedded" {
-            None
-        } else {
-            self.pid
-        }
     }
 
     /// For reports.
@@ -159,6 +280,12 @@ impl HubTarget {
         TargetInfo {
             mode: self.mode,
             url: self.url.clone(),
+            cluster: self.cluster.as_ref().map(|(nats, name)| ClusterInfo {
+                hubs: self.members.len(),
+                urls: self.members.iter().map(|m| m.url.clone()).collect(),
+                nats: nats.clone(),
+                name: name.clone(),
+            }),
         }
     }
 
@@ -169,11 +296,22 @@ impl HubTarget {
             Running::Embedded(server) => {
                 let _ = server.stop().await;
             }
-            Running::Child(mut hub) => {
-                let _ = hub.child.start_kill();
-                let _ = hub.child.wait().await;
+            Running::Child(hub) => hub.stop().await,
+            Running::Cluster(procs) => {
+                let ClusterProcs { hubs, nats } = *procs;
+                for hub in hubs {
+                    hub.stop().await;
+                }
+                nats.stop().await;
             }
         }
+    }
+}
+
+impl ChildHub {
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 }
 
@@ -229,22 +367,39 @@ async fn embedded(
         .url()
         .ok_or_else(|| BenchError::Hub("the embedded hub has no address".into()))?;
     Ok(HubTarget {
-        url,
+        url: url.clone(),
         secret,
         mode: "embedded",
         pid: Some(std::process::id()),
         running: Running::Embedded(server),
         tls,
         peer_updates,
+        members: vec![Member {
+            url: url.clone(),
+            pid: Some(std::process::id()),
+        }],
+        cluster: None,
+        nats_pid: None,
     })
 }
 
-async fn child(
-    program: &PathBuf,
+/// A cluster to join: NATS, the cluster's name, the secret every hub shares.
+struct Join<'a> {
+    nats: &'a str,
+    name: &'a str,
+    secret: &'a str,
+}
+
+/// Starts `program hub --bind 127.0.0.1:0 …` and waits for its
+/// announcement; returns the process, its URL, its secret (the one it
+/// generated and printed, or the cluster's) and the TLS setup of its peers.
+async fn spawn_child(
+    program: &Path,
     peer_updates: PeerUpdates,
     tls: bool,
     flood_limit: Option<u32>,
-) -> Result<HubTarget, BenchError> {
+    join: Option<&Join<'_>>,
+) -> Result<(ChildHub, String, String, Option<Tls>), BenchError> {
     let mut command = Command::new(program);
     command.args([
         "hub",
@@ -261,7 +416,7 @@ async fn child(
     }
     let tls = if tls {
         let pki = Pki::generate()?;
-        let files = TempDir::new()?;
+        let files = TempDir::new("tls")?;
         let cert = files.write("hub.crt", &pki.cert)?;
         let key = files.write("hub.key", &pki.key)?;
         command
@@ -273,9 +428,22 @@ async fn child(
     } else {
         None
     };
-    let mut child = command
+    match join {
+        // The hubs of a cluster share one secret (their peers' and, by
+        // default, the inter-hub one), given in the environment, not argv.
+        Some(j) => {
+            command
+                .args(["--cluster", j.nats, "--cluster-name", j.name])
+                .env("LINK_SECRET", j.secret)
+                .env_remove("LINK_CLUSTER_SECRET")
+                .env_remove("LINK_CLUSTER");
+        }
         // The child generates its secret and prints it: never pass ours.
-        .env_remove("LINK_SECRET")
+        None => {
+            command.env_remove("LINK_SECRET").env_remove("LINK_CLUSTER");
+        }
+    }
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -283,13 +451,13 @@ async fn child(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| BenchError::io(format!("starting {} hub", program.display()), e))?;
-    let pid = child.id();
     let Some(stdout) = child.stdout.take() else {
         return Err(BenchError::Hub("the child hub has no stdout".into()));
     };
     let mut lines = BufReader::new(stdout).lines();
+    let given = join.map(|j| j.secret.to_owned());
     let announced = tokio::time::timeout(CHILD_START, async {
-        let (mut secret, mut url) = (None, None);
+        let (mut secret, mut url) = (given, None);
         while secret.is_none() || url.is_none() {
             match lines.next_line().await {
                 Ok(Some(line)) => {
@@ -315,18 +483,120 @@ async fn child(
             )));
         }
     };
-    Ok(HubTarget {
-        url,
-        secret,
-        mode: "child",
-        pid,
-        running: Running::Child(Box::new(ChildHub {
+    Ok((
+        ChildHub {
             child,
             _stdout: lines,
-        })),
+        },
+        url,
+        secret,
         tls,
+    ))
+}
+
+/// nats-server (JetStream on), then `n` child hubs in one cluster, ready
+/// when every hub sees the `n - 1` others.
+async fn cluster(
+    program: &Path,
+    n: usize,
+    nats: &NatsSpec,
+    peer_updates: PeerUpdates,
+    flood_limit: Option<u32>,
+) -> Result<HubTarget, BenchError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if n < 2 {
+        return Err(BenchError::InvalidOption {
+            option: "cluster",
+            reason: "a cluster needs at least 2 hubs".into(),
+        });
+    }
+    let nats = NatsTarget::start(nats, true).await?;
+    let secret = link_hub::random_secret()
+        .ok_or_else(|| BenchError::Hub("cannot generate a random secret".into()))?;
+    // A name of its own: a shared nats-server may carry other clusters.
+    let name = format!(
+        "bench-{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let join = Join {
+        nats: &nats.url,
+        name: &name,
+        secret: &secret,
+    };
+    let mut hubs = Vec::with_capacity(n);
+    let mut members = Vec::with_capacity(n);
+    let mut failure = None;
+    for _ in 0..n {
+        match spawn_child(program, peer_updates, false, flood_limit, Some(&join)).await {
+            Ok((hub, url, _, _)) => {
+                members.push(Member {
+                    url,
+                    pid: hub.child.id(),
+                });
+                hubs.push(hub);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if failure.is_none()
+        && let Err(e) = formed(&members).await
+    {
+        failure = Some(e);
+    }
+    if let Some(e) = failure {
+        for hub in hubs {
+            hub.stop().await;
+        }
+        nats.stop().await;
+        return Err(e);
+    }
+    let first = members[0].clone();
+    let (nats_url, nats_pid) = (nats.url.clone(), nats.pid);
+    Ok(HubTarget {
+        url: first.url,
+        secret,
+        mode: "cluster",
+        pid: first.pid,
+        running: Running::Cluster(Box::new(ClusterProcs { hubs, nats })),
+        tls: None,
         peer_updates,
+        members,
+        cluster: Some((nats_url, name)),
+        nats_pid,
     })
+}
+
+/// Waits until every hub's `/metrics` says it sees all the others
+/// (`link_hub_cluster_hubs`): hubs learn of one another from heartbeats,
+/// and no line on stdout says so.
+async fn formed(members: &[Member]) -> Result<(), BenchError> {
+    let others = (members.len() - 1) as f64;
+    let deadline = Instant::now() + CLUSTER_FORM;
+    for m in members {
+        loop {
+            let seen = match scrape::metrics(&m.url).await {
+                Ok(text) => scrape::value(&text, "link_hub_cluster_hubs"),
+                Err(_) => None,
+            };
+            if seen.is_some_and(|s| s >= others) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::Hub(format!(
+                    "the cluster did not form within {CLUSTER_FORM:?}: hub {} sees {} of the \
+                     {others} other hubs (link_hub_cluster_hubs)",
+                    m.url,
+                    seen.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                )));
+            }
+            tokio::time::sleep(FORM_POLL).await;
+        }
+    }
+    Ok(())
 }
 
 /// What our peers need to reach a TLS hub we started.
@@ -397,16 +667,23 @@ impl Pki {
 }
 
 /// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[derive(Debug)]
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self, BenchError> {
+    /// `link-bench-<what>-<pid>-<n>`.
+    pub(crate) fn new(what: &str) -> Result<Self, BenchError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("link-bench-tls-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("link-bench-{what}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
         Ok(Self(dir))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf, BenchError> {

@@ -1,8 +1,10 @@
 //! `link-cli bench`: the load generator of `link-bench` on the command
 //! line. It targets any hub URL with its secret (so it runs unchanged
 //! against a Node.js hub), or starts our hub in this process (`--embedded`,
-//! the default) or as a child process (`--child`), and with `--compare
-//! nats` runs the same scenarios through nats-server.
+//! the default), as a child process (`--child`) or as a cluster of N child
+//! hubs over NATS (`--cluster N`, peers spread so that traffic crosses
+//! hubs), and with `--compare nats` runs the same scenarios through
+//! nats-server.
 //!
 //! ```text
 //!   flags ──► BenchOptions + HubSpec (+ NatsSpec) ──► link_bench::run ──► table on stdout
@@ -34,10 +36,16 @@ pub(crate) enum Compare {
 
 /// Arguments of `link-cli bench`.
 #[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("child_hubs").multiple(true).args(["child", "cluster"])
+))]
+#[command(group(
+    clap::ArgGroup::new("nats_users").multiple(true).args(["compare", "cluster"])
+))]
 pub(crate) struct BenchArgs {
     /// A running hub to measure (any protocol-v1 hub, ours or Node's).
     /// Needs --secret or LINK_SECRET.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["embedded", "child"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["embedded", "child", "cluster"])]
     url: Option<String>,
 
     /// The process id of the --url hub when it runs on this machine (ours,
@@ -55,22 +63,38 @@ pub(crate) struct BenchArgs {
     secret: Option<String>,
 
     /// Run our hub inside this process (the default without --url).
-    #[arg(long, conflicts_with = "child")]
+    #[arg(long, conflicts_with_all = ["child", "cluster"])]
     embedded: bool,
 
     /// Run our hub as a child process (`link-cli hub --bind 127.0.0.1:0`):
     /// memory and CPU figures are then the hub's alone.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     child: bool,
 
-    /// The `link-cli` executable the --child hub runs (default: this one);
-    /// an older build gives an A/B of two hubs under one load tool.
-    #[arg(long, value_name = "PATH", requires = "child")]
+    /// Run N child hubs (2 or more) joined in a cluster over NATS
+    /// (`link-cli hub --cluster URL`): nats-server is started with
+    /// JetStream (or --nats-url is used), the bench waits until every hub
+    /// sees the others, and spreads each scenario's peers over the hubs so
+    /// that traffic crosses them (sender and receiver on different hubs,
+    /// fan-out subscribers round-robin over all). Every scenario then also
+    /// reports `NATS crossings` (messages the hubs handed to NATS) and
+    /// their number per call or message; hub CPU is summed over the hubs.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(2..),
+    )]
+    cluster: Option<u16>,
+
+    /// The `link-cli` executable the --child (or --cluster) hubs run
+    /// (default: this one); an older build gives an A/B of two hubs under
+    /// one load tool.
+    #[arg(long, value_name = "PATH", requires = "child_hubs")]
     hub_program: Option<std::path::PathBuf>,
 
     /// Serve wss:// from the hub this starts (embedded or --child), with a
     /// CA and a certificate for 127.0.0.1 made for the run.
-    #[arg(long, conflicts_with = "url")]
+    #[arg(long, conflicts_with_all = ["url", "cluster"])]
     tls: bool,
 
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
@@ -163,8 +187,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum, value_name = "BUS")]
     compare: Option<Compare>,
 
-    /// A running nats-server (default: start `--nats-server` on a free port).
-    #[arg(long, value_name = "URL", requires = "compare")]
+    /// A running nats-server, for --compare nats and for --cluster (which
+    /// needs JetStream on: `nats-server -js`). Default: start
+    /// `--nats-server` on a free port.
+    #[arg(long, value_name = "URL", requires = "nats_users")]
     nats_url: Option<String>,
 
     /// The process id of the --nats-url server, for its memory and CPU
@@ -223,6 +249,13 @@ impl BenchArgs {
     }
 
     fn hub(&self) -> Result<HubSpec, Failure> {
+        if let Some(hubs) = self.cluster {
+            return Ok(HubSpec::Cluster {
+                program: self.hub_program()?,
+                hubs: usize::from(hubs),
+                nats: self.nats_spec(),
+            });
+        }
         match (&self.url, self.child) {
             (Some(url), _) => {
                 let secret = self.secret.clone().ok_or_else(|| {
@@ -234,22 +267,31 @@ impl BenchArgs {
                     pid: self.hub_pid,
                 })
             }
-            (None, true) => {
-                let program = match &self.hub_program {
-                    Some(p) => p.clone(),
-                    None => std::env::current_exe().map_err(|e| {
-                        Failure::unusable(format_args!("cannot find this executable: {e}"))
-                    })?,
-                };
-                Ok(HubSpec::Child { program })
-            }
+            (None, true) => Ok(HubSpec::Child {
+                program: self.hub_program()?,
+            }),
             (None, false) => Ok(HubSpec::Embedded),
         }
     }
 
+    /// The `link-cli` the child hubs run.
+    fn hub_program(&self) -> Result<PathBuf, Failure> {
+        match &self.hub_program {
+            Some(p) => Ok(p.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| Failure::unusable(format_args!("cannot find this executable: {e}"))),
+        }
+    }
+
+    /// The nats-server to compare with.
     fn nats(&self) -> Option<NatsSpec> {
         self.compare?;
-        Some(match &self.nats_url {
+        Some(self.nats_spec())
+    }
+
+    /// --nats-url, else the --nats-server to start.
+    fn nats_spec(&self) -> NatsSpec {
+        match &self.nats_url {
             Some(url) => NatsSpec::Url {
                 url: url.clone(),
                 pid: self.nats_pid,
@@ -257,7 +299,7 @@ impl BenchArgs {
             None => NatsSpec::Spawn {
                 program: self.nats_server.clone(),
             },
-        })
+        }
     }
 }
 
@@ -340,8 +382,41 @@ mod tests {
         assert!(parse(&["--scenario", "bogus"]).unwrap().options().is_err());
         assert!(
             parse(&["--nats-url", "nats://x"]).is_err(),
-            "needs --compare"
+            "needs --compare or --cluster"
         );
+    }
+
+    #[test]
+    fn cluster_takes_two_hubs_or_more_and_a_nats_url() {
+        assert!(parse(&["--cluster", "1"]).is_err());
+        for conflict in ["--child", "--embedded", "--tls"] {
+            assert!(parse(&["--cluster", "2", conflict]).is_err(), "{conflict}");
+        }
+        assert!(parse(&["--cluster", "2", "--url", "ws://x"]).is_err());
+        let a = parse(&[
+            "--cluster",
+            "3",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--hub-program",
+            "/bin/link-cli",
+        ])
+        .unwrap();
+        match a.hub().ok().unwrap() {
+            HubSpec::Cluster {
+                program,
+                hubs,
+                nats: NatsSpec::Url { url, .. },
+            } => {
+                assert_eq!(hubs, 3);
+                assert_eq!(url, "nats://127.0.0.1:4222");
+                assert_eq!(program, PathBuf::from("/bin/link-cli"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // No comparison unless asked.
+        assert!(a.nats().is_none());
+        assert!(parse(&["--hub-program", "/bin/link-cli"]).is_err());
     }
 
     #[test]

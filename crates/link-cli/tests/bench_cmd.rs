@@ -1,8 +1,11 @@
 //! Smoke runs of `link-cli bench`: every scenario with a tiny N against the
-//! embedded hub, and one against a child hub, checking the `--json`
-//! document's shape and that every call, message and connection was
-//! counted. Never a timing assertion: the figures themselves are not
-//! checked, only that they are there.
+//! embedded hub, one against a child hub and one against a cluster of two
+//! child hubs over a real nats-server, checking the `--json` document's
+//! shape and that every call, message and connection was counted. Never a
+//! timing assertion: the figures themselves are not checked, only that
+//! they are there (and, for a cluster, that traffic crossed NATS as it
+//! must: twice per call, once per message, once per published fan-out
+//! message whatever the number of subscribers on the other hub).
 
 // Tests may unwrap; clippy's `allow-unwrap-in-tests` does not reach the
 // helper functions of an integration test file.
@@ -187,6 +190,86 @@ fn a_child_hub_is_started_and_measured() {
 }
 
 #[test]
+fn a_cluster_of_two_child_hubs_carries_every_scenario_across_nats() {
+    const N: f64 = 30.0;
+    let nats = link_test_support::NatsServer::binary();
+    assert!(
+        nats.exists(),
+        "this test runs a real nats-server, and there is none at {}: install Debian's \
+         (`apt-get install -y nats-server`) or set LINK_NATS_SERVER",
+        nats.display()
+    );
+    let report = bench(&[
+        "--cluster",
+        "2",
+        "--nats-server",
+        nats.to_str().unwrap(),
+        "--scenario",
+        "rpc-seq,rpc-conc,send,publish,fanout",
+        "-n",
+        "30",
+        "--concurrency",
+        "4",
+        "--subscribers",
+        "6",
+    ]);
+    assert_eq!(report["hub"]["mode"], "cluster");
+    let cluster = &report["hub"]["cluster"];
+    assert_eq!(cluster["hubs"], 2, "{report:#}");
+    let urls = cluster["urls"].as_array().unwrap();
+    assert_eq!(urls.len(), 2);
+    assert_ne!(urls[0], urls[1]);
+    assert_eq!(report["hub"]["url"], urls[0]);
+    assert!(
+        cluster["nats"]
+            .as_str()
+            .unwrap()
+            .starts_with("nats://127.0.0.1:")
+    );
+    // (scenario, completed, crossings per call or message at least, the
+    // per-unit metric, the CPU metric)
+    for (scenario, completed, at_least, per, cpu) in [
+        ("rpc-seq", 30, 2.0, "crossings/call", "hub CPU µs/call"),
+        ("rpc-conc", 30, 2.0, "crossings/call", "hub CPU µs/call"),
+        ("send", 30, 1.0, "crossings/msg", "hub CPU µs/msg"),
+        ("publish", 30, 1.0, "crossings/msg", "hub CPU µs/msg"),
+        (
+            "fanout",
+            30 * 6,
+            1.0,
+            "crossings/msg",
+            "hub CPU µs/delivery",
+        ),
+    ] {
+        let r = result(&report, scenario);
+        assert_eq!(r["completed"], completed, "{scenario}: {r:#}");
+        // Every call goes over NATS and back, every message over once;
+        // heartbeats (1/s per hub) only add.
+        let crossings = metric(r, "NATS crossings");
+        assert!(crossings >= at_least * N, "{scenario}: {r:#}");
+        assert!(metric(r, per) >= at_least, "{scenario}: {r:#}");
+        // Summed over both hub processes.
+        assert!(metric(r, cpu) > 0.0, "{scenario}");
+        assert!(
+            r["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().starts_with("cluster of 2 hubs:")),
+            "{scenario}: {r:#}"
+        );
+    }
+    // Fan-out: 3 of the 6 subscribers are on the other hub, yet each
+    // message crosses once (NATS delivers it to the hub, which delivers to
+    // its subscribers); only heartbeats add to that, at most one per hub
+    // per second of the phase (2 s of slack for its edges).
+    let fanout = result(&report, "fanout");
+    let secs = fanout["elapsed_s"].as_f64().unwrap();
+    let crossings = metric(fanout, "NATS crossings");
+    assert!(crossings <= N + 2.0 * (secs + 2.0), "{fanout:#}");
+}
+
+#[test]
 fn flood_runs_only_when_named_and_reports_the_others_both_ways() {
     let report = bench(&[
         "--child",
@@ -257,6 +340,9 @@ fn unusable_options_exit_2() {
         &["bench", "--receiver", "callback"],
         // --url without a secret.
         &["bench", "--url", "ws://127.0.0.1:9"],
+        // A cluster has two hubs or more, and its hubs serve plain ws://.
+        &["bench", "--cluster", "1"],
+        &["bench", "--cluster", "2", "--tls"],
         // --tls is for a hub bench starts.
         &[
             "bench",

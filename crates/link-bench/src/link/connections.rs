@@ -27,9 +27,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::raw;
 use crate::context::Ctx;
 use crate::error::BenchError;
+use crate::meter::{CROSSINGS_PER_PEER, HubMeter};
 use crate::options::{Clients, Scenario};
-use crate::report::{Metric, Outcome, System};
-use crate::sys::rss_bytes;
+use crate::report::{CPU_PER_MSG, Metric, Outcome, System};
+use crate::sys::total_rss_bytes;
 use crate::target::HubTarget;
 
 /// Pause before reading memory again, once every peer holds the final list.
@@ -54,13 +55,14 @@ struct Counters {
     changed: Notify,
 }
 
-/// The hub's peak RSS, sampled until told to stop.
-fn sample_peak(pid: Option<u32>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
+/// The hub's peak RSS (summed over a cluster's hubs), sampled until told
+/// to stop.
+fn sample_peak(pids: Vec<u32>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut stop = stop;
         let mut peak = 0;
         loop {
-            if let Some(r) = pid.and_then(rss_bytes) {
+            if let Some(r) = total_rss_bytes(&pids) {
                 peak = peak.max(r);
             }
             tokio::select! {
@@ -74,17 +76,20 @@ fn sample_peak(pid: Option<u32>, stop: watch::Receiver<bool>) -> tokio::task::Jo
 pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, BenchError> {
     let sc = Scenario::Connections;
     let k = ctx.opts.connections;
-    let before = hub.pid().and_then(rss_bytes);
+    let pids = hub.pids();
+    let before = total_rss_bytes(&pids);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (sampled_tx, sampled_rx) = watch::channel(false);
-    let peak = sample_peak(hub.pid(), sampled_rx);
+    let peak = sample_peak(pids.clone(), sampled_rx);
     let counters = Arc::new(Counters::default());
     let bar = ctx.progress.bar("link connections", k as u64);
     let names: Vec<String> = (0..k).map(|i| ctx.name(&format!("c{i}"))).collect();
     let delta = ctx.opts.clients == Clients::Delta;
-    let mut hellos = futures_util::stream::iter(names.iter())
-        .map(|kind| raw::hello_asking(hub, kind, delta))
+    // Round-robin over a cluster's hubs.
+    let mut hellos = futures_util::stream::iter(names.iter().enumerate())
+        .map(|(i, kind)| raw::hello_asking(hub, i, kind, delta))
         .buffer_unordered(ctx.opts.hello_concurrency);
+    let meter = HubMeter::start(hub).await;
     let start = Instant::now();
     let (mut connected, mut failed) = (0u64, 0u64);
     let mut first_error = None;
@@ -139,8 +144,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
     } else {
         None
     };
+    let cost = meter.stop(hub).await;
     tokio::time::sleep(SETTLE).await;
-    let settled = hub.pid().and_then(rss_bytes);
+    let settled = total_rss_bytes(&pids);
     let _ = sampled_tx.send(true);
     let peak = peak.await.ok().filter(|p| *p > 0);
     let (frames, bytes, presence) = (
@@ -185,6 +191,15 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
         "rx MiB/peer",
         bytes as f64 / (1024.0 * 1024.0) / connected.max(1) as f64,
     ));
+    if hub.is_cluster() {
+        // No hub CPU here (none per unit, as on a lone hub): only what
+        // crossed NATS while peers joined and their lists converged.
+        cost.push(&mut o, CPU_PER_MSG, 0, CROSSINGS_PER_PEER, connected);
+        o.notes.extend(super::placement(
+            hub,
+            "idle peers round-robin over the hubs; memory is the sum over the hubs",
+        ));
+    }
     if lists && connected == k as u64 && converged.is_none() {
         o.notes.push(format!(
             "not converged: {} of {k} peers held a list of all {k} peers when nothing had \

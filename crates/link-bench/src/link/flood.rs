@@ -20,12 +20,12 @@ use link_client::{LinkClient, LinkError};
 use serde_json::Value;
 
 use super::stream::produce;
-use super::{Receivers, Window, peer, wait_subscribed};
+use super::{PARTNER_HUB, Receivers, Window, peer, peer_at, placement, ready_to_publish};
 use crate::context::Ctx;
 use crate::error::BenchError;
+use crate::meter::{CROSSINGS, CROSSINGS_PER_MSG, HubMeter};
 use crate::options::Scenario;
 use crate::report::{CPU_PER_MSG, Metric, Outcome, System};
-use crate::sys::CpuMeter;
 use crate::target::{FLOODER_KIND, HubTarget};
 
 /// The flooder offers this many times its limit.
@@ -40,7 +40,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
     let base = others(ctx, hub, "base").await?;
     let flood_topic = ctx.name("flood-topic");
     let sink_kind = ctx.name("flood-sink");
-    let sink = peer(hub, sc, &sink_kind, false).await?;
+    let sink = peer_at(hub, PARTNER_HUB, sc, &sink_kind, false).await?;
     let sunk = Arc::new(AtomicU64::new(0));
     let _sink_handler = {
         let sunk = sunk.clone();
@@ -50,11 +50,14 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
         .map_err(|e| BenchError::op(sc.as_str(), e))?
     };
     let flooder = peer(hub, sc, FLOODER_KIND, false).await?;
-    wait_subscribed(
+    ready_to_publish(
+        hub,
         &flooder,
         sc,
         &flood_topic,
+        std::slice::from_ref(&sink),
         &[sink_kind],
+        &[],
         ctx.opts.idle_timeout,
     )
     .await?;
@@ -97,6 +100,13 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
             ));
         }
     }
+    if let Some(c) = with.crossings {
+        o.metrics.push(Metric::lower(CROSSINGS, c as f64));
+        o.metrics.push(Metric::lower(
+            CROSSINGS_PER_MSG,
+            c as f64 / with.expected.max(1) as f64,
+        ));
+    }
     o.metrics
         .push(Metric::higher("flooder offered/s", offered.rate()));
     let delivered = sunk_during as f64 / measured;
@@ -120,6 +130,11 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Bench
             offered.rate()
         ));
     }
+    o.notes.extend(placement(
+        hub,
+        "each pair's publisher on hub 0 and subscriber on hub 1, the flooder on hub 0 and \
+         its sink on hub 1; the crossings are the flooded phase's, the flood's included",
+    ));
     for r in [&base, &with] {
         if r.got < r.expected {
             o.notes.push(format!(
@@ -142,6 +157,8 @@ struct Delivered {
     /// The hub's CPU time per delivered message over the phase (flood
     /// included), when the hub's process can be read.
     hub_cpu_us: Option<f64>,
+    /// Messages the hubs of a cluster handed to NATS over the phase.
+    crossings: Option<u64>,
 }
 
 impl Delivered {
@@ -171,7 +188,7 @@ async fn others(
             ctx.name(&format!("{label}-sub{i}")),
         );
         let topic = ctx.name(&format!("{label}-topic{i}"));
-        let sub = peer(hub, sc, &s_kind, false).await?;
+        let sub = peer_at(hub, PARTNER_HUB, sc, &s_kind, false).await?;
         let publisher = peer(hub, sc, &p_kind, false).await?;
         let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
         let receivers = Receivers::subscribe(
@@ -183,10 +200,20 @@ async fn others(
             ctx,
             sc,
         )?;
-        wait_subscribed(&publisher, sc, &topic, &[s_kind], ctx.opts.idle_timeout).await?;
+        ready_to_publish(
+            hub,
+            &publisher,
+            sc,
+            &topic,
+            std::slice::from_ref(&sub),
+            &[s_kind],
+            &[],
+            ctx.opts.idle_timeout,
+        )
+        .await?;
         setup.push((publisher, sub, topic, window, receivers));
     }
-    let cpu = CpuMeter::start(hub.cpu_pid());
+    let meter = HubMeter::start(hub).await;
     let start = Instant::now();
     let producing = setup.iter().map(|(publisher, _, topic, window, _)| {
         produce(sc, n, window, || {
@@ -203,7 +230,8 @@ async fn others(
         clients.push(publisher);
         clients.push(sub);
     }
-    let hub_cpu_us = cpu.and_then(|m| m.us_per(got));
+    let cost = meter.stop(hub).await;
+    let hub_cpu_us = cost.cpu_per(got);
     drop(bar);
     for c in clients {
         c.stop().await;
@@ -218,6 +246,7 @@ async fn others(
         got,
         secs,
         hub_cpu_us,
+        crossings: cost.crossings,
     })
 }
 

@@ -2,6 +2,14 @@
 //! raw WebSockets driving a [`ClientConn`](link_protocol::conn::ClientConn)
 //! where a full client would weigh on the measurement: idle connections
 //! and subscribers that stop reading).
+//!
+//! On a cluster of hubs ([`HubTarget::is_cluster`]) every scenario places
+//! its peers so that its traffic crosses hubs: the producer (caller,
+//! sender, publisher) on hub 0, its partner on hub 1, fan-out subscribers
+//! and idle peers round-robin over every hub. Before the measured phase
+//! each sender's hub must know where its partners are ([`wait_listed`])
+//! and every subscriber's hub must have subscribed on NATS
+//! ([`ready_to_publish`]).
 
 mod connections;
 mod flood;
@@ -46,10 +54,25 @@ pub(crate) async fn run(
     }
 }
 
-/// A ready client of kind `kind`; with `echo`, it answers the `echo` RPC
-/// with its argument.
+/// Where a producer's partner goes: another hub than the producer's (hub
+/// 0) on a cluster.
+pub(crate) const PARTNER_HUB: usize = 1;
+
+/// A ready client of kind `kind` on hub 0; with `echo`, it answers the
+/// `echo` RPC with its argument.
 async fn peer(
     hub: &HubTarget,
+    scenario: Scenario,
+    kind: &str,
+    echo: bool,
+) -> Result<LinkClient, BenchError> {
+    peer_at(hub, 0, scenario, kind, echo).await
+}
+
+/// [`peer`] on hub `at` (of a cluster; modulo the number of hubs).
+async fn peer_at(
+    hub: &HubTarget,
+    at: usize,
     scenario: Scenario,
     kind: &str,
     echo: bool,
@@ -60,7 +83,7 @@ async fn peer(
         reason,
     };
     let mut builder = ClientConfig::builder()
-        .url(hub.url())
+        .url(hub.url_at(at))
         .secret(hub.secret())
         .kind(kind)
         .rpc_timeout(Duration::from_secs(30))
@@ -149,6 +172,131 @@ async fn wait_subscribed(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// On a cluster: waits until `client`'s hub lists every kind of `kinds`
+/// (`link.peer.list`, cluster-wide: a kind held on another hub is listed
+/// once its lease is seen), so that no message to them races their
+/// arrival. Nothing to wait for on a lone hub: a ready peer is registered.
+async fn wait_listed(
+    hub: &HubTarget,
+    client: &LinkClient,
+    scenario: Scenario,
+    kinds: &[&str],
+    timeout: Duration,
+) -> Result<(), BenchError> {
+    if !hub.is_cluster() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let listed = client
+            .rpc(link_protocol::SERVER, "link.peer.list", None)
+            .await
+            .map_err(|e| BenchError::op(scenario.as_str(), e))?;
+        let peers: Vec<&str> = listed["peers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["kind"].as_str()).collect())
+            .unwrap_or_default();
+        let missing = kinds.iter().filter(|k| !peers.contains(k)).count();
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Stalled {
+                scenario: scenario.as_str(),
+                idle: timeout,
+                what: format!(
+                    "{missing} of {} peers on other hubs not listed by the cluster",
+                    kinds.len()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Between two probes while a cluster's subscriptions settle.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+/// Waits until `publisher`'s messages to `topic` reach every subscriber.
+///
+/// On a lone hub, the hub lists every kind (`subscribers` and `raw`, the
+/// raw slow subscribers) as a subscriber ([`wait_subscribed`]). On a
+/// cluster the publisher's hub lists only its own peers, and a hub
+/// subscribes on NATS asynchronously, with nothing to say it is done; so
+/// every subscriber client also subscribes to a probe topic *after*
+/// `topic` (the subscription of `topic` must already be sent), and the
+/// publisher publishes probes until every one of them received one. A
+/// hub's NATS subscriptions go out in the order its peers asked for them,
+/// on one connection: a probe delivered means `topic` is subscribed too.
+/// Raw subscribers cannot take part: they must be on the publisher's hub,
+/// where the hub's own list is checked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn ready_to_publish(
+    hub: &HubTarget,
+    publisher: &LinkClient,
+    scenario: Scenario,
+    topic: &str,
+    subscribers: &[LinkClient],
+    kinds: &[String],
+    raw: &[String],
+    timeout: Duration,
+) -> Result<(), BenchError> {
+    if !hub.is_cluster() {
+        let all: Vec<String> = kinds.iter().chain(raw).cloned().collect();
+        return wait_subscribed(publisher, scenario, topic, &all, timeout).await;
+    }
+    if !raw.is_empty() {
+        wait_subscribed(publisher, scenario, topic, raw, timeout).await?;
+    }
+    let probe_topic = format!("{topic}-probe");
+    let probed: Vec<Arc<std::sync::atomic::AtomicBool>> =
+        subscribers.iter().map(|_| Arc::default()).collect();
+    let mut handlers = Vec::with_capacity(subscribers.len());
+    for (c, flag) in subscribers.iter().zip(&probed) {
+        let flag = flag.clone();
+        let h = c
+            .subscribe_with(&probe_topic, move |_| flag.store(true, Ordering::Relaxed))
+            .map_err(|e| BenchError::op(scenario.as_str(), e))?;
+        handlers.push(h);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match publisher.publish(&probe_topic, Value::Null) {
+            Ok(()) | Err(LinkError::Backpressure { .. }) => {}
+            Err(e) => return Err(BenchError::op(scenario.as_str(), e)),
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+        let missing = probed.iter().filter(|p| !p.load(Ordering::Relaxed)).count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Stalled {
+                scenario: scenario.as_str(),
+                idle: timeout,
+                what: format!(
+                    "{missing} of {} subscribers on the cluster's hubs got no probe on {probe_topic}",
+                    subscribers.len()
+                ),
+            });
+        }
+    }
+    // Unsubscribes from the probe topic.
+    drop(handlers);
+    Ok(())
+}
+
+/// A scenario's note on where its peers are, on a cluster.
+pub(crate) fn placement(hub: &HubTarget, what: &str) -> Option<String> {
+    hub.is_cluster().then(|| {
+        format!(
+            "cluster of {} hubs: {what}; NATS crossings are the messages the hubs handed to \
+             NATS over the measured phase (each hub's heartbeat included, 1/s)",
+            hub.hubs()
+        )
+    })
 }
 
 /// What a receiving peer counted.

@@ -52,19 +52,21 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(64 << 20))
 }
 
-/// Connects and authenticates as `kind`; resolves at `hello.ack`.
-pub(crate) async fn hello(hub: &HubTarget, kind: &str) -> Result<RawPeer, String> {
-    hello_asking(hub, kind, false).await
+/// Connects to hub `at` (of a cluster; 0 otherwise) and authenticates as
+/// `kind`; resolves at `hello.ack`.
+pub(crate) async fn hello(hub: &HubTarget, at: usize, kind: &str) -> Result<RawPeer, String> {
+    hello_asking(hub, at, kind, false).await
 }
 
 /// As [`hello`], asking for the `peers.delta` extension or not.
 pub(crate) async fn hello_asking(
     hub: &HubTarget,
+    at: usize,
     kind: &str,
     peer_deltas: bool,
 ) -> Result<RawPeer, String> {
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        hub.url(),
+        hub.url_at(at),
         Some(ws_config()),
         true,
         hub.connector(),
@@ -115,7 +117,7 @@ pub(crate) async fn hello_asking(
     }
 }
 
-/// A subscriber of `topic` that never reads its socket after subscribing:
+/// A subscriber of `topic` (on hub 0) that never reads its socket after subscribing:
 /// the hub's writes to it stall once the socket buffers are full. Dropping
 /// it closes the socket.
 pub(crate) async fn slow_subscriber(
@@ -123,7 +125,7 @@ pub(crate) async fn slow_subscriber(
     kind: &str,
     topic: &str,
 ) -> Result<Ws, String> {
-    let RawPeer { mut ws, mut conn } = hello(hub, kind).await?;
+    let RawPeer { mut ws, mut conn } = hello(hub, 0, kind).await?;
     let data = CanonicalData::new(&messages::topic_value(topic));
     let (_, frame) = conn.encode(now(), msg_type::TOPIC_SUBSCRIBE, None, Some(&data));
     ws.send(Message::text(frame))

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use link_client::LinkError;
 
-use super::{Receivers, Window, count, paced, peer, raw, wait_subscribed};
+use super::{
+    PARTNER_HUB, Receivers, Window, count, paced, peer, peer_at, placement, raw, ready_to_publish,
+    wait_listed,
+};
 use crate::context::Ctx;
 use crate::error::BenchError;
+use crate::meter::{CROSSINGS_PER_MSG, HubMeter};
 use crate::options::Scenario;
 use crate::report::{CPU_PER_DELIVERY, CPU_PER_MSG, Metric, Outcome, System};
-use crate::sys::CpuMeter;
 use crate::target::HubTarget;
 
 /// The producer yields this often even without backpressure.
@@ -58,8 +61,10 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
     let sc = Scenario::Send;
     let n = ctx.opts.count_for(sc);
     let (a_kind, b_kind) = (ctx.name("a"), ctx.name("b"));
-    let b = peer(hub, sc, &b_kind, false).await?;
+    let b = peer_at(hub, PARTNER_HUB, sc, &b_kind, false).await?;
     let a = peer(hub, sc, &a_kind, false).await?;
+    wait_listed(hub, &a, sc, &[&b_kind], ctx.opts.idle_timeout).await?;
+    wait_listed(hub, &b, sc, &[&a_kind], ctx.opts.idle_timeout).await?;
     let directs = b.directs();
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link send", n));
@@ -73,14 +78,14 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
             .await
         })
     };
-    let cpu = CpuMeter::start(hub.cpu_pid());
+    let meter = HubMeter::start(hub).await;
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         a.send(&b_kind, "bench", Some(ctx.payload.clone()))
     })
     .await?;
     let counted = counter.await.map_err(|e| BenchError::op(sc.as_str(), e))?;
-    let hub_cpu = cpu.and_then(|m| m.us_per(counted.got));
+    let cost = meter.stop(hub).await;
     drop(bar);
     a.stop().await;
     b.stop().await;
@@ -93,7 +98,15 @@ pub(super) async fn send(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, Benc
         counted.last,
         produced,
     );
-    o.push_cpu(CPU_PER_MSG, hub_cpu);
+    cost.push(
+        &mut o,
+        CPU_PER_MSG,
+        counted.got,
+        CROSSINGS_PER_MSG,
+        produced.sent,
+    );
+    o.notes
+        .extend(placement(hub, "sender on hub 0, receiver on hub 1"));
     Ok(o)
 }
 
@@ -101,23 +114,35 @@ pub(super) async fn publish(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Outcome, B
     let sc = Scenario::Publish;
     let n = ctx.opts.count_for(sc);
     let (a_kind, b_kind, topic) = (ctx.name("pub"), ctx.name("sub"), ctx.name("topic"));
-    let b = peer(hub, sc, &b_kind, false).await?;
+    let b = peer_at(hub, PARTNER_HUB, sc, &b_kind, false).await?;
     let a = peer(hub, sc, &a_kind, false).await?;
     let window = Window::new(1, ctx.opts.window, ctx.opts.idle_timeout);
     let bar = Arc::new(ctx.progress.bar("link publish", n));
-    let receivers =
-        Receivers::subscribe(std::slice::from_ref(&b), &topic, n, &window, &bar, ctx, sc)?;
-    wait_subscribed(&a, sc, &topic, &[b_kind], ctx.opts.idle_timeout).await?;
-    let cpu = CpuMeter::start(hub.cpu_pid());
+    let subs = std::slice::from_ref(&b);
+    let receivers = Receivers::subscribe(subs, &topic, n, &window, &bar, ctx, sc)?;
+    ready_to_publish(
+        hub,
+        &a,
+        sc,
+        &topic,
+        subs,
+        &[b_kind],
+        &[],
+        ctx.opts.idle_timeout,
+    )
+    .await?;
+    let meter = HubMeter::start(hub).await;
     let start = Instant::now();
     let produced = produce(sc, n, &window, || a.publish(&topic, ctx.payload.clone())).await?;
     let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
-    let hub_cpu = cpu.and_then(|m| m.us_per(got));
+    let cost = meter.stop(hub).await;
     drop(bar);
     a.stop().await;
     b.stop().await;
     let mut o = stream_outcome(sc, System::Link, n, got, start, last, produced);
-    o.push_cpu(CPU_PER_MSG, hub_cpu);
+    cost.push(&mut o, CPU_PER_MSG, got, CROSSINGS_PER_MSG, produced.sent);
+    o.notes
+        .extend(placement(hub, "publisher on hub 0, subscriber on hub 1"));
     Ok(o)
 }
 
@@ -155,8 +180,14 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
     let kinds: Vec<String> = (0..s)
         .map(|i| ctx.name(&format!("sub{i}{suffix}")))
         .collect();
-    let subs =
-        futures_util::future::try_join_all(kinds.iter().map(|k| peer(hub, sc, k, false))).await?;
+    // Round-robin over the hubs (the publisher's, hub 0, included).
+    let subs = futures_util::future::try_join_all(
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| peer_at(hub, i, sc, k, false)),
+    )
+    .await?;
     let publisher = peer(hub, sc, &publisher_kind, false).await?;
     let total = n * s as u64;
     let label = format!("link fanout{suffix}");
@@ -178,16 +209,26 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
         );
         all_kinds.push(kind);
     }
-    wait_subscribed(&publisher, sc, &topic, &all_kinds, ctx.opts.idle_timeout).await?;
+    ready_to_publish(
+        hub,
+        &publisher,
+        sc,
+        &topic,
+        &subs,
+        &kinds,
+        &all_kinds[kinds.len()..],
+        ctx.opts.idle_timeout,
+    )
+    .await?;
 
-    let cpu = CpuMeter::start(hub.cpu_pid());
+    let meter = HubMeter::start(hub).await;
     let start = Instant::now();
     let produced = produce(sc, n, &window, || {
         publisher.publish(&topic, ctx.payload.clone())
     })
     .await?;
     let (got, last) = receivers.join(sc, ctx.opts.idle_timeout).await?;
-    let hub_cpu = cpu.and_then(|m| m.us_per(got));
+    let cost = meter.stop(hub).await;
     drop(bar);
     drop(slow_peers);
     publisher.stop().await;
@@ -200,7 +241,26 @@ async fn fanout_once(ctx: &Ctx<'_>, hub: &HubTarget, slow: usize) -> Result<Outc
         slow,
         stream_outcome(sc, System::Link, total, got, start, last, produced),
     );
-    o.push_cpu(CPU_PER_DELIVERY, hub_cpu);
+    cost.push(
+        &mut o,
+        CPU_PER_DELIVERY,
+        got,
+        CROSSINGS_PER_MSG,
+        produced.sent,
+    );
+    o.notes.extend(placement(
+        hub,
+        &format!(
+            "publisher on hub 0, the {s} subscribers round-robin over all {} hubs{}; \
+             crossings/msg is per message published",
+            hub.hubs(),
+            if slow > 0 {
+                ", the slow ones on hub 0"
+            } else {
+                ""
+            }
+        ),
+    ));
     Ok(o)
 }
 

@@ -4,9 +4,7 @@
 //! subscribers that stop reading. Payload bytes are the same JSON as on the
 //! link side; NATS adds no signature.
 
-mod server;
-
-pub(crate) use server::NatsTarget;
+pub(crate) use crate::nats_server::NatsTarget;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,0 +1,130 @@
+//! A nats-server: one we start (127.0.0.1, `-p -1`: the server picks a free
+//! port, read back from its log line `Listening for client connections
+//! on`), with JetStream in a directory of its own when a cluster of hubs
+//! needs it (their kind leases live in a JetStream KV bucket), or one
+//! already running. Used by `--compare nats` and by `--cluster`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::error::BenchError;
+use crate::nats_spec::NatsSpec;
+use crate::target::TempDir;
+
+/// How long a nats-server we start has to say it listens.
+const START_WAIT: Duration = Duration::from_secs(20);
+
+/// What nats-server logs once clients may connect.
+const LISTENING: &str = "Listening for client connections on ";
+
+/// A reachable nats-server.
+#[derive(Debug)]
+pub(crate) struct NatsTarget {
+    pub(crate) url: String,
+    pub(crate) pid: Option<u32>,
+    child: Option<Child>,
+    /// The JetStream store of a server we started.
+    _store: Option<TempDir>,
+}
+
+impl NatsTarget {
+    /// Starts (or just names) the server; `jetstream` turns JetStream on in
+    /// a server we start (a URL server must have it on already).
+    pub(crate) async fn start(spec: &NatsSpec, jetstream: bool) -> Result<Self, BenchError> {
+        match spec {
+            NatsSpec::Url { url, pid } => Ok(Self {
+                url: url.clone(),
+                pid: *pid,
+                child: None,
+                _store: None,
+            }),
+            NatsSpec::Spawn { program } => spawn(program, jetstream).await,
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        if let Some(mut child) = self.child {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+async fn spawn(program: &PathBuf, jetstream: bool) -> Result<NatsTarget, BenchError> {
+    let mut command = Command::new(program);
+    command.args(["-a", "127.0.0.1", "-p", "-1"]);
+    let store = if jetstream {
+        let dir = TempDir::new("nats-js")?;
+        command.arg("-js").arg("-sd").arg(dir.path());
+        Some(dir)
+    } else {
+        None
+    };
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            BenchError::io(
+                format!(
+                    "starting {} (install it: apt-get install nats-server)",
+                    program.display()
+                ),
+                e,
+            )
+        })?;
+    let pid = child.id();
+    let Some(stderr) = child.stderr.take() else {
+        return Err(BenchError::Nats("nats-server has no stderr".into()));
+    };
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = tokio::time::timeout(START_WAIT, async {
+        let mut seen = Vec::new();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some((_, addr)) = line.split_once(LISTENING) {
+                        return addr
+                            .trim()
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .ok_or_else(|| format!("no port in {line:?}"));
+                    }
+                    seen.push(line);
+                }
+                Ok(None) => {
+                    return Err(format!(
+                        "nats-server exited before listening; its log:\n{}",
+                        seen.join("\n")
+                    ));
+                }
+                Err(e) => return Err(format!("reading nats-server's log: {e}")),
+            }
+        }
+    })
+    .await;
+    let port = match listening {
+        Ok(Ok(port)) => port,
+        Ok(Err(e)) => return Err(BenchError::Nats(e)),
+        Err(_) => {
+            return Err(BenchError::Nats(format!(
+                "nats-server did not say it listens within {START_WAIT:?}"
+            )));
+        }
+    };
+    // Keep draining the log so that the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(NatsTarget {
+        url: format!("nats://127.0.0.1:{port}"),
+        pid,
+        child: Some(child),
+        _store: store,
+    })
+}
