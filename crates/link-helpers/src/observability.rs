@@ -456,7 +456,8 @@ mod hub_logger {
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
 
     /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`)
-    /// logged at most once a second each: a stalled consumer can cause
+    /// and its dropped frames (`protocol-error`, per reason) logged at most
+    /// once a second each: a stalled consumer or a hostile client can cause
     /// thousands a second. The next line logged says how many were not.
     #[derive(Debug, Default)]
     pub(crate) struct Throttle {
@@ -699,10 +700,23 @@ mod hub_logger {
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
                 let mut l = describe_hub(e, &classifier)?;
-                if let HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } =
-                    e
-                {
-                    let held = throttle.pass(l.event, kind, Instant::now())?;
+                let about = match e {
+                    HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } => {
+                        Some(kind.clone())
+                    }
+                    // Per reason and per sender (its kind, else its address).
+                    HubEvent::ProtocolError { error, remote_addr } => Some(format!(
+                        "{} {}",
+                        error.reason.code(),
+                        error.kind.as_deref().map_or_else(
+                            || remote_addr.map_or_else(String::new, |a| a.to_string()),
+                            str::to_owned
+                        )
+                    )),
+                    _ => None,
+                };
+                if let Some(about) = about {
+                    let held = throttle.pass(l.event, &about, Instant::now())?;
                     if held > 0 {
                         l.text
                             .push_str(&format!(" ({held} more like it not logged)"));
