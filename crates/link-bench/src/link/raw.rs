@@ -24,7 +24,7 @@ pub(crate) struct RawPeer {
     pub(crate) conn: ClientConn,
 }
 
-fn now() -> Now {
+pub(crate) fn now() -> Now {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
