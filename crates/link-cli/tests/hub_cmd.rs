@@ -275,7 +275,10 @@ fn access_flags_are_checked() {
         (&["--max-pending-upgrades", "0"], "must be positive"),
         (&["--max-http-connections", "0"], "must be positive"),
         (&["--handshake-timeout-ms", "0"], "--handshake-timeout-ms"),
-        (&["--max-subscriptions", "0"], "--max-subscriptions 0: must be positive"),
+        (
+            &["--max-subscriptions", "0"],
+            "--max-subscriptions 0: must be positive",
+        ),
         (
             &["--bearer-token-file", "/nonexistent/token"],
             "/nonexistent/token",

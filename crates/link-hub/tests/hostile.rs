@@ -147,13 +147,14 @@ async fn websockets_that_never_say_hello_hit_the_per_ip_cap() {
 }
 
 #[tokio::test]
-async fn websockets_that_never_say_hello_hit_the_pending_cap_then_the_hello_timeout() {
+async fn websockets_that_never_say_hello_hit_the_pending_cap_oldest_first() {
     const PENDING: usize = 3;
     const SILENT: usize = 5;
+    // No hello timeout: only the cap closes sockets here.
     let s = server(
         config()
             .max_pending_sockets(PENDING)
-            .hello_timeout(Duration::from_millis(1500)),
+            .hello_timeout(Duration::ZERO),
         |b| b,
     )
     .await;
@@ -167,11 +168,18 @@ async fn websockets_that_never_say_hello_hit_the_pending_cap_then_the_hello_time
     for raw in &mut silent[..SILENT - PENDING] {
         assert_eq!(raw.closed().await, (1008, "pending cap".to_owned()));
     }
+    guard(s.wait_open_connections(1 + PENDING)).await;
+    assert_eq!(s.hub().health().await.pending_socket_count, PENDING);
     good_rpc_works(&mut good).await;
-    // The others at the hello timeout: 1008 `hello timeout`.
-    for raw in &mut silent[SILENT - PENDING..] {
-        assert_eq!(raw.closed().await, (1008, "hello timeout".to_owned()));
-    }
+}
+
+#[tokio::test]
+async fn a_websocket_that_never_says_hello_is_closed_at_the_hello_timeout() {
+    let s = server(config().hello_timeout(Duration::from_millis(300)), |b| b).await;
+    let mut rx = s.hub().events();
+    let mut good = Peer::connect(&s.url, "good", S).await;
+    let mut silent = attached_silent(&s, &mut rx, 0).await;
+    assert_eq!(silent.closed().await, (1008, "hello timeout".to_owned()));
     guard(s.wait_open_connections(1)).await;
     good_rpc_works(&mut good).await;
 }
@@ -200,37 +208,38 @@ async fn a_half_open_peer_that_stops_reading_is_reaped_by_keepalive() {
     )
     .await;
     let mut rx = s.hub().events();
-    let mut good = Peer::connect(&s.url, "good", S).await;
+    // The good peer is a full client: its driver answers the hub's pings
+    // whatever the test is doing.
+    let good = link_test_support::ready(
+        link_client::ClientConfig::builder()
+            .url(&s.url)
+            .secret(S)
+            .kind("good"),
+    )
+    .await;
+    let good_rpc = || async {
+        let health = good.rpc("server", "link.health", None).await.unwrap();
+        assert!(health.get("peerCount").is_some(), "{health}");
+    };
     // Says hello, subscribes, then never reads again and never closes.
     let mut stalled = Peer::connect_stalling(&s.url, "stalled", S).await;
     stalled.subscribe("feed").await;
     let filler = "x".repeat(4096);
     // Enough to fill its socket and reach its outbox cap.
     for _ in 0..64 {
-        good.send(
-            "topic.message",
-            None,
-            Some(json!({ "topic": "feed", "payload": filler })),
-        )
-        .await;
+        good.publish("feed", json!(filler)).unwrap();
     }
-    let reaped = next_event(&mut rx, |e| {
+    next_event(&mut rx, |e| {
         matches!(e, HubEvent::PeerDisconnect { kind, code, reason, .. }
             if kind == "stalled" && *code == Some(1006) && reason == "keepalive timeout")
-    });
-    tokio::pin!(reaped);
-    // The good peer keeps calling (and so answers the hub's pings).
-    loop {
-        tokio::select! {
-            _ = &mut reaped => break,
-            () = good_rpc_works(&mut good) => {}
-        }
-    }
+    })
+    .await;
     // Its queue went with it; the good peer is unaffected.
     assert_eq!(s.hub().health().await.outbox_bytes, 0);
     assert_eq!(s.hub().health().await.peer_count, 1);
-    good_rpc_works(&mut good).await;
+    good_rpc().await;
     drop(stalled);
+    good.stop().await;
 }
 
 /// Counts `link_hub_frames_dropped_total{reason="<reason>"}`.
