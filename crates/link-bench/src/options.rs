@@ -29,6 +29,12 @@ pub enum Scenario {
     /// at 10x its publish rate limit: the others' rate and the change (not
     /// in `all`: the hub must hold the flooder's limit).
     Flood,
+    /// Hostile clients, one attack after another (slow upgrades, silent
+    /// sockets, bad signatures, oversized and nested frames, 100 000
+    /// subscriptions, 10 000 sockets without hello, half-open peers): the
+    /// hub's peak RSS against a ceiling per attack, and good peers' RPC p99
+    /// against a quiet run (not in `all`).
+    Hostile,
 }
 
 impl Scenario {
@@ -43,7 +49,7 @@ impl Scenario {
     ];
 
     /// Every scenario that has a name.
-    pub const NAMED: [Self; 7] = [
+    pub const NAMED: [Self; 8] = [
         Self::RpcSeq,
         Self::RpcConc,
         Self::Send,
@@ -51,6 +57,7 @@ impl Scenario {
         Self::Fanout,
         Self::Connections,
         Self::Flood,
+        Self::Hostile,
     ];
 
     /// The name on the command line and in reports.
@@ -63,6 +70,7 @@ impl Scenario {
             Self::Fanout => "fanout",
             Self::Connections => "connections",
             Self::Flood => "flood",
+            Self::Hostile => "hostile",
         }
     }
 
@@ -75,6 +83,8 @@ impl Scenario {
             Self::Fanout => 1_000,
             Self::Connections => 10_000,
             Self::Flood => 50_000,
+            // Good-peer RPCs of the quiet run.
+            Self::Hostile => 2_000,
         }
     }
 }
@@ -95,7 +105,7 @@ impl FromStr for Scenario {
             .ok_or_else(|| BenchError::InvalidOption {
                 option: "scenario",
                 reason: format!(
-                    "unknown scenario {s:?} (expected one of rpc-seq, rpc-conc, send, publish, fanout, connections, flood, all)"
+                    "unknown scenario {s:?} (expected one of rpc-seq, rpc-conc, send, publish, fanout, connections, flood, hostile, all)"
                 ),
             })
     }

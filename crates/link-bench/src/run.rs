@@ -134,5 +134,8 @@ fn files_needed(opts: &BenchOptions, hub: &HubSpec) -> u64 {
         // Each phase's pairs, plus the flooder and its subscriber.
         peers = peers.max(2 * opts.flood_pairs as u64 + 2);
     }
+    if opts.scenarios.contains(&Scenario::Hostile) {
+        peers = peers.max(crate::link::HOSTILE_SOCKETS);
+    }
     peers * ends + SPARE_FILES
 }

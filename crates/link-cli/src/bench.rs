@@ -98,7 +98,7 @@ pub(crate) struct BenchArgs {
     tls: bool,
 
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
-    /// fanout, connections, or all; and flood (only when named).
+    /// fanout, connections, or all; and flood and hostile (only when named).
     #[arg(long, value_name = "LIST", default_value = "all")]
     scenario: Vec<String>,
 

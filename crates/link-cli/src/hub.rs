@@ -124,6 +124,15 @@ pub(crate) struct HubArgs {
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_PENDING_SOCKETS)]
     max_pending_sockets: usize,
 
+    /// Topics one peer may be subscribed to at once; a subscribe past it is
+    /// not honoured (`protocol-error` `subscription-limit`).
+    #[arg(
+        long = "max-subscriptions",
+        value_name = "N",
+        default_value_t = link_hub::DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER
+    )]
+    max_subscriptions_per_peer: usize,
+
     /// Server RPC handlers running at once (0: unlimited).
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONCURRENT_RPC)]
     max_concurrent_rpc: usize,
@@ -253,6 +262,7 @@ impl HubArgs {
             .max_outbox_bytes(self.max_outbox_bytes)
             .max_pending_sockets(self.max_pending_sockets)
             .max_concurrent_rpc(self.max_concurrent_rpc)
+            .max_subscriptions_per_peer(self.max_subscriptions_per_peer)
             .hello_timeout(Duration::from_millis(self.hello_timeout_ms))
             .keepalive_interval(Duration::from_millis(self.keepalive_ms))
             .replay_window(Duration::from_millis(self.replay_window_ms))
@@ -278,6 +288,9 @@ impl HubArgs {
             "max_message_bytes" => flag("--max-message-bytes", &self.max_message_bytes),
             "max_buffered_bytes" => flag("--max-buffered-bytes", &self.max_buffered_bytes),
             "max_outbox_bytes" => flag("--max-outbox-bytes", &self.max_outbox_bytes),
+            "max_subscriptions_per_peer" => {
+                flag("--max-subscriptions", &self.max_subscriptions_per_peer)
+            }
             _ => Failure::unusable(format_args!("invalid hub option: {err}")),
         }
     }

@@ -273,6 +273,12 @@ fn access_flags_are_checked() {
         (&["--allow-cidr", "10.0.0.0/33"][..], "10.0.0.0/33"),
         (&["--max-connections-per-ip", "0"], "must be positive"),
         (&["--max-pending-upgrades", "0"], "must be positive"),
+        (&["--max-http-connections", "0"], "must be positive"),
+        (&["--handshake-timeout-ms", "0"], "--handshake-timeout-ms"),
+        (
+            &["--max-subscriptions", "0"],
+            "--max-subscriptions 0: must be positive",
+        ),
         (
             &["--bearer-token-file", "/nonexistent/token"],
             "/nonexistent/token",

@@ -456,7 +456,8 @@ mod hub_logger {
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
 
     /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`)
-    /// logged at most once a second each: a stalled consumer can cause
+    /// and its dropped frames (`protocol-error`, per reason) logged at most
+    /// once a second each: a stalled consumer or a hostile client can cause
     /// thousands a second. The next line logged says how many were not.
     #[derive(Debug, Default)]
     pub(crate) struct Throttle {
@@ -683,6 +684,26 @@ mod hub_logger {
         }
     }
 
+    /// What a throttled line is about: the peer of a slow-socket line; the
+    /// reason and sender (its kind, else its address) of a `protocol-error`;
+    /// `None` for lines that are never throttled.
+    pub(crate) fn throttled(e: &HubEvent) -> Option<String> {
+        match e {
+            HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } => {
+                Some(kind.clone())
+            }
+            HubEvent::ProtocolError { error, remote_addr } => Some(format!(
+                "{} {}",
+                error.reason.code(),
+                error.kind.as_deref().map_or_else(
+                    || remote_addr.map_or_else(String::new, |a| a.to_string()),
+                    str::to_owned
+                )
+            )),
+            _ => None,
+        }
+    }
+
     /// Logs `hub`'s events until the handle is dropped. Needs a tokio runtime.
     ///
     /// The per-message events (`topic.publish`, `direct`, RPC relay) log at
@@ -699,10 +720,8 @@ mod hub_logger {
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
                 let mut l = describe_hub(e, &classifier)?;
-                if let HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } =
-                    e
-                {
-                    let held = throttle.pass(l.event, kind, Instant::now())?;
+                if let Some(about) = throttled(e) {
+                    let held = throttle.pass(l.event, &about, Instant::now())?;
                     if held > 0 {
                         l.text
                             .push_str(&format!(" ({held} more like it not logged)"));
@@ -716,6 +735,34 @@ mod hub_logger {
     #[cfg(test)]
     mod tests {
         use super::close_code_text;
+
+        #[test]
+        fn protocol_error_lines_are_throttled_per_reason_and_sender() {
+            use link_hub::HubEvent;
+            use link_protocol::{DropReason, ProtocolError};
+            let pe = |reason, kind: Option<&str>, port: u16| HubEvent::ProtocolError {
+                error: match kind {
+                    Some(k) => ProtocolError::new(reason).with_kind(k),
+                    None => ProtocolError::new(reason),
+                },
+                remote_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 7], port))),
+            };
+            let key = |e| super::throttled(&e).unwrap();
+            let bad = key(pe(DropReason::BadSignature, Some("mallory"), 1));
+            // The same sender on another socket is the same line.
+            assert_eq!(bad, key(pe(DropReason::BadSignature, Some("mallory"), 2)));
+            assert_ne!(bad, key(pe(DropReason::ParseError, Some("mallory"), 1)));
+            assert_ne!(bad, key(pe(DropReason::BadSignature, Some("alice"), 1)));
+            // Before a hello: by address.
+            assert_ne!(
+                key(pe(DropReason::PreHelloMessage, None, 1)),
+                key(pe(DropReason::PreHelloMessage, None, 2))
+            );
+            let t0 = std::time::Instant::now();
+            let mut t = super::Throttle::default();
+            assert_eq!(t.pass("protocol-error", &bad, t0), Some(0));
+            assert_eq!(t.pass("protocol-error", &bad, t0), None);
+        }
 
         #[test]
         fn slow_socket_lines_are_logged_once_a_second_per_peer_with_a_count() {

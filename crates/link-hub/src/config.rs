@@ -147,6 +147,9 @@ impl std::str::FromStr for PeerUpdates {
 /// clients.
 pub const DEFAULT_MAX_PEER_LIST_BYTES: usize = (1 << 20) - 4096;
 
+/// Default [`HubConfigBuilder::max_subscriptions_per_peer`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER: usize = 10_000;
+
 /// Validated hub settings. Build with [`HubConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -165,6 +168,7 @@ pub struct HubConfig {
     pub(crate) expose_rpc_errors: bool,
     pub(crate) peer_updates: PeerUpdates,
     pub(crate) max_peer_list_bytes: usize,
+    pub(crate) max_subscriptions_per_peer: usize,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
     /// `None` when no kind has a limit: nothing is checked per frame.
@@ -193,6 +197,7 @@ impl HubConfig {
             expose_rpc_errors: false,
             peer_updates: PeerUpdates::Broadcast,
             max_peer_list_bytes: DEFAULT_MAX_PEER_LIST_BYTES,
+            max_subscriptions_per_peer: DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER,
             handlers: HashMap::new(),
             acl: Acl::default(),
             rate_limits: RateLimits::default(),
@@ -214,6 +219,11 @@ impl HubConfig {
     /// Largest `peers.update` data.
     pub fn max_peer_list_bytes(&self) -> usize {
         self.max_peer_list_bytes
+    }
+
+    /// Topics one peer may be subscribed to at once.
+    pub fn max_subscriptions_per_peer(&self) -> usize {
+        self.max_subscriptions_per_peer
     }
 
     /// Frame cap; also the WebSocket max frame and message size.
@@ -295,6 +305,7 @@ pub struct HubConfigBuilder {
     expose_rpc_errors: bool,
     peer_updates: PeerUpdates,
     max_peer_list_bytes: usize,
+    max_subscriptions_per_peer: usize,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
     rate_limits: RateLimits,
@@ -340,6 +351,11 @@ impl HubConfigBuilder {
         /// frame fits a Node client's 1 MiB cap; must be positive). A larger
         /// list holds the earliest-registered peers that fit (docs/protocol.md).
         max_peer_list_bytes: usize,
+        /// Topics one peer may be subscribed to at once (default 10 000; must
+        /// be positive). A `topic.subscribe` past it is not honoured and is
+        /// reported as `protocol-error` `subscription-limit`; the peer sees
+        /// nothing on the wire, as for an invalid topic.
+        max_subscriptions_per_peer: usize,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
         /// Per-peer rate limits by message class and kind (default: none,
@@ -387,6 +403,10 @@ impl HubConfigBuilder {
         positive("max_buffered_bytes", self.max_buffered_bytes > 0)?;
         positive("max_outbox_bytes", self.max_outbox_bytes > 0)?;
         positive("max_peer_list_bytes", self.max_peer_list_bytes > 0)?;
+        positive(
+            "max_subscriptions_per_peer",
+            self.max_subscriptions_per_peer > 0,
+        )?;
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.cluster {
             cluster.validate().map_err(|e| ConfigError::InvalidOption {
@@ -431,6 +451,7 @@ impl HubConfigBuilder {
             expose_rpc_errors: self.expose_rpc_errors,
             peer_updates: self.peer_updates,
             max_peer_list_bytes: self.max_peer_list_bytes,
+            max_subscriptions_per_peer: self.max_subscriptions_per_peer,
             handlers: self.handlers,
             acl: self.acl,
             rate_limits: (!self.rate_limits.is_empty()).then(|| Arc::new(self.rate_limits)),
@@ -456,6 +477,7 @@ mod tests {
         assert_eq!(c.max_buffered_bytes, 4 << 20);
         assert_eq!(c.max_outbox_bytes, 16 << 20);
         assert_eq!(c.max_concurrent_rpc, 256);
+        assert_eq!(c.max_subscriptions_per_peer, 10_000);
         assert!(!c.expose_rpc_errors);
         assert!(c.rate_limits().is_none());
     }

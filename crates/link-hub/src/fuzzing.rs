@@ -144,6 +144,8 @@ impl Sim {
             },
             // Small lists, so that the size cap is reached too.
             max_peer_list_bytes: *input.choose(&[1 << 20, 400]),
+            // Small, so that the subscription cap is reached too.
+            max_subscriptions_per_peer: *input.choose(&[10_000, 2]),
             presence: PresenceLimits::default(),
         };
         let mut table = Routing::new(config);

@@ -72,7 +72,8 @@ pub use acl::{Acl, AclOp, Verdict};
 #[cfg(feature = "cluster")]
 pub use cluster::{ClusterConfig, ClusterConfigError, NatsAuth};
 pub use config::{
-    DEFAULT_MAX_PEER_LIST_BYTES, HubConfig, HubConfigBuilder, KeySource, PeerUpdates, Secret,
+    DEFAULT_MAX_PEER_LIST_BYTES, DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER, HubConfig, HubConfigBuilder,
+    KeySource, PeerUpdates, Secret,
 };
 pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;

@@ -48,6 +48,9 @@ pub enum DropReason {
     /// (link-hub) over the sender's rate limit for the frame's class
     /// (`detail`: `rpc`, `publish`, `send` or `status`).
     RateLimited,
+    /// (link-hub) a `topic.subscribe` past the sender's subscription cap
+    /// (`max_subscriptions_per_peer`); the subscription is not made.
+    SubscriptionLimit,
 }
 
 impl DropReason {
@@ -69,6 +72,7 @@ impl DropReason {
             Self::InvalidTopic => "invalid-topic",
             Self::RpcResponseMismatch => "rpc-response-mismatch",
             Self::RateLimited => "rate-limited",
+            Self::SubscriptionLimit => "subscription-limit",
         }
     }
 }

@@ -13,6 +13,8 @@
 
 mod connections;
 mod flood;
+mod hostile;
+pub(crate) use hostile::HOSTILE_SOCKETS;
 mod raw;
 pub(crate) mod rpc;
 pub(crate) mod stream;
@@ -51,6 +53,7 @@ pub(crate) async fn run(
         Scenario::Fanout => stream::fanout(ctx, hub).await,
         Scenario::Connections => connections::run(ctx, hub).await.map(|o| vec![o]),
         Scenario::Flood => flood::run(ctx, hub).await.map(|o| vec![o]),
+        Scenario::Hostile => hostile::run(ctx, hub).await,
     }
 }
 

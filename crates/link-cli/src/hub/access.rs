@@ -1,13 +1,19 @@
 //! `link-cli hub` access and limit flags: `--allow-cidr`,
 //! `--bearer-token-file`, `--protect-health`, `--max-connections-per-ip`,
-//! `--max-pending-upgrades` (docs/operations.md, *Access and limits*).
+//! `--max-pending-upgrades`, `--max-http-connections`,
+//! `--handshake-timeout-ms` (docs/operations.md, *Access and limits*).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use link_hub::HubServerBuilder;
-use link_hub::server::{Cidr, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_PENDING_UPGRADES};
+use std::time::Duration;
+
+use link_hub::server::{
+    Cidr, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HTTP_CONNECTIONS,
+    DEFAULT_MAX_PENDING_UPGRADES,
+};
 
 use crate::exit::Failure;
 
@@ -48,6 +54,26 @@ pub(crate) struct AccessArgs {
         value_parser = positive,
     )]
     max_pending_upgrades: usize,
+
+    /// Connections that are not WebSockets yet (TLS handshake, request
+    /// headers) or plain HTTP; beyond it the oldest is closed.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS,
+        value_parser = positive,
+    )]
+    max_http_connections: usize,
+
+    /// Time a connection has for its TLS handshake and then for each
+    /// request's headers (the WebSocket upgrade included); then it is closed.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    handshake_timeout_ms: u64,
 }
 
 impl fmt::Debug for AccessArgs {
@@ -58,6 +84,8 @@ impl fmt::Debug for AccessArgs {
             .field("protect_health", &self.protect_health)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_pending_upgrades", &self.max_pending_upgrades)
+            .field("max_http_connections", &self.max_http_connections)
+            .field("handshake_timeout_ms", &self.handshake_timeout_ms)
             .finish()
     }
 }
@@ -82,7 +110,9 @@ impl AccessArgs {
         Ok(builder
             .protect_health(self.protect_health)
             .max_connections_per_ip(self.max_connections_per_ip)
-            .max_pending_upgrades(self.max_pending_upgrades))
+            .max_pending_upgrades(self.max_pending_upgrades)
+            .max_http_connections(self.max_http_connections)
+            .handshake_timeout(Duration::from_millis(self.handshake_timeout_ms)))
     }
 }
 

@@ -170,6 +170,9 @@ pub(crate) struct RoutingConfig {
     /// Largest `peers.update` data; past it the list holds the earliest
     /// peers that fit.
     pub(crate) max_peer_list_bytes: usize,
+    /// Topics one peer may hold; a subscribe past it is dropped
+    /// (`subscription-limit`).
+    pub(crate) max_subscriptions_per_peer: usize,
     /// How `peers.update` is paced.
     pub(crate) presence: membership::PresenceLimits,
     /// Server RPCs allowed to run at once (0: no cap).
@@ -192,6 +195,7 @@ impl RoutingConfig {
             hello_timeout: config.hello_timeout,
             broadcast_peers: config.peer_updates == crate::config::PeerUpdates::Broadcast,
             max_peer_list_bytes: config.max_peer_list_bytes,
+            max_subscriptions_per_peer: config.max_subscriptions_per_peer,
             presence: PresenceLimits::default(),
             max_concurrent_rpc: config.max_concurrent_rpc,
             expose_rpc_errors: config.expose_rpc_errors,

@@ -257,6 +257,13 @@ impl Routing {
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_SUBSCRIBE) else {
             return;
         };
+        if self.at_subscription_cap(kind, &topic) {
+            let e = ProtocolError::new(DropReason::SubscriptionLimit)
+                .with_kind(&**kind)
+                .with_type(Some(msg_type::TOPIC_SUBSCRIBE));
+            self.protocol_error(e);
+            return;
+        }
         let subs = self.topics.entry(topic.clone()).or_default();
         let first = subs.order.is_empty();
         if subs.insert(kind) {
@@ -271,6 +278,14 @@ impl Routing {
             let k = kind.to_string();
             self.emit(|| HubEvent::TopicSubscribe { kind: k, topic });
         }
+    }
+
+    /// Whether `kind` holds its full share of topics and `topic` is not
+    /// one of them (a repeated subscribe is never refused).
+    fn at_subscription_cap(&self, kind: &Arc<str>, topic: &str) -> bool {
+        self.subscriptions.get(kind).is_some_and(|held| {
+            held.len() >= self.config.max_subscriptions_per_peer && !held.contains(topic)
+        })
     }
 
     fn unsubscribe(&mut self, kind: &Arc<str>, topic: Option<String>) {

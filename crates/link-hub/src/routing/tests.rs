@@ -31,6 +31,7 @@ fn config() -> RoutingConfig {
         hello_timeout: Some(Duration::from_secs(5)),
         broadcast_peers: true,
         max_peer_list_bytes: crate::config::DEFAULT_MAX_PEER_LIST_BYTES,
+        max_subscriptions_per_peer: crate::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER,
         presence: membership::PresenceLimits::default(),
         max_concurrent_rpc: 0,
         expose_rpc_errors: false,
@@ -562,6 +563,62 @@ fn an_invalid_topic_is_a_protocol_error_and_routes_nothing() {
         ]
     );
     assert_eq!(bus.table.health().topic_count, 0);
+}
+
+#[test]
+fn a_subscribe_past_the_cap_is_dropped_typed_and_an_unsubscribe_frees_a_place() {
+    let mut bus = Bus::with(RoutingConfig {
+        max_subscriptions_per_peer: 2,
+        ..config()
+    });
+    bus.connect("a");
+    bus.connect("b");
+    bus.events();
+    bus.subscribe("a", "t1");
+    bus.subscribe("a", "t2");
+    bus.subscribe("a", "t2"); // held already: not a new place
+    bus.subscribe("a", "t3");
+    let refused: Vec<_> = bus
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::ProtocolError { error, .. } => Some((
+                error.reason,
+                error.kind.as_deref().map(str::to_owned),
+                error.msg_type.as_deref().map(str::to_owned),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [(
+            DropReason::SubscriptionLimit,
+            Some("a".to_owned()),
+            Some(msg_type::TOPIC_SUBSCRIBE.to_owned())
+        )]
+    );
+    assert_eq!(DropReason::SubscriptionLimit.code(), "subscription-limit");
+    assert_eq!(bus.table.health().topic_count, 2);
+    // Another peer has its own share.
+    bus.subscribe("b", "t3");
+    assert_eq!(bus.table.health().topic_count, 3);
+    bus.send(
+        "a",
+        msg_type::TOPIC_UNSUBSCRIBE,
+        None,
+        json!({ "topic": "t1" }),
+    );
+    bus.events();
+    bus.subscribe("a", "t3");
+    assert!(
+        !bus.events()
+            .iter()
+            .any(|e| matches!(e, HubEvent::ProtocolError { .. }))
+    );
+    // t1 went with its last subscriber; a holds t2 and t3, b holds t3.
+    let health = bus.table.health();
+    assert_eq!((health.topic_count, health.total_subscribers), (2, 3));
 }
 
 #[test]

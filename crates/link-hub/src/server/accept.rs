@@ -22,11 +22,10 @@ use tokio::sync::watch;
 
 use super::Service;
 use super::dashboard::ServiceBody;
+use super::handshakes::Slot;
 use super::routes::{normalize, text};
 use super::upgrade::{Guard, is_upgrade_request, upgrade_with};
 
-/// Time a client has to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after an accept error that is not about one connection (e.g. out
 /// of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -74,20 +73,40 @@ async fn serve(
     service: Arc<Service>,
     tcp: TcpStream,
     remote: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    // Counted until its upgrade is admitted; past the cap the oldest goes.
+    let (slot, evicted) = service.handshakes.enter();
+    tokio::select! {
+        () = handshake_then_http(service.clone(), tcp, remote, shutdown, Arc::new(slot)) => {}
+        () = evicted.wait() => {
+            tracing::debug!(%remote, "closed: too many HTTP connections (the oldest goes)");
+        }
+    }
+}
+
+async fn handshake_then_http(
+    service: Arc<Service>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+    slot: Arc<Slot>,
+) {
+    let timeout = service.settings.handshake_timeout;
     match &service.settings.tls {
-        None => serve_http(service.clone(), tcp, remote, shutdown).await,
+        None => serve_http(service.clone(), tcp, remote, shutdown, slot).await,
         Some(tls) => {
             // Bounded like the request headers, and cut short by a stop.
-            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.acceptor().accept(tcp));
+            let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(tcp));
             let stream = tokio::select! {
                 result = handshake => result,
                 () = stopping(&mut shutdown) => return,
             };
             match stream {
-                Ok(Ok(stream)) => serve_http(service.clone(), stream, remote, shutdown).await,
+                Ok(Ok(stream)) => {
+                    serve_http(service.clone(), stream, remote, shutdown, slot).await;
+                }
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake failed");
                 }
@@ -102,6 +121,7 @@ async fn serve_http<S>(
     io: S,
     remote: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    slot: Arc<Slot>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -109,12 +129,13 @@ async fn serve_http<S>(
         let service = service.clone();
         service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(req, remote).await) }
+            let slot = slot.clone();
+            async move { Ok::<_, Infallible>(service.handle(req, remote, &slot).await) }
         })
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(service.settings.handshake_timeout)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
@@ -131,7 +152,12 @@ async fn serve_http<S>(
 }
 
 impl Service {
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ServiceBody> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        slot: &Slot,
+    ) -> Response<ServiceBody> {
         if !is_upgrade_request(&req) {
             let path = normalize(req.uri().path());
             if self.access.guards_route(path)
@@ -148,13 +174,14 @@ impl Service {
             }
             return self.http(req).await.map(Either::Left);
         }
-        self.upgrade(req, remote).await.map(Either::Left)
+        self.upgrade(req, remote, slot).await.map(Either::Left)
     }
 
     async fn upgrade(
         &self,
         req: Request<Incoming>,
         remote: SocketAddr,
+        slot: &Slot,
     ) -> Response<super::routes::Body> {
         if let Some(path) = &self.settings.path
             && normalize(req.uri().path()) != path
@@ -169,6 +196,8 @@ impl Service {
             Ok(admission) => admission,
             Err(refused) => return self.access.refuse(remote, refused),
         };
+        // From here the pending-upgrade and per-IP caps count it.
+        slot.release();
         let guard = Guard {
             _tracker: self.upgrades.subscribe(),
             stopping: self.stopping.clone(),

@@ -24,7 +24,11 @@
 //! token ([`HubServerBuilder::bearer_token`], `401`) and the
 //! [`HubServerBuilder::authenticate`] hook; upgrades also take a place under
 //! [`HubServerBuilder::max_pending_upgrades`] (`503`) and
-//! [`HubServerBuilder::max_connections_per_ip`] (`429`).
+//! [`HubServerBuilder::max_connections_per_ip`] (`429`). Before any of
+//! that, connections that are not WebSockets yet (TLS handshake, request
+//! headers, plain HTTP) are capped by
+//! [`HubServerBuilder::max_http_connections`] (the oldest is closed) and
+//! bounded in time by [`HubServerBuilder::handshake_timeout`].
 //!
 //! With [`HubServerBuilder::tls`] the port speaks TLS only (`wss://`,
 //! `https://`); [`HubServer::reload_tls`] and SIGHUP swap the certificate
@@ -91,6 +95,7 @@
 mod accept;
 mod access;
 mod dashboard;
+mod handshakes;
 mod lifecycle;
 mod limits;
 mod routes;
@@ -113,6 +118,7 @@ pub use self::access::{
     DEFAULT_MAX_PENDING_UPGRADES,
 };
 pub use self::dashboard::MAX_DASHBOARD_FEEDS;
+pub use self::handshakes::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HTTP_CONNECTIONS};
 pub use self::routes::IntoRouteResponse;
 pub use self::tls::{TlsConfig, TlsError};
 pub use self::upgrade::{is_upgrade_request, upgrade};
@@ -203,6 +209,8 @@ pub(crate) struct Settings {
     handle_signals: bool,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    /// Bound on a TLS handshake and on each request's headers.
+    handshake_timeout: Duration,
     /// `Some`: every connection starts with a TLS handshake.
     tls: Option<tls::Tls>,
     /// Reload the certificate when its files change, checked this often.
@@ -229,6 +237,8 @@ pub(crate) struct Service {
     upgrades: watch::Sender<()>,
     /// Access rule and connection limits.
     access: access::Access,
+    /// Connections that are not WebSockets, capped (oldest closed).
+    handshakes: handshakes::Handshakes,
     /// `Some` with [`HubServerBuilder::enable_dashboard`].
     dashboard: Option<dashboard::Dashboard>,
 }
@@ -289,6 +299,8 @@ impl HubServer {
             handle_signals: true,
             shutdown_timeout: Duration::from_secs(30),
             drain_delay: Duration::from_millis(250),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
             on_shutdown: None,
             access: access::AccessOptions::default(),
             tls: None,
@@ -411,6 +423,8 @@ pub struct HubServerBuilder {
     handle_signals: bool,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    handshake_timeout: Duration,
+    max_http_connections: usize,
     on_shutdown: Option<ShutdownHook>,
     access: access::AccessOptions,
     tls: Option<TlsConfig>,
@@ -539,6 +553,17 @@ impl HubServerBuilder {
                 reason: "must be positive",
             });
         }
+        for (option, ok) in [
+            ("handshake_timeout", !self.handshake_timeout.is_zero()),
+            ("max_http_connections", self.max_http_connections > 0),
+        ] {
+            if !ok {
+                return Err(ServerError::InvalidOption {
+                    option,
+                    reason: "must be positive",
+                });
+            }
+        }
         if self.shutdown_timeout.is_zero() {
             return Err(ServerError::InvalidOption {
                 option: "shutdown_timeout",
@@ -586,6 +611,7 @@ impl HubServerBuilder {
                 handle_signals: self.handle_signals,
                 shutdown_timeout: self.shutdown_timeout,
                 drain_delay: self.drain_delay,
+                handshake_timeout: self.handshake_timeout,
                 tls,
                 tls_watch: self.tls_watch,
             },
@@ -593,6 +619,7 @@ impl HubServerBuilder {
             stop_reason: Arc::new(OnceLock::new()),
             upgrades,
             access,
+            handshakes: handshakes::Handshakes::new(self.max_http_connections),
             dashboard: self.dashboard.then(dashboard::Dashboard::new),
         };
         let (outcome, _) = watch::channel(None);
@@ -623,6 +650,8 @@ impl std::fmt::Debug for HubServerBuilder {
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_http_connections", &self.max_http_connections)
             .field("access", &self.access)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
@@ -652,6 +681,16 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("`tls_watch`"), "{err}");
         let err = HubServer::builder(config())
+            .handshake_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`handshake_timeout`"), "{err}");
+        let err = HubServer::builder(config())
+            .max_http_connections(0)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`max_http_connections`"), "{err}");
+        let err = HubServer::builder(config())
             .path("link")
             .build()
             .unwrap_err();
@@ -671,6 +710,7 @@ mod tests {
         assert!(s.health_route && !s.state_route && s.handle_signals);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.drain_delay, Duration::from_millis(250));
+        assert_eq!(s.handshake_timeout, Duration::from_secs(30));
         assert!(!server.is_started() && !server.is_stopping() && !server.is_stopped());
         assert_eq!(server.local_addr(), None);
     }
