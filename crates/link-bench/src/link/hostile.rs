@@ -416,7 +416,7 @@ async fn silent_tcp(hub: &HubTarget) -> Result<Seen, BenchError> {
 
 /// A raw authenticated peer, or the error as a bench failure.
 async fn authenticated(hub: &HubTarget, kind: &str) -> Result<raw::RawPeer, BenchError> {
-    raw::hello(hub, kind).await.map_err(fail)
+    raw::hello(hub, 0, kind).await.map_err(fail)
 }
 
 /// `frame` with the last digit of its signature changed.
