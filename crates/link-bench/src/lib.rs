@@ -53,6 +53,7 @@ pub mod payload;
 mod progress;
 pub mod report;
 mod run;
+pub mod soak;
 pub mod stats;
 pub mod sys;
 mod target;
