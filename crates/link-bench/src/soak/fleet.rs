@@ -13,7 +13,7 @@
 //! server RPC sent after the topic subscription proves the subscription
 //! was registered: from then on a publish must reach this peer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -71,6 +71,8 @@ pub(crate) struct Fleet {
     churning: Vec<AtomicBool>,
     /// Disconnects we did not cause.
     pub(crate) dropped: AtomicU64,
+    /// Those, by close code and reason (`1006 keepalive timeout`, …).
+    pub(crate) drop_reasons: Mutex<BTreeMap<String, u64>>,
     /// Churns done.
     pub(crate) churns: AtomicU64,
     /// Set by [`Fleet::close`]: the disconnects that follow are ours.
@@ -144,6 +146,7 @@ impl Fleet {
             clients,
             churning: (0..n).map(|_| AtomicBool::new(false)).collect(),
             dropped: AtomicU64::new(0),
+            drop_reasons: Mutex::new(BTreeMap::new()),
             churns: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             topic,
@@ -356,7 +359,7 @@ async fn sessions(fleet: Arc<Fleet>, slot: usize) {
                 if client.is_ready() && !live {
                     ready(&fleet, &client, slot).await;
                 } else if !client.is_ready() && live {
-                    disconnected(&fleet, slot, true);
+                    disconnected(&fleet, slot, true, None);
                 }
                 continue;
             }
@@ -364,7 +367,18 @@ async fn sessions(fleet: Arc<Fleet>, slot: usize) {
         };
         match &*event {
             LinkEvent::Ready { .. } => ready(&fleet, &client, slot).await,
-            LinkEvent::Disconnect { was_ready, .. } => disconnected(&fleet, slot, *was_ready),
+            LinkEvent::Disconnect {
+                was_ready,
+                code,
+                reason,
+                ..
+            } => {
+                let why = match code {
+                    Some(c) => format!("{c}:{reason}"),
+                    None => format!("none:{reason}"),
+                };
+                disconnected(&fleet, slot, *was_ready, Some(why));
+            }
             _ => {}
         }
     }
@@ -390,11 +404,18 @@ async fn ready(fleet: &Fleet, client: &LinkClient, slot: usize) {
 }
 
 /// The session ended: by our hand (churn, close) or the hub's (`dropped`).
-fn disconnected(fleet: &Fleet, slot: usize, was_ready: bool) {
+fn disconnected(fleet: &Fleet, slot: usize, was_ready: bool, why: Option<String>) {
     let ours =
         fleet.churning[slot].load(Ordering::Acquire) || fleet.closing.load(Ordering::Acquire);
     if !ours && was_ready {
         fleet.dropped.fetch_add(1, Ordering::Relaxed);
+        let why = why.unwrap_or_else(|| "unknown (events skipped)".to_owned());
+        *fleet
+            .drop_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(why)
+            .or_default() += 1;
     }
     let now = fleet.now();
     fleet.books.lock().session_end(slot, now);

@@ -203,8 +203,11 @@ pub struct SoakReport {
     pub open_s: f64,
     /// Churns done.
     pub churns: u64,
-    /// Disconnects we did not cause (the hub closed a peer).
+    /// Disconnects we did not cause (the hub closed a peer, or the client
+    /// gave up on the socket).
     pub dropped: u64,
+    /// Those, by close code and reason.
+    pub drop_reasons: BTreeMap<String, u64>,
     /// Publishes and direct sends.
     pub delivery: Delivery,
     /// Publishes and sends a client refused, by error code.
@@ -337,10 +340,13 @@ impl SoakReport {
         line(
             "churn",
             format!(
-                "{} reconnects, {} dropped by the hub",
+                "{} reconnects, {} disconnects we did not cause",
                 self.churns, self.dropped
             ),
         );
+        if !self.drop_reasons.is_empty() {
+            line("  close codes", errors(&self.drop_reasons));
+        }
         line(
             "messages",
             format!(
@@ -639,6 +645,11 @@ async fn drive(
         open_s,
         churns: fleet.churns.load(Ordering::Relaxed),
         dropped: fleet.dropped.load(Ordering::Relaxed),
+        drop_reasons: fleet
+            .drop_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
         delivery,
         send_errors,
         rpcs,
@@ -839,6 +850,7 @@ mod tests {
             open_s: 1.0,
             churns: 50,
             dropped: 0,
+            drop_reasons: BTreeMap::new(),
             delivery: Delivery::default(),
             send_errors: BTreeMap::new(),
             rpcs: RpcTally::default(),
@@ -881,6 +893,14 @@ mod tests {
             assert!(r.verdict().starts_with("soak: FAIL "), "case {i}");
         }
         let mut r = report();
+        r.dropped = 2;
+        r.drop_reasons.insert("1006:keepalive timeout".into(), 2);
+        assert!(
+            r.table()
+                .lines()
+                .any(|l| l.starts_with("  close codes") && l.ends_with(" 1006:keepalive timeout=2"))
+        );
+        r = report();
         r.rpcs.no_outcome = 2;
         r.rpcs.timed_out_while_up = 1;
         assert!(r.verdict().contains(" unanswered=3 "));
