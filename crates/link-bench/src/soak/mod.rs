@@ -15,7 +15,8 @@
 //! each publish goes to every other peer (all subscribe to the soak
 //! topic), each direct send and RPC to a random peer. Payloads carry the
 //! talker, its session and a sequence number, so receivers can tell lost,
-//! duplicated and out-of-order messages ([`ledger`]).
+//! duplicated and out-of-order messages (`ledger.rs`; the rules are in
+//! docs/reliability.md, *Soak*).
 
 mod fleet;
 mod ledger;
