@@ -41,7 +41,7 @@ pub(crate) fn tour(root: &Path) -> Result {
 
 /// `cargo build -p link-cli` (the dev profile the tests already built);
 /// returns the binary's path as cargo reports it.
-fn build_link_cli(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_link_cli(root: &Path) -> Result<PathBuf> {
     let messages = capture(cargo(
         root,
         &[
@@ -84,7 +84,7 @@ fn executable_in(messages: &str, name: &str) -> Option<PathBuf> {
 
 /// Runs a command with inherited output, killing it if it outlives
 /// `limit`.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Result {
+pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> Result {
     let shown = describe(&cmd);
     println!("$ {shown}");
     let mut child = cmd

@@ -8,6 +8,7 @@
 //! cargo xtask deny-advisories  cargo deny check advisories (needs github.com)
 //! cargo xtask bench [ARGS]     link-cli bench beside nats-server (see docs/perf.md)
 //! cargo xtask tour             README.md's shell tour against a hub it starts (as in `ci`)
+//! cargo xtask soak             the 60 s soak of `ci` alone
 //! cargo xtask help             this list
 //! ```
 //!
@@ -36,6 +37,11 @@
 //!            or clock read in their code
 //! deny       cargo deny --locked check bans licenses sources
 //! bench      cargo bench -p link-protocol --locked --bench envelope -- --test
+//! soak       cargo build -p link-cli (dev profile, as `tour`), then a 60 s soak:
+//!            `link-cli bench --scenario soak --child --duration 60s --warmup 20s
+//!            --peers 50 --churn 1 --rate 5 --out <temp dir> -q`; fails unless
+//!            it exits 0, which it does only with `soak: PASS`
+//!            (docs/reliability.md, *Soak*)
 //! ```
 //!
 //! The advisories check is not part of `ci`: it clones the RustSec database
@@ -95,7 +101,7 @@ usage: cargo xtask <command>
 commands:
   ci               run every check CI runs (fmt, clippy, tests, README tour,
                    doctests, rustdoc, sans-io dependency check, cargo deny,
-                   bench smoke run)
+                   bench smoke run, 60 s soak)
   fmt              format the whole workspace (cargo fmt --all)
   deny-advisories  cargo deny check advisories (fetches the RustSec database
                    from github.com; not part of `ci`, see README.md)
@@ -106,6 +112,8 @@ commands:
   tour             build link-cli, start a hub on 127.0.0.1 and run README.md's
                    tour and offline examples against it, comparing the outputs
                    the README shows (xtask/scripts/tour.py; needs python3)
+  soak             the 60 s soak of `ci` alone: link-cli bench --scenario soak
+                   against a child hub of the dev build (docs/reliability.md)
   help             show this message";
 
 /// One named step of a command.
@@ -151,6 +159,10 @@ const CI_STEPS: &[Step] = &[
         name: "bench",
         run: bench_smoke,
     },
+    Step {
+        name: "soak",
+        run: soak,
+    },
 ];
 
 fn main() -> ExitCode {
@@ -164,6 +176,10 @@ fn main() -> ExitCode {
         ["tour"] => &[Step {
             name: "tour",
             run: docs::tour,
+        }],
+        ["soak"] => &[Step {
+            name: "soak",
+            run: soak,
         }],
         ["deny-advisories"] => &[Step {
             name: "advisories",
@@ -488,6 +504,48 @@ fn bench_smoke(root: &Path) -> Result {
             "--test",
         ],
     ))
+}
+
+/// The `ci` soak: its arguments, and how long it may take in all (60 s of
+/// churn and traffic, the peers' connect, the final checks, the drain and
+/// the RPC grace, on a busy machine).
+/// 50 peers and modest rates: the dev build verifies every frame's MAC
+/// unoptimised, and CI has two cores. A 20 s warm-up leaves the hub's
+/// start-up allocations out of the drift.
+const SOAK_ARGS: [&str; 15] = [
+    "bench",
+    "--scenario",
+    "soak",
+    "--child",
+    "--duration",
+    "60s",
+    "--warmup",
+    "20s",
+    "--peers",
+    "50",
+    "--churn",
+    "1",
+    "--rate",
+    "5",
+    "-q",
+];
+const SOAK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A 60 s soak against a child hub of the dev build: fails on a FAIL
+/// verdict (exit 1) or any other error; the CSV and chart go to a
+/// temporary directory that is removed afterwards.
+fn soak(root: &Path) -> Result {
+    let cli = docs::build_link_cli(root)?;
+    let out = env::temp_dir().join(format!("link-ci-soak-{}", std::process::id()));
+    let mut cmd = Command::new(cli);
+    cmd.args(SOAK_ARGS)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(root)
+        .stdin(Stdio::null());
+    let result = docs::run_bounded(cmd, SOAK_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&out);
+    result
 }
 
 /// `cargo xtask bench [ARGS]`: `link-cli bench --compare nats` against a

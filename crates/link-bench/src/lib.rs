@@ -57,6 +57,7 @@ mod progress;
 pub mod report;
 mod run;
 mod scrape;
+pub mod soak;
 pub mod stats;
 pub mod sys;
 mod target;

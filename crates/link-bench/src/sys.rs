@@ -51,6 +51,13 @@ pub fn process_cpu_ns(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`),
+/// Linux only; `None` where it cannot be read (another user's process).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
+}
+
 /// `12345 678 9` → 12345 (ns on CPU).
 fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
@@ -164,6 +171,17 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t    2048 kB\nThreads: 2\n";
         assert_eq!(parse_vm_rss(status), Some(2048 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn counts_our_own_open_files() {
+        if cfg!(target_os = "linux") {
+            let before = open_fds(std::process::id()).unwrap();
+            let f = std::fs::File::open("/proc/self/status").unwrap();
+            // Other test threads may open files too: at least ours is seen.
+            assert!(open_fds(std::process::id()).is_some_and(|n| n > before));
+            drop(f);
+        }
     }
 
     #[test]

@@ -12,14 +12,19 @@
 //!                                                        └──► --json: one JSON document
 //! ```
 //!
-//! Exit status: 0 when every scenario ran, 1 when one failed midway, 2 for
-//! unusable options.
+//! `--scenario soak` runs alone: N peers churning for `--duration` while
+//! traffic runs, ending with the line `soak: PASS|FAIL lost=…
+//! duplicated=… unanswered=… rss_drift=…%` (docs/reliability.md, *Soak*).
+//!
+//! Exit status: 0 when every scenario ran (and a soak passed), 1 when one
+//! failed midway or a soak failed, 2 for unusable options.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use link_bench::soak::SoakOptions;
 use link_bench::{
     BenchError, BenchOptions, Clients, HubSpec, NatsSpec, PeerUpdates, Progress, Receiver,
     parse_scenarios,
@@ -98,7 +103,8 @@ pub(crate) struct BenchArgs {
     tls: bool,
 
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
-    /// fanout, connections, or all; and flood and hostile (only when named).
+    /// fanout, connections, or all; flood and hostile (only when named);
+    /// or soak, alone (--duration, --peers, --churn, --rate, --out).
     #[arg(long, value_name = "LIST", default_value = "all")]
     scenario: Vec<String>,
 
@@ -182,6 +188,37 @@ pub(crate) struct BenchArgs {
     /// subscribers are).
     #[arg(long, value_name = "HOW", default_value = "handler")]
     receiver: Receiver,
+
+    /// soak: how long churn and traffic run, e.g. 60s, 10m, 1h (plain
+    /// numbers are seconds).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+
+    /// soak: peers kept connected.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    peers: usize,
+
+    /// soak: peers per second that disconnect and reconnect (0: none).
+    #[arg(long, value_name = "R", default_value_t = 2.0)]
+    churn: f64,
+
+    /// soak: publishes, direct sends and RPCs per second, each.
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    rate: f64,
+
+    /// soak: peers that publish, send and call (the others receive and
+    /// answer; every peer churns).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    talkers: usize,
+
+    /// soak: warm-up; RSS drift is measured from its end (default: a tenth
+    /// of --duration, at least 5 s).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    warmup: Option<Duration>,
+
+    /// soak: write soak.csv (samples) and soak.png (chart) into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 
     /// Run the same scenarios through another bus and print both columns.
     #[arg(long, value_enum, value_name = "BUS")]
@@ -303,16 +340,121 @@ impl BenchArgs {
     }
 }
 
+/// `60`, `60s`, `10m`, `1h`, `1.5h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().last() {
+        Some((i, c @ ('s' | 'm' | 'h'))) => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 60s, 10m, 1h)"))?;
+    let secs = n * match unit {
+        'h' => 3600.0,
+        'm' => 60.0,
+        _ => 1.0,
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+impl BenchArgs {
+    /// True when `--scenario` names `soak` (which must then be alone).
+    fn is_soak(&self) -> Result<bool, Failure> {
+        let names: Vec<&str> = self
+            .scenario
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        match names.contains(&"soak") {
+            true if names.len() > 1 => Err(Failure::unusable(
+                "--scenario soak runs alone: name no other scenario with it",
+            )),
+            soak => Ok(soak),
+        }
+    }
+
+    fn soak_options(&self) -> Result<SoakOptions, Failure> {
+        if self.compare.is_some() {
+            return Err(Failure::unusable("--scenario soak has no --compare"));
+        }
+        let opts = SoakOptions {
+            duration: self.duration,
+            peers: self.peers,
+            churn: self.churn,
+            rate: self.rate,
+            talkers: self.talkers,
+            warmup: self.warmup,
+            peer_updates: self.peer_updates,
+            tls: self.tls,
+            out: self.out.clone(),
+            ..SoakOptions::default()
+        };
+        opts.validate().map_err(Failure::unusable)?;
+        Ok(opts)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{}", text.trim_end())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::write(&e))
+}
+
+/// `--scenario soak`: the summary (or JSON), then the verdict line; exit 1
+/// on FAIL.
+fn soak(args: &BenchArgs) -> Result<Status, Failure> {
+    let opts = args.soak_options()?;
+    let hub = args.hub()?;
+    let progress = Progress::new(!args.quiet && io::stderr().is_terminal());
+    let runtime = runtime()?;
+    let report = runtime
+        .block_on(link_bench::soak::run(&opts, &hub, &progress))
+        .map_err(|e| match e {
+            BenchError::InvalidOption { .. } => Failure::unusable(e),
+            e => Failure::rejected(e),
+        })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let verdict = report.verdict();
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?;
+        print(&text)?;
+        // stdout stays one JSON document; the verdict goes to stderr.
+        eprintln!("{verdict}");
+    } else {
+        print(&format!("{}{verdict}", report.table()))?;
+    }
+    Ok(if report.pass() {
+        Status::Ok
+    } else {
+        Status::Rejected
+    })
+}
+
 /// Runs the benchmark and prints the table (or JSON) on stdout.
 pub(crate) fn run(args: &BenchArgs) -> Result<Status, Failure> {
+    if args.is_soak()? {
+        return soak(args);
+    }
     let opts = args.options()?;
     let hub = args.hub()?;
     let nats = args.nats();
     let progress = Progress::new(!args.quiet && io::stderr().is_terminal());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))?;
+    let runtime = runtime()?;
     let report = runtime
         .block_on(link_bench::run(&opts, &hub, nats.as_ref(), &progress))
         .map_err(|e| match e {
@@ -327,10 +469,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<Status, Failure> {
     } else {
         report.table()
     };
-    let mut out = io::stdout().lock();
-    writeln!(out, "{}", text.trim_end())
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::write(&e))?;
+    print(&text)?;
     Ok(Status::Ok)
 }
 
@@ -417,6 +556,54 @@ mod tests {
         // No comparison unless asked.
         assert!(a.nats().is_none());
         assert!(parse(&["--hub-program", "/bin/link-cli"]).is_err());
+    }
+
+    #[test]
+    fn soak_runs_alone_with_its_options() {
+        let a = parse(&[
+            "--scenario",
+            "soak",
+            "--duration",
+            "1h",
+            "--peers",
+            "1000",
+            "--churn",
+            "1",
+            "--rate",
+            "5",
+            "--out",
+            "x",
+        ])
+        .unwrap();
+        assert!(a.is_soak().ok().unwrap());
+        let o = a.soak_options().ok().unwrap();
+        assert_eq!(o.duration, Duration::from_secs(3600));
+        assert_eq!((o.peers, o.churn, o.rate), (1000, 1.0, 5.0));
+        assert_eq!(o.out, Some(PathBuf::from("x")));
+        assert!(!parse(&[]).unwrap().is_soak().ok().unwrap());
+        assert!(
+            parse(&["--scenario", "soak,send"])
+                .unwrap()
+                .is_soak()
+                .is_err()
+        );
+        assert!(
+            parse(&["--scenario", "soak", "--peers", "1"])
+                .unwrap()
+                .soak_options()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1m").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]
