@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use link_protocol::codes::rpc_error_text;
 use link_protocol::conn::Now;
 use link_protocol::{
-    CanonicalData, Hello, RpcErrorCode, RpcResponse, StatusEntry, messages, msg_type, presence,
+    CanonicalData, Hello, RpcErrorCode, RpcResponse, messages, msg_type, presence,
 };
 
 use super::peer_deltas::Change;
@@ -685,35 +685,7 @@ impl Routing {
         if self.peers.contains_key(kind) {
             return; // the local socket holds the kind now
         }
-        let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
-            kind,
-            status.as_ref(),
-            at,
-        )));
-        self.revision += 1;
-        self.statuses.insert(
-            kind.clone(),
-            StatusEntry {
-                status,
-                at: at as f64,
-            },
-        );
-        let prefix = Arc::new(PrefixCell::new());
-        for other in self.order.clone() {
-            let Some(route) = self.peers.get(&other).map(|p| p.route.clone()) else {
-                continue;
-            };
-            let mut item = OutItem::new(
-                None,
-                msg_type::STATUS_UPDATE,
-                self.server.clone(),
-                other.clone(),
-                Some(data.clone()),
-            );
-            item.origin = Some(kind.clone());
-            item.prefix = Some(prefix.clone());
-            self.push_item(&route, &other, item);
-        }
+        self.store_status(kind, status, at);
     }
 
     /// Other hubs alive (`None` on a lone hub or while NATS is down).

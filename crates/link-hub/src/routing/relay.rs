@@ -87,6 +87,12 @@ impl Routing {
             let own = status.as_ref().map(|s| Arc::new(CanonicalData::new(s)));
             self.cluster_status(kind, at, own);
         }
+        self.store_status(kind, status, at);
+    }
+
+    /// Stores `kind`'s status (for later snapshots) and sends it to every
+    /// other peer on this hub, all sharing one data text and signed prefix.
+    pub(super) fn store_status(&mut self, kind: &Arc<str>, status: Option<Value>, at: u64) {
         let data = Arc::new(CanonicalData::new(&messages::status_fanout_value(
             kind,
             status.as_ref(),
