@@ -22,12 +22,10 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -70,7 +68,8 @@ impl Chromium {
             binary.display()
         );
         let profile = TempDir::new("chromium-profile");
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -89,32 +88,14 @@ impl Chromium {
             ])
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        let url = tokio::time::timeout(LAUNCH_WAIT, async {
-            while let Some(line) = lines.next_line().await.expect("chromium's stderr") {
-                if let Some(url) = line.trim().strip_prefix("DevTools listening on ") {
-                    return url.to_owned();
-                }
-                seen.push(line);
-            }
-            panic!(
-                "chromium exited without a DevTools address; its stderr:\n{}",
-                seen.join("\n")
-            );
+            .arg("about:blank");
+        let what = format!("chromium ({})", binary.display());
+        let (child, url) = crate::process::spawn_until(command, &what, LAUNCH_WAIT, |line| {
+            line.trim()
+                .strip_prefix("DevTools listening on ")
+                .map(str::to_owned)
         })
-        .await
-        .expect("chromium did not print its DevTools address");
-        // Keep draining stderr so that chromium never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .await;
         let ws = crate::connect(&url).await;
         let mut browser = Self {
             ws,

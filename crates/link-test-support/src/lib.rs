@@ -68,6 +68,7 @@ mod memory;
 mod nats;
 mod peer;
 pub mod ports;
+mod process;
 mod raw;
 mod scripted;
 mod server;

@@ -5,10 +5,8 @@
 //! store, as an operator's restart would.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::TempDir;
@@ -75,34 +73,18 @@ async fn spawn(store: &TempDir, port: Option<u16>) -> (Child, u16) {
         binary.display()
     );
     let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-    let mut child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    command
         .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-        .arg(store.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let port = tokio::time::timeout(START_WAIT, async {
-        while let Some(line) = lines.next_line().await.expect("nats-server's stderr") {
-            if let Some((_, addr)) = line.split_once("Listening for client connections on ") {
-                let port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
-                return port.expect("a port in the listening line");
-            }
-            seen.push(line);
-        }
-        panic!(
-            "nats-server exited before listening; its log:\n{}",
-            seen.join("\n")
-        );
+        .arg(store.path());
+    let what = format!("nats-server ({})", binary.display());
+    let (child, port) = crate::process::spawn_until(command, &what, START_WAIT, |line| {
+        let (_, addr) = line.split_once("Listening for client connections on ")?;
+        addr.trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
     })
-    .await
-    .expect("nats-server did not say it listens");
-    // Keep draining the log so that the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    .await;
     (child, port)
 }
