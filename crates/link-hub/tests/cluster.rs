@@ -19,16 +19,19 @@ use tokio::sync::broadcast;
 const SECRET: &str = "cluster-test-secret";
 const CLUSTER_SECRET: &str = "inter-hub-secret";
 
+/// Hubs find each other within a heartbeat; a hub is declared gone only
+/// after seconds of silence, so a busy test machine never flaps one (the
+/// tests that lose a hub stop it or NATS, which is seen at once).
+const HEARTBEAT: Duration = Duration::from_millis(200);
+const HUB_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn hub(nats: &NatsServer) -> TestHub {
     hub_with(nats, CLUSTER_SECRET).await
 }
 
 async fn hub_with(nats: &NatsServer, cluster_secret: &str) -> TestHub {
     let config = HubConfig::builder(Secret::shared(SECRET))
-        .cluster(
-            ClusterConfig::new(nats.url(), cluster_secret)
-                .heartbeat(Duration::from_millis(200), Duration::from_millis(1000)),
-        )
+        .cluster(ClusterConfig::new(nats.url(), cluster_secret).heartbeat(HEARTBEAT, HUB_TIMEOUT))
         .build()
         .unwrap();
     TestHub::builder(config).client_secret(SECRET).start().await
@@ -466,8 +469,7 @@ async fn per_peer_keys_work_across_hubs_and_never_cross_nats() {
     let per_kind = |i: usize| {
         let config = HubConfig::builder(Secret::per_kind([keys[i]]))
             .cluster(
-                ClusterConfig::new(nats.url(), CLUSTER_SECRET)
-                    .heartbeat(Duration::from_millis(200), Duration::from_millis(1000)),
+                ClusterConfig::new(nats.url(), CLUSTER_SECRET).heartbeat(HEARTBEAT, HUB_TIMEOUT),
             )
             .build()
             .unwrap();

@@ -75,8 +75,14 @@ pub(crate) struct ClusterView {
     /// RPCs from local callers waiting on another hub, by (caller, id):
     /// answered `RPC_TARGET_UNAVAILABLE` here if that hub goes first.
     calls: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    /// The hub each remote sender's last message came from (a fallback
+    /// while its lease has not reached this hub; capped).
+    senders: HashMap<Arc<str>, Arc<str>>,
     out: VecDeque<ClusterOut>,
 }
+
+/// Remote senders remembered at most (past it the memory starts again).
+const MAX_SENDERS: usize = 65_536;
 
 /// Cross-hub RPCs tracked at most; past it a call is not tracked (its
 /// caller's timeout still ends it).
@@ -90,15 +96,22 @@ impl ClusterView {
             remote: HashMap::new(),
             leases: HashMap::new(),
             calls: HashMap::new(),
+            senders: HashMap::new(),
             out: VecDeque::new(),
         }
     }
 
     /// The hub holding `kind`, when it is another one and alive.
     fn remote_route(&self, kind: &str) -> Option<(Route, Arc<str>)> {
-        let (k, peer) = self.remote.get_key_value(kind)?;
-        let hub = self.hubs.get(&peer.hub)?;
-        Some((hub.route.clone(), k.clone()))
+        if let Some((k, peer)) = self.remote.get_key_value(kind) {
+            let hub = self.hubs.get(&peer.hub)?;
+            return Some((hub.route.clone(), k.clone()));
+        }
+        // Not in the directory yet (its lease is still on its way): the hub
+        // its messages came from, so an answer to a peer that called at
+        // once after its hello is not lost.
+        let (k, hub) = self.senders.get_key_value(kind)?;
+        Some((self.hubs.get(hub)?.route.clone(), k.clone()))
     }
 
     /// Remote peers whose hub is alive, oldest first.
@@ -353,6 +366,7 @@ impl Routing {
         if c.hubs.remove(hub).is_none() {
             return;
         }
+        c.senders.retain(|_, h| h != hub);
         tracing::debug!(%hub, "cluster hub gone");
         let kinds = c.kinds_on(hub);
         self.fail_calls_to(hub);
@@ -593,6 +607,14 @@ impl Routing {
     }
 
     fn remote_deliver(&mut self, hub: &Arc<str>, item: OutItem) {
+        if let Some(c) = &mut self.cluster
+            && c.senders.get(&item.from) != Some(hub)
+        {
+            if c.senders.len() >= MAX_SENDERS {
+                c.senders.clear();
+            }
+            c.senders.insert(item.from.clone(), hub.clone());
+        }
         let Some(peer) = self.peers.get(&item.to) else {
             // Raced away (or never here): an RPC still gets its answer.
             if item.msg_type == msg_type::RPC_REQUEST

@@ -436,3 +436,45 @@ fn peer_lists_hold_this_hubs_peers_then_the_other_hubs_peers() {
         .collect();
     assert_eq!(lists.last().unwrap(), &["alpha"]);
 }
+
+#[test]
+fn an_answer_to_a_caller_whose_lease_is_not_here_yet_goes_to_its_hub() {
+    let (mut bus, _link, mut rx) = clustered();
+    bus.connect("beta");
+    bus.take("beta");
+    // Hub B is alive; alpha on hub B calls beta before its lease got here.
+    bus.cluster(ClusterIn::HubAlive {
+        hub: HUB_B.into(),
+        peers: 1,
+    });
+    let call = OutItem::new(
+        Some("call-1".into()),
+        msg_type::RPC_REQUEST,
+        "alpha".into(),
+        "beta".into(),
+        Some(Arc::new(CanonicalData::new(&json!({"rpcType": "x"})))),
+    );
+    bus.cluster(ClusterIn::Deliver {
+        hub: HUB_B.into(),
+        item: call,
+    });
+    assert_eq!(bus.take("beta").len(), 1);
+    let env = bus.envelope(
+        "beta",
+        msg_type::RPC_RESPONSE,
+        Some("alpha"),
+        json!({"ok": true, "result": 1}),
+    );
+    let env = {
+        let mut body = env.body().clone();
+        body.insert("id".into(), json!("call-1"));
+        Envelope::from_object(body).unwrap()
+    };
+    let now = bus.now();
+    let conn = bus.conns["beta"];
+    bus.table.handle_inbound(now, conn, "beta".into(), env);
+    assert_eq!(
+        outbound(&mut rx),
+        [r#"hub-b: rpc.response beta->alpha {"ok":true,"result":1}"#]
+    );
+}
