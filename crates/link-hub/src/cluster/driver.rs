@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use link_protocol::{CanonicalData, Hello, msg_type};
+use futures_util::stream::AbortHandle;
+use link_protocol::{CanonicalData, Hello};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{ClusterConfig, NatsAuth};
@@ -137,7 +138,11 @@ impl Subjects {
         format!("{}.hub.{hub}", self.prefix)
     }
     fn topic(&self, topic: &str) -> String {
-        format!("{}.t.{}", self.prefix, wire::hex(topic))
+        let mut subject = String::with_capacity(self.prefix.len() + 3 + 2 * topic.len());
+        subject.push_str(&self.prefix);
+        subject.push_str(".t.");
+        wire::push_hex(&mut subject, topic);
+        subject
     }
     fn heartbeat(&self) -> String {
         format!("{}.hb", self.prefix)
@@ -308,36 +313,20 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
         Outbound::Deliver { hub, item } => (
             subjects.hub(&hub),
             Op::Deliver {
-                id: item.id.as_deref().map(str::to_owned),
-                msg_type: item.msg_type.to_owned(),
-                from: item.from.to_string(),
-                to: item.to.to_string(),
+                id: item.id.clone(),
+                msg_type: item.msg_type,
+                from: Arc::clone(&item.from),
+                to: Arc::clone(&item.to),
             },
             item.data,
         ),
         Outbound::Publish { topic, from, data } => (
             subjects.topic(&topic),
-            Op::Publish {
-                topic,
-                from: from.to_string(),
-            },
+            Op::Publish { topic, from },
             Some(data),
         ),
-        Outbound::Release { kind } => (
-            subjects.heartbeat(),
-            Op::Release {
-                kind: kind.to_string(),
-            },
-            None,
-        ),
-        Outbound::Status { kind, at, data } => (
-            subjects.status(),
-            Op::Status {
-                kind: kind.to_string(),
-                at,
-            },
-            data,
-        ),
+        Outbound::Release { kind } => (subjects.heartbeat(), Op::Release { kind }, None),
+        Outbound::Status { kind, at, data } => (subjects.status(), Op::Status { kind, at }, data),
     }
 }
 
@@ -362,10 +351,12 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
     } = given;
     let mut opener = Opener::new(wire::key(&ctx.key), ctx.window_ms);
     let mut hubs = HubWatch::new(ctx.config.hub_timeout);
-    // The fixed subscriptions are read here directly (no hop for RPCs and
-    // direct messages); the topics' forwarders share one queue.
-    let (msgs_tx, mut msgs) = mpsc::channel::<async_nats::Message>(SUBSCRIPTION_CAPACITY);
+    // Every subscription is read here directly (no hop between async-nats
+    // and the table): the fixed ones, and one per topic this hub's peers
+    // hold (abortable: aborting ends the stream, SelectAll drops it, and
+    // dropping the subscriber unsubscribes).
     let mut fixed = futures_util::stream::SelectAll::new();
+    let mut by_topic = futures_util::stream::SelectAll::new();
     for subject in [
         ctx.subjects.hub(&ctx.link.hub),
         ctx.subjects.heartbeat(),
@@ -377,7 +368,7 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
             Err(e) => tracing::error!(%subject, error = %e, "cluster: cannot subscribe"),
         }
     }
-    let mut topics: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut topics: HashMap<String, AbortHandle> = HashMap::new();
     let mut expire = tokio::time::interval(ctx.config.heartbeat / 2);
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut epoch = 0u64;
@@ -386,7 +377,7 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
             Some(msg) = fixed.next() => {
                 on_message(&ctx, &client, &sealer, &mut opener, &mut hubs, msg).await;
             }
-            Some(msg) = msgs.recv() => {
+            Some(msg) = by_topic.next() => {
                 on_message(&ctx, &client, &sealer, &mut opener, &mut hubs, msg).await;
             }
             Some(query) = queries.recv() => {
@@ -399,13 +390,14 @@ async fn receiver(ctx: Ctx, client: async_nats::Client, sealer: Sealer, given: R
                     }
                     match client.subscribe(ctx.subjects.topic(&topic)).await {
                         Ok(sub) => {
-                            topics.insert(topic, tokio::spawn(forward(sub, msgs_tx.clone())));
+                            let (sub, handle) = futures_util::stream::abortable(sub);
+                            by_topic.push(sub);
+                            topics.insert(topic, handle);
                         }
                         Err(e) => tracing::warn!(%topic, error = %e, "cluster: cannot subscribe to a topic"),
                     }
-                } else if let Some(task) = topics.remove(&topic) {
-                    // Dropping the subscriber unsubscribes.
-                    task.abort();
+                } else if let Some(handle) = topics.remove(&topic) {
+                    handle.abort();
                 }
             }
             Some(event) = events.recv() => match event {
@@ -453,7 +445,7 @@ async fn on_message(
     match opener.open(msg.subject.as_str(), &msg.payload, wall_ms()) {
         Ok(opened) if opened.op == Op::TopicsQuery => {
             if let Some(reply) = msg.reply
-                && opened.hub != *ctx.link.hub
+                && *opened.hub != *ctx.link.hub
             {
                 let (ctx, client, sealer) = (ctx.clone(), client.clone(), sealer.clone());
                 tokio::spawn(answer_topics(ctx, client, sealer, reply.to_string()));
@@ -518,15 +510,6 @@ async fn ask_topics(ctx: Ctx, client: async_nats::Client, sealer: Sealer, query:
     let _ = query.answers.send(answers);
 }
 
-/// Moves one subscription's messages into the receiver's queue.
-async fn forward(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>) {
-    while let Some(msg) = sub.next().await {
-        if tx.send(msg).await.is_err() {
-            return;
-        }
-    }
-}
-
 fn change_input(change: HubChange) -> ClusterIn {
     match change {
         HubChange::Alive { hub, peers } => ClusterIn::HubAlive {
@@ -539,26 +522,19 @@ fn change_input(change: HubChange) -> ClusterIn {
 
 /// What an opened message means for the table.
 fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn> {
-    let hub: Arc<str> = opened.hub.as_str().into();
+    let hub = opened.hub;
     if hub == ctx.link.hub {
         return Vec::new(); // our own heartbeat, status or topic message
     }
     let data = opened.data.map(Arc::new);
     match opened.op {
         Op::Heartbeat { peers } => hubs
-            .heartbeat(Instant::now(), &opened.hub, peers)
+            .heartbeat(Instant::now(), &hub, peers)
             .map(change_input)
             .into_iter()
             .collect(),
-        Op::Bye => hubs
-            .bye(&opened.hub)
-            .map(change_input)
-            .into_iter()
-            .collect(),
-        Op::Release { kind } => vec![ClusterIn::Released {
-            hub,
-            kind: kind.into(),
-        }],
+        Op::Bye => hubs.bye(&hub).map(change_input).into_iter().collect(),
+        Op::Release { kind } => vec![ClusterIn::Released { hub, kind }],
         // Answered by the receiver itself; answers go to a query's inbox.
         Op::TopicsQuery | Op::Topics => Vec::new(),
         Op::Deliver {
@@ -567,38 +543,15 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             from,
             to,
         } => {
-            let Some(msg_type) = relayable(&msg_type) else {
-                return Vec::new();
-            };
-            let item = OutItem::new(id.map(Into::into), msg_type, from.into(), to.into(), data);
+            let item = OutItem::new(id, msg_type, from, to, data);
             vec![ClusterIn::Deliver { hub, item }]
         }
-        Op::Publish { topic, from } => vec![ClusterIn::Publish {
-            topic,
-            from: from.into(),
-            data,
-        }],
+        Op::Publish { topic, from } => vec![ClusterIn::Publish { topic, from, data }],
         Op::Status { kind, at } => {
             let status = data.and_then(|d| serde_json::from_str(d.as_str()).ok());
-            vec![ClusterIn::Status {
-                kind: kind.into(),
-                at,
-                status,
-            }]
+            vec![ClusterIn::Status { kind, at, status }]
         }
     }
-}
-
-/// The message types one hub relays to another's peer.
-fn relayable(t: &str) -> Option<&'static str> {
-    [
-        msg_type::RPC_REQUEST,
-        msg_type::RPC_RESPONSE,
-        msg_type::RPC_CANCEL,
-        msg_type::DIRECT,
-    ]
-    .into_iter()
-    .find(|known| *known == t)
 }
 
 // ----- leases ----------------------------------------------------------------

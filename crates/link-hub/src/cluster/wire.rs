@@ -20,11 +20,14 @@
 //! [`CanonicalData::new`] (or read it verbatim off a verified frame), and
 //! the receiving hub signs it as is for its recipient.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use link_protocol::CanonicalData;
+use link_protocol::{CanonicalData, msg_type};
 use ring::hmac;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// Bytes of the MAC that opens every message.
 pub(crate) const MAC_LEN: usize = 32;
@@ -41,7 +44,8 @@ pub(crate) enum WireError {
     /// The MAC does not verify under the cluster secret.
     #[error("bad MAC")]
     BadMac,
-    /// The header is not the JSON object this module writes.
+    /// The header is not the JSON object this module writes (or names a
+    /// message type hubs do not relay).
     #[error("malformed header")]
     Malformed,
     /// Outside the replay window.
@@ -72,20 +76,21 @@ pub(crate) enum Op {
     /// (a relayed RPC, response, cancel or direct message; an RPC error the
     /// hub made).
     Deliver {
-        id: Option<String>,
-        msg_type: String,
-        from: String,
-        to: String,
+        id: Option<Arc<str>>,
+        /// One of [`RELAYED`].
+        msg_type: &'static str,
+        from: Arc<str>,
+        to: Arc<str>,
     },
     /// A topic message from a peer of the sending hub.
-    Publish { topic: String, from: String },
+    Publish { topic: String, from: Arc<str> },
     /// A peer of the sending hub set its status (`data`: the status, absent
     /// for `null`) at `at` (hub wall ms).
-    Status { kind: String, at: u64 },
+    Status { kind: Arc<str>, at: u64 },
     /// The sending hub is alive and holds `peers` peers.
     Heartbeat { peers: u64 },
     /// The sending hub's peer `kind` left (its lease is handed back).
-    Release { kind: String },
+    Release { kind: Arc<str> },
     /// `link.topic.list` on the sending hub: every hub answers `Topics`.
     TopicsQuery,
     /// A hub's topics (`data`: `{topic: [kinds in subscription order]}`).
@@ -94,13 +99,138 @@ pub(crate) enum Op {
     Bye,
 }
 
+/// The message types one hub relays to another's peer.
+pub(crate) const RELAYED: [&str; 4] = [
+    msg_type::RPC_REQUEST,
+    msg_type::RPC_RESPONSE,
+    msg_type::RPC_CANCEL,
+    msg_type::DIRECT,
+];
+
+fn relayed(t: &str) -> Option<&'static str> {
+    RELAYED.into_iter().find(|known| *known == t)
+}
+
 /// An opened message.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Opened {
     /// The sending hub.
-    pub(crate) hub: String,
+    pub(crate) hub: Arc<str>,
     pub(crate) op: Op,
     pub(crate) data: Option<CanonicalData>,
+}
+
+/// The header as it is written and read: one flat object, the fields of
+/// every op optional (read borrowing from the message where no escape
+/// forces a copy; unknown fields are ignored, a repeated one is
+/// malformed).
+#[derive(Default, Serialize, Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    h: Cow<'a, str>,
+    s: u64,
+    t: u64,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    id: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "type",
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    msg_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    from: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peers: Option<u64>,
+}
+
+impl<'a> Header<'a> {
+    /// The header of `op`, sent by `hub` as its `seq`th message at `t`.
+    fn of(hub: &'a str, s: u64, t: u64, op: &'a Op) -> Self {
+        let text = |v: &'a str| Some(Cow::Borrowed(v));
+        let base = |op: &'static str| Header {
+            h: Cow::Borrowed(hub),
+            s,
+            t,
+            op: Cow::Borrowed(op),
+            ..Header::default()
+        };
+        match op {
+            Op::Deliver {
+                id,
+                msg_type,
+                from,
+                to,
+            } => Header {
+                id: id.as_deref().and_then(text),
+                msg_type: Some(Cow::Borrowed(msg_type)),
+                from: text(from),
+                to: text(to),
+                ..base("deliver")
+            },
+            Op::Publish { topic, from } => Header {
+                topic: text(topic),
+                from: text(from),
+                ..base("publish")
+            },
+            Op::Status { kind, at } => Header {
+                kind: text(kind),
+                at: Some(*at),
+                ..base("status")
+            },
+            Op::Heartbeat { peers } => Header {
+                peers: Some(*peers),
+                ..base("heartbeat")
+            },
+            Op::Release { kind } => Header {
+                kind: text(kind),
+                ..base("release")
+            },
+            Op::TopicsQuery => base("topics?"),
+            Op::Topics => base("topics"),
+            Op::Bye => base("bye"),
+        }
+    }
+
+    /// The op this header says (`None`: unknown, or a field missing).
+    fn op(&self) -> Option<Op> {
+        let text = |v: &Option<Cow<'_, str>>| v.as_deref().map(Arc::<str>::from);
+        Some(match &*self.op {
+            "deliver" => Op::Deliver {
+                id: text(&self.id),
+                msg_type: relayed(self.msg_type.as_deref()?)?,
+                from: text(&self.from)?,
+                to: text(&self.to)?,
+            },
+            "publish" => Op::Publish {
+                topic: self.topic.as_deref()?.to_owned(),
+                from: text(&self.from)?,
+            },
+            "status" => Op::Status {
+                kind: text(&self.kind)?,
+                at: self.at?,
+            },
+            "heartbeat" => Op::Heartbeat { peers: self.peers? },
+            "release" => Op::Release {
+                kind: text(&self.kind)?,
+            },
+            "topics?" => Op::TopicsQuery,
+            "topics" => Op::Topics,
+            "bye" => Op::Bye,
+            _ => return None,
+        })
+    }
 }
 
 fn mac(key: &hmac::Key, subject: &str, rest: &[u8]) -> hmac::Tag {
@@ -143,35 +273,14 @@ impl Sealer {
         data: Option<&CanonicalData>,
     ) -> Vec<u8> {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let mut header = Map::new();
-        header.insert("h".into(), self.hub.as_str().into());
-        header.insert("s".into(), seq.into());
-        header.insert("t".into(), now_ms.into());
-        let fields = match op {
-            Op::Deliver {
-                id,
-                msg_type,
-                from,
-                to,
-            } => json!({"op": "deliver", "id": id, "type": msg_type, "from": from, "to": to}),
-            Op::Publish { topic, from } => json!({"op": "publish", "topic": topic, "from": from}),
-            Op::Status { kind, at } => json!({"op": "status", "kind": kind, "at": at}),
-            Op::Heartbeat { peers } => json!({"op": "heartbeat", "peers": peers}),
-            Op::Release { kind } => json!({"op": "release", "kind": kind}),
-            Op::TopicsQuery => json!({"op": "topics?"}),
-            Op::Topics => json!({"op": "topics"}),
-            Op::Bye => json!({"op": "bye"}),
-        };
-        if let Value::Object(fields) = fields {
-            header.extend(fields);
-        }
-        let header = Value::Object(header).to_string();
         let data = data.map_or("", CanonicalData::as_str);
-        let header_len = u32::try_from(header.len()).unwrap_or(u32::MAX);
-        let mut out = Vec::with_capacity(MAC_LEN + 4 + header.len() + data.len());
-        out.extend_from_slice(&[0; MAC_LEN]);
-        out.extend_from_slice(&header_len.to_be_bytes());
-        out.extend_from_slice(header.as_bytes());
+        let mut out = Vec::with_capacity(MAC_LEN + 4 + 160 + data.len());
+        out.extend_from_slice(&[0; MAC_LEN + 4]);
+        // Writing into a Vec cannot fail, and the header holds only strings
+        // and integers.
+        let _ = serde_json::to_writer(&mut out, &Header::of(&self.hub, seq, now_ms, op));
+        let header_len = u32::try_from(out.len() - MAC_LEN - 4).unwrap_or(u32::MAX);
+        out[MAC_LEN..MAC_LEN + 4].copy_from_slice(&header_len.to_be_bytes());
         out.extend_from_slice(data.as_bytes());
         let tag = mac(&self.key, subject, &out[MAC_LEN..]);
         out[..MAC_LEN].copy_from_slice(tag.as_ref());
@@ -183,7 +292,7 @@ impl Sealer {
 pub(crate) struct Opener {
     key: hmac::Key,
     window_ms: u64,
-    seen: HashMap<String, SeqWindow>,
+    seen: HashMap<Arc<str>, SeqWindow>,
 }
 
 impl Opener {
@@ -217,52 +326,28 @@ impl Opener {
             return Err(WireError::Truncated);
         }
         let (header, data) = rest.split_at(len);
-        let Ok(Value::Object(h)) = serde_json::from_slice::<Value>(header) else {
-            return Err(WireError::Malformed);
-        };
-        let text = |name: &str| h.get(name).and_then(Value::as_str).map(str::to_owned);
-        let number = |name: &str| h.get(name).and_then(Value::as_u64);
-        let (Some(hub), Some(seq), Some(t), Some(op)) =
-            (text("h"), number("s"), number("t"), text("op"))
-        else {
-            return Err(WireError::Malformed);
-        };
-        if t.abs_diff(now_ms) > self.window_ms {
+        let header: Header<'_> =
+            serde_json::from_slice(header).map_err(|_| WireError::Malformed)?;
+        if header.t.abs_diff(now_ms) > self.window_ms {
             return Err(WireError::Stale);
         }
-        let op = match op.as_str() {
-            "deliver" => Op::Deliver {
-                id: text("id"),
-                msg_type: text("type").ok_or(WireError::Malformed)?,
-                from: text("from").ok_or(WireError::Malformed)?,
-                to: text("to").ok_or(WireError::Malformed)?,
-            },
-            "publish" => Op::Publish {
-                topic: text("topic").ok_or(WireError::Malformed)?,
-                from: text("from").ok_or(WireError::Malformed)?,
-            },
-            "status" => Op::Status {
-                kind: text("kind").ok_or(WireError::Malformed)?,
-                at: number("at").ok_or(WireError::Malformed)?,
-            },
-            "heartbeat" => Op::Heartbeat {
-                peers: number("peers").ok_or(WireError::Malformed)?,
-            },
-            "release" => Op::Release {
-                kind: text("kind").ok_or(WireError::Malformed)?,
-            },
-            "topics?" => Op::TopicsQuery,
-            "topics" => Op::Topics,
-            "bye" => Op::Bye,
-            _ => return Err(WireError::Malformed),
-        };
+        let op = header.op().ok_or(WireError::Malformed)?;
         let data = match std::str::from_utf8(data) {
             Ok("") => None,
             Ok(text) => Some(CanonicalData::assume_canonical(text.to_owned())),
             Err(_) => return Err(WireError::Malformed),
         };
         // Last: only an authentic, well-formed message takes a slot.
-        if !self.seen.entry(hub.clone()).or_default().admit(seq) {
+        let hub = match self.seen.get_key_value(&*header.h) {
+            Some((hub, _)) => Arc::clone(hub),
+            None => Arc::from(&*header.h),
+        };
+        if !self
+            .seen
+            .entry(Arc::clone(&hub))
+            .or_default()
+            .admit(header.s)
+        {
             return Err(WireError::Replayed);
         }
         Ok(Opened { hub, op, data })
@@ -366,12 +451,18 @@ pub(crate) fn open_lease(
 /// `text` as lowercase hex: a NATS subject token or KV key for any kind or
 /// topic name (both allow characters those do not).
 pub(crate) fn hex(text: &str) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(text.len() * 2);
-    for b in text.bytes() {
-        let _ = write!(out, "{b:02x}");
-    }
+    push_hex(&mut out, text);
     out
+}
+
+/// Appends `text` as lowercase hex to `out`.
+pub(crate) fn push_hex(out: &mut String, text: &str) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in text.bytes() {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// The sequence numbers seen from one hub: the highest and a bitmap of the
@@ -435,7 +526,7 @@ mod tests {
     fn deliver() -> Op {
         Op::Deliver {
             id: Some("m1".into()),
-            msg_type: "direct".into(),
+            msg_type: "direct",
             from: "alpha".into(),
             to: "beta".into(),
         }
@@ -447,7 +538,7 @@ mod tests {
         let data = CanonicalData::new(&json!({"directType": "ping", "directData": [1, "é"]}));
         let bytes = sealer.seal("link.c.hub.b", NOW, &deliver(), Some(&data));
         let opened = opener.open("link.c.hub.b", &bytes, NOW + 5).unwrap();
-        assert_eq!(opened.hub, "hub-a");
+        assert_eq!(&*opened.hub, "hub-a");
         assert_eq!(opened.op, deliver());
         assert_eq!(
             opened.data.as_ref().map(CanonicalData::as_str),
@@ -531,7 +622,7 @@ mod tests {
             deliver(),
             Op::Deliver {
                 id: None,
-                msg_type: "rpc.cancel".into(),
+                msg_type: "rpc.cancel",
                 from: "a".into(),
                 to: "b".into(),
             },
@@ -554,6 +645,56 @@ mod tests {
         for op in ops {
             let bytes = sealer.seal("s", NOW, &op, None);
             assert_eq!(opener.open("s", &bytes, NOW).unwrap().op, op);
+        }
+    }
+
+    /// A message with `header` (the JSON text) as an authentic hub would
+    /// seal it.
+    fn sealed_header(header: &str) -> Vec<u8> {
+        let mut rest = u32::try_from(header.len()).unwrap().to_be_bytes().to_vec();
+        rest.extend_from_slice(header.as_bytes());
+        let mut out = mac(&key(b"cluster-secret"), "s", &rest).as_ref().to_vec();
+        out.extend_from_slice(&rest);
+        out
+    }
+
+    #[test]
+    fn a_header_reads_in_any_field_order_and_a_bad_one_is_malformed() {
+        let (_, mut opener) = pair();
+        let t = NOW;
+        // Fields in another order, escapes, an explicit null id, an unknown
+        // field: all read.
+        let bytes = sealed_header(&format!(
+            r#"{{"to":"b\u0065ta","id":null,"op":"deliver","from":"alpha","type":"direct","t":{t},"s":1,"h":"hub-x","new":1}}"#
+        ));
+        let opened = opener.open("s", &bytes, NOW).unwrap();
+        assert_eq!(&*opened.hub, "hub-x");
+        assert_eq!(
+            opened.op,
+            Op::Deliver {
+                id: None,
+                msg_type: "direct",
+                from: "alpha".into(),
+                to: "beta".into(),
+            }
+        );
+        for bad in [
+            // A type hubs never relay.
+            format!(
+                r#"{{"h":"x","s":2,"t":{t},"op":"deliver","type":"hello","from":"a","to":"b"}}"#
+            ),
+            // An op without its fields, an unknown op, a repeated field.
+            format!(r#"{{"h":"x","s":3,"t":{t},"op":"publish","from":"a"}}"#),
+            format!(r#"{{"h":"x","s":4,"t":{t},"op":"shout"}}"#),
+            format!(r#"{{"h":"x","s":5,"s":6,"t":{t},"op":"bye"}}"#),
+            format!(r#"{{"h":"x","s":"7","t":{t},"op":"bye"}}"#),
+            "[1]".to_owned(),
+        ] {
+            assert_eq!(
+                opener.open("s", &sealed_header(&bad), NOW),
+                Err(WireError::Malformed),
+                "{bad}"
+            );
         }
     }
 
