@@ -257,7 +257,19 @@ async fn run(
         outbound,
         stop.clone(),
     ));
-    tokio::spawn(leases_task(ctx.clone(), client.clone(), leases, resync_rx));
+    let announce = Announce {
+        key: wire::key(&ctx.key),
+        client: client.clone(),
+        sealer: sealer.clone(),
+        subject: ctx.subjects.heartbeat(),
+    };
+    tokio::spawn(leases_task(
+        ctx.clone(),
+        client.clone(),
+        announce,
+        leases,
+        resync_rx,
+    ));
     let inputs = ReceiverInputs {
         interest,
         queries,
@@ -535,6 +547,20 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             .collect(),
         Op::Bye => hubs.bye(&hub).map(change_input).into_iter().collect(),
         Op::Release { kind } => vec![ClusterIn::Released { hub, kind }],
+        Op::Lease { kind, rev } => {
+            let max_age_ms = u64::try_from(ctx.config.lease_age.as_millis()).unwrap_or(u64::MAX);
+            let lease = data
+                .as_deref()
+                .map(|d| wire::read_lease(d.as_str().as_bytes(), wall_ms(), max_age_ms));
+            // The announcement is the sending hub's own word about its own
+            // peer: a lease naming another hub or kind is not one.
+            match lease {
+                Some(Ok(lease)) if *lease.hub == *hub && *lease.kind == *kind => {
+                    lease_in(kind, rev, lease).into_iter().collect()
+                }
+                _ => Vec::new(),
+            }
+        }
         // Answered by the receiver itself; answers go to a query's inbox.
         Op::TopicsQuery | Op::Topics => Vec::new(),
         Op::Deliver {
@@ -563,9 +589,34 @@ struct Held {
     lease: LeaseValue,
 }
 
+/// Seals leases (`key`) and tells the other hubs of a claim as soon as it
+/// is written.
+struct Announce {
+    key: ring::hmac::Key,
+    client: async_nats::Client,
+    sealer: Sealer,
+    subject: String,
+}
+
+impl Announce {
+    async fn lease(&self, kind: &Arc<str>, rev: u64, lease: &LeaseValue) {
+        let data = CanonicalData::new(&wire::lease_json(lease));
+        let op = Op::Lease {
+            kind: Arc::clone(kind),
+            rev,
+        };
+        let bytes = self.sealer.seal(&self.subject, wall_ms(), &op, Some(&data));
+        let _ = self
+            .client
+            .publish(self.subject.clone(), Bytes::from(bytes))
+            .await;
+    }
+}
+
 async fn leases_task(
     ctx: Ctx,
     client: async_nats::Client,
+    announce: Announce,
     mut cmds: mpsc::UnboundedReceiver<LeaseCmd>,
     mut resync: watch::Receiver<u64>,
 ) {
@@ -586,7 +637,7 @@ async fn leases_task(
             if let Some(s) = &store {
                 watch = s.watch_with_history(">").await.ok();
                 for cmd in std::mem::take(&mut waiting) {
-                    lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                    lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
                 }
             }
         }
@@ -596,7 +647,7 @@ async fn leases_task(
                 match &store {
                     Some(s) => {
                         let stop = matches!(cmd, LeaseCmd::Stop(_));
-                        lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                        lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
                         if stop {
                             return;
                         }
@@ -629,7 +680,7 @@ async fn leases_task(
             },
             _ = refresh.tick() => {
                 if let Some(s) = &store {
-                    refresh_all(&ctx, s, &key, &mut held).await;
+                    refresh_all(&ctx, s, &announce, &mut held).await;
                 }
             }
             changed = resync.changed() => {
@@ -644,10 +695,10 @@ async fn leases_task(
                     watch = s.watch_with_history(">").await.ok();
                     let again: Vec<(Arc<str>, Held)> = held.drain().collect();
                     for (kind, h) in again {
-                        claim(&ctx, s, &key, &mut held, kind, h.conn, h.lease).await;
+                        claim(&ctx, s, &announce, &mut held, kind, h.conn, h.lease).await;
                     }
                     for cmd in std::mem::take(&mut waiting) {
-                        lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                        lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
                     }
                 }
             }
@@ -706,7 +757,7 @@ async fn open_bucket(js: &jetstream::Context, bucket: &str, age: Duration) -> Op
 async fn lease_cmd(
     ctx: &Ctx,
     store: &kv::Store,
-    key: &ring::hmac::Key,
+    announce: &Announce,
     held: &mut HashMap<Arc<str>, Held>,
     cmd: LeaseCmd,
 ) {
@@ -726,7 +777,7 @@ async fn lease_cmd(
                 hello_id: hello_id.map(|(id, ts)| (id.to_string(), ts)),
                 t: wall_ms(),
             };
-            claim(ctx, store, key, held, kind, conn, lease).await;
+            claim(ctx, store, announce, held, kind, conn, lease).await;
         }
         LeaseCmd::Release { kind } => {
             if let Some(h) = held.remove(&kind) {
@@ -752,12 +803,13 @@ async fn lease_cmd(
 async fn claim(
     ctx: &Ctx,
     store: &kv::Store,
-    key: &ring::hmac::Key,
+    announce: &Announce,
     held: &mut HashMap<Arc<str>, Held>,
     kind: Arc<str>,
     conn: ConnId,
     mut lease: LeaseValue,
 ) {
+    let key = &announce.key;
     let kv_key = wire::hex(&kind);
     let mut rev = None;
     for _ in 0..CLAIM_TRIES {
@@ -798,6 +850,7 @@ async fn claim(
     }
     tracing::debug!(%kind, ?rev, "cluster: claim");
     if let Some(rev) = rev {
+        announce.lease(&kind, rev, &lease).await;
         held.insert(kind.clone(), Held { conn, rev, lease });
     }
     ctx.tell(ClusterIn::Claimed { kind, conn, rev }).await;
@@ -807,9 +860,10 @@ async fn claim(
 async fn refresh_all(
     ctx: &Ctx,
     store: &kv::Store,
-    key: &ring::hmac::Key,
+    announce: &Announce,
     held: &mut HashMap<Arc<str>, Held>,
 ) {
+    let key = &announce.key;
     let kinds: Vec<Arc<str>> = held.keys().cloned().collect();
     for kind in kinds {
         let Some(h) = held.get_mut(&kind) else {
@@ -836,7 +890,7 @@ async fn refresh_all(
                     // Someone without the cluster secret wrote the key: it
                     // proves nothing; the lease is taken back.
                     tracing::warn!(%kind, "cluster: a lease overwritten without the cluster secret; taking it back");
-                    claim(ctx, store, key, held, kind, h.conn, h.lease).await;
+                    claim(ctx, store, announce, held, kind, h.conn, h.lease).await;
                 }
             }
             Err(e) => tracing::debug!(%kind, error = %e, "cluster: lease refresh failed"),
@@ -868,21 +922,26 @@ fn lease_input(key: &ring::hmac::Key, entry: kv::Entry, max_age_ms: u64) -> Opti
             if lease.kind != kind {
                 return None;
             }
-            let hello = Hello::sanitize(Some(&lease.hello)).ok()?;
-            Some(ClusterIn::Lease {
-                kind: kind.into(),
-                hub: lease.hub.into(),
-                rev: entry.revision,
-                hello,
-                connected_at: lease.connected_at,
-                hello_id: lease.hello_id.map(|(id, ts)| (id.into(), ts)),
-            })
+            lease_in(kind.into(), entry.revision, lease)
         }
         kv::Operation::Delete | kv::Operation::Purge => Some(ClusterIn::LeaseGone {
             kind: kind.into(),
             rev: entry.revision,
         }),
     }
+}
+
+/// The table's input for a lease at `rev` (from the watch or announced).
+fn lease_in(kind: Arc<str>, rev: u64, lease: LeaseValue) -> Option<ClusterIn> {
+    let hello = Hello::sanitize(Some(&lease.hello)).ok()?;
+    Some(ClusterIn::Lease {
+        kind,
+        hub: lease.hub.into(),
+        rev,
+        hello,
+        connected_at: lease.connected_at,
+        hello_id: lease.hello_id.map(|(id, ts)| (id.into(), ts)),
+    })
 }
 
 fn unhex(text: &str) -> Option<String> {

@@ -91,6 +91,12 @@ pub(crate) enum Op {
     Heartbeat { peers: u64 },
     /// The sending hub's peer `kind` left (its lease is handed back).
     Release { kind: Arc<str> },
+    /// The sending hub's peer took `kind`'s lease at revision `rev`
+    /// (`data`: the lease's JSON, as stored): sent once the claim is
+    /// written, so the other hubs route to the peer at once instead of
+    /// when their watch of the bucket delivers the entry (the watch stays
+    /// the directory; a revision seen twice counts once).
+    Lease { kind: Arc<str>, rev: u64 },
     /// `link.topic.list` on the sending hub: every hub answers `Topics`.
     TopicsQuery,
     /// A hub's topics (`data`: `{topic: [kinds in subscription order]}`).
@@ -153,6 +159,8 @@ struct Header<'a> {
     at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rev: Option<u64>,
 }
 
 impl<'a> Header<'a> {
@@ -197,6 +205,11 @@ impl<'a> Header<'a> {
                 kind: text(kind),
                 ..base("release")
             },
+            Op::Lease { kind, rev } => Header {
+                kind: text(kind),
+                rev: Some(*rev),
+                ..base("lease")
+            },
             Op::TopicsQuery => base("topics?"),
             Op::Topics => base("topics"),
             Op::Bye => base("bye"),
@@ -224,6 +237,10 @@ impl<'a> Header<'a> {
             "heartbeat" => Op::Heartbeat { peers: self.peers? },
             "release" => Op::Release {
                 kind: text(&self.kind)?,
+            },
+            "lease" => Op::Lease {
+                kind: text(&self.kind)?,
+                rev: self.rev?,
             },
             "topics?" => Op::TopicsQuery,
             "topics" => Op::Topics,
@@ -385,9 +402,10 @@ fn lease_mac(key: &hmac::Key, kv_key: &str, json: &[u8]) -> hmac::Tag {
     ctx.sign()
 }
 
-/// The bytes to store under `kv_key`.
-pub(crate) fn seal_lease(key: &hmac::Key, kv_key: &str, lease: &LeaseValue) -> Vec<u8> {
-    let json = json!({
+/// A lease's JSON (what is stored after the MAC, and what a lease
+/// announcement carries).
+pub(crate) fn lease_json(lease: &LeaseValue) -> Value {
+    json!({
         "hub": lease.hub,
         "kind": lease.kind,
         "hello": lease.hello,
@@ -396,7 +414,11 @@ pub(crate) fn seal_lease(key: &hmac::Key, kv_key: &str, lease: &LeaseValue) -> V
         "helloTs": lease.hello_id.as_ref().map(|(_, ts)| ts),
         "t": lease.t,
     })
-    .to_string();
+}
+
+/// The bytes to store under `kv_key`.
+pub(crate) fn seal_lease(key: &hmac::Key, kv_key: &str, lease: &LeaseValue) -> Vec<u8> {
+    let json = lease_json(lease).to_string();
     let mut out = Vec::with_capacity(MAC_LEN + json.len());
     out.extend_from_slice(lease_mac(key, kv_key, json.as_bytes()).as_ref());
     out.extend_from_slice(json.as_bytes());
@@ -418,6 +440,17 @@ pub(crate) fn open_lease(
     if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_ref(), &tag[..])) {
         return Err(WireError::BadMac);
     }
+    read_lease(json, now_ms, max_age_ms)
+}
+
+/// Reads a lease's JSON (authenticated by the caller: a bucket value's MAC
+/// or an announcement's); refuses one written more than `max_age_ms` from
+/// now.
+pub(crate) fn read_lease(
+    json: &[u8],
+    now_ms: u64,
+    max_age_ms: u64,
+) -> Result<LeaseValue, WireError> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(json) else {
         return Err(WireError::Malformed);
     };
@@ -637,6 +670,10 @@ mod tests {
             Op::Heartbeat { peers: 7 },
             Op::Release {
                 kind: "alpha".into(),
+            },
+            Op::Lease {
+                kind: "alpha".into(),
+                rev: 42,
             },
             Op::TopicsQuery,
             Op::Topics,
