@@ -60,16 +60,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use link_hub::{Acl, ClusterConfig, HubConfig, HubConfigBuilder, HubEvent, Secret, Verdict};
+use link_hub::{Acl, HubConfig, HubConfigBuilder, HubEvent, Secret, Verdict};
 use link_protocol::{Envelope, envelope};
-use link_test_support::{
-    NatsServer, Raw, TestHub, WAIT, finish, fresh_id, key, next_event, wall_ms,
-};
+use link_test_support::{Raw, TestBus, TestHub, WAIT, finish, fresh_id, key, next_event, wall_ms};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
@@ -497,48 +495,11 @@ async fn per_peer_key_steps_14_and_15_match_the_reference() {
 
 // ----- the same replays with the peers spread over a cluster ---------------
 
-const CLUSTER_SECRET: &str = "inter-hub-secret";
-
-/// Starts one clustered hub per config on `nats` and waits until each has
-/// seen every other one up. Returns the hubs and their event receivers
-/// (subscribed before each hub started).
-async fn cluster(
-    nats: &NatsServer,
-    configs: Vec<HubConfigBuilder>,
-) -> (Vec<TestHub>, Vec<broadcast::Receiver<Arc<HubEvent>>>) {
-    let n = configs.len();
-    let mut hubs = Vec::new();
-    let mut events = Vec::new();
-    for config in configs {
-        // A hub is declared gone only after seconds of silence, so a busy
-        // machine never flaps one mid-replay.
-        let cluster = ClusterConfig::new(nats.url(), CLUSTER_SECRET)
-            .heartbeat(Duration::from_millis(200), Duration::from_secs(5));
-        let config = config.cluster(cluster).build().unwrap();
-        let (hub, rx) = TestHub::builder(config).start_with_events().await;
-        hubs.push(hub);
-        events.push(rx);
-    }
-    for rx in &mut events {
-        let mut up = HashSet::new();
-        while up.len() < n - 1 {
-            let e = next_event(rx, |e| matches!(e, HubEvent::ClusterHub { up: true, .. })).await;
-            if let HubEvent::ClusterHub { hub, .. } = &*e {
-                up.insert(hub.clone());
-            }
-        }
-    }
-    (hubs, events)
-}
-
 #[tokio::test]
 async fn shared_secret_steps_1_to_12_match_the_reference_over_three_hubs() {
-    let nats = NatsServer::start().await;
-    let (hubs, events) = cluster(
-        &nats,
-        vec![reference_hub(), reference_hub(), reference_hub()],
-    )
-    .await;
+    let (hubs, events, _nats) = TestBus::start(3, |_| reference_hub(), None)
+        .await
+        .into_parts();
     // alpha on hub 0, beta on hub 1, the beta that displaces it on hub 2.
     let dial: Dial = |c| match (c.from.as_str(), c.step_no()) {
         ("alpha", _) => 0,
@@ -585,16 +546,12 @@ async fn shared_secret_steps_1_to_12_match_the_reference_over_three_hubs() {
 
 #[tokio::test]
 async fn per_peer_key_steps_14_and_15_match_the_reference_over_two_hubs() {
-    let nats = NatsServer::start().await;
     // Each hub knows only its own peer's key: no key crosses NATS.
-    let (hubs, events) = cluster(
-        &nats,
-        vec![
-            HubConfig::builder(Secret::per_kind([("alpha", "key-alpha")])),
-            HubConfig::builder(Secret::per_kind([("beta", "key-beta")])),
-        ],
-    )
-    .await;
+    let keys = [("alpha", "key-alpha"), ("beta", "key-beta")];
+    let (hubs, events, _nats) =
+        TestBus::start(2, |i| HubConfig::builder(Secret::per_kind([keys[i]])), None)
+            .await
+            .into_parts();
     let dial: Dial = |c| usize::from(c.from == "beta");
     Replay::on(&hubs, dial, events, &["key-alpha", "key-beta"])
         .run(&per_peer_key_frames())
