@@ -171,3 +171,46 @@ pub async fn assert_nothing_from(from: &mut Peer, to: &mut Peer) {
         .collect();
     assert!(got.is_empty(), "{to_kind} got {got:?} before the marker");
 }
+
+/// Publishes probes on `topic` from `publisher` until every one of
+/// `subscribers` has received one, then an end probe that each reads up to
+/// (a topic's messages from one sender arrive in order), so that none is
+/// left. On one hub the first probe arrives at once; across hubs a hub
+/// subscribes on NATS when its first peer subscribes, and no event says
+/// when that is in place: this waits for it, polling every 20 ms.
+pub async fn topic_reaches(publisher: &mut Peer, topic: &str, subscribers: &mut [&mut Peer]) {
+    let probe = fresh_id("probe");
+    let is_probe = |e: &link_protocol::Envelope| {
+        e.data().and_then(|d| d["payload"]["probe"].as_str()) == Some(probe.as_str())
+    };
+    let deadline = tokio::time::Instant::now() + crate::WAIT;
+    let mut got = vec![false; subscribers.len()];
+    while got.iter().any(|g| !g) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probes on {topic} never reached every subscriber"
+        );
+        let data = json!({"topic": topic, "payload": {"probe": probe.as_str()}});
+        publisher.send("topic.message", None, Some(data)).await;
+        for (i, sub) in subscribers.iter_mut().enumerate() {
+            if !got[i]
+                && let Ok(m) =
+                    tokio::time::timeout(Duration::from_millis(20), sub.recv("topic.message")).await
+            {
+                assert!(is_probe(&m), "{}: not a probe: {m:?}", sub.kind);
+                got[i] = true;
+            }
+        }
+    }
+    let data = json!({"topic": topic, "payload": {"probe": probe.as_str(), "end": true}});
+    publisher.send("topic.message", None, Some(data)).await;
+    for sub in subscribers.iter_mut() {
+        loop {
+            let m = sub.recv("topic.message").await;
+            assert!(is_probe(&m), "{}: not a probe: {m:?}", sub.kind);
+            if m.data().is_some_and(|d| d["payload"]["end"] == true) {
+                break;
+            }
+        }
+    }
+}

@@ -80,7 +80,7 @@ mod wait;
 mod ws;
 
 pub use browser::{CHROMIUM_ENV, Chromium, DEFAULT_CHROMIUM};
-pub use bus::{CLUSTER_SECRET, TestBus, assert_nothing_from};
+pub use bus::{CLUSTER_SECRET, TestBus, assert_nothing_from, topic_reaches};
 pub use cli::{CliHub, Done, LinkCli, PROCESS_WAIT, finish as finish_cli};
 pub use clients::{ready, started};
 pub use frames::{
