@@ -2,21 +2,49 @@
 //! re-signing, trusted `from`, fresh vs preserved ids): status fan-out and
 //! snapshots, peers.update, RPC request/response relay, topics, direct,
 //! disconnect bookkeeping, per-recipient keys.
+//!
+//! The RPC relay, topic and direct scenarios run twice: on one hub, and
+//! with their peers on different hubs of a cluster over a real
+//! nats-server ([`TestBus`]; alpha, beta, gamma on hubs 0, 1, 2). The
+//! frames peers get are the same; what differs is said where it is
+//! asserted: a hub's events are about its own peers' frames (a
+//! `topic.publish` event counts the publisher's hub's subscribers), and
+//! `link.topic.list` lists the answering hub's subscribers first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
 
 use futures_util::SinkExt;
 use link_hub::{HubConfig, HubEvent, Secret};
 use link_protocol::DropReason;
 use link_test_support::{
-    Peer, TestHub, drain_events, key, next_event, parse, peer_kinds, protocol_error, wall_ms,
+    Peer, TestBus, TestHub, assert_nothing_from, drain_events, key, next_event, parse, peer_kinds,
+    protocol_error, topic_reaches, wall_ms,
 };
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const S: &str = "demo-secret";
+
+/// A bus of `hubs` hubs with the shared secret.
+async fn bus(hubs: usize) -> TestBus {
+    TestBus::start(hubs, |_| HubConfig::builder(Secret::shared(S)), None).await
+}
+
+/// alpha, beta, gamma on hubs 0, 1, 2 (of the bus: on one hub, all on
+/// it), each having seen the others join.
+async fn three_on(bus: &mut TestBus) -> (Peer, Peer, Peer) {
+    let mut a = bus.peer("alpha", S, 0).await;
+    let mut b = bus.peer("beta", S, 1).await;
+    let c = bus.peer("gamma", S, 2).await;
+    a.peers_update_with("gamma").await;
+    b.peers_update_with("gamma").await;
+    (a, b, c)
+}
 
 /// alpha, beta, gamma, each having seen the others join.
 async fn three(hub: &TestHub) -> (Peer, Peer, Peer) {
@@ -115,10 +143,22 @@ async fn peers_update_reaches_every_peer_including_the_newcomer() {
 
 #[tokio::test]
 async fn rpc_relay_keeps_the_id_rebuilds_the_data_and_relays_responses_verbatim() {
-    let hub = TestHub::shared(S).await;
-    let mut rx = hub.hub.events();
-    let mut alpha = hub.peer("alpha", S).await;
-    let mut beta = hub.peer("beta", S).await;
+    rpc_relay(1).await;
+}
+
+#[tokio::test]
+async fn rpc_relay_across_hubs_keeps_the_id_rebuilds_the_data_and_relays_responses_verbatim() {
+    rpc_relay(2).await;
+}
+
+/// alpha on hub 0, beta on hub 1: `rpc.forwarded` is alpha's hub's event,
+/// `rpc.response.forwarded` beta's.
+async fn rpc_relay(hubs: usize) {
+    let mut bus = bus(hubs).await;
+    let mut rx = bus.hub(0).hub.events();
+    let mut beta_rx = bus.hub(1).hub.events();
+    let mut alpha = bus.peer("alpha", S, 0).await;
+    let mut beta = bus.peer("beta", S, 1).await;
 
     let id = alpha
         .send(
@@ -180,7 +220,7 @@ async fn rpc_relay_keeps_the_id_rebuilds_the_data_and_relays_responses_verbatim(
         let r = alpha.recv("rpc.response").await;
         assert_eq!((r.id(), r.from()), (id.as_str(), Some("beta")));
         assert_eq!(r.data().unwrap(), &data);
-        let e = next_event(&mut rx, |e| {
+        let e = next_event(&mut beta_rx, |e| {
             matches!(e, HubEvent::RpcResponseForwarded { .. })
         })
         .await;
@@ -249,29 +289,43 @@ async fn rpc_responses_to_nobody_are_dropped_and_responders_are_not_checked() {
 
 #[tokio::test]
 async fn topics_subscribe_publish_and_unsubscribe() {
-    let hub = TestHub::shared(S).await;
-    let mut rx = hub.hub.events();
-    let (mut alpha, mut beta, mut gamma) = three(&hub).await;
+    topics(1).await;
+}
+
+#[tokio::test]
+async fn topics_across_three_hubs_subscribe_publish_and_unsubscribe() {
+    topics(3).await;
+}
+
+/// alpha, beta, gamma on hubs 0, 1, 2. Each hub's events are about its own
+/// peers' frames; a `topic.publish` event counts the publisher's hub's
+/// subscribers (on three hubs: none).
+async fn topics(hubs: usize) {
+    let mut bus = bus(hubs).await;
+    let mut rx: Vec<_> = bus.hubs().iter().map(|h| h.hub.events()).collect();
+    let n = rx.len();
+    let (mut alpha, mut beta, mut gamma) = three_on(&mut bus).await;
+    let subscribed = |rx: &mut broadcast::Receiver<Arc<HubEvent>>| -> Vec<(String, String)> {
+        drain_events(rx)
+            .into_iter()
+            .filter_map(|e| match &*e {
+                HubEvent::TopicSubscribe { kind, topic } => Some((kind.clone(), topic.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // An event only for a new subscription, in order.
     beta.subscribe("news").await;
     beta.subscribe("news").await;
+    assert_eq!(subscribed(&mut rx[1 % n]), [("beta".into(), "news".into())]);
     gamma.subscribe("news").await;
-    alpha.subscribe("news").await; // the publisher is a subscriber too
-    let subs: Vec<_> = drain_events(&mut rx)
-        .into_iter()
-        .filter_map(|e| match &*e {
-            HubEvent::TopicSubscribe { kind, topic } => Some((kind.clone(), topic.clone())),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        subs,
-        [
-            ("beta".to_owned(), "news".to_owned()),
-            ("gamma".into(), "news".into()),
-            ("alpha".into(), "news".into())
-        ],
-        "an event only for a new subscription"
+        subscribed(&mut rx[2 % n]),
+        [("gamma".into(), "news".into())]
     );
+    alpha.subscribe("news").await; // the publisher is a subscriber too
+    assert_eq!(subscribed(&mut rx[0]), [("alpha".into(), "news".into())]);
+    topic_reaches(&mut alpha, "news", &mut [&mut beta, &mut gamma]).await;
 
     let payload = json!({"headline": "hi", "at": 1});
     let pub_id = alpha
@@ -295,15 +349,20 @@ async fn topics_subscribe_publish_and_unsubscribe() {
     assert_ne!(g.id(), pub_id);
     assert_ne!(b.id(), g.id());
     alpha.assert_quiet().await; // no self-delivery, no ack
-    let e = next_event(&mut rx, |e| matches!(e, HubEvent::TopicPublish { .. })).await;
+    let e = next_event(
+        &mut rx[0],
+        |e| matches!(e, HubEvent::TopicPublish { payload: p, .. } if p.as_ref() == Some(&payload)),
+    )
+    .await;
+    let local = if n == 1 { 2 } else { 0 };
     assert_eq!(
         *e,
         HubEvent::TopicPublish {
             from: "alpha".into(),
             topic: "news".into(),
             payload: Some(payload.clone()),
-            subscriber_count: 2,
-            delivered: 2
+            subscriber_count: local,
+            delivered: local
         }
     );
     // Without payload: none is invented.
@@ -324,7 +383,7 @@ async fn topics_subscribe_publish_and_unsubscribe() {
         )
         .await;
     let e = next_event(
-        &mut rx,
+        &mut rx[0],
         |e| matches!(e, HubEvent::TopicPublish { topic, .. } if topic == "void"),
     )
     .await;
@@ -343,7 +402,7 @@ async fn topics_subscribe_publish_and_unsubscribe() {
     beta.send("topic.unsubscribe", None, Some(json!({"topic": "news"})))
         .await;
     beta.barrier().await;
-    let unsubs = drain_events(&mut rx)
+    let unsubs = drain_events(&mut rx[1 % n])
         .into_iter()
         .filter(|e| matches!(&**e, HubEvent::TopicUnsubscribe { kind, topic } if kind == "beta" && topic == "news"))
         .count();
@@ -359,13 +418,22 @@ async fn topics_subscribe_publish_and_unsubscribe() {
         gamma.recv("topic.message").await.data().unwrap()["payload"],
         2
     );
-    beta.assert_quiet().await;
+    // beta's hub dropped its subscription before alpha published (beta's
+    // barrier): nothing can reach beta; the marker bounds the wait.
+    assert_nothing_from(&mut alpha, &mut beta).await;
+    // In subscription order on one hub; across hubs the answering hub's
+    // subscribers come first (docs/cluster.md, What differs from one hub).
     let list = alpha
         .rpc("server", "link.topic.list", Some(json!({"topic": "news"})))
         .await;
+    let subscribers = if n == 1 {
+        ["gamma", "alpha"]
+    } else {
+        ["alpha", "gamma"]
+    };
     assert_eq!(
         list.data().unwrap()["result"],
-        json!({"topic": "news", "subscribers": ["gamma", "alpha"]})
+        json!({"topic": "news", "subscribers": subscribers})
     );
 }
 
@@ -444,10 +512,20 @@ async fn invalid_topics_are_protocol_errors() {
 
 #[tokio::test]
 async fn direct_is_relayed_with_a_new_id_or_dropped_silently() {
-    let hub = TestHub::shared(S).await;
-    let mut rx = hub.hub.events();
-    let mut alpha = hub.peer("alpha", S).await;
-    let mut beta = hub.peer("beta", S).await;
+    direct(1).await;
+}
+
+#[tokio::test]
+async fn direct_across_hubs_is_relayed_with_a_new_id_or_dropped_silently() {
+    direct(2).await;
+}
+
+/// alpha on hub 0, beta on hub 1: the `direct` events are alpha's hub's.
+async fn direct(hubs: usize) {
+    let mut bus = bus(hubs).await;
+    let mut rx = bus.hub(0).hub.events();
+    let mut alpha = bus.peer("alpha", S, 0).await;
+    let mut beta = bus.peer("beta", S, 1).await;
 
     let id = alpha
         .send(
@@ -501,10 +579,10 @@ async fn direct_is_relayed_with_a_new_id_or_dropped_silently() {
         .await;
     alpha.send("direct", Some("beta"), None).await;
     alpha.assert_quiet().await;
-    beta.assert_quiet().await;
     let evs = drain_events(&mut rx);
     assert_eq!(events_named(&evs, "direct"), 0);
     assert_eq!(events_named(&evs, "protocol-error"), 0);
+    assert_nothing_from(&mut alpha, &mut beta).await;
 }
 
 #[tokio::test]

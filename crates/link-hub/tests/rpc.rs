@@ -1,13 +1,22 @@
 //! protocol §7 (hub-made error replies, exact texts and codes), §8 (server
 //! RPCs: built-ins, user handlers and their errors, the concurrency cap)
 //! and §9 (cancellation: a queued request removed, or the cancel relayed).
+//!
+//! The scenarios where the caller's and the callee's hubs matter (hub-made
+//! error replies, a full target outbox, a relayed cancel) run twice: on one
+//! hub, and with the caller and the callee on two hubs of a cluster over a
+//! real nats-server ([`TestBus`]). Across hubs the replies, codes and texts
+//! are the same; a hub event is emitted by the hub that handled the frame
+//! (the caller's for `rpc.cancelled`, the target's for `outbox-overflow`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use link_hub::{Acl, HandlerError, HubConfig, HubEvent, Secret, Verdict};
-use link_test_support::{Peer, TestHub, WAIT, drain_events, fresh_id, next_event, stall, wall_ms};
+use link_test_support::{
+    Peer, TestBus, TestHub, WAIT, drain_events, fresh_id, next_event, stall, wall_ms,
+};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
@@ -36,18 +45,30 @@ fn err(error: &str, code: &str) -> Value {
 
 #[tokio::test]
 async fn hub_error_replies_have_the_reference_texts_and_codes() {
-    let hub = TestHub::start(
-        HubConfig::builder(Secret::shared(S))
-            .acl(
+    hub_error_replies(1).await;
+}
+
+#[tokio::test]
+async fn hub_error_replies_are_the_same_with_the_target_on_another_hub() {
+    hub_error_replies(2).await;
+}
+
+/// alpha on hub 0, beta on hub 1 (the same hub when there is one): the
+/// errors are made by alpha's hub, before any routing.
+async fn hub_error_replies(hubs: usize) {
+    let mut bus = TestBus::start(
+        hubs,
+        |_| {
+            HubConfig::builder(Secret::shared(S)).acl(
                 Acl::default()
                     .can_rpc(|ctx| async move { Verdict::from(ctx.rpc_type != "forbidden.op") }),
             )
-            .build()
-            .unwrap(),
+        },
+        None,
     )
     .await;
-    let mut alpha = hub.peer("alpha", S).await;
-    let _beta = hub.peer("beta", S).await;
+    let mut alpha = bus.peer("alpha", S, 0).await;
+    let _beta = bus.peer("beta", S, 1).await;
 
     let missing_to = err("rpc.request missing \"to\"", "RPC_BAD_REQUEST");
     for to in [Value::Null, json!(""), json!(0), json!(false)] {
@@ -245,30 +266,49 @@ async fn expose_rpc_errors_sends_every_error_as_is() {
 
 #[tokio::test]
 async fn target_unavailable_when_the_targets_outbox_overflows() {
+    target_unavailable(1).await;
+}
+
+#[tokio::test]
+async fn target_unavailable_from_the_targets_hub_when_its_outbox_overflows() {
+    target_unavailable(2).await;
+}
+
+/// beta (on hub 1, or the one hub) stops reading; its outbox is filled by
+/// a peer of its own hub (alpha on one hub, gamma in a cluster: fillers
+/// sent across hubs would not be ordered against beta's hub's counters);
+/// then alpha's request is refused, by beta's hub.
+async fn target_unavailable(hubs: usize) {
     let max = 256 * 1024;
-    let hub = TestHub::start(
-        HubConfig::builder(Secret::shared(S))
-            .max_outbox_bytes(max)
-            .build()
-            .unwrap(),
+    let mut bus = TestBus::start(
+        hubs,
+        |_| HubConfig::builder(Secret::shared(S)).max_outbox_bytes(max),
+        None,
     )
     .await;
-    let mut rx = hub.hub.events();
-    let mut alpha = hub.peer("alpha", S).await;
-    let _beta = Peer::connect_stalling(&hub.url, "beta", S).await;
+    let mut rx = bus.hub(1).hub.events();
+    let mut alpha = bus.peer("alpha", S, 0).await;
+    let _beta = Peer::connect_stalling(&bus.hub(1).url, "beta", S).await;
+    bus.reachable("beta", 1).await;
+    let mut gamma = if hubs > 1 {
+        Some(bus.peer("gamma", S, 1).await)
+    } else {
+        None
+    };
+    let filling = gamma.as_mut().unwrap_or(&mut alpha);
     let chunk = 64 * 1024;
-    stall(&hub.hub, &mut alpha, "beta", chunk).await;
+    stall(&bus.hub(1).hub, filling, "beta", chunk).await;
     // Fill beta's outbox until a filler is refused.
     let filler = "f".repeat(chunk);
     'fill: for _ in 0..16 {
-        alpha
+        filling
             .send(
                 "direct",
                 Some("beta"),
                 Some(json!({"directType": "filler", "directData": filler})),
             )
             .await;
-        alpha.barrier().await;
+        filling.barrier().await;
         for e in drain_events(&mut rx) {
             if let HubEvent::OutboxOverflow {
                 kind,
@@ -493,10 +533,21 @@ async fn cancel_of_a_request_still_queued_removes_it() {
 
 #[tokio::test]
 async fn cancel_of_a_delivered_request_is_relayed_with_a_new_id() {
-    let hub = TestHub::shared(S).await;
-    let mut rx = hub.hub.events();
-    let mut alpha = hub.peer("alpha", S).await;
-    let mut beta = hub.peer("beta", S).await;
+    cancel_of_a_delivered_request(1).await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_request_delivered_on_another_hub_is_relayed_with_a_new_id() {
+    cancel_of_a_delivered_request(2).await;
+}
+
+/// alpha on hub 0, beta on hub 1; the `rpc.cancelled` event is the
+/// canceller's hub's.
+async fn cancel_of_a_delivered_request(hubs: usize) {
+    let mut bus = TestBus::start(hubs, |_| HubConfig::builder(Secret::shared(S)), None).await;
+    let mut rx = bus.hub(0).hub.events();
+    let mut alpha = bus.peer("alpha", S, 0).await;
+    let mut beta = bus.peer("beta", S, 1).await;
     let rid = alpha
         .send(
             "rpc.request",

@@ -36,7 +36,9 @@
 //!   started on port 0 and read back from `listening=`.
 //! - [`NatsServer`]: Debian's nats-server with JetStream on a port it
 //!   picks (read back from its log), killed and restarted for real, for
-//!   the cluster tests.
+//!   the cluster tests; [`TestBus`]: one hub or a cluster of hubs on it,
+//!   so that a scenario written once runs with its peers on one hub and
+//!   spread over several.
 //! - [`Chromium`]: Debian's headless Chromium, started by the test and
 //!   driven over the DevTools protocol (navigate, evaluate, wait for a DOM
 //!   condition with a deadline, screenshot).
@@ -59,6 +61,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod bus;
 mod cli;
 mod clients;
 mod frames;
@@ -77,6 +80,7 @@ mod wait;
 mod ws;
 
 pub use browser::{CHROMIUM_ENV, Chromium, DEFAULT_CHROMIUM};
+pub use bus::{CLUSTER_SECRET, TestBus, assert_nothing_from, topic_reaches};
 pub use cli::{CliHub, Done, LinkCli, PROCESS_WAIT, finish as finish_cli};
 pub use clients::{ready, started};
 pub use frames::{
