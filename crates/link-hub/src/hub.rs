@@ -94,6 +94,16 @@ impl Hub {
         ))
     }
 
+    /// Serves a connection over `transport` on the calling task until it
+    /// closes (what [`attach_transport`](Self::attach_transport) spawns).
+    pub(crate) async fn serve_transport<T: Transport>(
+        &self,
+        transport: T,
+        remote: Option<SocketAddr>,
+    ) {
+        crate::connection::run(self.shared.clone(), transport, remote).await;
+    }
+
     /// Runs the WebSocket handshake on a raw stream (e.g. an accepted
     /// `TcpStream`) with [`Hub::websocket_config`], then attaches it.
     pub async fn accept<IO>(
