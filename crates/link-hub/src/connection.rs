@@ -21,11 +21,11 @@ use link_transport::writer;
 use link_transport::{Frame, Transport, TransportError};
 
 use crate::outbox::OutItem;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
-use crate::mailbox::RouterMsg;
+use crate::mailbox::{ConnControl, RouterMsg};
 use crate::metrics::ConnMetrics;
 use crate::outbox::Outbox;
 use crate::ratelimit::{MessageClass, PeerLimiter, Verdict};
@@ -42,7 +42,7 @@ pub(crate) async fn run<T: Transport>(
 ) {
     let conn = shared.next_conn_id();
     let outbox = Arc::new(Outbox::new(shared.config.max_outbox_bytes));
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+    let control = Arc::new(ConnControl::default());
     let (sink, mut stream) = transport.split();
     let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
     let counts = shared.metrics.socket();
@@ -58,7 +58,7 @@ pub(crate) async fn run<T: Transport>(
         .send(RouterMsg::Attach {
             conn,
             outbox: outbox.clone(),
-            ctl: ctl_tx,
+            ctl: control.clone(),
             remote,
         })
         .await
@@ -85,7 +85,7 @@ pub(crate) async fn run<T: Transport>(
         tokio::select! {
             biased;
             _ = &mut gone_rx => break,
-            Some(ctl) = ctl_rx.recv() => reader.control(ctl),
+            ctl = control.recv() => reader.control(ctl),
             msg = stream.next() => {
                 if !reader.incoming(msg) {
                     break;

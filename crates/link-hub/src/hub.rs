@@ -94,6 +94,16 @@ impl Hub {
         ))
     }
 
+    /// Serves a connection over `transport` on the calling task until it
+    /// closes (what [`attach_transport`](Self::attach_transport) spawns).
+    pub(crate) async fn serve_transport<T: Transport>(
+        &self,
+        transport: T,
+        remote: Option<SocketAddr>,
+    ) {
+        crate::connection::run(self.shared.clone(), transport, remote).await;
+    }
+
     /// Runs the WebSocket handshake on a raw stream (e.g. an accepted
     /// `TcpStream`) with [`Hub::websocket_config`], then attaches it.
     pub async fn accept<IO>(
@@ -203,18 +213,21 @@ impl Hub {
     }
 }
 
-/// Bytes tungstenite reads per call, and the size of each socket's read
-/// buffer (resident for every connection).
+/// Bytes read from the socket per call. Sockets the hub's server upgrades
+/// (a `link_transport::ServerSocket`) take this chunk for a read and give it
+/// back once tungstenite has copied it out (their tungstenite buffer is
+/// 1 KiB); a socket attached as a plain tungstenite stream keeps a read
+/// buffer of this size, zero-filled and so resident, for its life.
 const READ_BUFFER: usize = 4 * 1024;
+/// Bytes queued before a write: a busy socket hands the kernel up to
+/// 64 KiB per write (one loopback segment), the writer flushing whatever
+/// is left when its queue runs dry. `ServerSocket` frees the buffer once
+/// written; tungstenite keeps its largest capacity (docs/perf.md).
 const WRITE_BUFFER: usize = 64 * 1024;
 
 pub(crate) fn websocket_config(config: &HubConfig) -> WebSocketConfig {
-    // A small read buffer: tungstenite's 128 KiB one dominates an idle
-    // connection's memory (it is zero-filled, so all of it is resident).
-    // The write buffer grows only as frames are queued, so an idle socket
-    // does not pay for it; a busy one hands the kernel up to 64 KiB per
-    // write (one loopback segment), the writer flushing whatever is left
-    // when its queue runs dry (docs/perf.md).
+    // Never tungstenite's defaults: its 128 KiB read buffer would dominate
+    // an idle connection's memory.
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)

@@ -3,11 +3,12 @@
 //! (`connection.rs`), the shared state and the router import it without
 //! importing each other.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use link_protocol::{Envelope, Hello};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::acl::Verdict;
 use crate::events::{HubHealth, HubState};
@@ -15,13 +16,51 @@ use crate::outbox::Outbox;
 use crate::routing::{ConnCtl, ConnId, Ticket};
 use crate::server_rpc::ServerRpcResult;
 
+/// Orders from the router to one socket's reader (evict, displace,
+/// close, terminate), in the order sent. Holds nothing until an order is
+/// sent: an idle socket pays for no channel block (a tokio channel
+/// allocates one of 32 slots up front, about 1.5 KiB with its state).
+#[derive(Debug, Default)]
+pub(crate) struct ConnControl {
+    queue: Mutex<VecDeque<ConnCtl>>,
+    notify: Notify,
+}
+
+impl ConnControl {
+    /// Queues an order and wakes the reader.
+    pub(crate) fn send(&self, ctl: ConnCtl) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(ctl);
+        self.notify.notify_one();
+    }
+
+    /// The next order; waits for one. Cancel-safe: an order is taken only
+    /// by the poll that returns it.
+    pub(crate) async fn recv(&self) -> ConnCtl {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            if let Some(ctl) = next {
+                return ctl;
+            }
+            // A `send` between the check and here leaves a permit.
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// Messages to the router.
 pub(crate) enum RouterMsg {
     /// A socket was accepted (pending until `Register`).
     Attach {
         conn: ConnId,
         outbox: Arc<Outbox>,
-        ctl: mpsc::UnboundedSender<ConnCtl>,
+        ctl: Arc<ConnControl>,
         remote: Option<SocketAddr>,
     },
     /// The socket's hello verified: the hello frame's id and ts, and

@@ -360,6 +360,18 @@ impl Outbox {
         }
     }
 
+    /// Frees the queues' storage if nothing is queued (a push then
+    /// allocates anew).
+    fn give_back_if_empty(&self) {
+        let mut st = self.lock();
+        if st.queue.is_empty() && st.queue.capacity() > 0 {
+            st.queue = VecDeque::new();
+        }
+        if st.control.is_empty() && st.control.capacity() > 0 {
+            st.control = VecDeque::new();
+        }
+    }
+
     /// The writer took a peer list and has not flushed it yet.
     pub(crate) fn list_unflushed(&self) -> bool {
         self.unflushed.load(Ordering::Relaxed)
@@ -389,7 +401,10 @@ impl Outgoing for Outbox {
         Outbox::take(self, batch, max)
     }
 
+    /// Called by the writer when it has nothing left to write: the queues
+    /// give back what they grew to, so an idle socket holds none.
     fn wait(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.give_back_if_empty();
         self.notify.notified()
     }
 
@@ -433,6 +448,25 @@ mod tests {
             "beta".into(),
             Some(Arc::new(data)),
         )
+    }
+
+    #[test]
+    fn an_idle_writer_leaves_the_queues_holding_nothing() {
+        let ob = Outbox::new(10_000);
+        assert!(ob.push(item("direct", "1", "a", 10)).delivered());
+        ob.control(Transmit::Ping);
+        let mut batch = Vec::new();
+        let taken = Outgoing::take(&ob, &mut batch, 8);
+        assert_eq!((batch.len(), taken.controls.len()), (1, 1));
+        assert!(ob.lock().queue.capacity() > 0);
+        drop(Outgoing::wait(&ob));
+        let st = ob.lock();
+        assert_eq!((st.queue.capacity(), st.control.capacity()), (0, 0));
+        drop(st);
+        // Nothing queued is ever given back.
+        assert!(ob.push(item("direct", "2", "a", 10)).delivered());
+        drop(Outgoing::wait(&ob));
+        assert_eq!(ob.lock().queue.len(), 1);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use link_protocol::conn::Now;
 use tokio::sync::mpsc;
 
 use crate::acl::{self, Verdict};
-use crate::mailbox::RouterMsg;
-use crate::routing::{AclQuery, ConnCtl, ConnId, Route, Routing, RoutingConfig, Task};
+use crate::mailbox::{ConnControl, RouterMsg};
+use crate::routing::{AclQuery, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 /// Mailbox messages handled per wake-up (one clock read each).
@@ -26,7 +26,7 @@ pub(crate) struct Router {
     shared: Arc<Shared>,
     table: Routing,
     /// Each attached socket's control channel (to its reader).
-    ctls: HashMap<ConnId, mpsc::UnboundedSender<ConnCtl>>,
+    ctls: HashMap<ConnId, Arc<ConnControl>>,
     /// The cluster driver, when the hub is in a cluster.
     #[cfg(feature = "cluster")]
     cluster: Option<crate::cluster::ClusterHandle>,
@@ -204,8 +204,8 @@ impl Router {
     /// Sends the table's controls, starts its tasks, publishes its events.
     fn carry_out(&mut self) {
         while let Some((conn, ctl)) = self.table.poll_control() {
-            if let Some(tx) = self.ctls.get(&conn) {
-                let _ = tx.send(ctl);
+            if let Some(control) = self.ctls.get(&conn) {
+                control.send(ctl);
             }
         }
         while let Some(task) = self.table.poll_task() {

@@ -10,6 +10,7 @@
 //!        │ write: writer::write_loop(Sink<Frame>, queue, encoder)
 //!        ▼
 //!   Transport ── WebSocket<S>     tungstenite (ws://, wss://, any attached socket)
+//!             ├─ ServerSocket<S>  the hub's side of a raw stream: no buffer held while idle
 //!             └─ memory::duplex   in-process pair with a frame cap (tests)
 //! ```
 //!
@@ -40,10 +41,12 @@
 
 mod frame;
 pub mod memory;
+mod server_socket;
 mod websocket;
 pub mod writer;
 
 pub use frame::{Binary, CloseFrame, Frame, Text, TransportError};
+pub use server_socket::{ServerSocket, TUNGSTENITE_READ};
 pub use websocket::WebSocket;
 
 use futures_util::{Sink, Stream};

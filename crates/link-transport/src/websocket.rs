@@ -31,7 +31,7 @@ impl<S> WebSocket<S> {
     }
 }
 
-fn error(e: WsError) -> TransportError {
+pub(crate) fn error(e: WsError) -> TransportError {
     match e {
         WsError::Capacity(e) => TransportError::TooBig(e.to_string()),
         WsError::ConnectionClosed | WsError::AlreadyClosed => TransportError::Closed,
@@ -39,7 +39,7 @@ fn error(e: WsError) -> TransportError {
     }
 }
 
-fn frame(message: Message) -> Option<Frame> {
+pub(crate) fn frame(message: Message) -> Option<Frame> {
     Some(match message {
         Message::Text(t) => Frame::Text(t),
         Message::Binary(b) => Frame::Binary(b),
@@ -54,7 +54,7 @@ fn frame(message: Message) -> Option<Frame> {
     })
 }
 
-fn message(frame: Frame) -> Message {
+pub(crate) fn message(frame: Frame) -> Message {
     match frame {
         Frame::Text(t) => Message::Text(t),
         Frame::Binary(b) => Message::Binary(b),

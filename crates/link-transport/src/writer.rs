@@ -78,7 +78,7 @@ where
     E: FnMut(Q::Item, u64) -> Option<String>,
 {
     // Grows to what this connection's traffic needs (at most max_batch
-    // items): an idle peer's writer holds a handful.
+    // items), and is given back whenever the queue runs dry.
     let mut batch = Vec::new();
     loop {
         let taken = queue.take(&mut batch, max_batch);
@@ -102,6 +102,9 @@ where
                 return Ok(());
             }
             flush(sink, queue).await?;
+            // Idle: hold no batch while waiting (an idle peer's writer
+            // would otherwise keep the capacity of its largest batch).
+            batch = Vec::new();
             queue.wait().await;
             continue;
         }

@@ -6,17 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures_util::SinkExt;
 use http::header::{
     CONNECTION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT,
     SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use link_transport::{Frame, ServerSocket};
 use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::limits::Admission;
 use super::{SHUTDOWN_CLOSE_CODE, SHUTDOWN_CLOSE_REASON};
@@ -132,12 +131,10 @@ where
                 return;
             }
         };
-        let mut ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(hub.websocket_config()),
-        )
-        .await;
+        // The socket holds its read and write buffers only while bytes
+        // wait in them: what an idle peer costs is its tasks and state.
+        let mut ws =
+            ServerSocket::from_raw_socket(TokioIo::new(upgraded), hub.websocket_config()).await;
         if let Some(g) = guard
             .as_ref()
             .filter(|g| g.stopping.load(Ordering::Acquire))
@@ -146,20 +143,18 @@ where
                 .stop_reason
                 .get()
                 .map_or(SHUTDOWN_CLOSE_REASON, String::as_str);
-            let frame = CloseFrame {
-                code: CloseCode::from(SHUTDOWN_CLOSE_CODE),
-                reason: reason.into(),
-            };
-            let _ = ws.close(Some(frame)).await;
+            let _ = ws
+                .send(Frame::close(Some(SHUTDOWN_CLOSE_CODE), reason))
+                .await;
             return;
         }
-        let conn = hub.attach_transport(link_transport::WebSocket::new(ws), remote);
-        let admission = guard.and_then(|g| g.admission);
-        if let Some(mut admission) = admission {
+        let mut admission = guard.and_then(|g| g.admission);
+        if let Some(admission) = &mut admission {
             admission.attached();
-            let _ = conn.await;
-            drop(admission);
         }
+        // Served on this task (one task fewer per socket than spawning).
+        hub.serve_transport(ws, remote).await;
+        drop(admission);
     });
 
     let mut res = Response::new(R::from(Bytes::new()));

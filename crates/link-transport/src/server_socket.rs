@@ -1,0 +1,463 @@
+//! [`ServerSocket`]: the server side of a WebSocket on a raw byte stream
+//! (an accepted TCP or TLS connection, an upgraded HTTP connection) that
+//! holds no buffer while it is idle.
+//!
+//! tungstenite keeps a read buffer (zero-filled, so resident) and a write
+//! buffer (a `Vec` that keeps the capacity of the most it ever held) for
+//! the life of a socket: a peer that was once sent 32 KiB of presence keeps
+//! 32–64 KiB of hub memory while it sits idle for hours. Here:
+//!
+//! - **Writes**: data frames (text, binary) are framed by us, with
+//!   tungstenite's own header encoder, into a write buffer that is
+//!   allocated when the first frame is queued and freed once the socket
+//!   has taken every byte. Control frames (ping, pong, close) still go
+//!   through tungstenite, which keeps the close handshake's state; its
+//!   write buffer is set to zero, so each one passes straight into the
+//!   same buffer, in order. The bytes on the wire are the ones tungstenite
+//!   would have written.
+//! - **Reads**: tungstenite's read buffer is small ([`TUNGSTENITE_READ`]);
+//!   a read of the socket goes into a chunk taken for that read and given
+//!   back once tungstenite has copied it out.
+//!
+//! ```text
+//!   data frames ──► header + payload ─┐
+//!   ping/pong/close ──► tungstenite ──┴─► write buffer (on demand) ──► socket
+//!   socket ──► read chunk (on demand) ──► tungstenite (1 KiB) ──► frames
+//! ```
+//!
+//! Like tungstenite, a data frame after a close frame (sent or received)
+//! is refused, and the write buffer is bounded: past `max_write_buffer_size`
+//! the socket stops taking control frames and tungstenite fails the write.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+
+use crate::websocket::{error, frame, message};
+use crate::{Frame, TransportError};
+
+/// tungstenite's own read buffer: the most it copies out of a read chunk
+/// per call (a frame of up to about this size takes one or two calls).
+pub const TUNGSTENITE_READ: usize = 1024;
+
+/// A server-side WebSocket whose buffers exist only while bytes wait in
+/// them (see the [module documentation](self)).
+#[derive(Debug)]
+pub struct ServerSocket<S> {
+    ws: WebSocketStream<Buffers<S>>,
+    /// A close frame was sent or received: data frames are refused, as
+    /// tungstenite refuses them once its handshake has started.
+    closing: bool,
+}
+
+impl<S> ServerSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a stream whose WebSocket handshake is done. `config` as for
+    /// tungstenite: `read_buffer_size` is the size of a read chunk,
+    /// `write_buffer_size` how many bytes are queued before they are
+    /// written (a flush writes whatever is queued), `max_write_buffer_size`
+    /// the bound of the write buffer; message and frame caps apply as
+    /// they do in tungstenite.
+    pub async fn from_raw_socket(stream: S, config: WebSocketConfig) -> Self {
+        let io = Buffers {
+            io: stream,
+            read: BytesMut::new(),
+            read_chunk: config.read_buffer_size.max(1),
+            write: Vec::new(),
+            written: 0,
+            write_batch: config.write_buffer_size,
+            write_cap: config.max_write_buffer_size,
+        };
+        let config = config
+            .read_buffer_size(TUNGSTENITE_READ)
+            .write_buffer_size(0);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        Self { ws, closing: false }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.ws.get_ref().io
+    }
+
+    /// Bytes of memory the socket's own buffers hold now (the write
+    /// buffer's and the read chunk's capacity; tungstenite's small read
+    /// buffer is not counted).
+    pub fn buffered_capacity(&self) -> usize {
+        let io = self.ws.get_ref();
+        io.write.capacity() + io.read.capacity()
+    }
+}
+
+impl<S> Stream for ServerSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Frame, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(error(e)))),
+                Some(Ok(m)) => {
+                    if let Some(f) = frame(m) {
+                        if matches!(f, Frame::Close(_)) {
+                            self.closing = true;
+                        }
+                        return Poll::Ready(Some(Ok(f)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S> Sink<Frame> for ServerSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(error)?;
+        if self.ws.get_ref().queued() >= self.ws.get_ref().write_batch {
+            // A batch's worth is queued: write it before taking more.
+            ready!(self.as_mut().poll_flush(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Frame) -> Result<(), Self::Error> {
+        let (opcode, payload) = match item {
+            Frame::Text(t) => (Data::Text, t.into()),
+            Frame::Binary(b) => (Data::Binary, b),
+            control => {
+                if matches!(control, Frame::Close(_)) {
+                    self.closing = true;
+                }
+                return Pin::new(&mut self.ws)
+                    .start_send(message(control))
+                    .map_err(error);
+            }
+        };
+        if self.closing {
+            return Err(error(WsError::Protocol(ProtocolError::SendAfterClosing)));
+        }
+        self.ws.get_mut().queue_data(OpCode::Data(opcode), &payload);
+        Ok(())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // tungstenite writes what it holds into `Buffers` and flushes it;
+        // once its close handshake is over it stops short of the flush, so
+        // the buffer is written here as well (a no-op when empty).
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(error)?;
+        self.ws.get_mut().poll_flush_io(cx).map_err(io_error)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.closing = true;
+        Pin::new(&mut self.ws).poll_close(cx).map_err(error)
+    }
+}
+
+/// The stream under tungstenite, with the on-demand buffers.
+#[derive(Debug)]
+struct Buffers<S> {
+    io: S,
+    /// Bytes read from `io` that tungstenite has not taken yet; no
+    /// allocation while it is empty.
+    read: BytesMut,
+    read_chunk: usize,
+    /// Frames to write, of which `written` bytes are written; no
+    /// allocation once all are.
+    write: Vec<u8>,
+    written: usize,
+    /// Queued bytes past which a data frame waits for a write.
+    write_batch: usize,
+    /// Queued bytes past which control frames are refused (tungstenite
+    /// then holds them, up to its own cap).
+    write_cap: usize,
+}
+
+impl<S> Buffers<S> {
+    fn queued(&self) -> usize {
+        self.write.len() - self.written
+    }
+
+    /// Appends one unmasked data frame, as tungstenite formats it.
+    fn queue_data(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
+        let len = payload.len() as u64;
+        if self.write.capacity() == 0 {
+            // One allocation for a batch, not a doubling per frame.
+            self.write
+                .reserve(self.write_batch.max(header.len(len) + payload.len()));
+        }
+        // Writing a header into a `Vec` cannot fail.
+        let _ = header.format(len, &mut self.write);
+        self.write.extend_from_slice(payload);
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Buffers<S> {
+    /// Writes the queued bytes; frees the buffer once all are written.
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.write.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.write = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_queued(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+fn io_error(e: io::Error) -> TransportError {
+    error(WsError::Io(e))
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Buffers<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            if buf.remaining() >= this.read_chunk {
+                return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
+            this.read.reserve(this.read_chunk);
+            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.read)
+            {
+                Poll::Ready(Ok(n)) => n,
+                other => {
+                    // Nothing read: give the chunk back while waiting.
+                    this.read = BytesMut::new();
+                    return other.map_ok(|_| ());
+                }
+            };
+            if n == 0 {
+                this.read = BytesMut::new();
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = buf.remaining().min(this.read.len());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        if this.read.is_empty() {
+            this.read = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Buffers<S> {
+    /// tungstenite's writes (control frames, whole frames at a time with
+    /// its write buffer at zero): queued after the data frames before
+    /// them, and written at once as far as the socket takes them (as
+    /// tungstenite writes them; a close answered as the handshake ends is
+    /// never flushed by tungstenite).
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.queued() + buf.len() > this.write_cap {
+            ready!(this.poll_write_queued(cx))?;
+        }
+        this.write.extend_from_slice(buf);
+        if let Poll::Ready(Err(e)) = this.poll_write_queued(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flush_io(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_queued(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, DuplexStream, duplex};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::WebSocket;
+
+    fn config() -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(64 * 1024)
+            .max_message_size(Some(1 << 20))
+            .max_frame_size(Some(1 << 20))
+    }
+
+    async fn lean() -> (ServerSocket<DuplexStream>, DuplexStream) {
+        let (ours, theirs) = duplex(1 << 22);
+        (ServerSocket::from_raw_socket(ours, config()).await, theirs)
+    }
+
+    async fn client(io: DuplexStream) -> WebSocketStream<DuplexStream> {
+        WebSocketStream::from_raw_socket(io, Role::Client, None).await
+    }
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::text("{}"),
+            Frame::text("x".repeat(125)),
+            Frame::text("y".repeat(126)),
+            Frame::Ping,
+            Frame::text("z".repeat(65_535)),
+            Frame::Binary(vec![7; 65_536].into()),
+            Frame::text("é".repeat(50_000)),
+            Frame::close(Some(4000), "replaced by new connection"),
+        ]
+    }
+
+    /// Everything one side wrote, once it is dropped.
+    async fn written(mut theirs: DuplexStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        theirs.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn writes_the_bytes_tungstenite_writes() {
+        let (mut socket, theirs) = lean().await;
+        let (plain, plain_theirs) = duplex(1 << 22);
+        let plain = WebSocketStream::from_raw_socket(plain, Role::Server, Some(config())).await;
+        let mut plain = WebSocket::new(plain);
+        for f in frames() {
+            socket.feed(f.clone()).await.unwrap();
+            plain.feed(f).await.unwrap();
+        }
+        socket.flush().await.unwrap();
+        plain.flush().await.unwrap();
+        drop((socket, plain));
+        let (ours, reference) = (written(theirs).await, written(plain_theirs).await);
+        assert!(ours.len() > 200_000);
+        assert_eq!(ours, reference);
+    }
+
+    #[tokio::test]
+    async fn holds_no_buffer_once_bytes_are_through() {
+        let (mut socket, theirs) = lean().await;
+        let mut peer = client(theirs).await;
+        socket.send(Frame::text("a".repeat(40_000))).await.unwrap();
+        assert_eq!(socket.buffered_capacity(), 0);
+        let got = peer.next().await.unwrap().unwrap();
+        assert_eq!(got.len(), 40_000);
+        peer.send(Message::text("b".repeat(10_000))).await.unwrap();
+        peer.send(Message::text("hello")).await.unwrap();
+        let first = socket.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 10_000);
+        let second = socket.next().await.unwrap().unwrap();
+        assert_eq!(second, Frame::text("hello"));
+        assert_eq!(socket.buffered_capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn queues_a_batch_before_writing_and_writes_it_on_flush() {
+        let (mut socket, theirs) = lean().await;
+        let mut peer = client(theirs).await;
+        for i in 0..10 {
+            socket
+                .feed(Frame::text(format!("frame {i}")))
+                .await
+                .unwrap();
+        }
+        assert!(socket.buffered_capacity() >= 64 * 1024);
+        socket.flush().await.unwrap();
+        assert_eq!(socket.buffered_capacity(), 0);
+        for i in 0..10 {
+            let m = peer.next().await.unwrap().unwrap();
+            assert_eq!(m, Message::text(format!("frame {i}")));
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_pings_and_echoes_a_close() {
+        let (mut socket, theirs) = lean().await;
+        let mut peer = client(theirs).await;
+        peer.send(Message::Ping(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
+        peer.send(Message::Close(None)).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::Ping);
+        // The pong goes out as the next read starts (as with tungstenite).
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::Close(None));
+        assert!(socket.next().await.is_none());
+        assert_eq!(
+            peer.next().await.unwrap().unwrap(),
+            Message::Pong(vec![1, 2, 3].into())
+        );
+        // The echo went out though tungstenite ended its handshake
+        // without a flush.
+        assert_eq!(peer.next().await.unwrap().unwrap(), Message::Close(None));
+        assert_eq!(socket.buffered_capacity(), 0);
+        // Like tungstenite, no data after a close.
+        assert!(socket.send(Frame::text("late")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_data_after_sending_a_close() {
+        let (mut socket, theirs) = lean().await;
+        let mut peer = client(theirs).await;
+        socket.send(Frame::text("before")).await.unwrap();
+        socket.send(Frame::close(Some(1000), "bye")).await.unwrap();
+        let err = socket.send(Frame::text("after")).await.unwrap_err();
+        assert_eq!(err.code(), "failed");
+        assert_eq!(peer.next().await.unwrap().unwrap(), Message::text("before"));
+        assert!(matches!(
+            peer.next().await.unwrap().unwrap(),
+            Message::Close(Some(c)) if u16::from(c.code) == 1000 && c.reason == "bye"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_cap_is_too_big() {
+        let (mut socket, theirs) = lean().await;
+        let mut peer = client(theirs).await;
+        peer.send(Message::text("x".repeat((1 << 20) + 1)))
+            .await
+            .unwrap();
+        let err = socket.next().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), "too-big");
+    }
+}
