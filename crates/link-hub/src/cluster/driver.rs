@@ -689,12 +689,31 @@ async fn leases_task(
                 store = open_bucket(&js, &bucket, ctx.config.lease_age).await;
                 if let Some(s) = &store {
                     watch = s.watch_with_history(">").await.ok();
+                    // Commands queued while NATS was away are read first: a
+                    // kind whose peer left meanwhile (its release still
+                    // queued) is not claimed again, or the claim would
+                    // displace the kind where it connected since.
+                    while let Ok(cmd) = cmds.try_recv() {
+                        waiting.push(cmd);
+                    }
                     let again: Vec<(Arc<str>, Held)> = held.drain().collect();
                     for (kind, h) in again {
-                        claim(&ctx, s, &key, &mut held, kind, h.conn, h.lease).await;
+                        let leaving = waiting
+                            .iter()
+                            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if *k == kind));
+                        if leaving {
+                            // The queued release hands it back.
+                            held.insert(kind, h);
+                        } else {
+                            claim(&ctx, s, &key, &mut held, kind, h.conn, h.lease).await;
+                        }
                     }
                     for cmd in std::mem::take(&mut waiting) {
+                        let stop = matches!(cmd, LeaseCmd::Stop(_));
                         lease_cmd(&ctx, s, &key, &mut held, cmd).await;
+                        if stop {
+                            return;
+                        }
                     }
                 }
             }
