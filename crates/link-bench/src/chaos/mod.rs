@@ -142,6 +142,8 @@ pub struct FaultRecord {
     /// From the heal to the re-formed cluster, seconds (`None`: not within
     /// the give-up time).
     pub reform_s: Option<f64>,
+    /// When it did not re-form: what was still wrong at the last look.
+    pub still_wrong: Option<String>,
 }
 
 /// What a chaos run found.
@@ -308,8 +310,10 @@ impl ChaosReport {
                     f.at_s,
                     f.fault.to_string(),
                     f.outage_s,
-                    f.reform_s
-                        .map_or_else(|| "never".to_owned(), |r| format!("{r:.1}s"))
+                    f.reform_s.map_or_else(
+                        || format!("never ({})", f.still_wrong.as_deref().unwrap_or("?")),
+                        |r| format!("{r:.1}s")
+                    )
                 ),
             );
         }
@@ -450,22 +454,27 @@ impl Watchers {
         Ok(Self(clients))
     }
 
-    /// Every hub says NATS is up and lists exactly the hubs' ids.
-    async fn hubs_agree(&self) -> bool {
+    /// Every hub says NATS is up and lists exactly the hubs' ids; else
+    /// what is not so.
+    async fn hubs_agree(&self) -> Result<(), String> {
         let mut ids = Vec::with_capacity(self.0.len());
         let mut lists = Vec::with_capacity(self.0.len());
-        for c in &self.0 {
-            let Ok(h) = c.rpc(link_protocol::SERVER, "link.health", None).await else {
-                return false;
-            };
+        for (i, c) in self.0.iter().enumerate() {
+            let h = c
+                .rpc(link_protocol::SERVER, "link.health", None)
+                .await
+                .map_err(|e| format!("hub {i}: link.health: {}", e.code()))?;
             let cluster = &h["cluster"];
-            let (Some(id), Some(true), Some(hubs)) = (
+            let (Some(id), Some(up), Some(hubs)) = (
                 cluster["hub"].as_str(),
                 cluster["up"].as_bool(),
                 cluster["hubs"].as_array(),
             ) else {
-                return false;
+                return Err(format!("hub {i}: link.health has no cluster part"));
             };
+            if !up {
+                return Err(format!("hub {i}: NATS not up"));
+            }
             ids.push(id.to_owned());
             lists.push(
                 hubs.iter()
@@ -474,7 +483,16 @@ impl Watchers {
             );
         }
         let all: BTreeSet<String> = ids.into_iter().collect();
-        all.len() == self.0.len() && lists.iter().all(|l| *l == all)
+        for (i, l) in lists.iter().enumerate() {
+            if *l != all {
+                return Err(format!(
+                    "hub {i} lists {} of the {} hubs",
+                    l.intersection(&all).count(),
+                    all.len()
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn close(&self) {
@@ -484,22 +502,48 @@ impl Watchers {
     }
 }
 
-/// Every peer is up and lists every other peer of the fleet.
-fn peers_agree(fleet: &Fleet) -> bool {
+/// Every peer is up and lists every other peer of the fleet; else what is
+/// not so.
+fn peers_agree(fleet: &Fleet) -> Result<(), String> {
     let n = fleet.kinds.len();
-    if !(0..n).all(|s| fleet.up(s)) {
-        return false;
+    let down: Vec<usize> = (0..n).filter(|&s| !fleet.up(s)).collect();
+    if !down.is_empty() {
+        // A peer displaced (close 4000) does not reconnect.
+        let displaced: u64 = fleet
+            .drop_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(why, _)| why.starts_with("4000:"))
+            .map(|(_, n)| n)
+            .sum();
+        return Err(format!(
+            "{} peers not up, first p{}; {displaced} displaced so far",
+            down.len(),
+            down[0]
+        ));
     }
     let fleet_kinds: BTreeSet<&str> = fleet.kinds.iter().map(String::as_str).collect();
-    fleet.clients.iter().zip(&fleet.kinds).all(|(c, me)| {
+    let mut short = Vec::new();
+    for (slot, (c, me)) in fleet.clients.iter().zip(&fleet.kinds).enumerate() {
         let peers = c.peers();
-        let seen: BTreeSet<&str> = peers
+        let seen = peers
             .iter()
             .map(|p| p.kind.as_str())
             .filter(|k| fleet_kinds.contains(k) && *k != me.as_str())
-            .collect();
-        seen.len() == n - 1
-    })
+            .collect::<BTreeSet<&str>>()
+            .len();
+        if seen != n - 1 {
+            short.push((slot, n - 1 - seen));
+        }
+    }
+    match short.first() {
+        None => Ok(()),
+        Some((slot, missing)) => Err(format!(
+            "{} peers' lists incomplete, e.g. p{slot} misses {missing}",
+            short.len()
+        )),
+    }
 }
 
 async fn chaos(
@@ -600,14 +644,16 @@ async fn drive(
         let outage_s = (healed - start).as_secs_f64() - at_s;
         // Churn waits while the cluster re-forms, so that lists can settle.
         paused.store(true, Ordering::Release);
-        let reform_s = loop {
-            if watchers.hubs_agree().await && peers_agree(fleet) {
-                break Some(healed.elapsed().as_secs_f64());
+        let (reform_s, still_wrong) = loop {
+            let wrong = match watchers.hubs_agree().await {
+                Ok(()) => peers_agree(fleet),
+                Err(e) => Err(e),
+            };
+            match wrong {
+                Ok(()) => break (Some(healed.elapsed().as_secs_f64()), None),
+                Err(why) if healed.elapsed() >= REFORM_GIVE_UP => break (None, Some(why)),
+                Err(_) => tokio::time::sleep(REFORM_POLL).await,
             }
-            if healed.elapsed() >= REFORM_GIVE_UP {
-                break None;
-            }
-            tokio::time::sleep(REFORM_POLL).await;
         };
         paused.store(false, Ordering::Release);
         bar.set(start.elapsed().as_secs());
@@ -616,6 +662,7 @@ async fn drive(
             fault: step.fault,
             outage_s,
             reform_s,
+            still_wrong,
         });
     }
     drop(bar);
@@ -733,12 +780,14 @@ mod tests {
                     fault: Fault::KillHub { hub: 1 },
                     outage_s: 3.0,
                     reform_s: Some(2.5),
+                    still_wrong: None,
                 },
                 FaultRecord {
                     at_s: 20.0,
                     fault: Fault::KillNats,
                     outage_s: 4.0,
                     reform_s: Some(10.0),
+                    still_wrong: None,
                 },
             ],
             churns: 0,
