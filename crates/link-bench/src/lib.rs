@@ -43,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 mod context;
 mod error;
 mod link;

@@ -4,7 +4,7 @@
 //! needs it (their kind leases live in a JetStream KV bucket), or one
 //! already running. Used by `--compare nats` and by `--cluster`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -54,16 +54,42 @@ impl NatsTarget {
     }
 }
 
-async fn spawn(program: &PathBuf, jetstream: bool) -> Result<NatsTarget, BenchError> {
-    let mut command = Command::new(program);
-    command.args(["-a", "127.0.0.1", "-p", "-1"]);
+async fn spawn(program: &Path, jetstream: bool) -> Result<NatsTarget, BenchError> {
     let store = if jetstream {
-        let dir = TempDir::new("nats-js")?;
-        command.arg("-js").arg("-sd").arg(dir.path());
-        Some(dir)
+        Some(TempDir::new("nats-js")?)
     } else {
         None
     };
+    let (child, port) = spawn_at(
+        program,
+        "127.0.0.1",
+        None,
+        store.as_ref().map(TempDir::path),
+    )
+    .await?;
+    Ok(NatsTarget {
+        url: format!("nats://127.0.0.1:{port}"),
+        pid: child.id(),
+        child: Some(child),
+        _store: store,
+    })
+}
+
+/// Starts `program -a ADDR -p PORT` (a free port when `None`), with
+/// JetStream in `store` when given; returns the process once it listens,
+/// and its port.
+pub(crate) async fn spawn_at(
+    program: &Path,
+    addr: &str,
+    port: Option<u16>,
+    store: Option<&Path>,
+) -> Result<(Child, u16), BenchError> {
+    let mut command = Command::new(program);
+    let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    command.args(["-a", addr, "-p", &port_arg]);
+    if let Some(dir) = store {
+        command.arg("-js").arg("-sd").arg(dir);
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -79,7 +105,6 @@ async fn spawn(program: &PathBuf, jetstream: bool) -> Result<NatsTarget, BenchEr
                 e,
             )
         })?;
-    let pid = child.id();
     let Some(stderr) = child.stderr.take() else {
         return Err(BenchError::Nats("nats-server has no stderr".into()));
     };
@@ -121,10 +146,5 @@ async fn spawn(program: &PathBuf, jetstream: bool) -> Result<NatsTarget, BenchEr
     };
     // Keep draining the log so that the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(NatsTarget {
-        url: format!("nats://127.0.0.1:{port}"),
-        pid,
-        child: Some(child),
-        _store: store,
-    })
+    Ok((child, port))
 }

@@ -91,7 +91,8 @@ struct Member {
     pid: Option<u32>,
 }
 
-struct ChildHub {
+/// A child hub process (killed when dropped).
+pub(crate) struct ChildHub {
     child: Child,
     _stdout: Lines<BufReader<ChildStdout>>,
 }
@@ -153,8 +154,15 @@ impl HubTarget {
             }),
             HubSpec::Embedded => embedded(peer_updates, tls, flood_limit).await,
             HubSpec::Child { program } => {
-                let (hub, url, secret, tls) =
-                    spawn_child(program, peer_updates, tls, flood_limit, None).await?;
+                let (hub, url, secret, tls) = spawn_child(
+                    program,
+                    Placement::LOCAL,
+                    peer_updates,
+                    tls,
+                    flood_limit,
+                    None,
+                )
+                .await?;
                 let pid = hub.child.id();
                 Ok(HubTarget {
                     url: url.clone(),
@@ -309,7 +317,13 @@ impl HubTarget {
 }
 
 impl ChildHub {
-    async fn stop(mut self) {
+    /// Its process id (none once it has been reaped).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reaps it.
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -383,28 +397,59 @@ async fn embedded(
     })
 }
 
-/// A cluster to join: NATS, the cluster's name, the secret every hub shares.
-struct Join<'a> {
-    nats: &'a str,
-    name: &'a str,
-    secret: &'a str,
+/// The `RUST_LOG` of a child hub: `LINK_BENCH_HUB_LOG` (e.g.
+/// `warn,link_hub::cluster=debug` to follow a cluster's leases), else `warn`.
+fn hub_log() -> String {
+    std::env::var("LINK_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".to_owned())
 }
 
-/// Starts `program hub --bind 127.0.0.1:0 …` and waits for its
-/// announcement; returns the process, its URL, its secret (the one it
+/// A cluster to join: NATS, the cluster's name, the secret every hub shares.
+pub(crate) struct Join<'a> {
+    pub(crate) nats: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) secret: &'a str,
+}
+
+/// Where a child hub listens (`--bind`), and the network namespace it runs
+/// in (`ip netns exec NS …`), if any.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placement<'a> {
+    pub(crate) bind: &'a str,
+    pub(crate) netns: Option<&'a str>,
+}
+
+impl Placement<'static> {
+    /// 127.0.0.1, a free port, this network namespace.
+    pub(crate) const LOCAL: Self = Self {
+        bind: "127.0.0.1:0",
+        netns: None,
+    };
+}
+
+/// Starts `program hub --bind ADDR …` (where `place` says) and waits for
+/// its announcement; returns the process, its URL, its secret (the one it
 /// generated and printed, or the cluster's) and the TLS setup of its peers.
-async fn spawn_child(
+pub(crate) async fn spawn_child(
     program: &Path,
+    place: Placement<'_>,
     peer_updates: PeerUpdates,
     tls: bool,
     flood_limit: Option<u32>,
     join: Option<&Join<'_>>,
 ) -> Result<(ChildHub, String, String, Option<Tls>), BenchError> {
-    let mut command = Command::new(program);
+    // `ip netns exec` execs the program in place: the child's pid is the hub's.
+    let mut command = match place.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
     command.args([
         "hub",
         "--bind",
-        "127.0.0.1:0",
+        place.bind,
         "--peer-updates",
         peer_updates.as_str(),
         // Every peer of the load tool comes from 127.0.0.1.
@@ -444,16 +489,31 @@ async fn spawn_child(
         }
     }
     let mut child = command
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", hub_log())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if join.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| BenchError::io(format!("starting {} hub", program.display()), e))?;
     let Some(stdout) = child.stdout.take() else {
         return Err(BenchError::Hub("the child hub has no stdout".into()));
     };
+    // A cluster hub's log lines go to our stderr prefixed with its process
+    // id (several hubs share it).
+    if let Some(stderr) = child.stderr.take() {
+        let pid = child.id().unwrap_or_default();
+        let mut log = BufReader::new(stderr).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = log.next_line().await {
+                eprintln!("[hub pid {pid}] {line}");
+            }
+        });
+    }
     let mut lines = BufReader::new(stdout).lines();
     let given = join.map(|j| j.secret.to_owned());
     let announced = tokio::time::timeout(CHILD_START, async {
@@ -528,7 +588,16 @@ async fn cluster(
     let mut members = Vec::with_capacity(n);
     let mut failure = None;
     for _ in 0..n {
-        match spawn_child(program, peer_updates, false, flood_limit, Some(&join)).await {
+        match spawn_child(
+            program,
+            Placement::LOCAL,
+            peer_updates,
+            false,
+            flood_limit,
+            Some(&join),
+        )
+        .await
+        {
             Ok((hub, url, _, _)) => {
                 members.push(Member {
                     url,
@@ -600,7 +669,7 @@ async fn formed(members: &[Member]) -> Result<(), BenchError> {
 }
 
 /// What our peers need to reach a TLS hub we started.
-struct Tls {
+pub(crate) struct Tls {
     roots: RootCertificates,
     client: Arc<rustls::ClientConfig>,
     /// A child hub's certificate and key files.

@@ -16,14 +16,22 @@
 //! traffic runs, ending with the line `soak: PASS|FAIL lost=…
 //! duplicated=… unanswered=… rss_drift=…%` (docs/reliability.md, *Soak*).
 //!
-//! Exit status: 0 when every scenario ran (and a soak passed), 1 when one
-//! failed midway or a soak failed, 2 for unusable options.
+//! `--scenario chaos` runs alone too: the soak's traffic against a cluster
+//! (`--cluster N`, 3 by default) while hubs and nats-server are killed and
+//! restarted and one hub is cut off from NATS (in a network namespace,
+//! when root), ending with `chaos: PASS|FAIL acked_lost=… unanswered=…
+//! duplicated=… reform_max=…s faults=…` (docs/reliability.md, *Chaos*).
+//!
+//! Exit status: 0 when every scenario ran (and a soak or chaos run
+//! passed), 1 when one failed midway or a soak or chaos run failed, 2 for
+//! unusable options.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use link_bench::chaos::ChaosOptions;
 use link_bench::soak::SoakOptions;
 use link_bench::{
     BenchError, BenchOptions, Clients, HubSpec, NatsSpec, PeerUpdates, Progress, Receiver,
@@ -104,7 +112,10 @@ pub(crate) struct BenchArgs {
 
     /// Scenarios, comma-separated: rpc-seq, rpc-conc, send, publish,
     /// fanout, connections, or all; flood and hostile (only when named);
-    /// or soak, alone (--duration, --peers, --churn, --rate, --out).
+    /// or soak, alone (--duration, --peers, --churn, --rate, --out); or
+    /// chaos, alone: the soak against a cluster of --cluster hubs (3 by
+    /// default) while hubs and nats-server are killed and restarted and,
+    /// as root, one hub is cut off from NATS (--seed, --no-netns).
     #[arg(long, value_name = "LIST", default_value = "all")]
     scenario: Vec<String>,
 
@@ -215,6 +226,16 @@ pub(crate) struct BenchArgs {
     /// of --duration, at least 5 s).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     warmup: Option<Duration>,
+
+    /// chaos: the seed of the fault schedule (default: from the clock;
+    /// printed either way, so a run can be repeated).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// chaos: skip the network-namespace fault (cutting one hub off from
+    /// NATS), which needs root and `ip netns`.
+    #[arg(long)]
+    no_netns: bool,
 
     /// soak: write soak.csv (samples) and soak.png (chart) into DIR.
     #[arg(long, value_name = "DIR")]
@@ -362,8 +383,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl BenchArgs {
-    /// True when `--scenario` names `soak` (which must then be alone).
-    fn is_soak(&self) -> Result<bool, Failure> {
+    /// True when `--scenario` names `name` (`soak` or `chaos`, which must
+    /// then be alone).
+    fn is_alone(&self, name: &str) -> Result<bool, Failure> {
         let names: Vec<&str> = self
             .scenario
             .iter()
@@ -371,12 +393,42 @@ impl BenchArgs {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        match names.contains(&"soak") {
-            true if names.len() > 1 => Err(Failure::unusable(
-                "--scenario soak runs alone: name no other scenario with it",
-            )),
-            soak => Ok(soak),
+        match names.contains(&name) {
+            true if names.len() > 1 => Err(Failure::unusable(format_args!(
+                "--scenario {name} runs alone: name no other scenario with it"
+            ))),
+            named => Ok(named),
         }
+    }
+
+    /// True when `--scenario` names `soak` (which must then be alone).
+    fn is_soak(&self) -> Result<bool, Failure> {
+        self.is_alone("soak")
+    }
+
+    fn chaos_options(&self) -> Result<ChaosOptions, Failure> {
+        if self.compare.is_some() || self.nats_url.is_some() || self.url.is_some() {
+            return Err(Failure::unusable(
+                "--scenario chaos starts its own cluster and nats-server: no --url, --nats-url or --compare",
+            ));
+        }
+        if self.tls {
+            return Err(Failure::unusable("--scenario chaos has no --tls"));
+        }
+        let opts = ChaosOptions {
+            hubs: self.cluster.map_or(3, usize::from),
+            duration: self.duration,
+            peers: self.peers,
+            churn: self.churn,
+            rate: self.rate,
+            talkers: self.talkers,
+            seed: self.seed,
+            netns: !self.no_netns,
+            peer_updates: self.peer_updates,
+            ..ChaosOptions::new(self.hub_program()?, self.nats_server.clone())
+        };
+        opts.validate().map_err(Failure::unusable)?;
+        Ok(opts)
     }
 
     fn soak_options(&self) -> Result<SoakOptions, Failure> {
@@ -445,8 +497,41 @@ fn soak(args: &BenchArgs) -> Result<Status, Failure> {
     })
 }
 
+/// `--scenario chaos`: the seed and the namespace at once (stderr), then
+/// the summary (or JSON) and the verdict line; exit 1 on FAIL.
+fn chaos(args: &BenchArgs) -> Result<Status, Failure> {
+    let opts = args.chaos_options()?;
+    let progress = Progress::new(!args.quiet && io::stderr().is_terminal());
+    let runtime = runtime()?;
+    let announce = |line: &str| eprintln!("{line}");
+    let report = runtime
+        .block_on(link_bench::chaos::run(&opts, &progress, &announce))
+        .map_err(|e| match e {
+            BenchError::InvalidOption { .. } => Failure::unusable(e),
+            e => Failure::rejected(e),
+        })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let verdict = report.verdict();
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?;
+        print(&text)?;
+        eprintln!("{verdict}");
+    } else {
+        print(&format!("{}{verdict}", report.table()))?;
+    }
+    Ok(if report.pass() {
+        Status::Ok
+    } else {
+        Status::Rejected
+    })
+}
+
 /// Runs the benchmark and prints the table (or JSON) on stdout.
 pub(crate) fn run(args: &BenchArgs) -> Result<Status, Failure> {
+    if args.is_alone("chaos")? {
+        return chaos(args);
+    }
     if args.is_soak()? {
         return soak(args);
     }
@@ -593,6 +678,55 @@ mod tests {
                 .soak_options()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn chaos_runs_alone_on_its_own_cluster() {
+        let a = parse(&[
+            "--scenario",
+            "chaos",
+            "--seed",
+            "7",
+            "--no-netns",
+            "--duration",
+            "5m",
+            "--cluster",
+            "3",
+            "--hub-program",
+            "/bin/link-cli",
+        ])
+        .unwrap();
+        assert!(a.is_alone("chaos").ok().unwrap());
+        let o = a.chaos_options().ok().unwrap();
+        assert_eq!((o.hubs, o.seed, o.netns), (3, Some(7), false));
+        assert_eq!(o.duration, Duration::from_secs(300));
+        assert_eq!(o.program, PathBuf::from("/bin/link-cli"));
+        let o = parse(&["--scenario", "chaos", "--cluster", "4"])
+            .unwrap()
+            .chaos_options()
+            .ok()
+            .unwrap();
+        assert_eq!((o.hubs, o.seed, o.netns), (4, None, true));
+        assert!(
+            parse(&["--scenario", "chaos,soak"])
+                .unwrap()
+                .is_alone("chaos")
+                .is_err()
+        );
+        for bad in [
+            &[
+                "--scenario",
+                "chaos",
+                "--cluster",
+                "2",
+                "--nats-url",
+                "nats://x",
+            ][..],
+            &["--scenario", "chaos", "--url", "ws://x", "--secret", "s"][..],
+            &["--scenario", "chaos", "--peer-updates", "off"][..],
+        ] {
+            assert!(parse(bad).unwrap().chaos_options().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,12 +13,12 @@
 //! server RPC sent after the topic subscription proves the subscription
 //! was registered: from then on a publish must reach this peer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use link_client::{ClientConfig, LinkClient, LinkEvent, StopOptions};
+use link_client::{ClientConfig, LinkClient, LinkEvent, RootCertificates, StopOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -62,12 +62,71 @@ impl Books {
     }
 }
 
+/// Where the peers connect: one hub, or the hubs of a cluster, every peer
+/// given all of them (its own first, the hub of slot `i` being
+/// `urls[i % urls.len()]`) so that it fails over.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoints {
+    pub(crate) urls: Vec<String>,
+    pub(crate) secret: String,
+    pub(crate) roots: Option<RootCertificates>,
+}
+
+impl Endpoints {
+    /// The one hub of `hub`.
+    pub(crate) fn single(hub: &HubTarget) -> Self {
+        Self {
+            urls: vec![hub.url().to_owned()],
+            secret: hub.secret().to_owned(),
+            roots: hub.root_certificates().cloned(),
+        }
+    }
+
+    /// Slot `slot`'s failover list: its hub, then the others in order.
+    pub(crate) fn for_slot(&self, slot: usize) -> Vec<String> {
+        let n = self.urls.len().max(1);
+        (0..self.urls.len())
+            .map(|i| self.urls[(slot + i) % n].clone())
+            .collect()
+    }
+}
+
+/// The RPC calls each callee's `echo` handler ran, by call number: which
+/// slot ran it and how many times. Written before the handler answers, so
+/// an answered call that is not here was never handled by its callee.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Handled(Arc<Mutex<HashMap<u64, (usize, u32)>>>);
+
+impl Handled {
+    fn record(&self, call: u64, slot: usize) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.entry(call).or_insert((slot, 0));
+        entry.1 += 1;
+    }
+
+    /// Slot `slot` ran call `call` (at least once).
+    pub(crate) fn by(&self, call: u64, slot: usize) -> bool {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&call).is_some_and(|&(s, _)| s == slot)
+    }
+
+    /// Calls that a handler ran more than once (the extra runs).
+    pub(crate) fn repeated(&self) -> u64 {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .map(|&(_, n)| u64::from(n.saturating_sub(1)))
+            .sum()
+    }
+}
+
 /// Everything the soak's tasks share.
 pub(crate) struct Fleet {
     base: Instant,
     pub(crate) books: Books,
     pub(crate) kinds: Vec<String>,
     pub(crate) clients: Vec<LinkClient>,
+    /// What the `echo` handlers ran.
+    pub(crate) handled: Handled,
     churning: Vec<AtomicBool>,
     /// Disconnects we did not cause.
     pub(crate) dropped: AtomicU64,
@@ -91,7 +150,7 @@ impl Fleet {
     /// batches, until each has a session with a confirmed subscription.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn open(
-        hub: &HubTarget,
+        hub: &Endpoints,
         tag: &str,
         n: usize,
         talkers: usize,
@@ -109,17 +168,21 @@ impl Fleet {
         let kinds: Vec<String> = (0..n).map(|i| format!("soak-{tag}-p{i}")).collect();
         let mut clients = Vec::with_capacity(n);
         let mut handlers = Vec::with_capacity(n);
+        let handled = Handled::default();
         for (slot, kind) in kinds.iter().enumerate() {
+            let ran = handled.clone();
             let mut builder = ClientConfig::builder()
-                .url(hub.url())
-                .secret(hub.secret())
+                .urls(hub.for_slot(slot))
+                .secret(hub.secret.as_str())
                 .kind(kind.as_str())
                 .rpc_timeout(rpc_timeout)
-                .handler(
-                    ECHO,
-                    |call| async move { Ok(call.data.unwrap_or(Value::Null)) },
-                );
-            if let Some(roots) = hub.root_certificates() {
+                .handler(ECHO, move |call| {
+                    if let Some(n) = call.data.as_ref().and_then(|d| d["n"].as_u64()) {
+                        ran.record(n, slot);
+                    }
+                    async move { Ok(call.data.unwrap_or(Value::Null)) }
+                });
+            if let Some(roots) = &hub.roots {
                 builder = builder.root_certificates(roots.clone());
             }
             let config = builder.build().map_err(|e| BenchError::Peer {
@@ -144,6 +207,7 @@ impl Fleet {
             books,
             kinds,
             clients,
+            handled,
             churning: (0..n).map(|_| AtomicBool::new(false)).collect(),
             dropped: AtomicU64::new(0),
             drop_reasons: Mutex::new(BTreeMap::new()),

@@ -227,6 +227,14 @@ impl Ledger {
         let inbox = &mut self.inbox[slot * self.talkers + talker][flow as usize];
         if !inbox.got.insert(seq) {
             self.duplicated += 1;
+            // The first few, for finding out where they came from (the
+            // position among the hubs' log lines dates them).
+            if self.duplicated <= 20 {
+                eprintln!(
+                    "soak: duplicate delivery: receiver p{slot}, talker p{talker}, {flow:?}, \
+                     session {epoch}, sequence {seq}"
+                );
+            }
             return;
         }
         match inbox.last {

@@ -18,8 +18,8 @@
 //! duplicated and out-of-order messages (`ledger.rs`; the rules are in
 //! docs/reliability.md, *Soak*).
 
-mod fleet;
-mod ledger;
+pub(crate) mod fleet;
+pub(crate) mod ledger;
 mod samples;
 
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ use serde_json::json;
 use tokio::time::MissedTickBehavior;
 
 pub use fleet::ListCheck;
-use fleet::{DIRECT, ECHO, Fleet, Mark};
+use fleet::{DIRECT, ECHO, Endpoints, Fleet, Mark};
 pub use ledger::Delivery;
 use ledger::Flow;
 pub use samples::Sample;
@@ -50,12 +50,15 @@ use crate::target::{HubSpec, HubTarget};
 /// The most RSS may grow from the end of warm-up to the end for a PASS.
 pub const MAX_RSS_DRIFT_PERCENT: f64 = 5.0;
 /// How long an RPC waits for its answer.
-const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long peer lists may take to match at a checkpoint, and the
 /// reconnecting peers to come back first.
 const SETTLE: Duration = Duration::from_secs(30);
+/// An RPC whose outcome comes later than its timeout plus this is late
+/// (the client's own timer should have ended it).
+pub(crate) const LATE_GRACE: Duration = Duration::from_secs(5);
 /// Descriptors beyond the peers' sockets.
-const SPARE_FILES: u64 = 512;
+pub(crate) const SPARE_FILES: u64 = 512;
 
 /// What a soak run does.
 #[derive(Clone, Debug)]
@@ -172,6 +175,12 @@ pub struct RpcTally {
     pub timed_out_while_up: u64,
     /// With no outcome by the end of the grace period.
     pub no_outcome: u64,
+    /// Answered with the argument, but the callee's handler has no record
+    /// of the call (the answer did not come from the callee).
+    pub answered_unhandled: u64,
+    /// Whose outcome (answer or error) came later than the RPC timeout
+    /// plus [`LATE_GRACE`].
+    pub late: u64,
 }
 
 impl RpcTally {
@@ -412,18 +421,31 @@ impl SoakReport {
     }
 }
 
-/// A small xorshift generator: churn victims and recipients need no more.
-struct Rng(u64);
+/// A small xorshift generator: churn victims, recipients and the chaos
+/// schedule need no more.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn seeded() -> Self {
+    /// Seeded from the clock.
+    pub(crate) fn seeded() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        Self(nanos | 1)
+        Self::with_seed(nanos)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    /// A given seed (the same seed, the same sequence).
+    pub(crate) fn with_seed(seed: u64) -> Self {
+        // splitmix64 once, so that small seeds do not start near zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self((z ^ (z >> 31)) | 1)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -431,7 +453,7 @@ impl Rng {
     }
 
     /// A slot other than `not` among `n` (n ≥ 2).
-    fn other(&mut self, n: usize, not: usize) -> usize {
+    pub(crate) fn other(&mut self, n: usize, not: usize) -> usize {
         (not + 1 + self.below(n - 1)) % n
     }
 }
@@ -476,11 +498,11 @@ fn write_files(report: &mut SoakReport, dir: &Path, warmup: Duration) -> Result<
 
 /// Counters the traffic task keeps.
 #[derive(Default)]
-struct Traffic {
+pub(crate) struct Traffic {
     rpcs: Mutex<RpcTally>,
-    in_flight: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
     rpcs_done: AtomicU64,
-    send_errors: Mutex<BTreeMap<String, u64>>,
+    pub(crate) send_errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Traffic {
@@ -493,7 +515,7 @@ impl Traffic {
             .or_default() += 1;
     }
 
-    fn rpcs(&self) -> std::sync::MutexGuard<'_, RpcTally> {
+    pub(crate) fn rpcs(&self) -> std::sync::MutexGuard<'_, RpcTally> {
         self.rpcs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -511,7 +533,7 @@ async fn soak(
     );
     let opening = Instant::now();
     let fleet = Fleet::open(
-        target,
+        &Endpoints::single(target),
         &tag,
         opts.peers,
         opts.talkers,
@@ -549,6 +571,7 @@ async fn drive(
         traffic.clone(),
         opts.rate,
         opts.talkers,
+        RPC_TIMEOUT,
     ));
     let checkpoints = Arc::new(Mutex::new(Vec::new()));
     let checker = lists.then(|| {
@@ -682,7 +705,12 @@ async fn checkpoint(fleet: &Fleet, paused: &AtomicBool) -> ListCheck {
 }
 
 /// Churns `per_sec` random peers a second while not paused.
-async fn churn(fleet: Arc<Fleet>, paused: Arc<AtomicBool>, per_sec: f64, down: Duration) {
+pub(crate) async fn churn(
+    fleet: Arc<Fleet>,
+    paused: Arc<AtomicBool>,
+    per_sec: f64,
+    down: Duration,
+) {
     let mut rng = Rng::seeded();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -699,8 +727,16 @@ async fn churn(fleet: Arc<Fleet>, paused: Arc<AtomicBool>, per_sec: f64, down: D
 }
 
 /// Every 1/rate s: one publish, one direct send and one RPC, from the next
-/// talker that is up.
-async fn talk(fleet: Arc<Fleet>, traffic: Arc<Traffic>, rate: f64, talkers: usize) {
+/// talker that is up. An RPC answered with its argument is checked against
+/// the callee's record of the calls it ran (`answered_unhandled`); one
+/// whose outcome comes after `rpc_timeout` + [`LATE_GRACE`] is `late`.
+pub(crate) async fn talk(
+    fleet: Arc<Fleet>,
+    traffic: Arc<Traffic>,
+    rate: f64,
+    talkers: usize,
+    rpc_timeout: Duration,
+) {
     let mut rng = Rng::seeded();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -751,17 +787,26 @@ async fn talk(fleet: Arc<Fleet>, traffic: Arc<Traffic>, rate: f64, talkers: usiz
         tokio::spawn(async move {
             let arg = json!({ "n": call });
             let at = fleet.now();
+            let started = Instant::now();
             let got = fleet.clients[t]
                 .rpc(&fleet.kinds[callee], ECHO, Some(arg.clone()))
                 .await;
             {
                 let mut r = traffic.rpcs();
+                if started.elapsed() > rpc_timeout + LATE_GRACE {
+                    r.late += 1;
+                }
                 match got {
-                    Ok(v) if v == arg => r.answered += 1,
+                    Ok(v) if v == arg => {
+                        r.answered += 1;
+                        if !fleet.handled.by(call, callee) {
+                            r.answered_unhandled += 1;
+                        }
+                    }
                     Ok(_) => r.wrong_answers += 1,
                     Err(e) => {
                         if matches!(e, LinkError::RpcTimeout { .. }) {
-                            let until = at + RPC_TIMEOUT.as_micros() as u64;
+                            let until = at + rpc_timeout.as_micros() as u64;
                             let books = fleet.books.lock();
                             if books.stayed_up(t, at, until) && books.stayed_up(callee, at, until) {
                                 r.timed_out_while_up += 1;

@@ -693,12 +693,31 @@ async fn leases_task(
                 store = open_bucket(&js, &bucket, ctx.config.lease_age).await;
                 if let Some(s) = &store {
                     watch = s.watch_with_history(">").await.ok();
+                    // Commands queued while NATS was away are read first: a
+                    // kind whose peer left meanwhile (its release still
+                    // queued) is not claimed again, or the claim would
+                    // displace the kind where it connected since.
+                    while let Ok(cmd) = cmds.try_recv() {
+                        waiting.push(cmd);
+                    }
                     let again: Vec<(Arc<str>, Held)> = held.drain().collect();
                     for (kind, h) in again {
-                        claim(&ctx, s, &announce, &mut held, kind, h.conn, h.lease).await;
+                        let leaving = waiting
+                            .iter()
+                            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if *k == kind));
+                        if leaving {
+                            // The queued release hands it back.
+                            held.insert(kind, h);
+                        } else {
+                            claim(&ctx, s, &announce, &mut held, kind, h.conn, h.lease).await;
+                        }
                     }
                     for cmd in std::mem::take(&mut waiting) {
+                        let stop = matches!(cmd, LeaseCmd::Stop(_));
                         lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
+                        if stop {
+                            return;
+                        }
                     }
                 }
             }
@@ -875,10 +894,18 @@ async fn refresh_all(
         match store.update(kv_key.as_str(), value, h.rev).await {
             Ok(rev) => h.rev = rev,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                let writer = written_by(store, key, &kv_key, &ctx.link.hub).await;
+                if let Writer::Us(rev) = writer {
+                    // Our own write: a refresh that timed out here (NATS
+                    // unreachable, or a cut link) but reached the bucket
+                    // later. The lease is still ours, at that revision.
+                    h.rev = rev;
+                    continue;
+                }
                 let Some(h) = held.remove(&kind) else {
                     continue;
                 };
-                if written_by_a_hub(store, key, &kv_key).await {
+                if writer == Writer::AnotherHub {
                     // A newer hello on another hub took the kind.
                     ctx.tell(ClusterIn::Claimed {
                         kind,
@@ -898,15 +925,29 @@ async fn refresh_all(
     }
 }
 
-/// True when `kv_key`'s current value was sealed with the cluster secret.
-async fn written_by_a_hub(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str) -> bool {
+/// Who wrote `kv_key`'s current value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// This hub, at this revision.
+    Us(u64),
+    /// Another hub of the cluster (sealed with the cluster secret).
+    AnotherHub,
+    /// No hub: deleted, purged, or written without the secret.
+    Outsider,
+}
+
+async fn written_by(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str, hub: &str) -> Writer {
     match store.entry(kv_key).await {
         Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-            wire::open_lease(key, kv_key, &entry.value, wall_ms(), u64::MAX).is_ok()
+            match wire::open_lease(key, kv_key, &entry.value, wall_ms(), u64::MAX) {
+                Ok(lease) if lease.hub == hub => Writer::Us(entry.revision),
+                Ok(_) => Writer::AnotherHub,
+                Err(_) => Writer::Outsider,
+            }
         }
         // Deleted or purged: only a hub handing a lease back does that
         // legitimately, and never ours; take it back either way.
-        _ => false,
+        _ => Writer::Outsider,
     }
 }
 
