@@ -2,7 +2,8 @@
 //! port, read back from its log line `Listening for client connections
 //! on`), with JetStream in a directory of its own when a cluster of hubs
 //! needs it (their kind leases live in a JetStream KV bucket), or one
-//! already running. Used by `--compare nats` and by `--cluster`.
+//! already running. Used by `--compare nats` and by `--cluster` (whose
+//! server runs with `GOMAXPROCS=1` unless the environment sets it).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -89,6 +90,14 @@ pub(crate) async fn spawn_at(
     command.args(["-a", addr, "-p", &port_arg]);
     if let Some(dir) = store {
         command.arg("-js").arg("-sd").arg(dir);
+        // A cluster's server shares the cores with the hubs and the load
+        // tool: with one Go scheduler thread (unless GOMAXPROCS is set
+        // already), its idle threads do not spin on the other core between
+        // messages (docs/perf.md, "Cluster": 0.6x its CPU per call and
+        // 0.77x the cross-hub rpc-seq p50 on the 2-core box).
+        if std::env::var_os("GOMAXPROCS").is_none() {
+            command.env("GOMAXPROCS", "1");
+        }
     }
     let mut child = command
         .stdin(Stdio::null())
