@@ -28,6 +28,7 @@ pub mod client_conn;
 pub mod frame;
 pub mod hub_conn;
 pub mod input;
+pub mod presence;
 
 /// A harness: runs one input, panics when a check fails.
 pub type Harness = fn(&[u8]);
@@ -39,4 +40,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("canonical", canonical::run),
     ("hub_conn", hub_conn::run),
     ("client_conn", client_conn::run),
+    ("presence", presence::run),
 ];

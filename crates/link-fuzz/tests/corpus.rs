@@ -72,6 +72,11 @@ fn client_conn_corpus_replays() {
     assert!(replay("client_conn") > 0);
 }
 
+#[test]
+fn presence_corpus_replays() {
+    assert!(replay("presence") > 0);
+}
+
 /// Not the fuzzer, but a cheap net under it: a few thousand inputs from a
 /// fixed pseudo-random sequence through every target, so a harness or
 /// product change that breaks a check is caught without nightly.

@@ -21,10 +21,25 @@
 //! - nothing is queued for a socket before its hello, and every item a
 //!   writer takes from a socket's outbox is addressed to the kind that
 //!   socket registered;
+//! - presence, as each socket's client sees it: one `hello.ack` per socket,
+//!   listing `peers.delta` exactly when the hello asked for it and peer
+//!   lists are on; no presence message before it; a v1 socket only ever
+//!   gets `peers.update` (it keeps the last list it took), a delta socket
+//!   only `peers.snapshot`/`peers.delta`, which it feeds to
+//!   [`PeerSync`] and applies as link-client does; the hub never leaves it
+//!   a gap (every delta applies to the version it holds) and every delta
+//!   is consistent with the list it applies to (`left` and `changed` kinds
+//!   are listed, `joined` ones are not once `left` are gone);
 //!
-//! and at the end, once every socket has closed and every task is answered,
-//! nothing is left: no peer, topic, status, subscription, waiting socket,
-//! running RPC or ACL check.
+//! at quiescent points (a "settle" input, and the end: the clock runs past
+//! every presence timer and every writer drains its outbox, until nothing
+//! is due), every socket that holds its kind and was not told to close has
+//! the table's membership in registration order, entry for entry: all of it
+//! for a delta socket, the earliest peers that fit `max_peer_list_bytes`
+//! for a v1 one (docs/protocol.md §5.2.1, §5.2.2); and at the end, once
+//! every socket has closed and every task is answered, nothing is left: no
+//! peer, topic, status, subscription, waiting socket, running RPC or ACL
+//! check.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,11 +47,15 @@ use std::time::{Duration, Instant};
 
 use link_protocol::conn::Now;
 use link_protocol::envelope::Header;
-use link_protocol::{Envelope, HandlerError, Hello, Value, msg_type};
+use link_protocol::presence::{PeerStep, PeerSync};
+use link_protocol::{
+    CanonicalData, Envelope, Feature, HandlerError, Hello, Message, PeerInfo, Value, msg_type,
+};
+use link_transport::writer::Outgoing;
 use serde_json::json;
 
 use crate::acl::Verdict;
-use crate::outbox::Outbox;
+use crate::outbox::{OutItem, Outbox};
 use crate::routing::{
     AclHooks, ConnId, Listening, PresenceLimits, Route, Routing, RoutingConfig, Task, Ticket,
 };
@@ -101,10 +120,22 @@ impl Input<'_> {
     }
 }
 
-/// One attached socket as the driver sees it.
+/// One attached socket as the driver sees it, and what its client made of
+/// the presence messages it took.
 struct Sock {
     outbox: Arc<Outbox>,
     kind: Option<Arc<str>>,
+    /// Its hello asked for `peers.delta`.
+    deltas: bool,
+    /// It took its `hello.ack`.
+    acked: bool,
+    /// The table told the driver to close it (displaced, evicted, closed,
+    /// terminated): the harness keeps it open, but promises end there.
+    doomed: bool,
+    /// The peer list its client holds (`None`: none yet).
+    list: Option<Vec<PeerInfo>>,
+    /// A delta client's tracker.
+    sync: PeerSync,
 }
 
 struct Sim {
@@ -112,6 +143,8 @@ struct Sim {
     base: Instant,
     elapsed_ms: u64,
     outbox_bytes: usize,
+    broadcast_peers: bool,
+    max_peer_list_bytes: usize,
     next_conn: ConnId,
     socks: HashMap<ConnId, Sock>,
     next_id: u64,
@@ -148,6 +181,8 @@ impl Sim {
             max_subscriptions_per_peer: *input.choose(&[10_000, 2]),
             presence: PresenceLimits::default(),
         };
+        let (broadcast_peers, max_peer_list_bytes) =
+            (config.broadcast_peers, config.max_peer_list_bytes);
         let mut table = Routing::new(config);
         table.set_listening(Listening {
             events: input.bool(),
@@ -158,6 +193,8 @@ impl Sim {
             base: Instant::now(),
             elapsed_ms: 0,
             outbox_bytes: *input.choose(&[1 << 20, 2_000, 600]),
+            broadcast_peers,
+            max_peer_list_bytes,
             next_conn: 1,
             socks: HashMap::new(),
             next_id: 0,
@@ -202,6 +239,11 @@ impl Sim {
                     Sock {
                         outbox: outbox.clone(),
                         kind: None,
+                        deltas: false,
+                        acked: false,
+                        doomed: false,
+                        list: None,
+                        sync: PeerSync::new(),
                     },
                 );
                 self.table.handle_attach(conn, Route::Local(outbox), None);
@@ -212,15 +254,21 @@ impl Sim {
                     return;
                 };
                 let kind = *input.choose(KINDS);
+                // Names, pids and start times as clients send them (a
+                // name equal to the kind is left out of compact entries).
+                let name = *input.choose(&[None, Some(kind), Some("n-1"), Some("")]);
+                let pid = *input.choose(&[None, Some(7.0), Some(1.5)]);
                 let sock = self.socks.get_mut(&conn);
                 let Some(sock) = sock.filter(|s| s.kind.is_none()) else {
                     return;
                 };
-                let Ok(hello) = Hello::sanitize(Some(&json!({ "kind": kind }))) else {
+                let data = json!({ "kind": kind, "name": name, "pid": pid, "startedAt": pid });
+                let Ok(hello) = Hello::sanitize(Some(&data)) else {
                     return;
                 };
                 sock.kind = Some(kind.into());
                 // 3: the hello asked for the `peers.delta` extension.
+                sock.deltas = op == 3;
                 self.table
                     .handle_register_asking(now, conn, hello, op == 3, None);
             }
@@ -280,12 +328,14 @@ impl Sim {
                 self.table.handle_input_done(now, input.bool());
             }
             13 => {
-                // A writer drains its socket's outbox.
+                // A writer drains its socket's outbox, and flushes (or
+                // not yet: a list taken and not flushed holds the next).
                 let Some(conn) = self.pick(input, false) else {
                     return;
                 };
                 let max = usize::from(input.byte());
-                self.take(conn, max);
+                let flush = input.bool();
+                self.take(conn, max, flush);
             }
             14 => {
                 // Time passes; the table's timer (paced peer lists) fires
@@ -300,6 +350,15 @@ impl Sim {
                 }
                 1 => self.table.terminate_all(),
                 2 => self.table.stop(),
+                3 => self.settle(),
+                4 => {
+                    // A client asks for a fresh snapshot (ignored from a
+                    // v1 peer).
+                    let Some(conn) = self.pick(input, true) else {
+                        return;
+                    };
+                    self.resync(conn);
+                }
                 _ => {
                     let _ = (self.table.health(), self.table.state());
                 }
@@ -311,7 +370,11 @@ impl Sim {
     /// Collects controls (ignored: closes are fed back by `handle_closed`
     /// steps), tasks (kept to answer later) and events.
     fn drain(&mut self) {
-        while self.table.poll_control().is_some() {}
+        while let Some((conn, _)) = self.table.poll_control() {
+            if let Some(sock) = self.socks.get_mut(&conn) {
+                sock.doomed = true;
+            }
+        }
         while let Some(task) = self.table.poll_task() {
             match task {
                 Task::ServerRpc(call) => self.server_tickets.push(call.ticket),
@@ -387,21 +450,215 @@ impl Sim {
         Envelope::new(&header, Some(data))
     }
 
-    /// A writer takes up to `max` items: each is addressed to the kind the
-    /// socket registered.
-    fn take(&self, conn: ConnId, max: usize) {
-        let Some(sock) = self.socks.get(&conn) else {
-            return;
+    /// A writer takes up to `max` items (and flushes them if `flush`): each
+    /// is addressed to the kind the socket registered, and its client acts
+    /// on the presence messages among them. Returns how many it took.
+    fn take(&mut self, conn: ConnId, max: usize, flush: bool) -> usize {
+        let Some(sock) = self.socks.get_mut(&conn) else {
+            return 0;
         };
         let mut batch = Vec::new();
         let _ = sock.outbox.take(&mut batch, max);
-        for item in batch {
+        if flush {
+            sock.outbox.flushed();
+        }
+        let n = batch.len();
+        for item in &batch {
             let kind = sock.kind.as_ref();
             assert_eq!(
                 Some(&item.to),
                 kind,
                 "conn {conn}: {} for another kind",
                 item.msg_type
+            );
+            Self::client_takes(conn, sock, item, self.broadcast_peers);
+        }
+        n
+    }
+
+    /// What the socket's client makes of one message: the presence checks
+    /// in the module docs.
+    fn client_takes(conn: ConnId, sock: &mut Sock, item: &OutItem, broadcast_peers: bool) {
+        let t = item.msg_type;
+        let presence = matches!(
+            t,
+            msg_type::PEERS_UPDATE | msg_type::PEERS_SNAPSHOT | msg_type::PEERS_DELTA
+        );
+        if t == msg_type::HELLO_ACK {
+            assert!(!sock.acked, "conn {conn}: a second hello.ack");
+            sock.acked = true;
+        } else if !presence {
+            return;
+        }
+        assert!(sock.acked, "conn {conn}: {t} before its hello.ack");
+        let data = item.data.as_deref().map(|d| {
+            serde_json::from_str::<Value>(d.as_str())
+                .unwrap_or_else(|e| panic!("conn {conn}: {t} data is not JSON: {e}"))
+        });
+        let header = Header {
+            id: "x",
+            ts: T0_MS,
+            msg_type: t,
+            from: Some("server"),
+            to: Some(&*item.to),
+        };
+        let msg = Message::parse(&Envelope::new(&header, data));
+        let step = match msg {
+            Message::HelloAck(ack) => {
+                let granted = ack
+                    .features
+                    .iter()
+                    .any(|f| f == Feature::PeersDelta.as_str());
+                assert_eq!(
+                    granted,
+                    sock.deltas && broadcast_peers,
+                    "conn {conn}: hello.ack features {:?}",
+                    ack.features
+                );
+                return;
+            }
+            Message::PeersUpdate(peers) => {
+                assert!(!sock.deltas, "conn {conn}: peers.update to a delta peer");
+                sock.list = Some(peers);
+                return;
+            }
+            Message::PeersSnapshot(part) => {
+                assert!(sock.deltas, "conn {conn}: peers.snapshot to a v1 peer");
+                sock.sync.on_snapshot(part)
+            }
+            Message::PeersDelta(delta) => {
+                assert!(sock.deltas, "conn {conn}: peers.delta to a v1 peer");
+                sock.sync.on_delta(delta)
+            }
+            other => panic!("conn {conn}: malformed {t}: {other:?}"),
+        };
+        match step {
+            PeerStep::Wait => {}
+            PeerStep::List(peers) => sock.list = Some(peers),
+            PeerStep::Apply(delta) => {
+                let Some(list) = sock.list.as_mut() else {
+                    panic!("conn {conn}: a delta applied with no list held");
+                };
+                // As link-client applies it; each part must make sense
+                // against the list held.
+                for kind in &delta.left {
+                    assert!(
+                        list.iter().any(|p| p.kind == *kind),
+                        "conn {conn}: delta {}..{}: {kind} left but is not listed",
+                        delta.base,
+                        delta.version
+                    );
+                }
+                list.retain(|p| !delta.left.contains(&p.kind));
+                for p in delta.changed {
+                    let slot = list.iter_mut().find(|q| q.kind == p.kind);
+                    let Some(slot) = slot else {
+                        panic!("conn {conn}: {} changed but is not listed", p.kind);
+                    };
+                    *slot = p;
+                }
+                for p in delta.joined {
+                    assert!(
+                        list.iter().all(|q| q.kind != p.kind),
+                        "conn {conn}: {} joined but is listed",
+                        p.kind
+                    );
+                    list.push(p);
+                }
+            }
+            PeerStep::Resync => {
+                panic!("conn {conn}: {t} left a gap (the hub lost or reordered presence messages)")
+            }
+        }
+    }
+
+    /// `peers.resync` from a registered socket, as a client sends it.
+    fn resync(&mut self, conn: ConnId) {
+        let Some(kind) = self.socks.get(&conn).and_then(|s| s.kind.clone()) else {
+            return;
+        };
+        self.next_id += 1;
+        let id = format!("{kind}-{}", self.next_id);
+        let header = Header {
+            id: &id,
+            ts: self.now().wall_ms,
+            msg_type: msg_type::PEERS_RESYNC,
+            from: Some(&kind),
+            to: None,
+        };
+        let env = Envelope::new(&header, Some(json!({})));
+        let now = self.now();
+        self.table.handle_inbound(now, conn, kind, env);
+        self.drain();
+    }
+
+    /// A quiescent point: inputs pause, the clock runs past every presence
+    /// timer and every writer drains and flushes its outbox, until nothing
+    /// is due; then every live peer's list is the membership.
+    fn settle(&mut self) {
+        for round in 0.. {
+            assert!(round < 10_000, "presence never settles");
+            let now = self.now();
+            self.table.handle_input_done(now, false);
+            self.drain();
+            let mut conns: Vec<ConnId> = self.socks.keys().copied().collect();
+            conns.sort_unstable();
+            let mut took = 0;
+            for conn in conns {
+                took += self.take(conn, usize::MAX, true);
+            }
+            match self.table.poll_timeout() {
+                Some(t) => {
+                    let ms = t.saturating_duration_since(self.base).as_micros();
+                    let ms = u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX);
+                    self.elapsed_ms = self.elapsed_ms.max(ms);
+                    let now = self.now();
+                    self.table.handle_timeout(now);
+                    self.drain();
+                }
+                None if took == 0 => break,
+                None => {}
+            }
+        }
+        self.check_presence();
+    }
+
+    /// Every socket that holds its kind and was not told to close has the
+    /// membership (v1: as far as `max_peer_list_bytes` lets a list go).
+    fn check_presence(&self) {
+        let members = self.table.membership();
+        let mut conns: Vec<&ConnId> = self.socks.keys().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            let sock = &self.socks[conn];
+            let Some(kind) = &sock.kind else { continue };
+            if sock.doomed || !self.broadcast_peers {
+                continue;
+            }
+            assert!(
+                members.iter().any(|p| *p.kind == **kind),
+                "conn {conn}: {kind} holds its kind but is not a member"
+            );
+            let want = if sock.deltas {
+                &members[..]
+            } else {
+                // The earliest peers that fit, as the hub cuts a list.
+                let (mut bytes, mut listed) = (12, 0);
+                for p in &members {
+                    let add = CanonicalData::new(&p.to_value()).len() + usize::from(listed > 0);
+                    if bytes + add > self.max_peer_list_bytes {
+                        break;
+                    }
+                    bytes += add;
+                    listed += 1;
+                }
+                &members[..listed]
+            };
+            assert_eq!(
+                sock.list.as_deref(),
+                Some(want),
+                "conn {conn} ({kind}, deltas {}): its list is not the membership",
+                sock.deltas
             );
         }
     }
@@ -421,12 +678,10 @@ impl Sim {
 
     /// Every socket closes, every task is answered: nothing may be left.
     fn finish(mut self) {
+        self.settle();
         let now = self.now();
         let mut conns: Vec<ConnId> = self.socks.keys().copied().collect();
         conns.sort_unstable();
-        for &conn in &conns {
-            self.take(conn, usize::MAX);
-        }
         for conn in conns {
             self.table
                 .handle_closed(now, conn, Some(1000), String::new());

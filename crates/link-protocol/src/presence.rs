@@ -291,8 +291,12 @@ impl PeerSync {
             }
             // Already covered (a delta older than the snapshot held).
             Some(v) if d.version <= v => PeerStep::Wait,
-            _ if self.building.is_some() => PeerStep::Wait,
-            _ => self.gap(),
+            // A snapshot's parts come one after another: a delta in
+            // between means one was lost and the rest will not come.
+            _ => {
+                self.building = None;
+                self.gap()
+            }
         }
     }
 
@@ -448,6 +452,32 @@ mod tests {
         assert!(matches!(
             s.on_delta(delta(9, 10, &["d"])),
             PeerStep::Apply(_)
+        ));
+    }
+
+    /// Fuzz finding (`fuzz/regressions/presence/delta-after-a-lost-last-part`):
+    /// a snapshot whose last part was lost, followed by deltas only, left
+    /// the tracker waiting for that part for ever, never asking again.
+    #[test]
+    fn a_delta_while_a_snapshot_is_part_way_is_a_gap() {
+        let mut s = PeerSync::new();
+        assert!(matches!(
+            s.on_snapshot(snap(1, 0, 1, &["a"])),
+            PeerStep::List(_)
+        ));
+        assert_eq!(s.on_snapshot(snap(4, 0, 2, &["a", "b"])), PeerStep::Wait);
+        // Part 1 is lost; the deltas from version 4 follow.
+        assert_eq!(s.on_delta(delta(4, 5, &["c"])), PeerStep::Resync);
+        assert_eq!(s.version(), None);
+        for _ in 1..RESYNC_EVERY {
+            assert_eq!(s.on_delta(delta(5, 6, &["d"])), PeerStep::Wait);
+        }
+        assert_eq!(s.on_delta(delta(6, 7, &["e"])), PeerStep::Resync);
+        // A late part of the lost snapshot starts nothing.
+        assert_eq!(s.on_snapshot(snap(4, 1, 2, &["c"])), PeerStep::Wait);
+        assert!(matches!(
+            s.on_snapshot(snap(7, 0, 1, &["a", "c"])),
+            PeerStep::List(_)
         ));
     }
 

@@ -100,6 +100,12 @@ impl Routing {
             "a built-in RPC still counted between inputs"
         );
     }
+    /// The membership a peer list of the current version describes: every
+    /// peer, in registration order, as its `peers.update` entry.
+    pub(crate) fn membership(&self) -> Vec<link_protocol::PeerInfo> {
+        self.peer_infos()
+    }
+
     /// User server RPCs running and ACL checks in flight.
     pub(crate) fn tasks_in_flight(&self) -> (usize, usize) {
         (self.server_calls.len(), self.verdicts.sizes().0)

@@ -641,7 +641,8 @@ impl Routing {
     }
 
     /// Queues the current list for `kind` and records that it saw it (for
-    /// a delta peer: a snapshot or a delta, recorded once queued).
+    /// a delta peer: a snapshot or a delta, recorded once queued). False
+    /// when its outbox refused the message: it has not seen it.
     fn send_list(&mut self, now: Instant, kind: &Arc<str>) -> bool {
         let delta_peer = self
             .peers
@@ -659,7 +660,7 @@ impl Routing {
         let Some(pp) = p.presence.as_mut() else {
             return true;
         };
-        pp.seen = list.version;
+        let seen = std::mem::replace(&mut pp.seen, list.version);
         let mut item = OutItem::new(
             None,
             msg_type::PEERS_UPDATE,
@@ -672,7 +673,14 @@ impl Routing {
         item.prefix = Some(list.prefix.clone());
         item.gauge = Some(self.presence.gauge.clone());
         let route = p.route.clone();
-        self.push_item(&route, kind, item);
+        if matches!(self.push_item(&route, kind, item), Push::Overflow { .. }) {
+            // Refused (its outbox is full): it has not seen this version,
+            // so it gets the then current list once its rate allows.
+            if let Some(pp) = self.peers.get_mut(kind).and_then(|p| p.presence.as_mut()) {
+                pp.seen = seen;
+            }
+            return false;
+        }
         true
     }
 

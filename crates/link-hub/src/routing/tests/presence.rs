@@ -295,3 +295,21 @@ fn a_final_round_cut_short_by_a_join_makes_the_next_wait_longer() {
         assert!(view.connects.values().all(|n| *n == 1));
     }
 }
+
+/// Fuzz finding (`fuzz/regressions/routing/v1-list-refused-by-full-outbox`):
+/// a `peers.update` refused by a full outbox was counted as seen, so the
+/// peer never got the list until membership changed again. It is retried.
+#[test]
+fn a_list_refused_by_a_full_outbox_is_sent_again_once_there_is_room() {
+    let mut bus = Bus::new();
+    // Room for the hello.ack (an idle socket takes any message) and
+    // nothing more.
+    bus.outbox_bytes = 64;
+    let a = bus.connect("a");
+    let first: Vec<&str> = bus.take_conn(a).iter().map(|i| i.msg_type).collect();
+    assert_eq!(first, [msg_type::HELLO_ACK], "the list did not fit");
+    let mut views = HashMap::new();
+    settle(&mut bus, &mut views);
+    assert_eq!(views["a"].lists, 1);
+    assert_eq!(views["a"].kinds, HashSet::from(["a".to_owned()]));
+}
