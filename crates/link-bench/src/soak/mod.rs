@@ -179,7 +179,7 @@ pub struct RpcTally {
     /// of the call (the answer did not come from the callee).
     pub answered_unhandled: u64,
     /// Whose outcome (answer or error) came later than the RPC timeout
-    /// plus [`LATE_GRACE`].
+    /// plus a grace of 5 s.
     pub late: u64,
 }
 
