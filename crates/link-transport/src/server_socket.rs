@@ -52,7 +52,10 @@ use crate::{Frame, TransportError};
 pub const TUNGSTENITE_READ: usize = 1024;
 
 /// A server-side WebSocket whose buffers exist only while bytes wait in
-/// them (see the [module documentation](self)).
+/// them: data frames are framed into a write buffer that is freed once the
+/// socket has taken every byte, and each read uses a chunk given back once
+/// tungstenite has copied it out (tungstenite's own read buffer is
+/// [`TUNGSTENITE_READ`] bytes).
 #[derive(Debug)]
 pub struct ServerSocket<S> {
     ws: WebSocketStream<Buffers<S>>,
