@@ -480,21 +480,34 @@ fn soak(args: &BenchArgs) -> Result<Status, Failure> {
             e => Failure::rejected(e),
         })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let verdict = report.verdict();
+    verdict(
+        args,
+        || serde_json::to_string_pretty(&report),
+        report.table(),
+        report.verdict(),
+        report.pass(),
+    )
+}
+
+/// Prints a run with a verdict (soak, chaos): its table and verdict line,
+/// or with `--json` the report on stdout and the verdict on stderr (stdout
+/// stays one JSON document); exit 1 on FAIL.
+fn verdict(
+    args: &BenchArgs,
+    json: impl FnOnce() -> serde_json::Result<String>,
+    table: String,
+    verdict: String,
+    pass: bool,
+) -> Result<Status, Failure> {
     if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?;
+        let text =
+            json().map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?;
         print(&text)?;
-        // stdout stays one JSON document; the verdict goes to stderr.
         eprintln!("{verdict}");
     } else {
-        print(&format!("{}{verdict}", report.table()))?;
+        print(&format!("{table}{verdict}"))?;
     }
-    Ok(if report.pass() {
-        Status::Ok
-    } else {
-        Status::Rejected
-    })
+    Ok(if pass { Status::Ok } else { Status::Rejected })
 }
 
 /// `--scenario chaos`: the seed and the namespace at once (stderr), then
@@ -511,20 +524,13 @@ fn chaos(args: &BenchArgs) -> Result<Status, Failure> {
             e => Failure::rejected(e),
         })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let verdict = report.verdict();
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| Failure::unusable(format_args!("cannot encode the report: {e}")))?;
-        print(&text)?;
-        eprintln!("{verdict}");
-    } else {
-        print(&format!("{}{verdict}", report.table()))?;
-    }
-    Ok(if report.pass() {
-        Status::Ok
-    } else {
-        Status::Rejected
-    })
+    verdict(
+        args,
+        || serde_json::to_string_pretty(&report),
+        report.table(),
+        report.verdict(),
+        report.pass(),
+    )
 }
 
 /// Runs the benchmark and prints the table (or JSON) on stdout.
