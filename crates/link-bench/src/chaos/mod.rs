@@ -245,16 +245,6 @@ impl ChaosReport {
 
     /// A summary for people (the verdict is not in it).
     pub fn table(&self) -> String {
-        let counts = |m: &BTreeMap<String, u64>| {
-            if m.is_empty() {
-                "none".to_owned()
-            } else {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-        };
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
         line("seed", self.seed.to_string());
@@ -317,29 +307,17 @@ impl ChaosReport {
                 ),
             );
         }
-        line(
-            "churn",
-            format!(
-                "{} reconnects, {} disconnects we did not cause",
-                self.churns, self.dropped
-            ),
+        crate::soak::traffic_lines(
+            &mut line,
+            crate::soak::Tally {
+                churns: self.churns,
+                dropped: self.dropped,
+                drop_reasons: &self.drop_reasons,
+                delivery: &self.delivery,
+                send_errors: &self.send_errors,
+            },
+            " by the soak's rule",
         );
-        if !self.drop_reasons.is_empty() {
-            line("  close codes", counts(&self.drop_reasons));
-        }
-        let d = &self.delivery;
-        line(
-            "messages",
-            format!(
-                "{} sent, {} deliveries received, {} had to arrive by the soak's rule",
-                d.sent, d.received, d.must_arrive
-            ),
-        );
-        line(
-            "  lost/dup/ooo",
-            format!("{} / {} / {}", d.lost, d.duplicated, d.out_of_order),
-        );
-        line("  refused", counts(&self.send_errors));
         let r = &self.rpcs;
         line(
             "rpcs",
@@ -354,7 +332,7 @@ impl ChaosReport {
                 self.rpc_repeats
             ),
         );
-        line("  errors", counts(&r.errors));
+        line("  errors", crate::soak::counts(&r.errors));
         out
     }
 }

@@ -315,16 +315,6 @@ impl SoakReport {
                 )
             })
             .collect();
-        let errors = |m: &BTreeMap<String, u64>| {
-            if m.is_empty() {
-                "none".to_owned()
-            } else {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-        };
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
         line(
@@ -347,28 +337,17 @@ impl SoakReport {
                 self.warmup_s
             ),
         );
-        line(
-            "churn",
-            format!(
-                "{} reconnects, {} disconnects we did not cause",
-                self.churns, self.dropped
-            ),
+        traffic_lines(
+            &mut line,
+            Tally {
+                churns: self.churns,
+                dropped: self.dropped,
+                drop_reasons: &self.drop_reasons,
+                delivery: d,
+                send_errors: &self.send_errors,
+            },
+            "",
         );
-        if !self.drop_reasons.is_empty() {
-            line("  close codes", errors(&self.drop_reasons));
-        }
-        line(
-            "messages",
-            format!(
-                "{} sent, {} deliveries received, {} had to arrive",
-                d.sent, d.received, d.must_arrive
-            ),
-        );
-        line(
-            "  lost/dup/ooo",
-            format!("{} / {} / {}", d.lost, d.duplicated, d.out_of_order),
-        );
-        line("  refused", errors(&self.send_errors));
         let r = &self.rpcs;
         line(
             "rpcs",
@@ -380,7 +359,7 @@ impl SoakReport {
                 r.unanswered()
             ),
         );
-        line("  errors", errors(&r.errors));
+        line("  errors", counts(&r.errors));
         line(
             "peer lists",
             format!(
@@ -820,6 +799,55 @@ pub(crate) async fn talk(
             traffic.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
     }
+}
+
+/// `k=v k=v` in key order, or `none`.
+pub(crate) fn counts(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        "none".to_owned()
+    } else {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What a run's churn and messages came to, for its summary.
+pub(crate) struct Tally<'a> {
+    pub(crate) churns: u64,
+    pub(crate) dropped: u64,
+    pub(crate) drop_reasons: &'a BTreeMap<String, u64>,
+    pub(crate) delivery: &'a Delivery,
+    pub(crate) send_errors: &'a BTreeMap<String, u64>,
+}
+
+/// The summary's churn and message lines (the soak's and the chaos run's);
+/// `rule` follows "had to arrive".
+pub(crate) fn traffic_lines(line: &mut impl FnMut(&str, String), t: Tally<'_>, rule: &str) {
+    line(
+        "churn",
+        format!(
+            "{} reconnects, {} disconnects we did not cause",
+            t.churns, t.dropped
+        ),
+    );
+    if !t.drop_reasons.is_empty() {
+        line("  close codes", counts(t.drop_reasons));
+    }
+    let d = t.delivery;
+    line(
+        "messages",
+        format!(
+            "{} sent, {} deliveries received, {} had to arrive{rule}",
+            d.sent, d.received, d.must_arrive
+        ),
+    );
+    line(
+        "  lost/dup/ooo",
+        format!("{} / {} / {}", d.lost, d.duplicated, d.out_of_order),
+    );
+    line("  refused", counts(t.send_errors));
 }
 
 #[cfg(test)]
