@@ -365,11 +365,7 @@ async fn slow_upgrade(hub: &HubTarget) -> Result<Seen, BenchError> {
             }
         }));
     }
-    tokio::time::sleep(PHASE).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    hold_then_stop(PHASE, &stop, tasks).await;
     let closed = closed.load(Ordering::Relaxed);
     Ok(Seen {
         sent: N as u64,
@@ -401,11 +397,7 @@ async fn silent_tcp(hub: &HubTarget) -> Result<Seen, BenchError> {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    hold_then_stop(Duration::from_millis(500), &stop, tasks).await;
     let closed = closed.load(Ordering::Relaxed);
     Ok(Seen {
         sent: N as u64,
@@ -645,11 +637,7 @@ async fn no_hello(hub: &HubTarget) -> Result<Seen, BenchError> {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    hold_then_stop(Duration::from_millis(500), &stop, tasks).await;
     let closed = pending_cap.load(Ordering::Relaxed);
     Ok(Seen {
         sent: N as u64,
@@ -698,4 +686,18 @@ async fn half_open(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchError> {
              rest refused as outbox-overflow) until keepalive reaps it"
         ),
     })
+}
+
+/// Lets an attack's tasks run for `hold`, then tells them to stop and waits
+/// for every one.
+async fn hold_then_stop(
+    hold: Duration,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    tokio::time::sleep(hold).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
 }
