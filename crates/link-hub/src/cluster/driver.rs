@@ -620,7 +620,7 @@ async fn leases_task(
     mut cmds: mpsc::UnboundedReceiver<LeaseCmd>,
     mut resync: watch::Receiver<u64>,
 ) {
-    let key = wire::key(&ctx.key);
+    let key = announce.key.clone();
     let js = jetstream::new(client);
     let bucket = format!("link_{}", ctx.config.name);
     let max_age_ms = u64::try_from(ctx.config.lease_age.as_millis()).unwrap_or(u64::MAX);
