@@ -337,7 +337,7 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
             Op::Publish { topic, from },
             Some(data),
         ),
-        Outbound::Release { kind } => (subjects.heartbeat(), Op::Release { kind }, None),
+        Outbound::Release { kind, rev } => (subjects.heartbeat(), Op::Release { kind, rev }, None),
         Outbound::Status { kind, at, data } => (subjects.status(), Op::Status { kind, at }, data),
     }
 }
@@ -546,7 +546,7 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             .into_iter()
             .collect(),
         Op::Bye => hubs.bye(&hub).map(change_input).into_iter().collect(),
-        Op::Release { kind } => vec![ClusterIn::Released { hub, kind }],
+        Op::Release { kind, rev } => vec![ClusterIn::Released { hub, kind, rev }],
         Op::Lease { kind, rev } => {
             let max_age_ms = u64::try_from(ctx.config.lease_age.as_millis()).unwrap_or(u64::MAX);
             let lease = data
@@ -605,7 +605,19 @@ impl Announce {
             kind: Arc::clone(kind),
             rev,
         };
-        let bytes = self.sealer.seal(&self.subject, wall_ms(), &op, Some(&data));
+        self.say(&op, Some(&data)).await;
+    }
+
+    async fn release(&self, kind: &Arc<str>, rev: u64) {
+        let op = Op::Release {
+            kind: Arc::clone(kind),
+            rev: Some(rev),
+        };
+        self.say(&op, None).await;
+    }
+
+    async fn say(&self, op: &Op, data: Option<&CanonicalData>) {
+        let bytes = self.sealer.seal(&self.subject, wall_ms(), op, data);
         let _ = self
             .client
             .publish(self.subject.clone(), Bytes::from(bytes))
@@ -803,6 +815,11 @@ async fn lease_cmd(
                 let _ = store
                     .delete_expect_revision(wire::hex(&kind), Some(h.rev))
                     .await;
+                // The table said `release` already, maybe before its claim
+                // was answered; this one names the revision handed back, so
+                // a watch that delivers the entry late cannot bring the
+                // peer back on the other hubs.
+                announce.release(&kind, h.rev).await;
             }
         }
         LeaseCmd::Stop(done) => {

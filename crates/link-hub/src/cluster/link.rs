@@ -31,8 +31,11 @@ pub(crate) enum Outbound {
         from: Arc<str>,
         data: Arc<CanonicalData>,
     },
-    /// A local peer left: the other hubs stop routing to it here.
-    Release { kind: Arc<str> },
+    /// A local peer left: the other hubs stop routing to it here. `rev`:
+    /// the lease revision it held, when its claim was answered (a hub
+    /// then ignores that lease and older ones if its watch of the bucket
+    /// delivers them late).
+    Release { kind: Arc<str>, rev: Option<u64> },
     /// A local peer's status (`data`: the status, `None` for `null`).
     Status {
         kind: Arc<str>,
@@ -85,8 +88,14 @@ pub(crate) enum ClusterIn {
     /// or deleted by anyone with access to the bucket: a delete carries no
     /// MAC, so it only counts for a hub that is gone).
     LeaseGone { kind: Arc<str>, rev: u64 },
-    /// `hub` says its peer `kind` left (authenticated).
-    Released { hub: Arc<str>, kind: Arc<str> },
+    /// `hub` says its peer `kind` left (authenticated), with the lease
+    /// revision it held when it knows it (`None`: the claim was still in
+    /// flight).
+    Released {
+        hub: Arc<str>,
+        kind: Arc<str>,
+        rev: Option<u64>,
+    },
     /// This hub's claim for `conn`'s `kind` took revision `rev`, or was
     /// lost (`None`: another hub's peer holds it now).
     Claimed {

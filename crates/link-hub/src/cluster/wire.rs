@@ -89,8 +89,10 @@ pub(crate) enum Op {
     Status { kind: Arc<str>, at: u64 },
     /// The sending hub is alive and holds `peers` peers.
     Heartbeat { peers: u64 },
-    /// The sending hub's peer `kind` left (its lease is handed back).
-    Release { kind: Arc<str> },
+    /// The sending hub's peer `kind` left (its lease is handed back);
+    /// `rev`, when known, is the revision of the lease it held: entries at
+    /// or before it are stale wherever they arrive from.
+    Release { kind: Arc<str>, rev: Option<u64> },
     /// The sending hub's peer took `kind`'s lease at revision `rev`
     /// (`data`: the lease's JSON, as stored): sent once the claim is
     /// written, so the other hubs route to the peer at once instead of
@@ -201,8 +203,9 @@ impl<'a> Header<'a> {
                 peers: Some(*peers),
                 ..base("heartbeat")
             },
-            Op::Release { kind } => Header {
+            Op::Release { kind, rev } => Header {
                 kind: text(kind),
+                rev: *rev,
                 ..base("release")
             },
             Op::Lease { kind, rev } => Header {
@@ -237,6 +240,7 @@ impl<'a> Header<'a> {
             "heartbeat" => Op::Heartbeat { peers: self.peers? },
             "release" => Op::Release {
                 kind: text(&self.kind)?,
+                rev: self.rev,
             },
             "lease" => Op::Lease {
                 kind: text(&self.kind)?,
@@ -670,6 +674,11 @@ mod tests {
             Op::Heartbeat { peers: 7 },
             Op::Release {
                 kind: "alpha".into(),
+                rev: None,
+            },
+            Op::Release {
+                kind: "alpha".into(),
+                rev: Some(41),
             },
             Op::Lease {
                 kind: "alpha".into(),

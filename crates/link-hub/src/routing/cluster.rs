@@ -14,6 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use link_protocol::codes::rpc_error_text;
 use link_protocol::conn::Now;
@@ -78,7 +79,56 @@ pub(crate) struct ClusterView {
     /// The hub each remote sender's last message came from (a fallback
     /// while its lease has not reached this hub; capped).
     senders: HashMap<Arc<str>, Arc<str>>,
+    /// Kinds another hub handed back, with the revision it held: a lease
+    /// entry at or before it is stale, however late the bucket's watch
+    /// delivers it. Pruned by age ([`TOMBSTONE_TTL`]) and count.
+    released: Tombstones,
     out: VecDeque<ClusterOut>,
+}
+
+/// How long a handed-back revision is remembered: far longer than a watch
+/// lags behind the heartbeat subject (a watch restarted after NATS comes
+/// back replays the bucket's latest entries, deletes included).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
+
+/// Handed-back revisions remembered at most (the oldest are forgotten).
+const MAX_TOMBSTONES: usize = 65_536;
+
+/// The revisions other hubs handed back, by kind, oldest first in `order`.
+#[derive(Default)]
+struct Tombstones {
+    rev: HashMap<Arc<str>, u64>,
+    order: VecDeque<(Instant, Arc<str>, u64)>,
+}
+
+impl Tombstones {
+    fn bury(&mut self, now: Instant, kind: &Arc<str>, rev: u64) {
+        while let Some((at, old, r)) = self.order.front() {
+            if now.duration_since(*at) < TOMBSTONE_TTL && self.order.len() < MAX_TOMBSTONES {
+                break;
+            }
+            if self.rev.get(old) == Some(r) {
+                self.rev.remove(old);
+            }
+            self.order.pop_front();
+        }
+        let newest = self.rev.entry(kind.clone()).or_insert(rev);
+        *newest = (*newest).max(rev);
+        self.order.push_back((now, kind.clone(), *newest));
+    }
+
+    /// True when `kind`'s lease at `rev` was handed back already.
+    fn stale(&mut self, kind: &Arc<str>, rev: u64) -> bool {
+        match self.rev.get(kind) {
+            Some(&handed_back) if rev <= handed_back => true,
+            Some(_) => {
+                // A newer lease: the stone has done its work.
+                self.rev.remove(kind);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 /// Remote senders remembered at most (past it the memory starts again).
@@ -97,6 +147,7 @@ impl ClusterView {
             leases: HashMap::new(),
             calls: HashMap::new(),
             senders: HashMap::new(),
+            released: Tombstones::default(),
             out: VecDeque::new(),
         }
     }
@@ -199,10 +250,17 @@ impl Routing {
             c.link
                 .peers
                 .store(self.peers.len() as u64, Ordering::Relaxed);
-            if c.leases.remove(kind).is_some() {
+            if let Some(lease) = c.leases.remove(kind) {
                 c.out.push_back(ClusterOut::Release { kind: kind.clone() });
                 // Said on NATS too: the bucket's delete carries no MAC.
-                c.link.send(Outbound::Release { kind: kind.clone() });
+                let rev = match lease {
+                    Lease::Held(rev) => Some(rev),
+                    Lease::Pending => None,
+                };
+                c.link.send(Outbound::Release {
+                    kind: kind.clone(),
+                    rev,
+                });
             }
         }
     }
@@ -320,7 +378,7 @@ impl Routing {
                 hello_id: _, // the router recorded it in the replay guard
             } => self.lease(now, kind, hub, rev, hello, connected_at),
             ClusterIn::LeaseGone { kind, rev } => self.lease_gone(now, &kind, Some(rev), None),
-            ClusterIn::Released { hub, kind } => self.lease_gone(now, &kind, None, Some(&hub)),
+            ClusterIn::Released { hub, kind, rev } => self.released(now, &kind, &hub, rev),
             ClusterIn::Claimed { kind, conn, rev } => self.claimed(&kind, conn, rev),
             ClusterIn::Deliver { hub, item } => self.remote_deliver(&hub, item),
             ClusterIn::Publish { topic, from, data } => self.remote_publish(&topic, &from, data),
@@ -396,6 +454,10 @@ impl Routing {
         connected_at: u64,
     ) {
         let Some(c) = &mut self.cluster else { return };
+        if c.released.stale(&kind, rev) {
+            // Handed back already: the watch is late.
+            return;
+        }
         if hub == c.link.hub {
             // Our own claim, seen by the watch: `Claimed` decides.
             if c.remote.get(&kind).is_some_and(|p| p.rev < rev)
@@ -453,13 +515,25 @@ impl Routing {
         }
     }
 
+    /// `hub` says its peer `kind` left, handing back the lease it held at
+    /// `rev` when it knows it: the entry goes unless it is newer than
+    /// that (the kind connected there again and that word came first),
+    /// and the revision is remembered against a late watch.
+    fn released(&mut self, now: Now, kind: &Arc<str>, hub: &Arc<str>, rev: Option<u64>) {
+        let Some(c) = &mut self.cluster else { return };
+        if let Some(rev) = rev {
+            c.released.bury(now.instant, kind, rev);
+        }
+        self.lease_gone(now, kind, rev, Some(hub));
+    }
+
     /// `kind` left its hub: a deleted entry (`rev`; counts only while its
     /// hub is gone, as anyone with bucket access can delete) or the hub's
-    /// own word (`by`).
+    /// own word (`by`, handing back `rev` if known).
     fn lease_gone(&mut self, now: Now, kind: &Arc<str>, rev: Option<u64>, by: Option<&Arc<str>>) {
         let Some(c) = &mut self.cluster else { return };
         let gone = c.remote.get(kind).is_some_and(|p| match (rev, by) {
-            (_, Some(hub)) => p.hub == *hub,
+            (rev, Some(hub)) => p.hub == *hub && rev.is_none_or(|rev| p.rev <= rev),
             (Some(rev), None) => p.rev < rev && !c.hubs.contains_key(&p.hub),
             (None, None) => false,
         });
@@ -762,4 +836,33 @@ impl Routing {
 fn cancelled_id(data: &CanonicalData) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(data.as_str()).ok()?;
     v.get("id")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_keep_the_newest_revision_and_forget_by_age_and_count() {
+        let t0 = Instant::now();
+        let mut stones = Tombstones::default();
+        let beta: Arc<str> = "beta".into();
+        stones.bury(t0, &beta, 5);
+        stones.bury(t0, &beta, 3); // an older word changes nothing
+        assert!(stones.stale(&beta, 5) && stones.stale(&beta, 4));
+        assert!(!stones.stale(&beta, 6), "a newer lease is live");
+        assert!(!stones.stale(&beta, 5), "and it lifted the stone");
+
+        stones.bury(t0, &beta, 9);
+        let later = t0 + TOMBSTONE_TTL;
+        stones.bury(later, &"gamma".into(), 1);
+        assert!(!stones.stale(&beta, 9), "forgotten after the TTL");
+
+        for i in 0..MAX_TOMBSTONES as u64 + 1 {
+            stones.bury(later, &format!("k{i}").into(), i);
+        }
+        assert!(stones.rev.len() <= MAX_TOMBSTONES);
+        assert!(!stones.stale(&"k0".into(), 0), "the oldest went first");
+        assert!(stones.stale(&format!("k{MAX_TOMBSTONES}").into(), 1));
+    }
 }

@@ -67,7 +67,11 @@ fn outbound(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
             Outbound::Publish { topic, from, data } => {
                 format!("topic {topic}: {from} {}", data.as_str())
             }
-            Outbound::Release { kind } => format!("release {kind}"),
+            Outbound::Release { kind, rev: None } => format!("release {kind}"),
+            Outbound::Release {
+                kind,
+                rev: Some(rev),
+            } => format!("release {kind} at {rev}"),
             Outbound::Status { kind, data, .. } => format!(
                 "status {kind}: {}",
                 data.as_deref().map_or("null", CanonicalData::as_str)
@@ -171,8 +175,103 @@ fn a_registration_claims_the_lease_and_a_leave_hands_it_back() {
             kind: "alpha".into()
         }]
     );
-    // The other hubs hear it from this hub, authenticated.
+    // The other hubs hear it from this hub, authenticated (the claim was
+    // not answered yet: no revision to name).
     assert_eq!(outbound(&mut rx), ["release alpha"]);
+
+    // Once the claim is answered, the release names the revision held.
+    let conn = bus.connect("alpha");
+    bus.cluster(ClusterIn::Claimed {
+        kind: "alpha".into(),
+        conn,
+        rev: Some(12),
+    });
+    bus.close(conn);
+    assert_eq!(outbound(&mut rx), ["release alpha at 12"]);
+}
+
+#[test]
+fn a_lease_handed_back_stays_gone_when_the_watch_delivers_it_late() {
+    let (mut bus, _link, _rx) = listing();
+    bus.connect("alpha");
+    bus.remote_peer("beta", 5);
+    bus.events();
+    // Hub B's peer leaves; its word (revision 5 handed back) arrives on
+    // the heartbeat subject before this hub's lagging watch of the bucket
+    // delivers the entry it already had, or a copy of it.
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+        rev: Some(5),
+    });
+    assert!(bus.table.target("beta").is_none());
+    bus.remote_peer("beta", 5);
+    bus.remote_peer("beta", 4);
+    assert!(bus.table.target("beta").is_none());
+    // beta left once and did not come back; alpha's final list says so.
+    assert_eq!(bus.event_names(), ["cluster.peer"]);
+    bus.advance(1000);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let lists: Vec<Vec<String>> = bus
+        .take("alpha")
+        .iter()
+        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
+        .map(peers_of)
+        .collect();
+    assert_eq!(lists.last().unwrap(), &["alpha"]);
+    // beta connecting again (a later revision) is seen at once.
+    bus.remote_peer("beta", 6);
+    assert!(bus.table.target("beta").is_some());
+}
+
+#[test]
+fn a_release_without_a_revision_is_completed_by_the_one_with_it() {
+    let (mut bus, _link, _rx) = clustered();
+    bus.cluster(ClusterIn::HubAlive {
+        hub: HUB_B.into(),
+        peers: 1,
+    });
+    // Hub B's peer left before its claim was answered: B says so without a
+    // revision; the claim lands in the bucket after that and this hub's
+    // watch delivers it: beta appears, gone already.
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+        rev: None,
+    });
+    bus.remote_peer("beta", 8);
+    assert!(bus.table.target("beta").is_some());
+    // B's lease task hands revision 8 back and says so (the bucket's
+    // delete alone would not count while B lives): beta is gone for good.
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+        rev: Some(8),
+    });
+    assert!(bus.table.target("beta").is_none());
+    bus.remote_peer("beta", 8);
+    assert!(bus.table.target("beta").is_none());
+}
+
+#[test]
+fn a_release_older_than_the_lease_held_now_changes_nothing() {
+    let (mut bus, _link, _rx) = clustered();
+    // beta left hub B and connected there again: the new lease (7) is
+    // announced before the release of the old one (5) arrives.
+    bus.remote_peer("beta", 7);
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+        rev: Some(5),
+    });
+    assert!(bus.table.target("beta").is_some());
+    bus.cluster(ClusterIn::Released {
+        hub: HUB_B.into(),
+        kind: "beta".into(),
+        rev: Some(7),
+    });
+    assert!(bus.table.target("beta").is_none());
 }
 
 #[test]
@@ -191,11 +290,13 @@ fn a_deleted_lease_counts_only_for_a_hub_that_is_gone_a_release_from_its_hub_alw
     bus.cluster(ClusterIn::Released {
         hub: "hub-c".into(),
         kind: "beta".into(),
+        rev: None,
     });
     assert!(bus.table.target("beta").is_some());
     bus.cluster(ClusterIn::Released {
         hub: HUB_B.into(),
         kind: "beta".into(),
+        rev: None,
     });
     assert!(bus.table.target("beta").is_none());
     assert_eq!(bus.event_names(), ["cluster.peer"]);
