@@ -679,8 +679,20 @@ async fn leases_task(
                 }
             },
             _ = refresh.tick() => {
-                if let Some(s) = &store {
-                    refresh_all(&ctx, s, &announce, &mut held).await;
+                // While NATS is away every write would wait for its timeout;
+                // the first tick after it is back refreshes.
+                if let Some(s) = store.as_ref().filter(|_| ctx.link.is_up()) {
+                    let queued = Queued { cmds: &mut cmds, waiting: &mut waiting };
+                    refresh_all(&ctx, s, &announce, &mut held, queued).await;
+                    // What came meanwhile, in order (a release after the
+                    // refresh that skipped its kind).
+                    for cmd in std::mem::take(&mut waiting) {
+                        let stop = matches!(cmd, LeaseCmd::Stop(_));
+                        lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
+                        if stop {
+                            return;
+                        }
+                    }
                 }
             }
             changed = resync.changed() => {
@@ -697,15 +709,10 @@ async fn leases_task(
                     // kind whose peer left meanwhile (its release still
                     // queued) is not claimed again, or the claim would
                     // displace the kind where it connected since.
-                    while let Ok(cmd) = cmds.try_recv() {
-                        waiting.push(cmd);
-                    }
                     let again: Vec<(Arc<str>, Held)> = held.drain().collect();
                     for (kind, h) in again {
-                        let leaving = waiting
-                            .iter()
-                            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if *k == kind));
-                        if leaving {
+                        let mut queued = Queued { cmds: &mut cmds, waiting: &mut waiting };
+                        if queued.releases(&kind) {
                             // The queued release hands it back.
                             held.insert(kind, h);
                         } else {
@@ -722,6 +729,28 @@ async fn leases_task(
                 }
             }
         }
+    }
+}
+
+/// The lease commands not acted on yet: those still in the channel and
+/// those taken out of it to look at (`waiting`, run in order later).
+struct Queued<'a> {
+    cmds: &'a mut mpsc::UnboundedReceiver<LeaseCmd>,
+    waiting: &'a mut Vec<LeaseCmd>,
+}
+
+impl Queued<'_> {
+    /// Whether a release of `kind` is queued: its peer left, and the lease
+    /// is handed back once the release runs. Until then the lease must not
+    /// be claimed again (the kind may have connected to another hub since,
+    /// and a claim would displace it there).
+    fn releases(&mut self, kind: &str) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            self.waiting.push(cmd);
+        }
+        self.waiting
+            .iter()
+            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if **k == *kind))
     }
 }
 
@@ -876,11 +905,13 @@ async fn claim(
 }
 
 /// Rewrites every held lease at its revision; one another hub took is lost.
+/// A kind whose release is queued is left to its release.
 async fn refresh_all(
     ctx: &Ctx,
     store: &kv::Store,
     announce: &Announce,
     held: &mut HashMap<Arc<str>, Held>,
+    mut queued: Queued<'_>,
 ) {
     let key = &announce.key;
     let kinds: Vec<Arc<str>> = held.keys().cloned().collect();
@@ -894,13 +925,29 @@ async fn refresh_all(
         match store.update(kv_key.as_str(), value, h.rev).await {
             Ok(rev) => h.rev = rev,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let writer = written_by(store, key, &kv_key, &ctx.link.hub).await;
-                if let Writer::Us(rev) = writer {
-                    // Our own write: a refresh that timed out here (NATS
-                    // unreachable, or a cut link) but reached the bucket
-                    // later. The lease is still ours, at that revision.
-                    h.rev = rev;
+                if queued.releases(&kind) {
+                    // Its peer left (while this refresh waited on NATS,
+                    // say) and may be on another hub by now, whose claim
+                    // moved the revision: nothing to defend.
                     continue;
+                }
+                let writer = written_by(store, key, &kv_key, &ctx.link.hub).await;
+                match writer {
+                    Writer::Us(rev) => {
+                        // Our own write: a refresh that timed out here (NATS
+                        // unreachable, or a cut link) but reached the bucket
+                        // later. The lease is still ours, at that revision.
+                        if let Some(h) = held.get_mut(&kind) {
+                            h.rev = rev;
+                        }
+                        continue;
+                    }
+                    Writer::Unknown => {
+                        // The key could not be read: the next refresh looks
+                        // again (taking it now could overwrite a newer claim).
+                        continue;
+                    }
+                    Writer::AnotherHub | Writer::Outsider => {}
                 }
                 let Some(h) = held.remove(&kind) else {
                     continue;
@@ -934,6 +981,8 @@ enum Writer {
     AnotherHub,
     /// No hub: deleted, purged, or written without the secret.
     Outsider,
+    /// The key could not be read (NATS or JetStream failed).
+    Unknown,
 }
 
 async fn written_by(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str, hub: &str) -> Writer {
@@ -947,7 +996,11 @@ async fn written_by(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str, hub:
         }
         // Deleted or purged: only a hub handing a lease back does that
         // legitimately, and never ours; take it back either way.
-        _ => Writer::Outsider,
+        Ok(_) => Writer::Outsider,
+        Err(e) => {
+            tracing::debug!(key = %kv_key, error = %e, "cluster: cannot read a lease");
+            Writer::Unknown
+        }
     }
 }
 
