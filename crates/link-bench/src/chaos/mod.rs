@@ -36,7 +36,9 @@ use crate::error::BenchError;
 use crate::options::PeerUpdates;
 use crate::progress::Progress;
 use crate::soak::fleet::{Endpoints, Fleet};
-use crate::soak::{Delivery, DuplicateBurst, LATE_GRACE, Rng, RpcTally, SPARE_FILES, Traffic, churn, talk};
+use crate::soak::{
+    Delivery, DuplicateBurst, LATE_GRACE, Rng, RpcTally, SPARE_FILES, Traffic, churn, talk,
+};
 use crate::sys::ensure_open_files;
 use cluster::ChaosCluster;
 pub use fault::{Fault, Schedule, Step};

@@ -201,8 +201,7 @@ impl Fleet {
                 .subscribe_with(&topic, move |msg| {
                     if let Ok(m) = msg.payload_as::<Mark>() {
                         let now = base.elapsed().as_micros() as Micros;
-                        b.lock()
-                            .received(slot, m.t, Flow::Publish, (m.e, m.s), now);
+                        b.lock().received(slot, m.t, Flow::Publish, (m.e, m.s), now);
                     }
                 })
                 .map_err(|e| BenchError::op("soak", e))?;

@@ -234,12 +234,7 @@ impl Ledger {
     }
 
     /// Peer `slot`'s sessions that were up at some time in `from..=until`.
-    fn sessions_between(
-        &self,
-        slot: usize,
-        from: Micros,
-        until: Micros,
-    ) -> Vec<SessionSpan> {
+    fn sessions_between(&self, slot: usize, from: Micros, until: Micros) -> Vec<SessionSpan> {
         self.sessions[slot]
             .iter()
             .enumerate()

@@ -35,8 +35,8 @@ use tokio::time::MissedTickBehavior;
 
 pub use fleet::ListCheck;
 use fleet::{DIRECT, ECHO, Endpoints, Fleet, Mark};
-pub use ledger::{BurstSession, Delivery, DuplicateBurst};
 use ledger::Flow;
+pub use ledger::{BurstSession, Delivery, DuplicateBurst};
 pub use samples::Sample;
 use samples::Sampler;
 
