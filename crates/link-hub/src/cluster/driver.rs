@@ -332,9 +332,14 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
             },
             item.data,
         ),
-        Outbound::Publish { topic, from, data } => (
+        Outbound::Publish {
+            topic,
+            from,
+            data,
+            at,
+        } => (
             subjects.topic(&topic),
-            Op::Publish { topic, from },
+            Op::Publish { topic, from, at },
             Some(data),
         ),
         Outbound::Release { kind } => (subjects.heartbeat(), Op::Release { kind }, None),
@@ -572,7 +577,12 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             let item = OutItem::new(id, msg_type, from, to, data);
             vec![ClusterIn::Deliver { hub, item }]
         }
-        Op::Publish { topic, from } => vec![ClusterIn::Publish { topic, from, data }],
+        Op::Publish { topic, from, at } => vec![ClusterIn::Publish {
+            topic,
+            from,
+            data,
+            at,
+        }],
         Op::Status { kind, at } => {
             let status = data.and_then(|d| serde_json::from_str(d.as_str()).ok());
             vec![ClusterIn::Status { kind, at, status }]

@@ -82,8 +82,14 @@ pub(crate) enum Op {
         from: Arc<str>,
         to: Arc<str>,
     },
-    /// A topic message from a peer of the sending hub.
-    Publish { topic: String, from: Arc<str> },
+    /// A topic message from a peer of the sending hub, published at `at`
+    /// (hub wall ms: when that hub routed it, before any queue towards
+    /// NATS; a header without `at`, from an older hub, reads as its `t`).
+    Publish {
+        topic: String,
+        from: Arc<str>,
+        at: u64,
+    },
     /// A peer of the sending hub set its status (`data`: the status, absent
     /// for `null`) at `at` (hub wall ms).
     Status { kind: Arc<str>, at: u64 },
@@ -187,9 +193,10 @@ impl<'a> Header<'a> {
                 to: text(to),
                 ..base("deliver")
             },
-            Op::Publish { topic, from } => Header {
+            Op::Publish { topic, from, at } => Header {
                 topic: text(topic),
                 from: text(from),
+                at: Some(*at),
                 ..base("publish")
             },
             Op::Status { kind, at } => Header {
@@ -229,6 +236,7 @@ impl<'a> Header<'a> {
             "publish" => Op::Publish {
                 topic: self.topic.as_deref()?.to_owned(),
                 from: text(&self.from)?,
+                at: self.at.unwrap_or(self.t),
             },
             "status" => Op::Status {
                 kind: text(&self.kind)?,
@@ -662,6 +670,7 @@ mod tests {
             Op::Publish {
                 topic: "news.eu".into(),
                 from: "alpha".into(),
+                at: NOW - 5,
             },
             Op::Status {
                 kind: "alpha".into(),
