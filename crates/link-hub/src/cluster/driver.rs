@@ -1058,3 +1058,58 @@ fn unhex(text: &str) -> Option<String> {
         .collect();
     String::from_utf8(bytes?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(kind: &str) -> LeaseCmd {
+        LeaseCmd::Release { kind: kind.into() }
+    }
+
+    fn claim(kind: &str) -> LeaseCmd {
+        LeaseCmd::Claim {
+            kind: kind.into(),
+            conn: 1,
+            hello: Hello::sanitize(Some(&serde_json::json!({ "kind": kind })))
+                .expect("a valid hello"),
+            connected_at: 0,
+            hello_id: None,
+        }
+    }
+
+    fn names(cmds: &[LeaseCmd]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| match c {
+                LeaseCmd::Claim { kind, .. } => format!("claim {kind}"),
+                LeaseCmd::Release { kind } => format!("release {kind}"),
+                LeaseCmd::Stop(_) => "stop".to_owned(),
+            })
+            .collect()
+    }
+
+    /// What a refresh or a resync sees before it defends a lease: a
+    /// release still queued (its peer left, maybe for another hub) counts,
+    /// and every command looked at is kept, in order, to run after.
+    #[test]
+    fn a_queued_release_is_seen_and_the_queue_keeps_its_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut waiting = vec![claim("a")];
+        for cmd in [release("b"), claim("c")] {
+            tx.send(cmd).expect("open");
+        }
+        let mut queued = Queued {
+            cmds: &mut rx,
+            waiting: &mut waiting,
+        };
+        assert!(queued.releases("b"));
+        assert!(!queued.releases("a"), "a claim is not a release");
+        assert!(!queued.releases("c"));
+        tx.send(release("c")).expect("open");
+        assert!(queued.releases("c"), "one queued since is seen too");
+        assert_eq!(
+            names(&waiting),
+            ["claim a", "release b", "claim c", "release c"]
+        );
+    }
+}

@@ -657,6 +657,27 @@ mod tests {
     }
 
     #[test]
+    fn a_publish_without_at_from_an_older_hub_reads_as_published_at_its_time() {
+        let (_, mut opener) = pair();
+        let header = format!(
+            r#"{{"h":"hub-a","s":1,"t":{NOW},"op":"publish","topic":"news","from":"alpha"}}"#
+        );
+        let mut rest = u32::try_from(header.len()).unwrap().to_be_bytes().to_vec();
+        rest.extend_from_slice(header.as_bytes());
+        let mut bytes = mac(&key(b"cluster-secret"), "s", &rest).as_ref().to_vec();
+        bytes.extend_from_slice(&rest);
+        let opened = opener.open("s", &bytes, NOW + 5).unwrap();
+        assert_eq!(
+            opened.op,
+            Op::Publish {
+                topic: "news".into(),
+                from: "alpha".into(),
+                at: NOW,
+            }
+        );
+    }
+
+    #[test]
     fn every_op_round_trips() {
         let (sealer, mut opener) = pair();
         let ops = [
