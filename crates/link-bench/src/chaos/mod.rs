@@ -36,7 +36,9 @@ use crate::error::BenchError;
 use crate::options::PeerUpdates;
 use crate::progress::Progress;
 use crate::soak::fleet::{Endpoints, Fleet};
-use crate::soak::{Delivery, LATE_GRACE, Rng, RpcTally, SPARE_FILES, Traffic, churn, talk};
+use crate::soak::{
+    Delivery, DuplicateBurst, LATE_GRACE, Rng, RpcTally, SPARE_FILES, Traffic, churn, talk,
+};
 use crate::sys::ensure_open_files;
 use cluster::ChaosCluster;
 pub use fault::{Fault, Schedule, Step};
@@ -180,6 +182,9 @@ pub struct ChaosReport {
     /// Publishes and direct sends (`lost` is messages that had to arrive by
     /// the soak's rule and did not: not acknowledged, so informational).
     pub delivery: Delivery,
+    /// The duplicates, in bursts per receiver (times since the start of
+    /// traffic, as the faults'), each with the fault before it.
+    pub duplicates: Vec<DuplicateBurst>,
     /// Publishes and sends a client refused, by code.
     pub send_errors: BTreeMap<String, u64>,
     /// RPCs.
@@ -314,6 +319,7 @@ impl ChaosReport {
                 dropped: self.dropped,
                 drop_reasons: &self.drop_reasons,
                 delivery: &self.delivery,
+                duplicates: &self.duplicates,
                 send_errors: &self.send_errors,
             },
             " by the soak's rule",
@@ -596,6 +602,7 @@ async fn drive(
     let bar = progress.bar("chaos seconds", opts.duration.as_secs());
     let mut schedule = Schedule::new(seed, cluster.len(), ns.is_some());
     let start = Instant::now();
+    let base = fleet.now();
     let mut faults = Vec::new();
     let mut failure = None;
     loop {
@@ -664,6 +671,13 @@ async fn drive(
     }
     let mut rpcs = traffic.rpcs().clone();
     rpcs.no_outcome = traffic.in_flight.load(Ordering::Acquire);
+    let (delivery, mut duplicates) = {
+        let books = fleet.books.lock();
+        (books.delivery(), books.duplicate_bursts(base))
+    };
+    for b in &mut duplicates {
+        b.note = fault_before(&faults, b.first_s);
+    }
     Ok(ChaosReport {
         seed,
         hubs: Vec::new(),
@@ -683,7 +697,8 @@ async fn drive(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone(),
-        delivery: fleet.books.lock().delivery(),
+        delivery,
+        duplicates,
         send_errors: traffic
             .send_errors
             .lock()
@@ -691,6 +706,23 @@ async fn drive(
             .clone(),
         rpcs,
         rpc_repeats: fleet.handled.repeated(),
+    })
+}
+
+/// The fault last injected before `at_s`, and where `at_s` falls in it:
+/// `during "kill hub 1" (2.1s after it)` or `after "kill hub 1" (0.4s after
+/// its heal)`.
+fn fault_before(faults: &[FaultRecord], at_s: f64) -> Option<String> {
+    let f = faults.iter().rev().find(|f| f.at_s <= at_s)?;
+    let healed = f.at_s + f.outage_s;
+    Some(if at_s <= healed {
+        format!("during \"{}\" ({:.1}s after it)", f.fault, at_s - f.at_s)
+    } else {
+        format!(
+            "after \"{}\" ({:.1}s after its heal)",
+            f.fault,
+            at_s - healed
+        )
     })
 }
 
@@ -775,10 +807,29 @@ mod tests {
                 lost: 12,
                 ..Delivery::default()
             },
+            duplicates: Vec::new(),
             send_errors: BTreeMap::new(),
             rpcs: RpcTally::default(),
             rpc_repeats: 0,
         }
+    }
+
+    #[test]
+    fn a_burst_of_duplicates_is_dated_against_the_fault_before_it() {
+        let r = report();
+        assert_eq!(fault_before(&r.faults, 4.9), None);
+        assert_eq!(
+            fault_before(&r.faults, 6.0).as_deref(),
+            Some("during \"kill hub 1\" (1.0s after it)")
+        );
+        assert_eq!(
+            fault_before(&r.faults, 8.5).as_deref(),
+            Some("after \"kill hub 1\" (0.5s after its heal)")
+        );
+        assert_eq!(
+            fault_before(&r.faults, 30.0).as_deref(),
+            Some("after \"kill nats-server\" (6.0s after its heal)")
+        );
     }
 
     #[test]

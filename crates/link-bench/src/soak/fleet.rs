@@ -14,7 +14,7 @@
 //! was registered: from then on a publish must reach this peer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,11 @@ pub(crate) struct Fleet {
     closing: AtomicBool,
     pub(crate) topic: String,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The hub URLs (`Endpoints::urls`).
+    urls: Vec<String>,
+    /// Per slot, the hub (index of `urls`) its client last connected to
+    /// (`usize::MAX`: none yet).
+    on_hub: Vec<AtomicUsize>,
 }
 
 impl Fleet {
@@ -195,7 +200,8 @@ impl Fleet {
             let handler = client
                 .subscribe_with(&topic, move |msg| {
                     if let Ok(m) = msg.payload_as::<Mark>() {
-                        b.lock().received(slot, m.t, Flow::Publish, m.e, m.s);
+                        let now = base.elapsed().as_micros() as Micros;
+                        b.lock().received(slot, m.t, Flow::Publish, (m.e, m.s), now);
                     }
                 })
                 .map_err(|e| BenchError::op("soak", e))?;
@@ -215,6 +221,8 @@ impl Fleet {
             closing: AtomicBool::new(false),
             topic,
             tasks: Mutex::new(Vec::new()),
+            urls: hub.urls.clone(),
+            on_hub: (0..n).map(|_| AtomicUsize::new(usize::MAX)).collect(),
         });
         let mut tasks = Vec::with_capacity(2 * n + 1);
         // The topic handlers live as long as the fleet's tasks do.
@@ -401,10 +409,11 @@ async fn directs(fleet: Arc<Fleet>, slot: usize) {
             continue;
         }
         if let Ok(m) = msg.data_as::<Mark>() {
+            let now = fleet.now();
             fleet
                 .books
                 .lock()
-                .received(slot, m.t, Flow::Direct, m.e, m.s);
+                .received(slot, m.t, Flow::Direct, (m.e, m.s), now);
         }
     }
 }
@@ -430,6 +439,11 @@ async fn sessions(fleet: Arc<Fleet>, slot: usize) {
             Err(RecvError::Closed) => return,
         };
         match &*event {
+            LinkEvent::Connect { url, .. } => {
+                if let Some(i) = fleet.urls.iter().position(|u| u == url) {
+                    fleet.on_hub[slot].store(i, Ordering::Relaxed);
+                }
+            }
             LinkEvent::Ready { .. } => ready(&fleet, &client, slot).await,
             LinkEvent::Disconnect {
                 was_ready,
@@ -452,7 +466,15 @@ async fn sessions(fleet: Arc<Fleet>, slot: usize) {
 /// subscription is answered.
 async fn ready(fleet: &Fleet, client: &LinkClient, slot: usize) {
     let now = fleet.now();
-    let epoch = fleet.books.lock().session_start(slot, now);
+    let epoch = {
+        let mut books = fleet.books.lock();
+        let epoch = books.session_start(slot, now);
+        let hub = fleet.on_hub[slot].load(Ordering::Relaxed);
+        if hub != usize::MAX {
+            books.session_hub(slot, epoch, hub);
+        }
+        epoch
+    };
     let barrier = client
         .rpc(
             link_protocol::SERVER,

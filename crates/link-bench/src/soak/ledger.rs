@@ -35,6 +35,8 @@ pub(crate) enum Flow {
 struct Session {
     /// `hello.ack` received.
     start: Micros,
+    /// The hub it connected to (index of the run's hub URLs), when known.
+    hub: Option<usize>,
     /// The hub confirmed the topic subscription (a later server RPC on
     /// the same connection was answered).
     subscribed: Option<Micros>,
@@ -91,6 +93,73 @@ struct Sent {
     to: Option<u32>,
 }
 
+/// A delivery seen a second time: when, by whom, from whom, and which of
+/// the receiver's sessions was up then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Duplicate {
+    pub(crate) at: Micros,
+    pub(crate) slot: usize,
+    pub(crate) talker: usize,
+    pub(crate) flow: Flow,
+    pub(crate) seq: u64,
+    /// The receiver's session up when it came (`None`: between sessions).
+    pub(crate) session: Option<u32>,
+}
+
+/// One of a peer's sessions, as the books hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionSpan {
+    /// Its number among the peer's sessions.
+    pub(crate) epoch: u32,
+    pub(crate) start: Micros,
+    pub(crate) end: Option<Micros>,
+    pub(crate) hub: Option<usize>,
+}
+
+/// Duplicates the books keep the details of (the count goes on).
+const KEPT_DUPLICATES: usize = 4096;
+
+/// Duplicates to one receiver further apart than this are two bursts.
+const BURST_GAP: Micros = 5_000_000;
+
+/// A run of duplicates to one receiver (none more than 5 s after the
+/// previous one), with the receiver's sessions meanwhile: where they came
+/// from, for finding out why.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DuplicateBurst {
+    /// The receiver's slot (`p<slot>`).
+    pub receiver: usize,
+    /// Duplicates in the burst (of those the books kept).
+    pub count: u64,
+    /// Of which topic messages (the rest are direct messages).
+    pub publishes: u64,
+    /// Distinct talkers among them.
+    pub talkers: usize,
+    /// The first, seconds since `base`.
+    pub first_s: f64,
+    /// The last, seconds since `base`.
+    pub last_s: f64,
+    /// The receiver's sessions up during the burst.
+    pub sessions: Vec<BurstSession>,
+    /// What the run was doing then (the chaos run: the fault before it).
+    pub note: Option<String>,
+}
+
+/// One session of a burst's receiver.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BurstSession {
+    /// Its number among the peer's sessions.
+    pub epoch: u32,
+    /// Up from, seconds since `base`.
+    pub start_s: f64,
+    /// Until (`None`: still up at the end), seconds since `base`.
+    pub end_s: Option<f64>,
+    /// The hub it was on (index of the run's hub URLs).
+    pub hub: Option<usize>,
+    /// Duplicates of the burst that came while it was up.
+    pub duplicates: u64,
+}
+
 /// The books of one soak run.
 #[derive(Debug)]
 pub(crate) struct Ledger {
@@ -105,6 +174,8 @@ pub(crate) struct Ledger {
     /// Per receiver, talker and flow.
     inbox: Vec<[Inbox; 2]>,
     duplicated: u64,
+    /// The first [`KEPT_DUPLICATES`] duplicates.
+    duplicates: Vec<Duplicate>,
     out_of_order: u64,
     received: u64,
 }
@@ -137,6 +208,7 @@ impl Ledger {
             sent: (0..talkers).map(|_| [Vec::new(), Vec::new()]).collect(),
             inbox: (0..peers * talkers).map(|_| Default::default()).collect(),
             duplicated: 0,
+            duplicates: Vec::new(),
             out_of_order: 0,
             received: 0,
         }
@@ -147,10 +219,76 @@ impl Ledger {
         let s = &mut self.sessions[slot];
         s.push(Session {
             start: now,
+            hub: None,
             subscribed: None,
             end: None,
         });
         (s.len() - 1) as u32
+    }
+
+    /// Session `epoch` of peer `slot` is on hub `hub`.
+    pub(crate) fn session_hub(&mut self, slot: usize, epoch: u32, hub: usize) {
+        if let Some(s) = self.sessions[slot].get_mut(epoch as usize) {
+            s.hub = Some(hub);
+        }
+    }
+
+    /// Peer `slot`'s sessions that were up at some time in `from..=until`.
+    fn sessions_between(&self, slot: usize, from: Micros, until: Micros) -> Vec<SessionSpan> {
+        self.sessions[slot]
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.start <= until && s.end.is_none_or(|e| e >= from))
+            .map(|(i, s)| SessionSpan {
+                epoch: i as u32,
+                start: s.start,
+                end: s.end,
+                hub: s.hub,
+            })
+            .collect()
+    }
+
+    /// The kept duplicates as bursts per receiver, in order of their
+    /// first duplicate; times in seconds since `base`.
+    pub(crate) fn duplicate_bursts(&self, base: Micros) -> Vec<DuplicateBurst> {
+        let secs = |t: Micros| t.saturating_sub(base) as f64 / 1e6;
+        let mut by_receiver: std::collections::BTreeMap<usize, Vec<&Duplicate>> =
+            Default::default();
+        for d in &self.duplicates {
+            by_receiver.entry(d.slot).or_default().push(d);
+        }
+        let mut bursts = Vec::new();
+        for (slot, dups) in by_receiver {
+            for run in dups.chunk_by(|a, b| b.at.saturating_sub(a.at) <= BURST_GAP) {
+                let (first, last) = (run[0].at, run[run.len() - 1].at);
+                let talkers: std::collections::BTreeSet<usize> =
+                    run.iter().map(|d| d.talker).collect();
+                let sessions = self
+                    .sessions_between(slot, first, last)
+                    .into_iter()
+                    .map(|s| BurstSession {
+                        epoch: s.epoch,
+                        start_s: secs(s.start),
+                        end_s: s.end.map(secs),
+                        hub: s.hub,
+                        duplicates: run.iter().filter(|d| d.session == Some(s.epoch)).count()
+                            as u64,
+                    })
+                    .collect();
+                bursts.push(DuplicateBurst {
+                    receiver: slot,
+                    count: run.len() as u64,
+                    publishes: run.iter().filter(|d| d.flow == Flow::Publish).count() as u64,
+                    talkers: talkers.len(),
+                    first_s: secs(first),
+                    last_s: secs(last),
+                    sessions,
+                    note: None,
+                });
+            }
+        }
+        bursts.sort_by(|a, b| a.first_s.total_cmp(&b.first_s));
+        bursts
     }
 
     /// The hub confirmed session `epoch`'s subscription at `now`.
@@ -210,15 +348,15 @@ impl Ledger {
         });
     }
 
-    /// Receiver `slot` got message `seq` of `talker`'s session `epoch`.
-    /// Ignores talkers and slots out of range (a stray payload).
+    /// Receiver `slot` got message `seq` of `talker`'s session `epoch` at
+    /// `now`. Ignores talkers and slots out of range (a stray payload).
     pub(crate) fn received(
         &mut self,
         slot: usize,
         talker: usize,
         flow: Flow,
-        epoch: u32,
-        seq: u64,
+        (epoch, seq): (u32, u64),
+        now: Micros,
     ) {
         if talker >= self.talkers || slot >= self.sessions.len() {
             return;
@@ -227,13 +365,16 @@ impl Ledger {
         let inbox = &mut self.inbox[slot * self.talkers + talker][flow as usize];
         if !inbox.got.insert(seq) {
             self.duplicated += 1;
-            // The first few, for finding out where they came from (the
-            // position among the hubs' log lines dates them).
-            if self.duplicated <= 20 {
-                eprintln!(
-                    "soak: duplicate delivery: receiver p{slot}, talker p{talker}, {flow:?}, \
-                     session {epoch}, sequence {seq}"
-                );
+            if self.duplicates.len() < KEPT_DUPLICATES {
+                let session = self.live(slot);
+                self.duplicates.push(Duplicate {
+                    at: now,
+                    slot,
+                    talker,
+                    flow,
+                    seq,
+                    session,
+                });
             }
             return;
         }
@@ -349,15 +490,15 @@ mod tests {
     fn a_publish_must_reach_every_other_subscriber_once() {
         let mut l = books();
         let (seq, e) = publish(&mut l, 0, 100);
-        l.received(1, 0, Flow::Publish, e, seq);
+        l.received(1, 0, Flow::Publish, (e, seq), 0);
         let d = l.delivery();
         assert_eq!(
             (d.sent, d.must_arrive, d.lost),
             (1, 2, 1),
             "slot 2 missed it"
         );
-        l.received(2, 0, Flow::Publish, e, seq);
-        l.received(2, 0, Flow::Publish, e, seq);
+        l.received(2, 0, Flow::Publish, (e, seq), 0);
+        l.received(2, 0, Flow::Publish, (e, seq), 0);
         let d = l.delivery();
         assert_eq!((d.lost, d.duplicated, d.received), (0, 1, 3));
     }
@@ -384,7 +525,7 @@ mod tests {
         let d = l.delivery();
         // Talker 0 → slot 1 (slot 2 left early); talker 1 → slot 0 only.
         assert_eq!((d.must_arrive, d.lost), (2, 2));
-        l.received(0, 1, Flow::Publish, e, seq);
+        l.received(0, 1, Flow::Publish, (e, seq), 0);
         assert_eq!(l.delivery().lost, 1);
         // A talker without a session up takes no sequence number.
         assert_eq!(l.next_seq(1, Flow::Publish), None);
@@ -405,27 +546,60 @@ mod tests {
         l.subscribed(2, e2, 90);
         let (seq3, _) = l.next_seq(0, Flow::Direct).unwrap();
         l.sent(0, Flow::Direct, seq3, e, 85, Some(2));
-        l.received(2, 0, Flow::Direct, e, seq3);
+        l.received(2, 0, Flow::Direct, (e, seq3), 0);
         assert_eq!(l.delivery().must_arrive, 2);
     }
 
     #[test]
     fn order_is_per_talker_session() {
         let mut l = books();
-        l.received(1, 0, Flow::Publish, 0, 5);
-        l.received(1, 0, Flow::Publish, 0, 3);
+        l.received(1, 0, Flow::Publish, (0, 5), 0);
+        l.received(1, 0, Flow::Publish, (0, 3), 0);
         assert_eq!(l.delivery().out_of_order, 1);
         // A later talker session starts its own order; an older one's
         // straggler is not out of order.
-        l.received(1, 0, Flow::Publish, 1, 4);
-        l.received(1, 0, Flow::Publish, 0, 6);
-        l.received(1, 0, Flow::Publish, 1, 7);
+        l.received(1, 0, Flow::Publish, (1, 4), 0);
+        l.received(1, 0, Flow::Publish, (0, 6), 0);
+        l.received(1, 0, Flow::Publish, (1, 7), 0);
         let d = l.delivery();
         assert_eq!((d.out_of_order, d.duplicated), (1, 0));
         // Stray talkers and slots are ignored.
-        l.received(1, 9, Flow::Publish, 0, 1);
-        l.received(9, 0, Flow::Publish, 0, 1);
+        l.received(1, 9, Flow::Publish, (0, 1), 0);
+        l.received(9, 0, Flow::Publish, (0, 1), 0);
         assert_eq!(l.delivery().received, 5);
+    }
+
+    #[test]
+    fn duplicates_come_in_bursts_per_receiver_with_its_sessions() {
+        let mut l = books();
+        l.session_hub(1, 0, 2);
+        let (seq, e) = publish(&mut l, 0, 100);
+        let (seq2, _) = publish(&mut l, 1, 100);
+        l.received(1, 0, Flow::Publish, (e, seq), 1_000_000);
+        l.received(1, 0, Flow::Publish, (e, seq), 2_000_000);
+        l.session_end(1, 2_500_000);
+        let e1 = l.session_start(1, 3_000_000);
+        l.received(1, 1, Flow::Publish, (e, seq2), 3_000_000);
+        l.received(1, 1, Flow::Publish, (e, seq2), 4_000_000);
+        // More than 5 s later: a second burst.
+        l.received(1, 1, Flow::Publish, (e, seq2), 10_000_000);
+        l.received(2, 0, Flow::Publish, (e, seq), 500_000);
+        l.received(2, 0, Flow::Publish, (e, seq), 600_000);
+        let b = l.duplicate_bursts(1_000_000);
+        assert_eq!(b.len(), 3);
+        assert_eq!((b[0].receiver, b[0].count, b[0].first_s), (2, 1, 0.0));
+        assert_eq!(
+            (b[1].receiver, b[1].count, b[1].talkers, b[1].publishes),
+            (1, 2, 2, 2)
+        );
+        assert_eq!((b[1].first_s, b[1].last_s), (1.0, 3.0));
+        let sessions: Vec<(u32, Option<usize>, u64)> = b[1]
+            .sessions
+            .iter()
+            .map(|s| (s.epoch, s.hub, s.duplicates))
+            .collect();
+        assert_eq!(sessions, vec![(0, Some(2), 1), (e1, None, 1)]);
+        assert_eq!((b[2].count, b[2].first_s), (1, 9.0));
     }
 
     #[test]

@@ -35,8 +35,8 @@ use tokio::time::MissedTickBehavior;
 
 pub use fleet::ListCheck;
 use fleet::{DIRECT, ECHO, Endpoints, Fleet, Mark};
-pub use ledger::Delivery;
 use ledger::Flow;
+pub use ledger::{BurstSession, Delivery, DuplicateBurst};
 pub use samples::Sample;
 use samples::Sampler;
 
@@ -220,6 +220,8 @@ pub struct SoakReport {
     pub drop_reasons: BTreeMap<String, u64>,
     /// Publishes and direct sends.
     pub delivery: Delivery,
+    /// The duplicates, in bursts per receiver (times since the start).
+    pub duplicates: Vec<DuplicateBurst>,
     /// Publishes and sends a client refused, by error code.
     pub send_errors: BTreeMap<String, u64>,
     /// RPCs.
@@ -344,6 +346,7 @@ impl SoakReport {
                 dropped: self.dropped,
                 drop_reasons: &self.drop_reasons,
                 delivery: d,
+                duplicates: &self.duplicates,
                 send_errors: &self.send_errors,
             },
             "",
@@ -627,7 +630,10 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     samples.push(take(&mut sampler));
-    let delivery = fleet.books.lock().delivery();
+    let (delivery, duplicates) = {
+        let books = fleet.books.lock();
+        (books.delivery(), books.duplicate_bursts(0))
+    };
     let mut rpcs = traffic.rpcs().clone();
     rpcs.no_outcome = traffic.in_flight.load(Ordering::Acquire);
     let send_errors = traffic
@@ -654,6 +660,7 @@ async fn drive(
             .unwrap_or_else(PoisonError::into_inner)
             .clone(),
         delivery,
+        duplicates,
         send_errors,
         rpcs,
         checkpoints,
@@ -819,8 +826,12 @@ pub(crate) struct Tally<'a> {
     pub(crate) dropped: u64,
     pub(crate) drop_reasons: &'a BTreeMap<String, u64>,
     pub(crate) delivery: &'a Delivery,
+    pub(crate) duplicates: &'a [DuplicateBurst],
     pub(crate) send_errors: &'a BTreeMap<String, u64>,
 }
+
+/// Bursts of duplicates the summary lists (the report holds them all).
+const LISTED_BURSTS: usize = 12;
 
 /// The summary's churn and message lines (the soak's and the chaos run's);
 /// `rule` follows "had to arrive".
@@ -848,6 +859,51 @@ pub(crate) fn traffic_lines(line: &mut impl FnMut(&str, String), t: Tally<'_>, r
         format!("{} / {} / {}", d.lost, d.duplicated, d.out_of_order),
     );
     line("  refused", counts(t.send_errors));
+    for b in t.duplicates.iter().take(LISTED_BURSTS) {
+        line("  duplicates", burst_line(b));
+    }
+    if t.duplicates.len() > LISTED_BURSTS {
+        line(
+            "",
+            format!("and {} more bursts", t.duplicates.len() - LISTED_BURSTS),
+        );
+    }
+}
+
+/// `p62: 247 (247 topic) from 10 talkers at 120.3-145.2s; on #3 hub 1
+/// 40.1-130.2s: 100, #4 hub 2 131.0s-: 147; <note>`.
+fn burst_line(b: &DuplicateBurst) -> String {
+    let sessions: Vec<String> = b
+        .sessions
+        .iter()
+        .map(|s| {
+            let hub = s.hub.map_or_else(|| "?".to_owned(), |h| h.to_string());
+            let end = s.end_s.map_or_else(String::new, |e| format!("{e:.1}"));
+            format!(
+                "#{} hub {hub} {:.1}-{end}s: {}",
+                s.epoch, s.start_s, s.duplicates
+            )
+        })
+        .collect();
+    let mut text = format!(
+        "p{}: {} ({} topic) from {} talkers at {:.1}-{:.1}s; on {}",
+        b.receiver,
+        b.count,
+        b.publishes,
+        b.talkers,
+        b.first_s,
+        b.last_s,
+        if sessions.is_empty() {
+            "no session".to_owned()
+        } else {
+            sessions.join(", ")
+        }
+    );
+    if let Some(note) = &b.note {
+        text.push_str("; ");
+        text.push_str(note);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -927,6 +983,7 @@ mod tests {
             dropped: 0,
             drop_reasons: BTreeMap::new(),
             delivery: Delivery::default(),
+            duplicates: Vec::new(),
             send_errors: BTreeMap::new(),
             rpcs: RpcTally::default(),
             checkpoints: vec![ListCheck::default()],

@@ -332,9 +332,14 @@ fn sealed(subjects: &Subjects, out: Outbound) -> (String, Op, Option<Arc<Canonic
             },
             item.data,
         ),
-        Outbound::Publish { topic, from, data } => (
+        Outbound::Publish {
+            topic,
+            from,
+            data,
+            at,
+        } => (
             subjects.topic(&topic),
-            Op::Publish { topic, from },
+            Op::Publish { topic, from, at },
             Some(data),
         ),
         Outbound::Release { kind, rev } => (subjects.heartbeat(), Op::Release { kind, rev }, None),
@@ -572,7 +577,12 @@ fn inputs(ctx: &Ctx, hubs: &mut HubWatch, opened: wire::Opened) -> Vec<ClusterIn
             let item = OutItem::new(id, msg_type, from, to, data);
             vec![ClusterIn::Deliver { hub, item }]
         }
-        Op::Publish { topic, from } => vec![ClusterIn::Publish { topic, from, data }],
+        Op::Publish { topic, from, at } => vec![ClusterIn::Publish {
+            topic,
+            from,
+            data,
+            at,
+        }],
         Op::Status { kind, at } => {
             let status = data.and_then(|d| serde_json::from_str(d.as_str()).ok());
             vec![ClusterIn::Status { kind, at, status }]
@@ -691,8 +701,20 @@ async fn leases_task(
                 }
             },
             _ = refresh.tick() => {
-                if let Some(s) = &store {
-                    refresh_all(&ctx, s, &announce, &mut held).await;
+                // While NATS is away every write would wait for its timeout;
+                // the first tick after it is back refreshes.
+                if let Some(s) = store.as_ref().filter(|_| ctx.link.is_up()) {
+                    let queued = Queued { cmds: &mut cmds, waiting: &mut waiting };
+                    refresh_all(&ctx, s, &announce, &mut held, queued).await;
+                    // What came meanwhile, in order (a release after the
+                    // refresh that skipped its kind).
+                    for cmd in std::mem::take(&mut waiting) {
+                        let stop = matches!(cmd, LeaseCmd::Stop(_));
+                        lease_cmd(&ctx, s, &announce, &mut held, cmd).await;
+                        if stop {
+                            return;
+                        }
+                    }
                 }
             }
             changed = resync.changed() => {
@@ -709,15 +731,10 @@ async fn leases_task(
                     // kind whose peer left meanwhile (its release still
                     // queued) is not claimed again, or the claim would
                     // displace the kind where it connected since.
-                    while let Ok(cmd) = cmds.try_recv() {
-                        waiting.push(cmd);
-                    }
                     let again: Vec<(Arc<str>, Held)> = held.drain().collect();
                     for (kind, h) in again {
-                        let leaving = waiting
-                            .iter()
-                            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if *k == kind));
-                        if leaving {
+                        let mut queued = Queued { cmds: &mut cmds, waiting: &mut waiting };
+                        if queued.releases(&kind) {
                             // The queued release hands it back.
                             held.insert(kind, h);
                         } else {
@@ -734,6 +751,28 @@ async fn leases_task(
                 }
             }
         }
+    }
+}
+
+/// The lease commands not acted on yet: those still in the channel and
+/// those taken out of it to look at (`waiting`, run in order later).
+struct Queued<'a> {
+    cmds: &'a mut mpsc::UnboundedReceiver<LeaseCmd>,
+    waiting: &'a mut Vec<LeaseCmd>,
+}
+
+impl Queued<'_> {
+    /// Whether a release of `kind` is queued: its peer left, and the lease
+    /// is handed back once the release runs. Until then the lease must not
+    /// be claimed again (the kind may have connected to another hub since,
+    /// and a claim would displace it there).
+    fn releases(&mut self, kind: &str) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            self.waiting.push(cmd);
+        }
+        self.waiting
+            .iter()
+            .any(|c| matches!(c, LeaseCmd::Release { kind: k } if **k == *kind))
     }
 }
 
@@ -893,11 +932,13 @@ async fn claim(
 }
 
 /// Rewrites every held lease at its revision; one another hub took is lost.
+/// A kind whose release is queued is left to its release.
 async fn refresh_all(
     ctx: &Ctx,
     store: &kv::Store,
     announce: &Announce,
     held: &mut HashMap<Arc<str>, Held>,
+    mut queued: Queued<'_>,
 ) {
     let key = &announce.key;
     let kinds: Vec<Arc<str>> = held.keys().cloned().collect();
@@ -911,13 +952,29 @@ async fn refresh_all(
         match store.update(kv_key.as_str(), value, h.rev).await {
             Ok(rev) => h.rev = rev,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let writer = written_by(store, key, &kv_key, &ctx.link.hub).await;
-                if let Writer::Us(rev) = writer {
-                    // Our own write: a refresh that timed out here (NATS
-                    // unreachable, or a cut link) but reached the bucket
-                    // later. The lease is still ours, at that revision.
-                    h.rev = rev;
+                if queued.releases(&kind) {
+                    // Its peer left (while this refresh waited on NATS,
+                    // say) and may be on another hub by now, whose claim
+                    // moved the revision: nothing to defend.
                     continue;
+                }
+                let writer = written_by(store, key, &kv_key, &ctx.link.hub).await;
+                match writer {
+                    Writer::Us(rev) => {
+                        // Our own write: a refresh that timed out here (NATS
+                        // unreachable, or a cut link) but reached the bucket
+                        // later. The lease is still ours, at that revision.
+                        if let Some(h) = held.get_mut(&kind) {
+                            h.rev = rev;
+                        }
+                        continue;
+                    }
+                    Writer::Unknown => {
+                        // The key could not be read: the next refresh looks
+                        // again (taking it now could overwrite a newer claim).
+                        continue;
+                    }
+                    Writer::AnotherHub | Writer::Outsider => {}
                 }
                 let Some(h) = held.remove(&kind) else {
                     continue;
@@ -951,6 +1008,8 @@ enum Writer {
     AnotherHub,
     /// No hub: deleted, purged, or written without the secret.
     Outsider,
+    /// The key could not be read (NATS or JetStream failed).
+    Unknown,
 }
 
 async fn written_by(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str, hub: &str) -> Writer {
@@ -964,7 +1023,11 @@ async fn written_by(store: &kv::Store, key: &ring::hmac::Key, kv_key: &str, hub:
         }
         // Deleted or purged: only a hub handing a lease back does that
         // legitimately, and never ours; take it back either way.
-        _ => Writer::Outsider,
+        Ok(_) => Writer::Outsider,
+        Err(e) => {
+            tracing::debug!(key = %kv_key, error = %e, "cluster: cannot read a lease");
+            Writer::Unknown
+        }
     }
 }
 
@@ -1011,4 +1074,59 @@ fn unhex(text: &str) -> Option<String> {
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect();
     String::from_utf8(bytes?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(kind: &str) -> LeaseCmd {
+        LeaseCmd::Release { kind: kind.into() }
+    }
+
+    fn claim(kind: &str) -> LeaseCmd {
+        LeaseCmd::Claim {
+            kind: kind.into(),
+            conn: 1,
+            hello: Hello::sanitize(Some(&serde_json::json!({ "kind": kind })))
+                .expect("a valid hello"),
+            connected_at: 0,
+            hello_id: None,
+        }
+    }
+
+    fn names(cmds: &[LeaseCmd]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| match c {
+                LeaseCmd::Claim { kind, .. } => format!("claim {kind}"),
+                LeaseCmd::Release { kind } => format!("release {kind}"),
+                LeaseCmd::Stop(_) => "stop".to_owned(),
+            })
+            .collect()
+    }
+
+    /// What a refresh or a resync sees before it defends a lease: a
+    /// release still queued (its peer left, maybe for another hub) counts,
+    /// and every command looked at is kept, in order, to run after.
+    #[test]
+    fn a_queued_release_is_seen_and_the_queue_keeps_its_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut waiting = vec![claim("a")];
+        for cmd in [release("b"), claim("c")] {
+            tx.send(cmd).expect("open");
+        }
+        let mut queued = Queued {
+            cmds: &mut rx,
+            waiting: &mut waiting,
+        };
+        assert!(queued.releases("b"));
+        assert!(!queued.releases("a"), "a claim is not a release");
+        assert!(!queued.releases("c"));
+        tx.send(release("c")).expect("open");
+        assert!(queued.releases("c"), "one queued since is seen too");
+        assert_eq!(
+            names(&waiting),
+            ["claim a", "release b", "claim c", "release c"]
+        );
+    }
 }

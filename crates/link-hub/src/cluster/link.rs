@@ -25,11 +25,13 @@ pub(crate) const OUTBOUND_CAPACITY: usize = 8192;
 pub(crate) enum Outbound {
     /// A message for a peer on hub `hub`.
     Deliver { hub: Arc<str>, item: OutItem },
-    /// A topic message from a local peer, for every hub with subscribers.
+    /// A topic message from a local peer, for every hub with subscribers,
+    /// published at `at` (hub wall ms).
     Publish {
         topic: String,
         from: Arc<str>,
         data: Arc<CanonicalData>,
+        at: u64,
     },
     /// A local peer left: the other hubs stop routing to it here. `rev`:
     /// the lease revision it held, when its claim was answered (a hub
@@ -105,11 +107,13 @@ pub(crate) enum ClusterIn {
     },
     /// A message for a local peer, from another hub.
     Deliver { hub: Arc<str>, item: OutItem },
-    /// A topic message from another hub's peer.
+    /// A topic message from another hub's peer, published at `at` (that
+    /// hub's wall ms).
     Publish {
         topic: String,
         from: Arc<str>,
         data: Option<Arc<CanonicalData>>,
+        at: u64,
     },
     /// Another hub's peer set its status.
     Status {

@@ -82,8 +82,14 @@ pub(crate) enum Op {
         from: Arc<str>,
         to: Arc<str>,
     },
-    /// A topic message from a peer of the sending hub.
-    Publish { topic: String, from: Arc<str> },
+    /// A topic message from a peer of the sending hub, published at `at`
+    /// (hub wall ms: when that hub routed it, before any queue towards
+    /// NATS; a header without `at`, from an older hub, reads as its `t`).
+    Publish {
+        topic: String,
+        from: Arc<str>,
+        at: u64,
+    },
     /// A peer of the sending hub set its status (`data`: the status, absent
     /// for `null`) at `at` (hub wall ms).
     Status { kind: Arc<str>, at: u64 },
@@ -189,9 +195,10 @@ impl<'a> Header<'a> {
                 to: text(to),
                 ..base("deliver")
             },
-            Op::Publish { topic, from } => Header {
+            Op::Publish { topic, from, at } => Header {
                 topic: text(topic),
                 from: text(from),
+                at: Some(*at),
                 ..base("publish")
             },
             Op::Status { kind, at } => Header {
@@ -232,6 +239,7 @@ impl<'a> Header<'a> {
             "publish" => Op::Publish {
                 topic: self.topic.as_deref()?.to_owned(),
                 from: text(&self.from)?,
+                at: self.at.unwrap_or(self.t),
             },
             "status" => Op::Status {
                 kind: text(&self.kind)?,
@@ -653,6 +661,27 @@ mod tests {
     }
 
     #[test]
+    fn a_publish_without_at_from_an_older_hub_reads_as_published_at_its_time() {
+        let (_, mut opener) = pair();
+        let header = format!(
+            r#"{{"h":"hub-a","s":1,"t":{NOW},"op":"publish","topic":"news","from":"alpha"}}"#
+        );
+        let mut rest = u32::try_from(header.len()).unwrap().to_be_bytes().to_vec();
+        rest.extend_from_slice(header.as_bytes());
+        let mut bytes = mac(&key(b"cluster-secret"), "s", &rest).as_ref().to_vec();
+        bytes.extend_from_slice(&rest);
+        let opened = opener.open("s", &bytes, NOW + 5).unwrap();
+        assert_eq!(
+            opened.op,
+            Op::Publish {
+                topic: "news".into(),
+                from: "alpha".into(),
+                at: NOW,
+            }
+        );
+    }
+
+    #[test]
     fn every_op_round_trips() {
         let (sealer, mut opener) = pair();
         let ops = [
@@ -666,6 +695,7 @@ mod tests {
             Op::Publish {
                 topic: "news.eu".into(),
                 from: "alpha".into(),
+                at: NOW - 5,
             },
             Op::Status {
                 kind: "alpha".into(),

@@ -274,17 +274,21 @@ impl Routing {
         }
     }
 
+    /// A local peer's topic message, published at `at` (hub wall ms), for
+    /// the other hubs.
     pub(super) fn cluster_publish(
         &mut self,
         topic: &str,
         from: &Arc<str>,
         data: Arc<CanonicalData>,
+        at: u64,
     ) {
         if let Some(c) = &self.cluster {
             let pushed = c.link.send(Outbound::Publish {
                 topic: topic.to_owned(),
                 from: from.clone(),
                 data,
+                at,
             });
             if !pushed.delivered() {
                 self.stats.cluster_refused += 1;
@@ -381,7 +385,12 @@ impl Routing {
             ClusterIn::Released { hub, kind, rev } => self.released(now, &kind, &hub, rev),
             ClusterIn::Claimed { kind, conn, rev } => self.claimed(&kind, conn, rev),
             ClusterIn::Deliver { hub, item } => self.remote_deliver(&hub, item),
-            ClusterIn::Publish { topic, from, data } => self.remote_publish(&topic, &from, data),
+            ClusterIn::Publish {
+                topic,
+                from,
+                data,
+                at,
+            } => self.remote_publish(&topic, &from, data, at),
             ClusterIn::Status { kind, at, status } => self.remote_status(&kind, at, status),
         }
     }
@@ -746,11 +755,27 @@ impl Routing {
         }
     }
 
-    fn remote_publish(&mut self, topic: &str, from: &Arc<str>, data: Option<Arc<CanonicalData>>) {
+    /// Another hub's peer published at `at` (its hub's wall ms): every
+    /// local subscriber but the publisher that subscribed here by then gets
+    /// it. A message published before a peer subscribed here is not for
+    /// it, as on one hub: it is one that came late (its hub was cut off
+    /// from NATS, its backlog arriving when the link heals), and the peer,
+    /// which moved here meanwhile, may have had it on the hub it left.
+    fn remote_publish(
+        &mut self,
+        topic: &str,
+        from: &Arc<str>,
+        data: Option<Arc<CanonicalData>>,
+        at: u64,
+    ) {
         let subscribers: Vec<Arc<str>> = match self.topics.get_mut(topic) {
             Some(s) => {
                 s.published += 1;
-                s.order.iter().filter(|k| *k != from).cloned().collect()
+                s.order
+                    .iter()
+                    .filter(|k| *k != from && s.since.get(*k).is_some_and(|since| *since <= at))
+                    .cloned()
+                    .collect()
             }
             None => return,
         };

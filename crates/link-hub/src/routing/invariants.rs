@@ -53,11 +53,11 @@ impl Routing {
             );
             assert_eq!(
                 subs.order.len(),
-                subs.set.len(),
+                subs.since.len(),
                 "topic {topic:?}: duplicate subscriber"
             );
             for kind in &subs.order {
-                assert!(subs.set.contains(kind));
+                assert!(subs.since.contains_key(kind));
                 assert!(
                     self.peers.contains_key(kind),
                     "topic {topic:?}: gone subscriber {kind}"
@@ -77,7 +77,7 @@ impl Routing {
             for topic in topics {
                 let subs = self.topics.get(topic);
                 assert!(
-                    subs.is_some_and(|s| s.set.contains(kind)),
+                    subs.is_some_and(|s| s.since.contains_key(kind)),
                     "{kind} thinks it holds {topic:?}"
                 );
             }

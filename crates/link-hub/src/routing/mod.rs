@@ -249,29 +249,34 @@ struct Peer {
     presence: Option<membership::PeerPresence>,
 }
 
-/// A topic's subscribers, in subscription order, and what was published
-/// to it since it got its first subscriber (for the dashboard: plain
-/// counters, bumped where a publish is routed).
+/// A topic's subscribers, in subscription order, each with when it
+/// subscribed (hub wall ms), and what was published to it since it got its
+/// first subscriber (for the dashboard: plain counters, bumped where a
+/// publish is routed).
 #[derive(Default)]
 struct Subscribers {
     order: Vec<Arc<str>>,
-    set: HashSet<Arc<str>>,
+    since: HashMap<Arc<str>, u64>,
     published: u64,
     delivered: u64,
 }
 
 impl Subscribers {
-    fn insert(&mut self, kind: &Arc<str>) -> bool {
-        if self.set.insert(kind.clone()) {
-            self.order.push(kind.clone());
-            true
-        } else {
-            false
+    /// Adds `kind`, subscribed at `at`; false (and `at` ignored) if it
+    /// was there.
+    fn insert(&mut self, kind: &Arc<str>, at: u64) -> bool {
+        match self.since.entry(kind.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at);
+                self.order.push(kind.clone());
+                true
+            }
         }
     }
 
     fn remove(&mut self, kind: &str) -> bool {
-        if self.set.remove(kind) {
+        if self.since.remove(kind).is_some() {
             self.order.retain(|k| &**k != kind);
             true
         } else {

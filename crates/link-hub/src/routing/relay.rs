@@ -72,9 +72,9 @@ impl Routing {
                 self.reply(kind, env.id(), &resp);
             }
             Msg::RpcCancel { id } => self.rpc_cancel(kind, &env, id),
-            Msg::Subscribe { topic } => self.subscribe(kind, topic),
+            Msg::Subscribe { topic } => self.subscribe(now, kind, topic),
             Msg::Unsubscribe { topic } => self.unsubscribe(kind, topic),
-            Msg::TopicMessage { topic } => self.publish(kind, &env, topic),
+            Msg::TopicMessage { topic } => self.publish(now, kind, &env, topic),
             Msg::Direct { direct_type } => self.direct(kind, &env, direct_type),
             Msg::PeersResync => self.peers_resync(kind),
             _ => {} // unknown types and hub-only types are ignored
@@ -259,7 +259,7 @@ impl Routing {
         });
     }
 
-    fn subscribe(&mut self, kind: &Arc<str>, topic: Option<String>) {
+    fn subscribe(&mut self, now: Now, kind: &Arc<str>, topic: Option<String>) {
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_SUBSCRIBE) else {
             return;
         };
@@ -272,7 +272,7 @@ impl Routing {
         }
         let subs = self.topics.entry(topic.clone()).or_default();
         let first = subs.order.is_empty();
-        if subs.insert(kind) {
+        if subs.insert(kind, now.wall_ms) {
             if first {
                 self.cluster_interest(&topic, true);
             }
@@ -332,8 +332,9 @@ impl Routing {
     }
 
     /// A topic message goes to every subscriber but its publisher, in
-    /// subscription order, all sharing one data text and one signed prefix.
-    fn publish(&mut self, kind: &Arc<str>, env: &Envelope, topic: Option<String>) {
+    /// subscription order, all sharing one data text and one signed prefix;
+    /// in a cluster, to the other hubs too, stamped with `now`.
+    fn publish(&mut self, now: Now, kind: &Arc<str>, env: &Envelope, topic: Option<String>) {
         let payload = || messages::topic_payload(env).cloned();
         let Some(topic) = self.valid_topic(kind, topic, msg_type::TOPIC_MESSAGE) else {
             return;
@@ -352,7 +353,7 @@ impl Routing {
                 CanonicalData::new(&messages::topic_message_value(&topic, payload()))
             }));
             if clustered {
-                self.cluster_publish(&topic, kind, data.clone());
+                self.cluster_publish(&topic, kind, data.clone(), now.wall_ms);
             }
             let prefix = Arc::new(PrefixCell::new());
             for sub in &subscribers {
