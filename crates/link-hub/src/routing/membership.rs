@@ -305,7 +305,7 @@ impl Routing {
             // In a cluster the kind may be listed as another hub's peer.
             self.hide_remote(now, &kind);
         }
-        let old = self.peers.insert(kind.clone(), peer);
+        let old = self.peers.insert(kind.clone(), Box::new(peer));
         if let Some(compact) = previous {
             let old = old
                 .and_then(|p| p.presence)
@@ -886,7 +886,7 @@ impl Routing {
         let mut infos: Vec<PeerInfo> = self
             .order
             .iter()
-            .filter_map(|k| self.peers.get(k))
+            .filter_map(|k| self.peers.get(k).map(Box::as_ref))
             .map(peer_info)
             .collect();
         infos.extend(self.remote_peer_infos());

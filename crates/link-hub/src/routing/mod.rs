@@ -290,7 +290,9 @@ pub(crate) struct Routing {
     pending: VecDeque<ConnId>,
     /// Registration order (a re-registered kind keeps its slot).
     order: Vec<Arc<str>>,
-    peers: HashMap<Arc<str>, Peer>,
+    /// Boxed: a table sized for thousands of peers holds a pointer per
+    /// slot, not a whole peer (its spare slots cost 24 bytes, not 240).
+    peers: HashMap<Arc<str>, Box<Peer>>,
     statuses: HashMap<Arc<str>, StatusEntry>,
     topics: BTreeMap<String, Subscribers>,
     subscriptions: HashMap<Arc<str>, HashSet<String>>,
