@@ -298,7 +298,7 @@ impl Routing {
         if self.config.broadcast_peers {
             let pp = PeerPresence::new(&peer_info(&peer), peer_deltas);
             let compact = pp.compact.clone();
-            peer.presence = Some(pp);
+            peer.presence = Some(Box::new(pp));
             previous = Some(compact);
         }
         if !replaced {

@@ -245,8 +245,9 @@ struct Peer {
     hello: Hello,
     connected_at: u64,
     route: Route,
-    /// Its list entry and what it has seen (`None` when lists are off).
-    presence: Option<membership::PeerPresence>,
+    /// Its list entry and what it has seen (`None` when lists are off;
+    /// boxed, so that a peer without lists does not carry its room).
+    presence: Option<Box<membership::PeerPresence>>,
 }
 
 /// A topic's subscribers, in subscription order, and what was published
