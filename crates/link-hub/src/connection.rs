@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::future::{BoxFuture, Either, Ready, ready};
+use futures_util::future::{BoxFuture, Either};
 use futures_util::{FutureExt, StreamExt};
 use link_protocol::conn::{HubConn, HubConnEvent, Transmit};
 use link_protocol::envelope::{self, Header, SharedPrefix};
@@ -156,16 +156,33 @@ where
 /// future holds no message and no send state unless the router's mailbox
 /// is full (then the wait is boxed): the connection's future, kept for the
 /// socket's life, would otherwise carry a send's state (over 400 bytes)
-/// for every await that sends.
+/// for every await that sends. A send that went through at once still
+/// spends a unit of the task's cooperative budget, as `send().await` does,
+/// so a busy reader yields to the router as often as before.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep the message in its future"
+)]
 fn to_router(
     router: &mpsc::Sender<RouterMsg>,
     msg: RouterMsg,
-) -> Either<Ready<bool>, BoxFuture<'_, bool>> {
-    match router.try_send(msg) {
-        Ok(()) => Either::Left(ready(true)),
-        Err(TrySendError::Closed(_)) => Either::Left(ready(false)),
-        Err(TrySendError::Full(msg)) => {
-            Either::Right(Box::pin(async move { router.send(msg).await.is_ok() }))
+) -> impl Future<Output = bool> + Send + '_ {
+    let sent = match router.try_send(msg) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Closed(_)) => Ok(false),
+        Err(TrySendError::Full(msg)) => Err(msg),
+    };
+    let wait: Either<bool, BoxFuture<'_, bool>> = match sent {
+        Ok(delivered) => Either::Left(delivered),
+        Err(msg) => Either::Right(Box::pin(async move { router.send(msg).await.is_ok() })),
+    };
+    async move {
+        match wait {
+            Either::Left(delivered) => {
+                tokio::task::consume_budget().await;
+                delivered
+            }
+            Either::Right(wait) => wait.await,
         }
     }
 }
