@@ -53,6 +53,12 @@ impl Hub {
         Self { shared }
     }
 
+    /// The state the hub's tasks share.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The hub's configuration.
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
@@ -96,12 +102,15 @@ impl Hub {
 
     /// Serves a connection over `transport` on the calling task until it
     /// closes (what [`attach_transport`](Self::attach_transport) spawns).
-    pub(crate) async fn serve_transport<T: Transport>(
+    ///
+    /// Not an `async fn`, which would keep `transport` in its future for
+    /// the connection's life (see `connection::run`).
+    pub(crate) fn serve_transport<T: Transport>(
         &self,
         transport: T,
         remote: Option<SocketAddr>,
-    ) {
-        crate::connection::run(self.shared.clone(), transport, remote).await;
+    ) -> impl Future<Output = ()> + Send + 'static {
+        crate::connection::run(self.shared.clone(), transport, remote)
     }
 
     /// Runs the WebSocket handshake on a raw stream (e.g. an accepted
@@ -216,7 +225,7 @@ impl Hub {
 /// Bytes read from the socket per call. Sockets the hub's server upgrades
 /// (a `link_transport::ServerSocket`) take this chunk for a read and give it
 /// back once tungstenite has copied it out (their tungstenite buffer is
-/// 1 KiB); a socket attached as a plain tungstenite stream keeps a read
+/// `link_transport::TUNGSTENITE_READ`, 256 bytes); a socket attached as a plain tungstenite stream keeps a read
 /// buffer of this size, zero-filled and so resident, for its life.
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes queued before a write: a busy socket hands the kernel up to

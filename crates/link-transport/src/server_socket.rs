@@ -22,7 +22,7 @@
 //! ```text
 //!   data frames ──► header + payload ─┐
 //!   ping/pong/close ──► tungstenite ──┴─► write buffer (on demand) ──► socket
-//!   socket ──► read chunk (on demand) ──► tungstenite (1 KiB) ──► frames
+//!   socket ──► read chunk (on demand) ──► tungstenite (256 B) ──► frames
 //! ```
 //!
 //! Like tungstenite, a data frame after a close frame (sent or received)
@@ -48,8 +48,13 @@ use crate::websocket::{error, frame, message};
 use crate::{Frame, TransportError};
 
 /// tungstenite's own read buffer: the most it copies out of a read chunk
-/// per call (a frame of up to about this size takes one or two calls).
-pub const TUNGSTENITE_READ: usize = 1024;
+/// per call. It stays allocated for the socket's life: once a frame's
+/// header is read, tungstenite reserves the frame's length beyond what it
+/// holds, so after a frame of `n` bytes the buffer holds about `n` plus
+/// what one call copied (at 1 KiB, an idle peer that sent one 350-byte
+/// hello kept 1 KiB; at 256 bytes it keeps about 600). A frame of a few
+/// hundred bytes takes two or three calls, each a copy.
+pub const TUNGSTENITE_READ: usize = 256;
 
 /// A server-side WebSocket whose buffers exist only while bytes wait in
 /// them: data frames are framed into a write buffer that is freed once the

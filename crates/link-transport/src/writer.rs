@@ -66,59 +66,68 @@ pub trait Outgoing: Sync {
 /// [`Transmit::Terminate`] is taken, or the transport fails. `encode` turns
 /// an item into its frame text, given the batch's wall-clock `ts` in ms;
 /// `None` skips the item.
-pub async fn write_loop<K, Q, E>(
-    sink: &mut K,
-    queue: &Q,
+///
+/// Not an `async fn`, which would keep a second copy of its arguments in
+/// its future (a writer's future lives as long as its socket).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments"
+)]
+pub fn write_loop<'a, K, Q, E>(
+    sink: &'a mut K,
+    queue: &'a Q,
     max_batch: usize,
     mut encode: E,
-) -> Result<(), TransportError>
+) -> impl Future<Output = Result<(), TransportError>> + 'a
 where
     K: Sink<Frame, Error = TransportError> + Unpin,
     Q: Outgoing,
-    E: FnMut(Q::Item, u64) -> Option<String>,
+    E: FnMut(Q::Item, u64) -> Option<String> + 'a,
 {
-    // Grows to what this connection's traffic needs (at most max_batch
-    // items), and is given back whenever the queue runs dry.
-    let mut batch = Vec::new();
-    loop {
-        let taken = queue.take(&mut batch, max_batch);
-        for c in taken.controls {
-            match c {
-                Transmit::Frame(f) => sink.feed(Frame::text(f)).await?,
-                Transmit::Ping => sink.feed(Frame::Ping).await?,
-                Transmit::Close { code, reason } => {
-                    sink.send(Frame::close(code, reason)).await?;
-                    queue.close_sent();
+    async move {
+        // Grows to what this connection's traffic needs (at most max_batch
+        // items), and is given back whenever the queue runs dry.
+        let mut batch = Vec::new();
+        loop {
+            let taken = queue.take(&mut batch, max_batch);
+            for c in taken.controls {
+                match c {
+                    Transmit::Frame(f) => sink.feed(Frame::text(f)).await?,
+                    Transmit::Ping => sink.feed(Frame::Ping).await?,
+                    Transmit::Close { code, reason } => {
+                        sink.send(Frame::close(code, reason)).await?;
+                        queue.close_sent();
+                    }
+                    Transmit::Terminate => return Ok(()),
                 }
-                Transmit::Terminate => return Ok(()),
             }
-        }
-        if taken.drained {
-            queue.drained();
-        }
-        if batch.is_empty() {
-            if taken.closed {
-                sink.flush().await?;
-                return Ok(());
+            if taken.drained {
+                queue.drained();
             }
-            flush(sink, queue).await?;
-            // Idle: hold no batch while waiting (an idle peer's writer
-            // would otherwise keep the capacity of its largest batch).
-            batch = Vec::new();
-            queue.wait().await;
-            continue;
-        }
-        let ts = wall_ms();
-        for item in batch.drain(..) {
-            let Some(frame) = encode(item, ts) else {
+            if batch.is_empty() {
+                if taken.closed {
+                    sink.flush().await?;
+                    return Ok(());
+                }
+                flush(sink, queue).await?;
+                // Idle: hold no batch while waiting (an idle peer's writer
+                // would otherwise keep the capacity of its largest batch).
+                batch = Vec::new();
+                queue.wait().await;
                 continue;
-            };
-            queue.add_buffered(frame.len());
-            ready(sink, queue).await?;
-            sink.start_send_unpin(Frame::text(frame))?;
-        }
-        if !taken.more {
-            flush(sink, queue).await?;
+            }
+            let ts = wall_ms();
+            for item in batch.drain(..) {
+                let Some(frame) = encode(item, ts) else {
+                    continue;
+                };
+                queue.add_buffered(frame.len());
+                ready(sink, queue).await?;
+                sink.start_send_unpin(Frame::text(frame))?;
+            }
+            if !taken.more {
+                flush(sink, queue).await?;
+            }
         }
     }
 }

@@ -298,14 +298,14 @@ impl Routing {
         if self.config.broadcast_peers {
             let pp = PeerPresence::new(&peer_info(&peer), peer_deltas);
             let compact = pp.compact.clone();
-            peer.presence = Some(pp);
+            peer.presence = Some(Box::new(pp));
             previous = Some(compact);
         }
         if !replaced {
             // In a cluster the kind may be listed as another hub's peer.
             self.hide_remote(now, &kind);
         }
-        let old = self.peers.insert(kind.clone(), peer);
+        let old = self.peers.insert(kind.clone(), Box::new(peer));
         if let Some(compact) = previous {
             let old = old
                 .and_then(|p| p.presence)
@@ -886,7 +886,7 @@ impl Routing {
         let mut infos: Vec<PeerInfo> = self
             .order
             .iter()
-            .filter_map(|k| self.peers.get(k))
+            .filter_map(|k| self.peers.get(k).map(Box::as_ref))
             .map(peer_info)
             .collect();
         infos.extend(self.remote_peer_infos());

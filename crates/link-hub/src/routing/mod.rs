@@ -245,8 +245,9 @@ struct Peer {
     hello: Hello,
     connected_at: u64,
     route: Route,
-    /// Its list entry and what it has seen (`None` when lists are off).
-    presence: Option<membership::PeerPresence>,
+    /// Its list entry and what it has seen (`None` when lists are off;
+    /// boxed, so that a peer without lists does not carry its room).
+    presence: Option<Box<membership::PeerPresence>>,
 }
 
 /// A topic's subscribers, in subscription order, each with when it
@@ -295,7 +296,9 @@ pub(crate) struct Routing {
     pending: VecDeque<ConnId>,
     /// Registration order (a re-registered kind keeps its slot).
     order: Vec<Arc<str>>,
-    peers: HashMap<Arc<str>, Peer>,
+    /// Boxed: a table sized for thousands of peers holds a pointer per
+    /// slot, not a whole peer (its spare slots cost 24 bytes, not 240).
+    peers: HashMap<Arc<str>, Box<Peer>>,
     statuses: HashMap<Arc<str>, StatusEntry>,
     topics: BTreeMap<String, Subscribers>,
     subscriptions: HashMap<Arc<str>, HashSet<String>>,

@@ -133,8 +133,10 @@ where
         };
         // The socket holds its read and write buffers only while bytes
         // wait in them: what an idle peer costs is its tasks and state.
-        let mut ws =
-            ServerSocket::from_raw_socket(TokioIo::new(upgraded), hub.websocket_config()).await;
+        // Boxed: this task lives as long as the socket, and would otherwise
+        // keep room for the setup's future (over 600 bytes) all along.
+        let setup = ServerSocket::from_raw_socket(TokioIo::new(upgraded), hub.websocket_config());
+        let mut ws = Box::pin(setup).await;
         if let Some(g) = guard
             .as_ref()
             .filter(|g| g.stopping.load(Ordering::Acquire))

@@ -21,8 +21,10 @@
 //! [`ReplayGuard`](crate::ReplayGuard)).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::outputs::Outputs;
 use super::timers::Timers;
 use super::{Now, Transmit};
 use crate::codes::{close, msg_type};
@@ -135,20 +137,25 @@ struct Resolving {
 }
 
 /// One hub socket (see the module docs).
+///
+/// A hub holds one per socket for the socket's life, so what only the
+/// hello needs is boxed (`resolving`), the frames held behind a hello are
+/// given back once released, and the output queues hold no heap memory
+/// while idle.
 #[derive(Debug)]
 pub struct HubConn {
     config: HubConnConfig,
     state: HubConnState,
-    resolving: Option<Resolving>,
+    resolving: Option<Box<Resolving>>,
     pipelined: VecDeque<Received>,
-    kind: Option<String>,
+    kind: Option<Arc<str>>,
     key: Option<Key>,
     /// The accepted hello asked for the `peers.delta` extension.
     peer_deltas: bool,
     awaiting_pong: bool,
     timers: Timers<3>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<HubConnEvent>,
+    transmits: Outputs<Transmit>,
+    events: Outputs<HubConnEvent>,
 }
 
 impl HubConn {
@@ -168,8 +175,8 @@ impl HubConn {
             peer_deltas: false,
             awaiting_pong: false,
             timers,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            transmits: Outputs::default(),
+            events: Outputs::default(),
         }
     }
 
@@ -193,6 +200,12 @@ impl HubConn {
     /// The authenticated kind.
     pub fn kind(&self) -> Option<&str> {
         self.kind.as_deref()
+    }
+
+    /// The authenticated kind, shared: a driver that keeps the kind for
+    /// the socket's life clones this instead of copying the text.
+    pub fn kind_shared(&self) -> Option<&Arc<str>> {
+        self.kind.as_ref()
     }
 
     /// Whether the accepted hello listed `peers.delta` in `data.features`
@@ -230,9 +243,10 @@ impl HubConn {
         if self.state != HubConnState::Resolving {
             return; // closed meanwhile: drop silently
         }
-        let Some(Resolving { received, hello }) = self.resolving.take() else {
+        let Some(resolving) = self.resolving.take() else {
             return;
         };
+        let Resolving { received, hello } = *resolving;
         self.state = HubConnState::Pending;
         let msg_type = received.envelope.msg_type().map(Into::into);
         let result = match key {
@@ -242,7 +256,7 @@ impl HubConn {
         match result {
             Ok(key) => {
                 self.state = HubConnState::Authenticated;
-                self.kind = Some(hello.kind.clone());
+                self.kind = Some(hello.kind.as_str().into());
                 self.key = Some(key);
                 self.peer_deltas = crate::messages::hello_features(received.envelope.data())
                     .any(|f| f == crate::Feature::PeersDelta.as_str());
@@ -269,6 +283,10 @@ impl HubConn {
                 break;
             }
             self.handle_received(now, next, replay);
+        }
+        if self.pipelined.is_empty() {
+            // Held only behind a hello: give the capacity back.
+            self.pipelined = VecDeque::new();
         }
     }
 
@@ -395,7 +413,7 @@ impl HubConn {
                 self.events.push_back(HubConnEvent::KeyNeeded {
                     kind: hello.kind.clone(),
                 });
-                self.resolving = Some(Resolving { received, hello });
+                self.resolving = Some(Box::new(Resolving { received, hello }));
             }
         }
     }
@@ -406,16 +424,17 @@ impl HubConn {
         received: Received,
         replay: &mut dyn ReplayCheck,
     ) {
-        let Some(key) = &self.key else { return };
-        let kind = self.kind.clone().unwrap_or_default();
-        if let Err(mut e) = verify_and_check(&received, key, &kind, now, replay) {
-            e.kind = Some(kind.into());
+        let (Some(key), Some(kind)) = (&self.key, &self.kind) else {
+            return;
+        };
+        if let Err(mut e) = verify_and_check(&received, key, kind, now, replay) {
+            e.kind = Some((**kind).into());
             e.msg_type = received.envelope.msg_type().map(Into::into);
             return self.emit_drop(e);
         }
         if received.envelope.msg_type() == Some(msg_type::HELLO) {
             let e = ProtocolError::new(DropReason::DuplicateHello)
-                .with_kind(kind)
+                .with_kind(&**kind)
                 .with_type(Some(msg_type::HELLO));
             return self.emit_drop(e);
         }

@@ -25,6 +25,7 @@ mod backoff;
 mod client;
 mod endpoints;
 mod hub;
+mod outputs;
 mod timers;
 
 pub use backoff::{Backoff, BackoffConfig};
@@ -225,6 +226,16 @@ pub fn uuid_v4(bytes: [u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hub holds one `HubConn` per socket for the socket's life (it was
+    /// 600 bytes, plus 448 of event queue once used, before the key's MAC
+    /// states were shared, the hello's state boxed and the queues made to
+    /// hold nothing while idle).
+    #[test]
+    fn a_hub_conn_stays_small() {
+        let bytes = std::mem::size_of::<HubConn>();
+        assert!(bytes <= 448, "HubConn: {bytes} bytes");
+    }
 
     #[test]
     fn id_gen_counts_under_a_fixed_prefix() {

@@ -7,8 +7,8 @@
 //! pushing never moves a record, a full cache allocates nothing (the chunk
 //! drained at the front is reused at the back), and the memory held is
 //! the records rounded up to a chunk, not to a power of two. The first
-//! chunk grows like a `Vec`, so a sender with a handful of ids (an idle
-//! peer's hello) costs what it did.
+//! chunk grows like a `Vec` from one record, so a sender with one id (an
+//! idle peer's hello) costs one record and one chunk slot.
 
 use std::collections::VecDeque;
 
@@ -66,8 +66,13 @@ impl<T> Ring<T> {
                     c.clear();
                     c
                 }
-                // The first chunk grows as needed; later ones are full size.
-                None if self.chunks.is_empty() => Vec::new(),
+                // The first chunk grows as needed, from one record (most
+                // senders are peers that sent a hello and went idle); later
+                // ones are full size.
+                None if self.chunks.is_empty() => {
+                    self.chunks.reserve_exact(1);
+                    Vec::with_capacity(1)
+                }
                 None => Vec::with_capacity(CHUNK),
             };
             self.chunks.push_back(chunk);
@@ -139,5 +144,14 @@ mod tests {
             r.push_back(i);
         }
         assert!(r.chunks[0].capacity() < CHUNK);
+    }
+
+    #[test]
+    fn a_ring_of_one_holds_one_slot() {
+        let mut r = Ring::default();
+        r.push_back(7u64);
+        assert_eq!((r.chunks.capacity(), r.chunks[0].capacity()), (1, 1));
+        r.push_back(8);
+        assert_eq!(r.get(1), Some(&8));
     }
 }
