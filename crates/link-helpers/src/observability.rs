@@ -719,13 +719,16 @@ mod hub_logger {
         let mut throttle = Throttle::default();
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
+                // Throttled before the line is written: a flood of drops
+                // costs the logger a lookup each, not a formatted line.
+                let held = match throttled(e) {
+                    Some(about) => throttle.pass(e.name(), &about, Instant::now())?,
+                    None => 0,
+                };
                 let mut l = describe_hub(e, &classifier)?;
-                if let Some(about) = throttled(e) {
-                    let held = throttle.pass(l.event, &about, Instant::now())?;
-                    if held > 0 {
-                        l.text
-                            .push_str(&format!(" ({held} more like it not logged)"));
-                    }
+                if held > 0 {
+                    l.text
+                        .push_str(&format!(" ({held} more like it not logged)"));
                 }
                 Some(l)
             })),
