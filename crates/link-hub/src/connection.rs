@@ -3,7 +3,7 @@
 //! its [`Outbox`], signing each frame with the socket's key at flush.
 //!
 //! ```text
-//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► [ACL lane] ──► router
+//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► inbox ──► [ACL lane] ──► router
 //!                  ▲ timers / control (evict, displace, close)
 //!  WebSocket ◄── writer: Outbox ◄── router pushes (per-socket lock)
 //! ```
@@ -25,9 +25,11 @@ use tokio::sync::oneshot;
 
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
+use crate::inbox::Inbox;
 use crate::mailbox::{ConnControl, RouterMsg};
 use crate::metrics::ConnMetrics;
 use crate::outbox::Outbox;
+use crate::pace::DropPace;
 use crate::ratelimit::{MessageClass, PeerLimiter, Verdict};
 use crate::routing::{ConnCtl, ConnId};
 use crate::shared::{Shared, now, tokio_instant};
@@ -71,8 +73,10 @@ pub(crate) async fn run<T: Transport>(
     let mut reader = Reader {
         shared: shared.clone(),
         conn,
+        inbox: Arc::default(),
         remote,
         hc: HubConn::new(now().instant, shared.conn_config),
+        pace: DropPace::default(),
         outbox: outbox.clone(),
         counts,
         kind: None,
@@ -81,16 +85,23 @@ pub(crate) async fn run<T: Transport>(
         close: None,
     };
     loop {
-        let deadline = reader.hc.poll_timeout();
+        // A socket whose dropped frames are over their pace is not read
+        // until then (`pace.rs`); one timer serves both.
+        let paused = reader.pace.paused_until(|| now().instant);
+        let deadline = match (reader.hc.poll_timeout(), paused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             biased;
             _ = &mut gone_rx => break,
             ctl = control.recv() => reader.control(ctl),
-            msg = stream.next() => {
+            msg = stream.next(), if paused.is_none() => {
                 if !reader.incoming(msg) {
                     break;
                 }
             }
+            // Harmless when only the pause was due.
             _ = tokio::time::sleep_until(deadline.map_or_else(far_future, tokio_instant)), if deadline.is_some() => {
                 reader.hc.handle_timeout(now());
             }
@@ -110,11 +121,10 @@ pub(crate) async fn run<T: Transport>(
     // Neither side closed: the socket dropped (1006, as the reference).
     let (code, reason) = reader
         .close
+        .take()
         .unwrap_or((Some(close::ABNORMAL), String::new()));
-    let _ = shared
-        .router
-        .send(RouterMsg::Closed { conn, code, reason })
-        .await;
+    let closed = RouterMsg::Closed { conn, code, reason };
+    reader.to_router(closed).await;
 }
 
 /// The answer of a running key lookup (`None` if its task died).
@@ -132,8 +142,13 @@ fn far_future() -> tokio::time::Instant {
 struct Reader {
     shared: Arc<Shared>,
     conn: ConnId,
+    /// This socket's queue to the router (served round robin with the
+    /// other sockets').
+    inbox: Arc<Inbox>,
     remote: Option<SocketAddr>,
     hc: HubConn,
+    /// How fast the socket may be read while its frames are being dropped.
+    pace: DropPace,
     outbox: Arc<Outbox>,
     /// This socket's counters (`/metrics`).
     counts: Arc<ConnMetrics>,
@@ -269,22 +284,24 @@ impl Reader {
                         .and_then(|limits| PeerLimiter::new(limits, &kind, now().instant))
                         .map(Box::new);
                     self.kind = Some(kind.clone());
-                    let _ = self
-                        .shared
-                        .router
-                        .send(RouterMsg::Register {
-                            conn: self.conn,
-                            hello,
-                            hello_id: (id.into(), ts),
-                            peer_deltas: self.hc.wants_peer_deltas(),
-                        })
-                        .await;
+                    let register = RouterMsg::Register {
+                        conn: self.conn,
+                        hello,
+                        hello_id: (id.into(), ts),
+                        peer_deltas: self.hc.wants_peer_deltas(),
+                    };
+                    self.to_router(register).await;
                 }
                 HubConnEvent::Message(env) => {
                     self.counts.frame_in(env.msg_type());
                     self.dispatch(env).await;
                 }
-                HubConnEvent::ProtocolError(e) => self.shared.protocol_error(e, self.remote),
+                HubConnEvent::ProtocolError(e) => {
+                    if let Some(every) = self.shared.config.drop_pace {
+                        self.pace.dropped(now().instant, every);
+                    }
+                    self.shared.protocol_error(e, self.remote);
+                }
                 HubConnEvent::HelloTimeout => {
                     let hello_timeout_ms = self
                         .shared
@@ -342,7 +359,16 @@ impl Reader {
                 }
             }
         };
-        let _ = self.shared.router.send(msg).await;
+        self.to_router(msg).await;
+    }
+
+    /// Queues a message for the router in this socket's inbox (a frame
+    /// waits while the inbox is full: the socket is not read meanwhile).
+    async fn to_router(&self, msg: RouterMsg) {
+        let _ = self
+            .inbox
+            .send(&self.shared.router, &self.shared.queued, msg)
+            .await;
     }
 
     /// A frame over its class's limit: an RPC is answered `RPC_RATE_LIMITED`

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Every event plus the per-frame `message` firehose.
     pub(crate) firehose: broadcast::Sender<Arc<HubEvent>>,
     pub(crate) router: mpsc::Sender<RouterMsg>,
+    /// Frames waiting in the sockets' inboxes, every socket together.
+    pub(crate) queued: crate::inbox::QueuedFrames,
     pub(crate) replay: ReplayShards,
     pub(crate) ids: link_protocol::conn::IdGen,
     /// Counters and histograms (`/metrics`), shared with the routing table.
@@ -66,6 +68,7 @@ impl Shared {
             quiet,
             firehose,
             router,
+            queued: crate::inbox::QueuedFrames::default(),
             replay,
             ids: crate::ids::id_gen(),
             metrics: Arc::new(Metrics::default()),

@@ -17,8 +17,8 @@ use std::time::Duration;
 use link_hub::{HubConfig, HubEvent, HubServerBuilder, Secret};
 use link_protocol::DropReason;
 use link_test_support::{
-    Peer, Raw, TestServer, frame, fresh_id, guard, key, next_event, probe_dropped, probe_frame,
-    protocol_error,
+    MemoryPeer, Peer, Raw, TestServer, frame, fresh_id, guard, key, next_event, probe_dropped,
+    probe_frame, protocol_error,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,7 +255,9 @@ async fn dropped(s: &TestServer, reason: &str) -> u64 {
 #[tokio::test]
 async fn a_flood_of_bad_signatures_is_dropped_and_the_socket_keeps_working() {
     const FLOOD: u64 = 2_000;
-    let s = server(config(), |b| b).await;
+    // The whole flood within one burst, so it is read at full speed here
+    // (the pace past it: `a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept`).
+    let s = server(config().max_dropped_frames_per_sec(FLOOD as u32), |b| b).await;
     let mut good = Peer::connect(&s.url, "good", S).await;
     let mut mallory = Peer::connect(&s.url, "mallory", S).await;
     let wrong = key("not-the-secret");
@@ -358,4 +360,72 @@ async fn one_peer_past_its_subscription_cap_is_refused_typed() {
     let m = good.recv("topic.message").await;
     assert_eq!(m.from(), Some("mallory"));
     good_rpc_works(&mut good).await;
+}
+
+/// Sends `flood` frames with a wrong signature from `mallory`, then a
+/// `link.health` RPC of its own; returns the hub time its answer took and
+/// the frames dropped `bad-signature` by then.
+async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Duration, u64) {
+    let hub = link_hub::Hub::new(
+        config()
+            .max_dropped_frames_per_sec(max_dropped_frames_per_sec)
+            // No other timer comes due while the test runs.
+            .keepalive_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let k = key(S);
+    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
+    mallory.hello(&k, "mallory").await;
+    let wrong = key("not-the-secret");
+    let start = tokio::time::Instant::now();
+    for i in 0..flood {
+        let id = fresh_id(&format!("bad-{i}"));
+        let f = frame(&wrong, &id, "status.update", Some("mallory"), None, None);
+        mallory.send_text(f).await;
+    }
+    let id = fresh_id("health");
+    let rpc = json!({"rpcType": "link.health"});
+    let f = frame(
+        &k,
+        &id,
+        "rpc.request",
+        Some("mallory"),
+        Some("server"),
+        Some(&rpc),
+    );
+    mallory.send_text(f).await;
+    loop {
+        let r = mallory.recv(&k, "rpc.response").await;
+        if r.id() == id {
+            assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
+            break;
+        }
+    }
+    let took = start.elapsed();
+    let metrics = hub.metrics().await;
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("link_hub_frames_dropped_total{reason=\"bad-signature\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    (took, dropped)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept() {
+    // 10 a second: the first 10 at once, then one every 100 ms; the RPC
+    // behind the 30th is read when the 30th's interval is over.
+    let (took, dropped) = bad_frames_then_rpc(10, 30).await;
+    assert_eq!(dropped, 30, "every frame is still read and dropped");
+    assert_eq!(
+        took,
+        Duration::from_millis(2000),
+        "20 frames past the burst"
+    );
+    // Within the burst: not paced.
+    let (took, dropped) = bad_frames_then_rpc(10, 10).await;
+    assert_eq!((took, dropped), (Duration::ZERO, 10));
+    // Zero: never paced.
+    let (took, dropped) = bad_frames_then_rpc(0, 30).await;
+    assert_eq!((took, dropped), (Duration::ZERO, 30));
 }
