@@ -87,6 +87,7 @@ pub(crate) async fn run<T: Transport>(
     loop {
         // A socket whose dropped frames are over their pace is not read
         // until then (`pace.rs`); one timer serves both.
+        reader.table_drops();
         let paused = reader.pace.paused_until(|| now().instant);
         let deadline = match (reader.hc.poll_timeout(), paused) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -360,6 +361,18 @@ impl Reader {
             }
         };
         self.to_router(msg).await;
+    }
+
+    /// Frames of this socket the routing table dropped count towards its
+    /// pace as the reader's own drops do.
+    fn table_drops(&mut self) {
+        let refused = self.inbox.take_refused();
+        if let (Some(every), true) = (self.shared.config.drop_pace, refused > 0) {
+            let at = now().instant;
+            for _ in 0..refused {
+                self.pace.dropped(at, every);
+            }
+        }
     }
 
     /// Queues a message for the router in this socket's inbox (a frame

@@ -43,6 +43,10 @@ pub(crate) struct Inbox {
     state: Mutex<State>,
     /// The router took a frame from a full inbox.
     space: Notify,
+    /// Frames of this socket the routing table dropped as protocol errors
+    /// (a subscribe past the cap, an invalid topic…), not yet counted by
+    /// its reader's pace.
+    refused: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -116,21 +120,25 @@ impl Inbox {
     ) -> bool {
         let frame = is_frame(&msg);
         if frame {
-            loop {
-                let mut space = pin!(self.space.notified());
-                space.as_mut().enable();
-                if self.lock().frames < INBOX_FRAMES {
-                    break;
-                }
-                space.await;
-            }
             queued.take().await;
         }
-        let tell = {
-            let mut s = self.lock();
-            s.queue.push_back(msg);
-            s.frames += usize::from(frame);
-            !std::mem::replace(&mut s.scheduled, true)
+        let tell = loop {
+            {
+                let mut s = self.lock();
+                if !frame || s.frames < INBOX_FRAMES {
+                    s.queue.push_back(msg);
+                    s.frames += usize::from(frame);
+                    break !std::mem::replace(&mut s.scheduled, true);
+                }
+            }
+            // Full: wait for the router to free half of it (registered
+            // before checking again, so its wake-up is not missed).
+            let mut space = pin!(self.space.notified());
+            space.as_mut().enable();
+            if self.lock().frames < INBOX_FRAMES {
+                continue;
+            }
+            space.await;
         };
         !tell || router.send(RouterMsg::Ready(self.clone())).await.is_ok()
     }
@@ -156,6 +164,15 @@ impl Inbox {
         (msg, more)
     }
 
+    /// Frames the table dropped since the last call (the reader paces them
+    /// as its own drops). One load while there are none.
+    pub(crate) fn take_refused(&self) -> usize {
+        if self.refused.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.refused.swap(0, Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -166,6 +183,9 @@ impl Inbox {
 #[derive(Default)]
 pub(crate) struct Ring {
     ready: VecDeque<Arc<Inbox>>,
+    /// The inbox of the message [`Ring::next`] returned last, and whether
+    /// it has more, until [`Ring::done`].
+    current: Option<(Arc<Inbox>, bool)>,
 }
 
 impl Ring {
@@ -175,19 +195,31 @@ impl Ring {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ready.is_empty()
+        self.ready.is_empty() && self.current.as_ref().is_none_or(|(_, more)| !more)
     }
 
     /// The next message in turn (`None`: no inbox has one).
     pub(crate) fn next(&mut self, queued: &QueuedFrames) -> Option<RouterMsg> {
+        self.done(0);
         loop {
             let inbox = self.ready.pop_front()?;
             let (msg, more) = inbox.take(queued);
+            if msg.is_some() {
+                self.current = Some((inbox, more));
+                return msg;
+            }
+        }
+    }
+
+    /// The message [`Ring::next`] returned was handled; the table dropped
+    /// `refused` frames for it (protocol errors: its reader paces them).
+    pub(crate) fn done(&mut self, refused: usize) {
+        if let Some((inbox, more)) = self.current.take() {
+            if refused > 0 {
+                inbox.refused.fetch_add(refused, Ordering::Relaxed);
+            }
             if more {
                 self.ready.push_back(inbox);
-            }
-            if msg.is_some() {
-                return msg;
             }
         }
     }

@@ -136,15 +136,17 @@ impl Router {
             // of this worker (those the table just woke: writers, readers)
             // get their turn before the next wake-up.
             let started = std::time::Instant::now();
-            for _ in 0..BATCH {
+            for n in 1..=BATCH {
                 let Some(msg) = self.ring.next(&self.shared.queued) else {
                     break;
                 };
                 self.handle(now, msg);
                 let more = !self.ring.is_empty() || !rx.is_empty();
                 self.table.handle_input_done(now, more);
-                self.carry_out();
-                if started.elapsed() >= SLICE {
+                let refused = self.carry_out();
+                self.ring.done(refused);
+                // The clock every few messages: most take a few µs.
+                if n % 8 == 0 && started.elapsed() >= SLICE {
                     break;
                 }
             }
@@ -253,7 +255,9 @@ impl Router {
     }
 
     /// Sends the table's controls, starts its tasks, publishes its events.
-    fn carry_out(&mut self) {
+    /// Returns the protocol errors the table reported (frames it dropped).
+    fn carry_out(&mut self) -> usize {
+        let mut errors = 0;
         while let Some((conn, ctl)) = self.table.poll_control() {
             if let Some(control) = self.ctls.get(&conn) {
                 control.send(ctl);
@@ -267,6 +271,7 @@ impl Router {
         }
         while let Some(error) = self.table.poll_protocol_error() {
             self.shared.metrics.recent_error(&error, None, wall_ms());
+            errors += 1;
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.cluster {
@@ -274,6 +279,7 @@ impl Router {
                 cluster.send(out);
             }
         }
+        errors
     }
 
     fn spawn(&self, task: Task) {

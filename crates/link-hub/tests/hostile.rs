@@ -402,13 +402,17 @@ async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Du
             break;
         }
     }
-    let took = start.elapsed();
-    let metrics = hub.metrics().await;
-    let dropped = metrics
+    (start.elapsed(), hub_dropped(&hub, "bad-signature").await)
+}
+
+/// Frames `hub` dropped for `reason`.
+async fn hub_dropped(hub: &link_hub::Hub, reason: &str) -> u64 {
+    let prefix = format!("link_hub_frames_dropped_total{{reason=\"{reason}\"}} ");
+    hub.metrics()
+        .await
         .lines()
-        .find_map(|l| l.strip_prefix("link_hub_frames_dropped_total{reason=\"bad-signature\"} "))
-        .map_or(0, |n| n.trim().parse().unwrap());
-    (took, dropped)
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 #[tokio::test(start_paused = true)]
@@ -428,4 +432,64 @@ async fn a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept() {
     // Zero: never paced.
     let (took, dropped) = bad_frames_then_rpc(0, 30).await;
     assert_eq!((took, dropped), (Duration::ZERO, 30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_the_routing_table_refuses_count_towards_the_pace() {
+    const REFUSED: u64 = 200;
+    let hub = link_hub::Hub::new(
+        config()
+            .max_subscriptions_per_peer(1)
+            .max_dropped_frames_per_sec(10)
+            .keepalive_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let k = key(S);
+    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
+    mallory.hello(&k, "mallory").await;
+    let start = tokio::time::Instant::now();
+    let subscribes = async {
+        // One topic held, then REFUSED subscribes past the cap.
+        for i in 0..=REFUSED {
+            let data = json!({ "topic": format!("t{i}") });
+            let f = frame(
+                &k,
+                &fresh_id("sub"),
+                "topic.subscribe",
+                Some("mallory"),
+                None,
+                Some(&data),
+            );
+            mallory.send_text(f).await;
+        }
+        let id = fresh_id("health");
+        let rpc = json!({"rpcType": "link.health"});
+        let f = frame(
+            &k,
+            &id,
+            "rpc.request",
+            Some("mallory"),
+            Some("server"),
+            Some(&rpc),
+        );
+        mallory.send_text(f).await;
+        loop {
+            let r = mallory.recv(&k, "rpc.response").await;
+            if r.id() == id {
+                return r;
+            }
+        }
+    };
+    let r = subscribes.await;
+    assert_eq!(r.data().unwrap()["result"]["topicCount"], 1, "{r:?}");
+    assert_eq!(hub_dropped(&hub, "subscription-limit").await, REFUSED);
+    // The reader is at most an inbox (64 frames) ahead of the table's
+    // refusals; past a burst of 10, the rest is read at 10 a second.
+    let paced = (REFUSED - 10 - 64) / 10;
+    assert!(
+        start.elapsed() >= Duration::from_secs(paced),
+        "read at full speed: {:?}",
+        start.elapsed()
+    );
 }
