@@ -82,13 +82,6 @@ impl Shared {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// True when someone listens to events (so building them is worth it).
-    pub(crate) fn listening(&self) -> bool {
-        self.events.receiver_count() > 0
-            || self.quiet.receiver_count() > 0
-            || self.firehose.receiver_count() > 0
-    }
-
     /// Who listens, for the routing table: each channel's receivers are
     /// counted once (every count takes the channel's lock).
     pub(crate) fn listeners(&self) -> crate::routing::Listening {
@@ -119,15 +112,19 @@ impl Shared {
 
     /// Emits an event built only if someone listens.
     pub(crate) fn emit(&self, build: impl FnOnce() -> HubEvent) {
-        if self.listening() {
+        // Each count takes its channel's lock: once per channel and event.
+        let firehose = self.firehose.receiver_count() > 0;
+        let quiet = self.quiet.receiver_count() > 0;
+        let events = self.events.receiver_count() > 0;
+        if firehose || quiet || events {
             let event = Arc::new(build());
-            if self.firehose.receiver_count() > 0 {
+            if firehose {
                 let _ = self.firehose.send(event.clone());
             }
-            if self.quiet.receiver_count() > 0 && !event.is_traffic() {
+            if quiet && !event.is_traffic() {
                 let _ = self.quiet.send(event.clone());
             }
-            if self.events.receiver_count() > 0 && !matches!(*event, HubEvent::Message { .. }) {
+            if events && !matches!(*event, HubEvent::Message { .. }) {
                 let _ = self.events.send(event);
             }
         }
