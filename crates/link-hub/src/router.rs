@@ -26,7 +26,7 @@ use crate::shared::{Shared, now, tokio_instant, wall_ms};
 const BATCH: usize = 64;
 /// Time the router handles inbox messages for before it lets the other
 /// tasks of its worker run (those it woke wait in its worker's queue).
-const SLICE: Duration = Duration::from_micros(200);
+const SLICE: Duration = Duration::from_millis(1);
 
 pub(crate) struct Router {
     shared: Arc<Shared>,
