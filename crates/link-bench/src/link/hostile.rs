@@ -644,9 +644,9 @@ async fn subscriptions(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchErro
     let flood = async {
         for i in 0..TOPICS {
             let data = CanonicalData::new(&messages::topic_value(&format!("hostile.t{i}")));
-            let (_, frame) = p
-                .conn
-                .encode(raw::now(), msg_type::TOPIC_SUBSCRIBE, None, Some(&data));
+            let (_, frame) =
+                p.conn
+                    .encode(raw::now(), msg_type::TOPIC_SUBSCRIBE, None, Some(&data));
             p.ws.feed(Message::text(frame))
                 .await
                 .map_err(|e| fail(format!("subscriptions: {e}")))?;
