@@ -133,6 +133,16 @@ pub(crate) struct HubArgs {
     )]
     max_subscriptions_per_peer: usize,
 
+    /// Frames of one socket the hub may drop (bad signature, parse error,
+    /// replayed id…) in a second before it reads that socket no faster (0:
+    /// never paced).
+    #[arg(
+        long = "max-dropped-frames",
+        value_name = "N",
+        default_value_t = link_hub::DEFAULT_MAX_DROPPED_FRAMES_PER_SEC
+    )]
+    max_dropped_frames_per_sec: u32,
+
     /// Server RPC handlers running at once (0: unlimited).
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONCURRENT_RPC)]
     max_concurrent_rpc: usize,
@@ -263,6 +273,7 @@ impl HubArgs {
             .max_pending_sockets(self.max_pending_sockets)
             .max_concurrent_rpc(self.max_concurrent_rpc)
             .max_subscriptions_per_peer(self.max_subscriptions_per_peer)
+            .max_dropped_frames_per_sec(self.max_dropped_frames_per_sec)
             .hello_timeout(Duration::from_millis(self.hello_timeout_ms))
             .keepalive_interval(Duration::from_millis(self.keepalive_ms))
             .replay_window(Duration::from_millis(self.replay_window_ms))

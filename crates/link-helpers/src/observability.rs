@@ -450,6 +450,7 @@ mod hub_logger {
     use link_hub::{Hub, HubEvent, TimeoutReason};
     use tracing::Level;
 
+    use std::borrow::Cow;
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
@@ -461,8 +462,11 @@ mod hub_logger {
     /// thousands a second. The next line logged says how many were not.
     #[derive(Debug, Default)]
     pub(crate) struct Throttle {
-        /// (event, kind) -> when its last line was logged, lines held since.
-        last: HashMap<(&'static str, String), (Instant, u64)>,
+        /// event -> kind -> when its last line was logged, lines held since
+        /// (two levels: a lookup borrows the kind, allocating nothing).
+        last: HashMap<&'static str, HashMap<String, (Instant, u64)>>,
+        /// Keys held in `last`, every event together.
+        keys: usize,
     }
 
     impl Throttle {
@@ -478,7 +482,7 @@ mod hub_logger {
             kind: &str,
             now: Instant,
         ) -> Option<u64> {
-            if let Some((at, held)) = self.last.get_mut(&(event, kind.to_owned())) {
+            if let Some((at, held)) = self.last.get_mut(event).and_then(|k| k.get_mut(kind)) {
                 if now.saturating_duration_since(*at) < Self::EVERY {
                     *held += 1;
                     return None;
@@ -487,11 +491,17 @@ mod hub_logger {
                 (*at, *held) = (now, 0);
                 return Some(was);
             }
-            if self.last.len() >= Self::KEEP {
-                self.last
-                    .retain(|_, (at, _)| now.saturating_duration_since(*at) < Self::EVERY);
+            if self.keys >= Self::KEEP {
+                for kinds in self.last.values_mut() {
+                    kinds.retain(|_, (at, _)| now.saturating_duration_since(*at) < Self::EVERY);
+                }
+                self.keys = self.last.values().map(HashMap::len).sum();
             }
-            self.last.insert((event, kind.to_owned()), (now, 0));
+            self.last
+                .entry(event)
+                .or_default()
+                .insert(kind.to_owned(), (now, 0));
+            self.keys += 1;
             Some(0)
         }
     }
@@ -687,19 +697,19 @@ mod hub_logger {
     /// What a throttled line is about: the peer of a slow-socket line; the
     /// reason and sender (its kind, else its address) of a `protocol-error`;
     /// `None` for lines that are never throttled.
-    pub(crate) fn throttled(e: &HubEvent) -> Option<String> {
+    pub(crate) fn throttled(e: &HubEvent) -> Option<Cow<'_, str>> {
         match e {
             HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } => {
-                Some(kind.clone())
+                Some(Cow::Borrowed(kind))
             }
-            HubEvent::ProtocolError { error, remote_addr } => Some(format!(
+            HubEvent::ProtocolError { error, remote_addr } => Some(Cow::Owned(format!(
                 "{} {}",
                 error.reason.code(),
                 error.kind.as_deref().map_or_else(
                     || remote_addr.map_or_else(String::new, |a| a.to_string()),
                     str::to_owned
                 )
-            )),
+            ))),
             _ => None,
         }
     }
@@ -719,13 +729,16 @@ mod hub_logger {
         let mut throttle = Throttle::default();
         LoggerHandle {
             task: tokio::spawn(pump(rx, "hub".to_owned(), move |e: &HubEvent| {
+                // Throttled before the line is written: a flood of drops
+                // costs the logger a lookup each, not a formatted line.
+                let held = match throttled(e) {
+                    Some(about) => throttle.pass(e.name(), &about, Instant::now())?,
+                    None => 0,
+                };
                 let mut l = describe_hub(e, &classifier)?;
-                if let Some(about) = throttled(e) {
-                    let held = throttle.pass(l.event, &about, Instant::now())?;
-                    if held > 0 {
-                        l.text
-                            .push_str(&format!(" ({held} more like it not logged)"));
-                    }
+                if held > 0 {
+                    l.text
+                        .push_str(&format!(" ({held} more like it not logged)"));
                 }
                 Some(l)
             })),
@@ -747,7 +760,7 @@ mod hub_logger {
                 },
                 remote_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 7], port))),
             };
-            let key = |e| super::throttled(&e).unwrap();
+            let key = |e| super::throttled(&e).unwrap().into_owned();
             let bad = key(pe(DropReason::BadSignature, Some("mallory"), 1));
             // The same sender on another socket is the same line.
             assert_eq!(bad, key(pe(DropReason::BadSignature, Some("mallory"), 2)));

@@ -150,6 +150,9 @@ pub const DEFAULT_MAX_PEER_LIST_BYTES: usize = (1 << 20) - 4096;
 /// Default [`HubConfigBuilder::max_subscriptions_per_peer`].
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER: usize = 10_000;
 
+/// Default [`HubConfigBuilder::max_dropped_frames_per_sec`].
+pub const DEFAULT_MAX_DROPPED_FRAMES_PER_SEC: u32 = 100;
+
 /// Validated hub settings. Build with [`HubConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -169,6 +172,10 @@ pub struct HubConfig {
     pub(crate) peer_updates: PeerUpdates,
     pub(crate) max_peer_list_bytes: usize,
     pub(crate) max_subscriptions_per_peer: usize,
+    /// The pace a socket is read at once its dropped frames are over
+    /// `max_dropped_frames_per_sec` (one frame per this), `None`: never
+    /// paced.
+    pub(crate) drop_pace: Option<Duration>,
     pub(crate) handlers: HashMap<String, ServerRpcHandler>,
     pub(crate) acl: Acl,
     /// `None` when no kind has a limit: nothing is checked per frame.
@@ -198,6 +205,7 @@ impl HubConfig {
             peer_updates: PeerUpdates::Broadcast,
             max_peer_list_bytes: DEFAULT_MAX_PEER_LIST_BYTES,
             max_subscriptions_per_peer: DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER,
+            max_dropped_frames_per_sec: DEFAULT_MAX_DROPPED_FRAMES_PER_SEC,
             handlers: HashMap::new(),
             acl: Acl::default(),
             rate_limits: RateLimits::default(),
@@ -224,6 +232,14 @@ impl HubConfig {
     /// Topics one peer may be subscribed to at once.
     pub fn max_subscriptions_per_peer(&self) -> usize {
         self.max_subscriptions_per_peer
+    }
+
+    /// Frames of one socket dropped as protocol errors per second before
+    /// the hub paces its reads (0: never paced).
+    pub fn max_dropped_frames_per_sec(&self) -> u32 {
+        self.drop_pace.map_or(0, |every| {
+            (Duration::from_secs(1).as_nanos() / every.as_nanos().max(1)) as u32
+        })
     }
 
     /// Frame cap; also the WebSocket max frame and message size.
@@ -306,6 +322,7 @@ pub struct HubConfigBuilder {
     peer_updates: PeerUpdates,
     max_peer_list_bytes: usize,
     max_subscriptions_per_peer: usize,
+    max_dropped_frames_per_sec: u32,
     handlers: HashMap<String, ServerRpcHandler>,
     acl: Acl,
     rate_limits: RateLimits,
@@ -356,6 +373,15 @@ impl HubConfigBuilder {
         /// reported as `protocol-error` `subscription-limit`; the peer sees
         /// nothing on the wire, as for an invalid topic.
         max_subscriptions_per_peer: usize,
+        /// Frames of one socket the hub may drop as protocol errors (bad
+        /// signature, parse error, replayed id, …) in a second before it
+        /// paces that socket (default 100; zero: never paced). Past it the
+        /// hub reads the socket no faster than this many dropped frames a
+        /// second: every frame is still read and answered as before, and
+        /// the socket stays open, but a flood of frames the hub drops costs
+        /// it a bounded amount of CPU. A peer none of whose frames is
+        /// dropped is never paced (docs/reliability.md, "Hostile clients").
+        max_dropped_frames_per_sec: u32,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,
         /// Per-peer rate limits by message class and kind (default: none,
@@ -452,6 +478,8 @@ impl HubConfigBuilder {
             peer_updates: self.peer_updates,
             max_peer_list_bytes: self.max_peer_list_bytes,
             max_subscriptions_per_peer: self.max_subscriptions_per_peer,
+            drop_pace: (self.max_dropped_frames_per_sec > 0)
+                .then(|| Duration::from_secs(1) / self.max_dropped_frames_per_sec),
             handlers: self.handlers,
             acl: self.acl,
             rate_limits: (!self.rate_limits.is_empty()).then(|| Arc::new(self.rate_limits)),
@@ -478,6 +506,7 @@ mod tests {
         assert_eq!(c.max_outbox_bytes, 16 << 20);
         assert_eq!(c.max_concurrent_rpc, 256);
         assert_eq!(c.max_subscriptions_per_peer, 10_000);
+        assert_eq!(c.max_dropped_frames_per_sec(), 100);
         assert!(!c.expose_rpc_errors);
         assert!(c.rate_limits().is_none());
     }

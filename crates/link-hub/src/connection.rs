@@ -3,7 +3,7 @@
 //! its [`Outbox`], signing each frame with the socket's key at flush.
 //!
 //! ```text
-//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► [ACL lane] ──► router
+//!  WebSocket ──► reader: HubConn ──verified──► [rate limit] ──► inbox ──► [ACL lane] ──► router
 //!                  ▲ timers / control (evict, displace, close)
 //!  WebSocket ◄── writer: Outbox ◄── router pushes (per-socket lock)
 //! ```
@@ -27,9 +27,11 @@ use tokio::sync::oneshot;
 
 use crate::config::KeySource;
 use crate::events::{HubEvent, TimeoutReason};
+use crate::inbox::{Inbox, TrySend};
 use crate::mailbox::{ConnControl, RouterMsg};
 use crate::metrics::ConnMetrics;
 use crate::outbox::Outbox;
+use crate::pace::DropPace;
 use crate::ratelimit::{MessageClass, PeerLimiter, Verdict};
 use crate::routing::{ConnCtl, ConnId};
 use crate::shared::{Shared, now, tokio_instant};
@@ -63,7 +65,9 @@ pub(crate) fn run<T: Transport>(
         hc: HubConn::new(now().instant, shared.conn_config),
         shared,
         conn,
+        inbox: Arc::default(),
         remote,
+        pace: DropPace::default(),
         outbox,
         counts,
         kind: None,
@@ -107,22 +111,30 @@ where
         ctl: control.clone(),
         remote: reader.remote,
     };
-    if !to_router(&reader.shared.router, attach).await {
+    if !to_mailbox(&reader.shared.router, attach).await {
         writer.abort();
         return;
     }
 
     loop {
-        let deadline = reader.hc.poll_timeout();
+        // A socket whose dropped frames are over their pace is not read
+        // until then (`pace.rs`); one timer serves both.
+        reader.table_drops();
+        let paused = reader.pace.paused_until(|| now().instant);
+        let deadline = match (reader.hc.poll_timeout(), paused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             biased;
             _ = &mut gone_rx => break,
             ctl = control.recv() => reader.control(ctl),
-            msg = stream.next() => {
+            msg = stream.next(), if paused.is_none() => {
                 if !reader.incoming(msg) {
                     break;
                 }
             }
+            // Harmless when only the pause was due.
             _ = tokio::time::sleep_until(deadline.map_or_else(far_future, tokio_instant)), if deadline.is_some() => {
                 reader.hc.handle_timeout(now());
             }
@@ -145,36 +157,44 @@ where
         .take()
         .unwrap_or((Some(close::ABNORMAL), String::new()));
     let conn = reader.conn;
-    to_router(
-        &reader.shared.router,
-        RouterMsg::Closed { conn, code, reason },
-    )
-    .await;
+    to_router(&reader, RouterMsg::Closed { conn, code, reason }).await;
 }
 
-/// Sends `msg` to the router; false if the router is gone. The returned
-/// future holds no message and no send state unless the router's mailbox
+/// Sends `msg` to the router's mailbox itself (the socket's `Attach`, before
+/// its inbox is known to the router); false if the router is gone. The
+/// returned future holds no message and no send state unless the mailbox
 /// is full (then the wait is boxed): the connection's future, kept for the
-/// socket's life, would otherwise carry a send's state (over 400 bytes)
-/// for every await that sends. A send that went through at once still
-/// spends a unit of the task's cooperative budget, as `send().await` does,
-/// so a busy reader yields to the router as often as before.
+/// socket's life, would otherwise carry a send's state (over 400 bytes).
+fn to_mailbox(
+    router: &mpsc::Sender<RouterMsg>,
+    msg: RouterMsg,
+) -> Either<std::future::Ready<bool>, BoxFuture<'_, bool>> {
+    match router.try_send(msg) {
+        Ok(()) => Either::Left(std::future::ready(true)),
+        Err(TrySendError::Closed(_)) => Either::Left(std::future::ready(false)),
+        Err(TrySendError::Full(msg)) => {
+            Either::Right(Box::pin(async move { router.send(msg).await.is_ok() }))
+        }
+    }
+}
+
+/// Queues `msg` (the hello, a frame, the close) in the socket's inbox for
+/// the router (`inbox.rs`); false if the router is gone. As with
+/// [`to_mailbox`], the future holds no state unless it must wait (the inbox
+/// or every inbox together full, or the mailbox full when the router must
+/// be told): then the wait is boxed. A send that went through at once
+/// still spends a unit of the task's cooperative budget, as
+/// `send().await` does, so a busy reader yields to the router as often.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would keep the message in its future"
 )]
-fn to_router(
-    router: &mpsc::Sender<RouterMsg>,
-    msg: RouterMsg,
-) -> impl Future<Output = bool> + Send + '_ {
-    let sent = match router.try_send(msg) {
-        Ok(()) => Ok(true),
-        Err(TrySendError::Closed(_)) => Ok(false),
-        Err(TrySendError::Full(msg)) => Err(msg),
-    };
-    let wait: Either<bool, BoxFuture<'_, bool>> = match sent {
-        Ok(delivered) => Either::Left(delivered),
-        Err(msg) => Either::Right(Box::pin(async move { router.send(msg).await.is_ok() })),
+fn to_router(reader: &Reader, msg: RouterMsg) -> impl Future<Output = bool> + Send + '_ {
+    let (inbox, router, queued) = (&reader.inbox, &reader.shared.router, &reader.shared.queued);
+    let wait: Either<bool, BoxFuture<'_, bool>> = match inbox.try_send(router, queued, msg) {
+        TrySend::Done(delivered) => Either::Left(delivered),
+        TrySend::Tell => Either::Right(Box::pin(inbox.tell(router))),
+        TrySend::Full(msg) => Either::Right(Box::pin(inbox.send(router, queued, msg))),
     };
     async move {
         match wait {
@@ -202,8 +222,13 @@ fn far_future() -> tokio::time::Instant {
 struct Reader {
     shared: Arc<Shared>,
     conn: ConnId,
+    /// This socket's queue to the router (served round robin with the
+    /// other sockets').
+    inbox: Arc<Inbox>,
     remote: Option<SocketAddr>,
     hc: HubConn,
+    /// How fast the socket may be read while its frames are being dropped.
+    pace: DropPace,
     outbox: Arc<Outbox>,
     /// This socket's counters (`/metrics`).
     counts: Arc<ConnMetrics>,
@@ -305,7 +330,7 @@ impl Reader {
                 return;
             };
             let send = match self.on_event(ev) {
-                Some(msg) => to_router(&self.shared.router, msg),
+                Some(msg) => to_router(self, msg),
                 None => continue,
             };
             send.await;
@@ -368,7 +393,12 @@ impl Reader {
                     self.counts.frame_in(env.msg_type());
                     return self.dispatch(env);
                 }
-                HubConnEvent::ProtocolError(e) => self.shared.protocol_error(e, self.remote),
+                HubConnEvent::ProtocolError(e) => {
+                    if let Some(every) = self.shared.config.drop_pace {
+                        self.pace.dropped(now().instant, every);
+                    }
+                    self.shared.protocol_error(e, self.remote);
+                }
                 HubConnEvent::HelloTimeout => {
                     let hello_timeout_ms = self
                         .shared
@@ -419,6 +449,18 @@ impl Reader {
                 env,
             }),
             Some((class, report, disconnect)) => self.refuse(kind, &env, class, report, disconnect),
+        }
+    }
+
+    /// Frames of this socket the routing table dropped count towards its
+    /// pace as the reader's own drops do.
+    fn table_drops(&mut self) {
+        let refused = self.inbox.take_refused();
+        if let (Some(every), true) = (self.shared.config.drop_pace, refused > 0) {
+            let at = now().instant;
+            for _ in 0..refused {
+                self.pace.dropped(at, every);
+            }
         }
     }
 

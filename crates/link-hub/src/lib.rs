@@ -58,9 +58,11 @@ mod future;
 pub mod fuzzing;
 mod hub;
 mod ids;
+mod inbox;
 mod mailbox;
 mod metrics;
 mod outbox;
+mod pace;
 pub mod ratelimit;
 mod router;
 mod routing;
@@ -72,8 +74,9 @@ pub use acl::{Acl, AclOp, Verdict};
 #[cfg(feature = "cluster")]
 pub use cluster::{ClusterConfig, ClusterConfigError, NatsAuth};
 pub use config::{
-    DEFAULT_MAX_PEER_LIST_BYTES, DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER, HubConfig, HubConfigBuilder,
-    KeySource, PeerUpdates, Secret,
+    DEFAULT_MAX_DROPPED_FRAMES_PER_SEC, DEFAULT_MAX_PEER_LIST_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_PEER, HubConfig, HubConfigBuilder, KeySource, PeerUpdates,
+    Secret,
 };
 pub use events::{HubEvent, HubHealth, HubState, TimeoutReason};
 pub use hub::Hub;

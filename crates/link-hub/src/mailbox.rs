@@ -56,6 +56,10 @@ impl ConnControl {
 
 /// Messages to the router.
 pub(crate) enum RouterMsg {
+    /// A socket's inbox has messages (sent once, when it stops being empty:
+    /// `inbox.rs`). `Register`, `Inbound`, `RateLimitedRpc` and `Closed`
+    /// come through a socket's inbox, never through the mailbox itself.
+    Ready(Arc<crate::inbox::Inbox>),
     /// A socket was accepted (pending until `Register`).
     Attach {
         conn: ConnId,

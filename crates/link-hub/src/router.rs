@@ -1,6 +1,7 @@
 //! The router task: a thin tokio driver around the routing table
-//! ([`Routing`], `routing/`). It reads the mailbox, reads the clock, feeds
-//! the table, and carries the table's outputs out: controls to the
+//! ([`Routing`], `routing/`). It reads the mailbox and the sockets'
+//! inboxes (one message from each in turn: `inbox.rs`), reads the clock,
+//! feeds the table, and carries the table's outputs out: controls to the
 //! sockets' readers, server-RPC handlers and ACL hooks onto their own
 //! tasks, events onto the broadcast channels. It makes no routing decision
 //! of its own; deliveries go straight from the table into the recipients'
@@ -15,18 +16,26 @@ use link_protocol::conn::Now;
 use tokio::sync::mpsc;
 
 use crate::acl::{self, Verdict};
+use crate::inbox::Ring;
 use crate::mailbox::{ConnControl, RouterMsg};
 use crate::routing::{AclQuery, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
-/// Mailbox messages handled per wake-up (one clock read each).
+/// Mailbox messages, and inbox messages, handled per wake-up (one clock
+/// read each).
 const BATCH: usize = 64;
+/// Time the router handles inbox messages for before it lets the other
+/// tasks of its worker run (those it woke wait in its worker's queue).
+const SLICE: Duration = Duration::from_millis(1);
 
 pub(crate) struct Router {
     shared: Arc<Shared>,
     table: Routing,
     /// Each attached socket's control channel (to its reader).
     ctls: HashMap<ConnId, Arc<ConnControl>>,
+    /// Inboxes with messages waiting, served one message each in turn
+    /// (`inbox.rs`).
+    ring: Ring,
     /// The cluster driver, when the hub is in a cluster.
     #[cfg(feature = "cluster")]
     cluster: Option<crate::cluster::ClusterHandle>,
@@ -41,6 +50,7 @@ impl Router {
             shared,
             table,
             ctls: HashMap::new(),
+            ring: Ring::default(),
             #[cfg(feature = "cluster")]
             cluster: None,
         }
@@ -77,24 +87,22 @@ impl Router {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let deadline = self.table.poll_timeout();
+            // Sockets with frames waiting: take what the mailbox has without
+            // waiting for more, then serve them (the loop yields below).
+            let busy = !self.ring.is_empty();
             tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => {
+                n = rx.recv_many(&mut batch, BATCH), if !busy => {
                     if n == 0 {
                         return;
                     }
-                    // One clock read and one listener check per wake-up:
-                    // the messages of a batch are handled at one instant.
-                    let now = now();
-                    self.table.set_listening(self.shared.listeners());
-                    let mut left = batch.len();
-                    for msg in batch.drain(..) {
-                        left -= 1;
-                        self.handle(now, msg);
-                        self.table.handle_input_done(now, left > 0 || !rx.is_empty());
-                        self.carry_out();
+                }
+                () = std::future::ready(()), if busy => {
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
                     }
-                    // One atomic load per batch while no dashboard is open.
-                    self.shared.dashboard_revision(self.table.revision());
                 }
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
                 // Peer lists held back (rate, in-flight cap) or the final
@@ -104,11 +112,56 @@ impl Router {
                     self.carry_out();
                 }
             }
+            if batch.is_empty() && self.ring.is_empty() {
+                continue;
+            }
+            // One clock read and one listener check per wake-up: the
+            // messages of a wake-up are handled at one instant.
+            let now = now();
+            self.table.set_listening(self.shared.listeners());
+            let mut left = batch.len();
+            for msg in batch.drain(..) {
+                left -= 1;
+                if let RouterMsg::Ready(inbox) = msg {
+                    self.ring.push(inbox);
+                    continue;
+                }
+                self.handle(now, msg);
+                let more = left > 0 || !self.ring.is_empty() || !rx.is_empty();
+                self.table.handle_input_done(now, more);
+                self.carry_out();
+            }
+            // One message from each socket with something waiting, in turn,
+            // until BATCH messages or a SLICE of time; then the other tasks
+            // of this worker (those the table just woke: writers, readers)
+            // get their turn before the next wake-up.
+            let started = std::time::Instant::now();
+            for n in 1..=BATCH {
+                let Some(msg) = self.ring.next(&self.shared.queued) else {
+                    break;
+                };
+                self.handle(now, msg);
+                let more = !self.ring.is_empty() || !rx.is_empty();
+                self.table.handle_input_done(now, more);
+                let refused = self.carry_out();
+                self.ring.done(refused);
+                // The clock every few messages: most take a few µs.
+                if n % 8 == 0 && started.elapsed() >= SLICE {
+                    break;
+                }
+            }
+            if !self.ring.is_empty() {
+                tokio::task::yield_now().await;
+            }
+            // One atomic load per wake-up while no dashboard is open.
+            self.shared.dashboard_revision(self.table.revision());
         }
     }
 
     fn handle(&mut self, now: Now, msg: RouterMsg) {
         match msg {
+            // Put in the ring as it arrives (`run`).
+            RouterMsg::Ready(inbox) => self.ring.push(inbox),
             RouterMsg::Attach {
                 conn,
                 outbox,
@@ -202,7 +255,9 @@ impl Router {
     }
 
     /// Sends the table's controls, starts its tasks, publishes its events.
-    fn carry_out(&mut self) {
+    /// Returns the protocol errors the table reported (frames it dropped).
+    fn carry_out(&mut self) -> usize {
+        let mut errors = 0;
         while let Some((conn, ctl)) = self.table.poll_control() {
             if let Some(control) = self.ctls.get(&conn) {
                 control.send(ctl);
@@ -216,6 +271,7 @@ impl Router {
         }
         while let Some(error) = self.table.poll_protocol_error() {
             self.shared.metrics.recent_error(&error, None, wall_ms());
+            errors += 1;
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.cluster {
@@ -223,6 +279,7 @@ impl Router {
                 cluster.send(out);
             }
         }
+        errors
     }
 
     fn spawn(&self, task: Task) {

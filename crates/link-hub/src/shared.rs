@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Every event plus the per-frame `message` firehose.
     pub(crate) firehose: broadcast::Sender<Arc<HubEvent>>,
     pub(crate) router: mpsc::Sender<RouterMsg>,
+    /// Frames waiting in the sockets' inboxes, every socket together.
+    pub(crate) queued: crate::inbox::QueuedFrames,
     pub(crate) replay: ReplayShards,
     pub(crate) ids: link_protocol::conn::IdGen,
     /// Counters and histograms (`/metrics`), shared with the routing table.
@@ -66,6 +68,7 @@ impl Shared {
             quiet,
             firehose,
             router,
+            queued: crate::inbox::QueuedFrames::default(),
             replay,
             ids: crate::ids::id_gen(),
             metrics: Arc::new(Metrics::default()),
@@ -77,13 +80,6 @@ impl Shared {
 
     pub(crate) fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// True when someone listens to events (so building them is worth it).
-    pub(crate) fn listening(&self) -> bool {
-        self.events.receiver_count() > 0
-            || self.quiet.receiver_count() > 0
-            || self.firehose.receiver_count() > 0
     }
 
     /// Who listens, for the routing table: each channel's receivers are
@@ -116,15 +112,19 @@ impl Shared {
 
     /// Emits an event built only if someone listens.
     pub(crate) fn emit(&self, build: impl FnOnce() -> HubEvent) {
-        if self.listening() {
+        // Each count takes its channel's lock: once per channel and event.
+        let firehose = self.firehose.receiver_count() > 0;
+        let quiet = self.quiet.receiver_count() > 0;
+        let events = self.events.receiver_count() > 0;
+        if firehose || quiet || events {
             let event = Arc::new(build());
-            if self.firehose.receiver_count() > 0 {
+            if firehose {
                 let _ = self.firehose.send(event.clone());
             }
-            if self.quiet.receiver_count() > 0 && !event.is_traffic() {
+            if quiet && !event.is_traffic() {
                 let _ = self.quiet.send(event.clone());
             }
-            if self.events.receiver_count() > 0 && !matches!(*event, HubEvent::Message { .. }) {
+            if events && !matches!(*event, HubEvent::Message { .. }) {
                 let _ = self.events.send(event);
             }
         }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use link_hub::{HubConfig, HubEvent, HubServerBuilder, Secret};
 use link_protocol::DropReason;
 use link_test_support::{
-    Peer, Raw, TestServer, frame, fresh_id, guard, key, next_event, probe_dropped, probe_frame,
-    protocol_error,
+    MemoryPeer, Peer, Raw, TestServer, frame, fresh_id, guard, key, next_event, probe_dropped,
+    probe_frame, protocol_error,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,7 +255,9 @@ async fn dropped(s: &TestServer, reason: &str) -> u64 {
 #[tokio::test]
 async fn a_flood_of_bad_signatures_is_dropped_and_the_socket_keeps_working() {
     const FLOOD: u64 = 2_000;
-    let s = server(config(), |b| b).await;
+    // The whole flood within one burst, so it is read at full speed here
+    // (the pace past it: `a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept`).
+    let s = server(config().max_dropped_frames_per_sec(FLOOD as u32), |b| b).await;
     let mut good = Peer::connect(&s.url, "good", S).await;
     let mut mallory = Peer::connect(&s.url, "mallory", S).await;
     let wrong = key("not-the-secret");
@@ -358,4 +360,136 @@ async fn one_peer_past_its_subscription_cap_is_refused_typed() {
     let m = good.recv("topic.message").await;
     assert_eq!(m.from(), Some("mallory"));
     good_rpc_works(&mut good).await;
+}
+
+/// Sends `flood` frames with a wrong signature from `mallory`, then a
+/// `link.health` RPC of its own; returns the hub time its answer took and
+/// the frames dropped `bad-signature` by then.
+async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Duration, u64) {
+    let hub = link_hub::Hub::new(
+        config()
+            .max_dropped_frames_per_sec(max_dropped_frames_per_sec)
+            // No other timer comes due while the test runs.
+            .keepalive_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let k = key(S);
+    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
+    mallory.hello(&k, "mallory").await;
+    let wrong = key("not-the-secret");
+    let start = tokio::time::Instant::now();
+    for i in 0..flood {
+        let id = fresh_id(&format!("bad-{i}"));
+        let f = frame(&wrong, &id, "status.update", Some("mallory"), None, None);
+        mallory.send_text(f).await;
+    }
+    let id = fresh_id("health");
+    let rpc = json!({"rpcType": "link.health"});
+    let f = frame(
+        &k,
+        &id,
+        "rpc.request",
+        Some("mallory"),
+        Some("server"),
+        Some(&rpc),
+    );
+    mallory.send_text(f).await;
+    loop {
+        let r = mallory.recv(&k, "rpc.response").await;
+        if r.id() == id {
+            assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
+            break;
+        }
+    }
+    (start.elapsed(), hub_dropped(&hub, "bad-signature").await)
+}
+
+/// Frames `hub` dropped for `reason`.
+async fn hub_dropped(hub: &link_hub::Hub, reason: &str) -> u64 {
+    let prefix = format!("link_hub_frames_dropped_total{{reason=\"{reason}\"}} ");
+    hub.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept() {
+    // 10 a second: the first 10 at once, then one every 100 ms; the RPC
+    // behind the 30th is read when the 30th's interval is over.
+    let (took, dropped) = bad_frames_then_rpc(10, 30).await;
+    assert_eq!(dropped, 30, "every frame is still read and dropped");
+    assert_eq!(
+        took,
+        Duration::from_millis(2000),
+        "20 frames past the burst"
+    );
+    // Within the burst: not paced.
+    let (took, dropped) = bad_frames_then_rpc(10, 10).await;
+    assert_eq!((took, dropped), (Duration::ZERO, 10));
+    // Zero: never paced.
+    let (took, dropped) = bad_frames_then_rpc(0, 30).await;
+    assert_eq!((took, dropped), (Duration::ZERO, 30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_the_routing_table_refuses_count_towards_the_pace() {
+    const REFUSED: u64 = 200;
+    let hub = link_hub::Hub::new(
+        config()
+            .max_subscriptions_per_peer(1)
+            .max_dropped_frames_per_sec(10)
+            .keepalive_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let k = key(S);
+    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
+    mallory.hello(&k, "mallory").await;
+    let start = tokio::time::Instant::now();
+    let subscribes = async {
+        // One topic held, then REFUSED subscribes past the cap.
+        for i in 0..=REFUSED {
+            let data = json!({ "topic": format!("t{i}") });
+            let f = frame(
+                &k,
+                &fresh_id("sub"),
+                "topic.subscribe",
+                Some("mallory"),
+                None,
+                Some(&data),
+            );
+            mallory.send_text(f).await;
+        }
+        let id = fresh_id("health");
+        let rpc = json!({"rpcType": "link.health"});
+        let f = frame(
+            &k,
+            &id,
+            "rpc.request",
+            Some("mallory"),
+            Some("server"),
+            Some(&rpc),
+        );
+        mallory.send_text(f).await;
+        loop {
+            let r = mallory.recv(&k, "rpc.response").await;
+            if r.id() == id {
+                return r;
+            }
+        }
+    };
+    let r = subscribes.await;
+    assert_eq!(r.data().unwrap()["result"]["topicCount"], 1, "{r:?}");
+    assert_eq!(hub_dropped(&hub, "subscription-limit").await, REFUSED);
+    // The reader is at most an inbox (64 frames) ahead of the table's
+    // refusals; past a burst of 10, the rest is read at 10 a second.
+    let paced = (REFUSED - 10 - 64) / 10;
+    assert!(
+        start.elapsed() >= Duration::from_secs(paced),
+        "read at full speed: {:?}",
+        start.elapsed()
+    );
 }

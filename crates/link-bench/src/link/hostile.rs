@@ -8,13 +8,14 @@
 //! ```
 //!
 //! The good peers are a caller and an echo responder (`LinkClient`s)
-//! making sequential RPCs for as long as the attack runs. The hub's RSS is
+//! making sequential RPCs for as long as the attack runs, on a runtime of
+//! their own (a thread: as in a process of their own). The hub's RSS is
 //! sampled every 20 ms; it is the whole hub process only with `--child`
 //! (or `--hub-pid`): an embedded hub shares this process with the
 //! attackers. Each attack reports PASS when the peak stayed under its
 //! ceiling and the p99 within 2x of the quiet run. The attackers run in
-//! this process, on the same cores as the hub: their own CPU is part of
-//! what the good peers feel.
+//! this process, on the same cores as the hub and the good peers: their
+//! own CPU is part of what the good peers feel.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::raw::{self, Ws};
-use super::{ECHO, peer};
+use super::{ECHO, peer, peer_config, ready_peer};
 use crate::context::Ctx;
 use crate::error::BenchError;
 use crate::options::Scenario;
@@ -92,7 +93,7 @@ const ATTACKS: [Attack; 8] = [
     },
     Attack {
         name: "subscriptions",
-        what: "one peer subscribing to 100000 topics",
+        what: "one peer subscribing to up to 100000 topics for 3 s",
         ceiling_mib: 160,
     },
     Attack {
@@ -120,19 +121,26 @@ struct Seen {
 
 pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, BenchError> {
     let sc = Scenario::Hostile;
+    let side = GoodSide::start()?;
     let echo_kind = ctx.name("hostile-echo");
-    let echo = peer(hub, sc, &echo_kind, true).await?;
-    let caller = peer(hub, sc, &ctx.name("hostile-caller"), false).await?;
+    let echo = side
+        .run(ready_peer(peer_config(hub, 0, sc, &echo_kind, true)?, sc))
+        .await??;
+    let caller = side
+        .run(ready_peer(
+            peer_config(hub, 0, sc, &ctx.name("hostile-caller"), false)?,
+            sc,
+        ))
+        .await??;
     let good = Good {
-        caller: &caller,
-        echo: &echo_kind,
+        side: &side,
+        caller: caller.clone(),
+        echo: echo_kind.into(),
         payload: ctx.payload.clone(),
     };
     let pid = hub.pid();
     // Quiet: the reference p99.
-    for _ in 0..100 {
-        good.call().await?;
-    }
+    good.calls(100).await?;
     let rss = Rss::start(pid);
     let quiet = good.calls(ctx.opts.count_for(sc)).await?;
     let quiet_rss = rss.stop().await;
@@ -149,22 +157,78 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, 
             .progress
             .bar(&format!("link hostile {}", attack.name), 1);
         let rss = Rss::start(pid);
-        let done = AtomicBool::new(false);
+        let done = Arc::new(AtomicBool::new(false));
         let attacking = async {
             let seen = attack_run(attack.name, hub, ctx).await;
             done.store(true, Ordering::Release);
             seen
         };
-        let (seen, during) = tokio::join!(attacking, good.calls_until(&done));
+        let (seen, during) = tokio::join!(attacking, good.calls_until(done.clone()));
         let peak = rss.stop().await;
         drop(bar);
         let seen = seen?;
         let during = during?;
         out.push(verdict(attack, &seen, &during, quiet_p99, peak));
     }
-    caller.stop().await;
-    echo.stop().await;
+    side.run(async move {
+        caller.stop().await;
+        echo.stop().await;
+    })
+    .await?;
+    side.stop().await;
     Ok(out)
+}
+
+/// The good peers' own runtime, on a thread of its own, as they would have
+/// in a process of their own: the attackers' tasks run on this process's
+/// runtime and cannot hold the good peers' tasks up in a run queue. The
+/// cores are still shared (the OS schedules both threads and the hub).
+struct GoodSide {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GoodSide {
+    fn start() -> Result<Self, BenchError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(format!("the good peers' runtime: {e}")))?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hostile-good".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| fail(format!("the good peers' thread: {e}")))?;
+        Ok(Self {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    /// Runs `f` on the good peers' runtime.
+    async fn run<F>(&self, f: F) -> Result<F::Output, BenchError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle
+            .spawn(f)
+            .await
+            .map_err(|e| fail(format!("a good peer's task: {e}")))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -220,39 +284,52 @@ fn verdict(
     o
 }
 
-/// The good peers: sequential echo RPCs.
+/// The good peers: sequential echo RPCs, made on their own runtime.
 struct Good<'a> {
-    caller: &'a LinkClient,
-    echo: &'a str,
+    side: &'a GoodSide,
+    caller: LinkClient,
+    echo: Arc<str>,
     payload: Value,
 }
 
 impl Good<'_> {
-    async fn call(&self) -> Result<Duration, BenchError> {
-        let t = Instant::now();
-        self.caller
-            .rpc(self.echo, ECHO, Some(self.payload.clone()))
-            .await
-            .map_err(|e| BenchError::op(Scenario::Hostile.as_str(), e))?;
-        Ok(t.elapsed())
-    }
-
     async fn calls(&self, n: u64) -> Result<Latencies, BenchError> {
-        let mut lat = Latencies::new();
-        for _ in 0..n {
-            lat.record(self.call().await?);
-        }
-        Ok(lat)
+        let (caller, echo, payload) =
+            (self.caller.clone(), self.echo.clone(), self.payload.clone());
+        self.side
+            .run(async move {
+                let mut lat = Latencies::new();
+                for _ in 0..n {
+                    lat.record(call(&caller, &echo, &payload).await?);
+                }
+                Ok(lat)
+            })
+            .await?
     }
 
     /// Calls until `done` and at least [`MIN_RPCS`] times.
-    async fn calls_until(&self, done: &AtomicBool) -> Result<Latencies, BenchError> {
-        let mut lat = Latencies::new();
-        while !done.load(Ordering::Acquire) || lat.len() < MIN_RPCS {
-            lat.record(self.call().await?);
-        }
-        Ok(lat)
+    async fn calls_until(&self, done: Arc<AtomicBool>) -> Result<Latencies, BenchError> {
+        let (caller, echo, payload) =
+            (self.caller.clone(), self.echo.clone(), self.payload.clone());
+        self.side
+            .run(async move {
+                let mut lat = Latencies::new();
+                while !done.load(Ordering::Acquire) || lat.len() < MIN_RPCS {
+                    lat.record(call(&caller, &echo, &payload).await?);
+                }
+                Ok(lat)
+            })
+            .await?
     }
+}
+
+async fn call(caller: &LinkClient, echo: &str, payload: &Value) -> Result<Duration, BenchError> {
+    let t = Instant::now();
+    caller
+        .rpc(echo, ECHO, Some(payload.clone()))
+        .await
+        .map_err(|e| BenchError::op(Scenario::Hostile.as_str(), e))?;
+    Ok(t.elapsed())
 }
 
 /// The hub's peak RSS while it runs.
@@ -434,18 +511,23 @@ async fn bad_signatures(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchErr
         let bad = bad_signature(&frame);
         flooders.push(async move {
             let mut sent = 0u64;
-            while Instant::now() < deadline {
-                for _ in 0..64 {
-                    if p.ws.feed(Message::text(bad.clone())).await.is_err() {
-                        return sent;
+            // Until the deadline, even when the hub has stopped reading
+            // this socket (its frames are over their pace): then the
+            // attacker walks away without a close handshake.
+            let flood = async {
+                loop {
+                    for _ in 0..64 {
+                        if p.ws.feed(Message::text(bad.clone())).await.is_err() {
+                            return;
+                        }
+                        sent += 1;
                     }
-                    sent += 1;
+                    if p.ws.flush().await.is_err() {
+                        return;
+                    }
                 }
-                if p.ws.flush().await.is_err() {
-                    return sent;
-                }
-            }
-            let _ = p.ws.close(None).await;
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), flood).await;
             sent
         });
     }
@@ -554,31 +636,44 @@ async fn nested(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchError> {
 async fn subscriptions(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchError> {
     const TOPICS: u64 = 100_000;
     let mut p = authenticated(hub, &ctx.name("subscriber")).await?;
-    for i in 0..TOPICS {
-        let data = CanonicalData::new(&messages::topic_value(&format!("hostile.t{i}")));
-        let (_, frame) = p
-            .conn
-            .encode(raw::now(), msg_type::TOPIC_SUBSCRIBE, None, Some(&data));
-        p.ws.feed(Message::text(frame))
+    let deadline = Instant::now() + PHASE;
+    let mut sent = 0u64;
+    // Until every subscribe is written or the deadline: past the cap the
+    // hub refuses them and paces the socket's reads, and the attacker walks
+    // away with the rest unread.
+    let flood = async {
+        for i in 0..TOPICS {
+            let data = CanonicalData::new(&messages::topic_value(&format!("hostile.t{i}")));
+            let (_, frame) =
+                p.conn
+                    .encode(raw::now(), msg_type::TOPIC_SUBSCRIBE, None, Some(&data));
+            p.ws.feed(Message::text(frame))
+                .await
+                .map_err(|e| fail(format!("subscriptions: {e}")))?;
+            sent += 1;
+        }
+        p.ws.flush()
             .await
-            .map_err(|e| fail(format!("subscriptions: {e}")))?;
+            .map_err(|e| fail(format!("subscriptions: {e}")))
+    };
+    if let Ok(r) = tokio::time::timeout_at(deadline.into(), flood).await {
+        r?;
     }
-    p.ws.flush()
-        .await
-        .map_err(|e| fail(format!("subscriptions: {e}")))?;
-    // A round trip: every subscribe before it has been handled.
+    // What the hub holds, asked by another peer while the attacker is
+    // still connected (its topics go with its socket).
+    let mut q = authenticated(hub, &ctx.name("subscriber-count")).await?;
     let data = CanonicalData::new(&messages::rpc_request_value("link.health", None::<Value>));
-    let (id, frame) = p.conn.encode(
+    let (id, frame) = q.conn.encode(
         raw::now(),
         msg_type::RPC_REQUEST,
         Some("server"),
         Some(&data),
     );
-    p.ws.send(Message::text(frame))
+    q.ws.send(Message::text(frame))
         .await
         .map_err(|e| fail(format!("subscriptions: {e}")))?;
     let mut topics = None;
-    while let Some(Ok(m)) = p.ws.next().await {
+    while let Some(Ok(m)) = q.ws.next().await {
         if let Message::Text(t) = m {
             let v: Value = serde_json::from_str(&t).unwrap_or_default();
             if v["id"] == id.as_str() {
@@ -587,14 +682,16 @@ async fn subscriptions(hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchErro
             }
         }
     }
-    let _ = p.ws.close(None).await;
+    let _ = q.ws.close(None).await;
+    drop(p);
     let held = topics.map_or_else(|| "?".to_owned(), |n| n.to_string());
     Ok(Seen {
-        sent: TOPICS,
-        closed: topics.map_or(0, |n| TOPICS.saturating_sub(n)),
+        sent,
+        closed: topics.map_or(0, |n| sent.saturating_sub(n)),
         note: format!(
-            "the hub holds {held} topics; the rest were refused as subscription-limit \
-             (max_subscriptions_per_peer)"
+            "{sent} subscribes sent in {PHASE:?}; the hub holds {held} topics; the rest were \
+             refused as subscription-limit (max_subscriptions_per_peer) or left unread when the \
+             attacker walked away (its reads paced by max_dropped_frames_per_sec)"
         ),
     })
 }

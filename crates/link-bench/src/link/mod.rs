@@ -80,11 +80,17 @@ async fn peer_at(
     kind: &str,
     echo: bool,
 ) -> Result<LinkClient, BenchError> {
-    let fail = |reason: String| BenchError::Peer {
-        scenario: scenario.as_str(),
-        kind: kind.to_owned(),
-        reason,
-    };
+    ready_peer(peer_config(hub, at, scenario, kind, echo)?, scenario).await
+}
+
+/// The configuration of [`peer_at`]'s client.
+fn peer_config(
+    hub: &HubTarget,
+    at: usize,
+    scenario: Scenario,
+    kind: &str,
+    echo: bool,
+) -> Result<ClientConfig, BenchError> {
     let mut builder = ClientConfig::builder()
         .url(hub.url_at(at))
         .secret(hub.secret())
@@ -102,13 +108,29 @@ async fn peer_at(
             |call| async move { Ok(call.data.unwrap_or(Value::Null)) },
         );
     }
-    let config = builder.build().map_err(|e| fail(e.to_string()))?;
+    builder
+        .build()
+        .map_err(|e| peer_failed(scenario, kind, e.to_string()))
+}
+
+/// Starts a client of `config` on the current runtime and waits until it
+/// is ready.
+async fn ready_peer(config: ClientConfig, scenario: Scenario) -> Result<LinkClient, BenchError> {
+    let kind = config.kind().unwrap_or_default().to_owned();
     let client = LinkClient::new(config);
     client
         .ready(Some(Duration::from_secs(30)))
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| peer_failed(scenario, &kind, e.to_string()))?;
     Ok(client)
+}
+
+fn peer_failed(scenario: Scenario, kind: &str, reason: String) -> BenchError {
+    BenchError::Peer {
+        scenario: scenario.as_str(),
+        kind: kind.to_owned(),
+        reason,
+    }
 }
 
 /// Retries `op` while the outbox is full: yields first, then sleeps 1 ms
