@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use link_hub::{HubConfig, HubEvent, HubServerBuilder, Secret};
-use link_protocol::DropReason;
+use link_protocol::{DropReason, Envelope, Key};
 use link_test_support::{
     MemoryPeer, Peer, Raw, TestServer, frame, fresh_id, guard, key, next_event, probe_dropped,
     probe_frame, protocol_error,
@@ -384,10 +384,18 @@ async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Du
         let f = frame(&wrong, &id, "status.update", Some("mallory"), None, None);
         mallory.send_text(f).await;
     }
-    let id = fresh_id("health");
-    let rpc = json!({"rpcType": "link.health"});
+    let r = ask_server(&mut mallory, &k, "link.health").await;
+    assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
+    (start.elapsed(), hub_dropped(&hub, "bad-signature").await)
+}
+
+/// Calls the hub's own RPC `rpc_type` as mallory and returns its answer
+/// (frames before it are whatever the attack left queued).
+async fn ask_server(mallory: &mut MemoryPeer, k: &Key, rpc_type: &str) -> Envelope {
+    let id = fresh_id("ask");
+    let rpc = json!({ "rpcType": rpc_type });
     let f = frame(
-        &k,
+        k,
         &id,
         "rpc.request",
         Some("mallory"),
@@ -396,13 +404,11 @@ async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Du
     );
     mallory.send_text(f).await;
     loop {
-        let r = mallory.recv(&k, "rpc.response").await;
+        let r = mallory.recv(k, "rpc.response").await;
         if r.id() == id {
-            assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
-            break;
+            return r;
         }
     }
-    (start.elapsed(), hub_dropped(&hub, "bad-signature").await)
 }
 
 /// Frames `hub` dropped for `reason`.
@@ -463,23 +469,7 @@ async fn frames_the_routing_table_refuses_count_towards_the_pace() {
             );
             mallory.send_text(f).await;
         }
-        let id = fresh_id("health");
-        let rpc = json!({"rpcType": "link.health"});
-        let f = frame(
-            &k,
-            &id,
-            "rpc.request",
-            Some("mallory"),
-            Some("server"),
-            Some(&rpc),
-        );
-        mallory.send_text(f).await;
-        loop {
-            let r = mallory.recv(&k, "rpc.response").await;
-            if r.id() == id {
-                return r;
-            }
-        }
+        ask_server(&mut mallory, &k, "link.health").await
     };
     let r = subscribes.await;
     assert_eq!(r.data().unwrap()["result"]["topicCount"], 1, "{r:?}");
