@@ -869,7 +869,8 @@ mod tests {
 
     #[test]
     fn tombstones_keep_the_newest_revision_and_forget_by_age_and_count() {
-        let t0 = Instant::now();
+        // A clock seeded once, as the table's other tests do.
+        let t0 = link_test_support::now().instant;
         let mut stones = Tombstones::default();
         let beta: Arc<str> = "beta".into();
         stones.bury(t0, &beta, 5);
