@@ -227,6 +227,11 @@ impl Inbox {
             }
         }
         let more = !s.queue.is_empty();
+        if !more && s.queue.capacity() > 0 {
+            // Drained: an idle socket keeps no slots (a `VecDeque` keeps the
+            // capacity of its first use, its hello's: four messages).
+            s.queue = VecDeque::new();
+        }
         s.scheduled = more;
         (msg, more)
     }
@@ -373,6 +378,11 @@ mod tests {
         );
         assert!(ring.is_empty());
         assert_eq!(queued.len(), 0);
+        // Drained inboxes keep no slots (an idle socket's memory).
+        assert_eq!(
+            (a.lock().queue.capacity(), b.lock().queue.capacity()),
+            (0, 0)
+        );
         // Emptied, the inbox tells the router again on its next message.
         assert!(a.send(&tx, &queued, frame(1, 4)).await);
         assert_eq!(readies(&mut rx, &mut ring), 1);
