@@ -57,6 +57,21 @@ impl Bus {
             hello_id: None,
         });
     }
+
+    /// The last peer list `peer` got once the quiet time is over (the
+    /// final list of a burst of changes goes out then).
+    fn final_list(&mut self, peer: &str) -> Vec<String> {
+        self.advance(1000);
+        let now = self.now();
+        self.table.handle_timeout(now);
+        let lists: Vec<Vec<String>> = self
+            .take(peer)
+            .iter()
+            .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
+            .map(peers_of)
+            .collect();
+        lists.last().cloned().unwrap_or_default()
+    }
 }
 
 /// `hub: type from->to data` lines for what went to NATS.
@@ -215,16 +230,7 @@ fn a_lease_handed_back_stays_gone_when_the_watch_delivers_it_late() {
     assert!(bus.table.target("beta").is_none());
     // beta left once and did not come back; alpha's final list says so.
     assert_eq!(bus.event_names(), ["cluster.peer"]);
-    bus.advance(1000);
-    let now = bus.now();
-    bus.table.handle_timeout(now);
-    let lists: Vec<Vec<String>> = bus
-        .take("alpha")
-        .iter()
-        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
-        .map(peers_of)
-        .collect();
-    assert_eq!(lists.last().unwrap(), &["alpha"]);
+    assert_eq!(bus.final_list("alpha"), ["alpha"]);
     // beta connecting again (a later revision) is seen at once.
     bus.remote_peer("beta", 6);
     assert!(bus.table.target("beta").is_some());
@@ -557,28 +563,10 @@ fn peer_lists_hold_this_hubs_peers_then_the_other_hubs_peers() {
     bus.connect("alpha");
     bus.take("alpha");
     bus.remote_peer("beta", 3);
-    bus.advance(1000); // past the quiet time: the final list goes out
-    let now = bus.now();
-    bus.table.handle_timeout(now);
-    let lists: Vec<Vec<String>> = bus
-        .take("alpha")
-        .iter()
-        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
-        .map(peers_of)
-        .collect();
-    assert_eq!(lists.last().unwrap(), &["alpha", "beta"]);
+    assert_eq!(bus.final_list("alpha"), ["alpha", "beta"]);
     // Hub B goes: beta leaves the list.
     bus.cluster(ClusterIn::HubGone { hub: HUB_B.into() });
-    bus.advance(1000);
-    let now = bus.now();
-    bus.table.handle_timeout(now);
-    let lists: Vec<Vec<String>> = bus
-        .take("alpha")
-        .iter()
-        .filter(|i| i.msg_type == msg_type::PEERS_UPDATE)
-        .map(peers_of)
-        .collect();
-    assert_eq!(lists.last().unwrap(), &["alpha"]);
+    assert_eq!(bus.final_list("alpha"), ["alpha"]);
 }
 
 #[test]
