@@ -475,10 +475,7 @@ fn soak(args: &BenchArgs) -> Result<Status, Failure> {
     let runtime = runtime()?;
     let report = runtime
         .block_on(link_bench::soak::run(&opts, &hub, &progress))
-        .map_err(|e| match e {
-            BenchError::InvalidOption { .. } => Failure::unusable(e),
-            e => Failure::rejected(e),
-        })?;
+        .map_err(bench_failure)?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     verdict(
         args,
@@ -487,6 +484,15 @@ fn soak(args: &BenchArgs) -> Result<Status, Failure> {
         report.verdict(),
         report.pass(),
     )
+}
+
+/// A bench that could not run: a bad option is the caller's (exit 2),
+/// anything else the run's (exit 1).
+fn bench_failure(e: BenchError) -> Failure {
+    match e {
+        BenchError::InvalidOption { .. } => Failure::unusable(e),
+        e => Failure::rejected(e),
+    }
 }
 
 /// Prints a run with a verdict (soak, chaos): its table and verdict line,
@@ -519,10 +525,7 @@ fn chaos(args: &BenchArgs) -> Result<Status, Failure> {
     let announce = |line: &str| eprintln!("{line}");
     let report = runtime
         .block_on(link_bench::chaos::run(&opts, &progress, &announce))
-        .map_err(|e| match e {
-            BenchError::InvalidOption { .. } => Failure::unusable(e),
-            e => Failure::rejected(e),
-        })?;
+        .map_err(bench_failure)?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     verdict(
         args,
@@ -548,10 +551,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<Status, Failure> {
     let runtime = runtime()?;
     let report = runtime
         .block_on(link_bench::run(&opts, &hub, nats.as_ref(), &progress))
-        .map_err(|e| match e {
-            BenchError::InvalidOption { .. } => Failure::unusable(e),
-            e => Failure::rejected(e),
-        })?;
+        .map_err(bench_failure)?;
     // Sockets and tasks of the peers are gone; do not wait for stragglers.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let text = if args.json {
