@@ -366,17 +366,8 @@ async fn one_peer_past_its_subscription_cap_is_refused_typed() {
 /// `link.health` RPC of its own; returns the hub time its answer took and
 /// the frames dropped `bad-signature` by then.
 async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Duration, u64) {
-    let hub = link_hub::Hub::new(
-        config()
-            .max_dropped_frames_per_sec(max_dropped_frames_per_sec)
-            // No other timer comes due while the test runs.
-            .keepalive_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    );
-    let k = key(S);
-    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
-    mallory.hello(&k, "mallory").await;
+    let (hub, k, mut mallory) =
+        mallory_on(config().max_dropped_frames_per_sec(max_dropped_frames_per_sec)).await;
     let wrong = key("not-the-secret");
     let start = tokio::time::Instant::now();
     for i in 0..flood {
@@ -387,6 +378,21 @@ async fn bad_frames_then_rpc(max_dropped_frames_per_sec: u32, flood: u32) -> (Du
     let r = ask_server(&mut mallory, &k, "link.health").await;
     assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
     (start.elapsed(), hub_dropped(&hub, "bad-signature").await)
+}
+
+/// A hub built from `config` (no keepalive comes due while the test runs)
+/// with mallory attached in memory and past her hello.
+async fn mallory_on(config: link_hub::HubConfigBuilder) -> (link_hub::Hub, Key, MemoryPeer) {
+    let hub = link_hub::Hub::new(
+        config
+            .keepalive_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let k = key(S);
+    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
+    mallory.hello(&k, "mallory").await;
+    (hub, k, mallory)
 }
 
 /// Calls the hub's own RPC `rpc_type` as mallory and returns its answer
@@ -443,17 +449,12 @@ async fn a_socket_whose_frames_are_dropped_is_read_at_its_pace_and_kept() {
 #[tokio::test(start_paused = true)]
 async fn frames_the_routing_table_refuses_count_towards_the_pace() {
     const REFUSED: u64 = 200;
-    let hub = link_hub::Hub::new(
+    let (hub, k, mut mallory) = mallory_on(
         config()
             .max_subscriptions_per_peer(1)
-            .max_dropped_frames_per_sec(10)
-            .keepalive_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    );
-    let k = key(S);
-    let mut mallory = MemoryPeer::attach(&hub, "127.0.0.1:40000".parse().unwrap());
-    mallory.hello(&k, "mallory").await;
+            .max_dropped_frames_per_sec(10),
+    )
+    .await;
     let start = tokio::time::Instant::now();
     let subscribes = async {
         // One topic held, then REFUSED subscribes past the cap.
