@@ -45,7 +45,9 @@ mod online;
 use std::process::ExitCode;
 
 /// mimalloc: allocation and freeing were about a quarter of the hub's CPU
-/// under load with the system allocator (docs/perf.md).
+/// under load with the system allocator (docs/perf.md). Without the
+/// `mimalloc` feature the system allocator serves, for heap profilers.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
