@@ -118,11 +118,14 @@ where
             }
             let ts = wall_ms();
             for item in batch.drain(..) {
+                // Ready first: a frame is encoded only once the transport
+                // takes it, so a socket waiting on a full peer holds its
+                // queued items (shared data), not a copy of each.
+                ready(sink, queue).await?;
                 let Some(frame) = encode(item, ts) else {
                     continue;
                 };
                 queue.add_buffered(frame.len());
-                ready(sink, queue).await?;
                 sink.start_send_unpin(Frame::text(frame))?;
             }
             if !taken.more {
