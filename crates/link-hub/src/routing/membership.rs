@@ -625,6 +625,11 @@ impl Routing {
             );
         }
         self.presence.dirty = stale;
+        if !stale {
+            // Everyone holds this version: the deltas built on the way
+            // are never asked for again.
+            self.presence.deltas.settled();
+        }
         if quiet {
             self.presence.in_round = stale;
             if !stale {
@@ -732,9 +737,8 @@ impl Routing {
     /// Queues for a delta peer the next message towards the current
     /// version: the next part of the snapshot it is part way through (its
     /// version's deltas follow), else the first part of the current
-    /// version's snapshot or the first delta of the chain from what it
-    /// holds. A snapshot is charged to the rates whole, at its first part.
-    /// Its size, or `None` when its outbox refused the message: its next
+    /// version's snapshot or the next delta from what it holds. A snapshot
+    /// is charged to the rates whole, at its first part. Its size, or `None` when its outbox refused the message: its next
     /// send is then a fresh snapshot.
     fn send_delta(
         &mut self,
@@ -766,8 +770,7 @@ impl Routing {
                         all,
                     )
                 }
-                Next::Deltas(chain) => {
-                    let b: Built = chain[0].clone();
+                Next::Delta(b) => {
                     let charge = b.data.len() + 200;
                     (b, msg_type::PEERS_DELTA, None, charge)
                 }

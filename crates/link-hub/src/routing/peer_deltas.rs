@@ -2,14 +2,18 @@
 //! bounded log of membership changes, one per version, and what a peer that
 //! asked for the extension is sent instead of `peers.update`: a snapshot
 //! (`peers.snapshot`, in parts) when it has none or is too far behind, else
-//! `peers.delta`s from the version it holds to the current one (one, or a
-//! chain of small ones cut at version boundaries when the change is large).
+//! `peers.delta`s from the version it holds to the current one.
 //!
-//! Both are built once per (base, version) and shared by every recipient
-//! with the same base, like v1 lists; pacing is membership.rs's (the same
-//! per-peer and hub-wide rates, one list per socket in flight, the same
-//! in-flight gauge), so a join storm costs each peer one delta per interval
-//! covering everything since what it saw.
+//! The log is cut into segments of about [`PART_BYTES`] of entries, at
+//! version boundaries fixed when the changes are recorded. A peer behind is
+//! sent the delta from what it holds to the end of its segment, then one
+//! delta per segment, then the open segment's delta to the current version:
+//! every peer at a segment's start shares that segment's delta, built once,
+//! so a join storm costs O(changes) to build and hold, not O(changes) per
+//! peer behind. Pacing is membership.rs's (the same per-peer and hub-wide
+//! rates, one list per socket in flight, the same in-flight gauge), so a
+//! join storm costs each peer one delta per interval covering everything
+//! since what it saw.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,11 +27,16 @@ use crate::outbox::PrefixCell;
 /// Changes kept in the log; a peer further behind gets a snapshot.
 pub(super) const LOG_CAP: usize = 16_384;
 
-/// A snapshot part, and each delta of a chain, holds entries up to about
+/// A snapshot part, and each segment of the log, holds entries up to about
 /// this many bytes: far below any frame cap a client may set (our client's
 /// default is 1 MiB), and small enough that a socket's write buffer does
 /// not grow with the size of the bus.
 pub(super) const PART_BYTES: usize = 8 * 1024;
+
+/// Deltas from a base inside a closed segment to its end are kept for other
+/// peers at the same base up to about this many bytes in all; past it they
+/// are forgotten (and built again when asked).
+const PARTIAL_BYTES: usize = 4 * 1024 * 1024;
 
 /// What one membership version changed.
 #[derive(Clone, Debug)]
@@ -38,6 +47,16 @@ pub(super) enum Change {
     Changed(Arc<CanonicalData>),
     /// A kind left.
     Left,
+}
+
+impl Change {
+    /// About how many bytes it adds to a delta.
+    fn bytes(&self, kind: &str) -> usize {
+        match self {
+            Change::Joined(e) | Change::Changed(e) => e.len() + 1,
+            Change::Left => kind.len() + 3,
+        }
+    }
 }
 
 /// One message's data and the signed prefix its recipients share.
@@ -69,17 +88,36 @@ impl Built {
     }
 }
 
+/// One recorded change.
+struct Logged {
+    version: u64,
+    kind: Arc<str>,
+    change: Change,
+    /// Bytes of every change recorded up to and including this one.
+    end: u64,
+}
+
 /// The log and the messages built from it.
 #[derive(Default)]
 pub(super) struct DeltaLog {
-    /// `(version, kind, change)`, versions contiguous, oldest first.
-    log: VecDeque<(u64, Arc<str>, Change)>,
+    /// Versions contiguous, oldest first.
+    log: VecDeque<Logged>,
     /// Sum of every current peer's compact entry (a snapshot's size, about).
     entry_bytes: usize,
-    /// Delta chains to the current version, by base (cleared when it
-    /// moves).
-    deltas: HashMap<u64, Arc<[Built]>>,
-    deltas_to: u64,
+    /// The versions closed segments end at, ascending; a segment runs from
+    /// the cut before it (exclusive) to its cut (inclusive).
+    cuts: VecDeque<u64>,
+    /// Bytes of the changes after the last cut.
+    open_bytes: usize,
+    /// Deltas that end at a cut, by base: fixed once built, shared by
+    /// every peer at that base, kept while the base is in the log.
+    fixed: HashMap<u64, Built>,
+    /// Bytes of the deltas in `fixed` whose base is not a cut.
+    partial_bytes: usize,
+    /// Deltas from a base after the last cut to `open_to`, by base
+    /// (cleared when the version moves).
+    open: HashMap<u64, Built>,
+    open_to: u64,
     /// The snapshot of a version, in parts (a peer part way through an
     /// older one holds that one's parts itself).
     snapshot: Option<(u64, Arc<[Built]>)>,
@@ -88,9 +126,33 @@ pub(super) struct DeltaLog {
 impl DeltaLog {
     /// Records the change that made `version`.
     pub(super) fn record(&mut self, version: u64, kind: Arc<str>, change: Change) {
-        self.log.push_back((version, kind, change));
+        let add = change.bytes(&kind);
+        if self.open_bytes > 0 && self.open_bytes + add > PART_BYTES {
+            self.cuts.push_back(version - 1);
+            self.open_bytes = 0;
+        }
+        self.open_bytes += add;
+        let end = self.log.back().map_or(0, |l| l.end) + add as u64;
+        self.log.push_back(Logged {
+            version,
+            kind,
+            change,
+            end,
+        });
+        let mut trimmed = false;
         while self.log.len() > LOG_CAP {
             self.log.pop_front();
+            trimmed = true;
+        }
+        if trimmed {
+            let oldest = self.oldest_base(version);
+            let before = self.cuts.len();
+            while self.cuts.front().is_some_and(|c| *c < oldest) {
+                self.cuts.pop_front();
+            }
+            if self.cuts.len() != before {
+                self.fixed.retain(|base, _| *base >= oldest);
+            }
         }
     }
 
@@ -100,7 +162,19 @@ impl DeltaLog {
 
     /// The oldest base a delta can be built from.
     fn oldest_base(&self, version: u64) -> u64 {
-        self.log.front().map_or(version, |(v, _, _)| v - 1)
+        self.log.front().map_or(version, |l| l.version - 1)
+    }
+
+    /// Bytes of the changes recorded up to and including version `v`.
+    fn bytes_through(&self, v: u64) -> u64 {
+        let i = self.log.partition_point(|l| l.version <= v);
+        match i.checked_sub(1).and_then(|i| self.log.get(i)) {
+            Some(l) => l.end,
+            None => self
+                .log
+                .front()
+                .map_or(0, |l| l.end - l.change.bytes(&l.kind) as u64),
+        }
     }
 
     /// About how many bytes a snapshot's entries take.
@@ -108,78 +182,79 @@ impl DeltaLog {
         self.entry_bytes
     }
 
+    /// Every peer holds the current version: no delta built so far will
+    /// be asked for again (a peer behind later is behind a newer version).
+    pub(super) fn settled(&mut self) {
+        self.fixed = HashMap::new();
+        self.open = HashMap::new();
+        self.partial_bytes = 0;
+    }
+
     /// Forgets everything (the hub stopped).
     pub(super) fn clear(&mut self) {
         *self = Self::default();
     }
+
+    /// Deltas kept for later peers (tests).
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.fixed.len() + self.open.len()
+    }
 }
 
 /// What a delta peer is sent next: the current version's snapshot parts
-/// (with that version), or the chain of deltas from what it holds (each
-/// link says the version it leads to).
+/// (with that version), or the next delta from what it holds (it says the
+/// version it leads to).
 pub(super) enum Next {
     Snapshot(u64, Arc<[Built]>),
-    Deltas(Arc<[Built]>),
+    Delta(Built),
 }
 
 impl Routing {
-    /// What `kind` (a peer that asked for deltas, holding `seen`, or
-    /// nothing when `snapshot_due`) gets to reach the current version.
+    /// What a peer that asked for deltas, holding `seen` (or nothing when
+    /// `snapshot_due`), gets next towards the current version.
     pub(super) fn next_presence(&mut self, seen: u64, snapshot_due: bool) -> Next {
         let version = self.presence.version;
         let log = &self.presence.deltas;
         if snapshot_due || seen < log.oldest_base(version) {
             return self.snapshot();
         }
-        if self.presence.deltas.deltas_to != version {
-            self.presence.deltas.deltas.clear();
-            self.presence.deltas.deltas_to = version;
-        }
-        if let Some(chain) = self.presence.deltas.deltas.get(&seen) {
-            return Next::Deltas(chain.clone());
-        }
-        // Cut where a part's entries pass PART_BYTES (at version
-        // boundaries: each delta of the chain is a real one).
-        let mut cuts = Vec::new();
-        let (mut bytes, mut total, mut in_part) = (0, 0, 0);
-        let log = &self.presence.deltas.log;
-        let skip = log.partition_point(|(v, _, _)| *v <= seen);
-        for (v, kind, change) in log.iter().skip(skip) {
-            let add = match change {
-                Change::Joined(e) | Change::Changed(e) => e.len() + 1,
-                Change::Left => kind.len() + 3,
-            };
-            if in_part > 0 && bytes + add > PART_BYTES {
-                cuts.push(v - 1);
-                (bytes, in_part) = (0, 0);
-            }
-            bytes += add;
-            total += add;
-            in_part += 1;
-        }
-        if total > self.presence.deltas.snapshot_bytes().max(1024) {
+        let total = log.bytes_through(version) - log.bytes_through(seen);
+        if total > log.snapshot_bytes().max(1024) as u64 {
             // More to say than the whole list (mostly departures).
             return self.snapshot();
         }
-        cuts.push(version);
-        let mut base = seen;
-        let chain: Vec<Built> = cuts
-            .into_iter()
-            .map(|end| {
-                let b = Built::new(self.build_delta(base, end), end);
-                base = end;
-                b
-            })
-            .collect();
-        // Each link's tail is the chain from its end: peers are sent one
-        // link at a time, and the next one finds the rest here.
-        let mut from = seen;
-        for i in 0..chain.len() {
-            let tail: Arc<[Built]> = chain[i..].to_vec().into();
-            self.presence.deltas.deltas.insert(from, tail);
-            from = chain[i].to;
+        let i = log.cuts.partition_point(|c| *c <= seen);
+        if let Some(&cut) = log.cuts.get(i) {
+            if let Some(b) = self.presence.deltas.fixed.get(&seen) {
+                return Next::Delta(b.clone());
+            }
+            let b = Built::new(self.build_delta(seen, cut), cut);
+            let deltas = &mut self.presence.deltas;
+            let at_cut = i > 0 && deltas.cuts[i - 1] == seen;
+            if !at_cut {
+                deltas.partial_bytes += b.data.len();
+                if deltas.partial_bytes > PARTIAL_BYTES {
+                    let cuts = &deltas.cuts;
+                    deltas
+                        .fixed
+                        .retain(|base, _| cuts.binary_search(base).is_ok());
+                    deltas.partial_bytes = b.data.len();
+                }
+            }
+            deltas.fixed.insert(seen, b.clone());
+            return Next::Delta(b);
         }
-        Next::Deltas(chain.into())
+        if self.presence.deltas.open_to != version {
+            self.presence.deltas.open.clear();
+            self.presence.deltas.open_to = version;
+        }
+        if let Some(b) = self.presence.deltas.open.get(&seen) {
+            return Next::Delta(b.clone());
+        }
+        let b = Built::new(self.build_delta(seen, version), version);
+        self.presence.deltas.open.insert(seen, b.clone());
+        Next::Delta(b)
     }
 
     /// The net change from `base` to `version`: a kind that left and came
@@ -196,9 +271,10 @@ impl Routing {
         let mut net: HashMap<&Arc<str>, Net> = HashMap::new();
         let mut touched: Vec<&Arc<str>> = Vec::new();
         let log = &self.presence.deltas.log;
-        let skip = log.partition_point(|(v, _, _)| *v <= base);
-        let end = log.partition_point(|(v, _, _)| *v <= version);
-        for (i, (_, kind, change)) in log.iter().enumerate().take(end).skip(skip) {
+        let skip = log.partition_point(|l| l.version <= base);
+        let end = log.partition_point(|l| l.version <= version);
+        for (i, l) in log.iter().enumerate().take(end).skip(skip) {
+            let (kind, change) = (&l.kind, &l.change);
             let n = net.entry(kind).or_insert_with(|| {
                 touched.push(kind);
                 Net {

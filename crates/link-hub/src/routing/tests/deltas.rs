@@ -465,6 +465,89 @@ fn large_changes_come_as_small_chained_deltas_and_large_lists_as_small_parts() {
     assert!(late.lines.iter().all(|l| l.len() < 9 * 1024));
 }
 
+/// Drains every writer until presence is quiet, keeping what each took.
+fn settle_items(bus: &mut Bus) -> HashMap<String, Vec<OutItem>> {
+    let mut taken: HashMap<String, Vec<OutItem>> = HashMap::new();
+    for _ in 0..10_000 {
+        let conns: Vec<(String, ConnId)> = bus.conns.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        for (kind, conn) in conns {
+            let items = bus.take_conn(conn);
+            taken.entry(kind).or_default().extend(items);
+        }
+        let Some(at) = bus.table.poll_timeout() else {
+            return taken;
+        };
+        let now = bus.now().instant;
+        bus.advance(at.saturating_duration_since(now).as_millis() as u64 + 1);
+        let now = bus.now();
+        bus.table.handle_timeout(now);
+    }
+    panic!("presence never settled");
+}
+
+#[test]
+fn peers_behind_from_different_versions_share_every_delta_after_their_first() {
+    let mut bus = Bus::new();
+    let mut views = HashMap::new();
+    bus.connect_delta("early");
+    bus.connect_delta("late");
+    drain_deltas(&mut bus, &mut views);
+    let (early, late) = (bus.conns["early"], bus.conns["late"]);
+    // early's writer holds a delta from here on; late's a little later.
+    bus.advance(1000);
+    bus.connect("first");
+    let early_held = bus.take_conn_unflushed(early);
+    for item in bus.take("late") {
+        views.get_mut("late").unwrap().apply(&item);
+    }
+    for i in 0..150 {
+        let conn = bus.attach();
+        bus.register(conn, &format!("joiner-{i:03}"));
+    }
+    bus.idle();
+    let late_held = bus.take_conn_unflushed(late);
+    assert_eq!(types(&early_held), ["peers.delta"]);
+    assert!(!late_held.is_empty());
+    for i in 150..900 {
+        let conn = bus.attach();
+        bus.register(conn, &format!("joiner-{i:03}"));
+    }
+    bus.idle();
+    for conn in [early, late] {
+        link_transport::writer::Outgoing::flushed(&*bus.outboxes[&conn]);
+    }
+    let taken = settle_items(&mut bus);
+    let deltas = |kind: &str| -> Vec<OutItem> {
+        taken[kind]
+            .iter()
+            .filter(|i| i.msg_type == msg_type::PEERS_DELTA)
+            .cloned()
+            .collect()
+    };
+    let (e, l) = (deltas("early"), deltas("late"));
+    assert!(e.len() >= 5, "{} deltas for 750 joins", e.len());
+    // After its first delta (to the end of the segment it is in), late is
+    // sent the very messages early is: one build per segment, shared.
+    for item in &l[1..] {
+        assert!(
+            e.iter()
+                .any(|x| Arc::ptr_eq(x.data.as_ref().unwrap(), item.data.as_ref().unwrap())),
+            "late's {} is not early's",
+            line(item)
+        );
+    }
+    // Both end holding everyone; nothing built is kept once all are current.
+    for (kind, held) in [("early", &early_held), ("late", &late_held)] {
+        let view = views.get_mut(kind).unwrap();
+        for item in held.iter().chain(&taken[kind]) {
+            view.apply(item);
+        }
+        assert_eq!(view.list.len(), 903, "{kind}");
+        assert_eq!(view.resyncs, 0, "{kind}");
+    }
+    assert_eq!(bus.table.presence.deltas.kept(), 0);
+}
+
 #[test]
 fn in_a_cluster_a_delta_peer_follows_the_other_hubs_peers_and_kinds_that_move() {
     use crate::cluster::link::{ClusterIn, ClusterLink};
