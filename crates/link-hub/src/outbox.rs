@@ -47,26 +47,48 @@ pub(crate) struct OutItem {
 }
 
 /// Bytes of peer lists queued or being written, across every outbox of a
-/// hub.
+/// hub, and the recipients whose writers have flushed one since the routing
+/// table last looked (it serves them their next list without a pass over
+/// every peer).
 #[derive(Debug, Default)]
-pub(crate) struct ListGauge(AtomicUsize);
+pub(crate) struct ListGauge {
+    bytes: AtomicUsize,
+    written: Mutex<Vec<Arc<str>>>,
+}
 
 impl ListGauge {
     pub(crate) fn bytes(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn add(&self, n: usize) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     fn sub(&self, n: usize) {
         // Saturating: a release never exceeds what was added, but be safe.
         let _ = self
-            .0
+            .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 Some(v.saturating_sub(n))
             });
+    }
+
+    /// A list to `kind` is on its socket.
+    fn written(&self, kind: Arc<str>) {
+        self.lock_written().push(kind);
+    }
+
+    /// The recipients whose lists were written since the last call (a kind
+    /// may appear more than once).
+    pub(crate) fn take_written(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.lock_written())
+    }
+
+    fn lock_written(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -151,8 +173,10 @@ struct State {
     /// A close frame is queued: nothing may be written after it.
     closing: bool,
     backpressure_episode: bool,
-    /// Gauged bytes taken by the writer and not yet flushed.
-    unflushed: Option<(Arc<ListGauge>, usize)>,
+    /// Gauged items (peer lists, snapshot parts, deltas) queued.
+    lists: usize,
+    /// Gauged bytes taken by the writer and not yet flushed, and to whom.
+    unflushed: Option<(Arc<ListGauge>, usize, Arc<str>)>,
 }
 
 /// The outbox of one socket.
@@ -170,6 +194,8 @@ pub(crate) struct Outbox {
     queued_bytes: AtomicUsize,
     /// `state.unflushed` is set (a lock-free check at every flush).
     unflushed: AtomicBool,
+    /// Mirror of `state.lists` (the routing table asks every flush).
+    lists_queued: AtomicUsize,
 }
 
 impl Outbox {
@@ -183,16 +209,24 @@ impl Outbox {
             buffered: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             unflushed: AtomicBool::new(false),
+            lists_queued: AtomicUsize::new(0),
         }
     }
 
     /// The writer flushed: the lists it had taken are on the socket.
     fn release_flushed(&self) {
         if self.unflushed.swap(false, Ordering::Relaxed)
-            && let Some((g, n)) = self.lock().unflushed.take()
+            && let Some((g, n, to)) = self.lock().unflushed.take()
         {
             g.sub(n);
+            g.written(to);
         }
+    }
+
+    /// Sets the count of gauged items queued (and its mirror).
+    fn set_lists(&self, st: &mut State, lists: usize) {
+        st.lists = lists;
+        self.lists_queued.store(lists, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -234,8 +268,10 @@ impl Outbox {
             if let Some((g, n)) = item.gauged() {
                 g.add(n);
             }
+            let lists = st.lists + usize::from(item.gauge.is_some());
             let old = std::mem::replace(&mut st.queue[pos], item);
             release([&old]);
+            self.set_lists(&mut st, lists.saturating_sub(usize::from(old.gauge.is_some())));
             let old = old.size;
             st.bytes = st.bytes - old + new;
             self.queued_bytes.store(st.bytes, Ordering::Relaxed);
@@ -254,6 +290,8 @@ impl Outbox {
         st.bytes += item.size;
         if let Some((g, n)) = item.gauged() {
             g.add(n);
+            let lists = st.lists + 1;
+            self.set_lists(&mut st, lists);
         }
         st.queue.push_back(item);
         self.queued_bytes.store(st.bytes, Ordering::Relaxed);
@@ -282,6 +320,8 @@ impl Outbox {
         match pos.and_then(|p| st.queue.remove(p)) {
             Some(item) => {
                 release([&item]);
+                let lists = st.lists.saturating_sub(usize::from(item.gauge.is_some()));
+                self.set_lists(&mut st, lists);
                 st.bytes -= item.size;
                 self.queued_bytes.store(st.bytes, Ordering::Relaxed);
                 true
@@ -304,6 +344,7 @@ impl Outbox {
             st.closing = true;
             release(&st.queue);
             st.queue.clear();
+            self.set_lists(&mut st, 0);
             st.bytes = 0;
             self.queued_bytes.store(0, Ordering::Relaxed);
         }
@@ -318,6 +359,7 @@ impl Outbox {
         st.closed = true;
         release(&st.queue);
         st.queue.clear();
+        self.set_lists(&mut st, 0);
         st.bytes = 0;
         self.queued_bytes.store(0, Ordering::Relaxed);
         drop(st);
@@ -331,19 +373,25 @@ impl Outbox {
         let n = st.queue.len().min(max);
         let mut freed = 0;
         let mut gauged = 0;
+        let mut lists = 0;
         let mut gauge = None;
         for item in st.queue.drain(..n) {
             freed += item.size;
             if let Some(g) = &item.gauge {
                 gauged += item.size;
-                gauge.get_or_insert_with(|| g.clone());
+                lists += 1;
+                gauge.get_or_insert_with(|| (g.clone(), item.to.clone()));
             }
             batch.push(item);
         }
-        if let Some(g) = gauge {
+        if lists > 0 {
+            let left = st.lists.saturating_sub(lists);
+            self.set_lists(&mut st, left);
+        }
+        if let Some((g, to)) = gauge {
             match &mut st.unflushed {
-                Some((_, n)) => *n += gauged,
-                None => st.unflushed = Some((g, gauged)),
+                Some((_, n, _)) => *n += gauged,
+                None => st.unflushed = Some((g, gauged, to)),
             }
             self.unflushed.store(true, Ordering::Relaxed);
         }
@@ -380,7 +428,7 @@ impl Outbox {
     /// A peer list (or snapshot part, or delta) is queued, or taken by the
     /// writer and not flushed yet.
     pub(crate) fn list_pending(&self) -> bool {
-        self.list_unflushed() || self.lock().queue.iter().any(|q| q.gauge.is_some())
+        self.list_unflushed() || self.lists_queued.load(Ordering::Relaxed) > 0
     }
 
     /// Bytes queued (health).
@@ -429,7 +477,7 @@ impl Drop for Outbox {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         release(&st.queue);
-        if let Some((g, n)) = st.unflushed.take() {
+        if let Some((g, n, _)) = st.unflushed.take() {
             g.sub(n);
         }
     }
@@ -559,6 +607,35 @@ mod tests {
         ob.take(&mut batch, 100);
         let ids: Vec<&str> = batch.iter().map(|i| i.id.as_deref().unwrap()).collect();
         assert_eq!(ids, ["p2", "d"]);
+    }
+
+    #[test]
+    fn a_list_is_pending_while_queued_or_taken_and_unflushed() {
+        let gauge = Arc::new(ListGauge::default());
+        let list = |id: &str| {
+            let mut i = item("peers.update", id, "server", 10);
+            i.gauge = Some(gauge.clone());
+            i
+        };
+        let ob = Outbox::new(1 << 20);
+        ob.set_stalled(true);
+        assert!(!ob.list_pending());
+        ob.push(item("direct", "d", "a", 1));
+        assert!(!ob.list_pending(), "not a list");
+        ob.push(list("p1"));
+        ob.push(list("p2")); // replaces p1 in the queue
+        assert!(ob.list_pending());
+        let mut batch = Vec::new();
+        ob.take(&mut batch, 100);
+        assert!(ob.list_pending(), "taken, not flushed");
+        Outgoing::flushed(&ob);
+        assert!(!ob.list_pending());
+        assert_eq!(gauge.bytes(), 0);
+        ob.push(list("p3"));
+        assert!(ob.list_pending());
+        ob.close();
+        assert!(!ob.list_pending(), "a closed outbox holds none");
+        assert_eq!(gauge.bytes(), 0);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! crate's tests and under the non-default `fuzzing` feature.
 //!
 //! - every peer's socket is attached and holds its kind; registration order
-//!   lists each peer once; statuses and subscriptions belong to peers;
+//!   lists each peer once; statuses and subscriptions belong to peers; the
+//!   count of peers whose next list waits on their writer is theirs;
 //! - each topic's subscriber list is non-empty, duplicate-free and mirrored
 //!   by each subscriber's own subscription set;
 //! - waiting sockets are attached, unregistered, listed once and within the
@@ -31,6 +32,17 @@ impl Routing {
                 "peer {kind}: socket holds another kind"
             );
         }
+        let busy = self
+            .peers
+            .values()
+            .filter_map(|p| p.presence.as_ref())
+            .filter(|pp| pp.writer_busy())
+            .count();
+        assert_eq!(
+            busy,
+            self.presence.waiting_writers(),
+            "peers waiting on their writers miscounted"
+        );
         let order: HashSet<&Arc<str>> = self.order.iter().collect();
         assert_eq!(
             order.len(),

@@ -102,6 +102,17 @@ pub(super) const RETRY: Duration = Duration::from_millis(5);
 /// stops.
 pub(super) const STUCK: Duration = Duration::from_millis(250);
 
+/// Which peers a flush looks at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Newcomers, then every peer from the cursor.
+    All,
+    /// Newcomers alone.
+    Fresh,
+    /// Newcomers, then the peers whose writers finished a list.
+    Written,
+}
+
 /// The membership version and the list sent for it.
 #[derive(Default)]
 pub(super) struct Presence {
@@ -117,6 +128,14 @@ pub(super) struct Presence {
     changed_at: Option<Instant>,
     /// A flush is due then (time coalescing, or lists held back).
     due: Option<Instant>,
+    /// Peers whose writers were busy with a list are served then, as
+    /// their writers report them done (`ListGauge::take_written`): no
+    /// pass over every peer while a round waits on sockets.
+    written_due: Option<Instant>,
+    /// The version the last pass over every peer was made for.
+    passed_version: u64,
+    /// Peers marked `writer_busy`.
+    waiting_writers: usize,
     /// Where the next flush starts in the registration order (fairness
     /// when the in-flight cap stops a flush part way).
     cursor: usize,
@@ -168,6 +187,9 @@ pub(super) struct PeerPresence {
     snapshot_next: Option<(u64, usize, Arc<[Built]>)>,
     /// The membership version it last got a list for.
     seen: u64,
+    /// A flush found its writer busy with a list, or left it more to send
+    /// once its writer is done (counted in `Presence::waiting_writers`).
+    writer_busy: std::cell::Cell<bool>,
     /// Rate limit (GCRA): the earliest time it may get the next list
     /// while membership keeps changing.
     next_at: Option<Instant>,
@@ -178,8 +200,23 @@ impl Presence {
         self.quiet_for.unwrap_or(QUIET)
     }
 
+    /// Peers whose next list waits on their writer (invariants).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn waiting_writers(&self) -> usize {
+        self.waiting_writers
+    }
+
+    /// A peer's presence state goes (it left, or its kind was taken over).
+    fn forget(&mut self, pp: &PeerPresence) {
+        if pp.writer_busy.get() {
+            self.waiting_writers = self.waiting_writers.saturating_sub(1);
+        }
+    }
+
     /// The hub stopped: nothing more to send.
     pub(super) fn stop(&mut self) {
+        self.waiting_writers = 0;
+        self.written_due = None;
         self.dirty = false;
         self.due = None;
         self.fresh.clear();
@@ -188,6 +225,12 @@ impl Presence {
 }
 
 impl PeerPresence {
+    /// Its next list waits on its writer (invariants).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn writer_busy(&self) -> bool {
+        self.writer_busy.get()
+    }
+
     pub(super) fn new(info: &PeerInfo, deltas: bool) -> Self {
         Self {
             entry: CanonicalData::new(&info.to_value()),
@@ -196,6 +239,7 @@ impl PeerPresence {
             snapshot_due: deltas,
             snapshot_next: None,
             seen: 0,
+            writer_busy: std::cell::Cell::new(false),
             next_at: None,
         }
     }
@@ -306,6 +350,9 @@ impl Routing {
             self.hide_remote(now, &kind);
         }
         let old = self.peers.insert(kind.clone(), Box::new(peer));
+        if let Some(pp) = old.as_ref().and_then(|p| p.presence.as_ref()) {
+            self.presence.forget(pp);
+        }
         if let Some(compact) = previous {
             let old = old
                 .and_then(|p| p.presence)
@@ -381,6 +428,9 @@ impl Routing {
         let Some(peer) = self.peers.remove(&kind) else {
             return;
         };
+        if let Some(pp) = &peer.presence {
+            self.presence.forget(pp);
+        }
         self.revision += 1;
         self.cluster_left(&kind);
         self.order.retain(|k| *k != kind);
@@ -434,10 +484,18 @@ impl Routing {
             return;
         }
         self.presence.since_dirty = 0;
-        // Nobody can take a list before `due` unless a newcomer waits.
-        let waiting = self.presence.due.is_some_and(|d| now.instant < d);
-        if !waiting || !self.presence.fresh.is_empty() {
+        // Nobody can take a list before `due` unless a newcomer waits:
+        // then only newcomers are served (a join storm costs each hello
+        // its newcomers, not a pass over every peer).
+        let next = match (self.presence.due, self.presence.written_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let waiting = next.is_some_and(|d| now.instant < d);
+        if !waiting {
             self.flush_peers(now.instant);
+        } else if !self.presence.fresh.is_empty() {
+            self.flush(now.instant, Pass::Fresh);
         }
     }
 
@@ -455,17 +513,28 @@ impl Routing {
             .changed_at
             .map(|t| t + self.presence.quiet())
             .filter(|q| self.presence.flushed_at.is_none_or(|f| f < *q));
-        match (self.presence.due, quiet) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.presence.due, quiet, self.presence.written_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A timer from [`Routing::poll_timeout`] fired (extra calls are
     /// harmless).
     pub(crate) fn handle_timeout(&mut self, now: Now) {
-        if self.poll_timeout().is_some_and(|t| t <= now.instant) {
+        if !self.poll_timeout().is_some_and(|t| t <= now.instant) {
+            return;
+        }
+        let p = &self.presence;
+        let quiet = p
+            .changed_at
+            .map(|t| t + p.quiet())
+            .filter(|q| p.flushed_at.is_none_or(|f| f < *q));
+        let all_due = p.due.into_iter().chain(quiet).any(|t| t <= now.instant);
+        if all_due || p.passed_version != p.version {
             self.flush_peers(now.instant);
+        } else {
+            self.flush(now.instant, Pass::Written);
         }
     }
 
@@ -488,7 +557,28 @@ impl Routing {
     /// everyone gets the final list. Past the in-flight cap the
     /// flush stops and retries shortly.
     fn flush_peers(&mut self, now: Instant) {
-        self.presence.flushed_at = Some(now);
+        self.flush(now, Pass::All);
+    }
+
+    /// The flush itself. Before the others' `due`, newcomers (and peers
+    /// that asked for a fresh snapshot) are served alone ([`Pass::Fresh`]),
+    /// and while a round waits on busy sockets, those whose writers are
+    /// done ([`Pass::Written`]): the others' state and timers are left as
+    /// they are.
+    fn flush(&mut self, now: Instant, pass: Pass) {
+        if pass == Pass::All {
+            self.presence.flushed_at = Some(now);
+            self.presence.passed_version = self.presence.version;
+        }
+        let written = match pass {
+            Pass::Fresh => Vec::new(),
+            Pass::All => {
+                // Everyone is looked at anyway.
+                self.presence.gauge.take_written();
+                Vec::new()
+            }
+            Pass::Written => self.presence.gauge.take_written(),
+        };
         let version = self.presence.version;
         let quiet_for = self.presence.quiet();
         let quiet = self
@@ -498,18 +588,47 @@ impl Routing {
         let (mut next_due, mut held, mut stale) = (None::<Instant>, false, false);
         let mut busy = false;
         let mut held_by_rate = false;
-        let fresh = self.presence.fresh.clone();
-        let n = self.order.len();
+        // (Nothing below adds newcomers; the list is put back after.)
+        let mut fresh = std::mem::take(&mut self.presence.fresh);
+        let n = match pass {
+            Pass::All => self.order.len(),
+            Pass::Fresh => 0,
+            Pass::Written => written.len(),
+        };
         let start = self.presence.cursor.min(n);
         let fresh_len = fresh.len();
+        let mut visited = fresh_len + n;
         for i in 0..fresh_len + n {
+            if pass != Pass::Written && (held || held_by_rate) {
+                // The rest wait too (a peer part way through a snapshot is
+                // served when its writer is done; the next pass starts at
+                // the cursor): a pass costs what it sends, not a walk over
+                // every peer still waiting.
+                visited = i;
+                stale = true;
+                break;
+            }
+            // One lookup per peer: most are up to date or busy.
             let kind = match fresh.get(i) {
-                Some(k) => k.clone(),
-                None => self.order[(start + i - fresh_len) % n].clone(),
+                Some(k) => k,
+                None if pass == Pass::Written => &written[i - fresh_len],
+                None => &self.order[(start + i - fresh_len) % n],
             };
-            let Some(pp) = self.peers.get(&kind).and_then(|p| p.presence.as_ref()) else {
+            let Some(p) = self.peers.get(kind) else {
                 continue;
             };
+            let Some(pp) = p.presence.as_ref() else {
+                continue;
+            };
+            let writing = if pp.deltas {
+                p.route.list_pending()
+            } else {
+                p.route.list_unflushed()
+            };
+            if pp.writer_busy.get() && !writing {
+                pp.writer_busy.set(false);
+                self.presence.waiting_writers = self.presence.waiting_writers.saturating_sub(1);
+            }
             let limit = pp.next_at.map(|t| t.checked_sub(TOLERANCE).unwrap_or(t));
             // A resync (a delta peer up to date asking for a snapshot) is
             // held to its rate even once quiet.
@@ -518,8 +637,9 @@ impl Routing {
             let paid = pp.snapshot_next.is_some();
             if pp.seen >= version && !resync && !paid {
                 // Up to date; when it could take the next list still
-                // bounds when anyone can.
-                if let Some(t) = limit.filter(|t| *t > now) {
+                // bounds when anyone can (while membership changes: once
+                // quiet, rates no longer hold lists back).
+                if !quiet && let Some(t) = limit.filter(|t| *t > now) {
                     next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 }
                 continue;
@@ -548,7 +668,7 @@ impl Routing {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 stale = true;
                 held_by_rate = true;
-                if i >= fresh_len {
+                if pass == Pass::All && i >= fresh_len {
                     self.presence.cursor = (start + i - fresh_len) % n;
                 }
                 continue;
@@ -557,23 +677,21 @@ impl Routing {
             // previous one gets the newest when it is done. (A v1 list still
             // queued is replaced in the queue; a delta peer's messages
             // chain, so one of them waits until the previous is written.)
-            if self.peers.get(&kind).is_some_and(|p| {
-                if p.presence.as_ref().is_some_and(|pp| pp.deltas) {
-                    p.route.list_pending()
-                } else {
-                    p.route.list_unflushed()
+            if writing {
+                if !pp.writer_busy.replace(true) {
+                    self.presence.waiting_writers += 1;
                 }
-            }) {
                 busy = true;
                 stale = true;
                 continue;
             }
+            let kind = kind.clone();
             if self.presence.gauge.bytes() >= self.config.presence.lists_in_flight_bytes {
                 let since = *self.presence.held_since.get_or_insert(now);
                 if now.saturating_duration_since(since) < STUCK {
                     held = true;
                     stale = true;
-                    if i >= fresh_len {
+                    if pass == Pass::All && i >= fresh_len {
                         self.presence.cursor = (start + i - fresh_len) % n;
                     }
                     continue;
@@ -593,26 +711,55 @@ impl Routing {
                     .and_then(|pp| pp.next_at)
                     .unwrap_or(now + RETRY);
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
-            } else if self
+            } else if let Some(pp) = self
                 .peers
                 .get(&kind)
                 .and_then(|p| p.presence.as_ref())
-                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
+                .filter(|pp| pp.seen < version || pp.snapshot_due)
             {
                 // A delta peer is sent a window of messages per flush (its
                 // socket's write buffer holds a few parts, not a whole
                 // list): the rest once its writer has flushed these.
+                if !pp.writer_busy.replace(true) {
+                    self.presence.waiting_writers += 1;
+                }
                 stale = true;
                 busy = true;
             }
         }
         let peers = &self.peers;
-        self.presence.fresh.retain(|k| {
+        let unvisited = fresh.split_off(visited.min(fresh_len));
+        // A peer part way through its snapshot is served as its writer is
+        // done (`Pass::Written`), no longer first.
+        fresh.retain(|k| {
             peers
                 .get(k)
                 .and_then(|p| p.presence.as_ref())
-                .is_some_and(|pp| pp.seen < version || pp.snapshot_due)
+                .is_some_and(|pp| {
+                    (pp.seen < version || pp.snapshot_due) && pp.snapshot_next.is_none()
+                })
         });
+        fresh.extend(unvisited);
+        fresh.append(&mut self.presence.fresh);
+        self.presence.fresh = fresh;
+        if pass != Pass::All {
+            // A peer held back is served with the others, at `due` (in
+            // the future, or this was a pass over all), or sooner; one
+            // whose writer is busy once it is done.
+            let retry = held.then_some(now + RETRY);
+            if let Some(t) = retry.or(next_due.filter(|_| stale)) {
+                self.presence.due = Some(self.presence.due.map_or(t, |d| d.min(t)));
+            }
+            if pass == Pass::Written && self.presence.waiting_writers == 0 && !held {
+                // Every busy writer is done: one pass over all settles
+                // the round (or finds who is still behind).
+                self.presence.written_due = None;
+                self.flush(now, Pass::All);
+            } else if self.presence.waiting_writers > 0 {
+                self.presence.written_due = Some(now + RETRY);
+            }
+            return;
+        }
         if stale {
             tracing::debug!(
                 version,
@@ -636,13 +783,15 @@ impl Routing {
                 self.presence.quiet_for = None;
             }
         }
-        self.presence.due = if held || busy {
+        // A pass over every peer costs O(peers): at most one per RETRY.
+        self.presence.due = if held {
             Some(now + RETRY)
         } else if stale {
-            next_due
+            next_due.map(|t| t.max(now + RETRY))
         } else {
             None
         };
+        self.presence.written_due = busy.then_some(now + RETRY);
     }
 
     /// Queues the current list for `kind` and records that it saw it (for
