@@ -271,7 +271,10 @@ impl Outbox {
             let lists = st.lists + usize::from(item.gauge.is_some());
             let old = std::mem::replace(&mut st.queue[pos], item);
             release([&old]);
-            self.set_lists(&mut st, lists.saturating_sub(usize::from(old.gauge.is_some())));
+            self.set_lists(
+                &mut st,
+                lists.saturating_sub(usize::from(old.gauge.is_some())),
+            );
             let old = old.size;
             st.bytes = st.bytes - old + new;
             self.queued_bytes.store(st.bytes, Ordering::Relaxed);

@@ -33,6 +33,10 @@ pub(super) const LOG_CAP: usize = 16_384;
 /// not grow with the size of the bus.
 pub(super) const PART_BYTES: usize = 8 * 1024;
 
+/// A snapshot is sent again, followed by the deltas since, while those
+/// deltas are at most this fraction of it.
+const REUSE_FRACTION: usize = 4;
+
 /// Deltas from a base inside a closed segment to its end are kept for other
 /// peers at the same base up to about this many bytes in all; past it they
 /// are forgotten (and built again when asked).
@@ -217,12 +221,15 @@ impl Routing {
         let version = self.presence.version;
         let log = &self.presence.deltas;
         if snapshot_due || seen < log.oldest_base(version) {
-            return self.snapshot();
+            // A newcomer (it never held a list) may be sent a recent
+            // snapshot and the deltas since; a peer repairing a gap or a
+            // refusal gets one of the current version.
+            return self.snapshot(seen == 0);
         }
         let total = log.bytes_through(version) - log.bytes_through(seen);
         if total > log.snapshot_bytes().max(1024) as u64 {
             // More to say than the whole list (mostly departures).
-            return self.snapshot();
+            return self.snapshot(false);
         }
         let i = log.cuts.partition_point(|c| *c <= seen);
         if let Some(&cut) = log.cuts.get(i) {
@@ -330,13 +337,22 @@ impl Routing {
         )
     }
 
-    /// The current version's snapshot in parts, built once per version.
-    fn snapshot(&mut self) -> Next {
+    /// The current version's snapshot in parts, built once per version;
+    /// when `recent`, a cached older one may do (the deltas since follow).
+    fn snapshot(&mut self, recent: bool) -> Next {
         let version = self.presence.version;
-        if let Some((v, parts)) = &self.presence.deltas.snapshot
-            && *v == version
+        let log = &self.presence.deltas;
+        if let Some((v, parts)) = &log.snapshot
+            && (*v == version || (recent && *v >= log.oldest_base(version)))
         {
-            return Next::Snapshot(version, parts.clone());
+            // A recent snapshot and the deltas since (at most a quarter of
+            // its size: fewer bytes than a snapshot, so a peer sent it is
+            // then sent those deltas) rather than a new one: in a join
+            // storm newcomers share a few snapshots, not one per version.
+            let since = log.bytes_through(version) - log.bytes_through(*v);
+            if since <= (log.snapshot_bytes() / REUSE_FRACTION) as u64 {
+                return Next::Snapshot(*v, parts.clone());
+            }
         }
         // This hub's peers, then the other hubs' (a cluster), as in v1 lists.
         let remote = self.remote_compacts();

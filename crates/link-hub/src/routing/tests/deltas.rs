@@ -549,6 +549,46 @@ fn peers_behind_from_different_versions_share_every_delta_after_their_first() {
 }
 
 #[test]
+fn newcomers_close_together_share_one_snapshot_and_catch_up_by_delta() {
+    let mut bus = Bus::new();
+    let mut views = HashMap::new();
+    for i in 0..40 {
+        bus.connect(&format!("resident-{i:02}"));
+    }
+    settle_deltas(&mut bus, &mut views);
+    bus.connect_delta("first");
+    let first = bus.take("first");
+    bus.connect_delta("second");
+    let second = bus.take("second");
+    assert_eq!(
+        types(&first),
+        ["hello.ack", "peers.snapshot", "status.snapshot"]
+    );
+    // One join since the first's snapshot: the second is sent the same
+    // snapshot (not a new one per version), then the delta since.
+    assert_eq!(
+        types(&second),
+        [
+            "hello.ack",
+            "peers.snapshot",
+            "peers.delta",
+            "status.snapshot"
+        ]
+    );
+    assert!(Arc::ptr_eq(
+        first[1].data.as_ref().unwrap(),
+        second[1].data.as_ref().unwrap()
+    ));
+    let view = views.entry("second".to_owned()).or_default();
+    for item in &second {
+        view.apply(item);
+    }
+    assert_eq!(view.list.len(), 42);
+    assert_eq!(view.list.last().map(String::as_str), Some("second"));
+    assert_eq!(view.resyncs, 0);
+}
+
+#[test]
 fn in_a_cluster_a_delta_peer_follows_the_other_hubs_peers_and_kinds_that_move() {
     use crate::cluster::link::{ClusterIn, ClusterLink};
     let mut bus = Bus::new();

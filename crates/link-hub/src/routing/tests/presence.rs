@@ -283,7 +283,10 @@ fn a_final_round_cut_short_by_a_join_makes_the_next_wait_longer() {
             assert_eq!(next, joined + 2 * membership::QUIET);
             break;
         }
-        bus.advance(next.saturating_duration_since(bus.now().instant).as_millis() as u64);
+        bus.advance(
+            next.saturating_duration_since(bus.now().instant)
+                .as_millis() as u64,
+        );
         let now = bus.now();
         bus.table.handle_timeout(now);
         for k in kinds(5) {
