@@ -214,10 +214,16 @@ impl<S> Buffers<S> {
             ..FrameHeader::default()
         };
         let len = payload.len() as u64;
+        let need = header.len(len) + payload.len();
         if self.write.capacity() == 0 {
-            // One allocation for a batch, not a doubling per frame.
-            self.write
-                .reserve(self.write_batch.max(header.len(len) + payload.len()));
+            // A lone frame takes what it needs (a socket waiting on a slow
+            // peer holds its frame, not a batch's worth of buffer) ...
+            self.write.reserve_exact(need);
+        } else if self.write.capacity() - self.write.len() < need {
+            // ... a second one grows the buffer to a batch at once, not a
+            // doubling per frame.
+            let batch = self.write_batch.saturating_sub(self.write.len());
+            self.write.reserve(batch.max(need));
         }
         // Writing a header into a `Vec` cannot fail.
         let _ = header.format(len, &mut self.write);
@@ -397,6 +403,24 @@ mod tests {
         assert_eq!(first.len(), 10_000);
         let second = socket.next().await.unwrap().unwrap();
         assert_eq!(second, Frame::text("hello"));
+        assert_eq!(socket.buffered_capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lone_frame_waiting_for_the_peer_holds_its_size_not_a_batch() {
+        // The peer reads nothing: the duplex takes 1 KiB, the rest waits.
+        let (ours, theirs) = duplex(1024);
+        let mut socket = ServerSocket::from_raw_socket(ours, config()).await;
+        socket.feed(Frame::text("p".repeat(8_000))).await.unwrap();
+        let held = socket.buffered_capacity();
+        assert!(
+            (8_000..9_000).contains(&held),
+            "{held} bytes held for an 8,000-byte frame"
+        );
+        let mut peer = client(theirs).await;
+        let (flushed, got) = tokio::join!(socket.flush(), peer.next());
+        flushed.unwrap();
+        assert_eq!(got.unwrap().unwrap().len(), 8_000);
         assert_eq!(socket.buffered_capacity(), 0);
     }
 

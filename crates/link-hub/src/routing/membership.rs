@@ -522,7 +522,7 @@ impl Routing {
     /// A timer from [`Routing::poll_timeout`] fired (extra calls are
     /// harmless).
     pub(crate) fn handle_timeout(&mut self, now: Now) {
-        if !self.poll_timeout().is_some_and(|t| t <= now.instant) {
+        if self.poll_timeout().is_none_or(|t| t > now.instant) {
             return;
         }
         let p = &self.presence;
