@@ -400,17 +400,47 @@ async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, mut descr
 where
     F: FnMut(&E) -> Option<Line>,
 {
+    let mut behind = Behind::default();
     loop {
         match rx.recv().await {
             Ok(e) => {
+                behind.log(&link, tokio::time::Instant::now());
                 if let Some(l) = describe(&e) {
                     emit(&link, &l);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(link = %link, "observability fell behind: {n} events not logged");
+                behind.missed += n;
+                behind.log(&link, tokio::time::Instant::now());
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Events a logger missed (it fell behind the channel): one line a second
+/// at most, with the sum, however often the channel overtakes it.
+#[derive(Default)]
+struct Behind {
+    missed: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Behind {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The line, if events were missed and none was written this second.
+    fn due(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        if self.missed == 0 || self.last.is_some_and(|at| now - at < Self::EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.missed))
+    }
+
+    fn log(&mut self, link: &str, now: tokio::time::Instant) {
+        if let Some(n) = self.due(now) {
+            tracing::warn!(link = %link, "observability fell behind: {n} events not logged");
         }
     }
 }
@@ -816,6 +846,20 @@ mod tests {
 
     fn pe(reason: DropReason) -> ProtocolError {
         ProtocolError::new(reason).with_kind("mallory")
+    }
+
+    #[test]
+    fn missed_events_are_summed_into_one_line_a_second() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Behind::default();
+        assert_eq!(b.due(t0), None, "nothing missed, nothing to say");
+        b.missed += 5;
+        assert_eq!(b.due(t0), Some(5));
+        b.missed += 3;
+        b.missed += 4;
+        assert_eq!(b.due(t0 + std::time::Duration::from_millis(999)), None);
+        assert_eq!(b.due(t0 + Behind::EVERY), Some(7));
+        assert_eq!(b.due(t0 + 3 * Behind::EVERY), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! of its own; deliveries go straight from the table into the recipients'
 //! outboxes (per-socket locks), whose writers sign and send them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::routing::{AclQuery, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 /// Mailbox messages, and inbox messages, handled per wake-up (one clock
-/// read each).
+/// read for all of them).
 const BATCH: usize = 64;
 /// Time the router handles inbox messages for before it lets the other
 /// tasks of its worker run (those it woke wait in its worker's queue).
@@ -85,25 +85,22 @@ impl Router {
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
+        // Mailbox messages taken but not handled yet (a wake-up handles
+        // BATCH at most), in order.
+        let mut pending = VecDeque::new();
         loop {
             let deadline = self.table.poll_timeout();
-            // Sockets with frames waiting: take what the mailbox has without
-            // waiting for more, then serve them (the loop yields below).
-            let busy = !self.ring.is_empty();
+            // Sockets with frames waiting, or mailbox messages taken: serve
+            // them without waiting (the loop yields below).
+            let busy = !self.ring.is_empty() || !pending.is_empty();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH), if !busy => {
                     if n == 0 {
                         return;
                     }
+                    pending.extend(batch.drain(..));
                 }
-                () = std::future::ready(()), if busy => {
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(msg) => batch.push(msg),
-                            Err(_) => break,
-                        }
-                    }
-                }
+                () = std::future::ready(()), if busy => {}
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
                 // Peer lists held back (rate, in-flight cap) or the final
                 // list once membership is quiet.
@@ -112,45 +109,60 @@ impl Router {
                     self.carry_out();
                 }
             }
-            if batch.is_empty() && self.ring.is_empty() {
+            if pending.is_empty() && self.ring.is_empty() && rx.is_empty() {
                 continue;
             }
             // One clock read and one listener check per wake-up: the
             // messages of a wake-up are handled at one instant.
             let now = now();
             self.table.set_listening(self.shared.listeners());
-            let mut left = batch.len();
-            for msg in batch.drain(..) {
-                left -= 1;
-                if let RouterMsg::Ready(inbox) = msg {
-                    self.ring.push(inbox);
-                    continue;
-                }
-                self.handle(now, msg);
-                let more = left > 0 || !self.ring.is_empty() || !rx.is_empty();
-                self.table.handle_input_done(now, more);
-                self.carry_out();
-            }
-            // One message from each socket with something waiting, in turn,
-            // until BATCH messages or a SLICE of time; then the other tasks
-            // of this worker (those the table just woke: writers, readers)
-            // get their turn before the next wake-up.
+            // Until BATCH mailbox messages and BATCH inbox messages, or a
+            // SLICE of time: the mailbox is read again before every inbox
+            // message, so a socket that just got a frame (its `Ready`) joins
+            // the ring at once and waits for one message of each socket
+            // ahead of it, not for the rest of the slice; then one message
+            // from the next socket in turn. After the wake-up, the other
+            // tasks of this worker (those the table just woke: writers,
+            // readers) get their turn.
             let started = std::time::Instant::now();
-            for n in 1..=BATCH {
+            let (mut mail, mut served) = (0, 0);
+            loop {
+                while mail < BATCH {
+                    let msg = match pending.pop_front() {
+                        Some(msg) => msg,
+                        None => match rx.try_recv() {
+                            Ok(msg) => msg,
+                            Err(_) => break,
+                        },
+                    };
+                    if let RouterMsg::Ready(inbox) = msg {
+                        self.ring.push(inbox);
+                        continue;
+                    }
+                    mail += 1;
+                    self.handle(now, msg);
+                    let more = !pending.is_empty() || !self.ring.is_empty() || !rx.is_empty();
+                    self.table.handle_input_done(now, more);
+                    self.carry_out();
+                }
+                if served == BATCH {
+                    break;
+                }
                 let Some(msg) = self.ring.next(&self.shared.queued) else {
                     break;
                 };
+                served += 1;
                 self.handle(now, msg);
                 let more = !self.ring.is_empty() || !rx.is_empty();
                 self.table.handle_input_done(now, more);
                 let refused = self.carry_out();
                 self.ring.done(refused);
                 // The clock every few messages: most take a few µs.
-                if n % 8 == 0 && started.elapsed() >= SLICE {
+                if served % 8 == 0 && started.elapsed() >= SLICE {
                     break;
                 }
             }
-            if !self.ring.is_empty() {
+            if !self.ring.is_empty() || !pending.is_empty() {
                 tokio::task::yield_now().await;
             }
             // One atomic load per wake-up while no dashboard is open.
@@ -255,9 +267,11 @@ impl Router {
     }
 
     /// Sends the table's controls, starts its tasks, publishes its events.
-    /// Returns the protocol errors the table reported (frames it dropped).
+    /// Returns the frames the table dropped (its protocol errors) or
+    /// relayed to nobody (every recipient's outbox full): the sender's
+    /// reader paces them.
     fn carry_out(&mut self) -> usize {
-        let mut errors = 0;
+        let mut errors = self.table.take_unheard();
         while let Some((conn, ctl)) = self.table.poll_control() {
             if let Some(control) = self.ctls.get(&conn) {
                 control.send(ctl);
