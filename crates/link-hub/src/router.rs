@@ -7,7 +7,7 @@
 //! of its own; deliveries go straight from the table into the recipients'
 //! outboxes (per-socket locks), whose writers sign and send them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::routing::{AclQuery, ConnId, Route, Routing, RoutingConfig, Task};
 use crate::shared::{Shared, now, tokio_instant, wall_ms};
 
 /// Mailbox messages, and inbox messages, handled per wake-up (one clock
-/// read for all of them).
+/// read each).
 const BATCH: usize = 64;
 /// Time the router handles inbox messages for before it lets the other
 /// tasks of its worker run (those it woke wait in its worker's queue).
@@ -85,22 +85,25 @@ impl Router {
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
-        // Mailbox messages taken but not handled yet (a wake-up handles
-        // BATCH at most), in order.
-        let mut pending = VecDeque::new();
         loop {
             let deadline = self.table.poll_timeout();
-            // Sockets with frames waiting, or mailbox messages taken: serve
-            // them without waiting (the loop yields below).
-            let busy = !self.ring.is_empty() || !pending.is_empty();
+            // Sockets with frames waiting: take what the mailbox has without
+            // waiting for more, then serve them (the loop yields below).
+            let busy = !self.ring.is_empty();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH), if !busy => {
                     if n == 0 {
                         return;
                     }
-                    pending.extend(batch.drain(..));
                 }
-                () = std::future::ready(()), if busy => {}
+                () = std::future::ready(()), if busy => {
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = sweep.tick() => self.shared.replay.sweep(wall_ms() as f64),
                 // Peer lists held back (rate, in-flight cap) or the final
                 // list once membership is quiet.
@@ -109,60 +112,45 @@ impl Router {
                     self.carry_out();
                 }
             }
-            if pending.is_empty() && self.ring.is_empty() && rx.is_empty() {
+            if batch.is_empty() && self.ring.is_empty() {
                 continue;
             }
             // One clock read and one listener check per wake-up: the
             // messages of a wake-up are handled at one instant.
             let now = now();
             self.table.set_listening(self.shared.listeners());
-            // Until BATCH mailbox messages and BATCH inbox messages, or a
-            // SLICE of time: the mailbox is read again before every inbox
-            // message, so a socket that just got a frame (its `Ready`) joins
-            // the ring at once and waits for one message of each socket
-            // ahead of it, not for the rest of the slice; then one message
-            // from the next socket in turn. After the wake-up, the other
-            // tasks of this worker (those the table just woke: writers,
-            // readers) get their turn.
+            let mut left = batch.len();
+            for msg in batch.drain(..) {
+                left -= 1;
+                if let RouterMsg::Ready(inbox) = msg {
+                    self.ring.push(inbox);
+                    continue;
+                }
+                self.handle(now, msg);
+                let more = left > 0 || !self.ring.is_empty() || !rx.is_empty();
+                self.table.handle_input_done(now, more);
+                self.carry_out();
+            }
+            // One message from each socket with something waiting, in turn,
+            // until BATCH messages or a SLICE of time; then the other tasks
+            // of this worker (those the table just woke: writers, readers)
+            // get their turn before the next wake-up.
             let started = std::time::Instant::now();
-            let (mut mail, mut served) = (0, 0);
-            loop {
-                while mail < BATCH {
-                    let msg = match pending.pop_front() {
-                        Some(msg) => msg,
-                        None => match rx.try_recv() {
-                            Ok(msg) => msg,
-                            Err(_) => break,
-                        },
-                    };
-                    if let RouterMsg::Ready(inbox) = msg {
-                        self.ring.push(inbox);
-                        continue;
-                    }
-                    mail += 1;
-                    self.handle(now, msg);
-                    let more = !pending.is_empty() || !self.ring.is_empty() || !rx.is_empty();
-                    self.table.handle_input_done(now, more);
-                    self.carry_out();
-                }
-                if served == BATCH {
-                    break;
-                }
+            for n in 1..=BATCH {
                 let Some(msg) = self.ring.next(&self.shared.queued) else {
                     break;
                 };
-                served += 1;
                 self.handle(now, msg);
                 let more = !self.ring.is_empty() || !rx.is_empty();
                 self.table.handle_input_done(now, more);
                 let refused = self.carry_out();
                 self.ring.done(refused);
                 // The clock every few messages: most take a few µs.
-                if served % 8 == 0 && started.elapsed() >= SLICE {
+                if n % 8 == 0 && started.elapsed() >= SLICE {
                     break;
                 }
             }
-            if !self.ring.is_empty() || !pending.is_empty() {
+            if !self.ring.is_empty() {
                 tokio::task::yield_now().await;
             }
             // One atomic load per wake-up while no dashboard is open.
