@@ -486,10 +486,11 @@ mod hub_logger {
 
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
 
-    /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`)
-    /// and its dropped frames (`protocol-error`, per reason) logged at most
-    /// once a second each: a stalled consumer or a hostile client can cause
-    /// thousands a second. The next line logged says how many were not.
+    /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`),
+    /// its dropped frames (`protocol-error`, per reason) and pending sockets
+    /// closed (`peer.timeout`, per reason) logged at most once a second
+    /// each: a stalled consumer or a hostile client can cause thousands a
+    /// second. The next line logged says how many were not.
     #[derive(Debug, Default)]
     pub(crate) struct Throttle {
         /// event -> kind -> when its last line was logged, lines held since
@@ -725,6 +726,7 @@ mod hub_logger {
     }
 
     /// What a throttled line is about: the peer of a slow-socket line; the
+    /// reason of a pending socket's close (`peer.timeout`); the
     /// reason and sender (its kind, else its address) of a `protocol-error`;
     /// `None` for lines that are never throttled.
     pub(crate) fn throttled(e: &HubEvent) -> Option<Cow<'_, str>> {
@@ -732,6 +734,10 @@ mod hub_logger {
             HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } => {
                 Some(Cow::Borrowed(kind))
             }
+            // Pending sockets closed for one reason: one line a second with
+            // the count (10,000 sockets that never say hello are one line,
+            // not 10,000).
+            HubEvent::PeerTimeout { reason, .. } => Some(Cow::Borrowed(reason.as_str())),
             HubEvent::ProtocolError { error, remote_addr } => Some(Cow::Owned(format!(
                 "{} {}",
                 error.reason.code(),
@@ -805,6 +811,25 @@ mod hub_logger {
             let mut t = super::Throttle::default();
             assert_eq!(t.pass("protocol-error", &bad, t0), Some(0));
             assert_eq!(t.pass("protocol-error", &bad, t0), None);
+        }
+
+        #[test]
+        fn pending_socket_closes_are_one_line_a_second_per_reason() {
+            use link_hub::{HubEvent, TimeoutReason};
+            let timeout = |reason, port| HubEvent::PeerTimeout {
+                remote_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 7], port))),
+                hello_timeout_ms: 10_000,
+                reason,
+            };
+            let key = |e| super::throttled(&e).unwrap().into_owned();
+            // Any address: one key per reason.
+            let cap = key(timeout(TimeoutReason::PendingCap, 1));
+            assert_eq!(cap, key(timeout(TimeoutReason::PendingCap, 2)));
+            assert_ne!(cap, key(timeout(TimeoutReason::HelloTimeout, 1)));
+            let t0 = std::time::Instant::now();
+            let mut t = super::Throttle::default();
+            assert_eq!(t.pass("peer.timeout", &cap, t0), Some(0));
+            assert_eq!(t.pass("peer.timeout", &cap, t0), None);
         }
 
         #[test]
