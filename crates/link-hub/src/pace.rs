@@ -9,8 +9,8 @@
 //! all back). The routing table's drops count too: a frame it refuses (a
 //! subscribe past the cap, an invalid topic) and a message it relays to
 //! nobody because every recipient's outbox is full (`outbox-overflow`
-//! for each: a publish to stalled subscribers only, a direct message to a
-//! stalled peer). Nothing else changes: every frame is still read, in order,
+//! for each: a publish to stalled subscribers only, on a lone hub; a
+//! direct message to a stalled peer). Nothing else changes: every frame is still read, in order,
 //! and dropped or handled as before; the socket stays open; the peer's TCP
 //! window closes while the hub is not reading. A peer with no frame
 //! dropped, and none that every recipient refused, is never paced; one

@@ -374,7 +374,9 @@ impl Routing {
                     Push::Closed => {}
                 }
             }
-            if delivered == 0 && refused > 0 {
+            // Relayed to nobody (its sender's reads are paced as for a
+            // dropped frame); in a cluster the other hubs may have had it.
+            if delivered == 0 && refused > 0 && !clustered {
                 self.unheard += 1;
             }
             if let Some(s) = self.topics.get_mut(&topic) {
