@@ -183,6 +183,8 @@ pub struct BenchOptions {
     pub flood_limit: u32,
     /// `flood`: publisher/subscriber pairs of normal load (default 2).
     pub flood_pairs: usize,
+    /// `hostile`: the attacks to run, by name (empty: every one).
+    pub attacks: Vec<String>,
 }
 
 /// What the `connections` scenario's peers ask of the hub's presence.
@@ -280,6 +282,7 @@ impl Default for BenchOptions {
             tls: false,
             flood_limit: 1_000,
             flood_pairs: 2,
+            attacks: Vec::new(),
         }
     }
 }
@@ -316,6 +319,19 @@ impl BenchOptions {
             return Err(BenchError::InvalidOption {
                 option: "payload-bytes",
                 reason: format!("must be at least {}", crate::payload::MIN_BYTES),
+            });
+        }
+        if let Some(a) = self
+            .attacks
+            .iter()
+            .find(|a| !crate::link::attack_names().any(|n| n == a.as_str()))
+        {
+            return Err(BenchError::InvalidOption {
+                option: "attacks",
+                reason: format!(
+                    "no attack `{a}`; one of {}",
+                    crate::link::attack_names().collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         Ok(())
@@ -382,5 +398,16 @@ mod tests {
         };
         assert_eq!(o.count_for(Scenario::Send), 7);
         assert_eq!(o.count_for(Scenario::Connections), 10_000);
+        let o = BenchOptions {
+            attacks: vec!["half-open".into(), "nope".into()],
+            ..BenchOptions::default()
+        };
+        assert!(matches!(
+            o.validate(),
+            Err(BenchError::InvalidOption {
+                option: "attacks",
+                ..
+            })
+        ));
     }
 }

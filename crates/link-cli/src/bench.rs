@@ -147,6 +147,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "P", default_value_t = 2)]
     flood_pairs: usize,
 
+    /// hostile: the attacks to run, comma-separated (slow-upgrade,
+    /// silent-tcp, bad-signatures, oversized, nested, subscriptions,
+    /// no-hello, half-open; default: every one), after the quiet phase.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    attacks: Vec<String>,
+
     /// Idle authenticated peers for the connections scenario.
     #[arg(long, value_name = "K", default_value_t = 10_000)]
     connections: usize,
@@ -301,6 +307,7 @@ impl BenchArgs {
             tls: self.tls,
             flood_limit: self.flood_limit,
             flood_pairs: self.flood_pairs,
+            attacks: self.attacks.clone(),
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

@@ -134,8 +134,8 @@ pub(crate) struct HubArgs {
     max_subscriptions_per_peer: usize,
 
     /// Frames of one socket the hub may drop (bad signature, parse error,
-    /// replayed id…) in a second before it reads that socket no faster (0:
-    /// never paced).
+    /// replayed id…, or a message every recipient's outbox refused) in a
+    /// second before it reads that socket no faster (0: never paced).
     #[arg(
         long = "max-dropped-frames",
         value_name = "N",

@@ -400,17 +400,47 @@ async fn pump<E, F>(mut rx: broadcast::Receiver<Arc<E>>, link: String, mut descr
 where
     F: FnMut(&E) -> Option<Line>,
 {
+    let mut behind = Behind::default();
     loop {
         match rx.recv().await {
             Ok(e) => {
+                behind.log(&link, tokio::time::Instant::now());
                 if let Some(l) = describe(&e) {
                     emit(&link, &l);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(link = %link, "observability fell behind: {n} events not logged");
+                behind.missed += n;
+                behind.log(&link, tokio::time::Instant::now());
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Events a logger missed (it fell behind the channel): one line a second
+/// at most, with the sum, however often the channel overtakes it.
+#[derive(Default)]
+struct Behind {
+    missed: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Behind {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The line, if events were missed and none was written this second.
+    fn due(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        if self.missed == 0 || self.last.is_some_and(|at| now - at < Self::EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.missed))
+    }
+
+    fn log(&mut self, link: &str, now: tokio::time::Instant) {
+        if let Some(n) = self.due(now) {
+            tracing::warn!(link = %link, "observability fell behind: {n} events not logged");
         }
     }
 }
@@ -456,10 +486,11 @@ mod hub_logger {
 
     use super::{Classifier, Line, LoggerHandle, line, protocol_text, pump};
 
-    /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`)
-    /// and its dropped frames (`protocol-error`, per reason) logged at most
-    /// once a second each: a stalled consumer or a hostile client can cause
-    /// thousands a second. The next line logged says how many were not.
+    /// Lines about one peer's slow socket (`backpressure`, `outbox-overflow`),
+    /// its dropped frames (`protocol-error`, per reason) and pending sockets
+    /// closed (`peer.timeout`, per reason) logged at most once a second
+    /// each: a stalled consumer or a hostile client can cause thousands a
+    /// second. The next line logged says how many were not.
     #[derive(Debug, Default)]
     pub(crate) struct Throttle {
         /// event -> kind -> when its last line was logged, lines held since
@@ -695,6 +726,7 @@ mod hub_logger {
     }
 
     /// What a throttled line is about: the peer of a slow-socket line; the
+    /// reason of a pending socket's close (`peer.timeout`); the
     /// reason and sender (its kind, else its address) of a `protocol-error`;
     /// `None` for lines that are never throttled.
     pub(crate) fn throttled(e: &HubEvent) -> Option<Cow<'_, str>> {
@@ -702,6 +734,10 @@ mod hub_logger {
             HubEvent::Backpressure { kind, .. } | HubEvent::OutboxOverflow { kind, .. } => {
                 Some(Cow::Borrowed(kind))
             }
+            // Pending sockets closed for one reason: one line a second with
+            // the count (10,000 sockets that never say hello are one line,
+            // not 10,000).
+            HubEvent::PeerTimeout { reason, .. } => Some(Cow::Borrowed(reason.as_str())),
             HubEvent::ProtocolError { error, remote_addr } => Some(Cow::Owned(format!(
                 "{} {}",
                 error.reason.code(),
@@ -778,6 +814,25 @@ mod hub_logger {
         }
 
         #[test]
+        fn pending_socket_closes_are_one_line_a_second_per_reason() {
+            use link_hub::{HubEvent, TimeoutReason};
+            let timeout = |reason, port| HubEvent::PeerTimeout {
+                remote_addr: Some(std::net::SocketAddr::from(([10, 0, 0, 7], port))),
+                hello_timeout_ms: 10_000,
+                reason,
+            };
+            let key = |e| super::throttled(&e).unwrap().into_owned();
+            // Any address: one key per reason.
+            let cap = key(timeout(TimeoutReason::PendingCap, 1));
+            assert_eq!(cap, key(timeout(TimeoutReason::PendingCap, 2)));
+            assert_ne!(cap, key(timeout(TimeoutReason::HelloTimeout, 1)));
+            let t0 = std::time::Instant::now();
+            let mut t = super::Throttle::default();
+            assert_eq!(t.pass("peer.timeout", &cap, t0), Some(0));
+            assert_eq!(t.pass("peer.timeout", &cap, t0), None);
+        }
+
+        #[test]
         fn slow_socket_lines_are_logged_once_a_second_per_peer_with_a_count() {
             let mut t = super::Throttle::default();
             let t0 = std::time::Instant::now();
@@ -816,6 +871,20 @@ mod tests {
 
     fn pe(reason: DropReason) -> ProtocolError {
         ProtocolError::new(reason).with_kind("mallory")
+    }
+
+    #[test]
+    fn missed_events_are_summed_into_one_line_a_second() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Behind::default();
+        assert_eq!(b.due(t0), None, "nothing missed, nothing to say");
+        b.missed += 5;
+        assert_eq!(b.due(t0), Some(5));
+        b.missed += 3;
+        b.missed += 4;
+        assert_eq!(b.due(t0 + std::time::Duration::from_millis(999)), None);
+        assert_eq!(b.due(t0 + Behind::EVERY), Some(7));
+        assert_eq!(b.due(t0 + 3 * Behind::EVERY), None);
     }
 
     #[test]

@@ -379,8 +379,11 @@ impl HubConfigBuilder {
         /// hub reads the socket no faster than this many dropped frames a
         /// second: every frame is still read and answered as before, and
         /// the socket stays open, but a flood of frames the hub drops costs
-        /// it a bounded amount of CPU. A peer none of whose frames is
-        /// dropped is never paced (docs/reliability.md, "Hostile clients").
+        /// it a bounded amount of CPU. A publish (on a lone hub) or direct
+        /// message that every recipient's outbox refused
+        /// (`outbox-overflow`) counts as dropped too. A peer none of whose frames is dropped, or refused
+        /// by every recipient, is never paced (docs/reliability.md,
+        /// "Hostile clients").
         max_dropped_frames_per_sec: u32,
         /// Access-control hooks (default: none, zero overhead).
         acl: Acl,

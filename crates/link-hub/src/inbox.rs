@@ -44,8 +44,9 @@ pub(crate) struct Inbox {
     /// The router took a frame from a full inbox.
     space: Notify,
     /// Frames of this socket the routing table dropped as protocol errors
-    /// (a subscribe past the cap, an invalid topic…), not yet counted by
-    /// its reader's pace.
+    /// (a subscribe past the cap, an invalid topic…) or relayed to nobody
+    /// (every recipient's outbox full), not yet counted by its reader's
+    /// pace.
     refused: AtomicUsize,
 }
 
@@ -284,7 +285,8 @@ impl Ring {
     }
 
     /// The message [`Ring::next`] returned was handled; the table dropped
-    /// `refused` frames for it (protocol errors: its reader paces them).
+    /// `refused` frames for it (protocol errors, or a message every
+    /// recipient's outbox refused: its reader paces them).
     pub(crate) fn done(&mut self, refused: usize) {
         if let Some((inbox, more)) = self.current.take() {
             if refused > 0 {

@@ -6,10 +6,15 @@
 //! up to `max_dropped_frames_per_sec` frames dropped in a burst; past that
 //! the hub reads it no faster than that many dropped frames a second (a
 //! token bucket of one second's worth, kept as the instant its tokens are
-//! all back). Nothing else changes: every frame is still read, in order,
+//! all back). The routing table's drops count too: a frame it refuses (a
+//! subscribe past the cap, an invalid topic) and a message it relays to
+//! nobody because every recipient's outbox is full (`outbox-overflow`
+//! for each: a publish to stalled subscribers only, on a lone hub; a
+//! direct message to a stalled peer). Nothing else changes: every frame is still read, in order,
 //! and dropped or handled as before; the socket stays open; the peer's TCP
-//! window closes while the hub is not reading. A well-behaved peer has no
-//! frame dropped and is never paced.
+//! window closes while the hub is not reading. A peer with no frame
+//! dropped, and none that every recipient refused, is never paced; one
+//! whose messages reach at least one recipient is not paced for them.
 
 use std::time::{Duration, Instant};
 

@@ -255,9 +255,11 @@ impl Router {
     }
 
     /// Sends the table's controls, starts its tasks, publishes its events.
-    /// Returns the protocol errors the table reported (frames it dropped).
+    /// Returns the frames the table dropped (its protocol errors) or
+    /// relayed to nobody (every recipient's outbox full): the sender's
+    /// reader paces them.
     fn carry_out(&mut self) -> usize {
-        let mut errors = 0;
+        let mut errors = self.table.take_unheard();
         while let Some((conn, ctl)) = self.table.poll_control() {
             if let Some(control) = self.ctls.get(&conn) {
                 control.send(ctl);

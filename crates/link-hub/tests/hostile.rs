@@ -484,3 +484,110 @@ async fn frames_the_routing_table_refuses_count_towards_the_pace() {
         start.elapsed()
     );
 }
+
+/// The hub's `name` counter (`link_hub_{name}_total`).
+async fn hub_counter(hub: &link_hub::Hub, name: &str) -> u64 {
+    let prefix = format!("link_hub_{name}_total ");
+    hub.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// beta subscribes to `news` and stops reading; mallory sends it `flood`
+/// messages (publishes to `news`, or direct messages when `direct`), then
+/// asks the hub's health. Returns the hub time the answer took and the
+/// messages beta's outbox refused by then.
+async fn messages_nobody_takes_then_rpc(
+    max_dropped_frames_per_sec: u32,
+    flood: u32,
+    direct: bool,
+) -> (Duration, u64) {
+    let (hub, k, mut mallory) = mallory_on(
+        config()
+            .max_outbox_bytes(4096)
+            .max_dropped_frames_per_sec(max_dropped_frames_per_sec),
+    )
+    .await;
+    let mut beta = MemoryPeer::attach(&hub, "127.0.0.1:40001".parse().unwrap());
+    beta.hello(&k, "beta").await;
+    let news = json!({ "topic": "news" });
+    let f = frame(
+        &k,
+        &fresh_id("sub"),
+        "topic.subscribe",
+        Some("beta"),
+        None,
+        Some(&news),
+    );
+    beta.send_text(f).await;
+    // beta's health answer: its subscribe was handled before it.
+    let id = fresh_id("beta-ask");
+    let rpc = json!({ "rpcType": "link.health" });
+    let f = frame(
+        &k,
+        &id,
+        "rpc.request",
+        Some("beta"),
+        Some("server"),
+        Some(&rpc),
+    );
+    beta.send_text(f).await;
+    while beta.recv(&k, "rpc.response").await.id() != id {}
+    let start = tokio::time::Instant::now();
+    for i in 0..flood {
+        let f = if direct {
+            let data = json!({ "directType": "note", "directData": i });
+            let id = fresh_id("dm");
+            frame(
+                &k,
+                &id,
+                "direct",
+                Some("mallory"),
+                Some("beta"),
+                Some(&data),
+            )
+        } else {
+            let data = json!({ "topic": "news", "payload": i });
+            let id = fresh_id("pub");
+            frame(&k, &id, "topic.message", Some("mallory"), None, Some(&data))
+        };
+        mallory.send_text(f).await;
+    }
+    let r = ask_server(&mut mallory, &k, "link.health").await;
+    assert_eq!(r.data().unwrap()["ok"], true, "{r:?}");
+    let refused = hub_counter(&hub, "outbox_overflow").await;
+    drop(beta);
+    (start.elapsed(), refused)
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_every_subscriber_refuses_count_towards_the_pace() {
+    messages_every_recipient_refuses_are_paced(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_messages_the_target_refuses_count_towards_the_pace() {
+    messages_every_recipient_refuses_are_paced(true).await;
+}
+
+async fn messages_every_recipient_refuses_are_paced(direct: bool) {
+    const FLOOD: u32 = 400;
+    // beta's channel and outbox take the first ones; every later one is
+    // refused (one `outbox-overflow` each) and paced as a dropped frame:
+    // 10 a second past a burst of 10, the reader at most an inbox (64
+    // frames) ahead of the table.
+    let (took, refused) = messages_nobody_takes_then_rpc(10, FLOOD, direct).await;
+    assert!(refused > 200 && refused < u64::from(FLOOD), "{refused}");
+    let paced = (refused - 10 - 64) / 10;
+    assert!(
+        took >= Duration::from_secs(paced),
+        "read at full speed: {took:?} for {refused} refused"
+    );
+    // Zero: never paced; as many are refused (give or take the one the
+    // writer had taken off the queue when the flood began).
+    let (took, unpaced) = messages_nobody_takes_then_rpc(0, FLOOD, direct).await;
+    assert_eq!(took, Duration::ZERO);
+    assert!(unpaced.abs_diff(refused) <= 1, "{unpaced} vs {refused}");
+}

@@ -108,6 +108,11 @@ const ATTACKS: [Attack; 8] = [
     },
 ];
 
+/// Every attack's name, in the order they run (`--attacks`).
+pub(crate) fn attack_names() -> impl Iterator<Item = &'static str> {
+    ATTACKS.iter().map(|a| a.name)
+}
+
 /// What an attack observed of the hub's answer.
 #[derive(Default)]
 struct Seen {
@@ -152,7 +157,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, 
     q.metrics
         .push(Metric::lower("peak RSS MiB", mib(quiet_rss.unwrap_or(0))));
     out.push(q);
-    for attack in ATTACKS {
+    let chosen =
+        |a: &Attack| ctx.opts.attacks.is_empty() || ctx.opts.attacks.iter().any(|n| n == a.name);
+    for &attack in ATTACKS.iter().filter(|a| chosen(a)) {
         let bar = ctx
             .progress
             .bar(&format!("link hostile {}", attack.name), 1);

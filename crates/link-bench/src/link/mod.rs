@@ -14,7 +14,7 @@
 mod connections;
 mod flood;
 mod hostile;
-pub(crate) use hostile::HOSTILE_SOCKETS;
+pub(crate) use hostile::{HOSTILE_SOCKETS, attack_names};
 mod raw;
 pub(crate) mod rpc;
 pub(crate) mod stream;

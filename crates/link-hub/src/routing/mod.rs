@@ -337,6 +337,9 @@ pub(crate) struct Routing {
     /// Drops the table decided, for the dashboard's recent errors (drained
     /// after every input; capped in case nobody drains it).
     errors: VecDeque<ProtocolError>,
+    /// Frames relayed to nobody since the last [`Routing::take_unheard`]:
+    /// a publish or a direct message every recipient's outbox refused.
+    unheard: usize,
 }
 
 impl Routing {
@@ -369,6 +372,7 @@ impl Routing {
             tasks: VecDeque::new(),
             events: VecDeque::new(),
             errors: VecDeque::new(),
+            unheard: 0,
             cluster: None,
         }
     }
@@ -535,6 +539,15 @@ impl Routing {
     /// whether or not anyone listens to events).
     pub(crate) fn poll_protocol_error(&mut self) -> Option<ProtocolError> {
         self.errors.pop_front()
+    }
+
+    /// Frames relayed to nobody since the last call: a publish, or a
+    /// direct message, that every recipient's outbox refused
+    /// (`outbox-overflow`; none took it). Their sender's reader paces them
+    /// as it does its own dropped frames (`pace.rs`): a flood of messages
+    /// that go nowhere costs the hub its reads at full speed no longer.
+    pub(crate) fn take_unheard(&mut self) -> usize {
+        std::mem::take(&mut self.unheard)
     }
 
     // ----- helpers -----------------------------------------------------------

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{ConnId, Routing};
 use crate::events::HubEvent;
-use crate::outbox::{OutItem, PrefixCell};
+use crate::outbox::{OutItem, PrefixCell, Push};
 
 impl Routing {
     /// A verified message from `conn`, which authenticated as `kind`. With
@@ -346,7 +346,7 @@ impl Routing {
             }
             None => Vec::new(),
         };
-        let mut delivered = 0;
+        let (mut delivered, mut refused) = (0, 0);
         let clustered = self.cluster.is_some();
         if !subscribers.is_empty() || clustered {
             let data = Arc::new(messages::relay_data(env).unwrap_or_else(|| {
@@ -368,9 +368,16 @@ impl Routing {
                     Some(data.clone()),
                 );
                 item.prefix = Some(prefix.clone());
-                if self.push_item(&route, sub, item).delivered() {
-                    delivered += 1;
+                match self.push_item(&route, sub, item) {
+                    Push::Queued { .. } => delivered += 1,
+                    Push::Overflow { .. } => refused += 1,
+                    Push::Closed => {}
                 }
+            }
+            // Relayed to nobody (its sender's reads are paced as for a
+            // dropped frame); in a cluster the other hubs may have had it.
+            if delivered == 0 && refused > 0 && !clustered {
+                self.unheard += 1;
             }
             if let Some(s) = self.topics.get_mut(&topic) {
                 s.delivered += delivered as u64;
@@ -403,7 +410,11 @@ impl Routing {
             target.clone(),
             Some(data),
         );
-        if self.push_item(&route, &target, item).delivered() {
+        let pushed = self.push_item(&route, &target, item);
+        if matches!(pushed, Push::Overflow { .. }) {
+            self.unheard += 1;
+        }
+        if pushed.delivered() {
             self.emit_traffic(|| HubEvent::Direct {
                 from: kind.to_string(),
                 to: target.to_string(),
