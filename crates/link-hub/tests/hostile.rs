@@ -419,7 +419,16 @@ async fn ask_server(mallory: &mut MemoryPeer, k: &Key, rpc_type: &str) -> Envelo
 
 /// Frames `hub` dropped for `reason`.
 async fn hub_dropped(hub: &link_hub::Hub, reason: &str) -> u64 {
-    let prefix = format!("link_hub_frames_dropped_total{{reason=\"{reason}\"}} ");
+    hub_series(
+        hub,
+        &format!("link_hub_frames_dropped_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+/// The value of one series of the hub's metrics (0 when absent).
+async fn hub_series(hub: &link_hub::Hub, series: &str) -> u64 {
+    let prefix = format!("{series} ");
     hub.metrics()
         .await
         .lines()
@@ -487,12 +496,7 @@ async fn frames_the_routing_table_refuses_count_towards_the_pace() {
 
 /// The hub's `name` counter (`link_hub_{name}_total`).
 async fn hub_counter(hub: &link_hub::Hub, name: &str) -> u64 {
-    let prefix = format!("link_hub_{name}_total ");
-    hub.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    hub_series(hub, &format!("link_hub_{name}_total")).await
 }
 
 /// beta subscribes to `news` and stops reading; mallory sends it `flood`

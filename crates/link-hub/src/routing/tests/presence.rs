@@ -240,6 +240,20 @@ fn a_writer_still_busy_with_a_list_gets_the_newest_when_done_and_the_timer_never
     assert_eq!(bus.table.poll_timeout(), None);
 }
 
+/// The presence timer fires now; none of the first five peers gets a list.
+fn no_list_at_the_timeout(bus: &mut Bus) {
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    for k in kinds(5) {
+        assert!(
+            bus.take(&k)
+                .iter()
+                .all(|i| i.msg_type != msg_type::PEERS_UPDATE),
+            "no list before the longer quiet"
+        );
+    }
+}
+
 #[test]
 fn a_final_round_cut_short_by_a_join_makes_the_next_wait_longer() {
     // Lists go only in final rounds (rates of a byte a second), one per
@@ -287,28 +301,10 @@ fn a_final_round_cut_short_by_a_join_makes_the_next_wait_longer() {
             next.saturating_duration_since(bus.now().instant)
                 .as_millis() as u64,
         );
-        let now = bus.now();
-        bus.table.handle_timeout(now);
-        for k in kinds(5) {
-            assert!(
-                bus.take(&k)
-                    .iter()
-                    .all(|i| i.msg_type != msg_type::PEERS_UPDATE),
-                "no list before the longer quiet"
-            );
-        }
+        no_list_at_the_timeout(&mut bus);
     }
     bus.advance(membership::QUIET.as_millis() as u64 + 1);
-    let now = bus.now();
-    bus.table.handle_timeout(now);
-    for k in kinds(5) {
-        assert!(
-            bus.take(&k)
-                .iter()
-                .all(|i| i.msg_type != msg_type::PEERS_UPDATE),
-            "no list before the longer quiet"
-        );
-    }
+    no_list_at_the_timeout(&mut bus);
     settle(&mut bus, &mut views);
     for (kind, view) in &views {
         assert_eq!(view.kinds.len(), 7, "{kind}");
