@@ -404,6 +404,7 @@ fn init_logging(format: LogFormat) {
 /// Runs the hub until a signal stops it.
 pub(crate) fn run(args: &HubArgs) -> Result<Status, Failure> {
     init_logging(args.log_format);
+    without_huge_pages();
     let keys = args.keys()?;
     let config = args.config(keys.secret)?;
     let bind = args.bind_addr()?;
@@ -412,6 +413,23 @@ pub(crate) fn run(args: &HubArgs) -> Result<Status, Failure> {
         .build()
         .map_err(|e| Failure::unusable(format_args!("cannot start the runtime: {e}")))?;
     runtime.block_on(serve(args, bind, config, keys.generated))
+}
+
+/// Opts this process out of transparent huge pages (Linux).
+///
+/// With them (THP `always`, or `madvise` with an allocator that advises
+/// its arena) a 2 MiB huge page backs a range of which the hub touched a
+/// few KiB, and khugepaged folds such ranges into huge pages at times of
+/// its own: the hub's RSS then steps up and down by whole 2 MiB pages,
+/// unrelated to what it holds (issue 18's soak, docs/reliability.md
+/// "Soak"). The flag covers mappings made before this call; it is
+/// inherited by children and kept across `exec`. A kernel that refuses
+/// (older than 3.15) leaves the hub as it was, with a warning.
+fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!("cannot opt out of transparent huge pages: {e}");
+    }
 }
 
 async fn serve(

@@ -365,3 +365,33 @@ fn rate_limit_flags_are_checked() {
         }
     }
 }
+
+/// The hub runs without transparent huge pages (docs/reliability.md,
+/// "Soak"): its process carries the THP-disable flag (`THP_enabled: 0`
+/// in /proc/PID/status), and no mapping was advised for huge pages
+/// (mimalloc built with `no_thp` leaves `hg` out of every mapping's
+/// `VmFlags`). With them a hub's RSS moved in 2 MiB steps that the
+/// kernel, not the hub, decided.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_hub_runs_without_transparent_huge_pages() {
+    let hub = cli().hub(&["--secret", "s"]);
+    let _ = hub.announced();
+    let proc = |file: &str| std::fs::read_to_string(format!("/proc/{}/{file}", hub.pid())).unwrap();
+    let status = proc("status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line (Linux 5.0+): {status}"));
+    assert_eq!(thp.trim(), "0");
+    let smaps = proc("smaps");
+    let advised = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .filter(|flags| flags.split_whitespace().any(|f| f == "hg"))
+        .count();
+    assert_eq!(advised, 0, "mappings advised for huge pages:\n{smaps}");
+    hub.sigterm();
+    let (status, _) = hub.exit();
+    assert!(status.success());
+}

@@ -133,7 +133,8 @@ impl CliHub {
         }
     }
 
-    fn pid(&self) -> u32 {
+    /// The hub's process id (0 once it has been waited for).
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 

@@ -158,6 +158,18 @@ impl SoakOptions {
     fn checkpoint_every(&self) -> Duration {
         (self.duration / 6).max(Duration::from_secs(5))
     }
+
+    /// How many checkpoints run during the run: one every
+    /// [`checkpoint_every`](Self::checkpoint_every), none in the last half
+    /// interval (the checkpoint after churn stops is the end's). One due at
+    /// the very end raced the last sample, which the RSS drift reads, with
+    /// its own `link.peer.list` answers (a transient of several MiB for
+    /// 1,000 peers).
+    fn checkpoints_during(&self) -> u32 {
+        let every = self.checkpoint_every().as_nanos();
+        let n = self.duration.as_nanos().saturating_sub(every / 2) / every;
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
 }
 
 /// RPC outcomes.
@@ -558,10 +570,11 @@ async fn drive(
     let checkpoints = Arc::new(Mutex::new(Vec::new()));
     let checker = lists.then(|| {
         let (fleet, paused, checkpoints) = (fleet.clone(), paused.clone(), checkpoints.clone());
-        let every = opts.checkpoint_every();
+        let (every, during) = (opts.checkpoint_every(), opts.checkpoints_during());
+        let begin = tokio::time::Instant::now();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
+            for k in 1..=during {
+                tokio::time::sleep_until(begin + every * k).await;
                 let check = checkpoint(&fleet, &paused).await;
                 checkpoints
                     .lock()
@@ -962,6 +975,21 @@ mod tests {
         assert_eq!(hour.warmup(), Duration::from_secs(360));
         assert_eq!(hour.sample_every(), Duration::from_secs(6));
         assert_eq!(hour.checkpoint_every(), Duration::from_secs(600));
+        // At 10, 20, …, 50 min; the one at 60 min is the end's, after churn.
+        assert_eq!(hour.checkpoints_during(), 5);
+        let short = |secs| SoakOptions {
+            duration: Duration::from_secs(secs),
+            ..hour.clone()
+        };
+        // 60 s (CI): at 10 … 50 s; 20 s: every 5 s (the floor), at 5, 10, 15 s;
+        // 61 s: at 10.2 … 50.8 s (the sixth would be due a few ns before
+        // the end); 5 s and 7 s: none before the end's.
+        assert_eq!(short(60).checkpoints_during(), 5);
+        assert_eq!(short(20).checkpoints_during(), 3);
+        assert_eq!(short(61).checkpoints_during(), 5);
+        assert_eq!(short(5).checkpoints_during(), 0);
+        assert_eq!(short(7).checkpoints_during(), 0);
+        assert_eq!(short(8).checkpoints_during(), 1);
     }
 
     fn report() -> SoakReport {
