@@ -756,7 +756,15 @@ impl Routing {
                 self.presence.written_due = None;
                 self.flush(now, Pass::All);
             } else if self.presence.waiting_writers > 0 {
-                self.presence.written_due = Some(now + RETRY);
+                // (Never later than already asked: a storm's newcomer
+                // passes must not keep postponing the written ones.)
+                let t = now + RETRY;
+                let due = self
+                    .presence
+                    .written_due
+                    .filter(|d| *d > now)
+                    .map_or(t, |d| d.min(t));
+                self.presence.written_due = Some(due);
             }
             return;
         }
