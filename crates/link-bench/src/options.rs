@@ -185,6 +185,12 @@ pub struct BenchOptions {
     pub flood_pairs: usize,
     /// `hostile`: the attacks to run, by name (empty: every one).
     pub attacks: Vec<String>,
+    /// `hostile`: the nice value of the attackers' threads, 0 to 19
+    /// (default 0: the same CPU priority as the hub and the good peers).
+    /// On a box shared with the hub, 19 leaves the attackers only the CPU
+    /// the hub and the good peers do not use, as attackers on machines of
+    /// their own would: what the good peers feel is then the hub's share.
+    pub attackers_nice: i32,
 }
 
 /// What the `connections` scenario's peers ask of the hub's presence.
@@ -283,6 +289,7 @@ impl Default for BenchOptions {
             flood_limit: 1_000,
             flood_pairs: 2,
             attacks: Vec::new(),
+            attackers_nice: 0,
         }
     }
 }
@@ -319,6 +326,12 @@ impl BenchOptions {
             return Err(BenchError::InvalidOption {
                 option: "payload-bytes",
                 reason: format!("must be at least {}", crate::payload::MIN_BYTES),
+            });
+        }
+        if !(0..=19).contains(&self.attackers_nice) {
+            return Err(BenchError::InvalidOption {
+                option: "attackers-nice",
+                reason: "must be 0 to 19".into(),
             });
         }
         if let Some(a) = self
@@ -409,5 +422,12 @@ mod tests {
                 ..
             })
         ));
+        for (nice, ok) in [(-1, false), (0, true), (19, true), (20, false)] {
+            let o = BenchOptions {
+                attackers_nice: nice,
+                ..BenchOptions::default()
+            };
+            assert_eq!(o.validate().is_ok(), ok, "attackers_nice {nice}");
+        }
     }
 }

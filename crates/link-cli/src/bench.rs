@@ -153,6 +153,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     attacks: Vec<String>,
 
+    /// hostile: the attackers' threads run at this nice value (0 to 19;
+    /// 19: they get only the CPU the hub and the good peers leave, as
+    /// attackers on machines of their own would).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    attackers_nice: i32,
+
     /// Idle authenticated peers for the connections scenario.
     #[arg(long, value_name = "K", default_value_t = 10_000)]
     connections: usize,
@@ -308,6 +314,7 @@ impl BenchArgs {
             flood_limit: self.flood_limit,
             flood_pairs: self.flood_pairs,
             attacks: self.attacks.clone(),
+            attackers_nice: self.attackers_nice,
         };
         opts.validate().map_err(Failure::unusable)?;
         Ok(opts)

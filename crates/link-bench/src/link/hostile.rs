@@ -15,7 +15,9 @@
 //! attackers. Each attack reports PASS when the peak stayed under its
 //! ceiling and the p99 within 2x of the quiet run. The attackers run in
 //! this process, on the same cores as the hub and the good peers: their
-//! own CPU is part of what the good peers feel.
+//! own CPU is part of what the good peers feel, unless `--attackers-nice`
+//! runs them on threads of their own at a lower CPU priority (19: only
+//! the CPU the hub and the good peers leave, as on machines of their own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -166,11 +168,15 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, 
         let rss = Rss::start(pid);
         let done = Arc::new(AtomicBool::new(false));
         let attacking = async {
-            let seen = attack_run(attack.name, hub, ctx).await;
+            let seen = match ctx.opts.attackers_nice {
+                0 => attack_run(attack.name, hub, ctx).await,
+                nice => attack_niced(nice, attack.name, hub, ctx),
+            };
             done.store(true, Ordering::Release);
             seen
         };
-        let (seen, during) = tokio::join!(attacking, good.calls_until(done.clone()));
+        let during = good.calls_until(done.clone());
+        let (seen, during) = tokio::join!(attacking, during);
         let peak = rss.stop().await;
         drop(bar);
         let seen = seen?;
@@ -184,6 +190,45 @@ pub(super) async fn run(ctx: &Ctx<'_>, hub: &HubTarget) -> Result<Vec<Outcome>, 
     .await?;
     side.stop().await;
     Ok(out)
+}
+
+/// Runs one attack on a runtime of its own whose threads (and the one
+/// that drives it) run at `nice`: the attackers then get the CPU the hub
+/// and the good peers leave. Blocks this task's thread meanwhile (the
+/// good peers run on theirs, the RSS sampler on this runtime's others).
+fn attack_niced(nice: i32, name: &str, hub: &HubTarget, ctx: &Ctx<'_>) -> Result<Seen, BenchError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hostile-attack")
+        .on_thread_start(move || {
+            if let Err(e) = lower_priority(nice) {
+                eprintln!("hostile: cannot lower an attacker thread's priority: {e}");
+            }
+        })
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("the attackers' runtime: {e}")))?;
+    let seen = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("hostile-attack".into())
+                .spawn_scoped(scope, || {
+                    lower_priority(nice)
+                        .map_err(|e| fail(format!("the attackers' priority: {e}")))?;
+                    rt.block_on(attack_run(name, hub, ctx))
+                })
+                .map_err(|e| fail(format!("the attackers' thread: {e}")))?
+                .join()
+                .map_err(|_| fail("the attackers' thread panicked"))?
+        })
+    });
+    rt.shutdown_background();
+    seen
+}
+
+/// Lowers this thread's CPU priority to `nice` (Linux: per thread).
+fn lower_priority(nice: i32) -> std::io::Result<()> {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)
+        .map_err(std::io::Error::from)
 }
 
 /// The good peers' own runtime, on a thread of its own, as they would have
@@ -219,16 +264,18 @@ impl GoodSide {
         })
     }
 
-    /// Runs `f` on the good peers' runtime.
-    async fn run<F>(&self, f: F) -> Result<F::Output, BenchError>
+    /// Runs `f` on the good peers' runtime: it starts now, not when the
+    /// returned future is first polled.
+    fn run<F>(&self, f: F) -> impl Future<Output = Result<F::Output, BenchError>> + use<F>
     where
-        F: std::future::Future + Send + 'static,
+        F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle
-            .spawn(f)
-            .await
-            .map_err(|e| fail(format!("a good peer's task: {e}")))
+        let task = self.handle.spawn(f);
+        async move {
+            task.await
+                .map_err(|e| fail(format!("a good peer's task: {e}")))
+        }
     }
 
     async fn stop(self) {
@@ -314,19 +361,22 @@ impl Good<'_> {
             .await?
     }
 
-    /// Calls until `done` and at least [`MIN_RPCS`] times.
-    async fn calls_until(&self, done: Arc<AtomicBool>) -> Result<Latencies, BenchError> {
+    /// Calls until `done` and at least [`MIN_RPCS`] times, starting now
+    /// (an attack that blocks its thread cannot hold the calls back).
+    fn calls_until(
+        &self,
+        done: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<Latencies, BenchError>> + use<> {
         let (caller, echo, payload) =
             (self.caller.clone(), self.echo.clone(), self.payload.clone());
-        self.side
-            .run(async move {
-                let mut lat = Latencies::new();
-                while !done.load(Ordering::Acquire) || lat.len() < MIN_RPCS {
-                    lat.record(call(&caller, &echo, &payload).await?);
-                }
-                Ok(lat)
-            })
-            .await?
+        let task = self.side.run(async move {
+            let mut lat = Latencies::new();
+            while !done.load(Ordering::Acquire) || lat.len() < MIN_RPCS {
+                lat.record(call(&caller, &echo, &payload).await?);
+            }
+            Ok(lat)
+        });
+        async move { task.await? }
     }
 }
 
@@ -803,5 +853,26 @@ async fn hold_then_stop(
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attacker_thread_lowers_its_own_priority_only() {
+        let mine = rustix::process::getpriority_process(None).expect("this thread's nice");
+        let theirs = std::thread::spawn(|| {
+            lower_priority(19).map(|()| rustix::process::getpriority_process(None))
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(theirs.expect("lowered").expect("read back"), 19);
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("this thread's nice"),
+            mine,
+            "the nice value is per thread: the caller's is unchanged"
+        );
     }
 }
