@@ -109,7 +109,7 @@ impl Hub {
         &self,
         transport: T,
         remote: Option<SocketAddr>,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = ()> + Send + 'static + use<T> {
         crate::connection::run(self.shared.clone(), transport, remote)
     }
 
