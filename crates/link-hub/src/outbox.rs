@@ -18,7 +18,7 @@
 //!   writer together holds of lists.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use link_protocol::envelope::SharedPrefix;
@@ -53,6 +53,9 @@ pub(crate) struct OutItem {
 #[derive(Debug, Default)]
 pub(crate) struct ListGauge {
     bytes: AtomicUsize,
+    /// Lists given back (written, or dropped with their socket) since the
+    /// start: the table tells writers that progress from stalled ones.
+    released: AtomicU64,
     written: Mutex<Vec<Arc<str>>>,
 }
 
@@ -61,11 +64,17 @@ impl ListGauge {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Lists given back since the start (it only grows).
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+
     fn add(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     fn sub(&self, n: usize) {
+        self.released.fetch_add(1, Ordering::Relaxed);
         // Saturating: a release never exceeds what was added, but be safe.
         let _ = self
             .bytes

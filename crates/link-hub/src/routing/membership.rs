@@ -73,8 +73,11 @@ pub(crate) struct PresenceLimits {
     /// cap alone. Default 32 MiB/s.
     pub(crate) list_bytes_per_sec: f64,
     /// Bytes of lists queued or being written across all outboxes at once;
-    /// past it further lists wait (memory stays bounded in a storm).
-    /// Default 64 MiB.
+    /// past it further lists wait (memory stays bounded in a storm: each
+    /// recipient's socket encodes its own copy). Lists that sockets stopped
+    /// writing stop counting after [`PARK_AFTER`]. Default 16 MiB: at 10,000
+    /// peers it is 1.6 KiB per connection at the storm's peak (64 MiB was
+    /// 6.6 and no faster; docs/perf.md, session 12).
     pub(crate) lists_in_flight_bytes: usize,
 }
 
@@ -84,7 +87,7 @@ impl Default for PresenceLimits {
             small_list_bytes: 64 * 1024,
             list_bytes_per_peer_per_sec: 256.0 * 1024.0,
             list_bytes_per_sec: 32.0 * 1024.0 * 1024.0,
-            lists_in_flight_bytes: 64 * 1024 * 1024,
+            lists_in_flight_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -94,12 +97,24 @@ impl Default for PresenceLimits {
 /// write buffer holds a few parts, not a whole list).
 pub(super) const DELTA_WINDOW: usize = 32 * 1024;
 
+/// Past this long at the cap with no list given back, what is in flight is
+/// taken to be held by sockets that stopped writing (peers stalled on full
+/// sockets keep their lists until they are reaped): it stops counting
+/// against the cap, so stalled sockets cannot slow presence to a list per
+/// [`STUCK`]. Writers that are slow but still finishing lists (a storm on a
+/// busy box) give one back well within it.
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// List bytes held by sockets that stopped writing may stop counting up to
+/// this many in-flight caps (16 + 48 MiB by default: the 64 MiB cap the
+/// hub had before bounds it still).
+pub(super) const MAX_PARKED: usize = 3;
+
 /// How soon a flush held back by the in-flight cap tries again.
 pub(super) const RETRY: Duration = Duration::from_millis(5);
 
-/// Past this long without the gauge going under the cap (peers stalled on
-/// full sockets hold their lists), one list goes anyway: presence never
-/// stops.
+/// Past this long held back by the in-flight cap, one list goes anyway:
+/// presence never stops.
 pub(super) const STUCK: Duration = Duration::from_millis(250);
 
 /// Which peers a flush looks at.
@@ -142,8 +157,18 @@ pub(super) struct Presence {
     /// Newcomers still waiting for their first list, and delta peers that
     /// asked for a fresh snapshot, served first.
     pub(super) fresh: Vec<Arc<str>>,
-    /// Since when flushes have been held back by the gauge.
-    held_since: Option<Instant>,
+    /// Since when flushes have been held back by the gauge with no list
+    /// given back (a writer that finishes one starts the wait again), and
+    /// the gauge's release count then.
+    held_since: Option<(Instant, u64)>,
+    /// When the last list went past the cap because flushes were held
+    /// back for [`STUCK`].
+    forced_at: Option<Instant>,
+    /// List bytes parked: in flight when the gauge last held flushes back
+    /// for [`PARK_AFTER`], so held by sockets that stopped writing. They do not
+    /// count against the cap; the part of them written since is given
+    /// back as the gauge drains below them.
+    parked: usize,
     /// Lists queued or being written, hub-wide.
     gauge: Arc<ListGauge>,
     /// The hub-wide rate limit (GCRA), as `PeerPresence::next_at`.
@@ -686,9 +711,35 @@ impl Routing {
                 continue;
             }
             let kind = kind.clone();
-            if self.presence.gauge.bytes() >= self.config.presence.lists_in_flight_bytes {
-                let since = *self.presence.held_since.get_or_insert(now);
-                if now.saturating_duration_since(since) < STUCK {
+            let in_flight = self.presence.gauge.bytes();
+            self.presence.parked = self.presence.parked.min(in_flight);
+            let cap = self.config.presence.lists_in_flight_bytes;
+            if in_flight - self.presence.parked >= cap {
+                // The wait counts from the last list a writer gave back:
+                // while writers make progress, the cap holds.
+                let released = self.presence.gauge.released();
+                let since = match self.presence.held_since {
+                    Some((since, at)) if at == released => since,
+                    _ => {
+                        self.presence.held_since = Some((now, released));
+                        self.presence.forced_at = None;
+                        now
+                    }
+                };
+                let waited = now.saturating_duration_since(since);
+                let parked = in_flight.min(MAX_PARKED * cap);
+                if waited >= PARK_AFTER && parked > self.presence.parked {
+                    // No list given back for PARK_AFTER: what is in flight
+                    // sits with sockets that stopped writing. It stops
+                    // counting (up to MAX_PARKED caps) and lists go again.
+                    self.presence.parked = parked;
+                    self.presence.held_since = None;
+                } else if now.saturating_duration_since(self.presence.forced_at.unwrap_or(since))
+                    >= STUCK
+                {
+                    // Held back too long: one list goes anyway.
+                    self.presence.forced_at = Some(now);
+                } else {
                     held = true;
                     stale = true;
                     if pass == Pass::All && i >= fresh_len {
@@ -696,8 +747,6 @@ impl Routing {
                     }
                     continue;
                 }
-                // Held back too long: one list goes anyway.
-                self.presence.held_since = Some(now);
             } else {
                 self.presence.held_since = None;
             }

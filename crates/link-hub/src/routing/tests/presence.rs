@@ -154,9 +154,7 @@ fn lists_in_flight_are_capped_until_the_writers_flush_them() {
         let now = bus.now();
         bus.table.handle_input_done(now, true);
     }
-    bus.advance(membership::QUIET.as_millis() as u64);
-    let now = bus.now();
-    bus.table.handle_timeout(now);
+    // The storm's flushes filled the cap (no writer has flushed).
     let list = CanonicalData::new(&bus.table.peer_list(None)).len();
     let in_flight = bus.table.lists_in_flight();
     assert!(
@@ -170,6 +168,79 @@ fn lists_in_flight_are_capped_until_the_writers_flush_them() {
     let now = bus.now();
     bus.table.handle_timeout(now);
     assert_eq!(bus.table.lists_in_flight(), held_at);
+    let mut views = HashMap::new();
+    settle(&mut bus, &mut views);
+    assert_eq!(bus.table.lists_in_flight(), 0);
+    assert!(views.values().all(|v| v.kinds.len() == N));
+}
+
+#[test]
+fn lists_held_by_sockets_that_stopped_writing_stop_counting_against_the_cap() {
+    const N: usize = 300;
+    let mut bus = Bus::with(small_limits());
+    let cap = small_limits().presence.lists_in_flight_bytes;
+    for kind in kinds(N) {
+        let conn = bus.attach();
+        bus.register(conn, &kind);
+        let now = bus.now();
+        bus.table.handle_input_done(now, true);
+    }
+    // The storm's flushes filled the cap (no writer has flushed).
+    let list = CanonicalData::new(&bus.table.peer_list(None)).len();
+    let first = bus.table.lists_in_flight();
+    assert!(first >= cap && first <= cap + 2 * (list + 400), "{first}");
+    // No writer moves: within STUCK nothing more goes; then one list per
+    // STUCK, as before.
+    bus.advance(membership::STUCK.as_millis() as u64 - 1);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    assert_eq!(bus.table.lists_in_flight(), first);
+    let mut last = first;
+    let steps = membership::PARK_AFTER.as_millis() / membership::STUCK.as_millis();
+    for _ in 1..steps {
+        bus.advance(membership::STUCK.as_millis() as u64);
+        let now = bus.now();
+        bus.table.handle_timeout(now);
+        let in_flight = bus.table.lists_in_flight();
+        assert!(
+            in_flight > last && in_flight - last <= list + 400,
+            "one list per STUCK"
+        );
+        last = in_flight;
+    }
+    // A second without any list given back: those lists are taken as
+    // stalled, and another cap's worth goes in one flush.
+    bus.advance(membership::STUCK.as_millis() as u64 + 1);
+    let now = bus.now();
+    bus.table.handle_timeout(now);
+    let second = bus.table.lists_in_flight();
+    assert!(
+        second >= last + cap && second <= last + cap + 2 * (list + 400),
+        "{second} bytes in flight after {last}"
+    );
+    // Sockets that never write can park at most MAX_PARKED caps: then one
+    // list per STUCK goes, as before, and memory stays bounded.
+    let bound = (membership::MAX_PARKED + 1) * cap;
+    // Each flush may pass its cap by the list that crossed it, and each
+    // STUCK before a park adds one.
+    let slack = (membership::MAX_PARKED + 2) * steps as usize * (list + 400);
+    let mut last = second;
+    for _ in 0..2 * membership::MAX_PARKED {
+        bus.advance(membership::PARK_AFTER.as_millis() as u64 + 1);
+        let now = bus.now();
+        bus.table.handle_timeout(now);
+        let now_in_flight = bus.table.lists_in_flight();
+        assert!(now_in_flight <= bound + slack, "{now_in_flight}");
+        if last >= bound {
+            assert!(
+                now_in_flight - last <= list + 400,
+                "one list past the bound"
+            );
+        }
+        last = now_in_flight;
+    }
+    assert!(last >= bound, "{last}: the parked lists reached the bound");
+    // The writers move at last: every peer ends with the final list.
     let mut views = HashMap::new();
     settle(&mut bus, &mut views);
     assert_eq!(bus.table.lists_in_flight(), 0);
