@@ -294,16 +294,20 @@ fn plain<R: From<Bytes>>(status: StatusCode, body: &'static str) -> Response<R> 
 mod tests {
     use super::*;
 
+    fn hub() -> Hub {
+        Hub::new(
+            crate::HubConfig::builder(crate::Secret::shared("s"))
+                .build()
+                .expect("config"),
+        )
+    }
+
     /// The upgrade task serves the socket for its whole life: what it keeps
     /// besides the reader's future is paid per idle peer. The socket or the
     /// reader's future kept a second time made it 1,512 and 1,920 bytes.
     #[tokio::test]
     async fn the_attached_socket_is_kept_once() {
-        let hub = Hub::new(
-            crate::HubConfig::builder(crate::Secret::shared("s"))
-                .build()
-                .expect("config"),
-        );
+        let hub = hub();
         let (a, _b) = tokio::io::duplex(64);
         let ws = ServerSocket::from_raw_socket(a, Default::default()).await;
         let reader = std::mem::size_of_val(&hub.serve_transport(ws, None));
@@ -321,11 +325,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_upgraded_while_stopping_is_closed_with_the_reason() {
         use tokio::io::AsyncReadExt;
-        let hub = Hub::new(
-            crate::HubConfig::builder(crate::Secret::shared("s"))
-                .build()
-                .expect("config"),
-        );
+        let hub = hub();
         let (tracker_tx, tracker) = watch::channel(());
         let stop_reason = Arc::new(std::sync::OnceLock::new());
         let _ = stop_reason.set("maintenance".to_owned());

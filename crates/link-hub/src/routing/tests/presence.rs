@@ -143,19 +143,26 @@ fn a_join_storm_ends_with_every_peer_holding_every_peer_once_at_a_bounded_cost()
     assert!(list_bytes < N / 2 * final_bytes / 20);
 }
 
-#[test]
-fn lists_in_flight_are_capped_until_the_writers_flush_them() {
-    const N: usize = 300;
+/// `n` peers join at one instant and no writer flushes: the storm's
+/// flushes fill the in-flight cap. The bus, the cap and the final list's
+/// size.
+fn storm_without_writers(n: usize) -> (Bus, usize, usize) {
     let mut bus = Bus::with(small_limits());
     let cap = small_limits().presence.lists_in_flight_bytes;
-    for kind in kinds(N) {
+    for kind in kinds(n) {
         let conn = bus.attach();
         bus.register(conn, &kind);
         let now = bus.now();
         bus.table.handle_input_done(now, true);
     }
-    // The storm's flushes filled the cap (no writer has flushed).
     let list = CanonicalData::new(&bus.table.peer_list(None)).len();
+    (bus, cap, list)
+}
+
+#[test]
+fn lists_in_flight_are_capped_until_the_writers_flush_them() {
+    const N: usize = 300;
+    let (mut bus, cap, list) = storm_without_writers(N);
     let in_flight = bus.table.lists_in_flight();
     assert!(
         in_flight <= cap + 2 * (list + 400),
@@ -177,16 +184,7 @@ fn lists_in_flight_are_capped_until_the_writers_flush_them() {
 #[test]
 fn lists_held_by_sockets_that_stopped_writing_stop_counting_against_the_cap() {
     const N: usize = 300;
-    let mut bus = Bus::with(small_limits());
-    let cap = small_limits().presence.lists_in_flight_bytes;
-    for kind in kinds(N) {
-        let conn = bus.attach();
-        bus.register(conn, &kind);
-        let now = bus.now();
-        bus.table.handle_input_done(now, true);
-    }
-    // The storm's flushes filled the cap (no writer has flushed).
-    let list = CanonicalData::new(&bus.table.peer_list(None)).len();
+    let (mut bus, cap, list) = storm_without_writers(N);
     let first = bus.table.lists_in_flight();
     assert!(first >= cap && first <= cap + 2 * (list + 400), "{first}");
     // No writer moves: within STUCK nothing more goes; then one list per
