@@ -187,11 +187,18 @@ impl DeltaLog {
     }
 
     /// Every peer holds the current version: no delta built so far will
-    /// be asked for again (a peer behind later is behind a newer version).
+    /// be asked for again (a peer behind later is behind a newer version),
+    /// and no change recorded so far either (deltas start from the current
+    /// version; a newcomer gets a snapshot of it). Without this the log
+    /// kept every change up to [`LOG_CAP`] on a bus that churns: the
+    /// soak's hour grew the hub by about 1 MiB (docs/reliability.md).
     pub(super) fn settled(&mut self) {
         self.fixed = HashMap::new();
         self.open = HashMap::new();
         self.partial_bytes = 0;
+        self.log = VecDeque::new();
+        self.cuts = VecDeque::new();
+        self.open_bytes = 0;
     }
 
     /// Forgets everything (the hub stopped).
@@ -203,6 +210,12 @@ impl DeltaLog {
     #[cfg(test)]
     pub(super) fn kept(&self) -> usize {
         self.fixed.len() + self.open.len()
+    }
+
+    /// Changes held in the log (tests).
+    #[cfg(test)]
+    pub(super) fn logged(&self) -> usize {
+        self.log.len()
     }
 }
 
