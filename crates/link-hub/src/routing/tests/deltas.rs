@@ -130,6 +130,17 @@ fn settle_deltas(bus: &mut Bus, views: &mut HashMap<String, DeltaView>) {
     panic!("presence never settled");
 }
 
+/// Delta peers `kinds`, each holding every other.
+fn settled_delta_peers(kinds: &[&str]) -> (Bus, HashMap<String, DeltaView>) {
+    let mut bus = Bus::new();
+    let mut views = HashMap::new();
+    for k in kinds {
+        bus.connect_delta(k);
+    }
+    settle_deltas(&mut bus, &mut views);
+    (bus, views)
+}
+
 fn types(items: &[OutItem]) -> Vec<&'static str> {
     items.iter().map(|i| i.msg_type).collect()
 }
@@ -277,12 +288,7 @@ fn a_delta_join_storm_ends_with_every_peer_holding_everyone_once_at_about_one_li
 
 #[test]
 fn deltas_to_one_version_are_built_once_and_shared_by_peers_at_the_same_base() {
-    let mut bus = Bus::new();
-    let mut views = HashMap::new();
-    for k in ["a", "b", "c"] {
-        bus.connect_delta(k);
-    }
-    settle_deltas(&mut bus, &mut views);
+    let (mut bus, _views) = settled_delta_peers(&["a", "b", "c"]);
     bus.advance(1000);
     bus.connect("d");
     let items: Vec<OutItem> = ["a", "b", "c"].iter().flat_map(|k| bus.take(k)).collect();
@@ -661,12 +667,7 @@ fn in_a_cluster_a_delta_peer_follows_the_other_hubs_peers_and_kinds_that_move() 
 /// holds nothing, and the next change still reaches them as a delta.
 #[test]
 fn a_churning_bus_keeps_no_change_log_once_every_peer_is_current() {
-    let mut bus = Bus::new();
-    let mut views = HashMap::new();
-    for k in ["a", "b", "c"] {
-        bus.connect_delta(k);
-    }
-    settle_deltas(&mut bus, &mut views);
+    let (mut bus, mut views) = settled_delta_peers(&["a", "b", "c"]);
     for round in 0..50 {
         let conn = bus.conns["c"];
         bus.close(conn);
