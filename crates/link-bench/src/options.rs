@@ -167,6 +167,9 @@ pub struct BenchOptions {
     pub idle_timeout: Duration,
     /// Longest time spent opening connections (default 120 s).
     pub max_connect_time: Duration,
+    /// `connections`: when `settled KiB/conn` is read, after convergence
+    /// (default 35 s: two of the hub's default keepalive rounds).
+    pub settle: Duration,
     /// `peers.update` mode of a hub we start (embedded or child; a `--url`
     /// hub keeps its own). Default: broadcast, as the reference does.
     pub peer_updates: PeerUpdates,
@@ -283,6 +286,7 @@ impl Default for BenchOptions {
             runs: 1,
             idle_timeout: Duration::from_secs(10),
             max_connect_time: Duration::from_secs(120),
+            settle: Duration::from_secs(35),
             peer_updates: PeerUpdates::Broadcast,
             receiver: Receiver::Handler,
             tls: false,

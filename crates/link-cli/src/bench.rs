@@ -195,6 +195,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     max_connect_time: u64,
 
+    /// connections: read `settled KiB/conn` this long after convergence
+    /// (the allocator gives memory back when the hub allocates again,
+    /// which an idle hub does at its keepalive rounds, 15 s apart).
+    #[arg(long, value_name = "SECS", default_value_t = 35)]
+    settle: u64,
+
     /// peers.update mode of the hub this starts (embedded or --child):
     /// `broadcast` (the reference behaviour) or `off` (large fleets).
     #[arg(
@@ -308,6 +314,7 @@ impl BenchArgs {
             runs: self.runs,
             idle_timeout: Duration::from_secs(self.idle_timeout),
             max_connect_time: Duration::from_secs(self.max_connect_time),
+            settle: Duration::from_secs(self.settle),
             peer_updates: self.peer_updates,
             receiver: self.receiver,
             tls: self.tls,

@@ -18,12 +18,13 @@ fn cli() -> LinkCli {
     LinkCli::new(env!("CARGO_BIN_EXE_link-cli"))
 }
 
-/// Runs `link-cli bench --json -q <args>` and parses stdout.
+/// Runs `link-cli bench --json -q <args>` and parses stdout (`connections`
+/// reads its settled memory 1 s after convergence, not the default 35).
 fn bench(args: &[&str]) -> Value {
     let out = cli()
         .command()
         .arg("bench")
-        .args(["--json", "--quiet", "--idle-timeout", "20"])
+        .args(["--json", "--quiet", "--idle-timeout", "20", "--settle", "1"])
         .args(args)
         .output()
         .unwrap();
@@ -179,6 +180,11 @@ fn a_child_hub_is_started_and_measured() {
     let conns = result(&report, "connections");
     assert_eq!(conns["completed"], 20);
     assert!(metric(conns, "hub RSS MiB") > 0.0);
+    let notes = conns["notes"].to_string();
+    assert!(
+        notes.contains("settled read 1s after convergence"),
+        "{notes}"
+    );
     // The child hub's CPU time, per call, message and delivery.
     for (scenario, name) in [
         ("rpc-seq", "hub CPU µs/call"),
