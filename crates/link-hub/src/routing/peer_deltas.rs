@@ -192,13 +192,16 @@ impl DeltaLog {
     /// version; a newcomer gets a snapshot of it). Without this the log
     /// kept every change up to [`LOG_CAP`] on a bus that churns: the
     /// soak's hour grew the hub by about 1 MiB (docs/reliability.md).
+    ///
+    /// What is kept: the snapshot's size, the cached snapshot and where
+    /// open deltas ended.
     pub(super) fn settled(&mut self) {
-        self.fixed = HashMap::new();
-        self.open = HashMap::new();
-        self.partial_bytes = 0;
-        self.log = VecDeque::new();
-        self.cuts = VecDeque::new();
-        self.open_bytes = 0;
+        *self = Self {
+            entry_bytes: self.entry_bytes,
+            open_to: self.open_to,
+            snapshot: self.snapshot.take(),
+            ..Self::default()
+        };
     }
 
     /// Forgets everything (the hub stopped).
