@@ -355,7 +355,9 @@ impl Routing {
             if clustered {
                 self.cluster_publish(&topic, kind, data.clone(), now.wall_ms);
             }
-            let prefix = Arc::new(PrefixCell::new());
+            // Shared only when there is someone to share it with: a lone
+            // subscriber's frame is signed in one pass, as a direct one is.
+            let prefix = (subscribers.len() > 1).then(|| Arc::new(PrefixCell::new()));
             for sub in &subscribers {
                 let Some(route) = self.peers.get(sub).map(|p| p.route.clone()) else {
                     continue;
@@ -367,7 +369,7 @@ impl Routing {
                     sub.clone(),
                     Some(data.clone()),
                 );
-                item.prefix = Some(prefix.clone());
+                item.prefix = prefix.clone();
                 match self.push_item(&route, sub, item) {
                     Push::Queued { .. } => delivered += 1,
                     Push::Overflow { .. } => refused += 1,

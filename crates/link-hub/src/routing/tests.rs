@@ -506,6 +506,31 @@ fn a_topic_message_reaches_subscribers_in_subscription_order_but_not_its_publish
 }
 
 #[test]
+fn a_lone_subscriber_gets_its_topic_message_signed_in_one_pass() {
+    let mut bus = Bus::new();
+    for kind in ["pub", "x"] {
+        bus.connect(kind);
+    }
+    bus.subscribe("x", "news");
+    bus.subscribe("pub", "news");
+    bus.take("x");
+    bus.send(
+        "pub",
+        msg_type::TOPIC_MESSAGE,
+        None,
+        json!({"topic": "news", "payload": 1}),
+    );
+    let items = bus.take("x");
+    assert_eq!(
+        items.iter().map(line).collect::<Vec<_>>(),
+        [r#"topic.message pub->x {"payload":1,"topic":"news"}"#]
+    );
+    // Nobody to share a signed prefix with (the publisher is not sent its
+    // own message): the writer encodes the frame whole, as for a direct.
+    assert!(items[0].prefix.is_none());
+}
+
+#[test]
 fn the_topic_fan_out_order_is_the_subscription_order_after_resubscribing() {
     let mut bus = Bus::new();
     for kind in ["pub", "x", "y"] {
