@@ -76,6 +76,11 @@ struct SignedBody {
     body: OnceLock<Map<String, Value>>,
 }
 
+/// The `data` object's member count and its first two members (raw key
+/// text, first byte of the value), as [`Envelope::scanned_data_members`]
+/// gives them.
+pub(crate) type ScannedMembers<'a> = (usize, [Option<(&'a str, u8)>; 2]);
+
 /// Where the header fields lie in a [`SignedBody`]'s text, and the numbers
 /// read from it. Header strings hold no escapes (else the frame takes the
 /// tree path), so they are plain slices.
@@ -93,6 +98,8 @@ struct Head {
     version_ok: bool,
     /// The `data` value's text.
     data: Option<Range<usize>>,
+    /// The `data` object's members, when the signing-form scan read them.
+    data_members: Option<signed_form::DataMembers>,
 }
 
 impl Head {
@@ -134,6 +141,7 @@ impl Head {
             ts,
             version_ok: h.v.as_ref().is_some_and(|r| &b[r.clone()] == b"1"),
             data: form.data.clone(),
+            data_members: form.data_members.clone(),
         })
     }
 
@@ -153,6 +161,7 @@ impl Head {
             ts: t.ts as f64,
             version_ok: true,
             data: t.data.clone(),
+            data_members: None,
         })
     }
 }
@@ -724,6 +733,23 @@ impl Envelope {
             Repr::Tree { .. } => None,
             Repr::Signed(s) => s.head.data.as_ref().map(|r| s.slice(r)),
         }
+    }
+
+    /// How many members the `data` object has and its first two (raw key
+    /// text, first byte of the value), when the frame's signing-form scan
+    /// recorded them ([`parse_frame`]); `None` otherwise (read
+    /// [`Self::signed_data_text`] instead).
+    pub(crate) fn scanned_data_members(&self) -> Option<ScannedMembers<'_>> {
+        let Repr::Signed(s) = &self.repr else {
+            return None;
+        };
+        let m = s.head.data_members.as_ref()?;
+        let b = s.text.as_bytes();
+        let member = |slot: &Option<(Range<usize>, usize)>| {
+            let (key, value) = slot.as_ref()?;
+            Some((s.text.get(key.clone())?, *b.get(*value)?))
+        };
+        Some((m.count, [member(&m.first[0]), member(&m.first[1])]))
     }
 
     /// Takes the payload out.

@@ -390,6 +390,18 @@ pub fn direct_value(direct_type: &str, direct_data: Option<Value>) -> Value {
 /// arrived, so a relay canonicalises nothing. `None` means "rebuild it".
 pub fn relay_data(env: &Envelope) -> Option<CanonicalData> {
     let fits = |name: &str, other: &str| match env.signed_data_text() {
+        // As the frame's scan met the members: no second walk.
+        Some(_) if let Some((count, first)) = env.scanned_data_members() => {
+            let mut named = false;
+            for (key, value) in first.into_iter().flatten() {
+                if key == name {
+                    named = value == b'"';
+                } else if key != other {
+                    return false;
+                }
+            }
+            named && count <= 2
+        }
         // Read off the text: no tree.
         Some(text) => {
             let mut named = false;
@@ -862,6 +874,12 @@ mod tests {
                 topic_message_value("t", None),
             ),
             (
+                // Members inside the payload are the payload's.
+                msg_type::TOPIC_MESSAGE,
+                json!({"topic": "t", "payload": {"topic": 5, "x": {"y": 1}}}),
+                topic_message_value("t", Some(json!({"topic": 5, "x": {"y": 1}}))),
+            ),
+            (
                 msg_type::DIRECT,
                 json!({"directType": "d", "directData": p}),
                 direct_value("d", Some(p.clone())),
@@ -885,6 +903,16 @@ mod tests {
         for (t, data) in [
             (msg_type::TOPIC_MESSAGE, json!({"topic": 5, "payload": 1})),
             (msg_type::TOPIC_MESSAGE, json!({"topic": "t", "extra": 1})),
+            (
+                msg_type::TOPIC_MESSAGE,
+                json!({"payload": 1, "q": 2, "topic": "t"}),
+            ),
+            (msg_type::TOPIC_MESSAGE, json!({"payload": 1})),
+            (msg_type::TOPIC_MESSAGE, json!({})),
+            (
+                msg_type::DIRECT,
+                json!({"directData": 1, "directType": "d", "x": 1}),
+            ),
             (msg_type::DIRECT, json!({"directData": 1})),
             (msg_type::RPC_REQUEST, json!({"rpcType": "r", "to": "x"})),
             (msg_type::STATUS_UPDATE, json!({"state": "idle"})),

@@ -32,6 +32,19 @@ pub struct SignedForm {
     /// The value bytes of the other envelope members, when present (a
     /// string's span includes its quotes).
     pub header: HeaderSpans,
+    /// The `data` value's members, when it is an object: read in the same
+    /// pass, so a relay can check them without walking the payload again.
+    pub data_members: Option<DataMembers>,
+}
+
+/// The members of a frame's `data` object, as the scan met them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataMembers {
+    /// How many members the object has.
+    pub count: usize,
+    /// Its first two members, in order: each key's raw text (between its
+    /// quotes) and where its value starts.
+    pub first: [Option<(Range<usize>, usize)>; 2],
 }
 
 /// Value spans of the top-level envelope members other than `data`.
@@ -86,6 +99,7 @@ pub fn split(frame: &[u8]) -> Option<SignedForm> {
             body_len,
             ..SignedForm::default()
         },
+        data_next: false,
     };
     let whole = scan.object(0) && scan.i == body_len + 1;
     whole.then_some(scan.top)
@@ -109,6 +123,7 @@ pub fn is_canonical(text: &[u8]) -> bool {
         i: 0,
         close_at_end: false,
         top: SignedForm::default(),
+        data_next: false,
     };
     scan.value(0) && scan.i == text.len()
 }
@@ -125,6 +140,7 @@ pub(crate) fn is_one_value(text: &[u8]) -> bool {
                 i: 0,
                 close_at_end: false,
                 top: SignedForm::default(),
+                data_next: false,
             };
             scan.skip_value() && scan.i == text.len()
         }
@@ -157,6 +173,7 @@ pub fn members(object: &str) -> Members<'_> {
             i: usize::from(open),
             close_at_end: false,
             top: SignedForm::default(),
+            data_next: false,
         },
         text: object,
         done: !open,
@@ -209,6 +226,9 @@ struct Scan<'a> {
     close_at_end: bool,
     /// Spans of the top-level members, recorded in split mode.
     top: SignedForm,
+    /// The next object scanned is the top-level `data` value (split mode):
+    /// it records its members.
+    data_next: bool,
 }
 
 /// A scanned object key: its raw bytes between the quotes, and whether it
@@ -286,12 +306,17 @@ impl Scan<'_> {
     }
 
     fn object(&mut self, depth: u32) -> bool {
+        // Only this object is `data`, not the ones inside it.
+        let mut members = std::mem::take(&mut self.data_next).then(DataMembers::default);
         if depth >= MAX_DEPTH || self.peek() != b'{' {
             return false;
         }
         self.i += 1;
         if self.peek() == b'}' {
             self.i += 1;
+            if members.is_some() {
+                self.top.data_members = members;
+            }
             return true;
         }
         let mut prev: Option<KeySpan> = None;
@@ -310,7 +335,19 @@ impl Scan<'_> {
             }
             self.i += 1;
             let start = self.i;
-            if !self.value(depth + 1) {
+            if let Some(m) = members.as_mut() {
+                if let Some(slot) = m.first.get_mut(m.count) {
+                    *slot = Some((key.start..key.end, start));
+                }
+                m.count += 1;
+            }
+            self.data_next = depth == 0
+                && self.close_at_end
+                && self.peek() == b'{'
+                && &self.b[key.start..key.end] == b"data";
+            let valid = self.value(depth + 1);
+            self.data_next = false;
+            if !valid {
                 return false;
             }
             if depth == 0 && self.close_at_end {
@@ -332,6 +369,9 @@ impl Scan<'_> {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
+                    if members.is_some() {
+                        self.top.data_members = members;
+                    }
                     return true;
                 }
                 _ => return false,
@@ -677,6 +717,46 @@ mod tests {
         assert_eq!(&f[s.data.unwrap()], br#"{"x":[1]}"#);
         let no_data = br#"{"id":"i","sig":"00"}"#;
         assert_eq!(split(no_data).unwrap().data, None);
+    }
+
+    #[test]
+    fn split_records_the_data_objects_members_and_not_those_inside_them() {
+        type Seen<'a> = (usize, [Option<(&'a str, char)>; 2]);
+        fn members(f: &str) -> Option<Seen<'_>> {
+            let s = split(f.as_bytes()).unwrap();
+            s.data_members.map(|m| {
+                let first = m
+                    .first
+                    .map(|slot| slot.map(|(key, value)| (&f[key], f.as_bytes()[value] as char)));
+                (m.count, first)
+            })
+        }
+        assert_eq!(
+            members(r#"{"data":{"payload":{"a":{"topic":1}},"topic":"t"},"id":"i","sig":"00"}"#),
+            Some((2, [Some(("payload", '{')), Some(("topic", '"'))]))
+        );
+        assert_eq!(
+            members(r#"{"data":{"a":1,"b":[{"c":2}],"d":null},"id":"i","sig":"00"}"#),
+            Some((3, [Some(("a", '1')), Some(("b", '['))]))
+        );
+        assert_eq!(
+            members(r#"{"data":{},"id":"i","sig":"00"}"#),
+            Some((0, [None, None]))
+        );
+        // Not an object, or no data: nothing recorded, whatever is inside.
+        assert_eq!(members(r#"{"data":[{"a":1}],"id":"i","sig":"00"}"#), None);
+        assert_eq!(members(r#"{"data":"x","id":"i","sig":"00"}"#), None);
+        assert_eq!(members(r#"{"from":{"a":1},"id":"i","sig":"00"}"#), None);
+        // Only split reads them: the same text checked alone records nothing.
+        let mut scan = Scan {
+            b: br#"{"data":{"a":1}}"#,
+            i: 0,
+            close_at_end: false,
+            top: SignedForm::default(),
+            data_next: false,
+        };
+        assert!(scan.value(0));
+        assert_eq!(scan.top.data_members, None);
     }
 
     #[test]
