@@ -392,27 +392,14 @@ pub fn relay_data(env: &Envelope) -> Option<CanonicalData> {
     let fits = |name: &str, other: &str| match env.signed_data_text() {
         // As the frame's scan met the members: no second walk.
         Some(_) if let Some((count, first)) = env.scanned_data_members() => {
-            let mut named = false;
-            for (key, value) in first.into_iter().flatten() {
-                if key == name {
-                    named = value == b'"';
-                } else if key != other {
-                    return false;
-                }
-            }
-            named && count <= 2
+            count <= 2 && only(first.into_iter().flatten(), name, other)
         }
         // Read off the text: no tree.
         Some(text) => {
-            let mut named = false;
-            for (key, value) in signed_form::members(text) {
-                if key == name {
-                    named = text.as_bytes().get(value.start) == Some(&b'"');
-                } else if key != other {
-                    return false;
-                }
-            }
-            named
+            let b = text.as_bytes();
+            let members = signed_form::members(text)
+                .map(|(key, value)| (key, b.get(value.start).copied().unwrap_or(0)));
+            only(members, name, other)
         }
         None => match env.data() {
             Some(Value::Object(m)) => {
@@ -430,6 +417,20 @@ pub fn relay_data(env: &Envelope) -> Option<CanonicalData> {
         _ => false,
     };
     verbatim.then(|| env.canonical_data()).flatten()
+}
+
+/// True when `members` (each key's raw text and its value's first byte)
+/// are `name`, a string, and at most `other` besides.
+fn only<'a>(members: impl Iterator<Item = (&'a str, u8)>, name: &str, other: &str) -> bool {
+    let mut named = false;
+    for (key, first) in members {
+        if key == name {
+            named = first == b'"';
+        } else if key != other {
+            return false;
+        }
+    }
+    named
 }
 
 /// A verified envelope read as one of the protocol's messages.
