@@ -1,7 +1,8 @@
 //! Finding the bytes a JSON string cannot hold as they are (`"`, `\` and
 //! the controls below 0x20): in eight-byte words (SWAR), where the wire's
 //! strings are scanned (`signed_form`), and with a fold the compiler can
-//! vectorise where they are written (`canonical::write_str`).
+//! vectorise where they are written (`canonical::write_str`); and counting
+//! a signature's hex digits the same way.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -36,23 +37,66 @@ fn specials(w: u64) -> u64 {
         | below(w ^ (ONES * u64::from(b'\\')), 1)
 }
 
-/// The index of the first byte of `bytes` that ends a plain run (`"`, `\`
-/// or a control), if any.
+/// The index of the first byte at or after `from` in `bytes` that ends a
+/// plain run (`"`, `\` or a control), and the high bits of the plain bytes
+/// before it (zero when they are all ASCII). `None` when no such byte
+/// follows: a string that runs off the text.
 #[inline]
-pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        let mut w = [0; 8];
-        w.copy_from_slice(word);
-        let hits = specials(u64::from_le_bytes(w));
+pub(crate) fn next_special(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
+    let mut i = from;
+    let mut high = 0;
+    while let Some(word) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*word);
+        let hits = specials(w);
         if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
+            let k = hits.trailing_zeros() / 8;
+            // The bytes below the special one (k < 8, so the shift fits).
+            let before = (1u64 << (k * 8)) - 1;
+            return Some((i + k as usize, high | (w & HIGHS & before)));
         }
-        at += 8;
+        high |= w & HIGHS;
+        i += 8;
     }
-    let tail = words.remainder();
-    tail.iter().position(|&b| special(b)).map(|i| at + i)
+    loop {
+        let c = *bytes.get(i)?;
+        if special(c) {
+            return Some((i, high));
+        }
+        high |= u64::from(c & 0x80);
+        i += 1;
+    }
+}
+
+/// The high bit of each byte of `x` (every byte below 0x80) that lies in
+/// `lo..=hi`. No byte's sum carries into the next one, so each is exact.
+#[inline]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let at_least_lo = x.wrapping_add(ONES * u64::from(0x80 - lo));
+    let above_hi = x.wrapping_add(ONES * u64::from(0x7F - hi));
+    at_least_lo & !above_hi & HIGHS
+}
+
+/// How many ASCII hex digits (either case) `bytes` ends with, counted
+/// eight at a time from the end.
+pub(crate) fn trailing_hex_digits(bytes: &[u8]) -> usize {
+    let mut end = bytes.len();
+    while let Some(word) = bytes[..end].last_chunk::<8>() {
+        let w = u64::from_le_bytes(*word);
+        let x = w & !HIGHS;
+        let hex = (in_range(x, b'0', b'9') | in_range(x | (ONES * 0x20), b'a', b'f')) & !w;
+        let not_hex = !hex & HIGHS;
+        if not_hex != 0 {
+            // Little-endian: the word's last byte is its most significant.
+            return bytes.len() - end + (not_hex.leading_zeros() / 8) as usize;
+        }
+        end -= 8;
+    }
+    let tail = bytes[..end]
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    bytes.len() - end + tail
 }
 
 #[cfg(test)]
@@ -63,7 +107,7 @@ mod tests {
     fn finds_the_first_special_byte_at_every_offset_and_length() {
         for len in 0..29 {
             let plain = vec![b'a'; len];
-            assert_eq!(find_special(&plain), None, "{len}");
+            assert_eq!(next_special(&plain, 0), None, "{len}");
             assert!(is_plain(&plain));
             for at in 0..len {
                 for s in [b'"', b'\\', 0x00, 0x1F] {
@@ -73,7 +117,11 @@ mod tests {
                     if at + 1 < len {
                         b[len - 1] = b'"';
                     }
-                    assert_eq!(find_special(&b), Some(at), "len {len} at {at} byte {s}");
+                    assert_eq!(
+                        next_special(&b, 0).map(|(i, _)| i),
+                        Some(at),
+                        "len {len} at {at} byte {s}"
+                    );
                     assert!(!is_plain(&b));
                 }
             }
@@ -82,6 +130,53 @@ mod tests {
         let all: Vec<u8> = (0x20..=0xFF)
             .filter(|b| *b != b'"' && *b != b'\\')
             .collect();
-        assert_eq!(find_special(&all), None);
+        assert_eq!(next_special(&all, 0), None);
+    }
+
+    #[test]
+    fn next_special_finds_the_same_byte_and_sees_non_ascii_before_it() {
+        for len in 0..29 {
+            for at in 0..len {
+                for (fill, ascii) in [(b'a', true), (0xC3, false)] {
+                    let mut b = vec![fill; len];
+                    b[at] = b'"';
+                    for from in 0..=at {
+                        let (got, high) = next_special(&b, from).unwrap();
+                        assert_eq!(got, at, "len {len} at {at} from {from}");
+                        assert_eq!(
+                            high == 0,
+                            ascii || from == at,
+                            "len {len} at {at} from {from}"
+                        );
+                    }
+                    // A non-ASCII byte after the special one is not seen.
+                    if at + 1 < len {
+                        b[at + 1] = 0xC3;
+                        assert_eq!(next_special(&b, at).unwrap(), (at, 0));
+                    }
+                }
+            }
+            assert_eq!(next_special(&vec![b'a'; len], 0), None);
+        }
+    }
+
+    #[test]
+    fn trailing_hex_digits_counts_as_is_ascii_hexdigit_does() {
+        // Every byte value at every distance from the end of a hex run.
+        for len in 0..29 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'f'; len];
+                    b[at] = c;
+                    let want = b.iter().rev().take_while(|b| b.is_ascii_hexdigit()).count();
+                    assert_eq!(
+                        trailing_hex_digits(&b),
+                        want,
+                        "len {len} at {at} byte {c:#x}"
+                    );
+                }
+            }
+            assert_eq!(trailing_hex_digits(&vec![b'A'; len]), len);
+        }
     }
 }

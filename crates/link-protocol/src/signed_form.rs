@@ -81,11 +81,7 @@ pub struct HeaderSpans {
 pub fn split(frame: &[u8]) -> Option<SignedForm> {
     const SIG: &[u8] = b",\"sig\":\"";
     let inner = frame.strip_suffix(b"\"}")?;
-    let hex_len = inner
-        .iter()
-        .rev()
-        .take_while(|b| b.is_ascii_hexdigit())
-        .count();
+    let hex_len = crate::plain::trailing_hex_digits(inner);
     let body_len = inner.len() - hex_len;
     let body_len = body_len.checked_sub(SIG.len())?;
     if &frame[body_len..body_len + SIG.len()] != SIG {
@@ -238,6 +234,8 @@ struct KeySpan {
     start: usize,
     end: usize,
     escaped: bool,
+    /// No byte of it is above 0x7F.
+    ascii: bool,
 }
 
 impl Scan<'_> {
@@ -305,15 +303,53 @@ impl Scan<'_> {
         }
     }
 
+    /// The byte at `i`, the virtual `}` just past the end in split mode,
+    /// or 0 past the text.
+    #[inline]
+    fn at(&self, i: usize) -> u8 {
+        match self.b.get(i) {
+            Some(&c) => c,
+            None if self.close_at_end && i == self.b.len() => b'}',
+            None => 0,
+        }
+    }
+
+    /// The value that starts at `i` (a member's or an element's), read in
+    /// the container's loop: strings and literals here, numbers and
+    /// containers by their own methods. Where it ends, or `None`.
+    #[inline(always)]
+    fn value_at(&mut self, i: usize, depth: u32) -> Option<usize> {
+        let c = self.at(i);
+        match c {
+            b'"' => string_at(self.b, i).map(|(_, end)| end),
+            b'{' | b'[' | b'-' | b'0'..=b'9' => {
+                self.i = i;
+                let valid = match c {
+                    b'{' => self.object(depth),
+                    b'[' => self.array(depth),
+                    _ => self.number(),
+                };
+                valid.then_some(self.i)
+            }
+            b't' => literal_at(self.b, i, b"true"),
+            b'f' => literal_at(self.b, i, b"false"),
+            b'n' => literal_at(self.b, i, b"null"),
+            _ => None,
+        }
+    }
+
     fn object(&mut self, depth: u32) -> bool {
         // Only this object is `data`, not the ones inside it.
         let mut members = std::mem::take(&mut self.data_next).then(DataMembers::default);
         if depth >= MAX_DEPTH || self.peek() != b'{' {
             return false;
         }
-        self.i += 1;
-        if self.peek() == b'}' {
-            self.i += 1;
+        // The envelope itself, in split mode: its members' spans are kept.
+        let top = depth == 0 && self.close_at_end;
+        let b = self.b;
+        let mut i = self.i + 1;
+        if self.at(i) == b'}' {
+            self.i = i + 1;
             if members.is_some() {
                 self.top.data_members = members;
             }
@@ -321,7 +357,7 @@ impl Scan<'_> {
         }
         let mut prev: Option<KeySpan> = None;
         loop {
-            let Some(key) = self.string() else {
+            let Some((key, after)) = string_at(b, i) else {
                 return false;
             };
             if let Some(p) = prev
@@ -330,30 +366,27 @@ impl Scan<'_> {
                 return false; // out of order, or a duplicate
             }
             prev = Some(key);
-            if self.peek() != b':' {
+            if self.at(after) != b':' {
                 return false;
             }
-            self.i += 1;
-            let start = self.i;
+            let start = after + 1;
             if let Some(m) = members.as_mut() {
                 if let Some(slot) = m.first.get_mut(m.count) {
                     *slot = Some((key.start..key.end, start));
                 }
                 m.count += 1;
             }
-            self.data_next = depth == 0
-                && self.close_at_end
-                && self.peek() == b'{'
-                && &self.b[key.start..key.end] == b"data";
-            let valid = self.value(depth + 1);
+            self.data_next = top && self.at(start) == b'{' && &b[key.start..key.end] == b"data";
+            let end = self.value_at(start, depth + 1);
             self.data_next = false;
-            if !valid {
+            let Some(end) = end else {
                 return false;
-            }
-            if depth == 0 && self.close_at_end {
-                let span = Some(start..self.i);
+            };
+            i = end;
+            if top {
+                let span = Some(start..end);
                 let h = &mut self.top.header;
-                match &self.b[key.start..key.end] {
+                match &b[key.start..key.end] {
                     b"sig" => return false, // must be the trailing member only
                     b"data" => self.top.data = span,
                     b"from" => h.from = span,
@@ -365,10 +398,10 @@ impl Scan<'_> {
                     _ => h.others += 1,
                 }
             }
-            match self.peek() {
-                b',' => self.i += 1,
+            match self.at(i) {
+                b',' => i += 1,
                 b'}' => {
-                    self.i += 1;
+                    self.i = i + 1;
                     if members.is_some() {
                         self.top.data_members = members;
                     }
@@ -383,19 +416,20 @@ impl Scan<'_> {
         if depth >= MAX_DEPTH {
             return false;
         }
-        self.i += 1;
-        if self.peek() == b']' {
-            self.i += 1;
+        let mut i = self.i + 1;
+        if self.at(i) == b']' {
+            self.i = i + 1;
             return true;
         }
         loop {
-            if !self.value(depth + 1) {
+            let Some(end) = self.value_at(i, depth + 1) else {
                 return false;
-            }
-            match self.peek() {
-                b',' => self.i += 1,
+            };
+            i = end;
+            match self.at(i) {
+                b',' => i += 1,
                 b']' => {
-                    self.i += 1;
+                    self.i = i + 1;
                     return true;
                 }
                 _ => return false,
@@ -405,50 +439,9 @@ impl Scan<'_> {
 
     /// Scans a string that is written exactly as `JSON.stringify` writes it.
     fn string(&mut self) -> Option<KeySpan> {
-        if self.peek() != b'"' {
-            return None;
-        }
-        self.i += 1;
-        let start = self.i;
-        let mut escaped = false;
-        loop {
-            // Skip plain bytes in one pass; a string must end before the text does.
-            let plain = crate::plain::find_special(self.b.get(self.i..)?)?;
-            self.i += plain;
-            match self.b[self.i] {
-                b'"' => {
-                    let end = self.i;
-                    self.i += 1;
-                    return Some(KeySpan {
-                        start,
-                        end,
-                        escaped,
-                    });
-                }
-                b'\\' => {
-                    escaped = true;
-                    let e = *self.b.get(self.i + 1)?;
-                    match e {
-                        b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => self.i += 2,
-                        b'u' => {
-                            let hex = self.b.get(self.i + 2..self.i + 6)?;
-                            let lower = |h: u8| h.is_ascii_digit() || (b'a'..=b'f').contains(&h);
-                            if &hex[..2] != b"00" || !lower(hex[2]) || !lower(hex[3]) {
-                                return None;
-                            }
-                            let unit = hex_val(hex[2]) * 16 + hex_val(hex[3]);
-                            // Only controls without a short form are written as \u00xx.
-                            if unit >= 0x20 || matches!(unit, 0x08 | 0x09 | 0x0A | 0x0C | 0x0D) {
-                                return None;
-                            }
-                            self.i += 6;
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None, // raw control: not JSON
-            }
-        }
+        let (key, end) = string_at(self.b, self.i)?;
+        self.i = end;
+        Some(key)
     }
 
     /// Scans a number whose text is what JavaScript prints for its double.
@@ -516,9 +509,15 @@ impl Scan<'_> {
 
     fn key_less(&self, a: KeySpan, b: KeySpan) -> bool {
         let (ka, kb) = (&self.b[a.start..a.end], &self.b[b.start..b.end]);
-        if !a.escaped && !b.escaped && ka.is_ascii() && kb.is_ascii() {
-            // ASCII: byte order is UTF-16 order.
-            return ka < kb;
+        if !a.escaped && !b.escaped && a.ascii && b.ascii {
+            // ASCII: byte order is UTF-16 order. Keys are short: a loop
+            // here costs less than a call to `memcmp`.
+            for (x, y) in ka.iter().zip(kb) {
+                if x != y {
+                    return x < y;
+                }
+            }
+            return ka.len() < kb.len();
         }
         let text = |k: KeySpan| std::str::from_utf8(&self.b[k.start..k.end]).ok();
         let (Some(ta), Some(tb)) = (text(a), text(b)) else {
@@ -529,6 +528,66 @@ impl Scan<'_> {
         }
         canonical::cmp_utf16(&unescape(ta), &unescape(tb)).is_lt()
     }
+}
+
+/// The string that starts at `b[i]`, if it is written exactly as
+/// `JSON.stringify` writes it: its span between the quotes, and where it
+/// ends (past the closing quote).
+#[inline(always)]
+fn string_at(b: &[u8], i: usize) -> Option<(KeySpan, usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let mut i = start;
+    let mut escaped = false;
+    // The high bits of the plain bytes met: zero when the string is ASCII.
+    let mut high = 0u64;
+    loop {
+        // Skip plain bytes, eight at a time while there are eight; a
+        // string must end before the text does.
+        let (at, high_before) = crate::plain::next_special(b, i)?;
+        high |= high_before;
+        i = at;
+        match b[i] {
+            b'"' => {
+                let key = KeySpan {
+                    start,
+                    end: i,
+                    escaped,
+                    ascii: high == 0,
+                };
+                return Some((key, i + 1));
+            }
+            b'\\' => {
+                escaped = true;
+                match *b.get(i + 1)? {
+                    b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => i += 2,
+                    b'u' => {
+                        let hex = b.get(i + 2..i + 6)?;
+                        let lower = |h: u8| h.is_ascii_digit() || (b'a'..=b'f').contains(&h);
+                        if &hex[..2] != b"00" || !lower(hex[2]) || !lower(hex[3]) {
+                            return None;
+                        }
+                        let unit = hex_val(hex[2]) * 16 + hex_val(hex[3]);
+                        // Only controls without a short form are written as \u00xx.
+                        if unit >= 0x20 || matches!(unit, 0x08 | 0x09 | 0x0A | 0x0C | 0x0D) {
+                            return None;
+                        }
+                        i += 6;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None, // raw control: not JSON
+        }
+    }
+}
+
+/// Where `word` (`true`, `false`, `null`) ends if `b[i..]` starts with it.
+#[inline]
+fn literal_at(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b.get(i..)?.starts_with(word).then_some(i + word.len())
 }
 
 /// Decides a decimal `int.fraction` (no exponent) without formatting its
