@@ -253,7 +253,7 @@ impl Reader {
         match frame {
             Some(Ok(Frame::Text(t))) => {
                 self.counts.bytes_in(t.len());
-                self.hc.handle_message(now(), t.as_bytes(), replay)
+                self.hc.handle_text_message(now(), t.as_str(), replay)
             }
             Some(Ok(Frame::Binary(b))) => {
                 self.counts.bytes_in(b.len());

@@ -266,26 +266,42 @@ impl Received {
 /// Bytes that are not UTF-8 are decoded with replacement characters first,
 /// as Node's `String(buffer)` does.
 pub fn parse_frame(bytes: &[u8], max_message_bytes: usize) -> Result<Received, ProtocolError> {
-    let size = bytes.len();
+    check_size(bytes.len(), max_message_bytes)?;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_text(text, bytes.len()),
+        Err(_) => parse_text(&String::from_utf8_lossy(bytes), bytes.len()),
+    }
+}
+
+/// [`parse_frame`] for a text frame, which the transport has already
+/// checked to be UTF-8 (so it is not checked again).
+pub fn parse_text_frame(text: &str, max_message_bytes: usize) -> Result<Received, ProtocolError> {
+    check_size(text.len(), max_message_bytes)?;
+    parse_text(text, text.len())
+}
+
+fn check_size(size: usize, max_message_bytes: usize) -> Result<(), ProtocolError> {
     if size > max_message_bytes {
         return Err(ProtocolError {
             size: Some(size),
             ..ProtocolError::new(DropReason::Oversize)
         });
     }
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    };
+    Ok(())
+}
+
+/// Steps 2–4 of [`parse_frame`] on the frame's text; `size` is the
+/// frame's size on the wire.
+fn parse_text(text: &str, size: usize) -> Result<Received, ProtocolError> {
     let form = signed_form::split(text.as_bytes());
     let Some(form) = form else {
-        return parse_tree(&text, size, None);
+        return parse_tree(text, size, None);
     };
     let mut signed = String::with_capacity(form.body_len + 1);
     signed.push_str(&text[..form.body_len]);
     signed.push('}');
     let Some(head) = Head::locate(&signed, &form) else {
-        return parse_tree(&text, size, Some((signed, form)));
+        return parse_tree(text, size, Some((signed, form)));
     };
     // `,"sig":"` then the hex digits then `"}`.
     let sig = text

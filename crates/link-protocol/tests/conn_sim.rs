@@ -457,6 +457,50 @@ fn authenticated_pipeline_reasons() {
 }
 
 #[test]
+fn a_text_frame_is_read_as_the_same_bytes_in_a_binary_one() {
+    // The hub driver hands text frames (UTF-8 the transport has checked) to
+    // `handle_text_message` and binary ones to `handle_message`: the same
+    // frames get the same verdicts either way.
+    let mut seen = Vec::new();
+    for as_text in [false, true] {
+        let mut sim = Sim::new();
+        sim.start();
+        let now = sim.clock.client_now();
+        let direct = sim
+            .client
+            .encode(now, msg_type::DIRECT, Some("beta"), None)
+            .1;
+        let frames = [
+            direct.clone(),
+            direct.clone(),
+            direct.replace("\"to\":\"beta\"", "\"to\":\"gamma\""),
+            " ".repeat(1024 * 1024 + 1),
+            "{\"id\":".to_owned(),
+        ];
+        for frame in &frames {
+            if as_text {
+                sim.inject_text_to_hub(frame);
+            } else {
+                sim.inject_to_hub(frame);
+            }
+        }
+        assert_eq!(sim.lines("hub event: message direct").len(), 1);
+        seen.push(hub_drops(&sim));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let reasons: Vec<DropReason> = seen[1].iter().map(|d| d.0).collect();
+    assert_eq!(
+        reasons,
+        [
+            DropReason::ReplayId,
+            DropReason::BadSignature,
+            DropReason::Oversize,
+            DropReason::ParseError,
+        ]
+    );
+}
+
+#[test]
 fn captured_hello_cannot_be_replayed_after_its_sender_left() {
     let mut sim = Sim::new();
     sim.start();

@@ -222,12 +222,32 @@ impl HubConn {
 
     // ----- inputs --------------------------------------------------------
 
-    /// A frame arrived.
+    /// A frame arrived (text or binary).
     pub fn handle_message(&mut self, now: Now, bytes: &[u8], replay: &mut dyn ReplayCheck) {
         if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
             return;
         }
-        let received = match envelope::parse_frame(bytes, self.config.max_message_bytes) {
+        let parsed = envelope::parse_frame(bytes, self.config.max_message_bytes);
+        self.handle_parsed(now, parsed, replay);
+    }
+
+    /// A text frame arrived: as [`handle_message`](Self::handle_message),
+    /// for text the transport has already checked to be UTF-8.
+    pub fn handle_text_message(&mut self, now: Now, text: &str, replay: &mut dyn ReplayCheck) {
+        if matches!(self.state, HubConnState::Closing | HubConnState::Closed) {
+            return;
+        }
+        let parsed = envelope::parse_text_frame(text, self.config.max_message_bytes);
+        self.handle_parsed(now, parsed, replay);
+    }
+
+    fn handle_parsed(
+        &mut self,
+        now: Now,
+        parsed: Result<envelope::Received, ProtocolError>,
+        replay: &mut dyn ReplayCheck,
+    ) {
+        let received = match parsed {
             Ok(r) => r,
             Err(mut e) => {
                 e.kind = self.kind.as_deref().map(Into::into);

@@ -161,6 +161,15 @@ impl Sim {
         self.run();
     }
 
+    /// Delivers a text frame to the hub, as its driver does.
+    pub fn inject_text_to_hub(&mut self, text: &str) {
+        let now = self.clock.hub_now();
+        if let Some(hub) = &mut self.hub {
+            hub.handle_text_message(now, text, &mut self.replay);
+        }
+        self.run();
+    }
+
     /// Delivers raw bytes to the client as if the hub had sent them.
     pub fn inject_to_client(&mut self, bytes: &str) {
         let now = self.clock.client_now();
@@ -238,8 +247,10 @@ impl Sim {
             Transmit::Frame(f) => {
                 self.log.push(format!("client -> hub: {}", type_of(&f)));
                 self.client_frames.push(f.clone());
+                // As the hub driver does for text frames; injected frames
+                // go through `handle_message`.
                 if let Some(hub) = &mut self.hub {
-                    hub.handle_message(h, f.as_bytes(), &mut self.replay);
+                    hub.handle_text_message(h, &f, &mut self.replay);
                 }
             }
             Transmit::Ping => {
