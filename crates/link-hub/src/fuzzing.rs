@@ -41,9 +41,11 @@
 //! peer, topic, status, subscription, waiting socket, running RPC or ACL
 //! check.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashSet;
 
 use link_protocol::conn::Now;
 use link_protocol::envelope::Header;

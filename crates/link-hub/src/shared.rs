@@ -167,7 +167,7 @@ pub(crate) fn tokio_instant(at: Instant) -> tokio::time::Instant {
 /// short-held lock: no global lock on the relay path.
 pub(crate) struct ReplayShards {
     shards: Box<[Mutex<ReplayGuard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl ReplayShards {
@@ -181,7 +181,7 @@ impl ReplayShards {
             shards: (0..REPLAY_SHARDS)
                 .map(|_| Mutex::new(ReplayGuard::new(per_shard)))
                 .collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
 

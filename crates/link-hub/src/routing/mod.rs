@@ -49,10 +49,15 @@ mod stats;
 mod tests;
 mod verdicts;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+// hashbrown's default hash (foldhash, seeded at random per process): the
+// tables are read on every routed frame, where SipHash cost four of them
+// about 900 instructions a message.
+use hashbrown::{HashMap, HashSet};
 
 use link_protocol::conn::Now;
 use link_protocol::{CanonicalData, Hello, ProtocolError, SERVER, StatusEntry};
@@ -267,8 +272,8 @@ impl Subscribers {
     /// was there.
     fn insert(&mut self, kind: &Arc<str>, at: u64) -> bool {
         match self.since.entry(kind.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
+            hashbrown::hash_map::Entry::Occupied(_) => false,
+            hashbrown::hash_map::Entry::Vacant(v) => {
                 v.insert(at);
                 self.order.push(kind.clone());
                 true
