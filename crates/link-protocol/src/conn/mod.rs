@@ -108,15 +108,19 @@ impl IdSource for SeqIds {
 /// share between threads.
 #[derive(Debug)]
 pub struct IdGen {
-    prefix: [u8; 10],
+    /// The id of counter 0: the prefix's 24 characters (with the version
+    /// and variant bits), then twelve zeros that each id overwrites.
+    head: IdText,
     counter: std::sync::atomic::AtomicU64,
 }
 
 impl IdGen {
     /// A generator with the given random prefix.
     pub fn new(prefix: [u8; 10]) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..10].copy_from_slice(&prefix);
         Self {
-            prefix,
+            head: IdText::uuid_v4(bytes),
             counter: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -142,11 +146,17 @@ impl IdGen {
         IdBlock { next: 0, end: 0 }
     }
 
+    /// The id of counter `n`: the head with the counter's low 48 bits as
+    /// its last twelve hex digits (what formatting the prefix and the
+    /// counter's six bytes as a UUID gives, without formatting the prefix
+    /// again).
     fn text(&self, n: u64) -> IdText {
-        let mut bytes = [0u8; 16];
-        bytes[..10].copy_from_slice(&self.prefix);
-        bytes[10..].copy_from_slice(&n.to_be_bytes()[2..]);
-        IdText::uuid_v4(bytes)
+        let mut out = self.head;
+        for (i, digit) in out.0[24..].iter_mut().enumerate() {
+            let nibble = (n >> (44 - 4 * i)) & 0xf;
+            *digit = HEX[nibble as usize];
+        }
+        out
     }
 }
 
@@ -177,6 +187,8 @@ impl IdBlock {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// A UUID's 36 characters, without an allocation.
 #[derive(Clone, Copy)]
 pub struct IdText([u8; 36]);
@@ -185,7 +197,6 @@ impl IdText {
     fn uuid_v4(mut bytes: [u8; 16]) -> Self {
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 36];
         let mut at = 0;
         for (i, b) in bytes.iter().enumerate() {
@@ -243,6 +254,31 @@ mod tests {
         let (a, b) = (g.next_id(), g.next_id());
         assert_eq!(a, "abababab-abab-4bab-abab-000000000001");
         assert_eq!(b, "abababab-abab-4bab-abab-000000000002");
+    }
+
+    #[test]
+    fn an_id_is_its_prefix_and_counter_formatted_as_one_uuid() {
+        let prefix = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc];
+        let g = IdGen::new(prefix);
+        for n in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xfedc_ba98_7654,
+            (1 << 48) - 1,
+            1 << 48,
+            u64::MAX,
+        ] {
+            let mut bytes = [0u8; 16];
+            bytes[..10].copy_from_slice(&prefix);
+            bytes[10..].copy_from_slice(&n.to_be_bytes()[2..]);
+            assert_eq!(g.text(n).as_str(), uuid_v4(bytes), "{n:#x}");
+        }
+        assert_eq!(
+            g.text(0xfedc_ba98_7654).as_str(),
+            "01234567-89ab-4def-bedc-fedcba987654"
+        );
     }
 
     #[test]
