@@ -15,21 +15,31 @@
 //!   write buffer is set to zero, so each one passes straight into the
 //!   same buffer, in order. The bytes on the wire are the ones tungstenite
 //!   would have written.
-//! - **Reads**: tungstenite's read buffer is small ([`TUNGSTENITE_READ`]);
-//!   a read of the socket goes into a chunk taken for that read and given
-//!   back once tungstenite has copied it out.
+//! - **Reads**: a read of the socket goes into a chunk taken for that read
+//!   and given back once every byte of it is used. A whole, unfragmented,
+//!   masked text or binary frame within the size caps (every frame a link
+//!   peer sends) is cut out of the chunk here, unmasked in place and handed
+//!   on without a copy ([`ServerSocket::poll_next`]). A control frame is
+//!   handed to tungstenite exactly, and only once it is whole, so that
+//!   tungstenite answers pings and closes as before and holds no bytes
+//!   between frames. Anything else (a fragmented message, a frame over a
+//!   cap, reserved bits or opcodes, an unmasked frame, the end of the
+//!   stream, a socket that is closing) makes the socket hand every later
+//!   byte to tungstenite, which reads, answers and refuses as it always
+//!   did; its own read buffer is small ([`TUNGSTENITE_READ`]).
 //!
 //! ```text
 //!   data frames ──► header + payload ─┐
 //!   ping/pong/close ──► tungstenite ──┴─► write buffer (on demand) ──► socket
-//!   socket ──► read chunk (on demand) ──► tungstenite (256 B) ──► frames
+//!   socket ──► read chunk (on demand) ─┬─► whole data frames ──► frames
+//!                                      └─► control frames, the unusual ──► tungstenite ──► frames
 //! ```
 //!
 //! Like tungstenite, a data frame after a close frame (sent or received)
 //! is refused, and the write buffer is bounded: past `max_write_buffer_size`
 //! the socket stops taking control frames and tungstenite fails the write.
 
-use std::io;
+use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -37,8 +47,9 @@ use bytes::{Buf, BytesMut};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -67,6 +78,12 @@ pub struct ServerSocket<S> {
     /// A close frame was sent or received: data frames are refused, as
     /// tungstenite refuses them once its handshake has started.
     closing: bool,
+    /// Whole data frames are read here; false once something only
+    /// tungstenite handles has arrived (it then reads every later byte).
+    fast: bool,
+    /// The largest payload a data frame read here may have: the frame and
+    /// message caps (a larger one goes to tungstenite, which refuses it).
+    max_payload: u64,
 }
 
 impl<S> ServerSocket<S>
@@ -80,9 +97,15 @@ where
     /// the bound of the write buffer; message and frame caps apply as
     /// they do in tungstenite.
     pub async fn from_raw_socket(stream: S, config: WebSocketConfig) -> Self {
+        let max_payload = [config.max_frame_size, config.max_message_size]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(u64::MAX, |m| m as u64);
         let io = Buffers {
             io: stream,
             read: BytesMut::new(),
+            handover: None,
             read_chunk: config.read_buffer_size.max(1),
             write: Vec::new(),
             written: 0,
@@ -93,7 +116,12 @@ where
             .read_buffer_size(TUNGSTENITE_READ)
             .write_buffer_size(0);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        Self { ws, closing: false }
+        Self {
+            ws,
+            closing: false,
+            fast: true,
+            max_payload,
+        }
     }
 
     /// The wrapped stream.
@@ -118,19 +146,214 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+            if self.fast && !self.closing {
+                match ready!(self.poll_fast(cx)) {
+                    Fast::Frame(f) => return Poll::Ready(Some(f)),
+                    // tungstenite reads the control frame handed over.
+                    Fast::Control => {}
+                    Fast::Tungstenite => self.fast = false,
+                }
+            }
+            let next = ready!(Pin::new(&mut self.ws).poll_next(cx));
+            self.ws.get_mut().handover = None;
+            match next {
                 None => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(error(e)))),
                 Some(Ok(m)) => {
                     if let Some(f) = frame(m) {
-                        if matches!(f, Frame::Close(_)) {
-                            self.closing = true;
+                        match f {
+                            Frame::Close(_) => self.closing = true,
+                            // tungstenite queued the pong; its next read
+                            // would send it, but the next frame may be
+                            // read here: send it now (or with the next
+                            // flush, if the socket is full).
+                            Frame::Ping if self.fast => {
+                                let _ = Pin::new(&mut self.ws).poll_flush(cx);
+                            }
+                            _ => {}
                         }
                         return Poll::Ready(Some(Ok(f)));
                     }
                 }
             }
         }
+    }
+}
+
+/// What the read chunk's next frame is to the fast path.
+enum Fast {
+    /// A data frame, read here (or the socket's error).
+    Frame(Result<Frame, TransportError>),
+    /// A whole control frame, handed over to tungstenite.
+    Control,
+    /// Something for tungstenite from now on.
+    Tungstenite,
+}
+
+impl<S> ServerSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Reads the next frame if it is a whole data frame; hands a whole
+    /// control frame to tungstenite; gives up on anything else.
+    fn poll_fast(&mut self, cx: &mut Context<'_>) -> Poll<Fast> {
+        loop {
+            let max_payload = self.max_payload;
+            let io = self.ws.get_mut();
+            let need = match next_frame(&io.read, max_payload) {
+                Next::Data {
+                    header_len,
+                    len,
+                    text,
+                    mask,
+                } => {
+                    let mut bytes = io.read.split_to(header_len + len);
+                    if io.read.is_empty() {
+                        io.read = BytesMut::new();
+                    }
+                    bytes.advance(header_len);
+                    unmask(&mut bytes, mask);
+                    let payload = bytes.freeze();
+                    let f = if text {
+                        Utf8Bytes::try_from(payload)
+                            .map(Frame::Text)
+                            .map_err(|e| error(WsError::from(e)))
+                    } else {
+                        Ok(Frame::Binary(payload))
+                    };
+                    return Poll::Ready(Fast::Frame(f));
+                }
+                Next::Control { len } => {
+                    io.handover = Some(len);
+                    return Poll::Ready(Fast::Control);
+                }
+                Next::Other => return Poll::Ready(Fast::Tungstenite),
+                Next::Short { need } => need,
+            };
+            // The frame is not all here: read more (at least a chunk).
+            io.read.reserve(io.read_chunk.max(need - io.read.len()));
+            match tokio_util::io::poll_read_buf(Pin::new(&mut io.io), cx, &mut io.read) {
+                Poll::Ready(Ok(0)) => {
+                    // The end of the stream: tungstenite says what it means.
+                    return Poll::Ready(Fast::Tungstenite);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.fast = false;
+                    return Poll::Ready(Fast::Frame(Err(io_error(e))));
+                }
+                Poll::Pending => {
+                    if io.read.is_empty() {
+                        // Nothing held while waiting.
+                        io.read = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// The next frame in a read chunk, as the fast path sees it.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// A whole, final, masked text or binary frame within the caps.
+    Data {
+        header_len: usize,
+        len: usize,
+        text: bool,
+        mask: [u8; 4],
+    },
+    /// A whole, final, masked ping, pong or close of at most 125 bytes:
+    /// `len` bytes with its header.
+    Control { len: usize },
+    /// The frame is not all here: `need` bytes make at least its header,
+    /// or all of it.
+    Short { need: usize },
+    /// Anything else: tungstenite's to read (or refuse).
+    Other,
+}
+
+/// Reads the header of the frame at the start of `buf` with tungstenite's
+/// own parser.
+fn next_frame(buf: &[u8], max_payload: u64) -> Next {
+    let mut cursor = Cursor::new(buf);
+    let (header, len) = match FrameHeader::parse(&mut cursor) {
+        Ok(Some(h)) => h,
+        // Two bytes say how long the header is; 14 is the longest.
+        Ok(None) => {
+            return Next::Short {
+                need: header_len_from(buf).unwrap_or(2),
+            };
+        }
+        Err(_) => return Next::Other,
+    };
+    let header_len = cursor.position() as usize;
+    let (Some(mask), true, false) = (
+        header.mask,
+        header.is_final,
+        header.rsv1 || header.rsv2 || header.rsv3,
+    ) else {
+        return Next::Other;
+    };
+    let whole = |len: usize| {
+        let total = header_len + len;
+        if buf.len() >= total {
+            None
+        } else {
+            Some(Next::Short { need: total })
+        }
+    };
+    match header.opcode {
+        OpCode::Data(Data::Text | Data::Binary) if len <= max_payload => {
+            // Within the caps, so it fits in memory (and in `usize`).
+            let Ok(len) = usize::try_from(len) else {
+                return Next::Other;
+            };
+            whole(len).unwrap_or(Next::Data {
+                header_len,
+                len,
+                text: header.opcode == OpCode::Data(Data::Text),
+                mask,
+            })
+        }
+        OpCode::Control(Control::Ping | Control::Pong | Control::Close) if len <= 125 => {
+            let len = len as usize;
+            whole(len).unwrap_or(Next::Control {
+                len: header_len + len,
+            })
+        }
+        _ => Next::Other,
+    }
+}
+
+/// The length of a frame header from its first two bytes (RFC 6455 5.2).
+fn header_len_from(buf: &[u8]) -> Option<usize> {
+    let second = *buf.get(1)?;
+    let extended = match second & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    Some(2 + extended + mask)
+}
+
+/// XORs a client's masking key over its payload (RFC 6455 5.3), eight
+/// bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let key = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut words = payload.chunks_exact_mut(8);
+    for word in words.by_ref() {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ key).to_ne_bytes());
+    }
+    // The tail starts at a multiple of 8, so the key's phase is 0.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
     }
 }
 
@@ -187,9 +410,13 @@ where
 #[derive(Debug)]
 struct Buffers<S> {
     io: S,
-    /// Bytes read from `io` that tungstenite has not taken yet; no
-    /// allocation while it is empty.
+    /// Bytes read from `io` that no one has taken yet; no allocation
+    /// while it is empty.
     read: BytesMut,
+    /// While the fast path hands tungstenite one whole control frame: the
+    /// bytes of it tungstenite has yet to take (it is given those and
+    /// nothing more, so that it holds nothing once it has the frame).
+    handover: Option<usize>,
     read_chunk: usize,
     /// Frames to write, of which `written` bytes are written; no
     /// allocation once all are.
@@ -263,6 +490,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Buffers<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(left) = this.handover {
+            // Only the frame handed over, which is all in `read`.
+            let n = buf.remaining().min(left).min(this.read.len());
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::other(
+                    "tungstenite read past a control frame handed over whole",
+                )));
+            }
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            this.handover = Some(left - n);
+            if this.read.is_empty() {
+                this.read = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         if this.read.is_empty() {
             if buf.remaining() >= this.read_chunk {
                 return Pin::new(&mut this.io).poll_read(cx, buf);
@@ -480,6 +723,155 @@ mod tests {
             peer.next().await.unwrap().unwrap(),
             Message::Close(Some(c)) if u16::from(c.code) == 1000 && c.reason == "bye"
         ));
+    }
+
+    /// A client frame as a peer puts it on the wire: FIN and opcode, the
+    /// masked length, the key, the masked payload.
+    fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=65_535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    const TEXT: u8 = 0x81;
+    const BINARY: u8 = 0x82;
+
+    /// Writes `bytes` a few at a time, so that frames and headers arrive
+    /// split at every kind of place.
+    async fn dribble(theirs: &mut DuplexStream, bytes: &[u8], step: usize) {
+        use tokio::io::AsyncWriteExt;
+        for piece in bytes.chunks(step) {
+            theirs.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_whole_data_frames_split_anywhere_and_answers_pings_between_them() {
+        let sizes = [0, 1, 7, 8, 9, 125, 126, 127, 1000, 65_535, 65_536, 200_000];
+        for step in [1, 3, 64, 4096, 1 << 20] {
+            let (mut socket, mut theirs) = lean().await;
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            for (i, n) in sizes.into_iter().enumerate() {
+                let mask = [i as u8, 0x5a, 0xff, (n % 251) as u8];
+                if i % 2 == 0 {
+                    let text: String = "é€x".chars().cycle().take(n).collect();
+                    wire.extend(client_frame(TEXT, text.as_bytes(), mask));
+                    want.push(Frame::text(text));
+                } else {
+                    let bytes: Vec<u8> = (0..n).map(|j| (j * 7 + i) as u8).collect();
+                    wire.extend(client_frame(BINARY, &bytes, mask));
+                    want.push(Frame::Binary(bytes.into()));
+                }
+                if i == 4 {
+                    wire.extend(client_frame(0x89, b"ping!", [9, 8, 7, 6]));
+                    want.push(Frame::Ping);
+                }
+                if i == 6 {
+                    wire.extend(client_frame(0x8A, b"", [1, 2, 3, 4]));
+                    want.push(Frame::Pong);
+                }
+            }
+            let reader = async {
+                let mut got = Vec::new();
+                for _ in 0..want.len() {
+                    got.push(socket.next().await.unwrap().unwrap());
+                }
+                (got, socket)
+            };
+            let ((got, mut socket), ()) = tokio::join!(reader, dribble(&mut theirs, &wire, step));
+            assert_eq!(got, want, "written {step} bytes at a time");
+            // Nothing held between frames, and still read here.
+            assert_eq!(socket.buffered_capacity(), 0);
+            assert!(socket.fast, "written {step} bytes at a time");
+            // The pong went out with the ping's payload.
+            socket.flush().await.unwrap();
+            drop(socket);
+            let mut peer = client(theirs).await;
+            assert_eq!(
+                peer.next().await.unwrap().unwrap(),
+                Message::Pong(b"ping!".to_vec().into())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_message_is_left_to_tungstenite_with_everything_after_it() {
+        let (mut socket, mut theirs) = lean().await;
+        let mut wire = client_frame(TEXT, b"whole", [1, 1, 1, 1]);
+        wire.extend(client_frame(0x01, b"fir", [2, 2, 2, 2])); // text, not final
+        wire.extend(client_frame(0x80, b"st", [3, 3, 3, 3])); // final continuation
+        wire.extend(client_frame(TEXT, b"after", [4, 4, 4, 4]));
+        dribble(&mut theirs, &wire, 5).await;
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::text("whole"));
+        assert!(socket.fast);
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::text("first"));
+        assert!(!socket.fast);
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::text("after"));
+    }
+
+    /// What tungstenite says about `wire`, and what this socket says.
+    async fn both_refuse(wire: Vec<u8>) -> (TransportError, TransportError) {
+        let (plain, mut plain_theirs) = duplex(1 << 22);
+        let plain = WebSocketStream::from_raw_socket(plain, Role::Server, Some(config())).await;
+        let mut plain = WebSocket::new(plain);
+        let (mut socket, mut theirs) = lean().await;
+        dribble(&mut plain_theirs, &wire, 1 << 20).await;
+        dribble(&mut theirs, &wire, 1 << 20).await;
+        let want = plain.next().await.unwrap().unwrap_err();
+        let got = socket.next().await.unwrap().unwrap_err();
+        (want, got)
+    }
+
+    #[tokio::test]
+    async fn refuses_what_tungstenite_refuses_with_its_words() {
+        let mut unmasked = client_frame(TEXT, b"hi", [0; 4]);
+        unmasked[1] &= 0x7F;
+        unmasked.drain(2..6);
+        let cases = [
+            ("bad UTF-8", client_frame(TEXT, &[0xC3, 0x28], [5, 6, 7, 8])),
+            ("unmasked", unmasked),
+            ("reserved bit", client_frame(0xC1, b"x", [1, 2, 3, 4])),
+            ("reserved opcode", client_frame(0x83, b"x", [1, 2, 3, 4])),
+            ("continuation first", client_frame(0x80, b"x", [1, 2, 3, 4])),
+            ("long ping", client_frame(0x89, &[0; 126], [1, 2, 3, 4])),
+            (
+                "over the cap",
+                client_frame(BINARY, &vec![0; (1 << 20) + 1], [1, 2, 3, 4]),
+            ),
+        ];
+        for (case, wire) in cases {
+            let (want, got) = both_refuse(wire).await;
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn unmasks_as_the_rfc_says_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let mut masked: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            unmask(&mut masked, mask);
+            assert_eq!(masked, plain, "{len}");
+        }
     }
 
     #[tokio::test]
