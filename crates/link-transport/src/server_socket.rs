@@ -84,6 +84,9 @@ pub struct ServerSocket<S> {
     /// The largest payload a data frame read here may have: the frame and
     /// message caps (a larger one goes to tungstenite, which refuses it).
     max_payload: u64,
+    /// An error or the end came out of a read: the stream has ended, as
+    /// tungstenite's does after an error (whichever of the two read it).
+    ended: bool,
 }
 
 impl<S> ServerSocket<S>
@@ -121,6 +124,7 @@ where
             closing: false,
             fast: true,
             max_payload,
+            ended: false,
         }
     }
 
@@ -145,10 +149,16 @@ where
     type Item = Result<Frame, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         loop {
             if self.fast && !self.closing {
                 match ready!(self.poll_fast(cx)) {
-                    Fast::Frame(f) => return Poll::Ready(Some(f)),
+                    Fast::Frame(f) => {
+                        self.ended = f.is_err();
+                        return Poll::Ready(Some(f));
+                    }
                     // tungstenite reads the control frame handed over.
                     Fast::Control => {}
                     Fast::Tungstenite => self.fast = false,
@@ -157,8 +167,14 @@ where
             let next = ready!(Pin::new(&mut self.ws).poll_next(cx));
             self.ws.get_mut().handover = None;
             match next {
-                None => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(error(e)))),
+                None => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(error(e))));
+                }
                 Some(Ok(m)) => {
                     if let Some(f) = frame(m) {
                         match f {
@@ -238,10 +254,7 @@ where
                     return Poll::Ready(Fast::Tungstenite);
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    self.fast = false;
-                    return Poll::Ready(Fast::Frame(Err(io_error(e))));
-                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Fast::Frame(Err(io_error(e)))),
                 Poll::Pending => {
                     if io.read.is_empty() {
                         // Nothing held while waiting.
