@@ -11,7 +11,8 @@
 //!                     fuzz/regressions/<name>/*)                    ─┘
 //! ```
 //!
-//! The routing table's harness lives with the table (`link-hub`, module
+//! `server_socket` drives the transport crate's WebSocket reader against
+//! tungstenite's. The routing table's harness lives with the table (`link-hub`, module
 //! `fuzzing`, behind the non-default `fuzzing` feature) because the table
 //! is crate-private. See `docs/reliability.md` for how to run the targets.
 //!
@@ -29,6 +30,7 @@ pub mod frame;
 pub mod hub_conn;
 pub mod input;
 pub mod presence;
+pub mod server_socket;
 
 /// A harness: runs one input, panics when a check fails.
 pub type Harness = fn(&[u8]);
@@ -41,4 +43,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("hub_conn", hub_conn::run),
     ("client_conn", client_conn::run),
     ("presence", presence::run),
+    ("server_socket", server_socket::run),
 ];

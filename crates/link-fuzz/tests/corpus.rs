@@ -77,6 +77,11 @@ fn presence_corpus_replays() {
     assert!(replay("presence") > 0);
 }
 
+#[test]
+fn server_socket_corpus_replays() {
+    assert!(replay("server_socket") > 0);
+}
+
 /// Not the fuzzer, but a cheap net under it: a few thousand inputs from a
 /// fixed pseudo-random sequence through every target, so a harness or
 /// product change that breaks a check is caught without nightly.
