@@ -10,7 +10,8 @@
 //!        │ write: writer::write_loop(Sink<Frame>, queue, encoder)
 //!        ▼
 //!   Transport ── WebSocket<S>     tungstenite (ws://, wss://, any attached socket)
-//!             ├─ ServerSocket<S>  the hub's side of a raw stream: no buffer held while idle
+//!             ├─ ServerSocket<S>  the hub's side of a raw stream: data frames read and
+//!             │                   written by itself, no buffer held while idle
 //!             └─ memory::duplex   in-process pair with a frame cap (tests)
 //! ```
 //!
