@@ -768,6 +768,29 @@ impl Envelope {
         Some((m.count, [member(&m.first[0]), member(&m.first[1])]))
     }
 
+    /// The value of `data`'s last member when that member is `name` and
+    /// holds a string without escapes (a topic, a `directType`, an
+    /// `rpcType`: each sorts after its payload), read from the members the
+    /// frame's scan recorded; `None` when it is not so or was not recorded
+    /// (a data object of more than two members): read the text then.
+    pub(crate) fn scanned_last_string(&self, name: &str) -> Option<&str> {
+        let Repr::Signed(s) = &self.repr else {
+            return None;
+        };
+        let m = s.head.data_members.as_ref()?;
+        let (key, value) = m.first.get(m.count.checked_sub(1)?)?.as_ref()?;
+        if s.text.get(key.clone())? != name {
+            return None;
+        }
+        // The last value runs to the data object's closing brace.
+        let data = s.head.data.as_ref()?;
+        let literal = s.text.get(*value..data.end.checked_sub(1)?)?;
+        literal
+            .strip_prefix('"')?
+            .strip_suffix('"')
+            .filter(|v| !v.contains('\\'))
+    }
+
     /// Takes the payload out.
     pub fn take_data(&mut self) -> Option<Value> {
         if let Repr::Signed(s) = &self.repr {

@@ -608,8 +608,12 @@ impl Message {
                 .find(|(key, _)| *key == name)
                 .and_then(|(_, span)| text.get(span))
         };
-        // The sorted keys put `topic` / `directType` last: read from the end.
-        let last = |name: &str| signed_tail::last_string_member(text, name);
+        // The sorted keys put `topic` / `directType` last: as the scan
+        // recorded it, else read from the end.
+        let last = |name: &str| {
+            env.scanned_last_string(name)
+                .or_else(|| signed_tail::last_string_member(text, name))
+        };
         match env.msg_type()? {
             msg_type::TOPIC_MESSAGE if let Some(topic) = last("topic") => {
                 Some(Self::TopicMessage {
@@ -672,6 +676,9 @@ pub fn topic_payload_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_
 /// built. `None` when it is missing or not a plain string: ask
 /// [`Message::parse`] then.
 pub fn rpc_type(env: &Envelope) -> Option<&str> {
+    if let Some(rpc_type) = env.scanned_last_string("rpcType") {
+        return Some(rpc_type);
+    }
     match env.signed_data_text().filter(|t| t.starts_with('{')) {
         Some(text) => plain_string(signed_member(text, "rpcType")?),
         None => env.data()?.get("rpcType")?.as_str(),
@@ -759,6 +766,52 @@ mod tests {
             .envelope;
         let authentic = crate::envelope::parse_authentic(&frame, 1 << 20, &key).unwrap();
         [scanned, authentic]
+    }
+
+    #[test]
+    fn the_scanned_last_member_reads_as_the_text_does() {
+        let cases = [
+            (
+                json!({"payload": {"topic": "no"}, "topic": "t.x"}),
+                "topic",
+                Some("t.x"),
+            ),
+            (json!({"topic": "t"}), "topic", Some("t")),
+            (json!({"topic": "é€"}), "topic", Some("é€")),
+            (json!({"payload": 1, "topic": "a\"b"}), "topic", None),
+            (json!({"payload": 1, "topic": 5}), "topic", None),
+            (json!({"payload": "x", "topic": ""}), "topic", Some("")),
+            (
+                json!({"directData": [1], "directType": "ping"}),
+                "directType",
+                Some("ping"),
+            ),
+            (
+                json!({"rpcData": {}, "rpcType": "sum"}),
+                "rpcType",
+                Some("sum"),
+            ),
+            (json!({"rpcType": "sum", "z": 1}), "rpcType", None),
+            (json!({}), "topic", None),
+        ];
+        for (data, name, want) in cases {
+            let [scanned, _] = wire(msg_type::TOPIC_MESSAGE, data.clone());
+            assert_eq!(scanned.scanned_last_string(name), want, "{data}");
+            let text = scanned.signed_data_text().unwrap();
+            assert_eq!(signed_tail::last_string_member(text, name), want, "{data}");
+        }
+        // Past two members the scan keeps no record of the last: the text is read.
+        let [scanned, _] = wire(
+            msg_type::TOPIC_MESSAGE,
+            json!({"a": 1, "b": 2, "topic": "t"}),
+        );
+        assert_eq!(scanned.scanned_last_string("topic"), None);
+        assert_eq!(
+            Message::parse(&scanned),
+            Message::TopicMessage {
+                topic: Some("t".into())
+            }
+        );
     }
 
     #[test]
