@@ -153,7 +153,9 @@ where
             return Poll::Ready(None);
         }
         loop {
-            if self.fast && !self.closing {
+            // (A control frame handed over and not yet read by tungstenite
+            // stays its to finish.)
+            if self.fast && !self.closing && self.ws.get_ref().handover.is_none() {
                 match ready!(self.poll_fast(cx)) {
                     Fast::Frame(f) => {
                         self.ended = f.is_err();
@@ -247,7 +249,8 @@ where
                 Next::Short { need } => need,
             };
             // The frame is not all here: read more (at least a chunk).
-            io.read.reserve(io.read_chunk.max(need - io.read.len()));
+            io.read
+                .reserve(io.read_chunk.max(need.saturating_sub(io.read.len())));
             match tokio_util::io::poll_read_buf(Pin::new(&mut io.io), cx, &mut io.read) {
                 Poll::Ready(Ok(0)) => {
                     // The end of the stream: tungstenite says what it means.
