@@ -768,12 +768,12 @@ impl Envelope {
         Some((m.count, [member(&m.first[0]), member(&m.first[1])]))
     }
 
-    /// The value of `data`'s last member when that member is `name` and
-    /// holds a string without escapes (a topic, a `directType`, an
-    /// `rpcType`: each sorts after its payload), read from the members the
-    /// frame's scan recorded; `None` when it is not so or was not recorded
-    /// (a data object of more than two members): read the text then.
-    pub(crate) fn scanned_last_string(&self, name: &str) -> Option<&str> {
+    /// The value text of `data`'s last member when that member is `name`
+    /// (a topic, a `directType`, an `rpcType`: each sorts after its
+    /// payload), read from the members the frame's scan recorded; `None`
+    /// when it is not so or was not recorded (a data object of more than
+    /// two members): read the text then.
+    pub(crate) fn scanned_last_member(&self, name: &str) -> Option<&str> {
         let Repr::Signed(s) = &self.repr else {
             return None;
         };
@@ -784,11 +784,7 @@ impl Envelope {
         }
         // The last value runs to the data object's closing brace.
         let data = s.head.data.as_ref()?;
-        let literal = s.text.get(*value..data.end.checked_sub(1)?)?;
-        literal
-            .strip_prefix('"')?
-            .strip_suffix('"')
-            .filter(|v| !v.contains('\\'))
+        s.text.get(*value..data.end.checked_sub(1)?)
     }
 
     /// Takes the payload out.

@@ -611,7 +611,8 @@ impl Message {
         // The sorted keys put `topic` / `directType` last: as the scan
         // recorded it, else read from the end.
         let last = |name: &str| {
-            env.scanned_last_string(name)
+            env.scanned_last_member(name)
+                .and_then(plain_string)
                 .or_else(|| signed_tail::last_string_member(text, name))
         };
         match env.msg_type()? {
@@ -676,7 +677,7 @@ pub fn topic_payload_as<T: DeserializeOwned>(env: &Envelope) -> Result<T, serde_
 /// built. `None` when it is missing or not a plain string: ask
 /// [`Message::parse`] then.
 pub fn rpc_type(env: &Envelope) -> Option<&str> {
-    if let Some(rpc_type) = env.scanned_last_string("rpcType") {
+    if let Some(rpc_type) = env.scanned_last_member("rpcType").and_then(plain_string) {
         return Some(rpc_type);
     }
     match env.signed_data_text().filter(|t| t.starts_with('{')) {
@@ -796,7 +797,8 @@ mod tests {
         ];
         for (data, name, want) in cases {
             let [scanned, _] = wire(msg_type::TOPIC_MESSAGE, data.clone());
-            assert_eq!(scanned.scanned_last_string(name), want, "{data}");
+            let recorded = scanned.scanned_last_member(name).and_then(plain_string);
+            assert_eq!(recorded, want, "{data}");
             let text = scanned.signed_data_text().unwrap();
             assert_eq!(signed_tail::last_string_member(text, name), want, "{data}");
         }
@@ -805,7 +807,7 @@ mod tests {
             msg_type::TOPIC_MESSAGE,
             json!({"a": 1, "b": 2, "topic": "t"}),
         );
-        assert_eq!(scanned.scanned_last_string("topic"), None);
+        assert_eq!(scanned.scanned_last_member("topic"), None);
         assert_eq!(
             Message::parse(&scanned),
             Message::TopicMessage {

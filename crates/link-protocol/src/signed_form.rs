@@ -240,23 +240,16 @@ struct KeySpan {
 
 impl Scan<'_> {
     fn peek(&self) -> u8 {
-        match self.b.get(self.i) {
-            Some(&c) => c,
-            None if self.close_at_end && self.i == self.b.len() => b'}',
-            None => 0,
-        }
+        self.at(self.i)
     }
 
     fn value(&mut self, depth: u32) -> bool {
-        match self.peek() {
-            b'{' => self.object(depth),
-            b'[' => self.array(depth),
-            b'"' => self.string().is_some(),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => false,
+        match self.value_at(self.i, depth) {
+            Some(end) => {
+                self.i = end;
+                true
+            }
+            None => false,
         }
     }
 
@@ -292,15 +285,6 @@ impl Scan<'_> {
             self.i += 1;
         }
         false
-    }
-
-    fn literal(&mut self, word: &[u8]) -> bool {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            true
-        } else {
-            false
-        }
     }
 
     /// The byte at `i`, the virtual `}` just past the end in split mode,
