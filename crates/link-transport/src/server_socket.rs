@@ -450,6 +450,18 @@ impl<S> Buffers<S> {
         self.write.len() - self.written
     }
 
+    /// Moves up to `most` bytes of `read` into `buf` (as many as fit),
+    /// giving the chunk back once it is empty; how many moved.
+    fn take_read(&mut self, buf: &mut ReadBuf<'_>, most: usize) -> usize {
+        let n = buf.remaining().min(most).min(self.read.len());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        n
+    }
+
     /// Appends one unmasked data frame, as tungstenite formats it.
     fn queue_data(&mut self, opcode: OpCode, payload: &[u8]) {
         let header = FrameHeader {
@@ -508,18 +520,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Buffers<S> {
         let this = self.get_mut();
         if let Some(left) = this.handover {
             // Only the frame handed over, which is all in `read`.
-            let n = buf.remaining().min(left).min(this.read.len());
+            let n = this.take_read(buf, left);
             if n == 0 {
                 return Poll::Ready(Err(io::Error::other(
                     "tungstenite read past a control frame handed over whole",
                 )));
             }
-            buf.put_slice(&this.read[..n]);
-            this.read.advance(n);
             this.handover = Some(left - n);
-            if this.read.is_empty() {
-                this.read = BytesMut::new();
-            }
             return Poll::Ready(Ok(()));
         }
         if this.read.is_empty() {
@@ -541,12 +548,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Buffers<S> {
                 return Poll::Ready(Ok(()));
             }
         }
-        let n = buf.remaining().min(this.read.len());
-        buf.put_slice(&this.read[..n]);
-        this.read.advance(n);
-        if this.read.is_empty() {
-            this.read = BytesMut::new();
-        }
+        this.take_read(buf, usize::MAX);
         Poll::Ready(Ok(()))
     }
 }
